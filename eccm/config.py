@@ -1,0 +1,468 @@
+"""config.ini (+ ECCM_<KEY> environment overrides) → one frozen, validated Config.
+
+The file is the original ECCM format: a ``[DEFAULT]`` section of ``KEY=value`` lines. It is
+parsed once here; nothing downstream ever sees a raw string. Every error names the key, the
+bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from eccm.errors import ConfigError
+
+_TRUE = {"yes", "true", "1", "on"}
+_FALSE = {"no", "false", "0", "off"}
+_CAR_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_S3_PREFIX = re.compile(r"[A-Za-z0-9._=/-]{0,200}")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_OBD_NAME = re.compile(r"[A-Z0-9_]+")
+ENV_PREFIX = "ECCM_"
+
+
+def _bad(key: str, value: str, expected: str) -> ConfigError:
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    return ConfigError(f"{key}={shown!r} is not valid: expected {expected}")
+
+
+def _bool(key: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise _bad(key, raw, "yes/no, true/false, 1/0 or on/off")
+
+
+def _number(
+    lo: float, hi: float, *, integer: bool = False, lo_open: bool = False
+) -> Callable[[str, str], Any]:
+    kind = "a whole number" if integer else "a number"
+    lo_word = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
+    expected = f"{kind} {lo_word} and at most {hi:g}"
+
+    def parse(key: str, raw: str) -> float | int:
+        text = raw.strip()
+        try:
+            value: float | int = int(text) if integer else float(text)
+        except ValueError:
+            raise _bad(key, raw, expected) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _bad(key, raw, expected)
+        if value < lo or value > hi or (lo_open and value == lo):
+            raise _bad(key, raw, expected)
+        return value
+
+    return parse
+
+
+def _text(key: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _car_id(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        raise ConfigError(
+            f"{key} is required: set a unique id for the car, e.g. {key}=my-car "
+            "(letters, digits, '.', '_', '-'; at most 64)"
+        )
+    if not _CAR_ID.fullmatch(v):
+        raise _bad(key, raw, "1 to 64 characters from A-Z a-z 0-9 . _ - (it is used in file names)")
+    return v
+
+
+def _extension(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        raise _bad(key, raw, "a file extension such as .tsv or .csv")
+    if not v.startswith("."):
+        v = "." + v
+    if not re.fullmatch(r"\.[A-Za-z0-9]{1,10}", v) or v.lower() in (".part", ".json", ".gz"):
+        raise _bad(key, raw, "a file extension such as .tsv or .csv (letters and digits)")
+    return v
+
+
+def _separator(key: str, raw: str) -> str:
+    # configparser strips surrounding white space, so a real tab cannot survive: the
+    # original ECCM wrote it as the two characters backslash and t.
+    v = raw.strip()
+    if v == "":
+        return ""
+    if v in ("\\t", "tab", "TAB"):
+        return "\t"
+    if len(v) != 1 or v in '\r\n"' or v.isalnum():
+        raise _bad(key, raw, r"one character such as , ; | or \t (not a letter, digit or quote)")
+    return v
+
+
+def _endpoint(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        return ""
+    if "://" not in v:
+        v = "https://" + v
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad(key, raw, "https://host[:port] or http://host[:port] (or a bare host)")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise _bad(key, raw, "https://host[:port] with a port from 1 to 65535") from None
+    return v.rstrip("/")
+
+
+def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
+    def parse(key: str, raw: str) -> tuple[str, ...]:
+        v = raw.strip()
+        if allow_all and v.upper() == "ALL":
+            return ("ALL",)
+        names = [n.strip().upper() for n in v.split(",") if n.strip()]
+        for n in names:
+            if not _OBD_NAME.fullmatch(n):
+                raise _bad(key, raw, "comma-separated python-OBD command names such as RPM,SPEED")
+        if allow_all and "ALL" in names:
+            raise _bad(key, raw, "either ALL alone or a list of command names")
+        # Known names are checked against python-OBD later (obd.link): importing it here
+        # would make check-config slow and tie the parser to one python-OBD version.
+        return tuple(dict.fromkeys(names))
+
+    return parse
+
+
+def _verify_tls(key: str, raw: str) -> bool | str:
+    v = raw.strip()
+    low = v.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    if not Path(v).is_file():
+        raise _bad(key, raw, "yes, no, or the path of an existing CA bundle file")
+    return v
+
+
+def _compression(key: str, raw: str) -> str:
+    v = raw.strip().lower()
+    if v not in ("gzip", "none"):
+        raise _bad(key, raw, "gzip or none")
+    return v
+
+
+def _log_level(key: str, raw: str) -> str:
+    v = raw.strip().upper()
+    if v not in _LOG_LEVELS:
+        raise _bad(key, raw, "one of " + ", ".join(_LOG_LEVELS))
+    return v
+
+
+def _bind(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        raise _bad(key, raw, "an IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
+    if v == "localhost":
+        return "127.0.0.1"
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise _bad(key, raw, "an IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0") from None
+    return v
+
+
+def _path_or_empty(key: str, raw: str) -> str:
+    v = raw.strip()
+    if v and not Path(v).is_file():
+        raise _bad(key, raw, "the path of an existing PEM file, or empty")
+    return v
+
+
+def _s3_prefix(key: str, raw: str) -> str:
+    v = raw.strip().strip("/")
+    if not _S3_PREFIX.fullmatch(v):
+        raise _bad(key, raw, "letters, digits and . _ = / - (an S3 key prefix)")
+    return v
+
+
+def _gps_interface(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        raise _bad(key, raw, "a serial device such as /dev/gnss, or gpsd://host:port")
+    if v.startswith("gpsd://"):
+        parts = urlsplit(v)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            raise _bad(key, raw, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
+    return v
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    default: str
+    parse: Callable[[str, str], Any]
+    doc: str
+    secret: bool = False
+    original: bool = False
+
+
+# The order is the order of config.ini.template and of `eccm check-config`: the original
+# ECCM keys first, so an old config.ini reads the same.
+KEYS: dict[str, KeySpec] = {
+    "CAR_IDENTIFIER": KeySpec("", _car_id, "unique id of the car, used in file names and S3 keys", original=True),
+    "FILE_RECORDING": KeySpec("yes", _bool, "write data files", original=True),
+    "GPS_POSITION_MONITORING": KeySpec("no", _bool, "read the GNSS receiver and log position", original=True),
+    "OBD_INTERFACE": KeySpec("", _text, "serial device of the ELM327 adapter (empty = auto-detect)", original=True),
+    "MONITORING_FILE_EXTENSION": KeySpec(".tsv", _extension, ".csv, .tsv or another extension", original=True),
+    "MONITORING_FILE_SEPARATION_CHARACTER": KeySpec("", _separator, r"separator (empty = , for .csv, \t for .tsv, | otherwise)", original=True),
+    "RECORD_DIRECTORY_LOCATION": KeySpec(".", _text, "directory where files are written", original=True),
+    "S3_SERVER_ENDPOINT": KeySpec("", _endpoint, "https://host[:port] of the S3 server (empty = no upload)", original=True),
+    "S3_SERVER_AK": KeySpec("", _text, "S3 access key (empty = boto3's default credential chain)", secret=True, original=True),
+    "S3_SERVER_SK": KeySpec("", _text, "S3 secret key", secret=True, original=True),
+    "S3_SERVER_BUCKET": KeySpec("", _text, "S3 bucket (required when S3 is on)", original=True),
+    "S3_SERVER_REGION": KeySpec("us-east-1", _text, "S3 region", original=True),
+    "ENABLE_SOCKET_SERVER": KeySpec("no", _bool, "start the control socket", original=True),
+    "SOCKET_SERVER_PORT": KeySpec("8765", _number(1, 65535, integer=True), "TCP port of the control socket", original=True),
+    "SOCKET_SERVER_SECRET": KeySpec("", _text, "shared secret of the control socket (make one with: eccm gen-secret)", secret=True, original=True),
+    "GPS_INTERFACE": KeySpec("/dev/gnss", _gps_interface, "serial device of the NMEA receiver, or gpsd://host:port"),
+    "GPS_BAUDRATE": KeySpec("9600", _number(300, 4_000_000, integer=True), "serial speed of the receiver"),
+    "GPS_MAX_FIX_AGE": KeySpec("2.0", _number(0.1, 3600), "seconds after which a fix is stale"),
+    "OBD_BAUDRATE": KeySpec("", _text, "serial speed of the adapter (empty = auto)"),
+    "OBD_PROTOCOL": KeySpec("", _text, "OBD protocol id 1-9/A-C (empty = auto)"),
+    "OBD_FAST_COMMANDS": KeySpec("RPM,SPEED,THROTTLE_POS,ENGINE_LOAD,MAF,INTAKE_PRESSURE", _obd_commands(False), "python-OBD commands read for every row"),
+    "OBD_SLOW_COMMANDS": KeySpec("ALL", _obd_commands(True), "commands read every OBD_SLOW_INTERVAL (ALL = every other supported mode 01 value)"),
+    "OBD_SLOW_INTERVAL": KeySpec("1.0", _number(0.05, 3600), "seconds between reads of the slow commands"),
+    "SAMPLE_INTERVAL": KeySpec("0.2", _number(0, 3600), "minimum seconds between rows (0 = as fast as the car answers)"),
+    "OBD_RECONNECT_MAX_INTERVAL": KeySpec("10", _number(0.5, 3600), "cap of the reconnection backoff, seconds"),
+    "TRIP_END_TIMEOUT": KeySpec("30", _number(1, 86400), "seconds without engine data that end a trip"),
+    "FILE_ROTATION_SECONDS": KeySpec("300", _number(1, 86400), "close the file after this many seconds"),
+    "FILE_ROTATION_MAX_BYTES": KeySpec("16777216", _number(1024, 1 << 40, integer=True), "close the file at this size"),
+    "FILE_FLUSH_INTERVAL": KeySpec("1.0", _number(0, 3600), "seconds between flush+fsync of the open file"),
+    "FILE_COMPRESSION": KeySpec("gzip", _compression, "gzip or none, applied to closed files"),
+    "S3_KEY_PREFIX": KeySpec("car-logs", _s3_prefix, "first part of every S3 key"),
+    "S3_SYNC_INTERVAL": KeySpec("60", _number(1, 86400), "seconds between upload runs"),
+    "S3_SYNC_JITTER": KeySpec("15", _number(0, 86400), "random 0..N seconds added to each upload run"),
+    "S3_DELETE_AFTER_UPLOAD": KeySpec("yes", _bool, "delete a file once its upload is verified (no = move it to uploaded/)"),
+    "S3_VERIFY_TLS": KeySpec("yes", _verify_tls, "yes, no, or a CA bundle path"),
+    "LOCAL_RETENTION_DAYS": KeySpec("15", _number(0, 36500), "days uploaded files are kept under uploaded/"),
+    "MAX_LOCAL_STORAGE_MB": KeySpec("1024", _number(1, 1 << 30), "disk budget of RECORD_DIRECTORY_LOCATION in MB"),
+    "SOCKET_SERVER_BIND": KeySpec("127.0.0.1", _bind, "address the control socket listens on"),
+    "SOCKET_SERVER_TLS_CERT": KeySpec("", _path_or_empty, "PEM certificate (empty = plain TCP)"),
+    "SOCKET_SERVER_TLS_KEY": KeySpec("", _path_or_empty, "PEM private key"),
+    "SOCKET_SERVER_ALLOW_PLAIN_AUTH": KeySpec("no", _bool, "accept AUTH <secret> on plain TCP from non-loopback peers"),
+    "SOCKET_SERVER_ALLOW_DTC_CLEAR": KeySpec("yes", _bool, "allow DTC CLEAR"),
+    "SOCKET_SERVER_MAX_CLIENTS": KeySpec("8", _number(1, 1024, integer=True), "simultaneous connections"),
+    "LOG_LEVEL": KeySpec("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    car_identifier: str
+    file_recording: bool
+    gps_position_monitoring: bool
+    obd_interface: str
+    monitoring_file_extension: str
+    monitoring_file_separation_character: str
+    record_directory_location: str
+    s3_server_endpoint: str
+    s3_server_ak: str
+    s3_server_sk: str
+    s3_server_bucket: str
+    s3_server_region: str
+    enable_socket_server: bool
+    socket_server_port: int
+    socket_server_secret: str
+    gps_interface: str
+    gps_baudrate: int
+    gps_max_fix_age: float
+    obd_baudrate: str
+    obd_protocol: str
+    obd_fast_commands: tuple[str, ...]
+    obd_slow_commands: tuple[str, ...]
+    obd_slow_interval: float
+    sample_interval: float
+    obd_reconnect_max_interval: float
+    trip_end_timeout: float
+    file_rotation_seconds: float
+    file_rotation_max_bytes: int
+    file_flush_interval: float
+    file_compression: str
+    s3_key_prefix: str
+    s3_sync_interval: float
+    s3_sync_jitter: float
+    s3_delete_after_upload: bool
+    s3_verify_tls: bool | str
+    local_retention_days: float
+    max_local_storage_mb: float
+    socket_server_bind: str
+    socket_server_tls_cert: str
+    socket_server_tls_key: str
+    socket_server_allow_plain_auth: bool
+    socket_server_allow_dtc_clear: bool
+    socket_server_max_clients: int
+    log_level: str
+
+    @property
+    def separator(self) -> str:
+        if self.monitoring_file_separation_character:
+            return self.monitoring_file_separation_character
+        ext = self.monitoring_file_extension.lower()
+        return {".csv": ",", ".tsv": "\t"}.get(ext, "|")
+
+    @property
+    def record_dir(self) -> Path:
+        return Path(self.record_directory_location)
+
+    @property
+    def s3_enabled(self) -> bool:
+        return bool(self.s3_server_endpoint)
+
+    @property
+    def socket_tls(self) -> bool:
+        return bool(self.socket_server_tls_cert)
+
+    def effective(self, mask_secrets: bool = True) -> dict[str, str]:
+        """KEY → value as text, in template order, secrets masked (for check-config)."""
+        out: dict[str, str] = {}
+        for key, spec in KEYS.items():
+            value = getattr(self, key.lower())
+            if key == "MONITORING_FILE_SEPARATION_CHARACTER":
+                value = self.separator
+            text = _to_text(value)
+            if spec.secret and mask_secrets and text:
+                text = "********"
+            out[key] = text
+        return out
+
+
+def _to_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if value == "\t":
+        return "\\t"
+    return str(value)
+
+
+assert [f.name for f in fields(Config)] == [k.lower() for k in KEYS], "Config and KEYS differ"
+
+
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+def _cross_checks(cfg: Config) -> None:
+    if cfg.s3_enabled and not cfg.s3_server_bucket:
+        raise ConfigError(
+            "S3_SERVER_BUCKET is required when S3_SERVER_ENDPOINT is set "
+            f"(S3_SERVER_ENDPOINT={cfg.s3_server_endpoint!r}): set the bucket name, "
+            "or leave S3_SERVER_ENDPOINT empty to turn uploads off"
+        )
+    if bool(cfg.s3_server_ak) != bool(cfg.s3_server_sk):
+        missing = "S3_SERVER_SK" if cfg.s3_server_ak else "S3_SERVER_AK"
+        raise ConfigError(
+            f"{missing} is empty while its pair is set: give both S3_SERVER_AK and "
+            "S3_SERVER_SK, or neither (boto3's default credential chain)"
+        )
+    if bool(cfg.socket_server_tls_cert) != bool(cfg.socket_server_tls_key):
+        missing = (
+            "SOCKET_SERVER_TLS_KEY" if cfg.socket_server_tls_cert else "SOCKET_SERVER_TLS_CERT"
+        )
+        raise ConfigError(
+            f"{missing} is empty while its pair is set: give both SOCKET_SERVER_TLS_CERT "
+            "and SOCKET_SERVER_TLS_KEY, or neither (plain TCP)"
+        )
+    if cfg.enable_socket_server:
+        if not cfg.socket_server_secret:
+            raise ConfigError(
+                "SOCKET_SERVER_SECRET is required when ENABLE_SOCKET_SERVER=yes: "
+                "make one with `eccm gen-secret` and put it in config.ini "
+                "or in the ECCM_SOCKET_SERVER_SECRET environment variable"
+            )
+        if not _loopback(cfg.socket_server_bind) and len(cfg.socket_server_secret) < 32:
+            raise ConfigError(
+                f"SOCKET_SERVER_SECRET is too short ({len(cfg.socket_server_secret)} characters) "
+                f"for SOCKET_SERVER_BIND={cfg.socket_server_bind!r}: a socket reachable from "
+                "the network needs at least 32 characters (make one with `eccm gen-secret`)"
+            )
+
+
+def parse(values: Mapping[str, str]) -> Config:
+    """Validate raw KEY → text pairs (already merged with the environment)."""
+    kwargs: dict[str, Any] = {}
+    for key, spec in KEYS.items():
+        raw = values.get(key, spec.default)
+        kwargs[key.lower()] = spec.parse(key, raw)
+    cfg = Config(**kwargs)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(KEYS), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(
+        f"unknown key {key} in {where}{hint}; known keys are listed in config.ini.template"
+    )
+
+
+def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """Read config.ini (if given) and overlay ECCM_<KEY> variables."""
+    values: dict[str, str] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"configuration file {str(p)!r} does not exist (copy config.ini.template)"
+            )
+        # interpolation=None: a secret may contain '%'; optionxform=str keeps KEY case.
+        parser = configparser.ConfigParser(interpolation=None, strict=True)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration file {str(p)!r}: {exc}") from exc
+        if not text.lstrip().startswith("["):
+            # Tolerate a file of bare KEY=value lines: the header is easy to forget.
+            text = "[DEFAULT]\n" + text
+        try:
+            parser.read_string(text, source=str(p))
+        except configparser.Error as exc:
+            raise ConfigError(f"{p}: {exc.message if hasattr(exc, 'message') else exc}") from exc
+        if parser.sections():
+            raise ConfigError(
+                f"{p}: only a [DEFAULT] section is read, found [{parser.sections()[0]}]"
+            )
+        for key, value in parser.defaults().items():
+            upper = key.upper()
+            if upper not in KEYS:
+                raise _unknown_key_error(key, str(p))
+            values[upper] = value
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key in KEYS:
+            values[key] = value
+        elif key.startswith(("S3_", "OBD_", "GPS_", "SOCKET_", "FILE_")):
+            # Only names that look like ours: ECCM_CONFIG and friends are not config keys.
+            raise _unknown_key_error(key, f"the environment variable {name}")
+    return values
+
+
+def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    return parse(read_raw(path, os.environ if environ is None else environ))

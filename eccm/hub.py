@@ -1,0 +1,170 @@
+"""The hub: the latest values and fix, and the fan-out of samples to listeners.
+
+Data flows one way: the OBD link and the GNSS source write here; the recorder (and later the
+trip computer) listen; the control socket reads the latest state. Listener errors are
+routed to the log, never back into the thread that published (python-can's Notifier is
+the model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Protocol
+
+from eccm.clock import Clock
+from eccm.gnss.fix import Fix
+from eccm.sample import Reading, Sample, trip_id_for
+from eccm.timebase import TimeBase
+
+log = logging.getLogger(__name__)
+
+
+class Listener(Protocol):
+    def on_sample(self, sample: Sample) -> None: ...
+
+    def on_trip_end(self, trip_id: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Hub:
+    def __init__(self, clock: Clock, max_fix_age: float, timebase: TimeBase | None = None) -> None:
+        self.clock = clock
+        self.timebase = timebase or TimeBase()
+        self._max_fix_age = max_fix_age
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._values: dict[str, Reading] = {}
+        self._fix: Fix | None = None
+        self._trip: str | None = None
+        self._trip_engine = False
+        self._facts: dict[str, str] = {}
+        self.rows = 0
+
+    # -- listeners ---------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _dispatch(self, call: str, arg: object) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                getattr(listener, call)(arg)
+            except Exception:
+                log.exception("listener %s failed in %s", type(listener).__name__, call)
+
+    # -- writers -----------------------------------------------------------------------
+    def update_fix(self, fix: Fix) -> None:
+        self.timebase.observe(fix)
+        with self._lock:
+            self._fix = fix
+
+    def update_values(self, values: Mapping[str, Reading]) -> None:
+        with self._lock:
+            self._values.update(values)
+
+    def clear_values(self) -> None:
+        """The car stopped answering: no engine value is current any more."""
+        with self._lock:
+            self._values.clear()
+
+    def set_fact(self, name: str, value: str | None) -> None:
+        with self._lock:
+            if value is None:
+                self._facts.pop(name, None)
+            else:
+                self._facts[name] = value
+
+    # -- trips -------------------------------------------------------------------------
+    def now(self) -> float:
+        """Wall time, GNSS-corrected when the system clock is off."""
+        return self.timebase.correct(self.clock.time())
+
+    def begin_trip(self) -> str:
+        """The car answers: start an engine trip (ending a GNSS-only segment if one runs)."""
+        self._end(None)
+        trip = trip_id_for(self.now())
+        with self._lock:
+            self._trip, self._trip_engine = trip, True
+        log.info("trip %s started", trip)
+        return trip
+
+    def end_trip(self) -> None:
+        self._end(None)
+
+    def _end(self, only_engine: bool | None) -> None:
+        with self._lock:
+            trip = self._trip
+            if trip is None or (only_engine is not None and self._trip_engine != only_engine):
+                return
+            self._trip = None
+        log.info("trip %s ended", trip)
+        self._dispatch("on_trip_end", trip)
+
+    @property
+    def trip(self) -> str | None:
+        with self._lock:
+            return self._trip
+
+    @property
+    def engine_trip(self) -> bool:
+        with self._lock:
+            return self._trip is not None and self._trip_engine
+
+    # -- readers -----------------------------------------------------------------------
+    def fresh_fix(self) -> Fix | None:
+        with self._lock:
+            fix = self._fix
+        if fix is None or self.clock.monotonic() - fix.received > self._max_fix_age:
+            return None
+        return fix
+
+    def latest_values(self) -> dict[str, Reading]:
+        with self._lock:
+            return dict(self._values)
+
+    def facts(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._facts)
+
+    # -- samples -----------------------------------------------------------------------
+    def emit(self, engine: bool = True) -> Sample:
+        """Build a sample from the latest state and hand it to every listener.
+
+        ``engine=False`` is a GNSS-only row while the car does not answer: it opens a
+        GNSS-only segment (a trip of its own) when no trip runs.
+        """
+        with self._lock:
+            trip = self._trip
+        if trip is None:
+            trip = trip_id_for(self.now())
+            with self._lock:
+                self._trip, self._trip_engine = trip, engine
+        values = self.latest_values() if engine else {}
+        sample = Sample(
+            time=self.now(),
+            trip_id=trip,
+            values=values,
+            fix=self.fresh_fix(),
+            time_source=self.timebase.source,
+            engine=engine,
+        )
+        with self._lock:
+            self.rows += 1
+        self._dispatch("on_sample", sample)
+        return sample
+
+    def stop(self) -> None:
+        """End the running trip and stop every listener (closing its file)."""
+        self.end_trip()
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener.stop()
+            except Exception:
+                log.exception("listener %s failed to stop", type(listener).__name__)
