@@ -15,7 +15,7 @@ from typing import Protocol
 
 from eccm.clock import Clock
 from eccm.gnss.fix import Fix
-from eccm.sample import Reading, Sample, trip_id_for
+from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.timebase import TimeBase
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,16 @@ class Listener(Protocol):
 
 
 class Hub:
-    def __init__(self, clock: Clock, max_fix_age: float, timebase: TimeBase | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        max_fix_age: float,
+        layout: Layout,
+        timebase: TimeBase | None = None,
+    ) -> None:
+        """``layout`` is the columns to use until the OBD link has learnt what the car has."""
         self.clock = clock
+        self._layout = layout
         self.timebase = timebase or TimeBase()
         self._max_fix_age = max_fix_age
         self._lock = threading.Lock()
@@ -71,6 +79,16 @@ class Hub:
         """The car stopped answering: no engine value is current any more."""
         with self._lock:
             self._values.clear()
+
+    def set_layout(self, layout: Layout) -> None:
+        """The OBD link resolved the columns (supported fast and slow commands)."""
+        with self._lock:
+            self._layout = layout
+
+    @property
+    def layout(self) -> Layout:
+        with self._lock:
+            return self._layout
 
     def set_fact(self, name: str, value: str | None) -> None:
         with self._lock:
@@ -150,6 +168,7 @@ class Hub:
             trip_id=trip,
             values=values,
             fix=self.fresh_fix(),
+            layout=self.layout,
             time_source=self.timebase.source,
             engine=engine,
         )

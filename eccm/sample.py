@@ -59,6 +59,7 @@ class Sample:
     trip_id: str
     values: Mapping[str, Reading]
     fix: Fix | None  # only a fresh fix; None when stale or absent
+    layout: Layout
     time_source: str = "system"  # "system" or "gnss"
     engine: bool = True  # False for GNSS-only rows written while the car does not answer
     meta: Mapping[str, str] = field(default_factory=dict)
@@ -94,11 +95,24 @@ def format_value(value: Plain) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """The columns of a data file, in SPEC order."""
+    """The columns of a data file, in SPEC order.
+
+    ``info`` maps an OBD column to (unit, description) for the sidecar; it does not take
+    part in equality, so a file rotates only when the columns themselves change.
+    """
 
     fast: tuple[str, ...]
     slow: tuple[str, ...]
     gps: bool
+    info: Mapping[str, tuple[str, str]] = field(default_factory=dict, compare=False, hash=False)
+
+    def describe(self, column: str) -> tuple[str, str]:
+        """(unit, description) of any column of this layout."""
+        if column in BASE_UNITS:
+            return BASE_UNITS[column]
+        if column in GPS_UNITS:
+            return GPS_UNITS[column]
+        return self.info.get(column, ("", ""))
 
     @property
     def obd(self) -> tuple[str, ...]:
