@@ -132,11 +132,36 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
                 raise _bad(key, raw, "comma-separated python-OBD command names such as RPM,SPEED")
         if allow_all and "ALL" in names:
             raise _bad(key, raw, "either ALL alone or a list of command names")
-        # Known names are checked against python-OBD later (obd.link): importing it here
-        # would make check-config slow and tie the parser to one python-OBD version.
+        # Names are python-OBD's own (the same the socket uses): a typo must not pass
+        # silently, so unknown ones are refused here rather than dropped at run time.
+        import obd  # imported late: half a second that only this key pays
+
+        unknown = [n for n in names if not obd.commands.has_name(n)]
+        if unknown:
+            raise _bad(
+                key,
+                raw,
+                f"python-OBD command names (unknown: {', '.join(unknown)}; "
+                "see `python -c 'import obd; print(obd.commands.modes[1])'`)",
+            )
         return tuple(dict.fromkeys(names))
 
     return parse
+
+
+def _baudrate(key: str, raw: str) -> str:
+    v = raw.strip()
+    if v and (not v.isdigit() or not 300 <= int(v) <= 4_000_000):
+        raise _bad(key, raw, "a serial speed such as 38400 or 115200, or empty for auto")
+    return v
+
+
+def _protocol(key: str, raw: str) -> str:
+    # ELM327 protocol numbers (ATSP): 1-9 and A-C; python-OBD takes the same strings.
+    v = raw.strip().upper()
+    if v and v not in tuple("123456789ABC"):
+        raise _bad(key, raw, "an ELM327 protocol number 1-9 or A-C (6 = CAN 11/500), or empty")
+    return v
 
 
 def _verify_tls(key: str, raw: str) -> bool | str:
@@ -237,8 +262,8 @@ KEYS: dict[str, KeySpec] = {
     "GPS_INTERFACE": KeySpec("/dev/gnss", _gps_interface, "serial device of the NMEA receiver, or gpsd://host:port"),
     "GPS_BAUDRATE": KeySpec("9600", _number(300, 4_000_000, integer=True), "serial speed of the receiver"),
     "GPS_MAX_FIX_AGE": KeySpec("2.0", _number(0.1, 3600), "seconds after which a fix is stale"),
-    "OBD_BAUDRATE": KeySpec("", _text, "serial speed of the adapter (empty = auto)"),
-    "OBD_PROTOCOL": KeySpec("", _text, "OBD protocol id 1-9/A-C (empty = auto)"),
+    "OBD_BAUDRATE": KeySpec("", _baudrate, "serial speed of the adapter (empty = auto)"),
+    "OBD_PROTOCOL": KeySpec("", _protocol, "ELM327 protocol number 1-9 or A-C, 6 = CAN 11 bit 500 kbaud (empty = auto)"),
     "OBD_FAST_COMMANDS": KeySpec("RPM,SPEED,THROTTLE_POS,ENGINE_LOAD,MAF,INTAKE_PRESSURE", _obd_commands(False), "python-OBD commands read for every row"),
     "OBD_SLOW_COMMANDS": KeySpec("ALL", _obd_commands(True), "commands read every OBD_SLOW_INTERVAL (ALL = every other supported mode 01 value)"),
     "OBD_SLOW_INTERVAL": KeySpec("1.0", _number(0.05, 3600), "seconds between reads of the slow commands"),
@@ -353,6 +378,8 @@ def _to_text(value: object) -> str:
         return ",".join(str(v) for v in value)
     if value == "\t":
         return "\\t"
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)
 
 

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from eccm.config import KEYS, load, parse, read_raw
+from eccm.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"CAR_IDENTIFIER": "car-1"}
+
+
+def cfg_of(**values: str):  # type: ignore[no-untyped-def]
+    return parse({**BASE, **values})
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.ini"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_are_the_spec_defaults() -> None:
+    c = cfg_of()
+    assert c.file_recording is True
+    assert c.gps_position_monitoring is False
+    assert c.monitoring_file_extension == ".tsv"
+    assert c.separator == "\t"
+    assert c.record_directory_location == "."
+    assert c.s3_enabled is False
+    assert c.s3_server_region == "us-east-1"
+    assert c.socket_server_port == 8765
+    assert c.gps_interface == "/dev/gnss"
+    assert c.gps_baudrate == 9600
+    assert c.gps_max_fix_age == 2.0
+    assert c.obd_fast_commands == (
+        "RPM",
+        "SPEED",
+        "THROTTLE_POS",
+        "ENGINE_LOAD",
+        "MAF",
+        "INTAKE_PRESSURE",
+    )
+    assert c.obd_slow_commands == ("ALL",)
+    assert c.sample_interval == 0.2
+    assert c.file_rotation_seconds == 300
+    assert c.file_rotation_max_bytes == 16777216
+    assert c.file_compression == "gzip"
+    assert c.s3_key_prefix == "car-logs"
+    assert c.s3_delete_after_upload is True
+    assert c.s3_verify_tls is True
+    assert c.local_retention_days == 15
+    assert c.max_local_storage_mb == 1024
+    assert c.socket_server_bind == "127.0.0.1"
+    assert c.socket_server_allow_dtc_clear is True
+    assert c.socket_server_max_clients == 8
+    assert c.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("ext", "sep"), [(".csv", ","), (".tsv", "\t"), (".txt", "|"), ("log", "|"), (".CSV", ",")]
+)
+def test_separator_follows_the_extension(ext: str, sep: str) -> None:
+    assert cfg_of(MONITORING_FILE_EXTENSION=ext).separator == sep
+
+
+def test_explicit_separator_and_backslash_t() -> None:
+    assert cfg_of(MONITORING_FILE_SEPARATION_CHARACTER=";").separator == ";"
+    assert cfg_of(MONITORING_FILE_SEPARATION_CHARACTER="\\t").separator == "\t"
+
+
+def test_an_original_eccm_config_still_loads(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "[DEFAULT]\n"
+        "CAR_IDENTIFIER=AB-123-CD\n"
+        "FILE_RECORDING=yes\n"
+        "GPS_POSITION_MONITORING=yes\n"
+        "OBD_INTERFACE=/dev/ttyUSB0\n"
+        "MONITORING_FILE_EXTENSION=.csv\n"
+        "MONITORING_FILE_SEPARATION_CHARACTER=,\n"
+        "RECORD_DIRECTORY_LOCATION=/home/pi/records\n"
+        "S3_SERVER_ENDPOINT=s3.example.com\n"
+        "S3_SERVER_AK=AKIA\n"
+        "S3_SERVER_SK=secret%with%percent\n"
+        "S3_SERVER_BUCKET=logs\n"
+        "S3_SERVER_REGION=eu-west-3\n"
+        "ENABLE_SOCKET_SERVER=yes\n"
+        "SOCKET_SERVER_PORT=9000\n"
+        "SOCKET_SERVER_SECRET=hunter2\n",
+    )
+    c = load(p, environ={})
+    assert c.car_identifier == "AB-123-CD"
+    assert c.s3_server_endpoint == "https://s3.example.com"  # a bare host means https
+    assert c.s3_server_sk == "secret%with%percent"  # no interpolation
+    assert c.socket_server_port == 9000
+    assert c.separator == ","
+
+
+def test_a_file_without_section_header_is_read(tmp_path: Path) -> None:
+    p = write(tmp_path, "CAR_IDENTIFIER=x\nLOG_LEVEL=debug\n")
+    c = load(p, environ={})
+    assert c.log_level == "DEBUG"
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=file-car\nSOCKET_SERVER_PORT=9000\n")
+    c = load(p, environ={"ECCM_CAR_IDENTIFIER": "env-car", "ECCM_SOCKET_SERVER_PORT": "9100"})
+    assert c.car_identifier == "env-car"
+    assert c.socket_server_port == 9100
+
+
+def test_environment_alone_is_enough() -> None:
+    c = load(None, environ={"ECCM_CAR_IDENTIFIER": "env-car", "ECCM_CONFIG": "x.ini"})
+    assert c.car_identifier == "env-car"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("FILE_RECORDING", "maybe", "yes/no"),
+        ("SOCKET_SERVER_PORT", "70000", "at most 65535"),
+        ("SOCKET_SERVER_PORT", "eighty", "whole number"),
+        ("SAMPLE_INTERVAL", "-1", "at least 0"),
+        ("SAMPLE_INTERVAL", "nan", "number"),
+        ("GPS_MAX_FIX_AGE", "inf", "number"),
+        ("FILE_COMPRESSION", "zstd", "gzip or none"),
+        ("LOG_LEVEL", "LOUD", "DEBUG"),
+        ("MONITORING_FILE_SEPARATION_CHARACTER", "ab", "one character"),
+        ("MONITORING_FILE_EXTENSION", ".part", "extension"),
+        ("S3_SERVER_ENDPOINT", "ftp://host", "https://"),
+        ("S3_SERVER_ENDPOINT", "https://host:99999", "port"),
+        ("S3_VERIFY_TLS", "/no/such/ca.pem", "CA bundle"),
+        ("SOCKET_SERVER_BIND", "my-laptop", "IP address"),
+        ("OBD_FAST_COMMANDS", "RPM,RPMM", "RPMM"),
+        ("OBD_SLOW_COMMANDS", "ALL,RPM", "ALL alone"),
+        ("OBD_PROTOCOL", "Z", "1-9 or A-C"),
+        ("OBD_BAUDRATE", "fast", "serial speed"),
+        ("GPS_INTERFACE", "gpsd://", "gpsd://host:port"),
+        ("CAR_IDENTIFIER", "my car", "A-Z"),
+        ("CAR_IDENTIFIER", "x" * 65, "64"),
+        ("S3_KEY_PREFIX", "bad prefix!", "S3 key prefix"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_expected(
+    key: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value})
+    msg = str(err.value)
+    assert key in msg
+    assert repr(value.strip())[:30].strip("'") in msg
+    assert expected in msg
+
+
+def test_missing_car_identifier_says_how_to_fix_it() -> None:
+    with pytest.raises(ConfigError, match="CAR_IDENTIFIER is required"):
+        parse({})
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
+    p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=x\nSAMPLE_INTERVALL=0.5\n")
+    with pytest.raises(ConfigError, match=r"SAMPLE_INTERVALL.*did you mean SAMPLE_INTERVAL"):
+        load(p, environ={})
+
+
+def test_unknown_environment_key_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="ECCM_S3_SERVER_BUKET"):
+        read_raw(None, {"ECCM_S3_SERVER_BUKET": "b"})
+
+
+def test_other_sections_are_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=x\n[extra]\nA=1\n")
+    with pytest.raises(ConfigError, match="only a \\[DEFAULT\\] section"):
+        load(p, environ={})
+
+
+def test_missing_file_and_garbage_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.ini", environ={})
+    p = tmp_path / "bin.ini"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(p, environ={})
+    p.write_text("[DEFAULT]\nthis is not a key value line\n")
+    with pytest.raises(ConfigError):
+        load(p, environ={})
+
+
+def test_conditional_requirements() -> None:
+    with pytest.raises(ConfigError, match="S3_SERVER_BUCKET is required"):
+        cfg_of(S3_SERVER_ENDPOINT="http://127.0.0.1:8333")
+    with pytest.raises(ConfigError, match="S3_SERVER_SK"):
+        cfg_of(S3_SERVER_ENDPOINT="http://h", S3_SERVER_BUCKET="b", S3_SERVER_AK="ak")
+    with pytest.raises(ConfigError, match=r"SOCKET_SERVER_SECRET is required.*eccm gen-secret"):
+        cfg_of(ENABLE_SOCKET_SERVER="yes")
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        cfg_of(
+            ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_SECRET="short", SOCKET_SERVER_BIND="0.0.0.0"
+        )
+    ok = cfg_of(
+        ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_SECRET="s" * 32, SOCKET_SERVER_BIND="0.0.0.0"
+    )
+    assert ok.socket_server_bind == "0.0.0.0"
+    assert cfg_of(ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_SECRET="short").enable_socket_server
+
+
+def test_effective_configuration_masks_secrets() -> None:
+    c = cfg_of(
+        S3_SERVER_ENDPOINT="http://h", S3_SERVER_BUCKET="b", S3_SERVER_AK="AK", S3_SERVER_SK="SK"
+    )
+    eff = c.effective()
+    assert list(eff) == list(KEYS)
+    assert eff["S3_SERVER_SK"] == "********"
+    assert eff["S3_SERVER_AK"] == "********"
+    assert eff["SOCKET_SERVER_SECRET"] == ""
+    assert eff["MONITORING_FILE_SEPARATION_CHARACTER"] == "\\t"
+    # what check-config prints loads back to the same configuration
+    again = parse({k: v for k, v in c.effective(mask_secrets=False).items()})
+    assert again.effective(mask_secrets=False) == c.effective(mask_secrets=False)
+
+
+def test_template_documents_every_key_in_order_and_loads() -> None:
+    text = (ROOT / "config.ini.template").read_text()
+    keys = re.findall(r"^([A-Z0-9_]+)=", text, flags=re.M)
+    assert keys == list(KEYS)
+    for key in KEYS:
+        assert re.search(rf"^# .*{key}", text, flags=re.M), f"{key} has no comment line"
+    originals = [k for k, s in KEYS.items() if s.original]
+    assert keys[: len(originals)] == originals
+    load(ROOT / "config.ini.template", environ={})
