@@ -150,17 +150,19 @@ class Hub:
             return dict(self._facts)
 
     # -- samples -----------------------------------------------------------------------
-    def emit(self, engine: bool = True) -> Sample:
+    def emit(self, engine: bool = True) -> Sample | None:
         """Build a sample from the latest state and hand it to every listener.
 
         ``engine=False`` is a GNSS-only row while the car does not answer: it opens a
-        GNSS-only segment (a trip of its own) when no trip runs.
+        GNSS-only segment (a trip of its own) when no trip runs, and is dropped (None)
+        while an engine trip runs, whose rows the OBD link writes.
         """
         with self._lock:
             trip = self._trip
-        if trip is None:
-            trip = trip_id_for(self.now())
-            with self._lock:
+            if trip is not None and self._trip_engine and not engine:
+                return None
+            if trip is None:
+                trip = trip_id_for(self.now())
                 self._trip, self._trip_engine = trip, engine
         values = self.latest_values() if engine else {}
         sample = Sample(

@@ -1,0 +1,163 @@
+"""Wiring only: build the parts from a Config, start them in order, stop them in reverse.
+
+Start order follows the data flow backwards, so that nothing is produced before its
+consumer listens: recorder (which first recovers leftovers of a power cut), uploader,
+GNSS, OBD, control socket. Stop order is the reverse, and ends with the hub closing the
+current file and the uploader's one bounded last attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from eccm.clock import Clock, SystemClock
+from eccm.config import Config
+from eccm.gnss.fix import Fix
+from eccm.hub import Hub
+from eccm.sample import Layout
+
+if TYPE_CHECKING:
+    from eccm.control.server import ControlServer
+    from eccm.gnss.source import GnssSource
+    from eccm.obd.link import ObdLink
+    from eccm.recorder import Recorder
+    from eccm.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+# SIGTERM must end the daemon well inside systemd's TimeoutStopSec (25 s in our unit):
+# the last upload gets at most this long.
+LAST_UPLOAD_SECONDS = 10.0
+
+
+def initial_layout(cfg: Config) -> Layout:
+    """Columns used until the car tells which commands it supports."""
+    slow = () if cfg.obd_slow_commands == ("ALL",) else cfg.obd_slow_commands
+    return Layout(fast=cfg.obd_fast_commands, slow=slow, gps=cfg.gps_position_monitoring)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self.started_at = self.clock.monotonic()
+        self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg))
+        self._stop = threading.Event()
+        self._last_gnss_row = float("-inf")
+        self.recorder: Recorder | None = None
+        self.uploader: Uploader | None = None
+        self.gnss: GnssSource | None = None
+        self.link: ObdLink | None = None
+        self.server: ControlServer | None = None
+
+    # -- building ----------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.cfg
+        if cfg.file_recording:
+            from eccm.recorder import Recorder
+
+            self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
+            self.hub.add_listener(self.recorder)
+        if cfg.s3_enabled:
+            from eccm.uploader import Uploader
+
+            self.uploader = Uploader(cfg, self.clock)
+            if self.recorder is not None:
+                uploader = self.uploader
+                self.recorder.add_closed_listener(lambda _path: uploader.wake())
+        if cfg.gps_position_monitoring:
+            from eccm.gnss.source import GnssSource
+
+            self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
+        from eccm.obd.link import ObdLink
+
+        self.link = ObdLink(cfg, self.hub, self.clock)
+        if cfg.enable_socket_server:
+            from eccm.control.backend import DaemonBackend
+            from eccm.control.server import ControlServer
+
+            backend = DaemonBackend(
+                cfg=cfg,
+                hub=self.hub,
+                link=self.link,
+                recorder=self.recorder,
+                uploader=self.uploader,
+                started_at=self.started_at,
+            )
+            self.server = ControlServer(cfg, backend, self.clock)
+
+    def _on_fix(self, fix: Fix) -> None:
+        """GNSS thread: keep the latest fix; write GNSS-only rows while the car is silent."""
+        self.hub.update_fix(fix)
+        if not fix.has_position or self.hub.engine_trip:
+            return
+        now = self.clock.monotonic()
+        if now - self._last_gnss_row >= self.cfg.sample_interval:
+            self._last_gnss_row = now
+            self.hub.emit(engine=False)
+
+    # -- running -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._build()
+        if self.recorder is not None:
+            self.recorder.start()
+        if self.uploader is not None:
+            self.uploader.start()
+        if self.gnss is not None:
+            self.gnss.start()
+        assert self.link is not None
+        self.link.start()
+        if self.server is not None:
+            self.server.start()
+        log.info(
+            "ECCM running: car %s, recording %s, GNSS %s, S3 %s, socket %s",
+            self.cfg.car_identifier,
+            f"to {self.cfg.record_dir}" if self.recorder else "off",
+            self.cfg.gps_interface if self.gnss else "off",
+            self.cfg.s3_server_endpoint or "off",
+            f"{self.cfg.socket_server_bind}:{self.cfg.socket_server_port}"
+            if self.server
+            else "off",
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+    def stop(self) -> None:
+        t0 = time.monotonic()
+        log.info("stopping")
+        if self.server is not None:
+            self.server.stop()
+        if self.link is not None:
+            self.link.stop()
+        if self.gnss is not None:
+            self.gnss.stop()
+        self.hub.stop()  # ends the trip: the recorder closes its file
+        if self.uploader is not None:
+            self.uploader.stop(timeout=LAST_UPLOAD_SECONDS)
+        log.info("stopped in %.1f s", time.monotonic() - t0)
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit code."""
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+        return 0

