@@ -1,0 +1,305 @@
+"""NMEA 0183 byte stream → :class:`~eccm.gnss.fix.Fix` (pure: no I/O, no threads).
+
+pynmea2 parses and checks each sentence; this module owns what pynmea2 does not do:
+finding sentences in a raw byte stream (receivers such as u-blox mix binary UBX frames into
+it), and merging the RMC, GGA and VTG sentences of one epoch into one fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pynmea2
+
+from eccm.clock import Clock
+from eccm.gnss.fix import Fix
+
+log = logging.getLogger(__name__)
+
+KNOT = 1852.0 / 3600.0  # m/s
+KMH = 1000.0 / 3600.0  # m/s
+
+# NMEA 0183 allows 82 characters; proprietary sentences (Skytraq $PSTI, SiRF) run longer.
+# Anything beyond this cannot be a sentence, and holding it would let a receiver spewing
+# bytes without a newline grow memory without bound.
+MAX_SENTENCE = 512
+
+_TERMINATORS = b"\r\n$"
+_WHITESPACE = frozenset(b" \t\r\n\x00")
+
+
+@dataclass
+class _Epoch:
+    """What the sentences of one epoch (one time of day) said so far."""
+
+    tod: dt.time | None
+    valid: bool = True  # cleared by RMC status V or GGA quality 0
+    latitude: float | None = None
+    longitude: float | None = None
+    altitude: float | None = None
+    speed: float | None = None
+    track: float | None = None
+    quality: int | None = None
+    satellites: dict[str, int] = field(default_factory=dict)  # per talker id
+    hdop: float | None = None
+
+
+class NmeaDecoder:
+    """Feed raw receiver bytes in any chunking; get one :class:`Fix` per RMC or GGA sentence.
+
+    Bad input (garbage, binary frames, bad checksums, truncated or unknown sentences) is
+    skipped and counted in :attr:`skipped`; :meth:`feed` never raises.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.sentences = 0  # sentences pynmea2 parsed
+        self.skipped = 0  # garbage runs and sentences that could not be used
+        self._sentence: bytearray | None = None  # the sentence being framed, from its '$'
+        self._in_garbage = False
+        self._epoch = _Epoch(tod=None)
+        self._date: dt.date | None = None
+        self._date_tod: dt.time | None = None  # time of day of the RMC that gave the date
+
+    # ------------------------------------------------------------------ framing
+    def feed(self, data: bytes) -> list[Fix]:
+        fixes: list[Fix] = []
+        received = self._clock.monotonic()
+        received_wall = self._clock.time()
+        for line in self._frame(data):
+            fix = self._handle(line, received, received_wall)
+            if fix is not None:
+                fixes.append(fix)
+        return fixes
+
+    def _frame(self, data: bytes) -> list[bytes]:
+        # Hand-written because pyserial's LineReader assumes a clean text stream; here a
+        # sentence starts at '$' and ends at CR, LF or the next '$', and whatever lies
+        # between sentences (UBX frames, line noise) is counted once per run and dropped.
+        out: list[bytes] = []
+        i, n = 0, len(data)
+        while i < n:
+            if self._sentence is None:
+                j = data.find(b"$", i)
+                end = n if j < 0 else j
+                for b in data[i:end]:
+                    if b in (0x0A, 0x0D):
+                        self._in_garbage = False
+                    elif b not in _WHITESPACE and not self._in_garbage:
+                        self._in_garbage = True
+                        self._skip("garbage outside a sentence")
+                if j < 0:
+                    return out
+                self._in_garbage = False
+                self._sentence = bytearray(b"$")
+                i = j + 1
+                continue
+            j = _find_any(data, i)
+            if j < 0:
+                self._sentence += data[i:]
+                if len(self._sentence) > MAX_SENTENCE:
+                    self._sentence = None
+                    self._in_garbage = True  # the rest of this line is part of the same skip
+                    self._skip(f"line longer than {MAX_SENTENCE} bytes")
+                return out
+            self._sentence += data[i:j]
+            if len(self._sentence) > MAX_SENTENCE:
+                self._skip(f"line longer than {MAX_SENTENCE} bytes")
+            else:
+                out.append(bytes(self._sentence))
+            self._sentence = None
+            i = j  # a terminator is handled by the 'outside' branch; '$' starts the next one
+        return out
+
+    def _skip(self, why: str, detail: object = "") -> None:
+        self.skipped += 1
+        log.debug("NMEA: skipped %s %s", why, detail)
+
+    # ------------------------------------------------------------------ sentences
+    def _handle(self, raw: bytes, received: float, received_wall: float) -> Fix | None:
+        try:
+            line = raw.decode("ascii")
+            msg = pynmea2.parse(line, check=True)
+        except Exception as e:  # a third-party parser fed hostile bytes: nothing may escape
+            self._skip("unusable sentence", f"{raw[:100]!r}: {e}")
+            return None
+        self.sentences += 1
+        try:
+            if isinstance(msg, pynmea2.RMC):
+                self._rmc(msg)
+            elif isinstance(msg, pynmea2.GGA):
+                self._gga(msg)
+            elif isinstance(msg, pynmea2.VTG):
+                self._vtg(msg)
+                return None
+            else:
+                return None
+        except Exception as e:
+            # pynmea2 hands back the raw text when a field does not convert; a sentence
+            # with a valid checksum can still carry nonsense.
+            self.sentences -= 1
+            self._skip("sentence with bad fields", f"{line.strip()!r}: {e}")
+            return None
+        return self._fix(received, received_wall)
+
+    def _start_epoch(self, tod: dt.time | None) -> _Epoch:
+        if tod is None or tod != self._epoch.tod:
+            self._epoch = _Epoch(tod=tod)
+        return self._epoch
+
+    def _rmc(self, msg: pynmea2.RMC) -> None:
+        tod = _time_field(msg.timestamp)
+        date = msg.datestamp
+        if date is not None and not isinstance(date, dt.date):
+            raise ValueError(f"bad date {date!r}")
+        status = msg.status
+        lat, lon = _position(msg)
+        speed = _number(msg.spd_over_grnd)
+        track = _angle(msg.true_course)
+        ep = self._start_epoch(tod)
+        if date is not None and tod is not None:
+            self._date, self._date_tod = date, tod
+        if status != "A":
+            ep.valid = False
+        _set_position(ep, lat, lon)
+        if speed is not None:
+            ep.speed = speed * KNOT
+        if track is not None:
+            ep.track = track
+
+    def _gga(self, msg: pynmea2.GGA) -> None:
+        tod = _time_field(msg.timestamp)
+        quality = _integer(msg.gps_qual)
+        satellites = _integer(msg.num_sats)
+        hdop = _number(msg.horizontal_dil)
+        altitude = _number(msg.altitude)
+        lat, lon = _position(msg)
+        ep = self._start_epoch(tod)
+        if quality is None or quality == 0:
+            ep.valid = False
+        ep.quality = quality
+        if satellites is not None:
+            ep.satellites[msg.talker] = satellites
+        if hdop is not None:
+            ep.hdop = hdop
+        if altitude is not None:
+            ep.altitude = altitude
+        _set_position(ep, lat, lon)
+
+    def _vtg(self, msg: pynmea2.VTG) -> None:
+        # VTG carries no time: it belongs to the epoch of the sentences just before it.
+        track = _angle(msg.true_track)
+        knots = _number(msg.spd_over_grnd_kts)
+        kmh = _number(msg.spd_over_grnd_kmph)
+        if track is not None:
+            self._epoch.track = track
+        if knots is not None:
+            self._epoch.speed = knots * KNOT
+        elif kmh is not None:
+            self._epoch.speed = kmh * KMH
+
+    def _fix(self, received: float, received_wall: float) -> Fix:
+        ep = self._epoch
+        positioned = ep.valid and ep.latitude is not None and ep.longitude is not None
+        return Fix(
+            time_utc=self._epoch_seconds(ep.tod),
+            latitude=ep.latitude if positioned else None,
+            longitude=ep.longitude if positioned else None,
+            altitude=ep.altitude,
+            speed=ep.speed,
+            track=ep.track,
+            quality=ep.quality,
+            satellites=_satellites(ep.satellites),
+            hdop=ep.hdop,
+            received=received,
+            received_wall=received_wall,
+        )
+
+    def _epoch_seconds(self, tod: dt.time | None) -> float | None:
+        if tod is None or self._date is None or self._date_tod is None:
+            return None
+        date = self._date
+        # A GGA just after midnight may arrive before the RMC that brings the new date.
+        gap = _seconds(tod) - _seconds(self._date_tod)
+        if gap < -43_200:
+            date += dt.timedelta(days=1)
+        elif gap > 43_200:
+            date -= dt.timedelta(days=1)
+        return dt.datetime.combine(date, tod.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _find_any(data: bytes, start: int) -> int:
+    best = -1
+    for t in _TERMINATORS:
+        j = data.find(t, start)
+        if j >= 0 and (best < 0 or j < best):
+            best = j
+    return best
+
+
+def _seconds(t: dt.time) -> float:
+    return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
+
+
+def _time_field(value: object) -> dt.time | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.time):
+        raise ValueError(f"bad time {value!r}")
+    return value
+
+
+def _number(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | int | float | Decimal):
+        v = float(value)
+        if math.isfinite(v):
+            return v
+    raise ValueError(f"bad number {value!r}")
+
+
+def _integer(value: object) -> int | None:
+    v = _number(value)
+    if v is None:
+        return None
+    if v != int(v) or v < 0:
+        raise ValueError(f"bad count {value!r}")
+    return int(v)
+
+
+def _angle(value: object) -> float | None:
+    v = _number(value)
+    if v is not None and not 0.0 <= v <= 360.0:
+        raise ValueError(f"bad angle {value!r}")
+    return v
+
+
+def _position(msg: pynmea2.RMC | pynmea2.GGA) -> tuple[float | None, float | None]:
+    # pynmea2 turns an empty coordinate into 0.0, which is a real place (off Africa).
+    if not msg.lat or not msg.lon or msg.lat_dir not in ("N", "S") or msg.lon_dir not in ("E", "W"):
+        return None, None
+    lat, lon = float(msg.latitude), float(msg.longitude)
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        raise ValueError(f"position out of range {msg.lat!r} {msg.lon!r}")
+    return lat, lon
+
+
+def _set_position(ep: _Epoch, lat: float | None, lon: float | None) -> None:
+    if lat is not None and lon is not None:
+        ep.latitude, ep.longitude = lat, lon
+
+
+def _satellites(per_talker: dict[str, int]) -> int | None:
+    # A combined (GN) GGA counts every constellation. Receivers that send one GGA per
+    # constellation instead (SiRFstarV: GPGGA and GLGGA of the same epoch) count only
+    # their own, so the satellites used are the sum.
+    if not per_talker:
+        return None
+    if "GN" in per_talker:
+        return per_talker["GN"]
+    return sum(per_talker.values())
