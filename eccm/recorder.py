@@ -1,0 +1,640 @@
+"""The recorder: samples → rotating CSV/TSV files, fsynced, closed atomically, with sidecars.
+
+``on_sample`` runs in the OBD thread and only enqueues; one writer thread owns every file
+operation, so the OBD loop never waits for the SD card. A file is written as
+``x.tsv.part``, closed by an atomic rename, compressed, and finished by its sidecar
+``x.tsv.gz.json`` (sidecar.py). At start, ``recover`` finishes whatever a crash or a power
+cut interrupted, so no corrupt or half-closed file is ever uploaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from eccm import sidecar
+from eccm.backoff import Backoff
+from eccm.clock import Clock
+from eccm.config import Config
+from eccm.rotation import (
+    GZ,
+    META,
+    PART,
+    SIDECAR,
+    TMP,
+    OpenState,
+    Reason,
+    RotationPolicy,
+    data_name,
+    flush_due,
+    next_seq,
+    parse_stem,
+    stem_of,
+)
+from eccm.sample import Layout, Sample
+from eccm.sidecar import FileStats, PartMeta, StepHook
+
+log = logging.getLogger(__name__)
+
+UPLOADED_DIR = "uploaded"
+# Sequence numbers ever used, so that a trip id repeated after a reboot (a Pi without a
+# real-time clock may boot to the same time twice) never reuses the name of a file that
+# was uploaded and deleted since: its S3 key would be overwritten.
+LEDGER = ".eccm-sequence"
+_LEDGER_KEEP = 512
+_TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
+_ERROR_LOG_EVERY = 60.0  # seconds between two ERROR lines about the same trouble
+
+ClosedListener = Callable[[Path], None]
+
+
+def _no_facts() -> Mapping[str, str]:
+    return {}
+
+
+def _clean(cell: str) -> str:
+    # One row is one line: recovery cuts a file back to its last newline, which is only
+    # safe if no cell carries a newline of its own.
+    if "\n" in cell or "\r" in cell:
+        return cell.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return cell
+
+
+@dataclass
+class _Open:
+    stem: Path  # x.tsv: the final name
+    fh: BinaryIO
+    trip: str
+    layout: Layout
+    opened_at: float
+    size: int
+    stats: FileStats
+    meta: PartMeta
+    last_flush: float
+    dirty: bool = False
+
+    @property
+    def part(self) -> Path:
+        return self.stem.with_name(self.stem.name + PART)
+
+    def state(self) -> OpenState:
+        return OpenState(self.trip, self.layout, self.opened_at, self.size, self.stats.rows)
+
+
+class Recorder:
+    """A hub listener that writes every sample to the data files of SPEC §3.
+
+    Status attributes (written by the writer thread, read by anyone): ``current_file``
+    (name of the open ``.part`` file or None), ``rows_in_file``, ``files_closed``,
+    ``rows_written``, ``rows_dropped``, ``last_error`` (None once writing works again).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        facts: Callable[[], Mapping[str, str]] | None = None,
+        *,
+        queue_size: int = 10_000,
+        step_hook: StepHook | None = None,
+    ) -> None:
+        """``step_hook`` is called with each step name of the close sequence
+        (sidecar.STEPS); crash tests use it to die at a chosen point."""
+        self.cfg = cfg
+        self.clock = clock
+        self._facts = facts or _no_facts
+        self._hook: StepHook = step_hook or (lambda step: None)
+        self._dir = cfg.record_dir
+        self._ext = cfg.monitoring_file_extension
+        self._sep = cfg.separator
+        self._car = cfg.car_identifier
+        self._policy = RotationPolicy(cfg.file_rotation_seconds, cfg.file_rotation_max_bytes)
+        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=queue_size)
+        self._listeners: list[ClosedListener] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._open: _Open | None = None
+        # csv.writer into a reused buffer: the row's exact bytes are known before they
+        # are written, for the size limit.
+        self._buf = io.StringIO()
+        self._csv = csv.writer(self._buf, delimiter=self._sep, lineterminator="\n")
+        # Error state: files to finish once the disk works again, and when to try.
+        self._pending: list[Path] = []
+        self._backoff = Backoff(base=1.0, factor=2.0, cap=60.0)
+        self._retry_at: float | None = None
+        self._last_error_log: float | None = None
+        self._dropped_since_log = 0
+        self._last_overflow_log: float | None = None
+
+        self.current_file: str | None = None
+        self.rows_in_file = 0
+        self.files_closed = 0
+        self.rows_written = 0
+        self.rows_dropped = 0
+        self.last_error: str | None = None
+
+    # -- public API --------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        """Rows and requests waiting for the writer thread."""
+        return self._queue.qsize()
+
+    def add_closed_listener(self, fn: ClosedListener) -> None:
+        """``fn(path)`` runs in the writer thread once a file and its sidecar are final."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def start(self) -> None:
+        """Finish what a crash left behind, then start the writer thread."""
+        with self._lock:
+            if self._thread is not None or self._stopped:
+                return
+        self.recover()
+        thread = threading.Thread(target=self._run, name="eccm-recorder", daemon=True)
+        with self._lock:
+            self._thread = thread
+        thread.start()
+        if not self.cfg.file_recording:
+            log.info("FILE_RECORDING=no: no data files are written")
+
+    def recover(self) -> list[Path]:
+        """Close every leftover ``.part`` and finish interrupted closes.
+
+        Runs before the writer starts (``start`` calls it). Returns the data files it
+        closed, as they will be uploaded.
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError("Recorder.recover() runs before start(), not beside the writer")
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            names = sorted(os.listdir(self._dir))
+        except OSError as exc:
+            self._error(f"cannot read RECORD_DIRECTORY_LOCATION {str(self._dir)!r}: {exc}")
+            return []
+        stems = sorted({s for n in names if (s := stem_of(n, self._ext)) is not None})
+        closed: list[Path] = []
+        for stem in stems:
+            try:
+                closed.extend(self._recover_stem(self._dir / stem))
+            except OSError as exc:
+                self._error(f"cannot recover {stem}: {exc}")
+        if closed:
+            log.info("recovered %d file(s) left open or half-closed", len(closed))
+        for path in closed:
+            self._notify(path)
+        return closed
+
+    def on_sample(self, sample: Sample) -> None:
+        """Queue a row; never waits for the disk (called from the OBD thread)."""
+        if self._stopped or not self.cfg.file_recording:
+            return
+        try:
+            self._queue.put_nowait(("sample", sample))
+        except queue.Full:
+            self.rows_dropped += 1
+            now = self.clock.monotonic()
+            if self._last_overflow_log is None or now - self._last_overflow_log >= _ERROR_LOG_EVERY:
+                self._last_overflow_log = now
+                log.error(
+                    "recorder queue full (%d rows waiting): the disk is too slow, rows are "
+                    "being dropped (%d so far)",
+                    self._queue.maxsize,
+                    self.rows_dropped,
+                )
+
+    def on_trip_end(self, trip_id: str) -> None:
+        if self._stopped:
+            return
+        self._put(("trip_end", trip_id))
+
+    def rotate_now(self, timeout: float = 10.0) -> None:
+        """Close the open file now and wait (up to ``timeout``) until it is closed."""
+        with self._lock:
+            thread = self._thread
+        if thread is None or not thread.is_alive() or self._stopped:
+            return
+        if threading.current_thread() is thread:
+            self._close(Reason.REQUESTED)
+            return
+        done = threading.Event()
+        self._put(("rotate", done))
+        if not done.wait(timeout):
+            log.warning("the recorder did not close its file within %.0f s", timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Write what is queued, close the open file, end the thread. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            thread = self._thread
+        if thread is None:
+            return
+        self._put(("stop", None), timeout=timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("the recorder thread did not finish within %.0f s", timeout)
+
+    # -- writer thread -----------------------------------------------------------------
+    def _put(self, item: tuple[str, object], timeout: float = 10.0) -> None:
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            log.error("recorder queue full: %s request lost", item[0])
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=_TICK)
+            except queue.Empty:
+                item = None
+            try:
+                if item is None:
+                    self._idle()
+                    continue
+                kind, arg = item
+                if kind == "sample":
+                    assert isinstance(arg, Sample)
+                    self._write(arg)
+                elif kind == "trip_end":
+                    if self._open is not None and self._open.trip == arg:
+                        self._close(Reason.TRIP_END)
+                elif kind == "rotate":
+                    assert isinstance(arg, threading.Event)
+                    self._close(Reason.REQUESTED)
+                    arg.set()
+                elif kind == "stop":
+                    self._close(Reason.STOP)
+                    if self._pending:
+                        self._retry_pending()
+                    return
+            except Exception as exc:
+                # Never let one bad row or a bug in a listener end the recording.
+                log.exception("recorder error")
+                self.last_error = f"internal error: {exc}"
+
+    def _idle(self) -> None:
+        now = self.clock.monotonic()
+        f = self._open
+        if f is not None:
+            if self._policy.idle(f.state(), now) is not None:
+                self._close(Reason.AGE)
+            elif f.dirty and flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+                try:
+                    self._sync(f)
+                except OSError as exc:
+                    self._fail(f"cannot write {f.part.name}", exc)
+        elif self._pending and self._retry_due(now):
+            self._retry_pending()
+
+    def _write(self, sample: Sample) -> None:
+        now = self.clock.monotonic()
+        if self._retry_at is not None and (not self._retry_due(now) or not self._retry_pending()):
+            self._drop()
+            return
+        self._buf.seek(0)
+        self._buf.truncate()
+        cells = [_clean(c) for c in sample.layout.row(sample, self._car)]
+        self._csv.writerow(cells)
+        data = self._buf.getvalue().encode("utf-8")
+        f = self._open
+        reason = self._policy.before_row(
+            None if f is None else f.state(), sample.trip_id, sample.layout, len(data), now
+        )
+        if reason is not None:
+            self._close(reason)
+            if self._retry_at is not None:  # the close failed: the disk is in trouble
+                self._drop()
+                return
+        try:
+            if self._open is None:
+                self._open = self._open_file(sample, now)
+            f = self._open
+            f.fh.write(data)
+            f.size += len(data)
+            f.dirty = True
+            f.stats.add(cells[0], sample.time_source)
+            if sample.time_source not in f.meta.time_sources:
+                f.meta.time_sources.append(sample.time_source)
+                sidecar.write_atomic(sidecar.meta_path(f.stem), f.meta.to_json())
+            self.rows_written += 1
+            self.rows_in_file = f.stats.rows
+            if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+                self._sync(f)
+        except OSError as exc:
+            where = self._open.part.name if self._open else str(self._dir)
+            self._fail(f"cannot write {where}", exc)
+            self._drop()
+            return
+        if self.last_error is not None and not self._pending:
+            log.info("recording works again")
+            self.last_error = None
+
+    def _sync(self, f: _Open) -> None:
+        f.fh.flush()
+        os.fsync(f.fh.fileno())
+        f.last_flush = self.clock.monotonic()
+        f.dirty = False
+
+    def _open_file(self, sample: Sample, now: float) -> _Open:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        seq = next_seq(self._car, sample.trip_id, self._known_names())
+        while True:
+            stem = self._dir / data_name(self._car, sample.trip_id, seq, self._ext)
+            layout = sample.layout
+            meta = PartMeta(
+                columns=sidecar.columns_info((c, *layout.describe(c)) for c in layout.header),
+                separator=self._sep,
+                facts=sidecar.pick_facts(self._facts()),
+            )
+            self._ledger_add(stem.name)
+            try:
+                fh = open(stem.with_name(stem.name + PART), "xb")  # noqa: SIM115 (kept open)
+            except FileExistsError:
+                seq += 1
+                continue
+            break
+        try:
+            sidecar.write_atomic(sidecar.meta_path(stem), meta.to_json())
+            self._buf.seek(0)
+            self._buf.truncate()
+            self._csv.writerow(layout.header)
+            header = self._buf.getvalue().encode("utf-8")
+            fh.write(header)
+        except OSError:
+            fh.close()
+            raise
+        f = _Open(stem, fh, sample.trip_id, layout, now, len(header), FileStats(), meta, now)
+        self.current_file = f.part.name
+        self.rows_in_file = 0
+        log.info("recording to %s", f.part.name)
+        return f
+
+    def _close(self, reason: Reason) -> None:
+        f = self._open
+        if f is None:
+            return
+        self._open = None
+        self.current_file = None
+        self.rows_in_file = 0
+        try:
+            path = self._finish_open(f)
+        except OSError as exc:
+            self._fail(f"cannot close {f.part.name}", exc)
+            self._pending.append(f.stem)
+            return
+        if path is None:
+            log.info("removed %s: no rows (%s)", f.part.name, reason)
+            return
+        self.files_closed += 1
+        log.info("closed %s: %d rows (%s)", path.name, f.stats.rows, reason)
+        self._notify(path)
+
+    def _finish_open(self, f: _Open) -> Path | None:
+        try:
+            f.fh.flush()
+            os.fsync(f.fh.fileno())
+        finally:
+            f.fh.close()
+        part = f.part
+        self._hook(sidecar.SYNCED)
+        if f.stats.rows == 0:
+            sidecar.remove(part)
+            sidecar.remove(sidecar.meta_path(f.stem))
+            sidecar.fsync_dir(self._dir)
+            return None
+        os.replace(part, f.stem)
+        sidecar.fsync_dir(self._dir)
+        self._hook(sidecar.RENAMED)
+        facts = {**f.meta.facts, **sidecar.pick_facts(self._facts())}
+        return self._seal(f.stem, f.trip, f.stats, f.meta.columns, f.meta.separator, facts, False)
+
+    def _seal(
+        self,
+        stem: Path,
+        trip: str,
+        stats: FileStats,
+        columns: list[dict[str, str]],
+        separator: str,
+        facts: Mapping[str, str],
+        recovered: bool,
+    ) -> Path:
+        """Compress a closed x.tsv if configured, write its sidecar, drop its meta."""
+        gz = stem.with_name(stem.name + GZ)
+        if gz.exists():
+            uploaded, compression = gz, "gzip"
+        elif self.cfg.file_compression == "gzip":
+            uploaded, compression = sidecar.compress(stem, self._hook), "gzip"
+        else:
+            uploaded, compression = stem, "none"
+        car = parse_stem(stem.name, self._ext)
+        doc = sidecar.sidecar_doc(
+            uploaded,
+            car=car[0] if car else self._car,
+            trip=trip,
+            stats=stats,
+            columns=columns,
+            compression=compression,
+            separator=separator,
+            facts=facts,
+            recovered=recovered,
+        )
+        sidecar.write_sidecar(uploaded, doc, self._hook)
+        sidecar.remove(sidecar.meta_path(stem))
+        return uploaded
+
+    # -- recovery ----------------------------------------------------------------------
+    def _recover_stem(self, stem: Path) -> list[Path]:
+        """Bring the files of one stem to a closed state; the data files closed."""
+        d = stem.parent
+        gz = stem.with_name(stem.name + GZ)
+        part = stem.with_name(stem.name + PART)
+        meta_file = sidecar.meta_path(stem)
+        for suffix in (GZ + TMP, SIDECAR + TMP, GZ + SIDECAR + TMP, META + TMP):
+            sidecar.remove(stem.with_name(stem.name + suffix))
+        if any(stem.with_name(stem.name + s).exists() for s in (SIDECAR, GZ + SIDECAR)):
+            # Closed; only the meta of the open file may have outlived the close.
+            sidecar.remove(meta_file)
+            return []
+        if part.exists() and (stem.exists() or gz.exists()):
+            # Cannot happen while sequence numbers only grow; if it does, keep both.
+            moved = self._recover_stem(self._move_part_aside(stem))
+            return moved + self._recover_stem(stem)
+        if part.exists():
+            lines = sidecar.cut_to_last_line(part)
+            if lines < 2:
+                log.info("removing %s: no complete row", part.name)
+                sidecar.remove(part)
+                sidecar.remove(meta_file)
+                fsync_quiet(d)
+                return []
+            os.replace(part, stem)
+            sidecar.fsync_dir(d)
+        if gz.exists():
+            if sidecar.remove(stem):
+                fsync_quiet(d)  # the .gz is complete: renames are atomic
+            source = gz
+        elif stem.exists():
+            sidecar.cut_to_last_line(stem)
+            source = stem
+        else:
+            sidecar.remove(meta_file)  # a meta without data: the file never got a row
+            return []
+        meta = sidecar.read_meta(stem)
+        separator = meta.separator if meta else self._sep
+        try:
+            header, stats = sidecar.scan(source, separator)
+        except (OSError, EOFError, ValueError) as exc:
+            # A compressed file that does not read back: keep it, out of the uploader's way.
+            bad = source.with_name(source.name + ".corrupt")
+            os.replace(source, bad)
+            log.error(
+                "%s is unreadable (%s): renamed to %s, not uploaded", source.name, exc, bad.name
+            )
+            return []
+        if stats.rows == 0:
+            log.info("removing %s: no rows", source.name)
+            sidecar.remove(source)
+            sidecar.remove(meta_file)
+            fsync_quiet(d)
+            return []
+        if meta is not None:
+            stats.time_sources = set(meta.time_sources)
+        columns = meta.columns if meta and [c["name"] for c in meta.columns] == header else None
+        if columns is None:
+            columns = sidecar.columns_info((c, *Layout((), (), True).describe(c)) for c in header)
+        parsed = parse_stem(stem.name, self._ext)
+        trip = parsed[1] if parsed else ""
+        facts = meta.facts if meta else {}
+        path = self._seal(stem, trip, stats, columns, separator, facts, True)
+        log.info("recovered %s: %d rows", path.name, stats.rows)
+        return [path]
+
+    def _move_part_aside(self, stem: Path) -> Path:
+        parsed = parse_stem(stem.name, self._ext)
+        car, trip = parsed[:2] if parsed else (self._car, "")
+        seq = next_seq(car, trip, self._known_names())
+        new = stem.with_name(data_name(car, trip, seq, self._ext))
+        self._ledger_add(new.name)
+        log.warning(
+            "%s%s collides with a closed file: renamed to %s%s", stem.name, PART, new.name, PART
+        )
+        os.replace(stem.with_name(stem.name + PART), new.with_name(new.name + PART))
+        meta = sidecar.meta_path(stem)
+        if meta.exists():
+            os.replace(meta, sidecar.meta_path(new))
+        return new
+
+    # -- names -------------------------------------------------------------------------
+    def _known_names(self) -> list[str]:
+        names: list[str] = []
+        for d in (self._dir, self._dir / UPLOADED_DIR):
+            with contextlib.suppress(FileNotFoundError):
+                names.extend(os.listdir(d))
+        names.extend(self._ledger())
+        return names
+
+    def _ledger(self) -> list[str]:
+        try:
+            text = (self._dir / LEDGER).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return text.splitlines()
+
+    def _ledger_add(self, name: str) -> None:
+        path = self._dir / LEDGER
+        names = self._ledger()
+        if len(names) >= 2 * _LEDGER_KEEP:
+            sidecar.write_atomic(
+                path, "".join(n + "\n" for n in [*names[-_LEDGER_KEEP:], name]).encode()
+            )
+            return
+        with open(path, "ab") as f:
+            f.write(name.encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # -- errors ------------------------------------------------------------------------
+    def _fail(self, what: str, exc: OSError) -> None:
+        """The disk refused: keep the thread alive, drop the open file, retry later."""
+        message = f"{what}: {exc.strerror or exc}"
+        self._error(message)
+        f = self._open
+        if f is not None:
+            self._open = None
+            self.current_file = None
+            self.rows_in_file = 0
+            # A failing close loses the buffered tail; recovery keeps what reached the disk.
+            with contextlib.suppress(OSError):
+                f.fh.close()
+            self._pending.append(f.stem)
+        now = self.clock.monotonic()
+        self._backoff = self._backoff.failed()
+        self._retry_at = now + self._backoff.delay()
+
+    def _error(self, message: str) -> None:
+        self.last_error = message
+        now = self.clock.monotonic()
+        if self._last_error_log is None or now - self._last_error_log >= _ERROR_LOG_EVERY:
+            extra = (
+                f" ({self._dropped_since_log} rows dropped since the last report)"
+                if self._dropped_since_log
+                else ""
+            )
+            log.error("%s; rows are dropped until it works again%s", message, extra)
+            self._last_error_log = now
+            self._dropped_since_log = 0
+
+    def _drop(self) -> None:
+        self.rows_dropped += 1
+        self._dropped_since_log += 1
+
+    def _retry_due(self, now: float) -> bool:
+        return self._retry_at is None or now >= self._retry_at
+
+    def _retry_pending(self) -> bool:
+        """Finish the files a failure left behind. True when the disk works again."""
+        while self._pending:
+            stem = self._pending[0]
+            try:
+                paths = self._recover_stem(stem)
+            except OSError as exc:
+                self._error(f"cannot close {stem.name}: {exc.strerror or exc}")
+                self._backoff = self._backoff.failed()
+                self._retry_at = self.clock.monotonic() + self._backoff.delay()
+                return False
+            self._pending.pop(0)
+            for path in paths:
+                self.files_closed += 1
+                self._notify(path)
+        self._retry_at = None
+        self._backoff = self._backoff.succeeded()
+        return True
+
+    def _notify(self, path: Path) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(path)
+            except Exception:
+                log.exception("closed-file listener %r failed for %s", fn, path.name)
+
+
+def fsync_quiet(directory: Path) -> None:
+    """Sync a directory after a removal; a failure only risks the removal being undone."""
+    try:
+        sidecar.fsync_dir(directory)
+    except OSError as exc:
+        log.debug("fsync of %s failed: %s", directory, exc)
