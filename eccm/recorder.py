@@ -104,7 +104,7 @@ class Recorder:
         clock: Clock,
         facts: Callable[[], Mapping[str, str]] | None = None,
         *,
-        queue_size: int = 10_000,
+        queue_size: int = 5_000,
         step_hook: StepHook | None = None,
     ) -> None:
         """``step_hook`` is called with each step name of the close sequence
@@ -140,10 +140,17 @@ class Recorder:
         self.rows_in_file = 0
         self.files_closed = 0
         self.rows_written = 0
-        self.rows_dropped = 0
+        # Two counters, one per thread that drops, so neither increment is lost.
+        self._dropped_queue = 0
+        self._dropped_write = 0
         self.last_error: str | None = None
 
     # -- public API --------------------------------------------------------------------
+    @property
+    def rows_dropped(self) -> int:
+        """Rows lost: queue overflow, or the disk refused them."""
+        return self._dropped_queue + self._dropped_write
+
     @property
     def queued(self) -> int:
         """Rows and requests waiting for the writer thread."""
@@ -202,7 +209,7 @@ class Recorder:
         try:
             self._queue.put_nowait(("sample", sample))
         except queue.Full:
-            self.rows_dropped += 1
+            self._dropped_queue += 1
             now = self.clock.monotonic()
             if self._last_overflow_log is None or now - self._last_overflow_log >= _ERROR_LOG_EVERY:
                 self._last_overflow_log = now
@@ -328,10 +335,10 @@ class Recorder:
             if sample.time_source not in f.meta.time_sources:
                 f.meta.time_sources.append(sample.time_source)
                 sidecar.write_atomic(sidecar.meta_path(f.stem), f.meta.to_json())
-            self.rows_written += 1
             self.rows_in_file = f.stats.rows
             if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
                 self._sync(f)
+            self.rows_written += 1
         except OSError as exc:
             where = self._open.part.name if self._open else str(self._dir)
             self._fail(f"cannot write {where}", exc)
@@ -597,7 +604,7 @@ class Recorder:
             self._dropped_since_log = 0
 
     def _drop(self) -> None:
-        self.rows_dropped += 1
+        self._dropped_write += 1
         self._dropped_since_log += 1
 
     def _retry_due(self, now: float) -> bool:

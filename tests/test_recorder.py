@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import pytest
 
 from eccm.clock import FakeClock
@@ -75,8 +76,8 @@ def rows_of(path: Path, sep: str = "\t") -> list[list[str]]:
     return list(csv.reader(io.StringIO(read_data(path).decode()), delimiter=sep))
 
 
-def sidecar_of(path: Path) -> dict[str, object]:
-    doc: dict[str, object] = json.loads(path.with_name(path.name + ".json").read_text())
+def sidecar_of(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.with_name(path.name + ".json").read_text())
     return doc
 
 
@@ -136,7 +137,7 @@ def test_rows_go_to_a_part_file_then_a_compressed_file_and_its_sidecar(
         "eccm_version": doc["eccm_version"],
     }
     assert doc["first_time"] == "2023-11-14T22:13:20.000Z"
-    assert [c["name"] for c in doc["columns"]] == rows_of(data)[0]  # type: ignore[index,union-attr]
+    assert [c["name"] for c in doc["columns"]] == rows_of(data)[0]
 
 
 def test_gzip_output_decompresses_to_the_uncompressed_file(
@@ -513,7 +514,7 @@ def test_recover_cuts_a_partial_last_line_and_closes_the_file(
     assert doc["last_time"] == expected_row(5)[0]
     assert doc["time_source"] == "gnss"
     assert doc["vin"] == "VF1TEST0000000001"
-    assert doc["columns"][3] == {  # type: ignore[index]
+    assert doc["columns"][3] == {
         "name": "RPM",
         "unit": "revolutions_per_minute",
         "description": "Engine RPM",
@@ -551,7 +552,7 @@ def test_recover_without_meta_still_names_the_columns(tmp_path: Path, clock: Fak
     write_part(cfg.record_dir, STEM, expected_bytes(range(2)), meta=False)
     [path] = Recorder(cfg, clock).recover()
     doc = sidecar_of(path)
-    assert [c["name"] for c in doc["columns"]] == LAYOUT.header  # type: ignore[union-attr,index]
+    assert [c["name"] for c in doc["columns"]] == LAYOUT.header
     assert doc["time_source"] == "unknown"
     assert "vin" not in doc
 
@@ -628,7 +629,11 @@ def test_on_sample_never_waits_for_the_writer(
     cfg = cfg_for(tmp_path)
     gate = threading.Event()
     rec = started(cfg, clock)
-    rec.add_closed_listener(lambda _p: gate.wait(30))
+
+    def blocked(_path: Path) -> None:
+        gate.wait(30)
+
+    rec.add_closed_listener(blocked)
     rec.on_sample(sample(0))
     rec.on_trip_end(TRIP)
     wait_for(lambda: rec.files_closed == 1)  # the writer is now stuck in the listener
