@@ -1,0 +1,184 @@
+"""The body of ``eccm query``: authenticate with HMAC, send one command, print the replies.
+
+CLI code: it prints (each reply as the line of JSON it is, so that ``jq`` can read it) and
+returns an exit code: 0 when the reply is not an ERROR, 1 when it is, 2 when the daemon
+cannot be reached or refuses the secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import secrets
+import socket
+import ssl
+import sys
+from typing import IO, Any
+
+from eccm.config import Config
+
+CONNECT_TIMEOUT = 10.0
+REPLY_TIMEOUT = 30.0  # a DTC read on a slow car takes up to 15 s on the daemon's side
+
+
+def gen_secret() -> str:
+    """A new random SOCKET_SERVER_SECRET: 43 URL-safe characters (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def hmac_proof(secret: str, nonce: str) -> str:
+    """Hex of HMAC-SHA256(key=secret, msg=nonce): what ``AUTH HMAC`` expects."""
+    return hmac.new(secret.encode("utf-8"), nonce.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+class _Lines:
+    """Reply lines from the daemon, one JSON object each."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+
+    def next(self) -> tuple[str, dict[str, Any]]:
+        raw = self._file.readline()
+        if not raw:
+            raise ConnectionError("the daemon closed the connection")
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise ConnectionError(f"not a reply of the control socket: {text[:80]!r}") from None
+        if not isinstance(obj, dict):
+            raise ConnectionError(f"not a reply of the control socket: {text[:80]!r}")
+        return text, obj
+
+
+def _connect(host: str, port: int, tls: bool, cafile: str | None) -> socket.socket:
+    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not tls:
+        return raw
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        return ctx.wrap_socket(raw, server_hostname=host)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _confirm(prompt_in: IO[str], interactive: bool) -> bool:
+    if interactive:
+        print("Clear the stored trouble codes? Type yes to confirm: ", end="", file=sys.stderr)
+        sys.stderr.flush()
+    answer = prompt_in.readline()
+    return answer.strip().lower() in ("yes", "y")
+
+
+def run_query(
+    cfg: Config | None,
+    host: str,
+    port: int,
+    tls: bool,
+    cafile: str | None,
+    words: list[str],
+    secret: str | None,
+) -> int:
+    """Authenticate, send ``words`` as one command, print the reply (WATCH: until Ctrl-C).
+
+    ``DTC CLEAR`` asks for a confirmation (a line "yes" on standard input) and then sends
+    ``DTC CLEAR CONFIRM <token>`` in the same session, since a token is bound to it.
+    """
+    if not secret:
+        print(
+            "eccm query: no secret: set SOCKET_SERVER_SECRET in the config or the "
+            "ECCM_SOCKET_SERVER_SECRET environment variable",
+            file=sys.stderr,
+        )
+        return 2
+    if not words:
+        print("eccm query: no command given (try HELP)", file=sys.stderr)
+        return 2
+    command = " ".join(words)
+    if "\n" in command or "\r" in command:
+        print("eccm query: a command is one line", file=sys.stderr)
+        return 2
+    where = f"{host}:{port}" + (" (TLS)" if tls else "")
+    try:
+        sock = _connect(host, port, tls, cafile)
+    except ssl.SSLCertVerificationError as exc:
+        print(
+            f"eccm query: the certificate of {where} is not trusted ({exc.verify_message}): "
+            "pass the certificate or its CA with --cafile",
+            file=sys.stderr,
+        )
+        return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(
+            f"eccm query: cannot connect to {where}: {exc} (is eccm running with "
+            "ENABLE_SOCKET_SERVER=yes, and are --host/--port/--tls right?)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with sock:
+            return _session(sock, secret, command, words)
+    except KeyboardInterrupt:
+        return 0
+    except TimeoutError:
+        print(f"eccm query: no reply from {where} in time", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(f"eccm query: {where}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _session(sock: socket.socket, secret: str, command: str, words: list[str]) -> int:
+    sock.settimeout(REPLY_TIMEOUT)
+    lines = _Lines(sock)
+    _text, hello = lines.next()
+    if hello.get("class") != "HELLO":
+        print(f"eccm query: unexpected greeting: {_text}", file=sys.stderr)
+        return 2
+    nonce = str(hello.get("nonce", ""))
+
+    def send(line: str) -> None:
+        sock.sendall(line.encode("utf-8") + b"\n")
+
+    send(f"AUTH HMAC {hmac_proof(secret, nonce)}")
+    text, reply = lines.next()
+    if reply.get("class") != "AUTH" or not reply.get("ok"):
+        print(text, flush=True)
+        print("eccm query: authentication refused: check the secret", file=sys.stderr)
+        return 2
+    verb = [w.upper() for w in words]
+    send(command)
+    if verb[:1] == ["QUIT"]:
+        return 0
+    text, reply = lines.next()
+    print(text, flush=True)
+    if verb[:1] == ["WATCH"] and reply.get("class") == "WATCH" and reply.get("watching"):
+        sock.settimeout(None)  # a WATCH may be quiet for as long as its interval
+        try:
+            while True:
+                text, _obj = lines.next()
+                print(text, flush=True)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):  # the daemon may have closed first
+                send("QUIT")
+            return 0
+    if verb == ["DTC", "CLEAR"] and reply.get("class") == "CONFIRM":
+        if not _confirm(sys.stdin, sys.stdin.isatty()):
+            print("eccm query: not confirmed: nothing cleared", file=sys.stderr)
+            send("QUIT")
+            return 1
+        send(f"DTC CLEAR CONFIRM {reply.get('token', '')}")
+        text, reply = lines.next()
+        print(text, flush=True)
+    with contextlib.suppress(OSError):  # the daemon may have closed first
+        send("QUIT")
+    if reply.get("class") == "ERROR":
+        return 1
+    if reply.get("class") == "DTC_CLEARED" and not reply.get("ok"):
+        return 1
+    return 0

@@ -1,0 +1,385 @@
+"""The control socket's listener: TCP or TLS 1.2+, one protocol session per connection.
+
+Threads, not selectors: one thread per connection, and connections are few
+(SOCKET_SERVER_MAX_CLIENTS, 8 by default). A command may hold its thread for seconds (a DTC
+read waits for the OBD link's queue, up to 15 s on a slow car); with a thread per client
+that delays only the client who asked, where a selector loop would need a worker pool and
+completion plumbing for exactly those calls, and TLS handshakes would have to be driven by
+hand. Each thread multiplexes its one socket with select() for reads, writes and the
+session's timers (WATCH lines, auth and idle timeouts). The protocol itself lives in
+``protocol.py``; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+from eccm.clock import Clock, SystemClock
+from eccm.config import Config
+from eccm.control.backend import Backend
+from eccm.control.protocol import AUTH_TIMEOUT, IDLE_TIMEOUT, AuthLimiter, Session, encode
+from eccm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RECV_CHUNK = 16 * 1024
+SEND_CHUNK = 16 * 1024
+# Stop taking requests from a client while this much of its replies waits: TCP then pushes
+# back on a client that sends without reading, and a pipelined burst costs bounded memory.
+HIGH_WATER = 16 * 1024
+# A small kernel send buffer, so that "unread" is mostly bytes we hold and can count,
+# rather than megabytes hidden in the kernel.
+SNDBUF = 16 * 1024
+# After the last reply: how long (and how much) we still read and discard, so that closing
+# on a client that keeps sending (4 MiB without a newline) does not become a TCP reset that
+# could destroy the error line it has not read yet.
+DRAIN_SECONDS = 2.0
+DRAIN_MAX = 16 * 1024 * 1024
+# A closed session's last reply gets this long to leave before the socket is dropped.
+LINGER_SECONDS = 5.0
+# TLS handshakes run just to tell a surplus client "too_many_clients".
+MAX_REJECTERS = 4
+
+
+@dataclass(frozen=True)
+class Limits:
+    auth_timeout: float = AUTH_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    max_unread: int = 64 * 1024  # a watcher that leaves this much unread is dropped
+    failure_base: float = 1.0  # first failure delay; doubles per failure from an address
+    failure_cap: float = 60.0
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"SOCKET_SERVER_TLS_CERT={cert!r} / SOCKET_SERVER_TLS_KEY={key!r} cannot be "
+            f"loaded: {exc}; expected a PEM certificate and its private key"
+        ) from exc
+    return ctx
+
+
+class ControlServer:
+    """Listens on SOCKET_SERVER_BIND:SOCKET_SERVER_PORT once :meth:`start` is called.
+
+    ``port``/``bind`` override the config (tests use port 0: see :attr:`address`).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        backend: Backend,
+        clock: Clock | None = None,
+        *,
+        bind: str | None = None,
+        port: int | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        if not cfg.socket_server_secret:
+            raise ConfigError(
+                "SOCKET_SERVER_SECRET is required for the control socket: make one with "
+                "`eccm gen-secret`"
+            )
+        self._cfg = cfg
+        self._backend = backend
+        self._clock: Clock = clock or SystemClock()
+        self._bind = cfg.socket_server_bind if bind is None else bind
+        self._port = cfg.socket_server_port if port is None else port
+        self._limits = limits or Limits()
+        self._limiter = AuthLimiter(
+            self._clock, base=self._limits.failure_base, cap=self._limits.failure_cap
+        )
+        self._ssl: ssl.SSLContext | None = None
+        if cfg.socket_server_tls_cert:
+            self._ssl = tls_context(cfg.socket_server_tls_cert, cfg.socket_server_tls_key)
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: dict[int, socket.socket] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._next_id = 0
+        self._rejecters = threading.BoundedSemaphore(MAX_REJECTERS)
+        self._accept_thread: threading.Thread | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self._bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._bind, self._port))
+            sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"the control socket cannot listen on {self._bind}:{self._port} "
+                f"(SOCKET_SERVER_BIND / SOCKET_SERVER_PORT): {exc.strerror or exc}; "
+                "is another eccm running, or is the address not on this machine?"
+            ) from exc
+        # accept() wakes up twice a second to notice stop(): closing a socket does not
+        # reliably wake a thread blocked in accept() on it.
+        sock.settimeout(0.5)
+        self._listener = sock
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="control-accept", daemon=True
+        )
+        self._accept_thread.start()
+        host, port = self.address
+        log.info(
+            "control socket listening on %s:%d (%s, at most %d clients)",
+            host,
+            port,
+            "TLS" if self._ssl else "plain TCP",
+            self._cfg.socket_server_max_clients,
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._listener is not None, "start() first"
+        name = self._listener.getsockname()
+        return str(name[0]), int(name[1])
+
+    @property
+    def clients(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            socks = list(self._clients.values())
+            threads = list(self._threads.values())
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)  # wakes the thread's select()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            # A thread inside a long backend call (a DTC read) may outlive this; it is a
+            # daemon thread and its socket is already shut.
+            t.join(max(0.0, deadline - time.monotonic()))
+        log.info("control socket closed")
+
+    # -- accepting ---------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                # EMFILE and friends: back off a little instead of spinning.
+                log.warning("control socket: accept failed: %s", exc)
+                self._stopping.wait(0.2)
+                continue
+            host = str(addr[0])
+            peer = f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+            with self._lock:
+                full = len(self._clients) >= self._cfg.socket_server_max_clients
+                if not full:
+                    cid = self._next_id
+                    self._next_id += 1
+                    self._clients[cid] = conn
+                    thread = threading.Thread(
+                        target=self._serve,
+                        args=(cid, conn, host, peer),
+                        name=f"control-{peer}",
+                        daemon=True,
+                    )
+                    self._threads[cid] = thread
+            if full:
+                log.warning("control client %s refused: too many clients", peer)
+                self._reject(conn)
+            else:
+                thread.start()
+
+    def _reject(self, conn: socket.socket) -> None:
+        line = encode(
+            {
+                "class": "ERROR",
+                "code": "too_many_clients",
+                "message": f"at most {self._cfg.socket_server_max_clients} clients at a time",
+            }
+        )
+        if self._ssl is None:
+            with contextlib.suppress(OSError):
+                conn.setblocking(False)
+                conn.send(line)
+                conn.shutdown(socket.SHUT_WR)
+            conn.close()
+            return
+        if not self._rejecters.acquire(blocking=False):
+            conn.close()  # a flood: not even the courtesy of a handshake
+            return
+        ctx = self._ssl
+
+        def run() -> None:
+            try:
+                conn.settimeout(5.0)
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(line)
+            except (OSError, ssl.SSLError):
+                conn.close()
+            finally:
+                self._rejecters.release()
+
+        threading.Thread(target=run, name="control-reject", daemon=True).start()
+
+    # -- one client --------------------------------------------------------------------
+    def _serve(self, cid: int, conn: socket.socket, host: str, peer: str) -> None:
+        sock: socket.socket = conn
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            if self._ssl is not None:
+                conn.settimeout(self._limits.auth_timeout)
+                sock = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                with self._lock:
+                    self._clients[cid] = sock  # the wrapper owns the descriptor now
+                if self._stopping.is_set():
+                    return
+                sock.do_handshake()
+            log.debug("control client %s connected", peer)
+            session = Session(
+                self._backend,
+                self._cfg.socket_server_secret,
+                self._clock,
+                peer=peer,
+                address=host,
+                plain_auth=self._ssl is not None
+                or is_loopback(host)
+                or self._cfg.socket_server_allow_plain_auth,
+                allow_dtc_clear=self._cfg.socket_server_allow_dtc_clear,
+                limiter=self._limiter,
+                auth_timeout=self._limits.auth_timeout,
+                idle_timeout=self._limits.idle_timeout,
+            )
+            self._pump(sock, session, peer)
+        except ssl.SSLError as exc:
+            log.info("control client %s: TLS handshake failed: %s", peer, exc.reason or exc)
+        except OSError as exc:
+            log.debug("control client %s: connection lost: %s", peer, exc)
+        except Exception:
+            log.exception("control client %s: unexpected error", peer)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+            with self._lock:
+                self._clients.pop(cid, None)
+                self._threads.pop(cid, None)
+            log.debug("control client %s gone", peer)
+
+    def _pump(self, sock: socket.socket, session: Session, peer: str) -> None:
+        sock.setblocking(False)
+        tls = isinstance(sock, ssl.SSLSocket)
+        out = bytearray()
+        retry_len = 0  # OpenSSL wants a write that could not finish retried with its length
+        closed_at: float | None = None
+        while not self._stopping.is_set():
+            session.tick()
+            out += session.data_to_send()
+            while len(out) < HIGH_WATER and session.step():
+                out += session.data_to_send()
+            if len(out) > self._limits.max_unread:
+                log.warning(
+                    "control client %s dropped: %d bytes of replies left unread", peer, len(out)
+                )
+                return
+            if out:
+                size = retry_len or min(len(out), SEND_CHUNK)
+                try:
+                    sent = sock.send(out[:size])
+                    retry_len = 0
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    sent, retry_len = 0, size
+                except OSError as exc:
+                    log.debug("control client %s: send failed: %s", peer, exc)
+                    return
+                del out[:sent]
+            now = self._clock.monotonic()
+            if session.closed:
+                if not out:
+                    self._finish(sock, peer, session.close_reason)
+                    return
+                if closed_at is None:
+                    closed_at = now
+                elif now - closed_at > LINGER_SECONDS:
+                    return
+            deadline = session.next_deadline()
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
+            want_read = session.wants_data
+            buffered = tls and want_read and sock.pending() > 0  # type: ignore[attr-defined]
+            if buffered:
+                readable = True
+            else:
+                try:
+                    r, _w, _x = select.select(
+                        [sock] if want_read else [], [sock] if out else [], [], wait
+                    )
+                except (OSError, ValueError):
+                    return  # the socket was shut or closed by stop()
+                readable = bool(r)
+            if readable:
+                try:
+                    data = sock.recv(RECV_CHUNK)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    continue
+                except OSError as exc:
+                    log.debug("control client %s: receive failed: %s", peer, exc)
+                    return
+                session.receive_data(data)
+
+    def _finish(self, sock: socket.socket, peer: str, reason: str) -> None:
+        """Half-close after the last reply, then read and discard until the peer closes
+        too (bounded), so that the peer sees our last line followed by a clean end."""
+        log.debug("control client %s: closing (%s)", peer, reason)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        end = time.monotonic() + DRAIN_SECONDS
+        drained = 0
+        while drained < DRAIN_MAX and not self._stopping.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                r, _w, _x = select.select([sock], [], [], min(left, 0.5))
+                if not r:
+                    continue
+                data = sock.recv(RECV_CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                continue
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            drained += len(data)
