@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,7 +346,7 @@ class Recorder:
             self._drop()
             return
         if self.last_error is not None and not self._pending:
-            log.info("recording works again")
+            log.info("recording works again: %s", self.current_file)
             self.last_error = None
 
     def _sync(self, f: _Open) -> None:
@@ -380,7 +381,9 @@ class Recorder:
             header = self._buf.getvalue().encode("utf-8")
             fh.write(header)
         except OSError:
-            fh.close()
+            with contextlib.suppress(OSError):
+                fh.close()
+            self._pending.append(stem)  # recovery removes the empty .part and its meta
             raise
         f = _Open(stem, fh, sample.trip_id, layout, now, len(header), FileStats(), meta, now)
         self.current_file = f.part.name
@@ -397,7 +400,8 @@ class Recorder:
         self.rows_in_file = 0
         try:
             path = self._finish_open(f)
-        except OSError as exc:
+        except Exception as exc:
+            # Whatever step failed, recovery can take the files from where they are.
             self._fail(f"cannot close {f.part.name}", exc)
             self._pending.append(f.stem)
             return
@@ -502,7 +506,7 @@ class Recorder:
         separator = meta.separator if meta else self._sep
         try:
             header, stats = sidecar.scan(source, separator)
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error, csv.Error) as exc:
             # A compressed file that does not read back: keep it, out of the uploader's way.
             bad = source.with_name(source.name + ".corrupt")
             os.replace(source, bad)
@@ -573,9 +577,9 @@ class Recorder:
             os.fsync(f.fileno())
 
     # -- errors ------------------------------------------------------------------------
-    def _fail(self, what: str, exc: OSError) -> None:
+    def _fail(self, what: str, exc: Exception) -> None:
         """The disk refused: keep the thread alive, drop the open file, retry later."""
-        message = f"{what}: {exc.strerror or exc}"
+        message = f"{what}: {getattr(exc, 'strerror', None) or exc}"
         self._error(message)
         f = self._open
         if f is not None:
@@ -612,12 +616,13 @@ class Recorder:
 
     def _retry_pending(self) -> bool:
         """Finish the files a failure left behind. True when the disk works again."""
+        had_pending = bool(self._pending)
         while self._pending:
             stem = self._pending[0]
             try:
                 paths = self._recover_stem(stem)
-            except OSError as exc:
-                self._error(f"cannot close {stem.name}: {exc.strerror or exc}")
+            except Exception as exc:
+                self._error(f"cannot close {stem.name}: {getattr(exc, 'strerror', None) or exc}")
                 self._backoff = self._backoff.failed()
                 self._retry_at = self.clock.monotonic() + self._backoff.delay()
                 return False
@@ -627,6 +632,9 @@ class Recorder:
                 self._notify(path)
         self._retry_at = None
         self._backoff = self._backoff.succeeded()
+        if had_pending and self.last_error is not None:
+            log.info("files left by the failure are closed")
+            self.last_error = None
         return True
 
     def _notify(self, path: Path) -> None:

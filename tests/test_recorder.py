@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import gzip
 import hashlib
 import io
@@ -19,6 +20,7 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped]
 import pytest
 
+from eccm import sidecar
 from eccm.clock import FakeClock
 from eccm.config import Config
 from eccm.gnss.fix import Fix
@@ -642,3 +644,32 @@ def test_on_sample_never_waits_for_the_writer(
     assert rec.queued == 49
     gate.set()
     wait_for(lambda: rec.rows_written == 50)
+
+
+def test_a_close_that_fails_half_way_is_finished_later(
+    tmp_path: Path, clock: FakeClock, started: Callable[..., Recorder]
+) -> None:
+    cfg = cfg_for(tmp_path)
+    failures = [sidecar.COMPRESSED]
+
+    def disk_full_once(step: str) -> None:
+        if step in failures:
+            failures.remove(step)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    rec = started(cfg, clock, step_hook=disk_full_once)
+    for i in range(3):
+        rec.on_sample(sample(i))
+    rec.rotate_now()
+    assert rec.files_closed == 0
+    assert rec.last_error is not None and "No space left" in rec.last_error
+    assert files(cfg.record_dir) == [STEM, STEM + ".gz", STEM + ".part.meta.json"]
+
+    clock.advance(5.0)  # past the retry time: the idle writer finishes the close
+    wait_for(lambda: rec.files_closed == 1)
+    assert rec.last_error is None
+    assert files(cfg.record_dir) == [STEM + ".gz", STEM + ".gz.json"]
+    assert read_data(cfg.record_dir / (STEM + ".gz")) == expected_bytes(range(3))
+    rec.on_sample(sample(3))
+    rec.stop()
+    assert sidecar_of(cfg.record_dir / f"{CAR}_{TRIP}_0002.tsv.gz")["rows"] == 1

@@ -62,8 +62,7 @@ def check_closed(path: Path, sep: str = "\t") -> list[list[str]]:
 
 def test_sigkill_mid_write_then_recovery_keeps_every_complete_row(tmp_path: Path) -> None:
     d = tmp_path / "rec"
-    # No periodic flush: only the 8 KiB buffer spills reach the file, so the process
-    # dies with half a row on disk, as a power cut would leave it.
+    # No periodic flush: only the writer's buffer spills reach the file before the kill.
     proc = run_writer(d, "--flush", "3600")
     part = d / f"{STEM}.tsv.part"
     try:
@@ -79,7 +78,13 @@ def test_sigkill_mid_write_then_recovery_keeps_every_complete_row(tmp_path: Path
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    # Python's buffer spills whole rows, so a killed process leaves complete lines; a
+    # power cut also loses part of the page cache, at any byte. Cut mid-line, as it would.
+    size = part.stat().st_size
+    with open(part, "r+b") as f:
+        f.truncate(size - 17)
     on_disk = part.read_bytes()
+    assert not on_disk.endswith(b"\n")
     complete = on_disk.count(b"\n") - 1
 
     rec = Recorder(config(d), FakeClock())
