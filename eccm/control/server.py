@@ -40,8 +40,10 @@ HIGH_WATER = 16 * 1024
 SNDBUF = 16 * 1024
 # After the last reply: how long (and how much) we still read and discard, so that closing
 # on a client that keeps sending (4 MiB without a newline) does not become a TCP reset that
-# could destroy the error line it has not read yet.
+# could destroy the error line it has not read yet. A client quiet for DRAIN_QUIET has
+# nothing in flight any more.
 DRAIN_SECONDS = 2.0
+DRAIN_QUIET = 0.2
 DRAIN_MAX = 16 * 1024 * 1024
 # A closed session's last reply gets this long to leave before the socket is dropped.
 LINGER_SECONDS = 5.0
@@ -122,6 +124,8 @@ class ControlServer:
         self._next_id = 0
         self._rejecters = threading.BoundedSemaphore(MAX_REJECTERS)
         self._accept_thread: threading.Thread | None = None
+        # Closing a socket does not reliably wake a thread blocked on it: stop() writes here.
+        self._wake_r, self._wake_w = socket.socketpair()
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -138,9 +142,7 @@ class ControlServer:
                 f"(SOCKET_SERVER_BIND / SOCKET_SERVER_PORT): {exc.strerror or exc}; "
                 "is another eccm running, or is the address not on this machine?"
             ) from exc
-        # accept() wakes up twice a second to notice stop(): closing a socket does not
-        # reliably wake a thread blocked in accept() on it.
-        sock.settimeout(0.5)
+        sock.setblocking(False)
         self._listener = sock
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name="control-accept", daemon=True
@@ -168,6 +170,8 @@ class ControlServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
         if self._listener is not None:
@@ -183,6 +187,8 @@ class ControlServer:
             # A thread inside a long backend call (a DTC read) may outlive this; it is a
             # daemon thread and its socket is already shut.
             t.join(max(0.0, deadline - time.monotonic()))
+        self._wake_r.close()
+        self._wake_w.close()
         log.info("control socket closed")
 
     # -- accepting ---------------------------------------------------------------------
@@ -190,9 +196,12 @@ class ControlServer:
         assert self._listener is not None
         while not self._stopping.is_set():
             try:
+                ready, _w, _x = select.select([self._listener, self._wake_r], [], [])
+                if self._listener not in ready:
+                    continue
                 conn, addr = self._listener.accept()
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                continue  # another wake-up, or the peer gave up before we accepted
             except OSError as exc:
                 if self._stopping.is_set():
                     return
@@ -372,9 +381,9 @@ class ControlServer:
             if left <= 0:
                 return
             try:
-                r, _w, _x = select.select([sock], [], [], min(left, 0.5))
+                r, _w, _x = select.select([sock], [], [], min(left, DRAIN_QUIET))
                 if not r:
-                    continue
+                    return
                 data = sock.recv(RECV_CHUNK)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 continue

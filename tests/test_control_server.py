@@ -1,0 +1,564 @@
+"""The control server on real TCP and TLS sockets, with an in-memory backend."""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eccm.clock import SystemClock
+from eccm.config import Config, parse
+from eccm.control.backend import ValueInfo
+from eccm.control.client import gen_secret, hmac_proof, run_query
+from eccm.control.server import ControlServer, Limits, is_loopback
+from eccm.errors import ConfigError
+from tests.control_fakes import SECRET, FakeBackend
+
+Reply = dict[str, Any]
+OPENSSL = shutil.which("openssl")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def make_config(**extra: str) -> Config:
+    values = {
+        "CAR_IDENTIFIER": "test-car",
+        "ENABLE_SOCKET_SERVER": "yes",
+        "SOCKET_SERVER_SECRET": SECRET,
+    }
+    values.update(extra)
+    return parse(values)
+
+
+class Client:
+    """A test client on a real socket."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        tls: ssl.SSLContext | None = None,
+        rcvbuf: int | None = None,
+        timeout: float = 20.0,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self._file = sock.makefile("rb")
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\n")
+
+    def reply(self) -> Reply:
+        line = self._file.readline()
+        assert line, "connection closed instead of a reply"
+        assert line.endswith(b"\n")
+        obj = json.loads(line)
+        assert isinstance(obj, dict)
+        return obj
+
+    def ask(self, text: str) -> Reply:
+        self.send(text)
+        return self.reply()
+
+    def hello(self) -> Reply:
+        hello = self.reply()
+        assert hello["class"] == "HELLO", hello
+        return hello
+
+    def auth(self) -> Client:
+        nonce = self.hello()["nonce"]
+        assert self.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
+        return self
+
+    def rest(self) -> list[Reply]:
+        """Every reply until the server closes (a reset after the replies is fine)."""
+        out = []
+        try:
+            for line in self._file:
+                out.append(json.loads(line))
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return out
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World()
+    yield w
+    w.stop()
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = SystemClock()
+        self.backend = FakeBackend(self.clock)
+        self.servers: list[ControlServer] = []
+        self.clients: list[Client] = []
+
+    def serve(self, cfg: Config | None = None, **limits: Any) -> tuple[str, int]:
+        server = ControlServer(
+            cfg or make_config(),
+            self.backend,
+            self.clock,
+            port=0,
+            limits=Limits(**limits),
+        )
+        server.start()
+        self.servers.append(server)
+        return server.address
+
+    @property
+    def server(self) -> ControlServer:
+        return self.servers[-1]
+
+    def connect(self, address: tuple[str, int], **kw: Any) -> Client:
+        c = Client(address, **kw)
+        self.clients.append(c)
+        return c
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.close()
+        for s in self.servers:
+            s.stop()
+
+    def still_serves(self, address: tuple[str, int], **kw: Any) -> None:
+        c = self.connect(address, **kw).auth()
+        reply = c.ask("GET RPM")
+        assert reply["class"] == "VALUES" and reply["values"]["RPM"]["value"] == 850.0
+        c.send("QUIT")
+        assert c.rest() == []
+
+
+# -- the ordinary path ---------------------------------------------------------------------
+def test_session_over_tcp(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr).auth()
+    assert c.ask("PING") == {"class": "PONG"}
+    assert c.ask("GET RPM")["values"]["RPM"]["unit"] == "revolutions_per_minute"
+    assert c.ask("STATUS")["class"] == "STATUS"
+    c.send("QUIT")
+    assert c.rest() == []
+    wait_until(lambda: world.server.clients == 0, what="the server to forget the client")
+
+
+def test_nc_style_pipeline_with_half_close(world: World) -> None:
+    """`printf 'AUTH secret\\nGET RPM\\n' | nc -N host port`: plain AUTH from loopback."""
+    addr = world.serve()
+    c = world.connect(addr)
+    c.sock.sendall(f"AUTH {SECRET}\r\nGET RPM SPEED\r\nDTC\r\n".encode())
+    c.sock.shutdown(socket.SHUT_WR)
+    replies = c.rest()
+    assert [r["class"] for r in replies] == ["HELLO", "AUTH", "VALUES", "DTC"]
+
+
+def test_pipelined_burst_is_answered_in_full(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr).auth()
+    c.sock.sendall(b"GET\n" * 2000)
+    for _ in range(2000):
+        assert c.reply()["class"] == "VALUES"
+    assert c.ask("PING") == {"class": "PONG"}
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.5")
+    assert not is_loopback("192.0.2.1") and not is_loopback("::ffff:192.0.2.1")
+    assert not is_loopback("not an address")
+
+
+# -- abuse ---------------------------------------------------------------------------------
+def test_line_over_the_limit_before_auth(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr)
+    c.hello()
+    c.send("P" * 300)
+    replies = c.rest()
+    assert [r.get("code") for r in replies] == ["line_too_long"]
+    world.still_serves(addr)
+
+
+def test_line_over_the_limit_after_auth(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr).auth()
+    assert c.ask("GET " + "A" * 1000)["code"] == "unknown_value"
+    c.send("GET " + "A" * 1100)
+    assert [r.get("code") for r in c.rest()] == ["line_too_long"]
+    world.still_serves(addr)
+
+
+def test_four_mebibytes_without_newline(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr).auth()
+    blob = b"x" * (4 << 20)
+
+    def flood() -> None:
+        try:
+            c.sock.sendall(blob)
+            c.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close before it all went: that is its right
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    replies = c.rest()
+    sender.join(30)
+    assert [r.get("code") for r in replies] == ["line_too_long"]
+    world.still_serves(addr)
+
+
+def test_binary_junk(world: World) -> None:
+    addr = world.serve()
+    rng = __import__("random").Random(1234)
+    junk = bytes(rng.randrange(256) for _ in range(200_000))
+    c = world.connect(addr)
+    c.hello()
+    with contextlib.suppress(OSError):
+        c.sock.sendall(junk)
+    replies = c.rest()
+    assert replies, "junk must be answered before the close"
+    assert all(r["class"] == "ERROR" for r in replies)
+    assert replies[-1]["code"] in ("line_too_long", "bad_request")
+    world.still_serves(addr)
+
+
+def _client_hello() -> bytes:
+    """The first flight of a real TLS client, as it would arrive on the plain port."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+def test_tls_client_hello_on_the_plain_port(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr)
+    c.hello()
+    c.sock.sendall(_client_hello())
+    replies = c.rest()
+    assert len(replies) == 1 and replies[0]["code"] == "bad_request"
+    assert "TLS" in replies[0]["message"]
+    # A real TLS client gets a handshake error, not a hang.
+    with pytest.raises((ssl.SSLError, OSError)):
+        world.connect(addr, tls=ssl.create_default_context(), timeout=10)
+    world.still_serves(addr)
+
+
+def test_http_request(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr)
+    c.hello()
+    c.sock.sendall(b"GET / HTTP/1.1\r\nHost: car.local\r\nUser-Agent: curl/8\r\n\r\n")
+    replies = c.rest()
+    assert [r.get("code") for r in replies] == ["bad_request"]
+    world.still_serves(addr)
+
+
+def test_too_many_clients(world: World) -> None:
+    addr = world.serve(make_config(SOCKET_SERVER_MAX_CLIENTS="2"))
+    a = world.connect(addr).auth()
+    b = world.connect(addr)
+    b.hello()
+    c = world.connect(addr)
+    replies = c.rest()
+    assert [r.get("code") for r in replies] == ["too_many_clients"]
+    assert a.ask("PING") == {"class": "PONG"}  # the others are unaffected
+    b.send("QUIT")
+    assert b.rest() == []
+    wait_until(lambda: world.server.clients == 1, what="a free slot")
+    world.still_serves(addr)
+
+
+def test_a_watcher_that_never_reads_is_dropped_and_others_are_served(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    # Many values make big LIVE lines, so that the unread bytes pile up in seconds.
+    for i in range(150):
+        name = f"VALUE_{i:03d}_WITH_A_LONG_NAME"
+        world.backend.info.append(ValueInfo(name, "unit_of_some_length", "", True))
+        world.backend.set(name, 1234.5678 + i, "unit_of_some_length")
+    addr = world.serve()
+    watcher = world.connect(addr, rcvbuf=4096).auth()
+    watcher.send("WATCH EVERY 0.1")
+    other = world.connect(addr).auth()
+    deadline = time.monotonic() + 60
+    while world.server.clients == 2 and time.monotonic() < deadline:
+        # Served all along; the pause only paces these requests.
+        assert other.ask("GET RPM")["class"] == "VALUES"
+        time.sleep(0.05)
+    wait_until(lambda: world.server.clients == 1, timeout=60, what="the watcher to be dropped")
+    assert "left unread" in caplog.text
+    assert other.ask("PING") == {"class": "PONG"}
+    world.still_serves(addr)
+
+
+def test_stop_closes_every_client(world: World) -> None:
+    addr = world.serve()
+    c = world.connect(addr).auth()
+    c.send("WATCH EVERY 0.5")
+    world.server.stop()
+    replies = c.rest()  # whatever was in flight, then the end
+    assert all(r["class"] in ("WATCH", "LIVE") for r in replies)
+    with pytest.raises(OSError):
+        Client(addr, timeout=2)
+
+
+# -- timeouts and failure delays -----------------------------------------------------------
+def test_auth_timeout(world: World) -> None:
+    addr = world.serve(auth_timeout=0.5)
+    c = world.connect(addr)
+    c.hello()
+    assert c.rest() == []
+
+
+def test_idle_timeout(world: World) -> None:
+    addr = world.serve(idle_timeout=0.5)
+    c = world.connect(addr).auth()
+    assert c.rest() == []
+
+
+def test_failure_delay_per_address(world: World) -> None:
+    """The delays count from the failure; t0 is taken before it, so they are lower bounds."""
+    addr = world.serve(failure_base=0.4)
+    bad = world.connect(addr)
+    bad.hello()
+    t0 = time.monotonic()
+    assert bad.ask(f"AUTH HMAC {'0' * 64}")["code"] == "auth_failed"
+    assert bad.rest() == []  # a failed AUTH closes
+    good = world.connect(addr)
+    nonce = good.hello()["nonce"]
+    assert good.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
+    assert time.monotonic() - t0 >= 0.4  # held back, though right
+    # Success reset the address; then two failures in a row: the next waits twice as long.
+    first = world.connect(addr)
+    first.hello()
+    assert first.ask(f"AUTH HMAC {'0' * 64}")["code"] == "auth_failed"
+    second = world.connect(addr)
+    second.hello()
+    t0 = time.monotonic()
+    assert second.ask(f"AUTH HMAC {'0' * 64}")["code"] == "auth_failed"
+    late = world.connect(addr)
+    late.hello()
+    assert late.ask(f"AUTH HMAC {'0' * 64}")["code"] == "auth_failed"
+    assert time.monotonic() - t0 >= 0.8
+
+
+# -- configuration problems ----------------------------------------------------------------
+def test_port_in_use_is_a_config_error(world: World) -> None:
+    _host, port = world.serve()
+    server = ControlServer(make_config(), world.backend, port=port)
+    with pytest.raises(ConfigError, match="SOCKET_SERVER_PORT"):
+        server.start()
+
+
+def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cfg = make_config(SOCKET_SERVER_TLS_CERT=str(junk), SOCKET_SERVER_TLS_KEY=str(junk))
+    with pytest.raises(ConfigError, match="SOCKET_SERVER_TLS_CERT"):
+        ControlServer(cfg, FakeBackend(SystemClock()))
+
+
+# -- TLS -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    if OPENSSL is None:
+        pytest.skip("openssl is not on PATH: cannot make a self-signed certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+def _tls_config(certificate: tuple[str, str], **extra: str) -> Config:
+    cert, key = certificate
+    return make_config(SOCKET_SERVER_TLS_CERT=cert, SOCKET_SERVER_TLS_KEY=key, **extra)
+
+
+def _trusting(cert: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cert)
+
+
+def test_tls_session(world: World, certificate: tuple[str, str]) -> None:
+    addr = world.serve(_tls_config(certificate))
+    c = world.connect(addr, tls=_trusting(certificate[0]))
+    assert isinstance(c.sock, ssl.SSLSocket)
+    assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+    hello = c.hello()
+    assert hello["auth"] == ["hmac-sha256", "plain"]
+    assert c.ask(f"AUTH {SECRET}") == {"class": "AUTH", "ok": True}
+    assert c.ask("GET RPM")["values"]["RPM"]["value"] == 850.0
+    c.send("QUIT")
+    assert c.rest() == []
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_tls_refuses_old_versions_and_plain_text(
+    world: World, certificate: tuple[str, str]
+) -> None:
+    addr = world.serve(_tls_config(certificate))
+    old = _trusting(certificate[0])
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, OSError)):
+        world.connect(addr, tls=old, timeout=10)
+    plain = world.connect(addr, timeout=20)
+    plain.sock.sendall(b"PING\n")
+    received = b""
+    try:
+        while chunk := plain.sock.recv(4096):  # a TLS alert at most, then the end
+            received += chunk
+    except ConnectionResetError:
+        pass
+    assert b"PONG" not in received and b"{" not in received
+    world.still_serves(addr, tls=_trusting(certificate[0]))
+
+
+def test_tls_too_many_clients_get_a_readable_refusal(
+    world: World, certificate: tuple[str, str]
+) -> None:
+    addr = world.serve(_tls_config(certificate, SOCKET_SERVER_MAX_CLIENTS="1"))
+    ctx = _trusting(certificate[0])
+    first = world.connect(addr, tls=ctx)
+    first.hello()
+    second = world.connect(addr, tls=ctx)
+    assert [r.get("code") for r in second.rest()] == ["too_many_clients"]
+
+
+def test_openssl_s_client_quiet(world: World, certificate: tuple[str, str]) -> None:
+    assert OPENSSL is not None
+    host, port = world.serve(_tls_config(certificate))
+    proc = subprocess.run(
+        [OPENSSL, "s_client", "-quiet", "-connect", f"{host}:{port}",
+         "-CAfile", certificate[0], "-verify_return_error"],
+        input=f"AUTH {SECRET}\nGET RPM\nQUIT\n".encode(),
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    replies = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith(b"{")]
+    assert [r["class"] for r in replies] == ["HELLO", "AUTH", "VALUES"], proc.stderr
+
+
+def test_readme_hmac_one_liner_matches(world: World) -> None:
+    if OPENSSL is None:
+        pytest.skip("openssl is not on PATH")
+    nonce = "0123456789abcdef0123456789abcdef"
+    out = subprocess.run(
+        ["sh", "-c", 'printf %s "$NONCE" | openssl dgst -sha256 -hmac "$SECRET"'],
+        env={**os.environ, "NONCE": nonce, "SECRET": SECRET},
+        capture_output=True, check=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert out.split()[-1] == hmac_proof(SECRET, nonce)
+
+
+# -- eccm query ----------------------------------------------------------------------------
+def test_query_prints_the_reply(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    host, port = world.serve()
+    assert run_query(None, host, port, False, None, ["get", "RPM"], SECRET) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["values"]["RPM"]["value"] == 850.0
+    assert run_query(None, host, port, False, None, ["GET", "NOPE"], SECRET) == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "unknown_value"
+
+
+def test_query_errors_are_one_clear_line(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    host, port = world.serve()
+    assert run_query(None, host, port, False, None, ["STATUS"], "wrong") == 2
+    assert "check the secret" in capsys.readouterr().err
+    assert run_query(None, host, port, False, None, ["STATUS"], None) == 2
+    assert "ECCM_SOCKET_SERVER_SECRET" in capsys.readouterr().err
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    unused = free.getsockname()[1]
+    free.close()
+    assert run_query(None, host, unused, False, None, ["STATUS"], SECRET) == 2
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_query_dtc_clear_asks_for_confirmation(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, port = world.serve()
+    monkeypatch.setattr("sys.stdin", io.StringIO("no\n"))
+    assert run_query(None, host, port, False, None, ["DTC", "CLEAR"], SECRET) == 1
+    assert world.backend.clears == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+    assert run_query(None, host, port, False, None, ["DTC", "CLEAR"], SECRET) == 0
+    classes = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
+    assert classes == ["CONFIRM", "DTC_CLEARED"]
+    assert world.backend.clears == 1
+
+
+def test_query_watch_streams_until_ctrl_c(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    host, port = world.serve()
+    calls = 0
+    original = world.backend.values
+
+    def counting() -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            _thread.interrupt_main()  # Ctrl-C, once a few LIVE lines went out
+        return original()
+
+    world.backend.values = counting  # type: ignore[method-assign]
+    assert run_query(None, host, port, False, None, ["WATCH", "RPM", "EVERY", "0.1"], SECRET) == 0
+    classes = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
+    assert classes[0] == "WATCH" and classes.count("LIVE") >= 2
+
+
+def test_query_over_tls(
+    world: World, certificate: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _host, port = world.serve(_tls_config(certificate))
+    assert run_query(None, "localhost", port, True, certificate[0], ["PING"], SECRET) == 0
+    assert json.loads(capsys.readouterr().out) == {"class": "PONG"}
+    assert run_query(None, "localhost", port, True, None, ["PING"], SECRET) == 2
+    assert "--cafile" in capsys.readouterr().err
+
+
+def test_gen_secret_is_long_and_random() -> None:
+    a, b = gen_secret(), gen_secret()
+    assert len(a) >= 32 and a != b and a.isprintable() and " " not in a
+    make_config(SOCKET_SERVER_SECRET=a, SOCKET_SERVER_BIND="0.0.0.0")  # long enough for it
