@@ -37,8 +37,13 @@ LAST_UPLOAD_SECONDS = 10.0
 
 def initial_layout(cfg: Config) -> Layout:
     """Columns used until the car tells which commands it supports."""
+    import obd
+
+    from eccm.obd.values import describe
+
     slow = () if cfg.obd_slow_commands == ("ALL",) else cfg.obd_slow_commands
-    return Layout(fast=cfg.obd_fast_commands, slow=slow, gps=cfg.gps_position_monitoring)
+    info = {name: describe(obd.commands[name]) for name in (*cfg.obd_fast_commands, *slow)}
+    return Layout(fast=cfg.obd_fast_commands, slow=slow, gps=cfg.gps_position_monitoring, info=info)
 
 
 class Daemon:
@@ -47,6 +52,7 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.started_at = self.clock.monotonic()
         self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg))
+        self.hub.adopt_within = cfg.trip_end_timeout
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
         self.recorder: Recorder | None = None

@@ -48,6 +48,9 @@ class Hub:
         self._fix: Fix | None = None
         self._trip: str | None = None
         self._trip_engine = False
+        self._trip_started = 0.0
+        # Seconds a GNSS-only segment may have run and still become the engine trip's start.
+        self.adopt_within = 30.0
         self._facts: dict[str, str] = {}
         self.rows = 0
 
@@ -103,11 +106,29 @@ class Hub:
         return self.timebase.correct(self.clock.time())
 
     def begin_trip(self) -> str:
-        """The car answers: start an engine trip (ending a GNSS-only segment if one runs)."""
+        """The car answers: start an engine trip.
+
+        A GNSS-only segment that began less than ``adopt_within`` seconds ago (the time
+        the adapter took to connect at start-up, typically) becomes the start of this
+        trip instead of a trip of its own; an older one ends here.
+        """
+        with self._lock:
+            young = (
+                self._trip is not None
+                and not self._trip_engine
+                and self.clock.monotonic() - self._trip_started < self.adopt_within
+            )
+            if young:
+                self._trip_engine = True
+                trip = self._trip
+        if young and trip is not None:
+            log.info("trip %s continues with engine data", trip)
+            return trip
         self._end(None)
         trip = trip_id_for(self.now())
         with self._lock:
             self._trip, self._trip_engine = trip, True
+            self._trip_started = self.clock.monotonic()
         log.info("trip %s started", trip)
         return trip
 
@@ -164,6 +185,7 @@ class Hub:
             if trip is None:
                 trip = trip_id_for(self.now())
                 self._trip, self._trip_engine = trip, engine
+                self._trip_started = self.clock.monotonic()
         values = self.latest_values() if engine else {}
         sample = Sample(
             time=self.now(),
