@@ -1,0 +1,657 @@
+"""The one owner of the python-OBD connection.
+
+A thread connects to the ELM327 adapter, learns what the car supports, polls the fast and
+slow commands, and publishes one row per round to the hub. When the adapter goes away it
+ends the trip and reconnects with a capped backoff. Every other part of ECCM (the control
+socket, the diagnostics) reaches the car through ``submit``: the request runs in this thread
+between polling rounds, so only one thread ever touches the connection.
+
+Error messages of futures start with the control socket's error code
+(``not_connected: ...``, ``unknown_value: ...``, ``obd_timeout: ...``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import obd
+import obd.elm327
+from obd.utils import OBDStatus
+
+from eccm.backoff import Backoff
+from eccm.clock import Clock
+from eccm.config import Config
+from eccm.errors import ConfigError, DeviceError
+from eccm.hub import Hub
+from eccm.obd.plan import PollPlan, RateMeter, resolve, slow_budget
+from eccm.obd.values import describe, is_readable, known_command, plain, reading_of
+from eccm.sample import Layout, Reading
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+
+# python-OBD's `timeout` only bounds each try of its baud-rate detection (a pseudo-terminal
+# skips it); one second leaves room for a slow Bluetooth adapter and costs at most 6 s.
+_BAUD_PROBE_TIMEOUT = 1.0
+# While the car does not answer, probe at most this often: an ELM327 takes a while to say
+# NO DATA, and nothing is logged meanwhile.
+_SILENT_PROBE_INTERVAL = 1.0
+# A first guess of one query's duration (ELM327 on CAN), refined by measurement.
+_FIRST_QUERY_TIME = 0.05
+
+
+class _LibraryLog(logging.Handler):
+    """Takes python-OBD's log records in place of its own stderr handler.
+
+    python-OBD prints a line for every failed query and every retry. The link reports an
+    outage once, in its own words, quoting the library's last complaint; the library's
+    lines go on at DEBUG level under this module's logger.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._last: dict[int, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return
+        if record.levelno >= logging.WARNING:
+            self._last[threading.get_ident()] = message
+        log.debug("python-OBD: %s", message)
+
+    def take(self) -> str | None:
+        """The last warning python-OBD gave in this thread (and forget it)."""
+        return self._last.pop(threading.get_ident(), None)
+
+
+_library_log = _LibraryLog()
+_library_lock = threading.Lock()
+
+
+def _adopt_library_log() -> None:
+    with _library_lock:
+        lib = logging.getLogger("obd")
+        own = getattr(obd, "console_handler", None)
+        if own is not None:
+            lib.removeHandler(own)
+        if _library_log not in lib.handlers:
+            lib.addHandler(_library_log)
+        lib.propagate = False
+        lib.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
+
+def _baudrate(text: str) -> int | None:
+    value = text.strip()
+    if not value or value.lower() == "auto":
+        return None
+    try:
+        baud = int(value)
+    except ValueError:
+        baud = 0
+    if baud <= 0:
+        raise ConfigError(
+            f"OBD_BAUDRATE={text!r} is not valid: expected a serial speed such as 38400 "
+            "or 115200, or empty to detect it"
+        )
+    return baud
+
+
+def _protocol_id(text: str) -> str | None:
+    value = text.strip().upper()
+    if not value or value in ("0", "AUTO"):
+        return None
+    known = getattr(obd.elm327.ELM327, "_SUPPORTED_PROTOCOLS", None) or {}
+    if value not in known:
+        raise ConfigError(
+            f"OBD_PROTOCOL={text!r} is not valid: expected an ELM327 protocol number "
+            f"({', '.join(sorted(known))}), or empty to detect it"
+        )
+    return value
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[[Any], Any]
+    future: concurrent.futures.Future[Any]
+    timer: threading.Timer | None = None
+    claimed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self) -> bool:
+        """Only one of the link thread, the timeout and a failure gets to settle a job."""
+        with self.lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if self.claim() and not self.future.done():
+            # Its caller may have cancelled it meanwhile.
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                self.future.set_exception(exc)
+
+
+@dataclass
+class _Outage:
+    since: float
+    attempts: int = 0
+
+
+class ObdLink:
+    """Owner of the OBD adapter: connect, poll, publish, reconnect, run queued requests.
+
+    ``connect`` builds the python-OBD connection (default ``obd.OBD``); it is called with
+    the keyword arguments of ``obd.OBD``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        hub: Hub,
+        clock: Clock,
+        connect: Callable[..., Any] | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._hub = hub
+        self._clock = clock
+        self._connect: Callable[..., Any] = connect if connect is not None else obd.OBD
+        self._baudrate = _baudrate(cfg.obd_baudrate)
+        self._protocol_id = _protocol_id(cfg.obd_protocol)
+        self._lock = threading.Lock()  # state, jobs, supported, protocol, rows
+        self._jobs: deque[_Job] = deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = DISCONNECTED
+        self._supported: dict[str, Any] = {}
+        self._protocol: str | None = None
+        self._rows = 0
+        self._fast_meter = RateMeter(5.0)
+        self._slow_meter = RateMeter(max(5.0, 3 * cfg.obd_slow_interval))
+        self._query_time = _FIRST_QUERY_TIME
+        self._warned: set[str] = set()
+        self._undecodable: set[str] = set()
+
+    # -- what others read ----------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """ "connecting", "connected" or "disconnected"."""
+        with self._lock:
+            return self._state
+
+    @property
+    def supported(self) -> dict[str, Any]:
+        """Name → python-OBD command the car supported at the last connection."""
+        with self._lock:
+            return dict(self._supported)
+
+    @property
+    def protocol(self) -> str | None:
+        """The OBD protocol's name while connected, e.g. "ISO 15765-4 (CAN 11/500)"."""
+        with self._lock:
+            return self._protocol
+
+    @property
+    def rows(self) -> int:
+        """Rows published since start."""
+        with self._lock:
+            return self._rows
+
+    @property
+    def fast_rate(self) -> float:
+        """Rows per second over the last seconds."""
+        return self._fast_meter.rate(self._clock.monotonic())
+
+    @property
+    def slow_rate(self) -> float:
+        """Complete rounds of the slow commands per second over the last seconds."""
+        return self._slow_meter.rate(self._clock.monotonic())
+
+    @property
+    def running(self) -> bool:
+        """The link thread is alive (it may outlive stop() while python-OBD connects)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def interface(self) -> str:
+        return self._cfg.obd_interface or "(auto-detect)"
+
+    # -- life cycle ----------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("ObdLink.start() may be called once")
+        _adopt_library_log()
+        self._thread = threading.Thread(target=self._main, name="eccm-obd", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop polling, end the trip and close the adapter; returns within ``timeout``.
+
+        python-OBD cannot be interrupted while it connects (it sleeps and waits on the
+        serial port): then the thread closes the connection by itself once it returns.
+        """
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.info(
+                    "the OBD adapter is still busy connecting; the link closes it when it returns"
+                )
+        self._set_state(DISCONNECTED)
+        self._fail_pending("not_connected: the OBD link is stopped")
+
+    # -- the request queue ---------------------------------------------------------
+    def submit(self, fn: Callable[[Any], T], timeout: float = 5.0) -> concurrent.futures.Future[T]:
+        """Run ``fn(connection)`` in the link thread between polling rounds.
+
+        The future fails at once with DeviceError("not_connected ...") when the adapter
+        is not connected, with DeviceError("not_connected ...") when the connection is lost
+        before ``fn`` ran, and with TimeoutError when the link could not start ``fn``
+        within ``timeout`` seconds. Once started, ``fn`` runs to its end (a python-OBD
+        query is bounded by the adapter's own timeout).
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        job = _Job(fn, future)
+        job.timer = threading.Timer(
+            timeout,
+            job.fail,
+            args=(
+                TimeoutError(
+                    f"obd_timeout: the OBD link could not run the request within {timeout:g} s"
+                ),
+            ),
+        )
+        job.timer.daemon = True
+        with self._lock:
+            if self._state != CONNECTED:
+                state = self._state
+                future.set_exception(
+                    DeviceError(
+                        f"not_connected: the OBD adapter is {state} "
+                        f"(OBD_INTERFACE={self.interface})"
+                    )
+                )
+                return future
+            self._jobs.append(job)
+        job.timer.start()
+        self._wake.set()
+        return future
+
+    def read(self, name: str, timeout: float = 5.0) -> concurrent.futures.Future[Reading]:
+        """Read any command the car supports now (a value need not be logged)."""
+        key = name.strip().upper()
+
+        def job(conn: Any) -> Reading:
+            cmd = self._supported.get(key)
+            if cmd is None:
+                if known_command(key):
+                    raise DeviceError(f"unknown_value: the car does not support {key}")
+                raise DeviceError(f"unknown_value: {key} is not a python-OBD command name")
+            if not is_readable(cmd):
+                raise DeviceError(f"unknown_value: {key} is not a value that can be read")
+            return self._read(conn, cmd)
+
+        return self.submit(job, timeout)
+
+    def read_dtcs(self, timeout: float = 5.0) -> concurrent.futures.Future[dict[str, Any]]:
+        """{"mil": bool | None, "stored": [{code, description}], "pending": [...]}.
+
+        ``mil`` comes from 01 01 (None when the car does not give it); stored codes from
+        mode 03, pending ones from mode 07.
+        """
+
+        def job(conn: Any) -> dict[str, Any]:
+            mil: bool | None = None
+            if "STATUS" in self._supported:
+                status = conn.query(obd.commands.STATUS).value
+                if status is not None:
+                    mil = bool(status.MIL)
+            stored = self._dtcs(conn, obd.commands.GET_DTC, "stored trouble codes (mode 03)")
+            pending = self._dtcs(
+                conn, obd.commands.GET_CURRENT_DTC, "pending trouble codes (mode 07)"
+            )
+            return {"mil": mil, "stored": stored, "pending": pending}
+
+        return self.submit(job, timeout)
+
+    def clear_dtcs(self, timeout: float = 5.0) -> concurrent.futures.Future[str]:
+        """Clear the trouble codes (mode 04): resets readiness monitors too.
+
+        The result is what the ECU answered, as hex bytes, one message per ECU joined by
+        "; ": "44" is a positive answer, "7F 04 xx" a refusal (xx: the reason).
+        """
+
+        def job(conn: Any) -> str:
+            response = conn.query(obd.commands.CLEAR_DTC, force=True)
+            answers = [bytes(m.data).hex(" ").upper() for m in response.messages if m.data]
+            if not answers:
+                raise DeviceError("obd_timeout: the car did not answer the request to clear")
+            text = "; ".join(answers)
+            log.warning("diagnostic trouble codes cleared on request; the car answered %s", text)
+            return text
+
+        return self.submit(job, timeout)
+
+    # -- the thread ----------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a bug, not a device problem: say so before the link dies
+            log.exception("the OBD link stopped on an unexpected error")
+        finally:
+            self._set_state(DISCONNECTED)
+            self._fail_pending("not_connected: the OBD link is stopped")
+
+    def _loop(self) -> None:
+        cap = self._cfg.obd_reconnect_max_interval
+        backoff = Backoff(base=min(0.5, cap), cap=cap, jitter=0.25)
+        outage: _Outage | None = None
+        while not self._stopping.is_set():
+            delay = backoff.delay()
+            if delay > 0 and self._stopping.wait(delay):
+                break
+            self._set_state(CONNECTING)
+            conn, problem = self._open()
+            if self._stopping.is_set():
+                self._close(conn)
+                break
+            if conn is None:
+                self._set_state(DISCONNECTED)
+                backoff = backoff.failed()
+                if outage is None:
+                    outage = _Outage(self._clock.monotonic(), 1)
+                    log.error(
+                        "cannot connect to the OBD adapter (OBD_INTERFACE=%s): %s. "
+                        "Retrying in the background, at least every %g s "
+                        "(OBD_RECONNECT_MAX_INTERVAL); this is logged once until it connects",
+                        self.interface,
+                        problem,
+                        cap,
+                    )
+                else:
+                    outage.attempts += 1
+                    log.debug("OBD adapter still unavailable: %s", problem)
+                continue
+            if outage is not None:
+                log.info(
+                    "OBD adapter connected again after %.0f s (%d failed attempts)",
+                    self._clock.monotonic() - outage.since,
+                    outage.attempts,
+                )
+            outage = None
+            backoff = backoff.succeeded()
+            try:
+                lost = self._session(conn)
+            except Exception:  # a bug in a round must not end logging for good
+                log.exception("the OBD link failed; reconnecting")
+                lost = "unexpected error"
+            finally:
+                self._teardown(conn)
+            if lost is not None:
+                log.warning(
+                    "lost the OBD adapter (OBD_INTERFACE=%s): %s; trip ended, reconnecting",
+                    self.interface,
+                    lost,
+                )
+                outage = _Outage(self._clock.monotonic())
+                backoff = backoff.failed()
+
+    def _open(self) -> tuple[Any | None, str]:
+        """A connection that reaches the car, or None and what the user should check."""
+        iface = self._cfg.obd_interface
+        port: str | None = None
+        if iface:
+            if not os.path.exists(iface):
+                return None, (
+                    f"{iface} does not exist: check that the adapter is plugged in (USB) or "
+                    "paired and bound to an rfcomm device (Bluetooth), and that "
+                    "OBD_INTERFACE names it"
+                )
+            if not os.access(iface, os.R_OK | os.W_OK):
+                return None, (
+                    f"no permission to open {iface}: add the user running ECCM to the "
+                    "group that owns it (usually dialout)"
+                )
+            # Resolved at every attempt: a udev or test symlink may point elsewhere now, and
+            # python-OBD recognises a pseudo-terminal only by its real name.
+            port = os.path.realpath(iface)
+        _library_log.take()
+        try:
+            conn = self._connect(
+                portstr=port,
+                baudrate=self._baudrate,
+                protocol=self._protocol_id,
+                fast=False,
+                timeout=_BAUD_PROBE_TIMEOUT,
+                check_voltage=False,
+            )
+        except Exception as exc:  # python-OBD reports by logging; a raise is still the device
+            return None, f"python-OBD failed to open it ({exc})"
+        status = conn.status()
+        if status == OBDStatus.CAR_CONNECTED:
+            return conn, ""
+        complaint = _library_log.take() or "no answer"
+        self._close(conn)
+        if status == OBDStatus.NOT_CONNECTED:
+            if not iface:
+                return None, (
+                    "no ELM327 adapter found (auto-detect tries /dev/rfcomm* and "
+                    "/dev/ttyUSB*): set OBD_INTERFACE to the adapter's device, e.g. /dev/obd"
+                )
+            return None, (
+                f"{iface} did not answer like an ELM327 adapter ({complaint}): check that "
+                "it is the OBD adapter, and OBD_BAUDRATE (empty = detect)"
+            )
+        return None, (
+            f"the adapter answers but the car does not ({complaint}): is the ignition on? "
+            f"Check OBD_PROTOCOL (now {self._protocol_id or 'auto'})"
+        )
+
+    def _session(self, conn: Any) -> str | None:
+        """Poll until stopped (None) or until the adapter is lost (the reason)."""
+        supported = {c.name: c for c in conn.supported_commands}
+        cfg = self._cfg
+        resolution = resolve(cfg.obd_fast_commands, cfg.obd_slow_commands, supported)
+        for warning in resolution.warnings:
+            if warning not in self._warned:  # once per process, not per reconnection
+                self._warned.add(warning)
+                log.warning(warning)
+        names = resolution.fast + resolution.slow
+        layout = Layout(
+            resolution.fast,
+            resolution.slow,
+            gps=cfg.gps_position_monitoring,
+            info={name: describe(supported[name]) for name in names},
+        )
+        self._hub.set_layout(layout)
+        protocol = str(conn.protocol_name() or "") or None
+        adapter = plain(conn.query(obd.commands.ELM_VERSION).value)
+        vin = self._read(conn, supported["VIN"]).value if "VIN" in supported else None
+        self._hub.set_fact("protocol", protocol)
+        if adapter is not None:
+            self._hub.set_fact("adapter", str(adapter))
+        if vin is not None:
+            self._hub.set_fact("vin", str(vin))
+        with self._lock:
+            self._supported = supported
+            self._protocol = protocol
+        self._set_state(CONNECTED)
+        log.info(
+            "OBD connected on %s: %s, adapter %s, %d commands supported; "
+            "logging %d fast and %d slow values",
+            conn.port_name() or self.interface,
+            protocol,
+            adapter,
+            len(supported),
+            len(resolution.fast),
+            len(resolution.slow),
+        )
+        plan = PollPlan(
+            resolution.fast, resolution.slow, cfg.obd_slow_interval, self._clock.monotonic()
+        )
+        return self._poll(conn, plan, supported)
+
+    def _poll(self, conn: Any, plan: PollPlan, supported: dict[str, Any]) -> str | None:
+        mono = self._clock.monotonic
+        interval = self._cfg.sample_interval
+        last_answer = mono()
+        next_row = mono()
+        while True:
+            # Cleared before the queue is looked at: a submit after this point wakes the wait.
+            self._wake.clear()
+            if self._stopping.is_set():
+                return None
+            self._run_jobs(conn)
+            if self._lost(conn):
+                return self._loss_reason()
+            now = mono()
+            if now < next_row:
+                self._wake.wait(next_row - now)
+                continue
+            row_start = now
+            readings = self._read_many(conn, plan.fast, supported)
+            answered = any(r.value is not None for r in readings.values())
+            if (answered or not plan.fast) and not self._lost(conn):
+                budget = slow_budget(row_start + interval - mono(), self._query_time)
+                batch = plan.next_batch(mono(), budget)
+                slow = self._read_many(conn, batch, supported)
+                if slow:
+                    self._slow_meter.tick(mono(), len(slow) / len(plan.slow))
+                    answered = answered or any(r.value is not None for r in slow.values())
+                readings.update(slow)
+            if self._lost(conn):
+                return self._loss_reason()
+            if answered:
+                self._publish(readings)
+                last_answer = mono()
+                next_row = max(next_row + interval, row_start)
+            elif readings:
+                if self._hub.engine_trip and mono() - last_answer >= self._cfg.trip_end_timeout:
+                    log.info(
+                        "the car has not answered for %g s (TRIP_END_TIMEOUT): trip ended",
+                        self._cfg.trip_end_timeout,
+                    )
+                    self._hub.end_trip()
+                    self._hub.clear_values()
+                next_row = row_start + max(interval, _SILENT_PROBE_INTERVAL)
+            else:
+                due = plan.next_due()
+                next_row = due if due is not None else row_start + _SILENT_PROBE_INTERVAL
+
+    # Issue 3 replaces the body with multi-PID requests; callers only see names → readings.
+    def _read_many(
+        self, conn: Any, names: tuple[str, ...] | list[str], supported: dict[str, Any]
+    ) -> dict[str, Reading]:
+        out: dict[str, Reading] = {}
+        for name in names:
+            out[name] = self._read(conn, supported[name])
+            if self._lost(conn):
+                break
+        return out
+
+    def _read(self, conn: Any, cmd: Any) -> Reading:
+        mono = self._clock.monotonic
+        started = mono()
+        try:
+            response = conn.query(cmd)
+            reading = reading_of(response, mono())
+        except Exception as exc:  # a decoder choking on an odd answer: this value is unknown
+            if cmd.name not in self._undecodable:
+                self._undecodable.add(cmd.name)
+                log.warning("cannot decode %s (logged once): %s", cmd.name, exc)
+            return Reading(None, None, mono())
+        self._query_time = 0.8 * self._query_time + 0.2 * (reading.at - started)
+        return reading
+
+    def _publish(self, readings: dict[str, Reading]) -> None:
+        if not self._hub.engine_trip:
+            self._hub.begin_trip()
+        self._hub.update_values(readings)
+        self._hub.emit(engine=True)
+        with self._lock:
+            self._rows += 1
+        self._fast_meter.tick(self._clock.monotonic())
+
+    def _dtcs(self, conn: Any, cmd: Any, what: str) -> list[dict[str, str]]:
+        response = conn.query(cmd, force=True)
+        if response.value is None:
+            raise DeviceError(f"obd_timeout: the car did not answer the request for {what}")
+        codes: dict[str, str] = {}
+        for code, description in response.value:
+            codes.setdefault(str(code), str(description or ""))
+        return [{"code": c, "description": d} for c, d in codes.items()]
+
+    def _run_jobs(self, conn: Any) -> None:
+        while not self._lost(conn):
+            with self._lock:
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            if not job.claim() or not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = job.fn(conn)
+            except Exception as exc:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+
+    def _fail_pending(self, message: str) -> None:
+        with self._lock:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for job in jobs:
+            job.fail(DeviceError(message))
+
+    def _teardown(self, conn: Any) -> None:
+        with self._lock:
+            self._state = DISCONNECTED
+            self._protocol = None
+        self._fail_pending("not_connected: the OBD adapter was disconnected")
+        self._hub.set_fact("obd", DISCONNECTED)
+        if self._hub.engine_trip:
+            self._hub.end_trip()
+        self._hub.clear_values()
+        self._close(conn)
+
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            self._state = state
+        self._hub.set_fact("obd", state)
+
+    @staticmethod
+    def _lost(conn: Any) -> bool:
+        return bool(conn.status() == OBDStatus.NOT_CONNECTED)
+
+    @staticmethod
+    def _loss_reason() -> str:
+        return _library_log.take() or "the adapter stopped answering"
+
+    @staticmethod
+    def _close(conn: Any | None) -> None:
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except Exception as exc:  # closing a vanished port: nothing left to do
+            log.debug("closing the OBD connection: %s", exc)

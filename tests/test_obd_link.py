@@ -1,0 +1,377 @@
+"""The OBD link against the ELM327 emulator on a pseudo-terminal (a real python-OBD peer)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import obd
+import pytest
+
+from eccm.clock import SystemClock
+from eccm.config import Config, parse
+from eccm.errors import DeviceError
+from eccm.hub import Hub
+from eccm.obd.link import ObdLink
+from eccm.sample import Layout, Sample
+from tests.emulator import emulated_car, stored_dtcs, wait_until
+
+WAIT = 60.0  # generous: the suite shares two cores with other work
+
+
+class Collector:
+    """A hub listener that tests wait on (a condition, not a sleep)."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+        self.trip_ends: list[str] = []
+        self._cond = threading.Condition()
+
+    def on_sample(self, sample: Sample) -> None:
+        with self._cond:
+            self.samples.append(sample)
+            self._cond.notify_all()
+
+    def on_trip_end(self, trip_id: str) -> None:
+        with self._cond:
+            self.trip_ends.append(trip_id)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        pass
+
+    def wait_for(self, predicate: Callable[[], Any], what: str) -> Any:
+        with self._cond:
+            result = self._cond.wait_for(predicate, WAIT)
+        assert result, f"timed out waiting for {what}"
+        return result
+
+    def wait_rows(self, count: int) -> list[Sample]:
+        with self._cond:
+            start = len(self.samples)
+        self.wait_for(lambda: len(self.samples) >= start + count, f"{count} rows")
+        with self._cond:
+            return self.samples[start:]
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+def config(**keys: str) -> Config:
+    values = {"CAR_IDENTIFIER": "test-car", "TRIP_END_TIMEOUT": "1"}
+    values.update(keys)
+    return parse(values)
+
+
+def make_hub() -> tuple[Hub, Collector]:
+    hub = Hub(SystemClock(), max_fix_age=2.0, layout=Layout((), (), gps=False))
+    collector = Collector()
+    hub.add_listener(collector)
+    return hub, collector
+
+
+@dataclass
+class Car:
+    emu: Any
+    link: ObdLink
+    hub: Hub
+    rows: Collector
+    log: Records
+
+
+@pytest.fixture(scope="module")
+def car() -> Iterator[Car]:
+    """One emulator and one link for the module: connecting takes seconds.
+
+    Auto-detection of the protocol (OBD_PROTOCOL empty) is what this connection uses.
+    """
+    records = Records()
+    link_log = logging.getLogger("eccm.obd.link")
+    link_log.addHandler(records)
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_FAST_COMMANDS="RPM,SPEED,FUEL_RATE,THROTTLE_POS",
+            OBD_SLOW_COMMANDS="ALL",
+            OBD_SLOW_INTERVAL="0.5",
+            SAMPLE_INTERVAL="0.05",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            wait_until(lambda: link.state == "connected", WAIT, "the link to connect")
+            yield Car(emu, link, hub, rows, records)
+        finally:
+            link.stop()
+            link_log.removeHandler(records)
+
+
+def test_connects_and_publishes_what_it_learnt(car: Car) -> None:
+    facts = car.hub.facts()
+    assert facts["obd"] == "connected"
+    assert facts["protocol"] == "ISO 15765-4 (CAN 11/500)" == car.link.protocol
+    assert facts["adapter"] == "ELM327 v1.5"
+    # The emulator's car has two VINs it answers in turn; python-OBD alone cuts "…390000".
+    assert facts["vin"] in ("WP0ZZZ99ZTS390000", "MAT403096BNL00000")
+    supported = car.link.supported
+    assert len(supported) > 50
+    assert supported["RPM"] is obd.commands.RPM
+
+
+def test_layout_drops_the_unsupported_fast_name_and_slow_is_every_other_value(car: Car) -> None:
+    layout = car.hub.layout
+    assert layout.fast == ("RPM", "SPEED", "THROTTLE_POS")
+    assert "COOLANT_TEMP" in layout.slow and "FUEL_LEVEL" in layout.slow
+    assert not set(layout.slow) & {"RPM", "SPEED", "THROTTLE_POS", "PIDS_A", "STATUS"}
+    assert not any(name.startswith("DTC_") for name in layout.slow)
+    assert layout.describe("RPM") == ("revolutions_per_minute", "Engine RPM")
+    assert layout.describe("COOLANT_TEMP") == ("degree_Celsius", "Engine Coolant Temperature")
+    warnings = [m for m in car.log.messages(logging.WARNING) if "FUEL_RATE" in m]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("OBD_FAST_COMMANDS:")
+
+
+def test_rows_carry_plausible_plain_values_fast_and_slow(car: Car) -> None:
+    rows = car.rows.wait_rows(20)
+    assert all(s.engine for s in rows)
+    assert len({s.trip_id for s in rows}) == 1
+    assert rows[0].trip_id == car.hub.trip
+    rpms = [s.values["RPM"].value for s in rows]
+    assert all(isinstance(v, float) for v in rpms)
+    assert max(v for v in rpms if isinstance(v, float)) > 0
+    assert rows[-1].values["RPM"].unit == "revolutions_per_minute"
+    # Slow values are read in turn and merged into the rows.
+    car.rows.wait_for(
+        lambda: "COOLANT_TEMP" in car.rows.samples[-1].values, "a slow value in the rows"
+    )
+    coolant = car.rows.samples[-1].values["COOLANT_TEMP"]
+    assert isinstance(coolant.value, int | float) and coolant.unit == "degree_Celsius"
+    car.rows.wait_for(
+        lambda: car.rows.samples[-1].values["COOLANT_TEMP"].at > coolant.at,
+        "the slow value read again",
+    )
+    assert car.link.rows >= 20
+    assert car.link.fast_rate > 0
+    assert car.link.slow_rate > 0
+
+
+def test_submit_runs_in_the_link_thread_with_the_connection(car: Car) -> None:
+    def job(conn: Any) -> tuple[str, str]:
+        return threading.current_thread().name, conn.protocol_name()
+
+    name, protocol = car.link.submit(job).result(WAIT)
+    assert name == "eccm-obd"
+    assert protocol == "ISO 15765-4 (CAN 11/500)"
+    boom = car.link.submit(lambda conn: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        boom.result(WAIT)
+
+
+def test_a_request_the_link_cannot_start_in_time_fails_with_timeout(car: Car) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def busy(conn: Any) -> str:
+        started.set()
+        release.wait(WAIT)
+        return "done"
+
+    first = car.link.submit(busy, timeout=WAIT)
+    assert started.wait(WAIT)
+    late = car.link.submit(lambda conn: "never", timeout=0.2)
+    with pytest.raises(TimeoutError, match="obd_timeout"):
+        late.result(WAIT)
+    release.set()
+    assert first.result(WAIT) == "done"
+
+
+def test_on_demand_read_of_any_supported_command(car: Car) -> None:
+    voltage = car.link.read("ELM_VOLTAGE").result(WAIT)
+    assert voltage.value == pytest.approx(13.1) and voltage.unit == "volt"
+    vin = car.link.read("vin").result(WAIT)  # not a column; names in any case
+    assert vin.value in ("WP0ZZZ99ZTS390000", "MAT403096BNL00000")
+    with pytest.raises(DeviceError, match=r"^unknown_value: the car does not support FUEL_RATE"):
+        car.link.read("FUEL_RATE").result(WAIT)
+    with pytest.raises(DeviceError, match=r"^unknown_value"):
+        car.link.read("WARP_DRIVE").result(WAIT)
+    with pytest.raises(DeviceError, match=r"^unknown_value"):
+        car.link.read("CLEAR_DTC").result(WAIT)
+    assert "CLEAR_DIAG_TC" not in car.emu.counters
+
+
+def test_read_dtcs_gives_mil_stored_and_pending_codes(car: Car) -> None:
+    car.emu.counters.pop("cmd_dtc_cleared", None)
+    with stored_dtcs(["0143", "0196"], pending=["0300"]):
+        dtcs = car.link.read_dtcs().result(WAIT)
+    assert dtcs["mil"] is True
+    assert [d["code"] for d in dtcs["stored"]] == ["P0143", "P0196"]
+    assert dtcs["stored"][0]["description"] == "O2 Sensor Circuit Low Voltage"
+    assert [d["code"] for d in dtcs["pending"]] == ["P0300"]
+    with stored_dtcs([]):
+        clean = car.link.read_dtcs().result(WAIT)
+    assert clean == {"mil": False, "stored": [], "pending": []}
+
+
+def test_clear_dtcs_reaches_the_car_and_reports_its_answer(car: Car) -> None:
+    car.emu.counters.pop("cmd_dtc_cleared", None)
+    try:
+        with stored_dtcs(["0143"]):
+            answer = car.link.clear_dtcs().result(WAIT)
+            assert car.emu.counters.get("cmd_dtc_cleared") is True
+            assert answer == "44"  # the positive answer to mode 04
+            after = car.link.read_dtcs().result(WAIT)
+        assert after["stored"] == [] and after["mil"] is False
+    finally:
+        car.emu.counters.pop("cmd_dtc_cleared", None)
+
+
+def test_trip_ends_when_the_car_stops_answering_and_a_new_one_begins(car: Car) -> None:
+    trip = car.rows.wait_rows(1)[0].trip_id
+    car.emu.set_sorted_obd_msg("engineoff")  # the ECU answers NO DATA to everything
+    try:
+        car.rows.wait_for(lambda: trip in car.rows.trip_ends, "the trip to end")
+        assert car.hub.latest_values() == {}
+        assert car.hub.trip is None
+        assert car.link.state == "connected"  # the adapter is still there
+    finally:
+        car.emu.set_sorted_obd_msg("car")
+    rows = car.rows.wait_rows(3)
+    assert rows[-1].trip_id != trip
+    assert car.hub.engine_trip
+
+
+def test_stop_ends_the_trip_and_refuses_requests(car: Car) -> None:
+    car.rows.wait_rows(1)
+    car.link.stop()
+    assert not car.link.running  # the thread ended within stop()
+    assert car.link.state == "disconnected"
+    assert car.hub.facts()["obd"] == "disconnected"
+    assert car.hub.trip is None
+    with pytest.raises(DeviceError, match=r"^not_connected"):
+        car.link.read("RPM").result(WAIT)
+
+
+def test_absent_adapter_is_logged_once_and_requests_fail_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="eccm.obd.link")
+    missing = tmp_path / "obd"
+    cfg = config(OBD_INTERFACE=str(missing), OBD_RECONNECT_MAX_INTERVAL="0.5")
+    hub, _ = make_hub()
+    link = ObdLink(cfg, hub, SystemClock())
+    link.start()
+    try:
+        wait_until(
+            lambda: sum("still unavailable" in r.getMessage() for r in caplog.records) >= 3,
+            WAIT,
+            "three more attempts",
+        )
+        future = link.submit(lambda conn: "never")
+        assert future.done()
+        with pytest.raises(DeviceError, match=r"^not_connected") as info:
+            future.result(0)
+        assert str(missing) in str(info.value)
+        assert link.state in ("disconnected", "connecting")
+    finally:
+        link.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    message = errors[0].getMessage()
+    assert f"OBD_INTERFACE={missing}" in message and "does not exist" in message
+    assert "plugged in" in message
+    assert all(r.exc_info is None for r in caplog.records)
+    assert hub.trip is None
+
+
+def test_reconnects_through_the_same_path_to_a_new_adapter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="eccm.obd.link")
+    path = tmp_path / "obd"
+
+    def point(target: str) -> None:
+        tmp = tmp_path / "obd.new"
+        tmp.symlink_to(target)
+        os.replace(tmp, path)  # atomic, like udev replacing its link
+
+    cfg = config(
+        OBD_INTERFACE=str(path),
+        OBD_PROTOCOL="6",  # skips the protocol search: a second per connection
+        OBD_FAST_COMMANDS="RPM",
+        OBD_SLOW_COMMANDS="COOLANT_TEMP",
+        SAMPLE_INTERVAL="0.05",
+        OBD_RECONNECT_MAX_INTERVAL="0.5",
+    )
+    hub, rows = make_hub()
+    link = ObdLink(cfg, hub, SystemClock())
+    try:
+        with emulated_car() as first:
+            point(first.get_pty())
+            link.start()
+            trip = rows.wait_rows(3)[-1].trip_id
+        # The first adapter is gone (its pseudo-terminal closed).
+        rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end with the adapter")
+        wait_until(lambda: link.state != "connected", WAIT, "the link to notice")
+        assert hub.latest_values() == {}
+        with emulated_car() as second:
+            point(second.get_pty())
+            new = rows.wait_for(
+                lambda: [s for s in rows.samples if s.trip_id != trip], "rows of a new trip"
+            )
+            assert new[0].values["RPM"].value is not None
+            assert link.state == "connected"
+            assert hub.facts()["obd"] == "connected"
+    finally:
+        link.stop()
+    losses = [r for r in caplog.records if "lost the OBD adapter" in r.getMessage()]
+    assert len(losses) == 1
+    assert f"OBD_INTERFACE={path}" in losses[0].getMessage()
+    assert any("connected again" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_returns_while_python_obd_is_still_connecting(tmp_path: Path) -> None:
+    device = tmp_path / "obd"
+    device.write_bytes(b"")  # exists and is writable: the link hands it to python-OBD
+    entered, release = threading.Event(), threading.Event()
+    made: list[Any] = []
+
+    def slow_connect(**kwargs: Any) -> Any:
+        entered.set()
+        release.wait(WAIT)
+        conn = obd.OBD(**{**kwargs, "portstr": str(tmp_path / "absent")})
+        made.append(conn)
+        return conn
+
+    hub, _ = make_hub()
+    link = ObdLink(config(OBD_INTERFACE=str(device)), hub, SystemClock(), connect=slow_connect)
+    link.start()
+    try:
+        assert entered.wait(WAIT)
+        assert link.state == "connecting"
+        link.stop(timeout=0.2)
+        # stop() came back although python-OBD has not returned yet.
+        assert not release.is_set() and link.running
+        assert link.state == "disconnected"
+        refused: concurrent.futures.Future[str] = link.submit(lambda conn: "never")
+        with pytest.raises(DeviceError, match=r"^not_connected"):
+            refused.result(0)
+    finally:
+        release.set()
+    wait_until(lambda: not link.running, WAIT, "the link thread to end")
+    assert made and made[0].status() == obd.OBDStatus.NOT_CONNECTED
+    assert hub.trip is None
