@@ -375,3 +375,45 @@ def test_stop_returns_while_python_obd_is_still_connecting(tmp_path: Path) -> No
     wait_until(lambda: not link.running, WAIT, "the link thread to end")
     assert made and made[0].status() == obd.OBDStatus.NOT_CONNECTED
     assert hub.trip is None
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"OBD_BAUDRATE": "115200", "OBD_PROTOCOL": "a"}, {"baudrate": 115200, "protocol": "A"}),
+        ({}, {"baudrate": None, "protocol": None}),
+        # User-defined CAN protocols: valid for the adapter, not decodable by python-OBD.
+        ({"OBD_PROTOCOL": "B"}, {"baudrate": None, "protocol": None}),
+    ],
+)
+def test_python_obd_gets_the_configured_arguments_and_the_real_device(
+    tmp_path: Path, keys: dict[str, str], expected: dict[str, Any]
+) -> None:
+    device = tmp_path / "ttyUSB7"
+    device.write_bytes(b"")
+    alias = tmp_path / "obd"
+    alias.symlink_to(device)
+    calls: list[dict[str, Any]] = []
+    called = threading.Event()
+
+    def recording_connect(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        called.set()
+        return obd.OBD(portstr=str(tmp_path / "absent"))  # an adapter that is not there
+
+    hub, _ = make_hub()
+    link = ObdLink(
+        config(OBD_INTERFACE=str(alias), **keys), hub, SystemClock(), connect=recording_connect
+    )
+    link.start()
+    try:
+        assert called.wait(WAIT)
+    finally:
+        link.stop()
+    assert calls[0] == {
+        "portstr": str(device),  # resolved, so that a re-pointed link is followed
+        "fast": False,
+        "timeout": 1.0,
+        "check_voltage": False,
+        **expected,
+    }

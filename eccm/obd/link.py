@@ -116,12 +116,21 @@ def _protocol_id(text: str) -> str | None:
     if not value or value in ("0", "AUTO"):
         return None
     known = getattr(obd.elm327.ELM327, "_SUPPORTED_PROTOCOLS", None) or {}
-    if value not in known:
-        raise ConfigError(
-            f"OBD_PROTOCOL={text!r} is not valid: expected an ELM327 protocol number "
-            f"({', '.join(sorted(known))}), or empty to detect it"
+    if value in known:
+        return value
+    if value in ("B", "C"):
+        # Valid ELM327 numbers (user-defined CAN), but python-OBD has no decoder for them.
+        log.error(
+            "OBD_PROTOCOL=%s is a user-defined ELM327 protocol that python-OBD cannot decode; "
+            "detecting the protocol instead (set one of %s, or leave it empty)",
+            value,
+            ", ".join(sorted(known)),
         )
-    return value
+        return None
+    raise ConfigError(
+        f"OBD_PROTOCOL={text!r} is not valid: expected an ELM327 protocol number "
+        f"({', '.join(sorted(known))}), or empty to detect it"
+    )
 
 
 @dataclass(eq=False)
