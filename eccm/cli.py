@@ -32,6 +32,8 @@ def setup_logging(level: str) -> None:
     # reports outages once, so keep the library quiet unless debugging.
     if level != "DEBUG":
         logging.getLogger("obd").setLevel(logging.CRITICAL)
+        # pint warns about python-OBD's unit redefinitions at every start.
+        logging.getLogger("pint").setLevel(logging.ERROR)
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
