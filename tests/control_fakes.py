@@ -1,10 +1,14 @@
-"""An in-memory Backend for the control session and server tests (the daemon's parts are
-replaced, the session and the server under test are real)."""
+"""Helpers of the control socket tests: an in-memory Backend (the daemon's parts replaced;
+the session and the server under test are real) and a client on a real socket."""
 
 from __future__ import annotations
 
+import json
+import socket
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from eccm.clock import Clock
 from eccm.control.backend import ClearResult, Refused, ValueInfo
@@ -112,3 +116,67 @@ class FakeBackend:
 
 def proof(nonce: str, secret: str = SECRET) -> str:
     return hmac_proof(secret, nonce)
+
+
+Reply = dict[str, Any]
+
+
+class Client:
+    """A test client on a real socket."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        tls: ssl.SSLContext | None = None,
+        rcvbuf: int | None = None,
+        timeout: float = 20.0,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="localhost")
+        self.sock = sock
+        self._file = sock.makefile("rb")
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\n")
+
+    def reply(self) -> Reply:
+        line = self._file.readline()
+        assert line, "connection closed instead of a reply"
+        assert line.endswith(b"\n")
+        obj = json.loads(line)
+        assert isinstance(obj, dict)
+        return obj
+
+    def ask(self, text: str) -> Reply:
+        self.send(text)
+        return self.reply()
+
+    def hello(self) -> Reply:
+        hello = self.reply()
+        assert hello["class"] == "HELLO", hello
+        return hello
+
+    def auth(self) -> Client:
+        nonce = self.hello()["nonce"]
+        assert self.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
+        return self
+
+    def rest(self) -> list[Reply]:
+        """Every reply until the server closes (a reset after the replies is fine)."""
+        out = []
+        try:
+            for line in self._file:
+                out.append(json.loads(line))
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return out

@@ -26,7 +26,7 @@ from eccm.control.backend import ValueInfo
 from eccm.control.client import gen_secret, hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, is_loopback
 from eccm.errors import ConfigError
-from tests.control_fakes import SECRET, FakeBackend
+from tests.control_fakes import SECRET, Client, FakeBackend
 
 Reply = dict[str, Any]
 OPENSSL = shutil.which("openssl")
@@ -51,67 +51,6 @@ def make_config(**extra: str) -> Config:
     }
     values.update(extra)
     return parse(values)
-
-
-class Client:
-    """A test client on a real socket."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        tls: ssl.SSLContext | None = None,
-        rcvbuf: int | None = None,
-        timeout: float = 20.0,
-    ) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(timeout)
-        sock.connect(address)
-        if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname="localhost")
-        self.sock = sock
-        self._file = sock.makefile("rb")
-
-    def close(self) -> None:
-        self._file.close()
-        self.sock.close()
-
-    def send(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\n")
-
-    def reply(self) -> Reply:
-        line = self._file.readline()
-        assert line, "connection closed instead of a reply"
-        assert line.endswith(b"\n")
-        obj = json.loads(line)
-        assert isinstance(obj, dict)
-        return obj
-
-    def ask(self, text: str) -> Reply:
-        self.send(text)
-        return self.reply()
-
-    def hello(self) -> Reply:
-        hello = self.reply()
-        assert hello["class"] == "HELLO", hello
-        return hello
-
-    def auth(self) -> Client:
-        nonce = self.hello()["nonce"]
-        assert self.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
-        return self
-
-    def rest(self) -> list[Reply]:
-        """Every reply until the server closes (a reset after the replies is fine)."""
-        out = []
-        try:
-            for line in self._file:
-                out.append(json.loads(line))
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-        return out
 
 
 @pytest.fixture

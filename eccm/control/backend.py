@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # have their own command, and the PID bitmaps only say what else is supported.
 _NOT_VALUES = frozenset({"GET_DTC", "CLEAR_DTC", "GET_CURRENT_DTC", "FREEZE_DTC"})
 _NOT_VALUE_PREFIXES = ("PIDS_", "MIDS_", "DTC_")
+_LINK_CODES = frozenset({"not_connected", "obd_timeout", "unknown_value", "busy"})
 
 
 class Refused(ProtocolError):
@@ -110,11 +111,11 @@ class LinkLike(Protocol):
     @property
     def supported(self) -> Mapping[str, Any]: ...
 
-    def read(self, name: str) -> Future[Reading]: ...
+    def read(self, name: str, timeout: float = ...) -> Future[Reading]: ...
 
-    def read_dtcs(self) -> Future[dict[str, Any]]: ...
+    def read_dtcs(self, timeout: float = ...) -> Future[dict[str, Any]]: ...
 
-    def clear_dtcs(self) -> Future[str]: ...
+    def clear_dtcs(self, timeout: float = ...) -> Future[str]: ...
 
 
 class RecorderLike(Protocol):
@@ -177,15 +178,14 @@ def _description(name: str, command: object | None) -> str:
 
 
 def _ack(answer: str) -> bool:
-    """Whether an ECU's answer to mode 04 is positive (service 0x44) and not a refusal.
+    """Whether every ECU answered mode 04 positively (service 0x44).
 
-    A refusal is a negative response ``7F 04 <NRC>`` (e.g. 22: conditions not correct,
-    which many ECUs answer while the engine runs) or no answer at all.
+    The link gives one answer per ECU as hex bytes joined by "; ". A refusal is a negative
+    response ``7F 04 <NRC>`` (e.g. 22: conditions not correct, which many ECUs answer
+    while the engine runs).
     """
-    text = answer.upper().replace(" ", "")
-    if not text or "NODATA" in text or "7F04" in text or "ERROR" in text:
-        return False
-    return "44" in text
+    answers = [a.strip().upper() for a in answer.split(";") if a.strip()]
+    return bool(answers) and all(a.replace(" ", "").startswith("44") for a in answers)
 
 
 class DaemonBackend:
@@ -195,6 +195,9 @@ class DaemonBackend:
     # Concurrent on-demand reads queued into the OBD link by all clients together: each
     # one delays the logging loop, so a burst of clients must not starve it.
     MAX_READS_IN_FLIGHT = 4
+    # The link's timeout bounds the wait for the adapter to take a request; once taken it
+    # runs to its end (bounded by python-OBD's own timeouts), so we wait this much longer.
+    RUN_MARGIN = 10.0
 
     def __init__(
         self,
@@ -280,7 +283,7 @@ class DaemonBackend:
         if not self._reads.acquire(blocking=False):
             raise Refused("busy", "too many on-demand reads in flight; try again")
         try:
-            reading = self._wait(link.read(name), timeout, f"reading {name}")
+            reading = self._wait(link.read(name, timeout), timeout, f"reading {name}")
         finally:
             self._reads.release()
         if not isinstance(reading, Reading):
@@ -331,11 +334,12 @@ class DaemonBackend:
         if not self._dtc.acquire(blocking=False):
             raise Refused("busy", "another DTC request is running; try again")
         try:
-            raw = self._wait(link.read_dtcs(), timeout, "reading DTCs")
+            raw = self._wait(link.read_dtcs(timeout), timeout, "reading DTCs")
         finally:
             self._dtc.release()
+        mil = raw.get("mil")
         return {
-            "mil": bool(raw.get("mil")),
+            "mil": mil if isinstance(mil, bool) else None,  # None: the car does not say
             "stored": _codes(raw.get("stored")),
             "pending": _codes(raw.get("pending")),
         }
@@ -345,7 +349,7 @@ class DaemonBackend:
         if not self._dtc.acquire(blocking=False):
             raise Refused("busy", "another DTC request is running; try again")
         try:
-            answer = self._wait(link.clear_dtcs(), timeout, "clearing DTCs")
+            answer = self._wait(link.clear_dtcs(timeout), timeout, "clearing DTCs")
         finally:
             self._dtc.release()
         text = "" if answer is None else str(answer)
@@ -367,23 +371,26 @@ class DaemonBackend:
             raise Refused("not_connected", "the OBD adapter is not connected")
         return link
 
-    @staticmethod
-    def _wait(future: Future[Any], timeout: float, what: str) -> Any:
-        """The result of a request on the OBD link's queue, errors turned into codes."""
+    @classmethod
+    def _wait(cls, future: Future[Any], timeout: float, what: str) -> Any:
+        """The result of a request on the OBD link's queue, errors turned into codes.
+
+        The link's errors start with the code ("not_connected: ...", "obd_timeout: ...",
+        "unknown_value: ..."); the rest is the message.
+        """
         try:
-            return future.result(timeout)
-        except (FutureTimeout, TimeoutError):
-            future.cancel()  # still queued: drop it rather than load the adapter later
-            raise Refused("obd_timeout", f"the car did not answer in time ({what})") from None
+            return future.result(timeout + cls.RUN_MARGIN)
         except CancelledError:
             raise Refused("not_connected", f"the OBD link stopped ({what})") from None
-        except DeviceError as exc:
-            text = str(exc)
-            if text.startswith("not_connected"):
-                raise Refused("not_connected", "the OBD adapter is not connected") from exc
-            if text.startswith("busy"):
-                raise Refused("busy", "the OBD link is busy; try again") from exc
-            raise Refused("not_connected", f"the OBD adapter failed ({what}): {text}") from exc
+        except (FutureTimeout, TimeoutError, DeviceError) as exc:
+            if isinstance(exc, (FutureTimeout, TimeoutError)) and not future.done():
+                future.cancel()
+            code, _, message = str(exc).partition(": ")
+            if code in _LINK_CODES and message:
+                raise Refused(code, message) from exc
+            if isinstance(exc, (FutureTimeout, TimeoutError)):
+                raise Refused("obd_timeout", f"the car did not answer in time ({what})") from exc
+            raise Refused("not_connected", f"the OBD adapter failed ({what}): {exc}") from exc
 
 
 def _codes(raw: object) -> list[dict[str, str]]:
