@@ -342,6 +342,8 @@ def test_reconnects_through_the_same_path_to_a_new_adapter(
     assert len(losses) == 1
     assert f"OBD_INTERFACE={path}" in losses[0].getMessage()
     assert any("connected again" in r.getMessage() for r in caplog.records)
+    # Failed attempts during the outage are not logged above DEBUG.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_stop_returns_while_python_obd_is_still_connecting(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ class ObdLink:
     # -- what others read ----------------------------------------------------------
     @property
     def state(self) -> str:
-        """ "connecting", "connected" or "disconnected"."""
+        """One of "connecting", "connected" and "disconnected"."""
         with self._lock:
             return self._state
 
