@@ -70,7 +70,11 @@ class Backend(Protocol):
         ...
 
     def catalogue(self) -> Sequence[ValueInfo]:
-        """Every value GET may name: logged ones first, then supported ones, then GPS."""
+        """Every value GET may name: logged ones first, then supported ones, then GPS.
+
+        A changed catalogue must be a new object: the session keeps its index of the
+        last one it saw by identity.
+        """
         ...
 
     def read(self, name: str, timeout: float) -> Reading:

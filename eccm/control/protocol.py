@@ -243,6 +243,8 @@ class Session:
         self._watch_names: tuple[str, ...] | None = None  # None: every value
         self._watch_every = WATCH_DEFAULT_INTERVAL
         self._next_live = 0.0
+        self._catalogue_seen: object = None
+        self._catalogue_map: Mapping[str, ValueInfo] = {}
         self._handlers: dict[str, Callable[[list[str], str], None]] = {
             "AUTH": self._cmd_auth,
             "PING": self._cmd_ping,
@@ -529,7 +531,7 @@ class Session:
     ) -> dict[str, dict[str, object]]:
         """name → {value, unit, age_ms}; None names: every logged value."""
         current = self._backend.values()
-        catalogue = {v.name: v for v in self._backend.catalogue()}
+        catalogue = self._catalogue()
         now = self._clock.monotonic()
         if names is None:
             names = [n for n, v in catalogue.items() if v.logged]
@@ -548,6 +550,15 @@ class Session:
                     continue
             out[name] = _entry(reading, now)
         return out
+
+    def _catalogue(self) -> Mapping[str, ValueInfo]:
+        """The backend's catalogue by name; rebuilt only when the backend gives a new one
+        (DaemonBackend hands out the same tuple while nothing changed: GET stays cheap)."""
+        listing = self._backend.catalogue()
+        if listing is not self._catalogue_seen:
+            self._catalogue_seen = listing
+            self._catalogue_map = {v.name: v for v in listing}
+        return self._catalogue_map
 
     def _unknown(self, name: str) -> Refused:
         hint = "see SUPPORTED"
@@ -624,7 +635,7 @@ class Session:
             args = args[:at]
         names = tuple(dict.fromkeys(args)) or None
         if names is not None:
-            catalogue = {v.name: v for v in self._backend.catalogue()}
+            catalogue = self._catalogue()
             for name in names:
                 info = catalogue.get(name)
                 if info is None:
