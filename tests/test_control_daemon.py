@@ -369,6 +369,45 @@ def test_dtc_clear_forbidden_by_config(car: Car) -> None:
         server.stop()
 
 
+class _Uploader:
+    """Stands in for the S3 uploader (off in this daemon): counts wake-ups, and the closed
+    files waiting in the record directory are its queue."""
+
+    last_upload: str | None = None
+    last_error: str | None = None
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def queue_length(self) -> int:
+        return len([p for p in self.directory.iterdir() if p.name.endswith((".gz", ".tsv"))])
+
+
+def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None:
+    d = car.daemon
+    assert d.recorder is not None
+    uploader = _Uploader(car.cfg.record_dir)
+    backend = DaemonBackend(
+        cfg=car.cfg, hub=d.hub, link=d.link, recorder=d.recorder, uploader=uploader
+    )
+    server = ControlServer(car.cfg, backend, port=0)
+    server.start()
+    try:
+        c = Client(server.address, timeout=WAIT).auth()
+        wait_until(lambda: d.recorder.current_file, what="an open file")
+        closed_before = d.recorder.files_closed
+        reply = c.ask("UPLOAD")
+        assert reply["class"] == "UPLOAD" and reply["queued"] >= 1
+        assert d.recorder.files_closed == closed_before + 1 and uploader.wakes == 1
+        c.close()
+    finally:
+        server.stop()
+
+
 def test_eccm_query_against_the_daemon(car: Car, capsys: pytest.CaptureFixture[str]) -> None:
     host, port = car.address
     assert run_query(car.cfg, host, port, False, None, ["GET", "RPM"], SECRET) == 0
