@@ -391,8 +391,8 @@ class ObdLink:
                     outage = _Outage(self._clock.monotonic(), 1)
                     log.error(
                         "cannot connect to the OBD adapter (OBD_INTERFACE=%s): %s. "
-                        "Retrying in the background, at least every %g s "
-                        "(OBD_RECONNECT_MAX_INTERVAL); this is logged once until it connects",
+                        "Retrying in the background, at most %g s apart "
+                        "(OBD_RECONNECT_MAX_INTERVAL); logged once until it connects",
                         self.interface,
                         problem,
                         cap,
