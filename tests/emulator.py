@@ -1,38 +1,21 @@
 """The ELM327 emulator (package elm327-emulator) as plain helpers for tests.
 
-Importing this module points the emulator's logging set-up at a configuration that changes
-nothing: by default each emulator thread reconfigures the root logger (DEBUG, stdout) and
-writes elm.log into the current directory.
+``emulated_car`` is the project's own (eccm.simcar, shared with the demo), which also keeps
+the emulator from reconfiguring logging and writing elm.log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import elm.obd_message
-from elm import Elm
 
-_QUIET = Path(tempfile.gettempdir()) / f"eccm-elm-logging-{os.getpid()}.yaml"
-_QUIET.write_text("version: 1\nincremental: true\n", encoding="utf-8")
-os.environ["ELM_LOG_CFG"] = str(_QUIET)
+from eccm.simcar import emulated_car
 
-
-@contextlib.contextmanager
-def emulated_car(scenario: str = "car") -> Iterator[Any]:
-    """A running emulator; its pseudo-terminal is ``emu.get_pty()``."""
-    emu = Elm(batch_mode=True)
-    emu.scenario = scenario
-    emu.set_sorted_obd_msg()
-    # Opened before the emulator's thread starts, which would otherwise race to open one.
-    emu.get_pty()
-    with emu:
-        yield emu
+__all__ = ["emulated_car", "stored_dtcs", "wait_until"]
 
 
 @contextlib.contextmanager
