@@ -97,9 +97,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_gen_secret(_args: argparse.Namespace) -> int:
-    import secrets
+    from eccm.control.client import gen_secret
 
-    print(secrets.token_urlsafe(32))
+    print(gen_secret())
     return 0
 
 
