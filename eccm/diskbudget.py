@@ -1,0 +1,206 @@
+"""Local retention and the disk budget of the record directory (SPEC §4).
+
+Only ECCM's own files count and only they are ever deleted: data files, their sidecars and
+open ``.part`` files at the top level, and what lies in ``uploaded/``. A record directory
+of ``.`` (the default) must not see the virtualenv counted against the budget, let alone
+deleted.
+
+Order when over budget: uploaded files oldest first; then the oldest not-yet-uploaded
+files, each logged as an ERROR (newest data wins, like a dashcam). Open files are counted
+but never deleted. Age is the trip's start from the file name, not the file's mtime: the
+Pi has no real-time clock, and trip ids are GNSS-corrected when the clock was off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eccm.clock import Clock
+from eccm.config import Config
+from eccm.s3keys import (
+    PART_SUFFIX,
+    UPLOADED_DIR,
+    DataName,
+    parse_data_name,
+    parse_sidecar_name,
+)
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """A data file with its sidecar: they are deleted together."""
+
+    name: DataName
+    paths: tuple[Path, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class Inventory:
+    uploaded: tuple[Item, ...]  # in uploaded/
+    pending: tuple[Item, ...]  # closed (sidecar present), not uploaded yet
+    other_bytes: int  # open .part files and files not yet closed: counted, never deleted
+
+    @property
+    def total(self) -> int:
+        return (
+            sum(i.size for i in self.uploaded)
+            + sum(i.size for i in self.pending)
+            + self.other_bytes
+        )
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    expired: tuple[Item, ...]  # uploaded, older than LOCAL_RETENTION_DAYS
+    evict_uploaded: tuple[Item, ...]  # uploaded, deleted for the budget
+    evict_pending: tuple[Item, ...]  # NOT uploaded, deleted for the budget: data lost
+
+
+def plan_disk(inv: Inventory, budget_bytes: int, now: float, retention_days: float) -> DiskPlan:
+    """Pure: what to delete so that retention holds and the total fits the budget."""
+    cutoff = now - retention_days * DAY
+    uploaded = sorted(inv.uploaded, key=lambda i: i.name)
+    expired = tuple(i for i in uploaded if i.name.trip_epoch <= cutoff)
+    total = inv.total - sum(i.size for i in expired)
+    evict_up: list[Item] = []
+    for item in uploaded:
+        if total <= budget_bytes:
+            break
+        if item.name.trip_epoch <= cutoff:
+            continue
+        evict_up.append(item)
+        total -= item.size
+    evict_pend: list[Item] = []
+    for item in sorted(inv.pending, key=lambda i: i.name):
+        if total <= budget_bytes:
+            break
+        evict_pend.append(item)
+        total -= item.size
+    return DiskPlan(
+        expired=expired, evict_uploaded=tuple(evict_up), evict_pending=tuple(evict_pend)
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _group(folder: Path, names: Sequence[str], orphans_are_items: bool) -> tuple[list[Item], int]:
+    """Data files with their sidecars as Items; bytes of other ECCM files beside them.
+
+    A sidecar whose data file is gone is an Item in uploaded/ (retention removes it too)
+    but not at the top level, where the uploader still has to finish archiving it.
+    """
+    present = set(names)
+    items: list[Item] = []
+    other = 0
+    for name in names:
+        if name.endswith(PART_SUFFIX):
+            other += _size(folder / name)
+            continue
+        dn = parse_data_name(name)
+        if dn is not None:
+            paths = [folder / name]
+            if dn.sidecar in present:
+                paths.append(folder / dn.sidecar)
+                size = sum(_size(p) for p in paths)
+                items.append(Item(name=dn, paths=tuple(paths), size=size))
+            else:
+                other += _size(folder / name)
+            continue
+        sn = parse_sidecar_name(name)
+        if sn is not None and sn.name not in present:
+            if orphans_are_items:
+                items.append(Item(name=sn, paths=(folder / name,), size=_size(folder / name)))
+            else:
+                other += _size(folder / name)
+    return items, other
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it if e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def inventory(record_dir: Path) -> Inventory:
+    pending, other_top = _group(record_dir, _listdir(record_dir), orphans_are_items=False)
+    uploaded, other_up = _group(
+        record_dir / UPLOADED_DIR, _listdir(record_dir / UPLOADED_DIR), orphans_are_items=True
+    )
+    return Inventory(
+        uploaded=tuple(uploaded), pending=tuple(pending), other_bytes=other_top + other_up
+    )
+
+
+@dataclass
+class DiskReport:
+    expired: int = 0
+    evicted_uploaded: int = 0
+    evicted_pending: list[str] = field(default_factory=list)
+    total_bytes: int = 0
+
+
+def _remove(item: Item) -> None:
+    for p in item.paths:
+        # missing_ok: another eccm process (e.g. `eccm upload`) got there first.
+        p.unlink(missing_ok=True)
+
+
+def enforce(cfg: Config, clock: Clock) -> DiskReport:
+    """Apply LOCAL_RETENTION_DAYS and MAX_LOCAL_STORAGE_MB to the record directory."""
+    inv = inventory(cfg.record_dir)
+    budget = int(cfg.max_local_storage_mb * MIB)
+    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days)
+    report = DiskReport(total_bytes=inv.total)
+    for item in dp.expired:
+        _remove(item)
+        report.expired += 1
+    if dp.expired:
+        log.info(
+            "deleted %d uploaded file(s) older than LOCAL_RETENTION_DAYS=%g",
+            len(dp.expired),
+            cfg.local_retention_days,
+        )
+    for item in dp.evict_uploaded:
+        _remove(item)
+        report.evicted_uploaded += 1
+    if dp.evict_uploaded:
+        log.warning(
+            "record directory over MAX_LOCAL_STORAGE_MB=%g: deleted %d uploaded file(s), oldest first",
+            cfg.max_local_storage_mb,
+            len(dp.evict_uploaded),
+        )
+    for item in dp.evict_pending:
+        _remove(item)
+        report.evicted_pending.append(item.name.name)
+        log.error(
+            "record directory over MAX_LOCAL_STORAGE_MB=%g: deleted %s (%.1f MB) "
+            "before it was uploaded; its data is lost. Raise MAX_LOCAL_STORAGE_MB or "
+            "check the S3 upload",
+            cfg.max_local_storage_mb,
+            item.name.name,
+            item.size / MIB,
+        )
+    report.total_bytes = (
+        inv.total
+        - sum(i.size for i in dp.expired)
+        - sum(i.size for i in dp.evict_uploaded)
+        - sum(i.size for i in dp.evict_pending)
+    )
+    return report

@@ -1,0 +1,189 @@
+"""Pure planning of an upload run: which local files are ready, and the S3 key of each.
+
+No I/O here: the uploader lists the directory and reads sidecars, then asks this module
+what to do. Contract with the recorder: a closed data file lies at the top level of the
+record directory, named ``{CAR}_{TRIP}_{SEQ:04d}{EXT}`` (``.gz`` appended when compressed),
+and it is ready only once its sidecar ``{data file}.json`` exists (the sidecar is written
+last). Open files end in ``.part`` and are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eccm.errors import UploadError
+
+SIDECAR_SUFFIX = ".json"
+PART_SUFFIX = ".part"
+UPLOADED_DIR = "uploaded"
+# Lives under the car's own prefix (a narrow IAM policy may allow nothing else); the
+# leading underscore makes Hive, Spark, Athena and Trino skip it, and it matches no
+# car=*/date=*/ glob.
+PROBE_NAME = "_eccm_probe"
+
+_DATA_NAME = re.compile(
+    r"(?P<car>[A-Za-z0-9._-]{1,64})_(?P<trip>\d{8}T\d{6}Z)_(?P<seq>\d{4,9})"
+    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?"
+)
+
+
+@dataclass(frozen=True, order=True)
+class DataName:
+    """A data file name taken apart; ordering is oldest first (trip, then sequence)."""
+
+    trip: str
+    seq: int
+    car: str
+    name: str
+
+    @property
+    def sidecar(self) -> str:
+        return self.name + SIDECAR_SUFFIX
+
+    @property
+    def trip_epoch(self) -> float:
+        """Start of the trip (seconds since the epoch, UTC)."""
+        return datetime.strptime(self.trip, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+
+    @property
+    def trip_date(self) -> str:
+        return f"{self.trip[0:4]}-{self.trip[4:6]}-{self.trip[6:8]}"
+
+
+def parse_data_name(name: str) -> DataName | None:
+    """The parts of a closed data file name, or None for any other name."""
+    m = _DATA_NAME.fullmatch(name)
+    if m is None:
+        return None
+    try:
+        datetime.strptime(m["trip"], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return DataName(trip=m["trip"], seq=int(m["seq"]), car=m["car"], name=name)
+
+
+def parse_sidecar_name(name: str) -> DataName | None:
+    """For ``x.tsv.gz.json``, the DataName of ``x.tsv.gz``; None for any other name."""
+    if not name.endswith(SIDECAR_SUFFIX):
+        return None
+    return parse_data_name(name[: -len(SIDECAR_SUFFIX)])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one upload run has to do, oldest first."""
+
+    ready: tuple[DataName, ...]  # data file and sidecar both present: upload them
+    orphan_sidecars: tuple[DataName, ...]  # sidecar left after its data file was archived
+
+
+def plan(names: Iterable[str]) -> Plan:
+    """Sort the names found at the top level of the record directory.
+
+    A sidecar without its data file is what a crash between archiving the data file and
+    archiving the sidecar leaves behind; the uploader finishes that job once the bucket
+    confirms the data object.
+    """
+    present = set(names)
+    ready: list[DataName] = []
+    orphans: list[DataName] = []
+    for name in present:
+        if name.endswith(PART_SUFFIX):
+            continue
+        dn = parse_data_name(name)
+        if dn is not None:
+            if dn.sidecar in present:
+                ready.append(dn)
+            continue
+        sn = parse_sidecar_name(name)
+        if sn is not None and sn.name not in present:
+            orphans.append(sn)
+    return Plan(ready=tuple(sorted(ready)), orphan_sidecars=tuple(sorted(orphans)))
+
+
+def partition_date(first_time: str | None, fallback: DataName) -> str:
+    """UTC date (YYYY-MM-DD) of the first row; the trip's date when the sidecar has none."""
+    if first_time:
+        try:
+            dt = datetime.fromisoformat(first_time)
+        except ValueError:
+            return fallback.trip_date
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(UTC).strftime("%Y-%m-%d")
+    return fallback.trip_date
+
+
+def object_key(prefix: str, car: str, date: str, name: str) -> str:
+    """``{prefix}/car={car}/date={date}/{name}``: Hive-style partitions read as columns."""
+    parts = [p for p in (prefix.strip("/"), f"car={car}", f"date={date}", name) if p]
+    return "/".join(parts)
+
+
+def car_prefix(prefix: str, car: str) -> str:
+    """Everything this car writes lies under this prefix (ends with '/')."""
+    return "/".join(p for p in (prefix.strip("/"), f"car={car}") if p) + "/"
+
+
+def probe_key(prefix: str, car: str) -> str:
+    return car_prefix(prefix, car) + PROBE_NAME
+
+
+def sidecar_key(data_key: str) -> str:
+    return data_key + SIDECAR_SUFFIX
+
+
+@dataclass(frozen=True)
+class SidecarInfo:
+    """The fields of a sidecar the uploader relies on."""
+
+    file: str
+    first_time: str | None
+    sha256: str
+    size: int
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_sidecar(raw: bytes, data_name: str) -> SidecarInfo:
+    """Validate a sidecar's JSON for ``data_name``; UploadError names what is wrong."""
+    where = f"sidecar {data_name}{SIDECAR_SUFFIX}"
+    try:
+        doc: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UploadError(f"{where} is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise UploadError(f"{where} is not a JSON object")
+    file = doc.get("file")
+    if file != data_name:
+        raise UploadError(f"{where} describes {file!r}, not {data_name!r}")
+    sha = doc.get("sha256")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha.lower()):
+        raise UploadError(f"{where} has no valid sha256")
+    size = doc.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise UploadError(f"{where} has no valid size")
+    first = doc.get("first_time")
+    return SidecarInfo(
+        file=data_name,
+        first_time=first if isinstance(first, str) and first else None,
+        sha256=sha.lower(),
+        size=size,
+    )
+
+
+def content_type(name: str) -> str:
+    if name.endswith(".gz"):
+        # Not Content-Encoding: gzip, which makes HTTP clients unpack on download and the
+        # bytes would no longer match the sha256.
+        return "application/gzip"
+    if name.endswith(SIDECAR_SUFFIX):
+        return "application/json"
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(ext, "text/plain")

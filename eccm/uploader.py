@@ -1,0 +1,706 @@
+"""Closed files → S3: upload, verify, then delete or archive; keep the disk budget.
+
+Every closed file reaches the bucket once, verified, through outages and power cuts:
+
+- the key depends only on the file (name and first row), so a retry never makes a second
+  copy under another name;
+- each PUT carries Content-MD5 (the server checks the bytes) and the file's sha256 as user
+  metadata; where the server honours ``If-None-Match: *`` (probed once) an existing object
+  is never overwritten, elsewhere a HEAD before the PUT does the same job;
+- a HEAD confirms size and sha256 before the local file is deleted or moved to
+  ``uploaded/``; the data object goes first, its sidecar second (a data object with a
+  sidecar is complete);
+- a SIGKILL anywhere leaves the local file in place until the bucket holds a verified
+  copy; the next run finds the object already there (412 or HEAD) and finishes the job.
+
+The uploader runs in its own thread, driven by the ``schedule`` library; recording never
+waits for it (``wake()`` only sets an event).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import schedule
+
+from eccm.backoff import Backoff
+from eccm.clock import Clock, SystemClock
+from eccm.config import Config
+from eccm.diskbudget import MIB, DiskReport, enforce
+from eccm.errors import UploadError
+from eccm.s3client import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    S3Timeouts,
+    build_client,
+    classify,
+    error_code,
+    http_status,
+)
+from eccm.s3keys import (
+    UPLOADED_DIR,
+    DataName,
+    car_prefix,
+    content_type,
+    object_key,
+    parse_sidecar,
+    partition_date,
+    plan,
+    probe_key,
+    sidecar_key,
+)
+from eccm.sample import iso_utc
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 64 * MIB
+PART_SIZE = 16 * MIB
+FAILURE_BACKOFF_CAP = 300.0  # seconds: retries after a failure never wait longer
+KILL_ENV = "ECCM_TEST_KILL_AT"  # crash tests: SIGKILL ourselves at a named point
+_QUIET_REPEAT = 60.0  # the same failure again within this many seconds is logged at DEBUG
+_CLOCK_STEP_GRACE = 5.0  # seconds late before the monotonic guard runs a job itself
+_PROBE_BODY = b"eccm conditional-create probe: this object may be left in place\n"
+
+
+def _kill_point(name: str) -> None:
+    # Crash-safety tests run the uploader in a subprocess that dies here, exactly as a
+    # power cut would, with no cleanup of any kind.
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillMidway(io.FileIO):
+    """A file that SIGKILLs the process once half of it has been read (by the PUT)."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, "rb")
+        self._half = max(1, size // 2)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if self.tell() >= self._half:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return data
+
+
+@dataclass(frozen=True)
+class Digest:
+    size: int
+    sha256: str
+    md5: bytes
+
+    @property
+    def content_md5(self) -> str:
+        return base64.b64encode(self.md5).decode("ascii")
+
+
+def digest_bytes(data: bytes) -> Digest:
+    return Digest(len(data), hashlib.sha256(data).hexdigest(), hashlib.md5(data).digest())
+
+
+def digest_file(path: Path) -> Digest:
+    sha = hashlib.sha256()
+    md5 = hashlib.md5()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(MIB):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return Digest(size, sha.hexdigest(), md5.digest())
+
+
+def failure_backoff(interval: float) -> Backoff:
+    return Backoff(base=min(interval, FAILURE_BACKOFF_CAP), factor=2.0, cap=FAILURE_BACKOFF_CAP)
+
+
+def next_delay(interval: float, jitter: float, backoff: Backoff, draw: float) -> float:
+    """Seconds until the next run; ``draw`` in [0, 1).
+
+    After a success: S3_SYNC_INTERVAL plus 0..S3_SYNC_JITTER. After failures: the backoff
+    (up to 5 minutes), spread over its upper half; Backoff's own jitter is clamped by its
+    cap, which would put a fleet retrying at the cap back in lockstep.
+    """
+    if backoff.attempt == 0:
+        return interval + jitter * draw
+    return backoff.delay() * (0.5 + 0.5 * draw)
+
+
+@dataclass
+class UploadReport:
+    uploaded: int = 0  # files now verified in the bucket (sent now, or found there)
+    already_present: int = 0  # of which the bucket already held (a retry after a crash)
+    bytes_sent: int = 0
+    kept: list[str] = field(default_factory=list)  # files kept for a reason of their own
+    remaining: int = 0  # closed files still waiting after the run
+    error: str | None = None  # why the run stopped, as logged
+    interrupted: bool = False  # out of time (the bounded last attempt at stop)
+    disk: DiskReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.kept and self.remaining == 0
+
+
+class _RunAborted(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class _FileKept(Exception):
+    """A problem of one file: it stays local, the run goes on with the others."""
+
+
+class Uploader:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        *,
+        timeouts: S3Timeouts = DEFAULT_TIMEOUTS,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._timeouts = timeouts
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
+        self._dir = cfg.record_dir
+        self._client: Any = None
+        self._conditional: bool | None = None  # does the server honour If-None-Match: *?
+        self._abort_stale = False
+        self._run_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self._scheduler = schedule.Scheduler()
+        self._due_mono = 0.0
+        self._backoff = failure_backoff(cfg.s3_sync_interval)
+        self._last_logged: tuple[str, float] | None = None
+        # Status, read by STATUS on the socket.
+        self.last_upload: str | None = None
+        self.last_error: str | None = None
+        self.objects_uploaded = 0
+
+    # ---- status -------------------------------------------------------------------
+
+    def queue_length(self) -> int:
+        """Closed files waiting for upload."""
+        return len(plan(_listdir(self._dir)).ready)
+
+    # ---- thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run in a thread of its own: now, then every S3_SYNC_INTERVAL + jitter."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._abort_stale = True
+        self._thread = threading.Thread(target=self._loop, name="eccm-uploader", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Upload now (non-blocking)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """One last attempt bounded by ``timeout`` seconds, then return."""
+        thread = self._thread
+        if thread is None:
+            return
+        # Real time, not the injected clock: this bound is a promise to the process
+        # that is shutting down.
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning(
+                "upload still busy after %g s at shutdown; the remaining files are sent at "
+                "the next start",
+                timeout,
+            )
+        self._thread = None
+
+    def _plan_next(self, delay: float) -> None:
+        self._scheduler.clear()
+        # schedule is typed for whole seconds but takes any timedelta; a zero interval
+        # would spin forever inside it (next_run += 0 until past now).
+        delay = max(delay, 0.01)
+        self._scheduler.every(delay).seconds.do(self._scheduled_run)  # type: ignore[arg-type]
+        self._due_mono = time.monotonic() + delay
+
+    def _scheduled_run(self) -> None:
+        try:
+            self._locked_run(None)
+        finally:
+            delay = next_delay(
+                self._cfg.s3_sync_interval, self._cfg.s3_sync_jitter, self._backoff, random.random()
+            )
+            self._plan_next(delay)
+
+    def _loop(self) -> None:
+        self._plan_next(0.0)
+        while not self._stopping.is_set():
+            idle = self._scheduler.idle_seconds
+            guard = self._due_mono + _CLOCK_STEP_GRACE - time.monotonic()
+            timeout = max(0.0, min(idle if idle is not None else 1.0, guard, 5.0))
+            try:
+                if self._wake.wait(timeout):
+                    self._wake.clear()
+                    if self._stopping.is_set():
+                        break
+                    self._scheduler.run_all()
+                elif time.monotonic() >= self._due_mono + _CLOCK_STEP_GRACE:
+                    # schedule reads the wall clock; a Pi's clock steps (NTP, GNSS) and a
+                    # step backwards would otherwise postpone uploads for that long.
+                    self._scheduler.run_all()
+                else:
+                    self._scheduler.run_pending()
+            except Exception:
+                log.exception("upload run failed unexpectedly; retrying at the next run")
+                self._plan_next(FAILURE_BACKOFF_CAP)
+        try:
+            self._locked_run(None)
+        except Exception:
+            log.exception("last upload attempt failed unexpectedly")
+
+    def _out_of_time(self) -> bool:
+        return self._stopping.is_set() and time.monotonic() >= self._stop_deadline
+
+    # ---- one run ------------------------------------------------------------------
+
+    def run_once(self, *, on_file: Callable[[str], None] | None = None) -> UploadReport:
+        """Upload every closed file now (synchronous); ``on_file(name)`` after each file."""
+        return self._locked_run(on_file)
+
+    def _locked_run(self, on_file: Callable[[str], None] | None) -> UploadReport:
+        with self._run_lock:
+            return self._run(on_file)
+
+    def _run(self, on_file: Callable[[str], None] | None) -> UploadReport:
+        report = UploadReport()
+        failure: Failure | None = None
+        try:
+            self._keep_disk(report)
+            if self._cfg.s3_enabled:
+                self._upload_all(report, on_file)
+        except _RunAborted as exc:
+            failure = exc.failure
+        except Exception as exc:
+            # A bug, not a foreseeable problem: the traceback goes to DEBUG, the user gets
+            # one line, and the thread lives on to retry.
+            log.debug("unexpected error in the upload run", exc_info=True)
+            failure = Failure(
+                "other",
+                True,
+                f"unexpected error ({type(exc).__name__}: {exc}); files are kept and retried",
+            )
+        finally:
+            self._keep_disk(report)
+            report.remaining = self.queue_length()
+        self._conclude(report, failure)
+        return report
+
+    def _keep_disk(self, report: UploadReport) -> None:
+        try:
+            report.disk = enforce(self._cfg, self._clock)
+        except OSError as exc:
+            log.error("cannot keep the disk budget of %s: %s", self._dir, exc)
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            self._client = build_client(self._cfg, self._timeouts)
+        return self._client
+
+    def _classify(self, exc: BaseException) -> Failure:
+        return classify(exc, self._cfg, self._timeouts)
+
+    def _upload_all(self, report: UploadReport, on_file: Callable[[str], None] | None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        todo = plan(_listdir(self._dir))
+        if not todo.ready and not todo.orphan_sidecars:
+            return  # idle: no request at all, so an offline car logs nothing
+        try:
+            client = self._get_client()
+            if self._conditional is None:
+                self._conditional = self._probe(client)
+            if self._abort_stale:
+                self._abort_stale_multipart(client)
+                self._abort_stale = False
+        except (BotoCoreError, ClientError) as exc:
+            raise _RunAborted(self._classify(exc)) from exc
+
+        jobs: list[tuple[DataName, bool]] = [(dn, True) for dn in todo.orphan_sidecars]
+        jobs += [(dn, False) for dn in todo.ready]
+        for dn, orphan in jobs:
+            if self._out_of_time():
+                report.interrupted = True
+                break
+            try:
+                if orphan:
+                    self._finish_orphan(client, dn)
+                else:
+                    self._upload_file(client, dn, report)
+            except _FileKept as exc:
+                report.kept.append(str(exc))
+            except OSError as exc:
+                report.kept.append(f"{dn.name}: cannot archive it locally ({exc}); kept")
+            except (BotoCoreError, ClientError) as exc:
+                failure = self._classify(exc)
+                if failure.kind != "other" or failure.transient:
+                    raise _RunAborted(failure) from exc
+                # An answer about this file only (e.g. too large for the server): the
+                # other files still have their chance.
+                report.kept.append(f"{dn.name}: {failure.message}")
+            if on_file is not None and not orphan:
+                on_file(dn.name)
+
+    # ---- one file -----------------------------------------------------------------
+
+    def _key_for(self, dn: DataName, first_time: str | None) -> str:
+        return object_key(self._cfg.s3_key_prefix, dn.car, partition_date(first_time, dn), dn.name)
+
+    def _upload_file(self, client: Any, dn: DataName, report: UploadReport) -> None:
+        data_path = self._dir / dn.name
+        side_path = self._dir / dn.sidecar
+        try:
+            side_raw = side_path.read_bytes()
+            digest = digest_file(data_path)
+        except FileNotFoundError:
+            return  # archived meanwhile by another eccm process (`eccm upload`)
+        except OSError as exc:
+            raise _FileKept(f"{dn.name}: cannot be read ({exc})") from exc
+        try:
+            info = parse_sidecar(side_raw, dn.name)
+        except UploadError as exc:
+            raise _FileKept(f"{dn.name}: {exc}; kept, not uploaded") from exc
+        if info.sha256 != digest.sha256 or info.size != digest.size:
+            raise _FileKept(
+                f"{dn.name}: its content does not match its sidecar (sha256/size; a damaged "
+                "storage card?); kept, not uploaded"
+            )
+        key = self._key_for(dn, info.first_time)
+        sent_data = self._ensure(client, key, data_path, digest, dn.name)
+        sent_side = self._ensure(
+            client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name
+        )
+        _kill_point("before_delete")
+        self._archive(data_path, side_path)
+        report.uploaded += 1
+        self.objects_uploaded += 1
+        self.last_upload = iso_utc(self._clock.time())
+        if sent_data:
+            report.bytes_sent += digest.size
+        if sent_side:
+            report.bytes_sent += len(side_raw)
+        if not sent_data and not sent_side:
+            report.already_present += 1
+
+    def _finish_orphan(self, client: Any, dn: DataName) -> None:
+        """A sidecar whose data file was archived just before a crash: finish the job."""
+        side_path = self._dir / dn.sidecar
+        try:
+            side_raw = side_path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            info = parse_sidecar(side_raw, dn.name)
+        except UploadError as exc:
+            raise _FileKept(f"{dn.sidecar}: {exc}; its data file is missing") from exc
+        key = self._key_for(dn, info.first_time)
+        if self._remote_state(client, key, info.size, info.sha256) != "same":
+            raise _FileKept(
+                f"{dn.sidecar}: its data file is missing here and not in the bucket; kept"
+            )
+        self._ensure(client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name)
+        self._archive(side_path)
+
+    def _ensure(
+        self, client: Any, key: str, source: Path | bytes, digest: Digest, name: str
+    ) -> bool:
+        """Make ``key`` hold exactly ``source``; True if sent now, False if already there."""
+        from botocore.exceptions import ClientError
+
+        bucket = self._cfg.s3_server_bucket
+        if self._conditional:
+            try:
+                self._put(client, key, source, digest, conditional=True)
+            except ClientError as exc:
+                if http_status(exc) != 412 and error_code(exc) != "PreconditionFailed":
+                    raise
+                state = self._remote_state(client, key, digest.size, digest.sha256)
+                if state == "same":
+                    return False
+                raise self._conflict(bucket, key, name, state) from exc
+        else:
+            state = self._remote_state(client, key, digest.size, digest.sha256)
+            if state == "same":
+                return False
+            if state == "different":
+                raise self._conflict(bucket, key, name, state)
+            self._put(client, key, source, digest, conditional=False)
+        if isinstance(source, Path):
+            _kill_point("after_put")
+        if self._remote_state(client, key, digest.size, digest.sha256) != "same":
+            raise _FileKept(
+                f"{name}: s3://{bucket}/{key} does not match after the upload (size or "
+                "sha256 metadata); kept, retried at the next run"
+            )
+        return True
+
+    @staticmethod
+    def _conflict(bucket: str, key: str, name: str, state: str) -> _FileKept:
+        if state == "absent":
+            return _FileKept(f"{name}: the server refused to create s3://{bucket}/{key}; retried")
+        return _FileKept(
+            f"{name}: s3://{bucket}/{key} already exists with different content; the local "
+            "file is kept and the object is not overwritten (two cars with the same "
+            "CAR_IDENTIFIER?)"
+        )
+
+    def _remote_state(self, client: Any, key: str, size: int, sha256: str) -> str:
+        """'same', 'different' or 'absent'."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = client.head_object(Bucket=self._cfg.s3_server_bucket, Key=key)
+        except ClientError as exc:
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return "absent"
+            raise
+        same = (
+            head.get("ContentLength") == size
+            and head.get("Metadata", {}).get("sha256", "").lower() == sha256
+        )
+        return "same" if same else "different"
+
+    def _put(
+        self, client: Any, key: str, source: Path | bytes, digest: Digest, *, conditional: bool
+    ) -> None:
+        args: dict[str, Any] = {
+            "Bucket": self._cfg.s3_server_bucket,
+            "Key": key,
+            "Metadata": {"sha256": digest.sha256},
+            "ContentType": content_type(key),
+        }
+        if conditional:
+            args["IfNoneMatch"] = "*"
+        if isinstance(source, bytes):
+            client.put_object(Body=source, ContentMD5=digest.content_md5, **args)
+            return
+        _kill_point("before_put")
+        if digest.size > self._multipart_threshold:
+            self._put_multipart(client, source, digest, args)
+            return
+        body: io.FileIO
+        if os.environ.get(KILL_ENV) == "during_put":
+            body = _KillMidway(source, digest.size)
+        else:
+            body = io.FileIO(source, "rb")
+        with body:
+            client.put_object(
+                Body=body, ContentMD5=digest.content_md5, ContentLength=digest.size, **args
+            )
+
+    def _put_multipart(self, client: Any, path: Path, digest: Digest, args: dict[str, Any]) -> None:
+        # Hand-written rather than boto3's upload_file: s3transfer sends no Content-MD5 per
+        # part under request_checksum_calculation="when_required", and we want the
+        # conditional create on CompleteMultipartUpload.
+        bucket, key = args["Bucket"], args["Key"]
+        condition = {"IfNoneMatch": args["IfNoneMatch"]} if "IfNoneMatch" in args else {}
+        created = client.create_multipart_upload(
+            Bucket=bucket, Key=key, Metadata=args["Metadata"], ContentType=args["ContentType"]
+        )
+        upload_id = created["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            with path.open("rb") as f:
+                number = 1
+                while chunk := f.read(self._part_size):
+                    part_md5 = base64.b64encode(hashlib.md5(chunk).digest()).decode("ascii")
+                    answer = client.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ContentMD5=part_md5,
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                    number += 1
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except BaseException:
+            try:
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception as exc:  # the stale-upload sweep at the next start gets it
+                log.debug("could not abort multipart upload of %s: %s", key, exc)
+            raise
+
+    def _archive(self, *paths: Path) -> None:
+        """Delete (S3_DELETE_AFTER_UPLOAD=yes) or move to uploaded/; data file first."""
+        if self._cfg.s3_delete_after_upload:
+            for i, p in enumerate(paths):
+                if i:
+                    _kill_point("after_delete_data")
+                p.unlink(missing_ok=True)
+            return
+        target = self._dir / UPLOADED_DIR
+        target.mkdir(exist_ok=True)
+        for i, p in enumerate(paths):
+            if i:
+                _kill_point("after_delete_data")
+            with contextlib.suppress(FileNotFoundError):  # moved by another eccm process
+                os.replace(p, target / p.name)
+
+    # ---- once per process -----------------------------------------------------------
+
+    def _probe(self, client: Any) -> bool:
+        """Does the server refuse to overwrite under If-None-Match: *? Tried on a tiny
+        object of our own: a 412 on the first or second PUT says yes."""
+        from botocore.exceptions import ClientError
+
+        key = probe_key(self._cfg.s3_key_prefix, self._cfg.car_identifier)
+        digest = digest_bytes(_PROBE_BODY)
+        for _ in range(2):
+            try:
+                self._put(client, key, _PROBE_BODY, digest, conditional=True)
+            except ClientError as exc:
+                status, code = http_status(exc), error_code(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    log.info("S3 server honours conditional create (If-None-Match)")
+                    return True
+                if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
+                    break
+                raise
+        log.info(
+            "S3 server ignores conditional create (If-None-Match): a HEAD before each "
+            "PUT keeps existing objects from being overwritten"
+        )
+        return False
+
+    def _abort_stale_multipart(self, client: Any) -> None:
+        """Abort multipart uploads a crash left under this car's prefix (they cost money)."""
+        from botocore.exceptions import ClientError
+
+        bucket = self._cfg.s3_server_bucket
+        prefix = car_prefix(self._cfg.s3_key_prefix, self._cfg.car_identifier)
+        try:
+            pages = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+        except ClientError as exc:
+            if self._classify(exc).kind == "other":  # a server without the listing
+                log.debug("cannot list multipart uploads: %s", exc)
+                return
+            raise
+        for key, upload_id in stale:
+            try:
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                log.info("aborted a stale multipart upload of %s", key)
+            except ClientError as exc:
+                log.debug("cannot abort multipart upload of %s: %s", key, exc)
+
+    # ---- outcome ------------------------------------------------------------------
+
+    def _conclude(self, report: UploadReport, failure: Failure | None) -> None:
+        if failure is not None:
+            report.error = failure.message
+            self._backoff = self._backoff.failed()
+        else:
+            self._backoff = self._backoff.succeeded()
+        message = report.error
+        if message is None and report.kept:
+            more = f" (and {len(report.kept) - 1} more)" if len(report.kept) > 1 else ""
+            message = f"{len(report.kept)} file(s) not uploaded: {report.kept[0]}{more}"
+        self.last_error = message
+        if message is not None:
+            level = logging.WARNING if failure is not None and failure.transient else logging.ERROR
+            now = time.monotonic()
+            last = self._last_logged
+            if last is not None and last[0] == message and now - last[1] < _QUIET_REPEAT:
+                level = logging.DEBUG
+            else:
+                self._last_logged = (message, now)
+            log.log(level, "upload: %s", message)
+        else:
+            self._last_logged = None
+        if report.uploaded:
+            log.info(
+                "uploaded %d file(s) (%.1f MB sent) to s3://%s/%s; %d waiting",
+                report.uploaded,
+                report.bytes_sent / MIB,
+                self._cfg.s3_server_bucket,
+                car_prefix(self._cfg.s3_key_prefix, self._cfg.car_identifier),
+                report.remaining,
+            )
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            return [e.name for e in it if e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def upload_backlog(cfg: Config, progress: bool = True) -> int:
+    """The body of ``eccm upload``: every closed file now, with a progress bar.
+
+    Returns 0 when nothing is left to upload, 1 otherwise (the reason on stderr), 2 when
+    S3 is not configured.
+    """
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    if not cfg.s3_enabled:
+        print(
+            "eccm upload: S3_SERVER_ENDPOINT is empty, so uploads are off: set it (and "
+            "S3_SERVER_BUCKET) in the configuration",
+            file=sys.stderr,
+        )
+        return 2
+    uploader = Uploader(cfg, SystemClock())
+    waiting = uploader.queue_length()
+    with tqdm(total=waiting, unit="file", disable=not progress, file=sys.stderr) as bar:
+        report = uploader.run_once(on_file=lambda _name: bar.update(1))
+    if report.error is not None:
+        print(f"eccm upload: {report.error}", file=sys.stderr)
+        return 1
+    for reason in report.kept:
+        print(f"eccm upload: {reason}", file=sys.stderr)
+    if report.remaining:
+        print(
+            f"eccm upload: {report.remaining} file(s) still waiting in {cfg.record_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"uploaded {report.uploaded} file(s) to s3://{cfg.s3_server_bucket}/"
+        f"{car_prefix(cfg.s3_key_prefix, cfg.car_identifier)}; nothing left"
+    )
+    return 0

@@ -1,0 +1,237 @@
+"""Real S3 servers for the tests (SeaweedFS through eccm.s3local), and fake closed files.
+
+Import the fixtures into a test module to use them (no conftest.py on purpose):
+``from tests.s3server import s3_http, s3_https, s3_any, tls_cert``. Each server starts
+once per session (startup takes seconds); tests keep apart through a unique key prefix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eccm import config as eccm_config
+from eccm.config import Config
+from eccm.s3local import LocalS3
+from eccm.sample import format_value, iso_utc
+
+CAR = "test-car"
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1/localhost and its key; the certificate is its own CA."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "s3-cert.pem", folder / "s3-key.pem"
+    try:
+        _cert_with_cryptography(cert, key)
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor the openssl command is available")
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", str(key), "-out", str(cert), "-days", "3",
+                "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+    return cert, key
+
+
+def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=3))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def s3_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    server = LocalS3(tmp_path_factory.mktemp("s3-http"), bucket="eccm-test")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_https(
+    tmp_path_factory: pytest.TempPathFactory, tls_cert: tuple[Path, Path]
+) -> Iterator[LocalS3]:
+    cert, key = tls_cert
+    server = LocalS3(
+        tmp_path_factory.mktemp("s3-https"), bucket="eccm-test", tls_cert=cert, tls_key=key
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["http", "https"])
+def s3_any(request: pytest.FixtureRequest) -> LocalS3:
+    """The test runs twice: over plain http and over https with a self-signed CA."""
+    server: LocalS3 = request.getfixturevalue(f"s3_{request.param}")
+    return server
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}/car-logs"
+
+
+def make_config(record_dir: Path, server: LocalS3 | None = None, **overrides: str) -> Config:
+    """A validated Config for ``record_dir`` uploading to ``server`` under a fresh prefix."""
+    values = {
+        "CAR_IDENTIFIER": CAR,
+        "RECORD_DIRECTORY_LOCATION": str(record_dir),
+        "S3_KEY_PREFIX": unique_prefix(),
+        "S3_SYNC_INTERVAL": "60",
+        "S3_SYNC_JITTER": "0",
+    }
+    if server is not None:
+        values.update(server.config_values())
+    values.update(overrides)
+    return eccm_config.parse(values)
+
+
+_COLUMNS = ("TIME_UTC", "CAR_ID", "TRIP_ID", "RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP")
+
+
+def tsv_rows(trip: str, start: float, rows: int, seed: int) -> bytes:
+    """A small deterministic TSV body shaped like the recorder's."""
+    rng = random.Random(seed)
+    lines = ["\t".join(_COLUMNS)]
+    speed = 50.0
+    for i in range(rows):
+        speed = max(0.0, speed + rng.uniform(-2, 2))
+        rpm = 800 + speed * 35 + rng.uniform(-20, 20)
+        cells = [
+            iso_utc(start + i * 0.2),
+            CAR,
+            trip,
+            format_value(round(rpm * 4) / 4),
+            format_value(round(speed)),
+            format_value(round(rng.uniform(10, 30) * 2.55) * 100 / 255),
+            format_value(90),
+        ]
+        lines.append("\t".join(cells))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def make_closed_file(
+    record_dir: Path,
+    *,
+    car: str = CAR,
+    trip: str = "20261122T021500Z",
+    seq: int = 1,
+    ext: str = ".tsv",
+    gz: bool = True,
+    rows: int = 50,
+    first_time: str | None = None,
+    payload: bytes | None = None,
+    sidecar: bool = True,
+) -> Path:
+    """A closed data file as the recorder leaves it: data first, then its sidecar.
+
+    Deterministic: the same arguments give the same bytes.
+    """
+    from datetime import UTC, datetime
+
+    record_dir.mkdir(parents=True, exist_ok=True)
+    start = datetime.strptime(trip, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+    start += (seq - 1) * 300
+    name = f"{car}_{trip}_{seq:04d}{ext}" + (".gz" if gz else "")
+    body = payload if payload is not None else tsv_rows(trip, start, rows, seed=seq)
+    data = gzip.compress(body, mtime=0) if gz else body
+    path = record_dir / name
+    path.write_bytes(data)
+    if sidecar:
+        write_sidecar(path, first_time=first_time or iso_utc(start), rows=rows, car=car, trip=trip)
+    return path
+
+
+def write_sidecar(
+    path: Path, *, first_time: str | None, rows: int = 0, car: str = CAR, trip: str = ""
+) -> Path:
+    data = path.read_bytes()
+    doc: dict[str, Any] = {
+        "schema": 1,
+        "car": car,
+        "trip": trip,
+        "file": path.name,
+        "rows": rows,
+        "first_time": first_time,
+        "last_time": first_time,
+        "columns": [{"name": c, "unit": "", "description": ""} for c in _COLUMNS],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "time_source": "system",
+    }
+    side = path.with_name(path.name + ".json")
+    side.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return side
+
+
+def list_objects(server: LocalS3, prefix: str) -> dict[str, int]:
+    """Key → size of every object under ``prefix``."""
+    client = server.client()
+    out: dict[str, int] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=server.bucket, Prefix=prefix
+    ):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = obj["Size"]
+    return out
+
+
+def get_object(server: LocalS3, key: str) -> bytes:
+    body: bytes = server.client().get_object(Bucket=server.bucket, Key=key)["Body"].read()
+    return body

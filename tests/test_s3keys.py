@@ -1,0 +1,220 @@
+"""Pure parts of the upload: names, keys, planning, sidecars, scheduling, error texts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from eccm import config as eccm_config
+from eccm.backoff import Backoff
+from eccm.errors import UploadError
+from eccm.s3client import S3Timeouts, classify, is_aws
+from eccm.s3keys import (
+    DataName,
+    content_type,
+    object_key,
+    parse_data_name,
+    parse_sidecar,
+    partition_date,
+    plan,
+    probe_key,
+    sidecar_key,
+)
+from eccm.uploader import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
+
+SHA = "ab" * 32
+
+
+def test_parse_data_name_takes_the_name_apart() -> None:
+    dn = parse_data_name("my_car.1_20261122T021500Z_0007.tsv.gz")
+    assert dn == DataName(
+        trip="20261122T021500Z", seq=7, car="my_car.1", name="my_car.1_20261122T021500Z_0007.tsv.gz"
+    )
+    assert dn.sidecar == "my_car.1_20261122T021500Z_0007.tsv.gz.json"
+    assert dn.trip_date == "2026-11-22"
+    assert dn.trip_epoch == datetime(2026, 11, 22, 2, 15, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "car_20261122T021500Z_0001.tsv.part",
+        "car_20261122T021500Z_0001.tsv.gz.json",
+        "car_20261122T021500Z_0001",
+        "car_20261199T021500Z_0001.tsv",  # no such day
+        "car_2026-11-22_0001.tsv",
+        "notes.txt",
+        "_20261122T021500Z_0001.tsv",
+    ],
+)
+def test_other_names_are_not_data_files(name: str) -> None:
+    assert parse_data_name(name) is None
+
+
+def test_plan_takes_only_files_with_a_sidecar_oldest_first() -> None:
+    names = [
+        "c_20261122T030000Z_0001.tsv.gz",
+        "c_20261122T030000Z_0001.tsv.gz.json",
+        "c_20261122T021500Z_0010.tsv.gz",
+        "c_20261122T021500Z_0010.tsv.gz.json",
+        "c_20261122T021500Z_0002.csv",
+        "c_20261122T021500Z_0002.csv.json",
+        "c_20261122T021500Z_0011.tsv",  # closed, compression pending: no sidecar yet
+        "c_20261122T030000Z_0002.tsv.part",  # open
+        "c_20261122T030000Z_0002.tsv.part.json",  # nonsense, never touched
+        "c_20261121T010000Z_0003.tsv.gz.json",  # data archived, sidecar left by a crash
+        "README.txt",
+    ]
+    p = plan(names)
+    assert [d.name for d in p.ready] == [
+        "c_20261122T021500Z_0002.csv",
+        "c_20261122T021500Z_0010.tsv.gz",
+        "c_20261122T030000Z_0001.tsv.gz",
+    ]
+    assert [d.name for d in p.orphan_sidecars] == ["c_20261121T010000Z_0003.tsv.gz"]
+
+
+def test_partition_date_is_the_utc_date_of_the_first_row() -> None:
+    dn = parse_data_name("c_20261121T235000Z_0003.tsv.gz")
+    assert dn is not None
+    assert partition_date("2026-11-22T00:00:01.250Z", dn) == "2026-11-22"
+    assert partition_date("2026-11-22T01:30:00.000+02:00", dn) == "2026-11-21"
+    assert partition_date(None, dn) == "2026-11-21"
+    assert partition_date("garbage", dn) == "2026-11-21"
+
+
+def test_keys_are_hive_partitions() -> None:
+    key = object_key("car-logs", "my-car", "2026-11-22", "my-car_20261122T021500Z_0001.tsv.gz")
+    assert key == "car-logs/car=my-car/date=2026-11-22/my-car_20261122T021500Z_0001.tsv.gz"
+    assert sidecar_key(key) == key + ".json"
+    assert object_key("", "c", "2026-01-01", "f") == "car=c/date=2026-01-01/f"
+    assert object_key("a/b/", "c", "2026-01-01", "f") == "a/b/car=c/date=2026-01-01/f"
+    assert probe_key("car-logs", "c") == "car-logs/car=c/_eccm_probe"
+
+
+def _sidecar(**fields: object) -> bytes:
+    doc = {"file": "f.tsv", "first_time": "2026-11-22T02:20:05.123Z", "sha256": SHA, "size": 10}
+    doc.update(fields)
+    return json.dumps(doc).encode()
+
+
+def test_parse_sidecar_reads_the_fields_the_uploader_needs() -> None:
+    info = parse_sidecar(_sidecar(sha256=SHA.upper()), "f.tsv")
+    assert (info.first_time, info.sha256, info.size) == ("2026-11-22T02:20:05.123Z", SHA, 10)
+    assert parse_sidecar(_sidecar(first_time=None), "f.tsv").first_time is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1]", "not a JSON object"),
+        (_sidecar(file="g.tsv"), "describes 'g.tsv'"),
+        (_sidecar(sha256="xyz"), "sha256"),
+        (_sidecar(size=-1), "size"),
+        (_sidecar(size=True), "size"),
+    ],
+)
+def test_a_bad_sidecar_is_named(raw: bytes, words: str) -> None:
+    with pytest.raises(UploadError, match=words):
+        parse_sidecar(raw, "f.tsv")
+
+
+def test_content_types() -> None:
+    assert content_type("a.tsv.gz") == "application/gzip"
+    assert content_type("a.tsv.gz.json") == "application/json"
+    assert content_type("a.csv") == "text/csv"
+    assert content_type("a.tsv") == "text/tab-separated-values"
+    assert content_type("a.log") == "text/plain"
+
+
+def test_next_delay_after_success_is_interval_plus_jitter() -> None:
+    b = failure_backoff(60)
+    assert next_delay(60, 15, b, 0.0) == 60
+    assert next_delay(60, 15, b, 0.999) == pytest.approx(74.985)
+
+
+def test_next_delay_backs_off_up_to_five_minutes_and_never_gives_up() -> None:
+    b = failure_backoff(60)
+    delays = []
+    for _ in range(40):
+        b = b.failed()
+        delays.append(next_delay(60, 15, b, 0.999))
+    assert delays[0] == pytest.approx(60 * 0.9995)
+    assert delays[1] > delays[0]
+    assert max(delays) <= FAILURE_BACKOFF_CAP
+    assert delays[-1] == pytest.approx(FAILURE_BACKOFF_CAP * 0.9995)
+    # Spread over the upper half, so a fleet retrying at the cap is not in lockstep.
+    assert next_delay(60, 15, b, 0.0) == pytest.approx(FAILURE_BACKOFF_CAP / 2)
+    assert next_delay(60, 15, b.succeeded(), 0.5) == 67.5
+    # A long interval does not make failures wait longer than the cap.
+    assert next_delay(3600, 0, failure_backoff(3600).failed(), 0.999) <= FAILURE_BACKOFF_CAP
+    assert isinstance(failure_backoff(1), Backoff)
+
+
+CFG = eccm_config.parse(
+    {
+        "CAR_IDENTIFIER": "c",
+        "S3_SERVER_ENDPOINT": "https://s3.example.net",
+        "S3_SERVER_BUCKET": "logs",
+        "S3_SERVER_AK": "a",
+        "S3_SERVER_SK": "b",
+    }
+)
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "transient", "words"),
+    [
+        (_client_error("InvalidAccessKeyId", 403), "credentials", False, "S3_SERVER_AK"),
+        (_client_error("SignatureDoesNotMatch", 403), "credentials", False, "S3_SERVER_SK"),
+        (_client_error("NoSuchBucket", 404), "bucket", False, "S3_SERVER_BUCKET"),
+        (_client_error("AccessDenied", 403), "access", False, "s3:PutObject"),
+        (_client_error("403", 403), "access", False, "access denied"),
+        (_client_error("RequestTimeTooSkewed", 403), "clock", False, "clock"),
+        (_client_error("SlowDown", 503), "server", True, "503"),
+        (_client_error("InternalError", 500), "server", True, "retried"),
+        (_client_error("EntityTooLarge", 400), "other", False, "EntityTooLarge"),
+        (EndpointConnectionError(endpoint_url="https://s3.example.net"), "offline", True, "reach"),
+        (ConnectTimeoutError(endpoint_url="https://s3.example.net"), "timeout", True, "within 3 s"),
+        (ReadTimeoutError(endpoint_url="https://s3.example.net"), "timeout", True, "within 4 s"),
+        (
+            SSLError(endpoint_url="x", error="CERTIFICATE_VERIFY_FAILED"),
+            "tls",
+            False,
+            "S3_VERIFY_TLS",
+        ),
+        (NoCredentialsError(), "credentials", False, "S3_SERVER_AK"),
+    ],
+)
+def test_classify_names_the_cause_and_the_fix(
+    exc: Exception, kind: str, transient: bool, words: str
+) -> None:
+    f = classify(exc, CFG, S3Timeouts(connect=3, read=4))
+    assert (f.kind, f.transient) == (kind, transient)
+    assert words in f.message
+    assert "files are kept" in f.message
+    assert "\n" not in f.message
+
+
+def test_is_aws() -> None:
+    assert is_aws("https://s3.eu-west-1.amazonaws.com")
+    assert not is_aws("https://minio.example.net:9000")
+    assert not is_aws("http://127.0.0.1:8333")
