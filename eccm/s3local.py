@@ -33,7 +33,7 @@ _SERVICES = ("master", "volume", "filer", "s3")
 # but keep that convention so the numbers read as a pair in the logs.
 _GRPC_OFFSET = 10000
 _PORT_RANGE = (20000, 30000)
-_STOP_GRACE = 3.0  # weed takes ~15 s for a graceful stop; its data survives a SIGKILL
+_STOP_GRACE = 2.0  # weed takes ~15 s for a graceful stop; its data survives a SIGKILL
 
 
 def find_weed() -> str:
@@ -285,7 +285,8 @@ class LocalS3:
             f"SeaweedFS did not become ready within {timeout:.0f} s ({last}); see {self.log_file}"
         )
 
-    def stop(self) -> None:
+    def stop(self, grace: float = _STOP_GRACE) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (0: at once, as a crash)."""
         proc = self._proc
         if proc is None:
             return
@@ -293,7 +294,7 @@ class LocalS3:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(_STOP_GRACE)
+                proc.wait(grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

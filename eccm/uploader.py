@@ -201,6 +201,11 @@ class Uploader:
 
     # ---- status -------------------------------------------------------------------
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed runs since the last good one (0 when the last run went through)."""
+        return self._backoff.attempt
+
     def queue_length(self) -> int:
         """Closed files waiting for upload."""
         return len(plan(_listdir(self._dir)).ready)

@@ -1,8 +1,8 @@
 """Real S3 servers for the tests (SeaweedFS through eccm.s3local), and fake closed files.
 
-Import the fixtures into a test module to use them (no conftest.py on purpose):
-``from tests.s3server import s3_http, s3_https, s3_any, tls_cert``. Each server starts
-once per session (startup takes seconds); tests keep apart through a unique key prefix.
+Bind the fixtures in a test module to use them (no conftest.py on purpose):
+``s3_http = s3server.s3_http`` and so on. Each server starts once per test session
+(startup takes seconds); tests keep apart through a unique key prefix.
 """
 
 from __future__ import annotations
@@ -90,17 +90,32 @@ def _cert_with_cryptography(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+# pytest keeps one instance of a session fixture per module that imports it; this cache
+# makes it one server per test session, however many modules use it.
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+    if "tls" not in _SHARED:
+        _SHARED["tls"] = self_signed_cert(tmp_path_factory.mktemp("tls"))
+    pair: tuple[Path, Path] = _SHARED["tls"]
+    return pair
+
+
+def _shared_server(kind: str, factory: pytest.TempPathFactory, **kwargs: Any) -> Iterator[LocalS3]:
+    server: LocalS3 | None = _SHARED.get(kind)
+    if server is None or not server.running:
+        server = LocalS3(factory.mktemp(f"s3-{kind}"), bucket="eccm-test", **kwargs)
+        server.start()
+        _SHARED[kind] = server
+    yield server
+    server.stop()  # session teardown; a second call is a no-op
 
 
 @pytest.fixture(scope="session")
 def s3_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
-    server = LocalS3(tmp_path_factory.mktemp("s3-http"), bucket="eccm-test")
-    server.start()
-    yield server
-    server.stop()
+    yield from _shared_server("http", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +123,7 @@ def s3_https(
     tmp_path_factory: pytest.TempPathFactory, tls_cert: tuple[Path, Path]
 ) -> Iterator[LocalS3]:
     cert, key = tls_cert
-    server = LocalS3(
-        tmp_path_factory.mktemp("s3-https"), bucket="eccm-test", tls_cert=cert, tls_key=key
-    )
-    server.start()
-    yield server
-    server.stop()
+    yield from _shared_server("https", tmp_path_factory, tls_cert=cert, tls_key=key)
 
 
 @pytest.fixture(params=["http", "https"])
@@ -129,6 +139,13 @@ def unique_prefix() -> str:
 
 def make_config(record_dir: Path, server: LocalS3 | None = None, **overrides: str) -> Config:
     """A validated Config for ``record_dir`` uploading to ``server`` under a fresh prefix."""
+    return eccm_config.parse(config_values(record_dir, server, **overrides))
+
+
+def config_values(
+    record_dir: Path, server: LocalS3 | None = None, **overrides: str
+) -> dict[str, str]:
+    """The raw KEY=value pairs behind make_config (for a subprocess)."""
     values = {
         "CAR_IDENTIFIER": CAR,
         "RECORD_DIRECTORY_LOCATION": str(record_dir),
@@ -139,7 +156,7 @@ def make_config(record_dir: Path, server: LocalS3 | None = None, **overrides: st
     if server is not None:
         values.update(server.config_values())
     values.update(overrides)
-    return eccm_config.parse(values)
+    return values
 
 
 _COLUMNS = ("TIME_UTC", "CAR_ID", "TRIP_ID", "RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP")

@@ -1,0 +1,142 @@
+"""LOCAL_RETENTION_DAYS and MAX_LOCAL_STORAGE_MB (SPEC §4)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from eccm.clock import FakeClock
+from eccm.diskbudget import MIB, Inventory, Item, enforce, inventory, plan_disk
+from eccm.s3client import S3Timeouts
+from eccm.s3keys import DataName, parse_data_name
+from eccm.uploader import Uploader
+from tests.s3server import CAR, make_closed_file, make_config
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+
+
+def item(day: int, seq: int = 1, size: int = 100) -> Item:
+    dn = parse_data_name(f"c_202611{day:02d}T120000Z_{seq:04d}.tsv.gz")
+    assert isinstance(dn, DataName)
+    return Item(name=dn, paths=(Path(dn.name), Path(dn.sidecar)), size=size)
+
+
+def names(items: tuple[Item, ...]) -> list[str]:
+    return [i.name.name for i in items]
+
+
+def test_under_budget_nothing_goes() -> None:
+    inv = Inventory(uploaded=(item(28),), pending=(item(29),), other_bytes=50)
+    p = plan_disk(inv, budget_bytes=250, now=NOW, retention_days=15)
+    assert p.expired == p.evict_uploaded == p.evict_pending == ()
+
+
+def test_retention_removes_old_uploaded_files_only() -> None:
+    inv = Inventory(uploaded=(item(10), item(20), item(5)), pending=(item(1),), other_bytes=0)
+    p = plan_disk(inv, budget_bytes=10**9, now=NOW, retention_days=15)
+    # 2026-11-16 12:00 is the boundary: the 5th and the 10th are older; pending is kept.
+    assert names(p.expired) == names((item(5), item(10)))
+    assert p.evict_pending == ()
+
+
+def test_over_budget_uploaded_go_first_then_oldest_pending() -> None:
+    inv = Inventory(
+        uploaded=(item(27), item(26)),
+        pending=(item(29, 2), item(28), item(29, 1)),
+        other_bytes=100,  # the open file: counted, never deleted
+    )
+    # Total 600; to fit 250: both uploaded (-200), then the two oldest pending (-200).
+    p = plan_disk(inv, budget_bytes=250, now=NOW, retention_days=15)
+    assert names(p.evict_uploaded) == names((item(26), item(27)))
+    assert names(p.evict_pending) == names((item(28), item(29, 1)))
+
+
+def test_expired_files_count_toward_the_budget() -> None:
+    inv = Inventory(uploaded=(item(1), item(27)), pending=(item(28),), other_bytes=0)
+    p = plan_disk(inv, budget_bytes=200, now=NOW, retention_days=15)
+    assert names(p.expired) == names((item(1),))
+    assert p.evict_uploaded == p.evict_pending == ()
+
+
+def test_a_budget_smaller_than_the_open_file_empties_the_closed_ones() -> None:
+    inv = Inventory(uploaded=(item(27),), pending=(item(28),), other_bytes=10_000)
+    p = plan_disk(inv, budget_bytes=1000, now=NOW, retention_days=15)
+    assert len(p.evict_uploaded) == len(p.evict_pending) == 1
+
+
+def _fill(folder: Path, seqs: range, payload: int) -> list[Path]:
+    return [
+        make_closed_file(folder, seq=s, gz=False, payload=bytes([65 + s]) * payload) for s in seqs
+    ]
+
+
+def test_enforce_on_real_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_config(tmp_path, None, MAX_LOCAL_STORAGE_MB="1", LOCAL_RETENTION_DAYS="15")
+    up_dir = tmp_path / "uploaded"
+    uploaded = _fill(up_dir, range(1, 4), 200_000)
+    pending = _fill(tmp_path, range(4, 8), 250_000)
+    part = tmp_path / f"{CAR}_20261122T040000Z_0001.tsv.part"
+    part.write_bytes(b"x" * 150_000)
+    unready = make_closed_file(tmp_path, seq=9, gz=False, payload=b"y" * 50_000, sidecar=False)
+    # Not ours: neither counted nor touched (RECORD_DIRECTORY_LOCATION may be ".").
+    foreign = tmp_path / "venv-blob.bin"
+    foreign.write_bytes(b"z" * 3 * MIB)
+
+    clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
+    with caplog.at_level(logging.INFO, logger="eccm.diskbudget"):
+        report = enforce(cfg, clock)
+
+    # 0.6 MB uploaded, 1 MB pending, 0.2 MB not closed: all uploaded go, then one pending.
+    assert report.evicted_uploaded == 3
+    assert report.evicted_pending == [pending[0].name]
+    assert not any(p.exists() for p in uploaded)
+    assert not pending[0].exists() and not (tmp_path / (pending[0].name + ".json")).exists()
+    assert all(p.exists() for p in pending[1:])
+    assert part.exists() and unready.exists() and foreign.exists()
+    assert report.total_bytes <= MIB
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and pending[0].name in errors[0].message
+    assert "data is lost" in errors[0].message
+    assert inventory(tmp_path).total == report.total_bytes
+
+
+def test_retention_on_real_files_uses_the_trip_time(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, None, LOCAL_RETENTION_DAYS="2")
+    up_dir = tmp_path / "uploaded"
+    old = make_closed_file(up_dir, trip="20261110T080000Z")
+    new = make_closed_file(up_dir, trip="20261121T080000Z")
+    orphan = make_closed_file(up_dir, trip="20261101T080000Z")
+    orphan.unlink()  # a crash left only its sidecar
+    pending_old = make_closed_file(tmp_path, trip="20261101T080000Z")
+    clock = FakeClock(start=datetime(2026, 11, 22, tzinfo=UTC).timestamp())
+    report = enforce(cfg, clock)
+    assert report.expired == 2
+    assert not old.exists() and not (up_dir / (orphan.name + ".json")).exists()
+    assert new.exists() and pending_old.exists()
+    clock.advance(2 * 86400)
+    assert enforce(cfg, clock).expired == 1 and not new.exists()
+
+
+def test_the_budget_holds_while_the_server_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = make_config(
+        tmp_path,
+        None,
+        S3_SERVER_ENDPOINT=f"http://127.0.0.1:{port}",
+        S3_SERVER_BUCKET="b",
+        S3_SERVER_AK="a",
+        S3_SERVER_SK="s",
+        MAX_LOCAL_STORAGE_MB="1",
+    )
+    files = _fill(tmp_path, range(1, 8), 200_000)
+    up = Uploader(cfg, FakeClock(), timeouts=S3Timeouts(connect=1, read=1, attempts=1))
+    report = up.run_once()
+    assert report.error is not None and "cannot reach" in report.error
+    assert report.disk is not None and report.disk.total_bytes <= MIB
+    assert [f.exists() for f in files] == [False, False, True, True, True, True, True]
