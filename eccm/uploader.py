@@ -7,9 +7,10 @@ Every closed file reaches the bucket once, verified, through outages and power c
 - each PUT carries Content-MD5 (the server checks the bytes) and the file's sha256 as user
   metadata; where the server honours ``If-None-Match: *`` (probed once) an existing object
   is never overwritten, elsewhere a HEAD before the PUT does the same job;
-- a HEAD confirms size and sha256 before the local file is deleted or moved to
-  ``uploaded/``; the data object goes first, its sidecar second (a data object with a
-  sidecar is complete);
+- a HEAD confirms size and sha256 of the data object before the local file is deleted
+  or moved to ``uploaded/`` (the sidecar, small, is confirmed by the server's Content-MD5
+  check and the MD5 ETag it answers); the data object goes first, its sidecar second (a
+  data object with a sidecar is complete);
 - a SIGKILL anywhere leaves the local file in place until the bucket holds a verified
   copy; the next run finds the object already there (412 or HEAD) and finishes the job.
 
@@ -25,15 +26,16 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import schedule
 
@@ -66,7 +68,11 @@ from eccm.s3keys import (
 from eccm.sample import iso_utc
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
+# Files in flight at once: a cellular link is bound by round trips (PUT, HEAD, PUT of the
+# sidecar per file), and a backlog after days offline drains several times faster.
+UPLOAD_WORKERS = 4
 MULTIPART_THRESHOLD = 64 * MIB
 PART_SIZE = 16 * MIB
 FAILURE_BACKOFF_CAP = 300.0  # seconds: retries after a failure never wait longer
@@ -175,12 +181,15 @@ class Uploader:
         timeouts: S3Timeouts = DEFAULT_TIMEOUTS,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
+        workers: int = UPLOAD_WORKERS,
     ) -> None:
         self._cfg = cfg
         self._clock = clock
         self._timeouts = timeouts
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
+        self._workers = max(1, workers)
+        self._stats_lock = threading.Lock()
         self._dir = cfg.record_dir
         self._client: Any = None
         self._conditional: bool | None = None  # does the server honour If-None-Match: *?
@@ -354,30 +363,46 @@ class Uploader:
         except (BotoCoreError, ClientError) as exc:
             raise _RunAborted(self._classify(exc)) from exc
 
+        # Orphan sidecars first: each belongs to a file that is already in the bucket.
         jobs: list[tuple[DataName, bool]] = [(dn, True) for dn in todo.orphan_sidecars]
         jobs += [(dn, False) for dn in todo.ready]
-        for dn, orphan in jobs:
+        aborted: list[_RunAborted] = []
+
+        def one(job: tuple[DataName, bool]) -> None:
+            dn, orphan = job
+            if aborted:
+                return
             if self._out_of_time():
                 report.interrupted = True
-                break
+                return
+            kept: str | None = None
             try:
                 if orphan:
                     self._finish_orphan(client, dn)
                 else:
                     self._upload_file(client, dn, report)
             except _FileKept as exc:
-                report.kept.append(str(exc))
+                kept = str(exc)
             except OSError as exc:
-                report.kept.append(f"{dn.name}: cannot archive it locally ({exc}); kept")
+                kept = f"{dn.name}: cannot archive it locally ({exc}); kept"
             except (BotoCoreError, ClientError) as exc:
                 failure = self._classify(exc)
                 if failure.kind != "other" or failure.transient:
-                    raise _RunAborted(failure) from exc
+                    with self._stats_lock:
+                        aborted.append(_RunAborted(failure))
+                    return
                 # An answer about this file only (e.g. too large for the server): the
                 # other files still have their chance.
-                report.kept.append(f"{dn.name}: {failure.message}")
-            if on_file is not None and not orphan:
-                on_file(dn.name)
+                kept = f"{dn.name}: {failure.message}"
+            with self._stats_lock:
+                if kept is not None:
+                    report.kept.append(kept)
+                if on_file is not None and not orphan:
+                    on_file(dn.name)
+
+        _in_parallel(one, jobs, self._workers)
+        if aborted:
+            raise aborted[0]
 
     # ---- one file -----------------------------------------------------------------
 
@@ -410,15 +435,16 @@ class Uploader:
         )
         _kill_point("before_delete")
         self._archive(data_path, side_path)
-        report.uploaded += 1
-        self.objects_uploaded += 1
-        self.last_upload = iso_utc(self._clock.time())
-        if sent_data:
-            report.bytes_sent += digest.size
-        if sent_side:
-            report.bytes_sent += len(side_raw)
-        if not sent_data and not sent_side:
-            report.already_present += 1
+        with self._stats_lock:
+            report.uploaded += 1
+            self.objects_uploaded += 1
+            self.last_upload = iso_utc(self._clock.time())
+            if sent_data:
+                report.bytes_sent += digest.size
+            if sent_side:
+                report.bytes_sent += len(side_raw)
+            if not sent_data and not sent_side:
+                report.already_present += 1
 
     def _finish_orphan(self, client: Any, dn: DataName) -> None:
         """A sidecar whose data file was archived just before a crash: finish the job."""
@@ -446,9 +472,10 @@ class Uploader:
         from botocore.exceptions import ClientError
 
         bucket = self._cfg.s3_server_bucket
+        etag = ""
         if self._conditional:
             try:
-                self._put(client, key, source, digest, conditional=True)
+                etag = self._put(client, key, source, digest, conditional=True)
             except ClientError as exc:
                 if http_status(exc) != 412 and error_code(exc) != "PreconditionFailed":
                     raise
@@ -462,9 +489,13 @@ class Uploader:
                 return False
             if state == "different":
                 raise self._conflict(bucket, key, name, state)
-            self._put(client, key, source, digest, conditional=False)
+            etag = self._put(client, key, source, digest, conditional=False)
         if isinstance(source, Path):
             _kill_point("after_put")
+        elif etag.strip('"').lower() == digest.md5.hex():
+            # A sidecar: the server checked Content-MD5 and its ETag repeats that MD5, so
+            # it holds these bytes; the HEAD per file is spent on the data object.
+            return True
         if self._remote_state(client, key, digest.size, digest.sha256) != "same":
             raise _FileKept(
                 f"{name}: s3://{bucket}/{key} does not match after the upload (size or "
@@ -500,7 +531,8 @@ class Uploader:
 
     def _put(
         self, client: Any, key: str, source: Path | bytes, digest: Digest, *, conditional: bool
-    ) -> None:
+    ) -> str:
+        """PUT (or multipart upload) of ``source``; the ETag the server answered."""
         args: dict[str, Any] = {
             "Bucket": self._cfg.s3_server_bucket,
             "Key": key,
@@ -510,21 +542,22 @@ class Uploader:
         if conditional:
             args["IfNoneMatch"] = "*"
         if isinstance(source, bytes):
-            client.put_object(Body=source, ContentMD5=digest.content_md5, **args)
-            return
+            answer = client.put_object(Body=source, ContentMD5=digest.content_md5, **args)
+            return str(answer.get("ETag", ""))
         _kill_point("before_put")
         if digest.size > self._multipart_threshold:
             self._put_multipart(client, source, digest, args)
-            return
+            return ""
         body: io.FileIO
         if os.environ.get(KILL_ENV) == "during_put":
             body = _KillMidway(source, digest.size)
         else:
             body = io.FileIO(source, "rb")
         with body:
-            client.put_object(
+            answer = client.put_object(
                 Body=body, ContentMD5=digest.content_md5, ContentLength=digest.size, **args
             )
+        return str(answer.get("ETag", ""))
 
     def _put_multipart(self, client: Any, path: Path, digest: Digest, args: dict[str, Any]) -> None:
         # Hand-written rather than boto3's upload_file: s3transfer sends no Content-MD5 per
@@ -591,22 +624,31 @@ class Uploader:
 
         key = probe_key(self._cfg.s3_key_prefix, self._cfg.car_identifier)
         digest = digest_bytes(_PROBE_BODY)
+        supported = False
         for _ in range(2):
             try:
                 self._put(client, key, _PROBE_BODY, digest, conditional=True)
             except ClientError as exc:
                 status, code = http_status(exc), error_code(exc)
                 if status == 412 or code == "PreconditionFailed":
-                    log.info("S3 server honours conditional create (If-None-Match)")
-                    return True
+                    supported = True
+                    break
                 if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
                     break
                 raise
-        log.info(
-            "S3 server ignores conditional create (If-None-Match): a HEAD before each "
-            "PUT keeps existing objects from being overwritten"
-        )
-        return False
+        try:
+            # Tidy where the key may delete; a write-only key leaves one tiny object.
+            client.delete_object(Bucket=self._cfg.s3_server_bucket, Key=key)
+        except ClientError as exc:
+            log.debug("probe object %s left in place: %s", key, exc)
+        if supported:
+            log.info("S3 server honours conditional create (If-None-Match)")
+        else:
+            log.info(
+                "S3 server ignores conditional create (If-None-Match): a HEAD before each "
+                "PUT keeps existing objects from being overwritten"
+            )
+        return supported
 
     def _abort_stale_multipart(self, client: Any) -> None:
         """Abort multipart uploads a crash left under this car's prefix (they cost money)."""
@@ -657,13 +699,57 @@ class Uploader:
             self._last_logged = None
         if report.uploaded:
             log.info(
-                "uploaded %d file(s) (%.1f MB sent) to s3://%s/%s; %d waiting",
+                "uploaded %d file(s) (%s sent) to s3://%s/%s; %d waiting",
                 report.uploaded,
-                report.bytes_sent / MIB,
+                _human(report.bytes_sent),
                 self._cfg.s3_server_bucket,
                 car_prefix(self._cfg.s3_key_prefix, self._cfg.car_identifier),
                 report.remaining,
             )
+
+
+def _in_parallel(fn: Callable[[_T], None], items: Sequence[_T], workers: int) -> None:
+    """Run ``fn`` over ``items`` on up to ``workers`` threads; re-raise the first error.
+
+    Daemon threads rather than a ThreadPoolExecutor, whose threads the interpreter joins at
+    exit: a worker stuck on a hung server must not hold up the shutdown of ``eccm run``
+    after stop() has given up waiting.
+    """
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    pending: queue.SimpleQueue[_T] = queue.SimpleQueue()
+    for item in items:
+        pending.put(item)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not errors:
+            try:
+                item = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn(item)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=work, name=f"eccm-upload-{i}", daemon=True)
+        for i in range(min(workers, len(items)))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _human(size: int) -> str:
+    return f"{size / MIB:.1f} MB" if size >= MIB else f"{size / 1024:.0f} kB"
 
 
 def _listdir(folder: Path) -> list[str]:

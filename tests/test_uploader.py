@@ -89,7 +89,8 @@ def test_normal_flow_uploads_verifies_and_deletes(s3_any: LocalS3, tmp_path: Pat
         key_of(cfg, "2026-11-21", c.name),
     }
     expected |= {k + ".json" for k in expected}
-    assert set(data_keys(s3_any, cfg)) == expected
+    # Exactly these objects: no probe left behind (this key may delete), nothing else.
+    assert set(list_objects(s3_any, car_prefix(cfg.s3_key_prefix, CAR))) == expected
     client = s3_any.client()
     for key in expected:
         name = key.rsplit("/", 1)[1]
@@ -338,7 +339,8 @@ def test_server_stopped_mid_run_and_restarted_everything_arrives_once(tmp_path: 
                 server.stop(grace=0)  # the server dies in the middle of the run
 
         report = up.run_once(on_file=on_file)
-        assert report.uploaded == 2 and report.remaining == 4
+        # Files in flight when the server died may or may not have made it.
+        assert 2 <= report.uploaded < 6 and report.remaining == 6 - report.uploaded
         assert report.error is not None and "retried" in report.error
 
         assert up.consecutive_failures == 1
