@@ -9,6 +9,7 @@ accepts any key, and a test of a wrong secret would prove nothing.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +35,7 @@ _SERVICES = ("master", "volume", "filer", "s3")
 # but keep that convention so the numbers read as a pair in the logs.
 _GRPC_OFFSET = 10000
 _PORT_RANGE = (20000, 30000)
-_STOP_GRACE = 2.0  # weed takes ~15 s for a graceful stop; its data survives a SIGKILL
+_STOP_GRACE = 1.0  # weed takes ~15 s for a graceful stop; its data survives a SIGKILL
 
 
 def find_weed() -> str:
@@ -298,7 +300,18 @@ class LocalS3:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._remove_sockets()
         log.info("local S3 (SeaweedFS) stopped")
+
+    def _remove_sockets(self) -> None:
+        # weed also listens on unix sockets named after each port in the temp folder and
+        # leaves them behind when killed; only those of our own ports are removed.
+        tmp = Path(tempfile.gettempdir())
+        for port in self._ports.values():
+            for p in (port, port + _GRPC_OFFSET):
+                for sock in tmp.glob(f"seaweedfs-*-{p}.sock"):
+                    with contextlib.suppress(OSError):
+                        sock.unlink()
 
     def __enter__(self) -> LocalS3:
         self.start()

@@ -409,3 +409,35 @@ def test_upload_backlog_is_the_cli_body(
     off = make_config(tmp_path, None)
     assert upload_backlog(off, progress=False) == 2
     assert "S3_SERVER_ENDPOINT" in capsys.readouterr().err
+
+
+def test_wake_uploads_now_and_stop_makes_one_last_attempt(s3_http: LocalS3, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, s3_http, S3_SYNC_INTERVAL="3600", S3_SYNC_JITTER="0")
+    make_closed_file(tmp_path, seq=1)
+    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up.start()
+    try:
+        wait_for(lambda: up.objects_uploaded == 1, what="the run at start")
+        # The next scheduled run is an hour away: only wake() can explain this upload.
+        make_closed_file(tmp_path, seq=2)
+        up.wake()
+        wait_for(lambda: up.objects_uploaded == 2, what="the upload on wake()")
+        # A file closed at shutdown goes up in stop()'s last attempt.
+        make_closed_file(tmp_path, seq=3)
+    finally:
+        up.stop(timeout=10.0)
+    assert up.objects_uploaded == 3
+    assert up.queue_length() == 0
+    assert len(data_keys(s3_http, cfg)) == 6
+
+
+def test_empty_keys_use_boto3s_default_credential_chain(
+    s3_http: LocalS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_http.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_http.secret_key)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = make_config(tmp_path, s3_http, S3_SERVER_AK="", S3_SERVER_SK="")
+    make_closed_file(tmp_path)
+    assert Uploader(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1
