@@ -75,6 +75,7 @@ _T = TypeVar("_T")
 UPLOAD_WORKERS = 4
 MULTIPART_THRESHOLD = 64 * MIB
 PART_SIZE = 16 * MIB
+_MAX_PARTS = 10_000
 FAILURE_BACKOFF_CAP = 300.0  # seconds: retries after a failure never wait longer
 KILL_ENV = "ECCM_TEST_KILL_AT"  # crash tests: SIGKILL ourselves at a named point
 _QUIET_REPEAT = 60.0  # the same failure again within this many seconds is logged at DEBUG
@@ -569,11 +570,13 @@ class Uploader:
             Bucket=bucket, Key=key, Metadata=args["Metadata"], ContentType=args["ContentType"]
         )
         upload_id = created["UploadId"]
+        # S3 allows 10000 parts: larger parts for a file that would need more.
+        part_size = max(self._part_size, -(-digest.size // _MAX_PARTS))
         try:
             parts: list[dict[str, Any]] = []
             with path.open("rb") as f:
                 number = 1
-                while chunk := f.read(self._part_size):
+                while chunk := f.read(part_size):
                     part_md5 = base64.b64encode(hashlib.md5(chunk).digest()).decode("ascii")
                     answer = client.upload_part(
                         Bucket=bucket,
