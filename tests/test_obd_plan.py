@@ -10,7 +10,7 @@ import obd
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.obd.plan import PollPlan, RateMeter, resolve, slow_budget
+from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
 
 # What the emulator's car supports, in part, plus python-OBD's always-supported commands.
 CAR = [
@@ -100,21 +100,40 @@ def test_a_car_without_the_fast_commands_leaves_fast_empty() -> None:
     assert len(r.warnings) == 1
 
 
+def singles(names: list[str]) -> list[Group]:
+    return [(n,) for n in names]
+
+
 def rows(
     plan: PollPlan, clock: FakeClock, period: float, seconds: float, limit: int | None = None
 ) -> list[tuple[float, list[str]]]:
     """Drive the plan like the link does: one row every ``period`` seconds."""
     out = []
     for _ in range(round(seconds / period)):
-        out.append((clock.monotonic(), plan.next_batch(clock.monotonic(), limit)))
+        batch = plan.next_batch(clock.monotonic(), limit)
+        out.append((clock.monotonic(), [n for group in batch for n in group]))
         clock.advance(period)
     return out
+
+
+def test_names_are_packed_in_requests_of_six_and_others_go_alone() -> None:
+    names = ["RPM", "SPEED", "ELM_VOLTAGE", "A", "B", "C", "D", "E", "F", "G"]
+    pid = set(names) - {"ELM_VOLTAGE"}
+    assert make_groups(names, pid.__contains__, 6) == [
+        ("ELM_VOLTAGE",),
+        ("RPM", "SPEED", "A", "B", "C", "D"),
+        ("E", "F", "G"),
+    ]
+    assert make_groups(names[:3], pid.__contains__, 1) == [("RPM",), ("SPEED",), ("ELM_VOLTAGE",)]
+    assert make_groups([], pid.__contains__, 6) == []
+    with pytest.raises(ValueError):
+        make_groups(names, pid.__contains__, 0)
 
 
 def test_slow_names_are_spread_over_the_interval_in_small_batches() -> None:
     clock = FakeClock()
     slow = ["A", "B", "C", "D"]
-    plan = PollPlan(("RPM",), slow, slow_interval=1.0, start=clock.monotonic())
+    plan = PollPlan(singles(["RPM"]), singles(slow), slow_interval=1.0, start=clock.monotonic())
     log = rows(plan, clock, period=0.05, seconds=3.0)
     assert max(len(batch) for _, batch in log) == 1  # never all four in one row
     reads = Counter(name for _, batch in log for name in batch)
@@ -125,33 +144,79 @@ def test_slow_names_are_spread_over_the_interval_in_small_batches() -> None:
         assert all(g == pytest.approx(1.0, abs=0.051) for g in gaps), (name, gaps)
 
 
+def test_slow_groups_are_spread_like_names_one_request_each() -> None:
+    clock = FakeClock()
+    groups = [("A", "B", "C", "D", "E", "F"), ("G", "H", "I", "J", "K", "L"), ("M",)]
+    plan = PollPlan([("RPM", "SPEED")], groups, slow_interval=0.9, start=clock.monotonic())
+    assert plan.fast_names == ("RPM", "SPEED")
+    assert plan.slow_names == tuple("ABCDEFGHIJKLM")
+    start = clock.monotonic()
+    seen: dict[Group, list[float]] = {g: [] for g in groups}
+    for _ in range(90):  # 3 s of rows every 1/30 s
+        batch = plan.next_batch(clock.monotonic(), limit=1)
+        assert len(batch) <= 1
+        for group in batch:
+            seen[group].append(clock.monotonic() - start)
+        clock.advance(1 / 30)
+    # Group i of three falls due at i * 0.3 s, then every 0.9 s: one request each time.
+    for i, group in enumerate(groups):
+        expected = [i * 0.3 + k * 0.9 for k in range(4) if i * 0.3 + k * 0.9 < 3.0]
+        assert seen[group] == pytest.approx(expected, abs=1 / 30 + 1e-9), group
+
+
 def test_rows_slower_than_the_slow_interval_read_every_due_name() -> None:
     clock = FakeClock()
-    plan = PollPlan((), ["A", "B", "C"], slow_interval=0.5, start=clock.monotonic())
+    plan = PollPlan((), singles(["A", "B", "C"]), slow_interval=0.5, start=clock.monotonic())
     log = rows(plan, clock, period=1.0, seconds=4.0)
     assert [sorted(batch) for _, batch in log][1:] == [["A", "B", "C"]] * 3
 
 
 def test_a_limit_reads_the_longest_overdue_first_and_never_bursts() -> None:
     clock = FakeClock()
-    plan = PollPlan((), ["A", "B", "C", "D"], slow_interval=1.0, start=clock.monotonic())
+    plan = PollPlan((), singles(["A", "B", "C", "D"]), slow_interval=1.0, start=clock.monotonic())
     clock.advance(5.0)  # a long stall: every name is overdue by several intervals
     now = clock.monotonic()
-    assert plan.next_batch(now, limit=2) == ["A", "B"]
-    assert plan.next_batch(now, limit=2) == ["C", "D"]
+    assert plan.next_batch(now, limit=2) == [("A",), ("B",)]
+    assert plan.next_batch(now, limit=2) == [("C",), ("D",)]
     assert plan.next_batch(now) == []  # the backlog is not read again at once
     assert plan.next_due() == pytest.approx(now + 1.0)
-    assert plan.next_batch(now + 1.0) == ["A", "B", "C", "D"]
+    assert plan.next_batch(now + 1.0) == singles(["A", "B", "C", "D"])
 
 
 def test_a_zero_limit_reads_nothing_and_no_slow_names_have_no_due_time() -> None:
     clock = FakeClock()
-    plan = PollPlan(("RPM",), ["A"], slow_interval=1.0, start=clock.monotonic())
+    plan = PollPlan(singles(["RPM"]), singles(["A"]), slow_interval=1.0, start=clock.monotonic())
     assert plan.next_batch(clock.monotonic(), limit=0) == []
-    assert plan.next_batch(clock.monotonic()) == ["A"]
-    assert PollPlan(("RPM",), [], 1.0, clock.monotonic()).next_due() is None
+    assert plan.next_batch(clock.monotonic()) == [("A",)]
+    assert PollPlan(singles(["RPM"]), [], 1.0, clock.monotonic()).next_due() is None
     with pytest.raises(ValueError):
-        PollPlan((), ["A"], 0.0, 0.0)
+        PollPlan((), singles(["A"]), 0.0, 0.0)
+
+
+def test_a_refused_fast_group_is_read_one_name_per_request_in_place() -> None:
+    plan = PollPlan([("ELM_VOLTAGE",), ("RPM", "SPEED", "MAF")], [("A", "B")], 1.0, 0.0)
+    plan.split(("RPM", "SPEED", "MAF"))
+    assert plan.fast == (("ELM_VOLTAGE",), ("RPM",), ("SPEED",), ("MAF",))
+    assert plan.fast_names == ("ELM_VOLTAGE", "RPM", "SPEED", "MAF")
+    plan.split(("RPM",))  # a single name stays as it is
+    assert len(plan.fast) == 4
+
+
+def test_a_refused_slow_group_shares_its_slot_among_its_names() -> None:
+    clock = FakeClock()
+    groups = [("A", "B", "C"), ("D", "E"), ("F",), ("G",)]
+    start = clock.monotonic()
+    plan = PollPlan((), groups, slow_interval=1.0, start=start)
+    assert plan.next_batch(clock.monotonic()) == [("A", "B", "C")]
+    plan.split(("A", "B", "C"))
+    assert plan.slow == (("A",), ("B",), ("C",), ("D", "E"), ("F",), ("G",))
+    log = rows(plan, clock, period=0.01, seconds=3.0, limit=1)
+    reads = Counter(name for _, batch in log for name in batch)
+    assert reads == {"A": 2, "B": 2, "C": 2, "D": 3, "E": 3, "F": 3, "G": 3}
+    # A, B and C fall due within the quarter second that was their group's.
+    times = {n: [t - start for t, b in log if n in b] for n in "ABC"}
+    assert times["A"][0] == pytest.approx(1.0, abs=0.011)
+    assert 1.0 < times["B"][0] < times["C"][0] < 1.25
 
 
 def test_slow_budget_fills_the_time_left_but_always_reads_one() -> None:

@@ -1,8 +1,13 @@
 """The one owner of the python-OBD connection.
 
 A thread connects to the ELM327 adapter, learns what the car supports, polls the fast and
-slow commands, and publishes one row per round to the hub. When the adapter goes away it
-ends the trip and reconnects with a capped backoff. Every other part of ECCM (the control
+slow commands, and publishes one row per round to the hub. On CAN, up to six mode 01 PIDs
+share one request (``adapter.PidReader``), so a row of six fast values costs one answer
+time of the car instead of six. When the adapter goes away (device gone, read errors,
+UNABLE TO CONNECT) it ends the trip and reconnects with a capped backoff, through the
+same OBD_INTERFACE path (a udev symlink may point to another device by then). When the
+car goes silent for TRIP_END_TIMEOUT the trip ends and the car is asked again ever less
+often, up to OBD_RECONNECT_MAX_INTERVAL apart; a new trip starts when it answers. Every other part of ECCM (the control
 socket, the diagnostics) reaches the car through ``submit``: the request runs in this thread
 between polling rounds, so only one thread ever touches the connection.
 
@@ -31,8 +36,10 @@ from eccm.clock import Clock
 from eccm.config import Config
 from eccm.errors import ConfigError, DeviceError
 from eccm.hub import Hub
-from eccm.obd.plan import PollPlan, RateMeter, resolve, slow_budget
-from eccm.obd.values import describe, is_readable, known_command, plain, reading_of
+from eccm.obd.adapter import Fallbacks, PidReader, answers_mode01, query_reading, save_time
+from eccm.obd.multipid import MAX_PIDS, allows_multi_pid
+from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
+from eccm.obd.values import describe, is_readable, known_command, plain
 from eccm.sample import Layout, Reading
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,8 @@ _BAUD_PROBE_TIMEOUT = 1.0
 _SILENT_PROBE_INTERVAL = 1.0
 # A first guess of one query's duration (ELM327 on CAN), refined by measurement.
 _FIRST_QUERY_TIME = 0.05
+# How often the achieved rates are published as hub facts (STATUS, sidecars).
+_RATE_FACTS_INTERVAL = 1.0
 
 
 class _LibraryLog(logging.Handler):
@@ -198,6 +207,8 @@ class ObdLink:
         self._query_time = _FIRST_QUERY_TIME
         self._warned: set[str] = set()
         self._undecodable: set[str] = set()
+        # Groups the car would not answer as one request: kept across reconnections.
+        self._fallbacks = Fallbacks()
 
     # -- what others read ----------------------------------------------------------
     @property
@@ -233,6 +244,11 @@ class ObdLink:
     def slow_rate(self) -> float:
         """Complete rounds of the slow commands per second over the last seconds."""
         return self._slow_meter.rate(self._clock.monotonic())
+
+    @property
+    def single_pid_groups(self) -> list[frozenset[str]]:
+        """Groups of names the car refused in one request, read one by one since."""
+        return list(self._fallbacks.single)
 
     @property
     def running(self) -> bool:
@@ -458,7 +474,15 @@ class ObdLink:
             return None, f"python-OBD failed to open it ({exc})"
         status = conn.status()
         if status == OBDStatus.CAR_CONNECTED:
-            return conn, ""
+            if answers_mode01({c.name: c for c in conn.supported_commands}):
+                return conn, ""
+            # python-OBD calls a fixed protocol "connected" whenever the adapter does not
+            # say UNABLE TO CONNECT, even when no ECU answered 0100 (ignition off).
+            self._close(conn)
+            return None, (
+                "the adapter answers but the car lists no value (no answer to 0100): "
+                f"is the ignition on? Check OBD_PROTOCOL (now {self._protocol_id or 'auto'})"
+            )
         complaint = _library_log.take() or "no answer"
         self._close(conn)
         if status == OBDStatus.NOT_CONNECTED:
@@ -482,9 +506,7 @@ class ObdLink:
         cfg = self._cfg
         resolution = resolve(cfg.obd_fast_commands, cfg.obd_slow_commands, supported)
         for warning in resolution.warnings:
-            if warning not in self._warned:  # once per process, not per reconnection
-                self._warned.add(warning)
-                log.warning(warning)
+            self._warn_once(warning)
         names = resolution.fast + resolution.slow
         layout = Layout(
             resolution.fast,
@@ -494,8 +516,10 @@ class ObdLink:
         )
         self._hub.set_layout(layout)
         protocol = str(conn.protocol_name() or "") or None
+        protocol_id = str(conn.protocol_id() or "")
         adapter = plain(conn.query(obd.commands.ELM_VERSION).value)
         vin = self._read(conn, supported["VIN"]).value if "VIN" in supported else None
+        settings = save_time(conn)
         self._hub.set_fact("protocol", protocol)
         if adapter is not None:
             self._hub.set_fact("adapter", str(adapter))
@@ -504,27 +528,68 @@ class ObdLink:
         with self._lock:
             self._supported = supported
             self._protocol = protocol
+        reader = PidReader(
+            conn, supported, self._clock, fallbacks=self._fallbacks, undecodable=self._undecodable
+        )
+        multi = allows_multi_pid(protocol_id)
+        if not multi:
+            self._warn_once(
+                f"{protocol or 'this protocol'} allows one PID per request: every value "
+                "costs one answer time of the car (only CAN reads several at once)",
+                level=logging.INFO,
+            )
+
+        def groups(names_: tuple[str, ...]) -> list[Group]:
+            out: list[Group] = []
+            for group in make_groups(names_, reader.shareable, MAX_PIDS if multi else 1):
+                out.extend([(n,) for n in group] if reader.is_single(group) else [group])
+            return out
+
+        plan = PollPlan(
+            groups(resolution.fast),
+            groups(resolution.slow),
+            cfg.obd_slow_interval,
+            self._clock.monotonic(),
+        )
         self._set_state(CONNECTED)
         log.info(
-            "OBD connected on %s: %s, adapter %s, %d commands supported; "
-            "logging %d fast and %d slow values",
+            "OBD connected on %s: %s, adapter %s, VIN %s, %d commands supported; "
+            "logging %d fast values in %d requests per row and %d slow ones in %d requests "
+            "every %g s%s",
             conn.port_name() or self.interface,
             protocol,
             adapter,
+            vin or "unknown",
             len(supported),
             len(resolution.fast),
+            len(plan.fast),
             len(resolution.slow),
+            len(plan.slow),
+            cfg.obd_slow_interval,
+            f" ({', '.join(settings)})" if settings else "",
         )
-        plan = PollPlan(
-            resolution.fast, resolution.slow, cfg.obd_slow_interval, self._clock.monotonic()
-        )
-        return self._poll(conn, plan, supported)
+        return self._poll(conn, reader, plan)
 
-    def _poll(self, conn: Any, plan: PollPlan, supported: dict[str, Any]) -> str | None:
+    def _warn_once(self, message: str, level: int = logging.WARNING) -> None:
+        # Once per process, not per reconnection.
+        if message not in self._warned:
+            self._warned.add(message)
+            log.log(level, message)
+
+    def _poll(self, conn: Any, reader: PidReader, plan: PollPlan) -> str | None:
         mono = self._clock.monotonic
-        interval = self._cfg.sample_interval
+        cfg = self._cfg
+        interval = cfg.sample_interval
         last_answer = mono()
+        lately = True  # the car answered at connection time
         next_row = mono()
+        next_facts = mono()
+        # While the car is silent past TRIP_END_TIMEOUT it is asked ever less often: an
+        # ECU woken by every request would drain a parked car's battery.
+        quiet = Backoff(
+            base=_SILENT_PROBE_INTERVAL,
+            cap=max(_SILENT_PROBE_INTERVAL, cfg.obd_reconnect_max_interval),
+        )
         while True:
             # Cleared before the queue is looked at: a submit after this point wakes the wait.
             self._wake.clear()
@@ -534,63 +599,87 @@ class ObdLink:
             if self._lost(conn):
                 return self._loss_reason()
             now = mono()
+            if now >= next_facts:
+                self._publish_rates()
+                next_facts = now + _RATE_FACTS_INTERVAL
             if now < next_row:
-                self._wake.wait(next_row - now)
+                self._wake.wait(min(next_row, next_facts) - now)
                 continue
             row_start = now
-            readings = self._read_many(conn, plan.fast, supported)
-            answered = any(r.value is not None for r in readings.values())
-            if (answered or not plan.fast) and not self._lost(conn):
+            readings, answered, lost = self._read_groups(reader, plan, plan.fast, lately, False)
+            if lost is not None:
+                return lost
+            if answered or not plan.fast:
                 budget = slow_budget(row_start + interval - mono(), self._query_time)
                 batch = plan.next_batch(mono(), budget)
-                slow = self._read_many(conn, batch, supported)
-                if slow:
-                    self._slow_meter.tick(mono(), len(slow) / len(plan.slow))
-                    answered = answered or any(r.value is not None for r in slow.values())
+                slow, slow_answered, lost = self._read_groups(reader, plan, batch, lately, answered)
+                if lost is not None:
+                    return lost
+                if batch:
+                    read = sum(len(g) for g in batch)
+                    self._slow_meter.tick(mono(), read / max(1, len(plan.slow_names)))
+                answered = answered or slow_answered
                 readings.update(slow)
-            if self._lost(conn):
-                return self._loss_reason()
             if answered:
                 self._publish(readings)
                 last_answer = mono()
+                lately = True
+                quiet = quiet.succeeded()
                 next_row = max(next_row + interval, row_start)
             elif readings:
-                if self._hub.engine_trip and mono() - last_answer >= self._cfg.trip_end_timeout:
-                    log.info(
-                        "the car has not answered for %g s (TRIP_END_TIMEOUT): trip ended",
-                        self._cfg.trip_end_timeout,
-                    )
-                    self._hub.end_trip()
-                    self._hub.clear_values()
-                next_row = row_start + max(interval, _SILENT_PROBE_INTERVAL)
+                lately = False
+                wait = max(interval, _SILENT_PROBE_INTERVAL)
+                if mono() - last_answer >= cfg.trip_end_timeout:
+                    if self._hub.engine_trip:
+                        log.info(
+                            "the car has not answered for %g s (TRIP_END_TIMEOUT): trip ended; "
+                            "asking it again at most %g s apart",
+                            cfg.trip_end_timeout,
+                            quiet.cap,
+                        )
+                        self._hub.end_trip()
+                        self._hub.clear_values()
+                    quiet = quiet.failed()
+                    wait = max(interval, quiet.delay(0.0))
+                next_row = row_start + wait
             else:
                 due = plan.next_due()
                 next_row = due if due is not None else row_start + _SILENT_PROBE_INTERVAL
 
-    # Issue 3 replaces the body with multi-PID requests; callers only see names → readings.
-    def _read_many(
-        self, conn: Any, names: tuple[str, ...] | list[str], supported: dict[str, Any]
-    ) -> dict[str, Reading]:
+    def _read_groups(
+        self,
+        reader: PidReader,
+        plan: PollPlan,
+        groups: tuple[Group, ...] | list[Group],
+        lately: bool,
+        answered: bool,
+    ) -> tuple[dict[str, Reading], bool, str | None]:
+        """Read groups in turn: (readings, whether the car answered, loss reason or None)."""
+        mono = self._clock.monotonic
         out: dict[str, Reading] = {}
-        for name in names:
-            out[name] = self._read(conn, supported[name])
-            if self._lost(conn):
-                break
-        return out
+        got = False
+        for group in groups:
+            started = mono()
+            result = reader.read(group, lately=lately, now=answered or got)
+            elapsed = mono() - started
+            if result.requests:
+                per_request = elapsed / result.requests
+                self._query_time = 0.8 * self._query_time + 0.2 * per_request
+            out.update(result.readings)
+            got = got or any(r.value is not None for r in result.readings.values())
+            if result.split:
+                plan.split(group)
+            if result.lost is not None:
+                lost = self._loss_reason() if result.lost == "disconnected" else result.lost
+                return out, got, lost
+        return out, got, None
 
     def _read(self, conn: Any, cmd: Any) -> Reading:
-        mono = self._clock.monotonic
-        started = mono()
-        try:
-            response = conn.query(cmd)
-            reading = reading_of(response, mono())
-        except Exception as exc:  # a decoder choking on an odd answer: this value is unknown
-            if cmd.name not in self._undecodable:
-                self._undecodable.add(cmd.name)
-                log.warning("cannot decode %s (logged once): %s", cmd.name, exc)
-            return Reading(None, None, mono())
-        self._query_time = 0.8 * self._query_time + 0.2 * (reading.at - started)
-        return reading
+        return query_reading(conn, cmd, self._clock, self._undecodable)
+
+    def _publish_rates(self) -> None:
+        self._hub.set_fact("fast_hz", f"{self.fast_rate:.1f}")
+        self._hub.set_fact("slow_hz", f"{self.slow_rate:.2f}")
 
     def _publish(self, readings: dict[str, Reading]) -> None:
         if not self._hub.engine_trip:
@@ -638,6 +727,8 @@ class ObdLink:
             self._protocol = None
         self._fail_pending("not_connected: the OBD adapter was disconnected")
         self._hub.set_fact("obd", DISCONNECTED)
+        self._hub.set_fact("fast_hz", None)
+        self._hub.set_fact("slow_hz", None)
         if self._hub.engine_trip:
             self._hub.end_trip()
         self._hub.clear_values()

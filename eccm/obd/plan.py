@@ -1,11 +1,9 @@
 """The polling plan: which commands are read, and when. Pure: no adapter, no threads.
 
 Fast commands are read for every row. Slow commands are spread over OBD_SLOW_INTERVAL:
-each has a due time, staggered so that a few are read after the fast ones of each row
-instead of all of them in one long burst that would delay a row.
-
-Issue 3 (multi-PID requests) plugs in here: the link asks for the names of a round and
-reads them through one seam (``ObdLink._read_many``), which can then group them.
+each group of them (the names one request reads: up to six mode 01 PIDs on CAN) has a
+due time, staggered so that a few are read after the fast ones of each row instead of
+all of them in one long burst that would delay a row.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,50 +72,114 @@ def _keep(
     return kept
 
 
+Group = tuple[str, ...]  # the names one request reads
+
+
+def make_groups(names: Sequence[str], shareable: Callable[[str], bool], size: int) -> list[Group]:
+    """Names in requests of up to ``size``, in the order given.
+
+    Shareable names (mode 01 PIDs on CAN) are packed together; any other name is a
+    request of its own. ``size`` 1 gives one request per name.
+    """
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    groups: list[Group] = []
+    pending: list[str] = []
+    for name in names:
+        if not shareable(name):
+            groups.append((name,))
+            continue
+        pending.append(name)
+        if len(pending) == size:
+            groups.append(tuple(pending))
+            pending = []
+    if pending:
+        groups.append(tuple(pending))
+    return groups
+
+
 class PollPlan:
-    """Fast names for every row; slow names due in turn, each once per ``slow_interval``."""
+    """Fast groups for every row; slow groups due in turn, each once per ``slow_interval``.
+
+    A group is the names one request reads (several mode 01 PIDs on CAN, else one name).
+    The slow groups are staggered over the interval, so a row reads at most a few of
+    them after its fast ones instead of all of them in one long burst.
+    """
 
     def __init__(
-        self, fast: Sequence[str], slow: Sequence[str], slow_interval: float, start: float
+        self,
+        fast: Sequence[Group],
+        slow: Sequence[Group],
+        slow_interval: float,
+        start: float,
     ) -> None:
         if slow_interval <= 0:
             raise ValueError("slow_interval must be positive")
-        self.fast = tuple(fast)
-        self.slow = tuple(slow)
+        self.fast: tuple[Group, ...] = tuple(tuple(g) for g in fast)
+        self.slow: tuple[Group, ...] = tuple(tuple(g) for g in slow)
         self.slow_interval = slow_interval
         n = len(self.slow)
         # Staggered first due times: slot i of n at start + i/n of the interval.
-        self._due: dict[str, float] = {
-            name: start + i * slow_interval / n for i, name in enumerate(self.slow)
+        self._due: dict[Group, float] = {
+            group: start + i * slow_interval / n for i, group in enumerate(self.slow)
         }
-        self._order = {name: i for i, name in enumerate(self.slow)}
+        self._order = {group: i for i, group in enumerate(self.slow)}
 
-    def next_batch(self, now: float, limit: int | None = None) -> list[str]:
-        """The slow names due at ``now``, longest overdue first, at most ``limit``.
+    @property
+    def fast_names(self) -> tuple[str, ...]:
+        return tuple(n for g in self.fast for n in g)
 
-        Each name returned is due again one interval after its previous slot; a name that
-        fell more than an interval behind (a slow car) is due one interval from now
+    @property
+    def slow_names(self) -> tuple[str, ...]:
+        return tuple(n for g in self.slow for n in g)
+
+    def next_batch(self, now: float, limit: int | None = None) -> list[Group]:
+        """The slow groups due at ``now``, longest overdue first, at most ``limit``.
+
+        Each group returned is due again one interval after its previous slot; a group
+        that fell more than an interval behind (a slow car) is due one interval from now
         instead, so a backlog is never read in one burst.
         """
         if limit is not None and limit <= 0:
             return []
         due = sorted(
-            (n for n, t in self._due.items() if t <= now),
-            key=lambda n: (self._due[n], self._order[n]),
+            (g for g, t in self._due.items() if t <= now),
+            key=lambda g: (self._due[g], self._order[g]),
         )
         batch = due if limit is None else due[:limit]
-        for name in batch:
-            following = self._due[name] + self.slow_interval
-            self._due[name] = following if following > now else now + self.slow_interval
+        for group in batch:
+            following = self._due[group] + self.slow_interval
+            self._due[group] = following if following > now else now + self.slow_interval
         return batch
 
     def next_due(self) -> float | None:
-        """When the next slow name falls due (None without slow names)."""
+        """When the next slow group falls due (None without slow groups)."""
         return min(self._due.values(), default=None)
+
+    def split(self, group: Group) -> None:
+        """Read the names of ``group`` one per request from now on (the ECU refused it).
+
+        A slow group's names share its slot: they are staggered within the time that
+        was its own, so they do not fall due in one burst either.
+        """
+        if len(group) < 2:
+            return
+        singles = [(name,) for name in group]
+        if group in self.fast:
+            at = self.fast.index(group)
+            self.fast = (*self.fast[:at], *singles, *self.fast[at + 1 :])
+        if group in self._due:
+            slot = self.slow_interval / max(1, len(self.slow))
+            due = self._due.pop(group)
+            at = self.slow.index(group)
+            self.slow = (*self.slow[:at], *singles, *self.slow[at + 1 :])
+            for i, single in enumerate(singles):
+                self._due[single] = due + i * slot / len(singles)
+            self._order = {g: i for i, g in enumerate(self.slow)}
 
 
 def slow_budget(time_left: float, query_time: float, minimum: int = 1) -> int:
-    """How many slow reads fit in ``time_left`` seconds before the next row is due.
+    """How many slow requests fit in ``time_left`` seconds before the next row is due.
 
     At least ``minimum``, so that slow values are still read (more slowly) when the fast
     reads alone take the whole SAMPLE_INTERVAL.

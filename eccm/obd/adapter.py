@@ -1,0 +1,260 @@
+"""How the OBD link's requests reach the car, through python-OBD's own connection.
+
+python-OBD sends one command per request. ``PidReader`` sends a group of mode 01 PIDs
+(up to six on CAN) as one request through python-OBD's ``query`` (its serial handling,
+its header logic, its protocol objects that parse frames into messages), cuts the answer
+per PID (``multipid``) and decodes each value with python-OBD's own decoder. It appends
+the ELM327 response-count digit once an answer showed how many lines come back, and
+falls back to one PID per request for a group the ECU will not answer as a whole.
+
+Only the link thread uses these objects (it owns the connection).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from obd import OBDCommand, decoders
+from obd.protocols import ECU
+from obd.utils import OBDStatus
+
+from eccm.clock import Clock
+from eccm.obd.multipid import (
+    Answer,
+    ResponseCounts,
+    decode,
+    is_pid_value,
+    pid_request,
+    split_answer,
+)
+from eccm.obd.plan import Group
+from eccm.obd.values import reading_of
+from eccm.sample import Reading
+
+log = logging.getLogger(__name__)
+
+# Confirmations needed before a group is read one PID per request for good: one odd
+# answer (an ECU busy for a moment) must not slow logging down for the rest of the run.
+STRIKES_TO_SPLIT = 2
+# Incomplete answers that single-PID requests could not complete either, after which a
+# group's gap is accepted (a PID the car lists but never answers) and no longer checked.
+CHECKS_TO_ACCEPT = 2
+# A group that was answered whole before is looked into again only after this many
+# incomplete answers in a row; a single one is a glitch, its missing values stay empty.
+GLITCHES_TO_CHECK = 3
+
+
+def query_reading(conn: Any, cmd: Any, clock: Clock, undecodable: set[str]) -> Reading:
+    """One command through python-OBD's ``query``, as a Reading (None when unknown)."""
+    try:
+        response = conn.query(cmd)
+        return reading_of(response, clock.monotonic())
+    except Exception as exc:  # a decoder choking on an odd answer: this value is unknown
+        if cmd.name not in undecodable:
+            undecodable.add(cmd.name)
+            log.warning("cannot decode %s (logged once): %s", cmd.name, exc)
+        return Reading(None, None, clock.monotonic())
+
+
+def save_time(conn: Any) -> list[str]:
+    """Adapter settings that shorten every answer; returns those the adapter took.
+
+    Spaces off (ATS0) cuts a third of the characters of each answer, which at the
+    ELM327's usual 38400 baud is milliseconds per request. python-OBD's parser drops
+    spaces anyway, so its own queries (discovery, DTCs) read the same. Headers stay on:
+    python-OBD needs them to tell ECUs apart and to reassemble multi-frame answers.
+    """
+    taken = []
+    for setting, what in ((b"ATS0", "spaces off"),):
+        command = OBDCommand(what, what, setting, 0, decoders.raw_string, ECU.UNKNOWN, False)
+        response = conn.query(command, force=True)
+        if response.value == "OK":
+            taken.append(what)
+        else:
+            log.debug("the adapter did not take %s: %r", setting.decode(), response.value)
+    return taken
+
+
+@dataclass
+class GroupRead:
+    """What reading one group gave."""
+
+    readings: dict[str, Reading]
+    requests: int = 0
+    lost: str | None = None  # why the adapter is gone or lost the car (the link restarts)
+    split: bool = False  # from now on the group is read one name per request
+
+
+@dataclass
+class Fallbacks:
+    """What the link remembers about groups across reconnections (the same car)."""
+
+    single: set[frozenset[str]] = field(default_factory=set)
+    strikes: dict[frozenset[str], int] = field(default_factory=dict)
+    checks: dict[frozenset[str], int] = field(default_factory=dict)
+    whole: set[frozenset[str]] = field(default_factory=set)  # answered whole at least once
+    glitches: dict[frozenset[str], int] = field(default_factory=dict)
+
+
+class PidReader:
+    """Reads groups of names from the car for the link (see the module docstring)."""
+
+    def __init__(
+        self,
+        conn: Any,
+        supported: Mapping[str, Any],
+        clock: Clock,
+        *,
+        fallbacks: Fallbacks | None = None,
+        counts: ResponseCounts | None = None,
+        undecodable: set[str] | None = None,
+    ) -> None:
+        self._conn = conn
+        self._supported = supported
+        self._clock = clock
+        self.fallbacks = fallbacks if fallbacks is not None else Fallbacks()
+        self.counts = counts if counts is not None else ResponseCounts()
+        self._undecodable = undecodable if undecodable is not None else set()
+        self._raw: dict[bytes, Any] = {}
+
+    def shareable(self, name: str) -> bool:
+        """May share a request with other names (a mode 01 PID)."""
+        cmd = self._supported.get(name)
+        return cmd is not None and is_pid_value(cmd)
+
+    def is_single(self, group: Sequence[str]) -> bool:
+        """The ECU refused this group as one request: read it one name at a time."""
+        return frozenset(group) in self.fallbacks.single
+
+    def read(self, group: Group, *, lately: bool = True, now: bool = False) -> GroupRead:
+        """Read the names of ``group``: one request, more only to find out a refusal.
+
+        ``lately``: the car answered the previous row; ``now``: it answered another
+        group of this row. An incomplete answer to several PIDs is looked into (the
+        missing names asked one by one) only when the car may be up: a car that went
+        silent is not an ECU refusing several PIDs.
+        """
+        cmds = [self._supported[name] for name in group]
+        if len(cmds) == 1 and not is_pid_value(cmds[0]):
+            reading = query_reading(self._conn, cmds[0], self._clock, self._undecodable)
+            return GroupRead({cmds[0].name: reading}, 1, self._lost(None))
+        answer, requests = self._ask(cmds)
+        result = GroupRead(self._readings(answer, cmds), requests, self._lost(answer))
+        if result.lost is not None or len(cmds) == 1:
+            return result
+        key = frozenset(group)
+        memory = self.fallbacks
+        if answer.complete:
+            memory.strikes.pop(key, None)
+            memory.glitches.pop(key, None)
+            memory.whole.add(key)
+            return result
+        if memory.checks.get(key, 0) >= CHECKS_TO_ACCEPT:
+            return result
+        if not (lately or now or answer.answered):
+            return result
+        if key in memory.whole:
+            memory.glitches[key] = memory.glitches.get(key, 0) + 1
+            if memory.glitches[key] < GLITCHES_TO_CHECK:
+                return result
+        self._check(group, cmds, answer, result, car_up=now or answer.answered)
+        return result
+
+    def _check(
+        self, group: Group, cmds: list[Any], answer: Answer, result: GroupRead, car_up: bool
+    ) -> None:
+        """Ask the missing names one by one: does the ECU answer them alone?"""
+        key = frozenset(group)
+        recovered: list[str] = []
+        for cmd in cmds:
+            if cmd.name not in answer.missing:
+                continue
+            single, requests = self._ask([cmd])
+            result.requests += requests
+            result.lost = self._lost(single)
+            result.readings.update(self._readings(single, [cmd]))
+            if single.answered:
+                recovered.append(cmd.name)
+            if result.lost is not None:
+                return
+        if recovered:
+            strikes = self.fallbacks.strikes.get(key, 0) + 1
+            self.fallbacks.strikes[key] = strikes
+            if strikes >= STRIKES_TO_SPLIT:
+                self.fallbacks.single.add(key)
+                self.fallbacks.strikes.pop(key, None)
+                result.split = True
+                log.warning(
+                    "the car refuses %s in one request (%s) but answers them one by one: "
+                    "reading %s one per request from now on (logged once)",
+                    ", ".join(group),
+                    answer.problem(),
+                    ", ".join(answer.missing),
+                )
+        elif car_up:
+            # The car is there but these PIDs do not answer alone either: the group is
+            # as good as it gets. (With the car silent nothing is learnt.)
+            self.fallbacks.checks[key] = self.fallbacks.checks.get(key, 0) + 1
+
+    def _ask(self, cmds: Sequence[Any]) -> tuple[Answer, int]:
+        """One request (two when the counted form fails where the plain one works)."""
+        plain = pid_request(cmds)
+        digit = self.counts.digit(plain)
+        answer = self._send(cmds, pid_request(cmds, digit))
+        if digit is None:
+            if answer.complete:
+                self.counts.learn(plain, answer.frames)
+            return answer, 1
+        if answer.complete or self._lost(answer) is not None:
+            return answer, 1
+        retry = self._send(cmds, plain)
+        if retry.complete and self.counts.refuse(plain):
+            log.info(
+                "the adapter answered %s with a response count as %s: sending it without",
+                plain.decode(),
+                answer.problem(),
+            )
+        return retry, 2
+
+    def _send(self, cmds: Sequence[Any], request: bytes) -> Answer:
+        raw = self._raw.get(request)
+        if raw is None:
+            # decoders.drop: the answer is cut and decoded per PID, not as a whole.
+            raw = OBDCommand(
+                "MULTI_PID", "several mode 01 PIDs", request, 0, decoders.drop, ECU.ALL, False
+            )
+            self._raw[request] = raw
+        response = self._conn.query(raw, force=True)
+        return split_answer(response.messages or [], cmds)
+
+    def _readings(self, answer: Answer, cmds: Sequence[Any]) -> dict[str, Reading]:
+        at = self._clock.monotonic()
+        out = {c.name: Reading(None, None, at) for c in cmds}
+        for cmd in cmds:
+            if cmd.name not in answer.messages:
+                continue
+            try:
+                (response,) = decode(answer, [cmd]).values()
+                out[cmd.name] = reading_of(response, at)
+            except Exception as exc:  # an odd answer the decoder cannot take: unknown
+                if cmd.name not in self._undecodable:
+                    self._undecodable.add(cmd.name)
+                    log.warning("cannot decode %s (logged once): %s", cmd.name, exc)
+        return out
+
+    def _lost(self, answer: Answer | None) -> str | None:
+        if self._conn.status() == OBDStatus.NOT_CONNECTED:
+            return "disconnected"
+        if answer is not None:
+            line = answer.adapter_lost
+            if line is not None:
+                return f"the adapter answered {line!r}"
+        return None
+
+
+def answers_mode01(supported: Mapping[str, Any]) -> bool:
+    """The car listed at least one mode 01 value (an ECU answered 0100)."""
+    return any(c.mode == 1 and c.pid for c in supported.values())
