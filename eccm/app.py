@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # SIGTERM must end the daemon well inside systemd's TimeoutStopSec (25 s in our unit):
 # the last upload gets at most this long.
 LAST_UPLOAD_SECONDS = 10.0
+DISK_CHECK_SECONDS = 60.0
 
 
 def initial_layout(cfg: Config) -> Layout:
@@ -60,6 +61,7 @@ class Daemon:
         self.gnss: GnssSource | None = None
         self.link: ObdLink | None = None
         self.server: ControlServer | None = None
+        self._disk_thread: threading.Thread | None = None
 
     # -- building ----------------------------------------------------------------------
     def _build(self) -> None:
@@ -97,6 +99,16 @@ class Daemon:
             )
             self.server = ControlServer(cfg, backend, self.clock)
 
+    def _keep_disk_budget(self) -> None:
+        """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""
+        from eccm.diskbudget import enforce
+
+        while not self._stop.wait(DISK_CHECK_SECONDS):
+            try:
+                enforce(self.cfg, self.clock)
+            except OSError as exc:
+                log.warning("disk budget check of %s failed: %s", self.cfg.record_dir, exc)
+
     def _on_fix(self, fix: Fix) -> None:
         """GNSS thread: keep the latest fix; write GNSS-only rows while the car is silent."""
         self.hub.update_fix(fix)
@@ -114,6 +126,11 @@ class Daemon:
             self.recorder.start()
         if self.uploader is not None:
             self.uploader.start()
+        elif self.recorder is not None:
+            self._disk_thread = threading.Thread(
+                target=self._keep_disk_budget, name="eccm-disk", daemon=True
+            )
+            self._disk_thread.start()
         if self.gnss is not None:
             self.gnss.start()
         assert self.link is not None
@@ -139,6 +156,7 @@ class Daemon:
 
     def stop(self) -> None:
         t0 = time.monotonic()
+        self._stop.set()
         log.info("stopping")
         if self.server is not None:
             self.server.stop()

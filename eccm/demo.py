@@ -37,7 +37,11 @@ def _count_data_objects(s3: Any) -> int:
     client = s3.client()
     count = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
-        count += sum(1 for o in page.get("Contents", []) if not o["Key"].endswith(".json"))
+        count += sum(
+            1
+            for o in page.get("Contents", [])
+            if "/date=" in o["Key"] and not o["Key"].endswith(".json")
+        )
     return count
 
 
