@@ -1,0 +1,236 @@
+"""Multi-PID requests, their fallback and the adapter's own failures, against the ELM327
+emulator (a real python-OBD peer on a pseudo-terminal).
+
+The emulator answers a multi-PID request by answering each PID inside it: its request
+counter ``commands`` grows by one for the request plus one per PID, and each PID's own
+counter by one. So over a window ``commands - sum(PID counters)`` is the number of
+multi-PID requests it received, and ``sum(PID counters)`` the number of values it gave.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from elm.obd_message import HD, ST, SZ
+
+from eccm.clock import SystemClock
+from eccm.obd.link import ObdLink
+from tests.emulator import emulated_car, wait_until
+from tests.test_obd_link import WAIT, config, make_hub
+
+FAST = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
+
+
+def snapshot(link: ObdLink, emu: Any) -> tuple[dict[str, Any], int]:
+    """The emulator's counters and the rows, taken in the link thread between two rows
+    (no request in flight)."""
+    return link.submit(lambda conn: (dict(emu.counters), link.rows)).result(WAIT)
+
+
+def requests_between(
+    before: tuple[dict[str, Any], int], after: tuple[dict[str, Any], int]
+) -> tuple[int, int, int]:
+    """(rows, multi-PID requests, values) the emulator answered between two snapshots."""
+    (c0, rows0), (c1, rows1) = before, after
+    values = sum(c1.get(name, 0) - c0.get(name, 0) for name in FAST)
+    commands = c1["commands"] - c0["commands"]
+    return rows1 - rows0, commands - values, values
+
+
+def hidden_from_multi_pid(data: str) -> str:
+    """An answer the emulator gives to the PID alone but leaves out of a multi-PID answer.
+
+    Its multi-PID code collects the ``<data>`` tags of each PID's answer (a case-sensitive
+    match), while the frame writer takes the tag in any case: an ECU that answers every
+    PID alone and says NO DATA when asked for several at once.
+    """
+    size = len(bytes.fromhex(data))
+    return HD("7E8") + SZ(f"{size:02X}") + f"<DATA>{data}</DATA>"
+
+
+@pytest.fixture
+def records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.INFO, logger="eccm")
+    yield caplog
+
+
+def ours(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith("eccm.") and r.levelno == level
+    ]
+
+
+def test_six_fast_values_are_one_request_per_row_on_can() -> None:
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS=",".join(FAST),
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.02",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            rows.wait_rows(10)  # past learning the count digit (which the emulator refuses)
+            before = snapshot(link, emu)
+            rows.wait_rows(20)
+            after = snapshot(link, emu)
+            sample = rows.samples[-1]
+        finally:
+            link.stop()
+    count, multi, values = requests_between(before, after)
+    assert count >= 20
+    assert multi == count  # one request per row...
+    assert values == len(FAST) * count  # ...carrying the six values
+    assert set(sample.values) == set(FAST)
+    assert all(isinstance(r.value, float | int) for r in sample.values.values())
+    assert link.single_pid_groups == []
+
+
+def test_an_ecu_refusing_several_pids_is_read_one_pid_per_request(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    with emulated_car() as emu:
+        emu.answer.update(
+            {
+                "RPM": hidden_from_multi_pid("41 0C 1A F8"),
+                "SPEED": hidden_from_multi_pid("41 0D 32"),
+                "THROTTLE_POS": hidden_from_multi_pid("41 11 26"),
+                "COOLANT_TEMP": hidden_from_multi_pid("41 05 7B"),
+                "INTAKE_TEMP": hidden_from_multi_pid("41 0F 44"),
+                "MAF": hidden_from_multi_pid("41 10 01 F4"),
+            }
+        )
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS=",".join(FAST),
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.02",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            first = rows.wait_rows(3)
+            wait_until(lambda: link.single_pid_groups, WAIT, "the fallback")
+            before = snapshot(link, emu)
+            rows.wait_rows(10)
+            after = snapshot(link, emu)
+        finally:
+            link.stop()
+    # Every row has the values, also those read while the link was finding out.
+    for sample in first + rows.samples[-5:]:
+        assert sample.values["RPM"].value == 0x1AF8 / 4
+        assert sample.values["SPEED"].value == 0x32
+        assert sample.values["COOLANT_TEMP"].value == 0x7B - 40
+        assert sample.values["MAF"].value == pytest.approx(5.0)
+    assert link.single_pid_groups == [frozenset(FAST)]
+    count, multi, values = requests_between(before, after)
+    assert multi == 0  # no multi-PID request since the fallback
+    assert values == len(FAST) * count
+    warnings = [m for m in ours(records, logging.WARNING) if "one request" in m]
+    assert len(warnings) == 1  # logged once
+    assert "NO DATA" in warnings[0] and "RPM" in warnings[0]
+
+
+def test_a_group_gap_the_car_never_fills_is_accepted_without_fallback(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    """HYBRID_BATTERY_REMAINING is in the emulated car's 0140 bitmap but never answered:
+    not a reason to read its group's other values one by one."""
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS="TIME_SINCE_DTC_CLEARED,FUEL_TYPE,HYBRID_BATTERY_REMAINING",
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.02",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            rows.wait_rows(3)
+            before = emu.counters.get("HYBRID_BATTERY_REMAINING", 0)
+            rows.wait_rows(10)
+            after = snapshot(link, emu)[0].get("HYBRID_BATTERY_REMAINING", 0)
+        finally:
+            link.stop()
+    sample = rows.samples[-1]
+    assert sample.values["HYBRID_BATTERY_REMAINING"].value is None
+    assert sample.values["FUEL_TYPE"].value is not None
+    assert link.single_pid_groups == []
+    # Asked within the multi-PID request only: once per row, not once more on its own.
+    assert after - before <= 12
+    assert not [m for m in ours(records, logging.WARNING) if "one request" in m]
+
+
+def test_unable_to_connect_restarts_the_adapter_and_a_new_trip_begins(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS="RPM",
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.05",
+            OBD_RECONNECT_MAX_INTERVAL="0.5",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            trip = rows.wait_rows(3)[-1].trip_id
+            resets = emu.counters.get("AT_RESET", 0)
+            emu.answer["RPM"] = ST("UNABLE TO CONNECT")
+            rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end")
+            # python-OBD's connection starts over (ATZ) while the bus is lost.
+            wait_until(lambda: emu.counters.get("AT_RESET", 0) > resets, WAIT, "a reset")
+            assert hub.latest_values() == {}
+            del emu.answer["RPM"]
+            new = rows.wait_for(
+                lambda: [s for s in rows.samples if s.trip_id != trip], "rows of a new trip"
+            )
+            assert new[-1].values["RPM"].value is not None
+        finally:
+            link.stop()
+    lost = [m for m in ours(records, logging.WARNING) if "lost the OBD adapter" in m]
+    assert lost and "UNABLE TO CONNECT" in lost[0]
+    assert not ours(records, logging.ERROR)
+
+
+def test_rates_are_published_as_facts_and_dropped_with_the_adapter() -> None:
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS="RPM,SPEED",
+            OBD_SLOW_COMMANDS="COOLANT_TEMP,INTAKE_TEMP",
+            OBD_SLOW_INTERVAL="0.5",
+            SAMPLE_INTERVAL="0.05",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            rows.wait_rows(10)
+            facts = wait_until(
+                lambda: (
+                    (f := hub.facts()).get("fast_hz") not in (None, "0.0")
+                    and f.get("slow_hz") not in (None, "0.00")
+                    and f
+                ),
+                WAIT,
+                "the rates",
+            )
+            assert float(facts["fast_hz"]) > 0 and float(facts["slow_hz"]) > 0
+        finally:
+            link.stop()
+    assert "fast_hz" not in hub.facts() and "slow_hz" not in hub.facts()

@@ -1,0 +1,111 @@
+"""A drive with the OBD adapter unplugged and plugged back in, through the real daemon.
+
+The adapter is an ELM327 emulator behind a symlink (as udev names a device); unplugging
+closes it, plugging in starts another one and points the symlink to it. The GNSS receiver
+is a simulated NMEA receiver on a pseudo-terminal. Nobody touches the daemon meanwhile.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from eccm.app import Daemon
+from eccm.config import parse
+from eccm.gnss.simulate import NmeaPty, Route
+from tests.emulator import emulated_car, wait_until
+
+WAIT = 60.0
+ROUTE = Route(latitude=45.0, longitude=7.0, radius=200.0, speed=12.0)
+# Rows 0.1 s apart and fixes five times a second: a gap of a couple of seconds in the
+# position rows is an outage of the log, not jitter.
+MAX_GNSS_GAP = 2.0
+
+
+def point(link: Path, target: str) -> None:
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    os.replace(tmp, link)  # atomic, like udev replacing its link
+
+
+def rows_of(records: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for path in sorted(records.glob("*.tsv")):
+        assert Path(f"{path}.json").exists(), f"{path.name} has no sidecar"
+        with path.open(newline="") as f:
+            rows.extend(csv.DictReader(f, delimiter="\t"))
+    return sorted(rows, key=lambda r: r["TIME_UTC"])
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
+    tmp_path: Path,
+) -> None:
+    obd = tmp_path / "obd"
+    records = tmp_path / "records"
+    with NmeaPty(ROUTE, rate_hz=5.0) as gnss:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "drive",
+                "OBD_INTERFACE": str(obd),
+                "OBD_PROTOCOL": "6",
+                "OBD_FAST_COMMANDS": "RPM,SPEED",
+                "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
+                "OBD_RECONNECT_MAX_INTERVAL": "1",
+                "GPS_POSITION_MONITORING": "yes",
+                "GPS_INTERFACE": gnss.path,
+                "RECORD_DIRECTORY_LOCATION": str(records),
+                "FILE_COMPRESSION": "none",
+                "SAMPLE_INTERVAL": "0.1",
+            }
+        )
+        daemon = Daemon(cfg)
+        hub = daemon.hub
+        try:
+            with emulated_car() as first:
+                point(obd, first.get_pty())
+                daemon.start()
+                first_trip = wait_until(lambda: hub.engine_trip and hub.trip, WAIT, "a trip")
+                rows = hub.rows
+                wait_until(lambda: hub.rows >= rows + 20, WAIT, "engine rows")
+            # Unplugged: the trip ends and GNSS rows go on in a segment of their own.
+            wait_until(lambda: hub.trip not in (None, first_trip), WAIT, "GNSS-only rows")
+            assert not hub.engine_trip
+            rows = hub.rows
+            wait_until(lambda: hub.rows >= rows + 10, WAIT, "more GNSS-only rows")
+            with emulated_car() as second:
+                point(obd, second.get_pty())  # plugged in again, maybe as another device
+                wait_until(lambda: hub.engine_trip, WAIT, "the engine trip to resume")
+                second_trip = hub.trip
+                rows = hub.rows
+                wait_until(lambda: hub.rows >= rows + 20, WAIT, "engine rows again")
+        finally:
+            daemon.stop()
+    assert second_trip not in (None, first_trip)
+
+    rows = rows_of(records)
+    trips = [trip for trip, _ in itertools.groupby(rows, key=lambda r: r["TRIP_ID"])]
+    assert trips == [first_trip, second_trip]  # two trips, one after the other
+    first_rows = [r for r in rows if r["TRIP_ID"] == first_trip]
+    second_rows = [r for r in rows if r["TRIP_ID"] == second_trip]
+    assert all(r["RPM"] for r in first_rows[-10:])
+    # The second trip starts with the GNSS rows of the outage, then the engine joins in.
+    engine = [bool(r["RPM"]) for r in second_rows]
+    assert not engine[0] and engine[-1]
+    assert engine.index(True) >= 10
+    assert all(engine[engine.index(True) :][-20:])
+
+    # One uninterrupted GNSS log across the outage.
+    fixes = [seconds(r["TIME_UTC"]) for r in rows if r["GPS_LATITUDE"]]
+    assert len(fixes) >= 50
+    assert fixes[0] == pytest.approx(seconds(rows[0]["TIME_UTC"]), abs=MAX_GNSS_GAP)
+    gaps = [b - a for a, b in itertools.pairwise(fixes)]
+    assert max(gaps) < MAX_GNSS_GAP, max(gaps)
