@@ -7,13 +7,12 @@ the emulator from reconfiguring logging and writing elm.log.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import elm.obd_message
 
 from eccm.simcar import emulated_car
+from tests.waiting import wait_until
 
 __all__ = ["emulated_car", "stored_dtcs", "wait_until"]
 
@@ -38,15 +37,3 @@ def stored_dtcs(stored: list[str], pending: list[str] | None = None) -> Iterator
         yield
     finally:
         msg.DTC_STORED[:], msg.DTC_PENDING[:] = before
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(0.02)

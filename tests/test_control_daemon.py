@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +27,9 @@ from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
 from tests.control_fakes import SECRET, Client
+from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
-
-
-def wait_until(predicate: Any, timeout: float = WAIT, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # -- DaemonBackend over a real hub, no car -------------------------------------------------
@@ -190,7 +179,9 @@ class Car:
 
         self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
         wait_until(
-            lambda: _value(self.daemon.hub, "SPEED") == kmh, what=f"the hub to see {kmh} km/h"
+            lambda: _value(self.daemon.hub, "SPEED") == kmh,
+            timeout=WAIT,
+            what=f"the hub to see {kmh} km/h",
         )
 
     def client(self) -> Client:
@@ -225,8 +216,12 @@ def car(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Car]:
         daemon.start()
         try:
             assert daemon.link is not None
-            wait_until(lambda: daemon.link.state == "connected", what="the link to connect")
-            wait_until(lambda: _value(daemon.hub, "RPM") is not None, what="a first row")
+            wait_until(
+                lambda: daemon.link.state == "connected", timeout=WAIT, what="the link to connect"
+            )
+            wait_until(
+                lambda: _value(daemon.hub, "RPM") is not None, timeout=WAIT, what="a first row"
+            )
             yield Car(emu, daemon, cfg, ("127.0.0.1", cfg.socket_server_port))
         finally:
             emu.answer.pop("SPEED", None)
@@ -249,7 +244,9 @@ def test_status_supported_and_values_from_the_running_daemon(car: Car) -> None:
         status = c.ask("STATUS")
         return status if status["recording"] else None
 
-    status = wait_until(recording, what="the recorder to open a file")  # its own thread
+    status = wait_until(
+        recording, timeout=WAIT, what="the recorder to open a file"
+    )  # its own thread
     assert status["class"] == "STATUS" and status["obd"] == "connected"
     assert status["protocol"] == "ISO 15765-4 (CAN 11/500)"
     assert status["trip"] and status["recording"].startswith("socket-car_")
@@ -398,7 +395,7 @@ def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
-        wait_until(lambda: d.recorder.current_file, what="an open file")
+        wait_until(lambda: d.recorder.current_file, timeout=WAIT, what="an open file")
         closed_before = d.recorder.files_closed
         reply = c.ask("UPLOAD")
         assert reply["class"] == "UPLOAD" and reply["queued"] >= 1

@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,10 @@ from eccm.control.client import gen_secret, hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, is_loopback
 from eccm.errors import ConfigError
 from tests.control_fakes import SECRET, Client, FakeBackend
+from tests.waiting import wait_until
 
 Reply = dict[str, Any]
 OPENSSL = shutil.which("openssl")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def make_config(**extra: str) -> Config:
