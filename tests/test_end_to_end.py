@@ -155,3 +155,54 @@ def test_config_errors_end_with_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert "SAMPLE_INTERVAL='fast'" in proc.stderr
     assert "expected a number" in proc.stderr
+
+
+def test_a_power_cut_loses_at_most_the_flush_interval_and_the_next_start_recovers(
+    car: str, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    config = tmp_path / "config.ini"
+    config.write_text(
+        "[DEFAULT]\n"
+        "CAR_IDENTIFIER=cut-car\n"
+        f"OBD_INTERFACE={car}\n"
+        "OBD_PROTOCOL=6\n"
+        f"RECORD_DIRECTORY_LOCATION={records}\n"
+        "FILE_ROTATION_SECONDS=3600\n"
+        "FILE_FLUSH_INTERVAL=0.5\n"
+        "SAMPLE_INTERVAL=0.1\n"
+        "OBD_SLOW_COMMANDS=COOLANT_TEMP\n"
+        "FILE_COMPRESSION=none\n"
+    )
+
+    def lines_on_disk() -> int:
+        parts = list(records.glob("*.tsv.part"))
+        return parts[0].read_bytes().count(b"\n") if parts else 0
+
+    proc = daemon(config)
+    try:
+        wait_until(lambda: lines_on_disk() > 20, timeout=90, what="rows flushed to the .part")
+    finally:
+        proc.kill()  # SIGKILL: as the ignition cutting the power
+        proc.wait(timeout=30)
+    flushed = lines_on_disk()
+    assert list(records.glob("*.part")), "the open file should be left behind by a power cut"
+
+    # The next start recovers the leftover file before recording anew.
+    proc = daemon(config)
+    try:
+        wait_until(lambda: list(records.glob("*.tsv.json")), timeout=60, what="the recovered file")
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    recovered = [
+        p for p in records.glob("*.tsv") if json.loads(Path(f"{p}.json").read_text())["recovered"]
+    ]
+    assert len(recovered) == 1
+    text = recovered[0].read_text()
+    assert text.endswith("\n")
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    assert rows[0][:4] == ["TIME_UTC", "CAR_ID", "TRIP_ID", "RPM"]
+    assert all(len(r) == len(rows[0]) for r in rows)
+    assert len(rows) >= flushed  # nothing that was on disk at the cut is lost
+    assert not list(records.glob("*.part"))
