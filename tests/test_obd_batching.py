@@ -9,14 +9,18 @@ multi-PID requests it received, and ``sum(PID counters)`` the number of values i
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import obd
 import pytest
 from elm.obd_message import HD, ST, SZ
 
 from eccm.clock import SystemClock
+from eccm.obd.adapter import answers_mode01
 from eccm.obd.link import ObdLink
 from tests.emulator import emulated_car, wait_until
 from tests.test_obd_link import WAIT, config, make_hub
@@ -234,3 +238,55 @@ def test_rates_are_published_as_facts_and_dropped_with_the_adapter() -> None:
         finally:
             link.stop()
     assert "fast_hz" not in hub.facts() and "slow_hz" not in hub.facts()
+
+
+def test_a_silent_car_is_asked_ever_less_often_up_to_the_cap(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    with emulated_car() as emu:
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS="RPM,SPEED",
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.05",
+            TRIP_END_TIMEOUT="1",
+            OBD_RECONNECT_MAX_INTERVAL="2",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            trip = rows.wait_rows(3)[-1].trip_id
+            emu.set_sorted_obd_msg("engineoff")  # every request: NO DATA
+            rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end")
+            # Each probe is a burst of the emulator's request counter: when do they come?
+            probes: list[float] = []
+            last = emu.counters.get("commands", 0)
+            end = time.monotonic() + 6.0
+            while time.monotonic() < end:
+                now = emu.counters.get("commands", 0)
+                if now != last and (not probes or time.monotonic() - probes[-1] > 0.5):
+                    probes.append(time.monotonic())
+                last = now
+                time.sleep(0.02)
+            assert link.state == "connected"  # the adapter is there, the car is not
+            emu.set_sorted_obd_msg("car")
+            new = rows.wait_for(
+                lambda: [s for s in rows.samples if s.trip_id != trip], "rows of a new trip"
+            )
+            assert new[-1].values["RPM"].value is not None
+        finally:
+            link.stop()
+    # 1 s, 2 s, 2 s...: at most five probes in six seconds (a probe a second would be six),
+    # and the car is still asked.
+    assert 2 <= len(probes) <= 5, probes
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert max(gaps) >= 1.5, gaps
+    assert [m for m in ours(records, logging.INFO) if "TRIP_END_TIMEOUT" in m]
+
+
+def test_a_car_that_lists_no_mode01_value_is_not_connected() -> None:
+    base = {c.name: c for c in obd.commands.base_commands()}
+    assert not answers_mode01(base)  # what python-OBD supports without the car
+    assert answers_mode01({**base, "RPM": obd.commands.RPM})

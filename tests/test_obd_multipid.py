@@ -272,3 +272,12 @@ def test_a_refused_count_is_never_used_again_and_counts_can_be_off() -> None:
     off = ResponseCounts(enabled=False)
     off.learn(b"010C", 1)
     assert off.digit(b"010C") is None
+
+
+def test_an_adapter_that_takes_the_digit_after_one_pid_only_gets_it_there() -> None:
+    counts = ResponseCounts()
+    counts.learn(b"010C0D", 1)
+    counts.learn(b"010C", 1)
+    counts.several_pids = False
+    assert counts.digit(b"010C0D") is None
+    assert counts.digit(b"010C") == 1

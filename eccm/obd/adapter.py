@@ -211,12 +211,23 @@ class PidReader:
         if answer.complete or self._lost(answer) is not None:
             return answer, 1
         retry = self._send(cmds, plain)
-        if retry.complete and self.counts.refuse(plain):
-            log.info(
-                "the adapter answered %s with a response count as %s: sending it without",
-                plain.decode(),
-                answer.problem(),
-            )
+        if retry.complete:
+            if answer.refused and len(cmds) > 1:
+                if self.counts.several_pids:
+                    self.counts.several_pids = False
+                    log.info(
+                        "the adapter does not take a response count after several PIDs "
+                        "(it answered %s to %s%X): sending those requests without",
+                        answer.problem(),
+                        plain.decode(),
+                        digit,
+                    )
+            elif self.counts.refuse(plain):
+                log.info(
+                    "the adapter answered %s with a response count as %s: sending it without",
+                    plain.decode(),
+                    answer.problem(),
+                )
         return retry, 2
 
     def _send(self, cmds: Sequence[Any], request: bytes) -> Answer:

@@ -209,6 +209,7 @@ class ObdLink:
         self._undecodable: set[str] = set()
         # Groups the car would not answer as one request: kept across reconnections.
         self._fallbacks = Fallbacks()
+        self._single_groups: tuple[frozenset[str], ...] = ()
 
     # -- what others read ----------------------------------------------------------
     @property
@@ -248,7 +249,8 @@ class ObdLink:
     @property
     def single_pid_groups(self) -> list[frozenset[str]]:
         """Groups of names the car refused in one request, read one by one since."""
-        return list(self._fallbacks.single)
+        with self._lock:
+            return list(self._single_groups)
 
     @property
     def running(self) -> bool:
@@ -669,6 +671,8 @@ class ObdLink:
             got = got or any(r.value is not None for r in result.readings.values())
             if result.split:
                 plan.split(group)
+                with self._lock:
+                    self._single_groups = tuple(self._fallbacks.single)
             if result.lost is not None:
                 lost = self._loss_reason() if result.lost == "disconnected" else result.lost
                 return out, got, lost

@@ -181,12 +181,17 @@ class ResponseCounts:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        # Off once the adapter said "?" to a counted request for several PIDs: its parser
+        # takes the digit after one PID only (the ELM327 emulator is such an adapter).
+        self.several_pids = True
         self._lines: dict[bytes, int] = {}
         self._refused: set[bytes] = set()
 
     def digit(self, request: bytes) -> int | None:
         """The digit to append to ``request`` (None: send it as it is)."""
         if not self.enabled or request in self._refused:
+            return None
+        if len(request) > 4 and not self.several_pids:
             return None
         lines = self._lines.get(request)
         if lines is None or not 1 <= lines <= MAX_COUNT_DIGIT:
