@@ -188,11 +188,11 @@ class PidReader:
                 self.fallbacks.strikes.pop(key, None)
                 result.split = True
                 log.warning(
-                    "the car refuses %s in one request (%s) but answers them one by one: "
-                    "reading %s one per request from now on (logged once)",
+                    "the car does not answer %s in one request (%s) but answers %s alone: "
+                    "reading these values one per request from now on (logged once)",
                     ", ".join(group),
                     answer.problem(),
-                    ", ".join(answer.missing),
+                    ", ".join(recovered),
                 )
         elif car_up:
             # The car is there but these PIDs do not answer alone either: the group is
