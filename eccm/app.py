@@ -1,9 +1,11 @@
 """Wiring only: build the parts from a Config, start them in order, stop them in reverse.
 
 Start order follows the data flow backwards, so that nothing is produced before its
-consumer listens: recorder (which first recovers leftovers of a power cut), uploader,
-GNSS, OBD, control socket. Stop order is the reverse, and ends with the hub closing the
-current file and the uploader's one bounded last attempt.
+consumer listens: recorder (which first recovers leftovers of a power cut), trip summary
+writer (likewise), uploader, GNSS, OBD, trouble-code poller, control socket. Stop order
+is the reverse, and ends with the hub closing the current file and ending the trip (the
+trip computer hands its summary to the writer), the writer's bounded last write, and the
+uploader's one bounded last attempt.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from eccm.sample import Layout
 
 if TYPE_CHECKING:
     from eccm.control.server import ControlServer
+    from eccm.diagnostics import DtcPoller
     from eccm.gnss.source import GnssSource
     from eccm.obd.link import ObdLink
     from eccm.recorder import Recorder
+    from eccm.trip import TripComputer
+    from eccm.tripsummary import SummaryWriter
     from eccm.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 # SIGTERM must end the daemon well inside systemd's TimeoutStopSec (25 s in our unit):
 # the last upload gets at most this long.
 LAST_UPLOAD_SECONDS = 10.0
+LAST_SUMMARY_SECONDS = 5.0
 DISK_CHECK_SECONDS = 60.0
 
 
@@ -61,6 +67,9 @@ class Daemon:
         self.gnss: GnssSource | None = None
         self.link: ObdLink | None = None
         self.server: ControlServer | None = None
+        self.trip: TripComputer | None = None
+        self.summaries: SummaryWriter | None = None
+        self.diagnostics: DtcPoller | None = None
         self._disk_thread: threading.Thread | None = None
 
     # -- building ----------------------------------------------------------------------
@@ -71,13 +80,30 @@ class Daemon:
 
             self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
             self.hub.add_listener(self.recorder)
+        from eccm.trip import TripComputer, TripSettings
+
+        if cfg.file_recording:
+            from eccm.tripsummary import SummaryWriter
+
+            self.summaries = SummaryWriter(cfg.record_dir, cfg.car_identifier)
+        writer = self.summaries
+        self.trip = TripComputer(
+            TripSettings.from_config(cfg),
+            car=cfg.car_identifier,
+            facts=self.hub.facts,
+            on_checkpoint=None if writer is None else writer.checkpoint,
+            on_finished=None if writer is None else writer.finish,
+        )
+        self.hub.add_listener(self.trip)
         if cfg.s3_enabled:
             from eccm.uploader import Uploader
 
             self.uploader = Uploader(cfg, self.clock)
+            uploader = self.uploader
             if self.recorder is not None:
-                uploader = self.uploader
                 self.recorder.add_closed_listener(lambda _path: uploader.wake())
+            if writer is not None:
+                writer.add_written_listener(lambda _path: uploader.wake())
         if cfg.gps_position_monitoring:
             from eccm.gnss.source import GnssSource
 
@@ -85,6 +111,17 @@ class Daemon:
         from eccm.obd.link import ObdLink
 
         self.link = ObdLink(cfg, self.hub, self.clock)
+        from eccm.diagnostics import DtcPoller
+
+        hub = self.hub
+        self.diagnostics = DtcPoller(
+            self.link,
+            self.trip,
+            interval=cfg.obd_dtc_interval,
+            clock=self.clock,
+            trip=lambda: hub.trip if hub.engine_trip else None,
+            now=hub.now,
+        )
         if cfg.enable_socket_server:
             from eccm.control.backend import DaemonBackend
             from eccm.control.server import ControlServer
@@ -96,6 +133,7 @@ class Daemon:
                 recorder=self.recorder,
                 uploader=self.uploader,
                 started_at=self.started_at,
+                trip=self.trip,
             )
             self.server = ControlServer(cfg, backend, self.clock)
 
@@ -124,6 +162,8 @@ class Daemon:
         self._build()
         if self.recorder is not None:
             self.recorder.start()
+        if self.summaries is not None:
+            self.summaries.start()
         if self.uploader is not None:
             self.uploader.start()
         elif self.recorder is not None:
@@ -135,6 +175,8 @@ class Daemon:
             self.gnss.start()
         assert self.link is not None
         self.link.start()
+        if self.diagnostics is not None:
+            self.diagnostics.start()
         if self.server is not None:
             self.server.start()
         log.info(
@@ -160,11 +202,17 @@ class Daemon:
         log.info("stopping")
         if self.server is not None:
             self.server.stop()
+        if self.diagnostics is not None:
+            self.diagnostics.stop()
         if self.link is not None:
             self.link.stop()
         if self.gnss is not None:
             self.gnss.stop()
-        self.hub.stop()  # ends the trip: the recorder closes its file
+        # Ends the trip: the recorder closes its file, the trip computer hands its summary
+        # to the writer, which writes it before the uploader's last attempt.
+        self.hub.stop()
+        if self.summaries is not None:
+            self.summaries.stop(timeout=LAST_SUMMARY_SECONDS)
         if self.uploader is not None:
             self.uploader.stop(timeout=LAST_UPLOAD_SECONDS)
         log.info("stopped in %.1f s", time.monotonic() - t0)

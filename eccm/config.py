@@ -217,6 +217,25 @@ def _s3_prefix(key: str, raw: str) -> str:
     return v
 
 
+def _optional(parse: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """Empty means "not set" (None); anything else goes through ``parse``."""
+
+    def wrapped(key: str, raw: str) -> Any:
+        return None if not raw.strip() else parse(key, raw)
+
+    return wrapped
+
+
+_FUEL_TYPES = {"gasoline": "gasoline", "petrol": "gasoline", "diesel": "diesel"}
+
+
+def _fuel_type(key: str, raw: str) -> str:
+    v = raw.strip().lower()
+    if v not in _FUEL_TYPES:
+        raise _bad(key, raw, "gasoline (or petrol) or diesel")
+    return _FUEL_TYPES[v]
+
+
 def _gps_interface(key: str, raw: str) -> str:
     v = raw.strip()
     if not v:
@@ -270,6 +289,12 @@ KEYS: dict[str, KeySpec] = {
     "SAMPLE_INTERVAL": KeySpec("0.2", _number(0, 3600), "minimum seconds between rows (0 = as fast as the car answers)"),
     "OBD_RECONNECT_MAX_INTERVAL": KeySpec("10", _number(0.5, 3600), "cap of the reconnection backoff, seconds"),
     "TRIP_END_TIMEOUT": KeySpec("30", _number(1, 86400), "seconds without engine data that end a trip"),
+    "FUEL_TYPE": KeySpec("gasoline", _fuel_type, "gasoline or diesel: air-fuel ratio and density of the fuel"),
+    "FUEL_PRICE": KeySpec("", _optional(_number(0, 1000)), "price of one litre of fuel (empty = no cost in the trip summary)"),
+    "ENGINE_DISPLACEMENT_L": KeySpec("", _optional(_number(0.05, 30)), "engine displacement in litres, for fuel from MAP when the car has no MAF (empty = off)"),
+    "VOLUMETRIC_EFFICIENCY": KeySpec("0.85", _number(0.1, 2.0), "volumetric efficiency of the engine, for fuel from MAP"),
+    "SUMMARY_COMMANDS": KeySpec("RPM,SPEED,ENGINE_LOAD,THROTTLE_POS,COOLANT_TEMP,MAF", _obd_commands(False), "commands summarised per minute in the trip summary"),
+    "OBD_DTC_INTERVAL": KeySpec("60", _number(5, 86400), "seconds between two reads of the trouble codes and the MIL"),
     "FILE_ROTATION_SECONDS": KeySpec("300", _number(1, 86400), "close the file after this many seconds"),
     "FILE_ROTATION_MAX_BYTES": KeySpec("16777216", _number(1024, 1 << 40, integer=True), "close the file at this size"),
     "FILE_FLUSH_INTERVAL": KeySpec("1.0", _number(0, 3600), "seconds between flush+fsync of the open file"),
@@ -319,6 +344,12 @@ class Config:
     sample_interval: float
     obd_reconnect_max_interval: float
     trip_end_timeout: float
+    fuel_type: str
+    fuel_price: float | None
+    engine_displacement_l: float | None
+    volumetric_efficiency: float
+    summary_commands: tuple[str, ...]
+    obd_dtc_interval: float
     file_rotation_seconds: float
     file_rotation_max_bytes: int
     file_flush_interval: float
@@ -372,6 +403,8 @@ class Config:
 
 
 def _to_text(value: object) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, tuple):

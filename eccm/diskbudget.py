@@ -1,7 +1,7 @@
 """Local retention and the disk budget of the record directory (SPEC §4).
 
-Only ECCM's own files count and only they are ever deleted: data files, their sidecars and
-open ``.part`` files at the top level, and what lies in ``uploaded/``. A record directory
+Only ECCM's own files count and only they are ever deleted: data files, their sidecars,
+trip summaries and open ``.part`` files at the top level, and what lies in ``uploaded/``. A record directory
 of ``.`` (the default) must not see the virtualenv counted against the budget, let alone
 deleted.
 
@@ -27,6 +27,7 @@ from eccm.s3keys import (
     DataName,
     parse_data_name,
     parse_sidecar_name,
+    parse_summary_name,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ def _group(folder: Path, names: Sequence[str], orphans_are_items: bool) -> tuple
     for name in names:
         if name.endswith(PART_SUFFIX):
             other += _size(folder / name)
+            continue
+        sm = parse_summary_name(name)
+        if sm is not None:
+            # Sorted with its trip, ahead of the trip's data files (seq 0).
+            key = DataName(trip=sm.trip, seq=0, car=sm.car, name=name)
+            items.append(Item(name=key, paths=(folder / name,), size=_size(folder / name)))
             continue
         dn = parse_data_name(name)
         if dn is not None:

@@ -4,7 +4,9 @@ No I/O here: the uploader lists the directory and reads sidecars, then asks this
 what to do. Contract with the recorder: a closed data file lies at the top level of the
 record directory, named ``{CAR}_{TRIP}_{SEQ:04d}{EXT}`` (``.gz`` appended when compressed),
 and it is ready only once its sidecar ``{data file}.json`` exists (the sidecar is written
-last). Open files end in ``.part`` and are never touched.
+last). Open files end in ``.part`` and are never touched. A trip summary
+``{CAR}_{TRIP}_summary.json`` (tripsummary.py) is written atomically, so it is ready as
+soon as it exists; it goes to the partition of its trip's start date.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ UPLOADED_DIR = "uploaded"
 # car=*/date=*/ glob.
 PROBE_NAME = "_eccm_probe"
 
+SUMMARY_SUFFIX = "_summary.json"
+_SUMMARY_NAME = re.compile(
+    r"(?P<car>[A-Za-z0-9._-]{1,64})_(?P<trip>\d{8}T\d{6}Z)" + re.escape(SUMMARY_SUFFIX)
+)
 _DATA_NAME = re.compile(
     r"(?P<car>[A-Za-z0-9._-]{1,64})_(?P<trip>\d{8}T\d{6}Z)_(?P<seq>\d{4,9})"
     r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?"
@@ -74,12 +80,48 @@ def parse_sidecar_name(name: str) -> DataName | None:
     return parse_data_name(name[: -len(SIDECAR_SUFFIX)])
 
 
+def summary_name(car: str, trip: str) -> str:
+    """``{CAR}_{TRIP}_summary.json``: the trip summary (tripsummary.py)."""
+    return f"{car}_{trip}{SUMMARY_SUFFIX}"
+
+
+@dataclass(frozen=True, order=True)
+class SummaryName:
+    """A trip summary's name taken apart; ordering is oldest first."""
+
+    trip: str
+    car: str
+    name: str
+
+    @property
+    def trip_date(self) -> str:
+        """The partition of a summary: UTC date of the trip's start (its first row)."""
+        return f"{self.trip[0:4]}-{self.trip[4:6]}-{self.trip[6:8]}"
+
+
+def parse_summary_name(name: str) -> SummaryName | None:
+    """The parts of a finished trip summary's name, or None for any other name.
+
+    A summary is written atomically when its trip ends, so one that exists is complete;
+    its checkpoints end in ``.part`` and temp files in ``.tmp``: neither matches.
+    """
+    m = _SUMMARY_NAME.fullmatch(name)
+    if m is None:
+        return None
+    try:
+        datetime.strptime(m["trip"], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return SummaryName(trip=m["trip"], car=m["car"], name=name)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one upload run has to do, oldest first."""
 
     ready: tuple[DataName, ...]  # data file and sidecar both present: upload them
     orphan_sidecars: tuple[DataName, ...]  # sidecar left after its data file was archived
+    summaries: tuple[SummaryName, ...] = ()  # finished trip summaries
 
 
 def plan(names: Iterable[str]) -> Plan:
@@ -92,8 +134,13 @@ def plan(names: Iterable[str]) -> Plan:
     present = set(names)
     ready: list[DataName] = []
     orphans: list[DataName] = []
+    summaries: list[SummaryName] = []
     for name in present:
         if name.endswith(PART_SUFFIX):
+            continue
+        sm = parse_summary_name(name)
+        if sm is not None:
+            summaries.append(sm)
             continue
         dn = parse_data_name(name)
         if dn is not None:
@@ -103,7 +150,11 @@ def plan(names: Iterable[str]) -> Plan:
         sn = parse_sidecar_name(name)
         if sn is not None and sn.name not in present:
             orphans.append(sn)
-    return Plan(ready=tuple(sorted(ready)), orphan_sidecars=tuple(sorted(orphans)))
+    return Plan(
+        ready=tuple(sorted(ready)),
+        orphan_sidecars=tuple(sorted(orphans)),
+        summaries=tuple(sorted(summaries)),
+    )
 
 
 def partition_date(first_time: str | None, fallback: DataName) -> str:

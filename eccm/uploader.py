@@ -56,6 +56,7 @@ from eccm.s3client import (
 from eccm.s3keys import (
     UPLOADED_DIR,
     DataName,
+    SummaryName,
     car_prefix,
     content_type,
     object_key,
@@ -217,8 +218,9 @@ class Uploader:
         return self._backoff.attempt
 
     def queue_length(self) -> int:
-        """Closed files waiting for upload."""
-        return len(plan(_listdir(self._dir)).ready)
+        """Closed files (and trip summaries) waiting for upload."""
+        todo = plan(_listdir(self._dir))
+        return len(todo.ready) + len(todo.summaries)
 
     # ---- thread -------------------------------------------------------------------
 
@@ -352,7 +354,7 @@ class Uploader:
         from botocore.exceptions import BotoCoreError, ClientError
 
         todo = plan(_listdir(self._dir))
-        if not todo.ready and not todo.orphan_sidecars:
+        if not todo.ready and not todo.orphan_sidecars and not todo.summaries:
             return  # idle: no request at all, so an offline car logs nothing
         try:
             client = self._get_client()
@@ -365,11 +367,14 @@ class Uploader:
             raise _RunAborted(self._classify(exc)) from exc
 
         # Orphan sidecars first: each belongs to a file that is already in the bucket.
-        jobs: list[tuple[DataName, bool]] = [(dn, True) for dn in todo.orphan_sidecars]
+        jobs: list[tuple[DataName | SummaryName, bool]] = [
+            (dn, True) for dn in todo.orphan_sidecars
+        ]
         jobs += [(dn, False) for dn in todo.ready]
+        jobs += [(sn, False) for sn in todo.summaries]
         aborted: list[_RunAborted] = []
 
-        def one(job: tuple[DataName, bool]) -> None:
+        def one(job: tuple[DataName | SummaryName, bool]) -> None:
             dn, orphan = job
             if aborted:
                 return
@@ -378,7 +383,9 @@ class Uploader:
                 return
             kept: str | None = None
             try:
-                if orphan:
+                if isinstance(dn, SummaryName):
+                    self._upload_summary(client, dn, report)
+                elif orphan:
                     self._finish_orphan(client, dn)
                 else:
                     self._upload_file(client, dn, report)
@@ -445,6 +452,27 @@ class Uploader:
             if sent_side:
                 report.bytes_sent += len(side_raw)
             if not sent_data and not sent_side:
+                report.already_present += 1
+
+    def _upload_summary(self, client: Any, sn: SummaryName, report: UploadReport) -> None:
+        """A trip summary: complete once it exists; verified by HEAD like a data file."""
+        path = self._dir / sn.name
+        try:
+            digest = digest_file(path)
+        except FileNotFoundError:
+            return  # archived meanwhile by another eccm process
+        except OSError as exc:
+            raise _FileKept(f"{sn.name}: cannot be read ({exc})") from exc
+        key = object_key(self._cfg.s3_key_prefix, sn.car, sn.trip_date, sn.name)
+        sent = self._ensure(client, key, path, digest, sn.name)
+        self._archive(path)
+        with self._stats_lock:
+            report.uploaded += 1
+            self.objects_uploaded += 1
+            self.last_upload = iso_utc(self._clock.time())
+            if sent:
+                report.bytes_sent += digest.size
+            else:
                 report.already_present += 1
 
     def _finish_orphan(self, client: Any, dn: DataName) -> None:

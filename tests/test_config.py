@@ -231,3 +231,60 @@ def test_template_documents_every_key_in_order_and_loads() -> None:
     originals = [k for k, s in KEYS.items() if s.original]
     assert keys[: len(originals)] == originals
     load(ROOT / "config.ini.template", environ={})
+
+
+def test_trip_computer_keys() -> None:
+    c = cfg_of()
+    assert c.fuel_type == "gasoline"
+    assert c.fuel_price is None
+    assert c.engine_displacement_l is None
+    assert c.volumetric_efficiency == 0.85
+    assert c.summary_commands == (
+        "RPM",
+        "SPEED",
+        "ENGINE_LOAD",
+        "THROTTLE_POS",
+        "COOLANT_TEMP",
+        "MAF",
+    )
+    assert c.obd_dtc_interval == 60
+    c = cfg_of(
+        FUEL_TYPE="Petrol",
+        FUEL_PRICE="1.859",
+        ENGINE_DISPLACEMENT_L="1.6",
+        VOLUMETRIC_EFFICIENCY="1.2",
+        SUMMARY_COMMANDS="rpm, speed",
+        OBD_DTC_INTERVAL="30",
+    )
+    assert (c.fuel_type, c.fuel_price, c.engine_displacement_l) == ("gasoline", 1.859, 1.6)
+    assert (c.volumetric_efficiency, c.summary_commands, c.obd_dtc_interval) == (
+        1.2,
+        ("RPM", "SPEED"),
+        30,
+    )
+    assert cfg_of(FUEL_TYPE="diesel").fuel_type == "diesel"
+    eff = c.effective(mask_secrets=False)
+    assert eff["FUEL_PRICE"] == "1.859" and cfg_of().effective()["FUEL_PRICE"] == ""
+    assert parse(eff).effective(mask_secrets=False) == eff
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("FUEL_TYPE", "lpg", "gasoline (or petrol) or diesel"),
+        ("FUEL_PRICE", "-1", "at least 0"),
+        ("FUEL_PRICE", "1,80", "a number"),
+        ("ENGINE_DISPLACEMENT_L", "1600", "at most 30"),
+        ("ENGINE_DISPLACEMENT_L", "0", "at least 0.05"),
+        ("VOLUMETRIC_EFFICIENCY", "85", "at most 2"),
+        ("SUMMARY_COMMANDS", "RPM,SPEEDO", "SPEEDO"),
+        ("OBD_DTC_INTERVAL", "1", "at least 5"),
+    ],
+)
+def test_trip_computer_keys_name_the_key_the_value_and_what_is_expected(
+    key: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value})
+    msg = str(err.value)
+    assert key in msg and repr(value) in msg and expected in msg

@@ -105,6 +105,10 @@ class Backend(Protocol):
         """Close the current file, wake the uploader; the number of files waiting."""
         ...
 
+    def trip(self) -> Mapping[str, object]:
+        """The live trip computer (the fields of a TRIP reply, without ``class``)."""
+        ...
+
 
 # -- the real parts, as far as the backend uses them (structural, so that a part can be
 #    replaced by a test double and its module need not be imported here) ----------------
@@ -120,6 +124,10 @@ class LinkLike(Protocol):
     def read_dtcs(self, timeout: float = ...) -> Future[dict[str, Any]]: ...
 
     def clear_dtcs(self, timeout: float = ...) -> Future[str]: ...
+
+
+class TripLike(Protocol):
+    def live(self) -> Mapping[str, object]: ...
 
 
 class RecorderLike(Protocol):
@@ -194,7 +202,8 @@ def _ack(answer: str) -> bool:
 
 class DaemonBackend:
     """The backend over the running daemon's parts. ``link`` None: no OBD at all;
-    ``recorder`` None: FILE_RECORDING=no; ``uploader`` None: S3 sync is off."""
+    ``recorder`` None: FILE_RECORDING=no; ``uploader`` None: S3 sync is off; ``trip``
+    None: no trip computer."""
 
     # Concurrent on-demand reads queued into the OBD link by all clients together: each
     # one delays the logging loop, so a burst of clients must not starve it.
@@ -213,8 +222,10 @@ class DaemonBackend:
         uploader: UploaderLike | None = None,
         started_at: float | None = None,
         clock: Clock | None = None,
+        trip: TripLike | None = None,
     ) -> None:
         self._cfg = cfg
+        self._trip = trip
         self._hub = hub
         self._link = link
         self._recorder = recorder
@@ -367,6 +378,12 @@ class DaemonBackend:
             self._recorder.rotate_now()
         self._uploader.wake()
         return int(self._uploader.queue_length())
+
+    # -- trip computer -------------------------------------------------------------------
+    def trip(self) -> Mapping[str, object]:
+        if self._trip is None:
+            return {"active": False, "trip": None, "previous": None}
+        return self._trip.live()
 
     # -- helpers -----------------------------------------------------------------------
     def _require_link(self) -> LinkLike:

@@ -76,6 +76,7 @@ HELP = (
     "DTC CLEAR",
     "DTC CLEAR CONFIRM <token>",
     "UPLOAD",
+    "TRIP",
     "WATCH [NAME ...] [EVERY <seconds>]",
     "WATCH OFF",
     "PING",
@@ -256,6 +257,7 @@ class Session:
             "STATUS": self._cmd_status,
             "DTC": self._cmd_dtc,
             "UPLOAD": self._cmd_upload,
+            "TRIP": self._cmd_trip,
             "WATCH": self._cmd_watch,
         }
         methods = ["hmac-sha256", *(["plain"] if plain_auth else [])]
@@ -608,6 +610,13 @@ class Session:
         queued = self._backend.upload_now()
         log.info("control client %s asked for an upload: %d file(s) queued", self.peer, queued)
         self._send({"class": "UPLOAD", "queued": queued})
+
+    def _cmd_trip(self, words: list[str], text: str) -> None:
+        if len(words) > 1:
+            self._error("bad_request", "TRIP takes no argument")
+            return
+        report = {k: _plain_tree(v) for k, v in self._backend.trip().items()}
+        self._send({"class": "TRIP", **report})
 
     def _cmd_watch(self, words: list[str], text: str) -> None:
         args = [w.upper() for w in words[1:]]

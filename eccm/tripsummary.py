@@ -1,0 +1,225 @@
+"""Trip summary files: ``{CAR}_{TRIP}_summary.json`` in RECORD_DIRECTORY_LOCATION.
+
+The trip computer (trip.py) builds the document; this writer puts it on disk from a thread
+of its own, so the OBD loop never waits for the SD card:
+
+- each closed minute, a checkpoint ``{CAR}_{TRIP}_summary.json.part`` (atomic: temp,
+  fsync, rename), so that a power cut in the middle of a trip loses at most a minute of
+  its summary;
+- when the trip ends, the summary itself (atomic), then the checkpoint is removed. A
+  summary that exists is complete: the uploader takes it as it is.
+
+At start, :meth:`SummaryWriter.recover` turns a checkpoint left by a crash or a power cut
+into the summary of that trip (``"complete": false, "recovered": true``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from eccm.s3keys import PART_SUFFIX, SUMMARY_SUFFIX, parse_summary_name, summary_name
+from eccm.sidecar import fsync_dir, remove, write_atomic
+
+log = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".tmp"  # write_atomic's temp files
+UPLOADED_DIR = "uploaded"
+_QUEUE_SIZE = 64
+
+WrittenListener = Callable[[Path], None]
+
+
+def encode(doc: Mapping[str, Any]) -> bytes:
+    # allow_nan=False: the trip computer only hands out finite numbers or None; a NaN
+    # would make a file that strict JSON readers (Athena, DuckDB) refuse.
+    return json.dumps(doc, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8") + b"\n"
+
+
+class SummaryWriter:
+    """Writes checkpoints and final trip summaries from its own thread.
+
+    ``written_listeners`` run in the writer thread after each final summary (the daemon
+    wakes the uploader there). ``written`` counts final summaries, ``last_error`` holds
+    the last failure (None once writing works again).
+    """
+
+    def __init__(self, directory: Path, car: str) -> None:
+        self._dir = directory
+        self._car = car
+        self._queue: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue(_QUEUE_SIZE)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._listeners: list[WrittenListener] = []
+        self.written = 0
+        self.last_error: str | None = None
+
+    # -- names -----------------------------------------------------------------------
+    def path_of(self, trip: str) -> Path:
+        return self._dir / summary_name(self._car, trip)
+
+    @staticmethod
+    def checkpoint_of(final: Path) -> Path:
+        return final.with_name(final.name + PART_SUFFIX)
+
+    # -- life cycle --------------------------------------------------------------------
+    def add_written_listener(self, fn: WrittenListener) -> None:
+        with self._lock:
+            self._listeners.append(fn)
+
+    def start(self) -> None:
+        """Finish what a crash left, then start the writer thread."""
+        with self._lock:
+            if self._thread is not None or self._stopped:
+                return
+        self.recover()
+        thread = threading.Thread(target=self._run, name="eccm-summary", daemon=True)
+        with self._lock:
+            self._thread = thread
+        thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued (the summary of the trip that just ended), then end."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(("stop", None), timeout=timeout)
+        except queue.Full:
+            log.error("trip summary writer is stuck; the last summary may be lost")
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("trip summary writer did not finish within %g s", timeout)
+
+    # -- what the trip computer calls (any thread, never blocks) ----------------------
+    def checkpoint(self, doc: dict[str, Any]) -> None:
+        self._offer("checkpoint", doc)
+
+    def finish(self, doc: dict[str, Any]) -> None:
+        self._offer("final", doc)
+
+    def _offer(self, kind: str, doc: dict[str, Any]) -> None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            # Not started, or already stopped: write here.
+            self._handle(kind, doc)
+            return
+        try:
+            self._queue.put_nowait((kind, doc))
+        except queue.Full:
+            if kind == "final":
+                # The end of a trip matters more than a moment of the OBD loop.
+                self._queue.put((kind, doc), timeout=5.0)
+            else:
+                log.warning("trip summary writer is behind: a checkpoint was skipped")
+
+    # -- writing -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            kind, doc = self._queue.get()
+            if kind == "stop":
+                return
+            assert doc is not None
+            self._handle(kind, doc)
+
+    def _handle(self, kind: str, doc: dict[str, Any]) -> None:
+        try:
+            if kind == "final":
+                self.write_final(doc)
+            else:
+                self.write_checkpoint(doc)
+        except (OSError, ValueError, TypeError) as exc:
+            self.last_error = f"cannot write the summary of trip {doc.get('trip')}: {exc}"
+            log.error("%s", self.last_error)
+
+    def write_checkpoint(self, doc: Mapping[str, Any]) -> Path:
+        final = self.path_of(str(doc["trip"]))
+        part = self.checkpoint_of(final)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(part, encode({**doc, "file": final.name}))
+        return part
+
+    def write_final(self, doc: Mapping[str, Any]) -> Path | None:
+        """Write the summary of a finished trip; None if a summary of that name exists."""
+        final = self.path_of(str(doc["trip"]))
+        part = self.checkpoint_of(final)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        if final.exists() or (self._dir / UPLOADED_DIR / final.name).exists():
+            # Two trips started in the same second (a Pi without a real-time clock may
+            # boot to the same time twice): the first summary stays, never overwritten.
+            log.warning("%s exists already: the summary of this later trip is not written", final)
+            remove(part)
+            return None
+        write_atomic(final, encode({**doc, "file": final.name}))
+        if remove(part):
+            fsync_dir(self._dir)
+        self.written += 1
+        self.last_error = None
+        log.info("wrote trip summary %s", final.name)
+        self._notify(final)
+        return final
+
+    def _notify(self, path: Path) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(path)
+            except Exception:
+                log.exception("trip summary listener failed")
+
+    # -- recovery ----------------------------------------------------------------------
+    def recover(self) -> list[Path]:
+        """Finish checkpoints a crash left: each becomes its trip's summary. Returns them."""
+        try:
+            names = sorted(os.listdir(self._dir))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            log.error("cannot read %s for trip summaries left by a crash: %s", self._dir, exc)
+            return []
+        done: list[Path] = []
+        for name in names:
+            path = self._dir / name
+            if name.endswith(SUMMARY_SUFFIX + TMP_SUFFIX) or name.endswith(
+                SUMMARY_SUFFIX + PART_SUFFIX + TMP_SUFFIX
+            ):
+                remove(path)  # a write cut short: the file it was replacing is intact
+                continue
+            if not name.endswith(SUMMARY_SUFFIX + PART_SUFFIX):
+                continue
+            final_name = name[: -len(PART_SUFFIX)]
+            if parse_summary_name(final_name) is None:
+                continue
+            final = self._dir / final_name
+            try:
+                if final.exists():
+                    remove(path)
+                    continue
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                doc.update(complete=False, recovered=True, file=final_name)
+                write_atomic(final, encode(doc))
+                remove(path)
+                fsync_dir(self._dir)
+            except (OSError, ValueError) as exc:
+                log.error("cannot recover the trip summary %s: %s", name, exc)
+                continue
+            log.info("recovered trip summary %s (the trip ended without a clean stop)", final_name)
+            done.append(final)
+        for final in done:
+            self._notify(final)
+        return done
