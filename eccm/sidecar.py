@@ -27,7 +27,7 @@ from eccm.rotation import GZ, META, SIDECAR, TMP
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-FACT_KEYS = ("vin", "protocol", "adapter")
+FACT_KEYS = ("vin", "protocol", "adapter", "fast_hz", "slow_hz")
 
 # Points of the close sequence a crash test can stop at (see StepHook).
 SYNCED = "synced"  # .part flushed and fsynced, still named .part
@@ -171,7 +171,7 @@ def columns_info(layout_columns: Iterable[tuple[str, str, str]]) -> list[dict[st
 
 
 def pick_facts(facts: Mapping[str, str]) -> dict[str, str]:
-    """vin/protocol/adapter, whatever case the OBD link used for the key."""
+    """vin/protocol/adapter and the achieved rates, whatever case the link used for the key."""
     out: dict[str, str] = {}
     for key, value in facts.items():
         low = key.lower()

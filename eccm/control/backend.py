@@ -137,6 +137,9 @@ class RecorderLike(Protocol):
     @property
     def rows_in_file(self) -> int: ...
 
+    @property
+    def last_error(self) -> str | None: ...
+
     def rotate_now(self) -> None: ...
 
 
@@ -331,13 +334,17 @@ class DaemonBackend:
             "protocol": facts.get("protocol"),
             "adapter": facts.get("adapter"),
             "vin": facts.get("vin"),
+            "fast_hz": _number(facts.get("fast_hz")),
+            "slow_hz": _number(facts.get("slow_hz")),
             "trip": self._hub.trip,
             "recording": None if rec is None else rec.current_file,
             "rows": 0 if rec is None else rec.rows_in_file,
             "rows_total": self._hub.rows,
             "upload_queue": 0 if up is None else up.queue_length(),
             "last_upload": None if up is None else up.last_upload,
-            "last_error": None if up is None else up.last_error,
+            # A recording problem (full disk) matters more than an upload one.
+            "last_error": (rec.last_error if rec is not None else None)
+            or (None if up is None else up.last_error),
             "gnss": gnss,
             "time_source": self._hub.timebase.source,
             "uptime_s": round(self._clock.monotonic() - self._started, 1),
@@ -412,6 +419,13 @@ class DaemonBackend:
             if isinstance(exc, (FutureTimeout, TimeoutError)):
                 raise Refused("obd_timeout", f"the car did not answer in time ({what})") from exc
             raise Refused("not_connected", f"the OBD adapter failed ({what}): {exc}") from exc
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
 
 
 def _codes(raw: object) -> list[dict[str, str]]:
