@@ -391,3 +391,23 @@ def test_a_failing_sink_does_not_break_the_listener(caplog: pytest.LogCaptureFix
         computer.on_trip_end("A")
     assert "not handed over" in caplog.text
     assert computer.live()["previous"]["trip"] == "A"
+
+
+def test_the_socket_backend_hands_out_the_live_trip_computer() -> None:
+    from eccm.clock import FakeClock
+    from eccm.control.backend import DaemonBackend
+    from eccm.hub import Hub
+
+    hub = Hub(FakeClock(), 2.0, LAYOUT)
+    assert DaemonBackend(hub=hub, link=None).trip() == {
+        "active": False,
+        "trip": None,
+        "previous": None,
+    }
+    computer = TripComputer(GAS)
+    hub.add_listener(computer)
+    hub.update_values({"SPEED": Reading(36, "kilometer_per_hour", 0.0)})
+    hub.begin_trip()
+    hub.emit()
+    live = DaemonBackend(hub=hub, link=None, trip=computer).trip()
+    assert live["active"] is True and live["trip"] == hub.trip and live["rows"] == 1
