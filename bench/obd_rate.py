@@ -293,8 +293,8 @@ def main() -> int:
         print(f"{label:58} {hz:8.2f} Hz {ratio:>8}")
     print()
     # The slow values take their own requests: six PIDs each, every OBD_SLOW_INTERVAL (1 s).
-    fast = len(parse({"CAR_IDENTIFIER": "x"}).obd_fast_commands)
-    slow_requests = math.ceil((real.values - fast) / MAX_PIDS)
+    n_fast = len(parse({"CAR_IDENTIFIER": "x"}).obd_fast_commands)
+    slow_requests = math.ceil((real.values - n_fast) / MAX_PIDS)
     print(
         f"latency bound: one {args.delay * 1000:g} ms answer per request = {limit:.0f} "
         f"requests/s, so RPM at most {limit:.0f} Hz; (d) reaches {real.rpm_hz / limit:.0%}. "
