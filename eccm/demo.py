@@ -116,6 +116,7 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
             f"    .venv/bin/eccm query --config {rel / 'config.ini'} GET RPM SPEED\n"
             f"    .venv/bin/eccm query --config {rel / 'config.ini'} WATCH RPM SPEED EVERY 0.5\n"
             f"    .venv/bin/eccm query --config {rel / 'config.ini'} DTC\n"
+            f"    .venv/bin/eccm query --config {rel / 'config.ini'} TRIP\n"
             + (f"  stops by itself after {duration:g} s\n" if duration else "  Ctrl-C stops it\n"),
             flush=True,
         )
