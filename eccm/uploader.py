@@ -391,8 +391,8 @@ class Uploader:
                     self._upload_file(client, dn, report)
             except _FileKept as exc:
                 kept = str(exc)
-            except OSError as exc:
-                kept = f"{dn.name}: cannot archive it locally ({exc}); kept"
+            # Before OSError: botocore's timeout and TLS errors are OSErrors too, and they
+            # are the network's fault, not this file's.
             except (BotoCoreError, ClientError) as exc:
                 failure = self._classify(exc)
                 if failure.kind != "other" or failure.transient:
@@ -402,6 +402,8 @@ class Uploader:
                 # An answer about this file only (e.g. too large for the server): the
                 # other files still have their chance.
                 kept = f"{dn.name}: {failure.message}"
+            except OSError as exc:
+                kept = f"{dn.name}: local file error ({exc}); kept"
             with self._stats_lock:
                 if kept is not None:
                     report.kept.append(kept)
@@ -632,6 +634,12 @@ class Uploader:
 
     def _archive(self, *paths: Path) -> None:
         """Delete (S3_DELETE_AFTER_UPLOAD=yes) or move to uploaded/; data file first."""
+        try:
+            self._archive_paths(paths)
+        except OSError as exc:
+            raise _FileKept(f"{paths[0].name}: cannot archive it locally ({exc}); kept") from exc
+
+    def _archive_paths(self, paths: Sequence[Path]) -> None:
         if self._cfg.s3_delete_after_upload:
             for i, p in enumerate(paths):
                 if i:

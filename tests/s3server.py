@@ -252,3 +252,196 @@ def list_objects(server: LocalS3, prefix: str) -> dict[str, int]:
 def get_object(server: LocalS3, key: str) -> bytes:
     body: bytes = server.client().get_object(Bucket=server.bucket, Key=key)["Body"].read()
     return body
+
+
+class FlakyLink:
+    """A TCP proxy that misbehaves like a car's cellular link (a real socket peer).
+
+    Each accepted connection draws one fate from a seeded generator: pass through; closed
+    at once; reset (RST) after N bytes towards the server (mid-request, mid-body); the
+    whole request forwarded but the connection reset as the answer starts (the server did
+    the work, the client never hears of it); or a stall of a few seconds mid-transfer
+    followed by a reset or by the rest of the bytes. ``healthy()`` ends the faults for new
+    connections; ``down()`` refuses every connection and resets the open ones.
+    """
+
+    FATES = ("pass", "hang", "close", "reset_request", "reset_answer", "stall_reset", "stall_pass")
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        seed: int = 1,
+        weights: dict[str, float] | None = None,
+        stall: tuple[float, float] = (0.5, 3.0),
+    ) -> None:
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self._rng = random.Random(seed)
+        self._weights = weights or {
+            "pass": 4,
+            "close": 1,
+            "reset_request": 2,
+            "reset_answer": 2,
+            "stall_reset": 1,
+            "stall_pass": 1,
+        }
+        self._stall = stall
+        self._lock = threading.Lock()
+        self._faulty = True
+        self._down = False
+        self._hung = False
+        self.fates: dict[str, int] = dict.fromkeys(self.FATES, 0)
+        self._open: set[socket.socket] = set()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port: int = self._sock.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, name="flaky-accept", daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> None:
+        with self._lock:
+            self._faulty = False
+            self._down = False
+            self._hung = False
+
+    def hang(self) -> None:
+        """Nothing moves any more; new connections are accepted, never answered."""
+        with self._lock:
+            self._hung = True
+
+    def flaky(self) -> None:
+        with self._lock:
+            self._faulty = True
+            self._down = False
+
+    def down(self) -> None:
+        with self._lock:
+            self._down = True
+            conns = list(self._open)
+        for c in conns:
+            self._reset(c)
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+        self.down()
+
+    @staticmethod
+    def _reset(sock: Any) -> None:
+        import contextlib
+        import socket
+        import struct
+
+        with contextlib.suppress(OSError):
+            # SO_LINGER 0: close() sends RST instead of FIN, as a dropped radio link does
+            # from the far side's point of view (the peer sees ECONNRESET).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def _draw(self) -> tuple[str, int, float]:
+        with self._lock:
+            if self._down:
+                fate = "close"
+            elif self._hung:
+                fate = "hang"
+            elif not self._faulty:
+                fate = "pass"
+            else:
+                names = list(self._weights)
+                fate = self._rng.choices(names, [self._weights[n] for n in names])[0]
+            self.fates[fate] += 1
+            # Where in the request stream the fault strikes: headers, small or large body; a
+            # connection that passes still dies after a while (keep-alive would otherwise
+            # carry a whole run through one lucky connection).
+            if fate == "pass" and self._faulty:
+                at = self._rng.choice([30_000, 120_000, 500_000])
+            else:
+                at = self._rng.choice([0, 100, 700, 4000, 20000, 60000])
+            pause = self._rng.uniform(*self._stall)
+        return fate, at, pause
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            fate, at, pause = self._draw()
+            if fate == "close":
+                self._reset(conn)
+                continue
+            if fate == "hang":
+                with self._lock:
+                    self._open.add(conn)  # reset by down() or close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn, fate, at, pause), name="flaky-conn", daemon=True
+            ).start()
+
+    def _serve(self, client: Any, fate: str, at: int, pause: float) -> None:
+        import select
+        import socket
+        import time
+
+        try:
+            server = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            self._reset(client)
+            return
+        with self._lock:
+            self._open.update((client, server))
+        sent_up = 0
+        stalled = False
+        try:
+            while True:
+                ready, _, _ = select.select([client, server], [], [], 0.2)
+                if self._down:
+                    return
+                if self._hung:
+                    time.sleep(0.2)  # nothing moves, in either direction
+                    continue
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    if s is client:
+                        if sent_up + len(data) > at and fate != "reset_answer":
+                            if fate == "pass" and self._faulty:
+                                return  # the end of a lucky connection's life
+                            if fate != "pass" and not stalled:
+                                cut = max(0, at - sent_up)
+                                server.sendall(data[:cut])
+                                sent_up += cut
+                                data = data[cut:]
+                                if fate == "reset_request":
+                                    return
+                                stalled = True
+                                time.sleep(pause)
+                                if fate == "stall_reset":
+                                    return
+                        server.sendall(data)
+                        sent_up += len(data)
+                    else:
+                        if fate == "reset_answer" and sent_up > at:
+                            return  # the server has answered: the client never hears it
+                        client.sendall(data)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._open.discard(client)
+                self._open.discard(server)
+            self._reset(client)
+            self._reset(server)
