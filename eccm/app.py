@@ -80,6 +80,7 @@ class Daemon:
 
             self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
             self.hub.add_listener(self.recorder)
+            self.hub.trip_taken = self.recorder.trip_used
         from eccm.trip import TripComputer, TripSettings
 
         if cfg.file_recording:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from eccm.clock import Clock
@@ -19,6 +19,13 @@ from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.timebase import TimeBase
 
 log = logging.getLogger(__name__)
+
+# Seconds the row time may jump against the monotonic clock (a first GNSS fix correcting a
+# clock that booted years off, NTP setting it) before the running trip ends there and the
+# rows go on in a new trip named after the corrected time: a TRIP_ID, a file name and a
+# date partition must not say 2016 for rows of 2026. Smaller steps (a clock a few seconds
+# off) keep the trip; the trip computer measures durations on the monotonic clock anyway.
+REDATE_STEP = 60.0
 
 
 class Listener(Protocol):
@@ -53,6 +60,13 @@ class Hub:
         self.adopt_within = 30.0
         self._facts: dict[str, str] = {}
         self.rows = 0
+        # Row time minus monotonic time at the last row: a jump is a clock step.
+        self._skew: float | None = None
+        # Trip ids are unique per car: two trips never share one, even when a Pi without a
+        # clock boots to the same time twice. ``trip_taken(trip_id)`` says whether an earlier
+        # run used an id (the recorder knows the names it wrote); ids of this run are kept.
+        self.trip_taken: Callable[[str], bool] | None = None
+        self._used_trips: set[str] = set()
 
     # -- listeners ---------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
@@ -103,7 +117,47 @@ class Hub:
     # -- trips -------------------------------------------------------------------------
     def now(self) -> float:
         """Wall time, GNSS-corrected when the system clock is off."""
-        return self.timebase.correct(self.clock.time())
+        return self.timebase.stamp(self.clock.time(), self.clock.monotonic())[0]
+
+    def _stamp(self) -> tuple[float, str, float]:
+        """(time, time source, monotonic time) of a row taken now."""
+        mono = self.clock.monotonic()
+        epoch, source = self.timebase.stamp(self.clock.time(), mono)
+        return epoch, source, mono
+
+    def _stepped(self, epoch: float, mono: float) -> float | None:
+        """The size of a clock step since the last row, if one exceeds REDATE_STEP.
+
+        Called under the lock.
+        """
+        skew = epoch - mono
+        last, self._skew = self._skew, skew
+        if last is None or abs(skew - last) <= REDATE_STEP:
+            return None
+        return skew - last
+
+    def _new_trip_id(self, epoch: float) -> str:
+        """The trip id of a trip starting at ``epoch``, one second later while it is taken.
+
+        Called under the lock.
+        """
+        for _ in range(86_400):
+            trip = trip_id_for(epoch)
+            if trip not in self._used_trips and not self._taken(trip):
+                break
+            epoch += 1.0
+        self._used_trips.add(trip)
+        return trip
+
+    def _taken(self, trip: str) -> bool:
+        check = self.trip_taken
+        if check is None:
+            return False
+        try:
+            return check(trip)
+        except Exception:
+            log.exception("checking whether trip id %s was used failed", trip)
+            return False
 
     def begin_trip(self) -> str:
         """The car answers: start an engine trip.
@@ -112,11 +166,14 @@ class Hub:
         the adapter took to connect at start-up, typically) becomes the start of this
         trip instead of a trip of its own; an older one ends here.
         """
+        epoch, _source, mono = self._stamp()
         with self._lock:
+            step = self._stepped(epoch, mono)
             young = (
                 self._trip is not None
                 and not self._trip_engine
-                and self.clock.monotonic() - self._trip_started < self.adopt_within
+                and step is None
+                and mono - self._trip_started < self.adopt_within
             )
             if young:
                 self._trip_engine = True
@@ -125,10 +182,10 @@ class Hub:
             log.info("trip %s continues with engine data", trip)
             return trip
         self._end(None)
-        trip = trip_id_for(self.now())
         with self._lock:
+            trip = self._new_trip_id(epoch)
             self._trip, self._trip_engine = trip, True
-            self._trip_started = self.clock.monotonic()
+            self._trip_started = mono
         log.info("trip %s started", trip)
         return trip
 
@@ -178,23 +235,40 @@ class Hub:
         GNSS-only segment (a trip of its own) when no trip runs, and is dropped (None)
         while an engine trip runs, whose rows the OBD link writes.
         """
+        epoch, source, mono = self._stamp()
+        ended: str | None = None
         with self._lock:
             trip = self._trip
             if trip is not None and self._trip_engine and not engine:
                 return None
+            step = self._stepped(epoch, mono)
+            if trip is not None and step is not None:
+                # Rows already written keep the old time and trip id; the rows from here
+                # on get a trip id from the corrected time.
+                ended, trip = trip, None
+                self._trip = None
             if trip is None:
-                trip = trip_id_for(self.now())
+                trip = self._new_trip_id(epoch)
                 self._trip, self._trip_engine = trip, engine
-                self._trip_started = self.clock.monotonic()
+                self._trip_started = mono
+        if ended is not None:
+            log.warning(
+                "the clock stepped by %.0f s: trip %s ends, the drive goes on as trip %s",
+                step,
+                ended,
+                trip,
+            )
+            self._dispatch("on_trip_end", ended)
         values = self.latest_values() if engine else {}
         sample = Sample(
-            time=self.now(),
+            time=epoch,
             trip_id=trip,
             values=values,
             fix=self.fresh_fix(),
             layout=self.layout,
-            time_source=self.timebase.source,
+            time_source=source,
             engine=engine,
+            mono=mono,
         )
         with self._lock:
             self.rows += 1

@@ -548,6 +548,12 @@ class Recorder:
         return new
 
     # -- names -------------------------------------------------------------------------
+    def trip_used(self, trip_id: str) -> bool:
+        """Whether any file of this car ever carried ``trip_id`` (data files, sidecars,
+        trip summaries, here, under uploaded/ or in the ledger of sequence numbers)."""
+        prefix = f"{self._car}_{trip_id}_"
+        return any(name.startswith(prefix) for name in self._known_names())
+
     def _known_names(self) -> list[str]:
         names: list[str] = []
         for d in (self._dir, self._dir / UPLOADED_DIR):

@@ -63,6 +63,8 @@ class Sample:
     time_source: str = "system"  # "system" or "gnss"
     engine: bool = True  # False for GNSS-only rows written while the car does not answer
     meta: Mapping[str, str] = field(default_factory=dict)
+    # Monotonic time of the row: durations between rows, immune to steps of the wall clock.
+    mono: float | None = None
 
 
 def iso_utc(epoch: float) -> str:

@@ -1,8 +1,17 @@
 """GNSS-corrected wall time: a Raspberry Pi has no real-time clock.
 
-Until NTP or a fix sets it, the system clock may be hours or years off. When a valid fix
-shows the system clock off by more than ``threshold`` seconds, rows are stamped with the
-system clock plus the measured offset, and the time source is reported as ``gnss``.
+Until NTP or a fix sets it, the system clock may be hours or years off. GNSS time is tied
+to the monotonic clock (``fix.time_utc - fix.received``), never to the system clock, so
+that NTP stepping the system clock between two fixes (or while the receiver has lost its
+fix) cannot move the corrected time. Whenever the system clock is off the GNSS time by
+more than ``threshold`` seconds, rows are stamped with GNSS time and the time source is
+``gnss``; otherwise with the system clock (``system``).
+
+A fix is read some time after the instant it describes (a few to several hundred
+milliseconds, varying from fix to fix): each measurement is a little late, never early.
+The anchor therefore follows the earliest-looking measurement at once and a later-looking
+one only at ``DRIFT`` seconds per second (the monotonic clock's own drift), so that the
+latency jitter of the receiver never makes stamps go backwards.
 """
 
 from __future__ import annotations
@@ -14,34 +23,69 @@ from eccm.gnss.fix import Fix
 
 log = logging.getLogger(__name__)
 
+# Seconds per second the anchor may move back to follow later-looking fixes: well above a
+# crystal's drift (tens of ppm), far below anything that could reorder rows.
+DRIFT = 1e-3
+
 
 class TimeBase:
     def __init__(self, threshold: float = 2.0) -> None:
         self._threshold = threshold
-        self._offset = 0.0
+        self._anchor: float | None = None  # GNSS epoch minus monotonic time
+        self._anchored_at = 0.0  # monotonic time of the last anchor update
+        self._offset = 0.0  # GNSS minus system, when the system clock is off; else 0
         self._lock = threading.Lock()
 
     def observe(self, fix: Fix) -> None:
-        """Learn the offset from a fix that carries a full date and time and a position."""
+        """Learn GNSS time from a fix that carries a full date and time and a position."""
         if (
             fix.time_utc is None
             or not fix.has_position
             or (fix.quality is not None and fix.quality <= 0)
         ):
             return
-        measured = fix.time_utc - fix.received_wall
+        measured = fix.time_utc - fix.received
+        with self._lock:
+            anchor = self._anchor
+            if anchor is None or abs(measured - anchor) > self._threshold:
+                if anchor is not None:
+                    log.warning("GNSS time stepped by %.1f s", measured - anchor)
+                anchor = measured
+            elif measured > anchor:
+                anchor = measured
+            else:
+                allowed = DRIFT * max(0.0, fix.received - self._anchored_at)
+                anchor = max(measured, anchor - allowed)
+            self._anchor = anchor
+            self._anchored_at = fix.received
+        self.stamp(fix.received_wall, fix.received)
+
+    def stamp(self, system_epoch: float, monotonic: float) -> tuple[float, str]:
+        """(time, source) of a row: GNSS time when the system clock is off, else system."""
         with self._lock:
             was = self._offset
-            self._offset = measured if abs(measured) > self._threshold else 0.0
+            anchor = self._anchor
+            if anchor is None:
+                self._offset = 0.0
+            else:
+                off = anchor + monotonic - system_epoch
+                # Hysteresis: a clock off by about the threshold must not flip the source
+                # (and step the stamps) at every row.
+                limit = self._threshold / 2 if was else self._threshold
+                self._offset = off if abs(off) > limit else 0.0
             now = self._offset
         if (was == 0.0) != (now == 0.0):
             if now:
                 log.warning("system clock is off by %.1f s: stamping rows with GNSS time", now)
             else:
                 log.info("system clock agrees with GNSS again: stamping rows with system time")
+        if now:
+            return system_epoch + now, "gnss"
+        return system_epoch, "system"
 
     @property
     def offset(self) -> float:
+        """GNSS minus system time at the last stamp, 0 while the system clock is right."""
         with self._lock:
             return self._offset
 
@@ -50,4 +94,5 @@ class TimeBase:
         return "gnss" if self.offset else "system"
 
     def correct(self, system_epoch: float) -> float:
+        """The system epoch plus the offset found at the last stamp (prefer :meth:`stamp`)."""
         return system_epoch + self.offset

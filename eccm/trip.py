@@ -195,6 +195,28 @@ class Point:
     lon: float | None = None
     gnss_speed: float | None = None
     fix_id: tuple[float, float | None] | None = None  # (received, time_utc) of the fix
+    mono: float | None = None  # monotonic time of the row, when the hub gave it
+
+
+# Seconds by which the row times may disagree with the monotonic clock between two rows
+# before the difference counts as a step of the clock (NTP, the GNSS correction).
+CLOCK_STEP = 1.0
+
+
+def elapsed(a: Point, b: Point) -> tuple[float | None, bool]:
+    """(seconds from row a to row b, whether the clock stepped between them).
+
+    On the monotonic clock when both rows carry it, so that a wall clock set by NTP or by
+    the GNSS correction mid-trip neither adds years to a trip nor loses the interval.
+    Without it, an interval across a change of time source is unknown (None).
+    """
+    wall = b.time - a.time
+    if a.mono is not None and b.mono is not None:
+        dt = b.mono - a.mono
+        return dt, abs(wall - dt) > CLOCK_STEP
+    if a.time_source != b.time_source:
+        return None, True
+    return wall, False
 
 
 class Units:
@@ -263,8 +285,11 @@ def point_of(sample: Sample, settings: TripSettings, units: Units) -> Point:
             fix.longitude,
             fix.speed,
             (fix.received, fix.time_utc),
+            sample.mono,
         )
-    return Point(sample.time, sample.time_source, sample.engine, speed, rpm, fuel, method)
+    return Point(
+        sample.time, sample.time_source, sample.engine, speed, rpm, fuel, method, mono=sample.mono
+    )
 
 
 def _r(value: float | None, digits: int) -> float | None:
@@ -329,13 +354,12 @@ class Trip:
         return p
 
     def _interval(self, a: Point, b: Point) -> None:
-        if a.time_source != b.time_source:
-            # The wall clock was stepped by the GNSS correction between these rows: their
-            # difference is the step, not time that passed.
+        dt, stepped = elapsed(a, b)
+        if stepped:
+            # The wall clock was stepped between these rows (GNSS correction, NTP): their
+            # time difference is the step, not time that passed.
             self.clock_steps += 1
-            return
-        dt = b.time - a.time
-        if dt <= 0:
+        if dt is None or dt <= 0:
             return
         self.duration_s += dt
         if dt > self.settings.max_gap:
@@ -369,10 +393,10 @@ class Trip:
         if prev is not None and prev.fix_id == p.fix_id:
             return  # the same fix on another row
         self.last_fix = p
-        if prev is None or prev.time_source != p.time_source:
+        if prev is None:
             return
-        dt = p.time - prev.time
-        if dt <= 0 or dt > self.settings.max_gap:
+        dt, _stepped = elapsed(prev, p)
+        if dt is None or dt <= 0 or dt > self.settings.max_gap:
             return
         still = (
             prev.gnss_speed is not None

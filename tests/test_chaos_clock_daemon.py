@@ -1,0 +1,168 @@
+"""Chaos: the whole daemon on a Pi whose clock is ten years behind.
+
+The daemon (in-process, with an injected clock: the real monotonic clock and a wall clock
+ten years off) records the ELM327 emulator's car and a simulated receiver that has no fix
+at first, uploads to a local S3 server, then gets a fix (the true time), then NTP sets the
+system clock mid-trip. What a user finds in the bucket must make sense: the rows written
+before the first fix form a trip of their own, stamped with the wrong year (nothing can
+know better when they are written); from the fix on, rows, TRIP_ID, file names and date
+partitions carry the true time; NTP changes nothing visible; no duration is absurd.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from eccm.app import Daemon
+from eccm.config import parse
+from eccm.gnss.simulate import NmeaPty, Route
+from eccm.s3keys import parse_data_name, parse_summary_name
+from eccm.s3local import LocalS3
+from eccm.simcar import emulated_car
+from eccm.uploader import upload_backlog
+from tests import s3server
+from tests.waiting import wait_until
+
+s3_http = s3server.s3_http
+
+TEN_YEARS = 10 * 365.25 * 86400
+CAR = "noclock-car"
+
+
+class OffsetClock:
+    """The real monotonic clock and a wall clock ``offset`` seconds off, settable (NTP)."""
+
+    def __init__(self, offset: float) -> None:
+        self._offset = offset
+        self._lock = threading.Lock()
+
+    def time(self) -> float:
+        with self._lock:
+            return time.time() + self._offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def set_right(self) -> None:
+        with self._lock:
+            self._offset = 0.0
+
+
+@pytest.fixture(scope="module")
+def car() -> Iterator[str]:
+    with emulated_car("car") as emu:
+        yield emu.get_pty()
+
+
+def year(iso: str) -> int:
+    return int(iso[:4])
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_a_pi_ten_years_behind_gets_true_times_names_and_partitions_from_the_first_fix(
+    car: str, s3_http: LocalS3, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    clock = OffsetClock(-TEN_YEARS)
+    with NmeaPty(Route(latitude=45.0, longitude=7.0), rate_hz=2.0) as gnss:
+        gnss.fix_available = False
+        values = s3server.config_values(
+            records,
+            s3_http,
+            CAR_IDENTIFIER=CAR,
+            OBD_INTERFACE=car,
+            OBD_PROTOCOL="6",
+            OBD_SLOW_COMMANDS="COOLANT_TEMP",
+            GPS_POSITION_MONITORING="yes",
+            GPS_INTERFACE=gnss.path,
+            SAMPLE_INTERVAL="0.2",
+            FILE_ROTATION_SECONDS="1.5",
+            S3_SYNC_INTERVAL="1",
+            S3_DELETE_AFTER_UPLOAD="no",
+        )
+        cfg = parse(values)
+        daemon = Daemon(cfg, clock)
+        daemon.start()
+        try:
+            assert daemon.recorder is not None
+            recorder = daemon.recorder
+            wait_until(lambda: recorder.files_closed >= 2, 60, "files stamped before any fix")
+            gnss.fix_available = True
+            wait_until(
+                lambda: daemon.hub.timebase.source == "gnss" and daemon.hub.trip is not None,
+                30,
+                "the fix correcting the clock",
+            )
+            corrected_trip = wait_until(
+                lambda: (t := daemon.hub.trip) is not None and not t.startswith("2016") and t,
+                30,
+                "a trip with the corrected time",
+            )
+            closed_then = recorder.files_closed
+            wait_until(lambda: recorder.files_closed >= closed_then + 2, 60, "gnss-stamped files")
+            clock.set_right()  # NTP, mid-trip
+            wait_until(lambda: daemon.hub.timebase.source == "system", 30, "the NTP-set clock")
+            closed_then = recorder.files_closed
+            wait_until(lambda: recorder.files_closed >= closed_then + 2, 60, "files after NTP")
+            assert daemon.hub.trip == corrected_trip, "NTP must not end the trip"
+        finally:
+            daemon.stop()
+    assert upload_backlog(cfg, progress=False) == 0
+
+    client = s3_http.client()
+    objects = s3server.list_objects(s3_http, values["S3_KEY_PREFIX"] + "/")
+    files = {k: k.rsplit("/", 1)[1] for k in objects if parse_data_name(k.rsplit("/", 1)[1])}
+    summaries = {k for k in objects if parse_summary_name(k.rsplit("/", 1)[1])}
+    trips: dict[str, list[list[str]]] = {}
+    sources: dict[str, set[str]] = {}
+    for key, name in sorted(files.items(), key=lambda kv: kv[1]):
+        body = client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read()
+        side = json.loads(
+            client.get_object(Bucket=s3_http.bucket, Key=key + ".json")["Body"].read()
+        )
+        rows = list(csv.reader(io.StringIO(gzip.decompress(body).decode()), delimiter="\t"))[1:]
+        trip = name.split("_")[1]
+        # a file, its rows, its trip id and its partition agree on the year
+        assert {r[2] for r in rows} == {trip}
+        assert {year(r[0]) for r in rows} == {int(trip[:4])}, name
+        assert f"/date={rows[0][0][:10]}/" in key
+        trips.setdefault(trip, []).extend(rows)
+        sources.setdefault(trip, set()).add(side["time_source"])
+
+    old = sorted(t for t in trips if t.startswith("2016"))
+    new = sorted(t for t in trips if not t.startswith("2016"))
+    assert len(old) == 1 and new == [corrected_trip], trips.keys()
+    assert sources[old[0]] == {"system"}
+    assert sources[corrected_trip] >= {"gnss"}
+    # the corrected trip starts at its first row, on the true clock
+    first = trips[corrected_trip][0][0]
+    assert abs(epoch(first) - datetime.strptime(corrected_trip, "%Y%m%dT%H%M%SZ").timestamp()) < 2
+    assert abs(epoch(trips[corrected_trip][-1][0]) - time.time()) < 120
+    times = [epoch(r[0]) for r in trips[corrected_trip]]
+    assert all(b > a for a, b in itertools.pairwise(times)), "time went backwards"
+    assert max(b - a for a, b in itertools.pairwise(times)) < 5, "a jump at NTP"
+
+    assert len(summaries) == 2
+    for key in summaries:
+        doc = json.loads(client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read())
+        rows = trips[doc["trip"]]
+        assert doc["rows"] == len(rows)
+        assert doc["first_time"] == rows[0][0]
+        assert f"/date={doc['trip'][:4]}-{doc['trip'][4:6]}-{doc['trip'][6:8]}/" in key
+        span = epoch(rows[-1][0]) - epoch(rows[0][0])
+        assert 0 < doc["totals"]["duration_s"] <= span + 1, doc["totals"]
+        assert doc["totals"]["gap_s"] < 5
