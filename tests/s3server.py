@@ -273,7 +273,7 @@ class FlakyLink:
         *,
         seed: int = 1,
         weights: dict[str, float] | None = None,
-        stall: tuple[float, float] = (0.5, 3.0),
+        stall: tuple[float, float] = (0.3, 1.5),
     ) -> None:
         import socket
         import threading
@@ -330,6 +330,12 @@ class FlakyLink:
         for c in conns:
             self._reset(c)
 
+    @property
+    def faults(self) -> int:
+        """Connections that met a fault so far."""
+        with self._lock:
+            return sum(n for fate, n in self.fates.items() if fate != "pass")
+
     def close(self) -> None:
         self._closed = True
         self._sock.close()
@@ -348,7 +354,9 @@ class FlakyLink:
         with contextlib.suppress(OSError):
             sock.close()
 
-    def _draw(self) -> tuple[str, int, float]:
+    def _draw(self) -> tuple[str, int, int, float]:
+        """A connection's fate, the byte (towards the server) where it strikes, the byte
+        where the connection dies anyway, and the length of a stall."""
         with self._lock:
             if self._down:
                 fate = "close"
@@ -360,15 +368,13 @@ class FlakyLink:
                 names = list(self._weights)
                 fate = self._rng.choices(names, [self._weights[n] for n in names])[0]
             self.fates[fate] += 1
-            # Where in the request stream the fault strikes: headers, small or large body; a
-            # connection that passes still dies after a while (keep-alive would otherwise
-            # carry a whole run through one lucky connection).
-            if fate == "pass" and self._faulty:
-                at = self._rng.choice([30_000, 120_000, 500_000])
-            else:
-                at = self._rng.choice([0, 100, 700, 4000, 20000, 60000])
+            # Headers, a small or a large body: where the fault strikes.
+            at = self._rng.choice([0, 100, 700, 4000, 20000])
+            # A faulty link kills every connection sooner or later; keep-alive would
+            # otherwise carry a whole run through one lucky connection.
+            life = at + self._rng.choice([2_000, 8_000, 30_000]) if self._faulty else -1
             pause = self._rng.uniform(*self._stall)
-        return fate, at, pause
+        return fate, at, life, pause
 
     def _accept(self) -> None:
         import threading
@@ -378,7 +384,7 @@ class FlakyLink:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            fate, at, pause = self._draw()
+            fate, at, life, pause = self._draw()
             if fate == "close":
                 self._reset(conn)
                 continue
@@ -387,10 +393,13 @@ class FlakyLink:
                     self._open.add(conn)  # reset by down() or close()
                 continue
             threading.Thread(
-                target=self._serve, args=(conn, fate, at, pause), name="flaky-conn", daemon=True
+                target=self._serve,
+                args=(conn, fate, at, life, pause),
+                name="flaky-conn",
+                daemon=True,
             ).start()
 
-    def _serve(self, client: Any, fate: str, at: int, pause: float) -> None:
+    def _serve(self, client: Any, fate: str, at: int, life: int, pause: float) -> None:
         import select
         import socket
         import time
@@ -403,7 +412,7 @@ class FlakyLink:
         with self._lock:
             self._open.update((client, server))
         sent_up = 0
-        stalled = False
+        struck = fate == "pass"
         try:
             while True:
                 ready, _, _ = select.select([client, server], [], [], 0.2)
@@ -416,27 +425,26 @@ class FlakyLink:
                     data = s.recv(65536)
                     if not data:
                         return
-                    if s is client:
-                        if sent_up + len(data) > at and fate != "reset_answer":
-                            if fate == "pass" and self._faulty:
-                                return  # the end of a lucky connection's life
-                            if fate != "pass" and not stalled:
-                                cut = max(0, at - sent_up)
-                                server.sendall(data[:cut])
-                                sent_up += cut
-                                data = data[cut:]
-                                if fate == "reset_request":
-                                    return
-                                stalled = True
-                                time.sleep(pause)
-                                if fate == "stall_reset":
-                                    return
-                        server.sendall(data)
-                        sent_up += len(data)
-                    else:
+                    if s is server:
                         if fate == "reset_answer" and sent_up > at:
-                            return  # the server has answered: the client never hears it
+                            return  # the server has done the work; the client never hears
                         client.sendall(data)
+                        continue
+                    if 0 <= life < sent_up + len(data):
+                        return  # the end of this connection's life
+                    if not struck and fate != "reset_answer" and sent_up + len(data) > at:
+                        struck = True
+                        cut = max(0, at - sent_up)
+                        server.sendall(data[:cut])
+                        sent_up += cut
+                        data = data[cut:]
+                        if fate == "reset_request":
+                            return
+                        time.sleep(pause)  # a stall mid-request
+                        if fate == "stall_reset":
+                            return
+                    server.sendall(data)
+                    sent_up += len(data)
         except OSError:
             return
         finally:

@@ -76,3 +76,112 @@ def test_a_link_that_hangs_after_the_probe_ends_the_run_at_the_first_timeout(
     assert report.error is not None and "did not answer within 1 s" in report.error
     assert "archive" not in report.error
     assert report.remaining == 8 and up.consecutive_failures == 1
+
+
+def test_many_runs_over_a_flapping_link_deliver_every_file_exactly_once(
+    s3_http: LocalS3, link: FlakyLink, tmp_path: Path
+) -> None:
+    cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
+    files = {}
+    for seq in range(1, 31):
+        p = make_closed_file(tmp_path, seq=seq, rows=100 + 41 * seq)
+        files[p.name] = p.read_bytes()
+    # One attempt per request: every fault reaches the uploader's own logic.
+    up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=2, attempts=1))
+    runs = 0
+    while up.queue_length() and runs < 60:
+        report = up.run_once()
+        runs += 1
+        assert report.kept == [], report.kept
+    assert up.queue_length() == 0, f"backlog left after {runs} runs over {link.fates}"
+    assert link.faults >= 5, link.fates
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert_each_file_once(s3_http, cfg, files)
+
+
+def _daemon_config(path: Path, records: Path, pty: str, server: LocalS3, endpoint: str) -> None:
+    values = {
+        "CAR_IDENTIFIER": CAR,
+        "OBD_INTERFACE": pty,
+        "OBD_PROTOCOL": "6",
+        "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
+        "RECORD_DIRECTORY_LOCATION": str(records),
+        "FILE_ROTATION_SECONDS": "2",
+        "SAMPLE_INTERVAL": "0.1",
+        "S3_KEY_PREFIX": s3server.unique_prefix(),
+        "S3_SYNC_INTERVAL": "2",
+        "S3_SYNC_JITTER": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    values.update(server.config_values())
+    values["S3_SERVER_ENDPOINT"] = endpoint
+    path.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+
+
+def test_the_daemon_records_and_uploads_through_a_flapping_link(
+    s3_http: LocalS3, link: FlakyLink, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from eccm import config as eccm_config
+    from eccm.simcar import emulated_car
+    from tests.waiting import wait_until
+
+    records = tmp_path / "records"
+    config = tmp_path / "config.ini"
+    with emulated_car("car") as emu:
+        _daemon_config(config, records, emu.get_pty(), s3_http, link.endpoint)
+        cfg = eccm_config.load(str(config))
+        log_file = tmp_path / "eccm.log"
+        with log_file.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
+        try:
+            # Record and upload over the flapping link, then over a dead one, then flapping.
+            wait_until(lambda: len(bucket_objects(s3_http, cfg)) >= 4, timeout=120, what="uploads")
+            link.down()
+            wait_until(
+                lambda: len(list(records.glob("*.tsv.gz.json"))) >= 2, timeout=60, what="a backlog"
+            )
+            link.flaky()
+            faults = link.faults
+            wait_until(lambda: link.faults >= faults + 8, timeout=120, what="a flapping while")
+            link.healthy()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = log_file.read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    # Nothing left behind: every closed file went up in the last attempt at the latest.
+    assert sorted(p.name for p in records.iterdir() if p.is_file()) == [".eccm-sequence"]
+    objs = bucket_objects(s3_http, cfg)
+    names = [k.rsplit("/", 1)[1] for k in objs]
+    assert len(names) == len(set(names)), "a file under two keys"
+    data = sorted(n for n in names if n.endswith(".tsv.gz"))
+    assert data and all(n + ".json" in names for n in data)
+    # Files of a trip are numbered from 1 without gaps: none was lost.
+    trips: dict[str, list[int]] = {}
+    for n in data:
+        trip, seq = n.split("_")[1], int(n.split("_")[2].split(".")[0])
+        trips.setdefault(trip, []).append(seq)
+    for seqs in trips.values():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), trips
+    for key in objs:
+        if key.endswith(".tsv.gz"):
+            side = json.loads(get_object(s3_http, key + ".json"))
+            assert side["sha256"] == hashlib.sha256(get_object(s3_http, key)).hexdigest()
+    # Bounded logs: at most one line per upload run (runs follow the file closes), a
+    # WARNING for the network's failures and never an ERROR.
+    uploader = [line for line in log.splitlines() if " eccm.uploader: " in line]
+    loud = [line for line in uploader if " INFO " not in line]
+    assert len(uploader) <= len(data) + 5, "\n".join(uploader)
+    assert all(" WARNING " in line for line in loud), "\n".join(loud)
