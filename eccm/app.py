@@ -60,6 +60,7 @@ class Daemon:
         self.started_at = self.clock.monotonic()
         self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg))
         self.hub.adopt_within = cfg.trip_end_timeout
+        self.hub.gnss_trip_timeout = cfg.trip_end_timeout
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
         self.recorder: Recorder | None = None
@@ -151,7 +152,10 @@ class Daemon:
     def _on_fix(self, fix: Fix) -> None:
         """GNSS thread: keep the latest fix; write GNSS-only rows while the car is silent."""
         self.hub.update_fix(fix)
-        if not fix.has_position or self.hub.engine_trip:
+        if not fix.has_position:
+            self.hub.end_idle_gnss_trip()
+            return
+        if self.hub.engine_trip:
             return
         now = self.clock.monotonic()
         if now - self._last_gnss_row >= self.cfg.sample_interval:

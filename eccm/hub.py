@@ -58,6 +58,11 @@ class Hub:
         self._trip_started = 0.0
         # Seconds a GNSS-only segment may have run and still become the engine trip's start.
         self.adopt_within = 30.0
+        # Seconds without a row that end a GNSS-only segment (TRIP_END_TIMEOUT, as for the
+        # engine): a receiver that lost its fix in a garage for the night must not make the
+        # next morning's drive the same trip. None: never.
+        self.gnss_trip_timeout: float | None = None
+        self._last_row = 0.0  # monotonic time of the last row
         self._facts: dict[str, str] = {}
         self.rows = 0
         # Row time minus monotonic time at the last row: a jump is a clock step.
@@ -192,6 +197,23 @@ class Hub:
     def end_trip(self) -> None:
         self._end(None)
 
+    def end_idle_gnss_trip(self) -> None:
+        """End a GNSS-only segment that got no row for ``gnss_trip_timeout`` seconds (the
+        receiver reports no fix); call it as fixes without position come in."""
+        with self._lock:
+            idle = self._gnss_idle(self.clock.monotonic())
+        if idle:
+            self._end(False)
+
+    def _gnss_idle(self, mono: float) -> bool:
+        """Called under the lock."""
+        return (
+            self._trip is not None
+            and not self._trip_engine
+            and self.gnss_trip_timeout is not None
+            and mono - self._last_row > self.gnss_trip_timeout
+        )
+
     def _end(self, only_engine: bool | None) -> None:
         with self._lock:
             trip = self._trip
@@ -242,22 +264,27 @@ class Hub:
             if trip is not None and self._trip_engine and not engine:
                 return None
             step = self._stepped(epoch, mono)
-            if trip is not None and step is not None:
+            idle = not engine and self._gnss_idle(mono)
+            if trip is not None and (step is not None or idle):
                 # Rows already written keep the old time and trip id; the rows from here
                 # on get a trip id from the corrected time.
                 ended, trip = trip, None
                 self._trip = None
+            self._last_row = mono
             if trip is None:
                 trip = self._new_trip_id(epoch)
                 self._trip, self._trip_engine = trip, engine
                 self._trip_started = mono
         if ended is not None:
-            log.warning(
-                "the clock stepped by %.0f s: trip %s ends, the drive goes on as trip %s",
-                step,
-                ended,
-                trip,
-            )
+            if step is not None:
+                log.warning(
+                    "the clock stepped by %.0f s: trip %s ends, the drive goes on as trip %s",
+                    step,
+                    ended,
+                    trip,
+                )
+            else:
+                log.info("trip %s ended: no position for over %g s", ended, self.gnss_trip_timeout)
             self._dispatch("on_trip_end", ended)
         values = self.latest_values() if engine else {}
         sample = Sample(
