@@ -1,0 +1,241 @@
+"""Chaos: the ignition cuts the power again and again, at random moments.
+
+`eccm run` (a real subprocess) records a simulated car (ELM327 emulator) and a simulated
+GNSS receiver, rotates files every second and uploads them to a local S3 server; the test
+SIGKILLs it many times in a row (at random, right after a file closes or opens, while the
+uploader is busy) and starts it again each time. At the end it stops cleanly, runs
+`eccm upload`, and checks what a user of the bucket relies on: every object is a valid
+gzip of complete lines matching its sidecar, no file was uploaded twice under two keys,
+nothing was deleted locally without a verified object, no row is in two files, and every
+trip summary is valid JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eccm.gnss.simulate import NmeaPty, Route
+from eccm.s3keys import parse_data_name, parse_summary_name
+from eccm.s3local import LocalS3
+from eccm.simcar import emulated_car
+from tests import s3server
+from tests.waiting import wait_until
+
+s3_http = s3server.s3_http
+
+CAR = "chaos-car"
+CYCLES = 14
+ROUTE = Route(latitude=45.0, longitude=7.0, radius=150.0, speed=10.0)
+
+
+@pytest.fixture(scope="module")
+def car() -> Iterator[str]:
+    with emulated_car("car") as emu:
+        yield emu.get_pty()
+
+
+class Run:
+    """One `eccm run`; its stderr is read line by line so that a kill can follow an event."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace"))
+                self._cond.notify_all()
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        """Until a new line containing ``needle`` appears; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            seen = len(self.lines)
+            while True:
+                if any(needle in line for line in self.lines[seen:]):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    return False
+                self._cond.wait(left)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._reader.join(10)
+
+    def terminate(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=40)
+        self._reader.join(10)
+        return code, "".join(self.lines)
+
+
+def closing(records: Path, timeout: float) -> bool:
+    """Until a close is half done (renamed, compressing, sidecar being written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with os.scandir(records) as it:
+            if any(e.name.endswith((".tsv", ".tmp")) for e in it):
+                return True
+        time.sleep(0.0005)
+    return False
+
+
+def rows_of(data: bytes) -> list[list[str]]:
+    text = gzip.decompress(data).decode("utf-8")
+    assert text.endswith("\n"), "the last line is incomplete"
+    return list(csv.reader(io.StringIO(text), delimiter="\t"))
+
+
+def test_repeated_power_cuts_lose_nothing_twice_and_corrupt_nothing(
+    car: str, s3_http: LocalS3, tmp_path: Path
+) -> None:
+    rng = random.Random(int(os.environ.get("ECCM_CHAOS_SEED", "20261122")))
+    records = tmp_path / "records"
+    config = tmp_path / "config.ini"
+    values = s3server.config_values(
+        records,
+        s3_http,
+        CAR_IDENTIFIER=CAR,
+        OBD_INTERFACE=car,
+        OBD_PROTOCOL="6",
+        OBD_SLOW_COMMANDS="COOLANT_TEMP,INTAKE_TEMP",
+        GPS_POSITION_MONITORING="yes",
+        SAMPLE_INTERVAL="0.1",
+        FILE_ROTATION_SECONDS="1",
+        FILE_FLUSH_INTERVAL="0.2",
+        S3_SYNC_INTERVAL="1",
+        S3_SYNC_JITTER="0",
+        S3_DELETE_AFTER_UPLOAD="no",
+        LOG_LEVEL="INFO",
+    )
+    prefix = values["S3_KEY_PREFIX"]
+    config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+    # Every closed data file seen at any moment, with its sha256: none may vanish.
+    seen: dict[str, str] = {}
+
+    def note_closed() -> None:
+        for folder in (records, records / "uploaded"):
+            for side in folder.glob("*.tsv.gz.json"):
+                data = side.with_name(side.name[: -len(".json")])
+                try:
+                    doc = json.loads(side.read_text())
+                    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+                except (FileNotFoundError, ValueError):
+                    continue  # moved meanwhile
+                assert doc["sha256"] == digest, f"{data.name} does not match its sidecar"
+                seen.setdefault(data.name, digest)
+
+    kills = Counter[str]()
+    with NmeaPty(ROUTE, rate_hz=5.0) as gnss:
+        values_cfg = config.read_text() + f"GPS_INTERFACE={gnss.path}\n"
+        config.write_text(values_cfg)
+        for _ in range(CYCLES):
+            run = Run(config)
+            how = rng.choice(["random", "closing", "closed", "opened", "upload"])
+            try:
+                assert run.wait_for("ECCM running", 60), "".join(run.lines)
+                if how == "random":
+                    time.sleep(rng.uniform(0.0, 3.0))
+                elif how == "closing":
+                    kills["mid-close"] += closing(records, 20)
+                elif how == "closed":
+                    run.wait_for("closed ", 20)
+                elif how == "opened":
+                    run.wait_for("recording to", 20)
+                    time.sleep(rng.uniform(0.0, 0.05))
+                else:
+                    run.wait_for("closed ", 20)
+                    time.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                run.kill()
+            kills[how] += 1
+            (tmp_path / f"run{sum(kills.values())}-{how}.log").write_text("".join(run.lines))
+            assert "Traceback" not in "".join(run.lines), "".join(run.lines)
+            note_closed()
+        run = Run(config)
+        assert run.wait_for("ECCM running", 60)
+        wait_until(lambda: run.wait_for("closed ", 1), timeout=30, what="a file closed")
+        code, err = run.terminate()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    note_closed()
+    upload = subprocess.run(
+        [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upload.returncode == 0, upload.stderr
+    note_closed()
+
+    assert not list(records.glob("*.part")), "a .part outlived the clean stop"
+    assert not list(records.glob("*.tmp")), "a temp file outlived the clean stop"
+    leftovers = [p.name for p in records.iterdir() if p.is_file() and not p.name.startswith(".")]
+    assert leftovers == [], f"not uploaded: {leftovers}"
+
+    client = s3_http.client()
+    objects = s3server.list_objects(s3_http, prefix + "/")
+    data_keys = {k: v for k, v in objects.items() if parse_data_name(k.rsplit("/", 1)[1])}
+    by_name = Counter(k.rsplit("/", 1)[1] for k in objects)
+    twice = [n for n, c in by_name.items() if c > 1]
+    assert twice == [], f"uploaded under two keys: {twice}"
+    assert set(seen) == {k.rsplit("/", 1)[1] for k in data_keys}, "a closed file is missing"
+
+    all_rows: Counter[tuple[str, ...]] = Counter()
+    header: list[str] | None = None
+    for key in sorted(data_keys):
+        name = key.rsplit("/", 1)[1]
+        body = client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read()
+        side = json.loads(
+            client.get_object(Bucket=s3_http.bucket, Key=key + ".json")["Body"].read()
+        )
+        assert side["file"] == name
+        assert side["sha256"] == hashlib.sha256(body).hexdigest() == seen[name]
+        assert side["size"] == len(body)
+        rows = rows_of(body)
+        header = header or rows[0]
+        assert rows[0] == header, f"{name}: another header"
+        assert side["rows"] == len(rows) - 1, name
+        assert [c["name"] for c in side["columns"]] == header
+        assert side["first_time"] == rows[1][0] and side["last_time"] == rows[-1][0]
+        assert f"/date={rows[1][0][:10]}/" in key
+        for row in rows[1:]:
+            assert len(row) == len(header), f"{name}: a short row {row}"
+            assert row[2] == name.split("_")[1]
+            all_rows[tuple(row)] += 1
+    dup = [r for r, c in all_rows.items() if c > 1]
+    assert dup == [], f"{len(dup)} rows are in two files, e.g. {dup[:2]}"
+    summaries = [k for k in objects if parse_summary_name(k.rsplit("/", 1)[1])]
+    assert summaries, "no trip summary"
+    for key in summaries:
+        doc = json.loads(client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read())
+        assert doc["kind"] == "trip_summary" and doc["car"] == CAR
+        assert f"/date={doc['trip'][:4]}-{doc['trip'][4:6]}-{doc['trip'][6:8]}/" in key
+    print(f"kills {dict(kills)}; {len(data_keys)} files, {sum(all_rows.values())} rows")
