@@ -7,8 +7,11 @@ it once per failing run and keeps it for STATUS.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -123,6 +126,101 @@ def _kept(transient: bool) -> str:
     return "files are kept and retried" if transient else "files are kept"
 
 
+# AWS refuses a request signed more than 15 minutes away from its own clock; most
+# S3-compatible servers copy the limit (SeaweedFS does).
+CLOCK_SKEW_LIMIT = 15 * 60.0
+_SET_THE_CLOCK = (
+    "set the system time (NTP: `timedatectl set-ntp true`, or chrony fed by gpsd; ECCM's "
+    "GNSS time stamps rows but does not set the system clock)"
+)
+
+
+def signing_time() -> datetime:
+    """The time botocore signs requests with (the system clock), timezone-aware."""
+    from botocore import auth
+
+    now: datetime = auth.get_current_datetime()  # type: ignore[attr-defined]
+    return now.replace(tzinfo=UTC)
+
+
+def server_skew(exc: BaseException) -> float | None:
+    """Seconds the server's clock (its Date header) is ahead of ours; None if unknown."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    server_time = response.get("Error", {}).get("ServerTime") or headers.get("date")
+    if not isinstance(server_time, str):
+        return None
+    try:
+        if "," in server_time:  # an HTTP date
+            server = parsedate_to_datetime(server_time)
+        else:  # an ISO time, as AWS puts in RequestTimeTooSkewed's body
+            server = datetime.fromisoformat(server_time.replace("Z", "+00:00"))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=UTC)
+    return (server - signing_time()).total_seconds()
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    if seconds >= 2 * 365 * 86400:
+        return f"{seconds / (365.25 * 86400):.0f} years"
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def _clock_failure(ep: str, code: str, skew: float | None) -> Failure:
+    if skew is None:
+        said = f"{ep} says this device's clock is wrong ({code})"
+    else:
+        now = signing_time()
+        way = "behind" if skew > 0 else "ahead of"
+        said = (
+            f"{ep} refused the request ({code}): this device's clock is {_span(skew)} {way} "
+            f"the server's (device {_iso(now)}, server {_iso(now + timedelta(seconds=skew))})"
+        )
+    return Failure(
+        "clock", False, f"{said}: {_SET_THE_CLOCK}; {_kept(False)} and sent once the clock is right"
+    )
+
+
+def _network_reason(exc: BaseException) -> str:
+    """What went wrong on the wire, without the URL (it names an object and would make
+    every run's message different, defeating the log's repeat suppression)."""
+    cause = getattr(exc, "kwargs", {}).get("error")
+    text = str(cause if cause is not None else exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        return errno.group(1).strip().rstrip(".").lower()
+    # urllib3 puts an object's repr and the URL into its messages: both go.
+    text = re.sub(r"<[^>]* at 0x[0-9a-f]+>:?\s*", "", text)
+    text = re.sub(r"(for |endpoint URL: )?\"?https?://\S+", "", text)
+    return _short(text.strip(' :;,."')) or type(exc).__name__
+
+
+def _tls_reason(exc: BaseException) -> str:
+    found = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
+    return found.group(1).strip() if found else _network_reason(exc)
+
+
+def _tls_clock_problem(text: str) -> str | None:
+    if "certificate is not yet valid" in text:
+        return "not yet valid"
+    if "certificate has expired" in text:
+        return "expired"
+    return None
+
+
 def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Failure:
     """One sentence naming the cause and what to do."""
     from botocore import exceptions as bx
@@ -130,12 +228,24 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
     ep = cfg.s3_server_endpoint
     bucket = cfg.s3_server_bucket
     if isinstance(exc, bx.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        when = _tls_clock_problem(str(exc))
+        if when is not None:
+            # A Pi without a real-time clock that thinks it is 2016 meets this long before
+            # S3 could complain about the signature's date.
+            now = _iso(datetime.now(UTC))
+            extra = "" if when == "not yet valid" else " (or it really expired)"
+            return Failure(
+                "clock",
+                False,
+                f"the TLS certificate of {ep} is {when} by this device's clock ({now}): the "
+                f"clock is probably wrong{extra}: {_SET_THE_CLOCK}; {_kept(False)}",
+            )
         return Failure(
             "tls",
             False,
-            f"the TLS certificate of {ep} is not trusted ({_short(exc)}): set S3_VERIFY_TLS "
-            f"to the path of the CA bundle that signed it, or fix the server's certificate; "
-            f"{_kept(False)}",
+            f"the TLS certificate of {ep} is not trusted ({_tls_reason(exc)}): set "
+            "S3_VERIFY_TLS to the path of the CA bundle that signed it, or fix the server's "
+            f"certificate; {_kept(False)}",
         )
     if isinstance(exc, bx.ConnectTimeoutError):
         return Failure(
@@ -149,10 +259,22 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
             True,
             f"{ep} did not answer within {timeouts.read:g} s; {_kept(True)}",
         )
-    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError):
-        return Failure("offline", True, f"cannot reach {ep} ({_short(exc)}); {_kept(True)}")
+    if isinstance(exc, bx.ConnectionClosedError):
+        return Failure(
+            "offline",
+            True,
+            f"the connection to {ep} dropped before the answer (an unstable link?); {_kept(True)}",
+        )
+    if isinstance(exc, bx.EndpointConnectionError):
+        return Failure(
+            "offline", True, f"cannot reach {ep} ({_network_reason(exc)}); {_kept(True)}"
+        )
     if isinstance(exc, bx.HTTPClientError | bx.ConnectionError):
-        return Failure("offline", True, f"connection to {ep} failed ({_short(exc)}); {_kept(True)}")
+        return Failure(
+            "offline",
+            True,
+            f"connection to {ep} failed ({_network_reason(exc)}); {_kept(True)}",
+        )
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
         return Failure(
             "credentials",
@@ -162,48 +284,56 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
             f"{_kept(False)}",
         )
     if isinstance(exc, bx.ClientError):
-        code = error_code(exc)
-        status = http_status(exc)
-        if code in _CREDENTIAL_CODES:
-            return Failure(
-                "credentials",
-                False,
-                f"{ep} rejected the credentials ({code}): check S3_SERVER_AK and "
-                f"S3_SERVER_SK; {_kept(False)}",
-            )
-        if code == "NoSuchBucket":
-            return Failure(
-                "bucket",
-                False,
-                f"bucket {bucket!r} does not exist at {ep}: create it or fix "
-                f"S3_SERVER_BUCKET; {_kept(False)}",
-            )
-        if code in _CLOCK_CODES:
-            return Failure(
-                "clock",
-                False,
-                f"{ep} says this device's clock is wrong ({code}): set the system time "
-                f"(NTP, or wait for a GNSS fix); {_kept(False)}",
-            )
-        if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
-            return Failure(
-                "access",
-                False,
-                f"access denied to bucket {bucket!r} at {ep} ({code or status}): the key "
-                "needs s3:PutObject and s3:GetObject under S3_KEY_PREFIX "
-                "(or the secret is wrong); "
-                f"{_kept(False)}",
-            )
-        if code in _SERVER_CODES or status >= 500:
-            return Failure("server", True, f"{ep} answered {status} {code}; {_kept(True)}")
-        return Failure(
-            "other", False, f"{ep} answered {status} {code} ({_short(exc)}); {_kept(False)}"
-        )
+        return _classify_answer(exc, ep, bucket, cfg)
     if isinstance(exc, bx.BotoCoreError):
         return Failure("other", True, f"S3 client error: {_short(exc)}; {_kept(True)}")
     return Failure("other", True, f"{type(exc).__name__}: {_short(exc)}; {_kept(True)}")
 
 
-def _short(exc: BaseException, limit: int = 160) -> str:
+def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> Failure:
+    """The server answered with an error."""
+    code = error_code(exc)
+    status = http_status(exc)
+    if code in _CLOCK_CODES:
+        return _clock_failure(ep, code, server_skew(exc))
+    if status in (400, 401, 403):
+        # Servers differ in what they answer to a request signed at a wrong time
+        # (RequestTimeTooSkewed, SignatureDoesNotMatch, AccessDenied, and a HEAD's error
+        # has no body at all): the Date header of the answer tells.
+        skew = server_skew(exc)
+        if skew is not None and abs(skew) > CLOCK_SKEW_LIMIT:
+            return _clock_failure(ep, code or str(status), skew)
+    if code in _CREDENTIAL_CODES:
+        which = "S3_SERVER_AK" if code == "InvalidAccessKeyId" else "S3_SERVER_AK and S3_SERVER_SK"
+        return Failure(
+            "credentials",
+            False,
+            f"{ep} rejected the credentials ({code}): check {which}; {_kept(False)}",
+        )
+    if code == "NoSuchBucket":
+        return Failure(
+            "bucket",
+            False,
+            f"bucket {bucket!r} does not exist at {ep}: create it or fix "
+            f"S3_SERVER_BUCKET; {_kept(False)}",
+        )
+    if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
+        operation = getattr(exc, "operation_name", "") or "a request"
+        prefix = cfg.s3_key_prefix.strip("/")
+        where = f"{prefix}/*" if prefix else "the bucket"
+        return Failure(
+            "access",
+            False,
+            f"access denied to bucket {bucket!r} at {ep} ({code or status} on {operation}): "
+            f"the key needs s3:PutObject and s3:GetObject on {where} (a HEAD verifies each "
+            "upload), or the key or secret is wrong (a refused HEAD names no cause); "
+            f"{_kept(False)}",
+        )
+    if code in _SERVER_CODES or status >= 500:
+        return Failure("server", True, f"{ep} answered {status} {code}; {_kept(True)}")
+    return Failure("other", False, f"{ep} answered {status} {code} ({_short(exc)}); {_kept(False)}")
+
+
+def _short(exc: BaseException | str, limit: int = 160) -> str:
     text = str(exc).replace("\n", " ") or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from botocore.exceptions import (
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -218,3 +220,95 @@ def test_is_aws() -> None:
     assert is_aws("https://s3.eu-west-1.amazonaws.com")
     assert not is_aws("https://minio.example.net:9000")
     assert not is_aws("http://127.0.0.1:8333")
+
+
+def _answer(code: str, status: int, operation: str, date: datetime | None) -> ClientError:
+    headers = {} if date is None else {"date": format_datetime(date, usegmt=True)}
+    error = {} if code == str(status) else {"Message": "m"}
+    return ClientError(
+        {
+            "Error": {"Code": code, **error},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+        },
+        operation,
+    )
+
+
+@pytest.mark.parametrize("code", ["403", "SignatureDoesNotMatch", "AccessDenied"])
+def test_a_refusal_from_a_server_whose_date_is_years_away_blames_the_clock(code: str) -> None:
+    # Servers answer a request signed at a wrong time in different ways, and a HEAD's
+    # refusal carries no code at all; the answer's Date header tells.
+    server_time = datetime.now(UTC) + timedelta(days=3650)
+    f = classify(_answer(code, 403, "HeadObject", server_time), CFG)
+    assert f.kind == "clock"
+    assert "10 years behind the server's" in f.message
+    assert "set the system time" in f.message and "files are kept" in f.message
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "words"),
+    [
+        ("403", "access", "403 on HeadObject"),
+        ("SignatureDoesNotMatch", "credentials", "S3_SERVER_SK"),
+        ("InvalidAccessKeyId", "credentials", "check S3_SERVER_AK;"),
+    ],
+)
+def test_a_refusal_from_a_server_on_time_keeps_its_own_cause(
+    code: str, kind: str, words: str
+) -> None:
+    near = datetime.now(UTC) + timedelta(minutes=3)
+    f = classify(_answer(code, 403, "HeadObject", near), CFG)
+    assert f.kind == kind and words in f.message
+
+
+def test_request_time_too_skewed_says_by_how_much_when_the_server_tells() -> None:
+    ahead = datetime.now(UTC) - timedelta(hours=5)
+    f = classify(_answer("RequestTimeTooSkewed", 403, "PutObject", ahead), CFG)
+    assert f.kind == "clock"
+    assert "5 hours ahead of the server's" in f.message
+
+
+def test_network_failures_name_no_object_key() -> None:
+    # The key in the URL made every failing run's message different, so the repeat
+    # suppression of the log never held on a car that stays offline.
+    url = "https://s3.example.net/bucket/car-logs/car%3Dx/date%3D2026-11-22/x_1.tsv.gz"
+    refused = EndpointConnectionError(
+        endpoint_url=url,
+        error=OSError(
+            "<botocore.awsrequest.AWSHTTPConnection object at 0x7f00deadbeef>: Failed to "
+            "establish a new connection: [Errno 111] Connection refused"
+        ),
+    )
+    dns = EndpointConnectionError(
+        endpoint_url=url,
+        error=OSError(
+            "<x object at 0x7f00>: Failed to resolve: [Errno -3] Temporary failure in name resolution"
+        ),
+    )
+    closed = ConnectionClosedError(endpoint_url=url)
+    for exc, words in (
+        (refused, "(connection refused)"),
+        (dns, "(temporary failure in name resolution)"),
+        (closed, "dropped before the answer"),
+    ):
+        f = classify(exc, CFG)
+        assert (f.kind, f.transient) == ("offline", True)
+        assert words in f.message, f.message
+        assert "date%3D" not in f.message and "0x7f" not in f.message
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("certificate is not yet valid", "is not yet valid by this device's clock"),
+        ("certificate has expired", "is expired by this device's clock"),
+    ],
+)
+def test_a_certificate_out_of_its_dates_blames_the_clock(text: str, words: str) -> None:
+    exc = SSLError(
+        endpoint_url="https://s3.example.net/b/k",
+        error=f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {text} (_ssl.c:1)",
+    )
+    f = classify(exc, CFG)
+    assert f.kind == "clock" and words in f.message
+    assert "S3_VERIFY_TLS" not in f.message
