@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 LAST_UPLOAD_SECONDS = 10.0
 LAST_SUMMARY_SECONDS = 5.0
 DISK_CHECK_SECONDS = 60.0
+# The trip summary is checkpointed this often: the power cut at ignition off, the usual
+# end of a trip in a car, costs the summary at most this much of the trip.
+SUMMARY_CHECKPOINT_SECONDS = 10.0
 
 
 def initial_layout(cfg: Config) -> Layout:
@@ -95,6 +98,7 @@ class Daemon:
             facts=self.hub.facts,
             on_checkpoint=None if writer is None else writer.checkpoint,
             on_finished=None if writer is None else writer.finish,
+            checkpoint_every=SUMMARY_CHECKPOINT_SECONDS,
         )
         self.hub.add_listener(self.trip)
         if cfg.s3_enabled:

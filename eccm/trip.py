@@ -492,13 +492,18 @@ class _Running:
         self.trip = Trip(trip_id, settings)
         self.minutes = MinuteTable(settings.summary_commands)
         self.dtc = DtcTimeline()
+        self.checkpointed: float | None = None  # when the last checkpoint was handed out
 
 
 class TripComputer:
     """The trip computer as a hub listener: one :class:`Trip` per trip id.
 
     ``on_checkpoint(doc)`` gets the summary so far each time a minute closes (so that a
-    power cut loses at most a minute of it), ``on_finished(doc)`` the final summary when
+    power cut loses at most a minute of it) and, with ``checkpoint_every``, also once the
+    trip has run that many seconds since the last checkpoint, the minute in progress
+    included: in a car the power cut at ignition off *is* the usual end of a trip, and a
+    trip shorter than a minute would otherwise leave no summary at all.
+    ``on_finished(doc)`` gets the final summary when
     the trip ends. Both run in the thread that published (the OBD link's): they must only
     hand the document over, never write it themselves. ``facts()`` gives VIN, protocol and
     adapter for the summary.
@@ -512,8 +517,10 @@ class TripComputer:
         facts: Callable[[], Mapping[str, str]] | None = None,
         on_checkpoint: SummarySink | None = None,
         on_finished: SummarySink | None = None,
+        checkpoint_every: float | None = None,
     ) -> None:
         self.settings = settings
+        self._checkpoint_every = checkpoint_every
         self._car = car
         self._facts = facts or _no_facts
         self._on_checkpoint = on_checkpoint
@@ -541,8 +548,17 @@ class TripComputer:
                 sample.time,
                 {name: r.value for name, r in sample.values.items()},
             )
+            at = sample.time if sample.mono is None else sample.mono
+            if run.checkpointed is None:
+                run.checkpointed = at
             if len(run.minutes.closed) != closed_before:
                 checkpoint = self._document(run, complete=False)
+                run.checkpointed = at
+            elif self._checkpoint_every is not None and (
+                at - run.checkpointed >= self._checkpoint_every
+            ):
+                checkpoint = self._document(run, complete=False, open_minute=True)
+                run.checkpointed = at
         if finished is not None:
             self._hand(self._on_finished, finished)
         if checkpoint is not None:

@@ -239,3 +239,44 @@ def test_repeated_power_cuts_lose_nothing_twice_and_corrupt_nothing(
         assert doc["kind"] == "trip_summary" and doc["car"] == CAR
         assert f"/date={doc['trip'][:4]}-{doc['trip'][4:6]}-{doc['trip'][6:8]}/" in key
     print(f"kills {dict(kills)}; {len(data_keys)} files, {sum(all_rows.values())} rows")
+
+
+def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_path: Path) -> None:
+    """In a car the power cut is how a trip usually ends: a trip of a few seconds past
+    the checkpoint interval must leave a (recovered) summary that agrees with its rows."""
+    from eccm.app import SUMMARY_CHECKPOINT_SECONDS
+    from eccm.tripsummary import SummaryWriter
+
+    records = tmp_path / "records"
+    config = tmp_path / "config.ini"
+    config.write_text(
+        "[DEFAULT]\n"
+        f"CAR_IDENTIFIER={CAR}\n"
+        f"OBD_INTERFACE={car}\n"
+        "OBD_PROTOCOL=6\n"
+        "OBD_SLOW_COMMANDS=COOLANT_TEMP\n"
+        f"RECORD_DIRECTORY_LOCATION={records}\n"
+        "SAMPLE_INTERVAL=0.2\n"
+        "FILE_FLUSH_INTERVAL=0.2\n"
+    )
+    run = Run(config)
+    try:
+        assert run.wait_for("trip ", 60), "".join(run.lines)
+        wait_until(
+            lambda: list(records.glob("*_summary.json.part")),
+            timeout=SUMMARY_CHECKPOINT_SECONDS + 60,
+            what="a checkpoint of the trip summary",
+        )
+        time.sleep(0.5)  # rows go on after the checkpoint; the cut comes mid-interval
+    finally:
+        run.kill()
+    recovered = SummaryWriter(records, CAR).recover()
+    assert len(recovered) == 1
+    doc = json.loads(recovered[0].read_text())
+    assert doc["complete"] is False and doc["recovered"] is True
+    part = next(records.glob("*.tsv.part"))
+    rows = [line.split("\t") for line in part.read_text().splitlines()[1:] if line]
+    assert 0 < doc["rows"] <= len(rows) + 5  # +5: rows not yet flushed at the checkpoint
+    assert doc["first_time"] == rows[0][0]
+    assert doc["minutes"], "the minute in progress is in the checkpoint"
+    assert doc["totals"]["duration_s"] >= SUMMARY_CHECKPOINT_SECONDS - 1

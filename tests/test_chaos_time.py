@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 from eccm.clock import FakeClock
 from eccm.config import parse
@@ -14,7 +15,7 @@ from eccm.hub import REDATE_STEP, Hub
 from eccm.recorder import Recorder
 from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.timebase import TimeBase
-from eccm.trip import Trip, TripSettings
+from eccm.trip import Trip, TripComputer, TripSettings
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
@@ -248,3 +249,23 @@ def test_the_recorder_knows_the_trip_ids_of_earlier_runs(tmp_path: Path) -> None
         parse({"CAR_IDENTIFIER": "other", "RECORD_DIRECTORY_LOCATION": str(tmp_path)}),
         FakeClock(),
     ).trip_used("20261122T010203Z")
+
+
+def test_the_trip_summary_is_checkpointed_every_few_seconds_of_monotonic_time() -> None:
+    """A power cut (the usual end of a trip in a car) costs at most that much summary."""
+    checkpoints: list[dict[str, Any]] = []
+    computer = TripComputer(
+        TripSettings(), car="car", on_checkpoint=checkpoints.append, checkpoint_every=10.0
+    )
+    # 00:00:05 to 00:00:29 of one minute; the wall clock is stepped once (NTP) mid-way
+    clock, hub, _events = hub_at(1_795_000_000.0 - 1_795_000_000.0 % 60 + 5)
+    hub.add_listener(computer)
+    for i in range(25):
+        if i == 12:
+            clock.set_wall(clock.time() + 30.0)
+        engine_row(hub, clock)
+        clock.advance(1.0)
+    assert [c["rows"] for c in checkpoints] == [11, 21]
+    assert all(c["complete"] is False for c in checkpoints)
+    assert checkpoints[-1]["minutes"][-1]["rows"] == 21  # the minute in progress
+    assert checkpoints[-1]["totals"]["duration_s"] == 20.0
