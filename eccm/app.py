@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from eccm.clock import Clock, SystemClock
 from eccm.config import Config
 from eccm.gnss.fix import Fix
-from eccm.hub import Hub
+from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class Daemon:
         self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg))
         self.hub.adopt_within = cfg.trip_end_timeout
         self.hub.gnss_trip_timeout = cfg.trip_end_timeout
+        # Ages of files are judged against trip ids, which are GNSS-corrected.
+        self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
         self.recorder: Recorder | None = None
@@ -104,7 +106,7 @@ class Daemon:
         if cfg.s3_enabled:
             from eccm.uploader import Uploader
 
-            self.uploader = Uploader(cfg, self.clock)
+            self.uploader = Uploader(cfg, self.corrected_clock)
             uploader = self.uploader
             if self.recorder is not None:
                 self.recorder.add_closed_listener(lambda _path: uploader.wake())
@@ -149,7 +151,7 @@ class Daemon:
 
         while not self._stop.wait(DISK_CHECK_SECONDS):
             try:
-                enforce(self.cfg, self.clock)
+                enforce(self.cfg, self.corrected_clock)
             except OSError as exc:
                 log.warning("disk budget check of %s failed: %s", self.cfg.record_dir, exc)
 

@@ -36,6 +36,23 @@ class Listener(Protocol):
     def stop(self) -> None: ...
 
 
+class CorrectedClock:
+    """A Clock whose wall time is the hub's GNSS-corrected time (see :meth:`Hub.now`).
+
+    For the parts that stamp or judge ages by the wall clock (last upload time, local
+    retention and the disk budget, which compare with trip ids that are corrected).
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def time(self) -> float:
+        return self._hub.now()
+
+    def monotonic(self) -> float:
+        return self._hub.clock.monotonic()
+
+
 class Hub:
     def __init__(
         self,

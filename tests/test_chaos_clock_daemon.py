@@ -114,6 +114,14 @@ def test_a_pi_ten_years_behind_gets_true_times_names_and_partitions_from_the_fir
             )
             closed_then = recorder.files_closed
             wait_until(lambda: recorder.files_closed >= closed_then + 2, 60, "gnss-stamped files")
+            uploader = daemon.uploader
+            assert uploader is not None
+            true_year = time.strftime("%Y", time.gmtime())
+            wait_until(
+                lambda: (uploader.last_upload or "").startswith(true_year),
+                30,
+                "STATUS's last_upload on the corrected clock",
+            )
             clock.set_right()  # NTP, mid-trip
             wait_until(lambda: daemon.hub.timebase.source == "system", 30, "the NTP-set clock")
             closed_then = recorder.files_closed
