@@ -321,13 +321,14 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> F
         operation = getattr(exc, "operation_name", "") or "a request"
         prefix = cfg.s3_key_prefix.strip("/")
         where = f"{prefix}/*" if prefix else "the bucket"
+        # A refused HEAD has no body, so no code: a wrong key looks the same.
+        or_wrong = " (or the key or secret is wrong)" if operation == "HeadObject" else ""
         return Failure(
             "access",
             False,
             f"access denied to bucket {bucket!r} at {ep} ({code or status} on {operation}): "
             f"the key needs s3:PutObject and s3:GetObject on {where} (a HEAD verifies each "
-            "upload), or the key or secret is wrong (a refused HEAD names no cause); "
-            f"{_kept(False)}",
+            f"upload){or_wrong}; {_kept(False)}",
         )
     if code in _SERVER_CODES or status >= 500:
         return Failure("server", True, f"{ep} answered {status} {code}; {_kept(True)}")

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -76,6 +78,25 @@ def free_port_pairs(host: str, count: int) -> list[int]:
     raise EccmError(f"no free TCP ports for SeaweedFS on {host} between {_PORT_RANGE}")
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Another access key, e.g. a restricted one (SeaweedFS actions: Read, Write, List,
+    Tagging, Admin; ``Write:bucket`` limits one to a bucket)."""
+
+    name: str
+    actions: tuple[str, ...]
+    access_key: str = ""
+    secret_key: str = ""
+
+    def with_keys(self) -> Identity:
+        return Identity(
+            self.name,
+            self.actions,
+            self.access_key or "ECCM" + secrets.token_hex(8).upper(),
+            self.secret_key or secrets.token_urlsafe(30),
+        )
+
+
 class LocalS3:
     """A SeaweedFS server with one bucket and one access key, on free local ports.
 
@@ -95,6 +116,7 @@ class LocalS3:
         tls_key: Path | None = None,
         host: str = "127.0.0.1",
         weed: str | None = None,
+        extra_identities: Sequence[Identity] = (),
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("give both tls_cert and tls_key, or neither")
@@ -104,6 +126,7 @@ class LocalS3:
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.tls_cert = tls_cert
         self.tls_key = tls_key
+        self.identities = {i.name: i.with_keys() for i in extra_identities}
         self.host = host
         self._weed = weed
         self._ports: dict[str, int] = {}
@@ -148,16 +171,25 @@ class LocalS3:
             "S3_VERIFY_TLS": self.ca_file or "yes",
         }
 
-    def client(self, *, secret_key: str | None = None, timeout: float = 10.0) -> Any:
-        """A plain boto3 S3 client for this server (for checks; ECCM builds its own)."""
+    def client(
+        self, *, secret_key: str | None = None, timeout: float = 10.0, identity: str | None = None
+    ) -> Any:
+        """A plain boto3 S3 client for this server (for checks; ECCM builds its own), as
+        the main identity or as one of ``extra_identities`` named ``identity``."""
         import boto3
         from botocore.config import Config as BotoConfig
 
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=secret_key if secret_key is not None else self.secret_key,
+            aws_access_key_id=self.identities[identity].access_key if identity else self.access_key,
+            aws_secret_access_key=(
+                secret_key
+                if secret_key is not None
+                else self.identities[identity].secret_key
+                if identity
+                else self.secret_key
+            ),
             region_name="us-east-1",
             verify=self.ca_file if self.ca_file else True,
             config=BotoConfig(
@@ -215,6 +247,14 @@ class LocalS3:
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
+            ]
+            + [
+                {
+                    "name": i.name,
+                    "credentials": [{"accessKey": i.access_key, "secretKey": i.secret_key}],
+                    "actions": list(i.actions),
+                }
+                for i in self.identities.values()
             ]
         }
         path = self.root / "identities.json"

@@ -701,8 +701,19 @@ class Uploader:
             )
             stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
         except ClientError as exc:
-            if self._classify(exc).kind == "other":  # a server without the listing
+            kind = self._classify(exc).kind
+            if kind == "other":  # a server without the listing
                 log.debug("cannot list multipart uploads: %s", exc)
+                return
+            if kind == "access":
+                # A fleet key is often allowed PutObject/GetObject on its prefix and no
+                # more: that must not stop every upload, only this tidying.
+                log.info(
+                    "this key may not list multipart uploads (%s): parts left by a crash "
+                    "are not aborted; an AbortIncompleteMultipartUpload lifecycle rule on "
+                    "the bucket does that",
+                    error_code(exc) or http_status(exc),
+                )
                 return
             raise
         for key, upload_id in stale:

@@ -22,7 +22,7 @@ import pytest
 
 from eccm import config as eccm_config
 from eccm.config import Config
-from eccm.s3local import LocalS3
+from eccm.s3local import Identity, LocalS3
 from eccm.sample import format_value, iso_utc
 
 CAR = "test-car"
@@ -113,9 +113,21 @@ def _shared_server(kind: str, factory: pytest.TempPathFactory, **kwargs: Any) ->
     server.stop()  # session teardown; a second call is a no-op
 
 
+# Restricted keys on the shared http server (server.identities[name], server.client(identity=)).
+READ_WRITE = "read-write"  # object rights only: what a narrow fleet policy grants
+WRITE_ONLY = "write-only"  # PUT allowed, HEAD refused
+
+
 @pytest.fixture(scope="session")
 def s3_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
-    yield from _shared_server("http", tmp_path_factory)
+    yield from _shared_server(
+        "http",
+        tmp_path_factory,
+        extra_identities=[
+            Identity(READ_WRITE, ("Read", "Write")),
+            Identity(WRITE_ONLY, ("Write",)),
+        ],
+    )
 
 
 @pytest.fixture(scope="session")
