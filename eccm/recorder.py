@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import queue
+import re
 import threading
 import zlib
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from eccm.rotation import (
     next_seq,
     parse_stem,
     stem_of,
+    trim_ledger,
 )
 from eccm.sample import Layout, Sample
 from eccm.sidecar import FileStats, PartMeta, StepHook
@@ -52,6 +54,8 @@ UPLOADED_DIR = "uploaded"
 # was uploaded and deleted since: its S3 key would be overwritten.
 LEDGER = ".eccm-sequence"
 _LEDGER_KEEP = 512
+# Older trips keep one line each (their highest name), for years of trips.
+_LEDGER_TRIPS = 20_000
 _TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
 _ERROR_LOG_EVERY = 60.0  # seconds between two ERROR lines about the same trouble
 
@@ -125,6 +129,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._open: _Open | None = None
+        self._trip_ids: set[str] | None = None  # trip ids of every file ever named (lazy)
         # csv.writer into a reused buffer: the row's exact bytes are known before they
         # are written, for the size limit.
         self._buf = io.StringIO()
@@ -551,8 +556,13 @@ class Recorder:
     def trip_used(self, trip_id: str) -> bool:
         """Whether any file of this car ever carried ``trip_id`` (data files, sidecars,
         trip summaries, here, under uploaded/ or in the ledger of sequence numbers)."""
-        prefix = f"{self._car}_{trip_id}_"
-        return any(name.startswith(prefix) for name in self._known_names())
+        with self._lock:
+            if self._trip_ids is None:
+                pattern = re.compile(re.escape(self._car) + r"_(\d{8}T\d{6}Z)_")
+                self._trip_ids = {
+                    m.group(1) for n in self._known_names() if (m := pattern.match(n))
+                }
+            return trip_id in self._trip_ids
 
     def _known_names(self) -> list[str]:
         names: list[str] = []
@@ -562,23 +572,34 @@ class Recorder:
         names.extend(self._ledger())
         return names
 
-    def _ledger(self) -> list[str]:
+    def _ledger_text(self) -> str:
         try:
-            text = (self._dir / LEDGER).read_text(encoding="utf-8", errors="replace")
+            return (self._dir / LEDGER).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return []
-        return text.splitlines()
+            return ""
+
+    def _ledger(self) -> list[str]:
+        return self._ledger_text().splitlines()
 
     def _ledger_add(self, name: str) -> None:
+        parsed = parse_stem(name, self._ext)
+        with self._lock:
+            if self._trip_ids is not None and parsed is not None:
+                self._trip_ids.add(parsed[1])
         path = self._dir / LEDGER
-        names = self._ledger()
+        text = self._ledger_text()
+        names = text.splitlines()
         if len(names) >= 2 * _LEDGER_KEEP:
-            sidecar.write_atomic(
-                path, "".join(n + "\n" for n in [*names[-_LEDGER_KEEP:], name]).encode()
-            )
-            return
+            kept = trim_ledger([*names, name], _LEDGER_KEEP, _LEDGER_TRIPS)
+            # Rewritten only when that saves a good many lines, not at every file.
+            if len(kept) <= len(names) + 1 - _LEDGER_KEEP:
+                sidecar.write_atomic(path, "".join(n + "\n" for n in kept).encode())
+                return
+        # A power cut mid-append leaves half a line: end it, or this name would be glued
+        # to it and lost.
+        torn = b"\n" if text and not text.endswith("\n") else b""
         with open(path, "ab") as f:
-            f.write(name.encode() + b"\n")
+            f.write(torn + name.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
 

@@ -58,6 +58,33 @@ def next_seq(car: str, trip: str, names: Iterable[str]) -> int:
     return max(used_seqs(car, trip, names), default=0) + 1
 
 
+_LEDGER_NAME = re.compile(r"(.+_\d{8}T\d{6}Z_)(\d{4,})")
+
+
+def trim_ledger(names: list[str], keep: int, trips_keep: int) -> list[str]:
+    """The ledger of used names, cut to the last ``keep`` names plus, for each older trip
+    (up to ``trips_keep`` of them), its name with the highest sequence number.
+
+    A Pi that boots to the same time every day reuses trip ids; the highest name of each
+    trip is what keeps a reused id from ever naming a file like one already uploaded and
+    deleted (and from being taken as a new trip's id).
+    """
+    if len(names) <= keep:
+        return list(names)
+    older, recent = names[:-keep], names[-keep:]
+    best: dict[str, tuple[int, str]] = {}
+    for name in older:
+        m = _LEDGER_NAME.match(name)
+        if m is None:
+            continue
+        key, seq = m.group(1), int(m.group(2))
+        if key not in best or seq > best[key][0]:
+            best.pop(key, None)  # re-inserted last: dicts keep the order of insertion
+            best[key] = (seq, name)
+    kept = [name for _seq, name in best.values()]
+    return kept[-trips_keep:] + recent
+
+
 def stem_of(name: str, ext: str) -> str | None:
     """``x.tsv`` for any file the recorder makes from it (``x.tsv.part``, ``x.tsv.gz.json``...).
 

@@ -8,6 +8,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eccm.clock import FakeClock
 from eccm.config import parse
 from eccm.gnss.fix import Fix
@@ -269,3 +271,46 @@ def test_the_trip_summary_is_checkpointed_every_few_seconds_of_monotonic_time() 
     assert all(c["complete"] is False for c in checkpoints)
     assert checkpoints[-1]["minutes"][-1]["rows"] == 21  # the minute in progress
     assert checkpoints[-1]["totals"]["duration_s"] == 20.0
+
+
+def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Months of trips from a Pi whose clock starts at the same second at every boot: the
+    ledger is trimmed many times, yet every trip id stays taken and no file name comes
+    back."""
+    from eccm.rotation import next_seq, trim_ledger
+
+    keep = 16  # the ledger's recent names, small so that it is trimmed often here
+    monkeypatch.setattr("eccm.recorder._LEDGER_KEEP", keep)
+
+    boot = 1_700_000_000.0
+    cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
+    trips: list[str] = []
+    for day in range(150):  # every trip: a fresh boot, a fresh hub, files uploaded + deleted
+        rec = Recorder(cfg, FakeClock())
+        clock = FakeClock(start=boot)
+        hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
+        hub.trip_taken = rec.trip_used
+        trip = hub.begin_trip()
+        assert trip not in trips, f"day {day}: trip id {trip} reused"
+        trips.append(trip)
+        for seq in range(1, 4 if day % 7 else 12):
+            assert next_seq("car", trip, rec._known_names()) == seq
+            rec._ledger_add(f"car_{trip}_{seq:04d}.tsv")
+    rec = Recorder(cfg, FakeClock())
+    lines = (tmp_path / ".eccm-sequence").read_text().splitlines()
+    assert len(lines) < 150 + 3 * keep, "the ledger must stay bounded"
+    assert all(rec.trip_used(t) for t in trips)
+    # the highest file of an old trip is remembered: a reused id would continue after it
+    assert next_seq("car", trips[0], rec._known_names()) == 12
+    assert trim_ledger(["a", "b"], 5, 5) == ["a", "b"]
+
+
+def test_a_ledger_line_torn_by_a_power_cut_does_not_swallow_the_next_name(tmp_path: Path) -> None:
+    cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
+    rec = Recorder(cfg, FakeClock())
+    (tmp_path / ".eccm-sequence").write_text("car_20261122T010000Z_0001.tsv\ncar_2026112")
+    rec._ledger_add("car_20261122T020000Z_0001.tsv")
+    assert rec.trip_used("20261122T020000Z")
+    assert "car_20261122T020000Z_0001.tsv" in rec._ledger()
