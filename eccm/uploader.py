@@ -184,6 +184,7 @@ class Uploader:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
         workers: int = UPLOAD_WORKERS,
+        log_outcome: bool = True,
     ) -> None:
         self._cfg = cfg
         self._clock = clock
@@ -191,6 +192,9 @@ class Uploader:
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
         self._workers = max(1, workers)
+        # False: the caller reports each run's outcome itself (`eccm upload` prints it), so
+        # the log's copy goes to DEBUG instead of interleaving with the progress bar.
+        self._log_outcome = log_outcome
         self._stats_lock = threading.Lock()
         self._dir = cfg.record_dir
         self._client: Any = None
@@ -740,7 +744,9 @@ class Uploader:
             level = logging.WARNING if failure is not None and failure.transient else logging.ERROR
             now = time.monotonic()
             last = self._last_logged
-            if last is not None and last[0] == message and now - last[1] < _QUIET_REPEAT:
+            if not self._log_outcome or (
+                last is not None and last[0] == message and now - last[1] < _QUIET_REPEAT
+            ):
                 level = logging.DEBUG
             else:
                 self._last_logged = (message, now)
@@ -825,10 +831,22 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
             file=sys.stderr,
         )
         return 2
-    uploader = Uploader(cfg, SystemClock())
+    uploader = Uploader(cfg, SystemClock(), log_outcome=False)
     waiting = uploader.queue_length()
-    with tqdm(total=waiting, unit="file", disable=not progress, file=sys.stderr) as bar:
-        report = uploader.run_once(on_file=lambda _name: bar.update(1))
+    try:
+        with tqdm(
+            total=waiting, unit="file", disable=not progress or not waiting, file=sys.stderr
+        ) as bar:
+            report = uploader.run_once(on_file=lambda _name: bar.update(1))
+    except KeyboardInterrupt:
+        # Nothing to undo: a file is deleted only after its verified upload, and whatever
+        # was in flight is found in the bucket (or sent again) by the next run.
+        print(
+            f"eccm upload: interrupted; {uploader.queue_length()} file(s) still waiting in "
+            f"{cfg.record_dir}, nothing lost: run it again to finish",
+            file=sys.stderr,
+        )
+        return 130
     if report.error is not None:
         print(f"eccm upload: {report.error}", file=sys.stderr)
         return 1
@@ -840,6 +858,9 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
             file=sys.stderr,
         )
         return 1
+    if not waiting and not report.uploaded:
+        print(f"nothing to upload in {cfg.record_dir}")
+        return 0
     print(
         f"uploaded {report.uploaded} file(s) to s3://{cfg.s3_server_bucket}/"
         f"{car_prefix(cfg.s3_key_prefix, cfg.car_identifier)}; nothing left"

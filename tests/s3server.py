@@ -305,6 +305,7 @@ class FlakyLink:
         self._faulty = True
         self._down = False
         self._hung = False
+        self._rate = 0.0  # bytes/s towards the server; 0 = unlimited
         self.fates: dict[str, int] = dict.fromkeys(self.FATES, 0)
         self._open: set[socket.socket] = set()
         self._sock = socket.socket()
@@ -324,6 +325,11 @@ class FlakyLink:
             self._faulty = False
             self._down = False
             self._hung = False
+
+    def throttle(self, bytes_per_second: float) -> None:
+        """A slow uplink (0: as fast as loopback)."""
+        with self._lock:
+            self._rate = bytes_per_second
 
     def hang(self) -> None:
         """Nothing moves any more; new connections are accepted, never answered."""
@@ -434,7 +440,7 @@ class FlakyLink:
                     time.sleep(0.2)  # nothing moves, in either direction
                     continue
                 for s in ready:
-                    data = s.recv(65536)
+                    data = s.recv(4096 if self._rate else 65536)
                     if not data:
                         return
                     if s is server:
@@ -457,6 +463,8 @@ class FlakyLink:
                             return
                     server.sendall(data)
                     sent_up += len(data)
+                    if self._rate:
+                        time.sleep(len(data) / self._rate)
         except OSError:
             return
         finally:

@@ -1,0 +1,130 @@
+"""`eccm upload --config PATH` as a user runs it: a real subprocess against SeaweedFS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eccm.s3local import LocalS3
+from tests import s3server
+from tests.s3server import CAR, FlakyLink, config_values, make_closed_file
+from tests.test_s3_flaky_link import assert_each_file_once, bucket_objects
+from tests.waiting import wait_until
+
+s3_http = s3server.s3_http
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+    return path
+
+
+def upload_cmd(config: Path) -> list[str]:
+    return [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)]
+
+
+def eccm_upload(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(upload_cmd(config), cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def link(s3_http: LocalS3) -> Iterator[FlakyLink]:
+    proxy = FlakyLink((s3_http.host, s3_http.s3_port))
+    proxy.healthy()
+    yield proxy
+    proxy.close()
+
+
+def test_eccm_upload_says_what_happened_and_exits_accordingly(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    values = config_values(records, s3_http)
+    config = write_config(tmp_path / "config.ini", values)
+
+    empty = eccm_upload(config)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == f"nothing to upload in {records}\n"
+    assert empty.stderr == ""  # no progress bar for nothing
+
+    files = {
+        p.name: p.read_bytes() for p in (make_closed_file(records, seq=i) for i in range(1, 6))
+    }
+    wrong = eccm_upload(write_config(tmp_path / "bad.ini", dict(values, S3_SERVER_SK="nope")))
+    assert wrong.returncode == 1
+    # The reason once (not also as a log line across the progress bar), no traceback.
+    assert wrong.stderr.count("rejected the credentials (SignatureDoesNotMatch)") == 1, wrong.stderr
+    assert "eccm upload: " in wrong.stderr and "Traceback" not in wrong.stderr
+
+    with_port = "http://127.0.0.1:9"  # discard: nothing listens there
+    down = eccm_upload(
+        write_config(tmp_path / "down.ini", dict(values, S3_SERVER_ENDPOINT=with_port))
+    )
+    assert down.returncode == 1
+    assert down.stderr.count(f"cannot reach {with_port} (connection refused)") == 1, down.stderr
+    assert sorted(p.name for p in records.iterdir()) == sorted(
+        [*files, *(n + ".json" for n in files)]
+    )
+
+    good = eccm_upload(config)
+    assert good.returncode == 0, good.stderr
+    assert "5/5" in good.stderr  # the progress bar
+    assert good.stdout.startswith("uploaded 5 file(s) to s3://")
+    assert list(records.iterdir()) == []
+    cfg = s3server.make_config(records, s3_http, S3_KEY_PREFIX=values["S3_KEY_PREFIX"])
+    assert_each_file_once(s3_http, cfg, files)
+
+
+def test_ctrl_c_mid_upload_leaves_a_consistent_state_and_a_clear_line(
+    s3_http: LocalS3, link: FlakyLink, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    files: dict[str, bytes] = {}
+    for seq in range(1, 21):
+        p = make_closed_file(records, seq=seq, gz=False, payload=os.urandom(60_000))
+        files[p.name] = p.read_bytes()
+    values = config_values(records, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
+    config = write_config(tmp_path / "config.ini", values)
+    cfg = s3server.make_config(records, s3_http, S3_KEY_PREFIX=values["S3_KEY_PREFIX"])
+    link.throttle(400_000)  # a cellular uplink: several seconds for the backlog
+
+    proc = subprocess.Popen(
+        upload_cmd(config), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: len(bucket_objects(s3_http, cfg)) >= 4, timeout=60, what="uploads")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "eccm upload: interrupted;" in err and "nothing lost: run it again" in err
+
+    # Every file is still here with its sidecar, or in the bucket with its sidecar.
+    local = {p.name for p in records.iterdir()}
+    remote = {k.rsplit("/", 1)[1] for k in bucket_objects(s3_http, cfg)}
+    for name in files:
+        here = name in local
+        assert here or {name, name + ".json"} <= remote, name
+        if here:
+            assert name + ".json" in local, name
+    assert len(local) < 2 * len(files), "nothing was uploaded before the interruption"
+
+    link.throttle(0)
+    again = eccm_upload(config)
+    assert again.returncode == 0, again.stderr
+    assert list(records.iterdir()) == []
+    assert_each_file_once(s3_http, cfg, files)
+    assert CAR in again.stdout
