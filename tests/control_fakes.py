@@ -131,8 +131,12 @@ class Client:
         tls: ssl.SSLContext | None = None,
         rcvbuf: int | None = None,
         timeout: float = 20.0,
+        source: str | None = None,
     ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            # Another loopback address (127.0.0.2 ...) stands for another host on the LAN.
+            sock.bind((source, 0))
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)

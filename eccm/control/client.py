@@ -1,8 +1,9 @@
 """The body of ``eccm query``: authenticate with HMAC, send one command, print the replies.
 
 CLI code: it prints (each reply as the line of JSON it is, so that ``jq`` can read it) and
-returns an exit code: 0 when the reply is not an ERROR, 1 when it is, 2 when the daemon
-cannot be reached or refuses the secret.
+returns an exit code: 0 when the reply is not an ERROR (and when Ctrl-C ends a WATCH), 1
+when it is (or a DTC CLEAR is not confirmed), 2 when the daemon cannot be reached or
+refuses the secret, 130 when Ctrl-C interrupts anything else.
 """
 
 from __future__ import annotations
@@ -11,16 +12,34 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import ssl
 import sys
+import threading
 from typing import IO, Any
 
 from eccm.config import Config
 
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0  # a DTC read on a slow car takes up to 15 s on the daemon's side
+# After failed attempts from an address the daemon holds its next AUTH back, up to 60 s
+# (SPEC §5): wait that long for the answer, and say why after AUTH_NOTICE seconds.
+AUTH_WAIT = 70.0
+AUTH_NOTICE = 3.0
+EXIT_INTERRUPTED = 130
+
+
+class _OutputClosed(Exception):
+    """Standard output was closed (``eccm query WATCH | head``): stop quietly."""
+
+
+def _emit(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise _OutputClosed from None
 
 
 def gen_secret() -> str:
@@ -99,6 +118,7 @@ def run_query(
     if not words:
         print("eccm query: no command given (try HELP)", file=sys.stderr)
         return 2
+    tls = tls or cafile is not None  # a CA file to trust only means something with TLS
     command = " ".join(words)
     if "\n" in command or "\r" in command:
         print("eccm query: a command is one line", file=sys.stderr)
@@ -122,8 +142,15 @@ def run_query(
         return 2
     try:
         with sock:
-            return _session(sock, secret, command, words)
+            return _session(sock, secret, command, words, tls)
     except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except _OutputClosed:
+        # Like `yes | head`: the reader left, nothing more to say. Python would complain
+        # while flushing stdout at exit, so stdout goes nowhere from now on.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     except TimeoutError:
         print(f"eccm query: no reply from {where} in time", file=sys.stderr)
@@ -133,10 +160,18 @@ def run_query(
         return 2
 
 
-def _session(sock: socket.socket, secret: str, command: str, words: list[str]) -> int:
+def _session(sock: socket.socket, secret: str, command: str, words: list[str], tls: bool) -> int:
     sock.settimeout(REPLY_TIMEOUT)
     lines = _Lines(sock)
-    _text, hello = lines.next()
+    try:
+        _text, hello = lines.next()
+    except ConnectionError as exc:
+        if tls:
+            raise
+        # A TLS daemon waits for a handshake and closes after 10 s: say what may be wrong.
+        raise ConnectionError(
+            f"{exc} before its greeting (if it uses TLS, SOCKET_SERVER_TLS_CERT, add --tls)"
+        ) from None
     if hello.get("class") != "HELLO":
         print(f"eccm query: unexpected greeting: {_text}", file=sys.stderr)
         return 2
@@ -146,9 +181,25 @@ def _session(sock: socket.socket, secret: str, command: str, words: list[str]) -
         sock.sendall(line.encode("utf-8") + b"\n")
 
     send(f"AUTH HMAC {hmac_proof(secret, nonce)}")
-    text, reply = lines.next()
+    notice = threading.Timer(
+        AUTH_NOTICE,
+        lambda: print(
+            "eccm query: waiting: the daemon holds authentication back after failed "
+            "attempts from this address (up to 60 s)",
+            file=sys.stderr,
+            flush=True,
+        ),
+    )
+    notice.daemon = True
+    sock.settimeout(AUTH_WAIT)
+    notice.start()
+    try:
+        text, reply = lines.next()
+    finally:
+        notice.cancel()
+    sock.settimeout(REPLY_TIMEOUT)
     if reply.get("class") != "AUTH" or not reply.get("ok"):
-        print(text, flush=True)
+        _emit(text)
         print("eccm query: authentication refused: check the secret", file=sys.stderr)
         return 2
     verb = [w.upper() for w in words]
@@ -156,25 +207,31 @@ def _session(sock: socket.socket, secret: str, command: str, words: list[str]) -
     if verb[:1] == ["QUIT"]:
         return 0
     text, reply = lines.next()
-    print(text, flush=True)
+    _emit(text)
     if verb[:1] == ["WATCH"] and reply.get("class") == "WATCH" and reply.get("watching"):
         sock.settimeout(None)  # a WATCH may be quiet for as long as its interval
         try:
             while True:
                 text, _obj = lines.next()
-                print(text, flush=True)
-        except KeyboardInterrupt:
+                _emit(text)
+        except KeyboardInterrupt:  # the way to end a WATCH
             with contextlib.suppress(OSError):  # the daemon may have closed first
                 send("QUIT")
             return 0
     if verb == ["DTC", "CLEAR"] and reply.get("class") == "CONFIRM":
-        if not _confirm(sys.stdin, sys.stdin.isatty()):
+        try:
+            confirmed = _confirm(sys.stdin, sys.stdin.isatty())
+        except KeyboardInterrupt:
+            print(file=sys.stderr)  # the prompt's line was left open
+            confirmed = False
+        if not confirmed:
             print("eccm query: not confirmed: nothing cleared", file=sys.stderr)
-            send("QUIT")
+            with contextlib.suppress(OSError):
+                send("QUIT")
             return 1
         send(f"DTC CLEAR CONFIRM {reply.get('token', '')}")
         text, reply = lines.next()
-        print(text, flush=True)
+        _emit(text)
     with contextlib.suppress(OSError):  # the daemon may have closed first
         send("QUIT")
     if reply.get("class") == "ERROR":

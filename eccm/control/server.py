@@ -20,12 +20,20 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from eccm.clock import Clock, SystemClock
 from eccm.config import Config
 from eccm.control.backend import Backend
-from eccm.control.protocol import AUTH_TIMEOUT, IDLE_TIMEOUT, AuthLimiter, Session, encode
+from eccm.control.protocol import (
+    AUTH_TIMEOUT,
+    IDLE_TIMEOUT,
+    AuthLimiter,
+    Session,
+    State,
+    encode,
+)
 from eccm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ DRAIN_MAX = 16 * 1024 * 1024
 LINGER_SECONDS = 5.0
 # TLS handshakes run just to tell a surplus client "too_many_clients".
 MAX_REJECTERS = 4
+_TLS_HANDSHAKE = 0x16  # the content type of the first TLS record a client sends
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,43 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
+
+
+def address_key(host: str) -> str:
+    """Who a peer is, for fairness and failure delays: its IPv4 address, or the /64 of
+    its IPv6 address (one host on a LAN may take any address of its /64 at will)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One accepted connection, as the accept loop sees it (guarded by the server lock)."""
+
+    sock: socket.socket
+    key: str  # address_key of the peer
+    opened: float  # monotonic
+    thread: threading.Thread | None = None
+    authenticated: bool = False
+    evicted: bool = False  # dropped to make room for another address; set once
+
+
+def _wake(sock: socket.socket, how: int) -> None:
+    """Shut a socket another thread is blocked on, so that it wakes up.
+
+    The plain socket's shutdown even for a TLS socket: ``SSLSocket.shutdown`` would also
+    drop the TLS state under the feet of the thread that uses it.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, how)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -119,8 +165,7 @@ class ControlServer:
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._clients: dict[int, socket.socket] = {}
-        self._threads: dict[int, threading.Thread] = {}
+        self._conns: dict[int, _Conn] = {}
         self._next_id = 0
         self._rejecters = threading.BoundedSemaphore(MAX_REJECTERS)
         self._accept_thread: threading.Thread | None = None
@@ -166,7 +211,7 @@ class ControlServer:
     @property
     def clients(self) -> int:
         with self._lock:
-            return len(self._clients)
+            return len(self._conns)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
@@ -177,13 +222,11 @@ class ControlServer:
         if self._listener is not None:
             self._listener.close()
         with self._lock:
-            socks = list(self._clients.values())
-            threads = list(self._threads.values())
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)  # wakes the thread's select()
+            conns = list(self._conns.values())
+        for c in conns:
+            _wake(c.sock, socket.SHUT_RDWR)
         deadline = time.monotonic() + timeout
-        for t in threads:
+        for t in [c.thread for c in conns if c.thread is not None]:
             # A thread inside a long backend call (a DTC read) may outlive this; it is a
             # daemon thread and its socket is already shut.
             t.join(max(0.0, deadline - time.monotonic()))
@@ -211,24 +254,68 @@ class ControlServer:
                 continue
             host = str(addr[0])
             peer = f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+            record = _Conn(conn, address_key(host), self._clock.monotonic())
             with self._lock:
-                full = len(self._clients) >= self._cfg.socket_server_max_clients
-                if not full:
+                admitted, victim = self._make_room(record.key)
+                if admitted:
                     cid = self._next_id
                     self._next_id += 1
-                    self._clients[cid] = conn
-                    thread = threading.Thread(
+                    self._conns[cid] = record
+                    record.thread = threading.Thread(
                         target=self._serve,
-                        args=(cid, conn, host, peer),
+                        args=(cid, record, host, peer),
                         name=f"control-{peer}",
                         daemon=True,
                     )
-                    self._threads[cid] = thread
-            if full:
+            if victim is not None:
+                log.warning(
+                    "control socket full: dropping a connection from %s that has not "
+                    "authenticated, to make room for %s",
+                    victim.key,
+                    peer,
+                )
+                _wake(victim.sock, socket.SHUT_RD)
+            if not admitted:
                 log.warning("control client %s refused: too many clients", peer)
                 self._reject(conn)
             else:
-                thread.start()
+                assert record.thread is not None
+                record.thread.start()
+
+    def _make_room(self, key: str) -> tuple[bool, _Conn | None]:
+        """Whether a new connection from ``key`` may come in, and whom it displaces.
+
+        Under the server lock. When every slot is taken, connections that have not
+        authenticated yet are shared fairly between addresses: the newcomer displaces the
+        oldest waiting connection of the address holding the most of them, if that address
+        holds at least two more than the newcomer's would. So connections opened and never
+        authenticated (at most 10 s each, but renewed for ever) from one address, or a few,
+        cannot lock the owner out, and a crowd from one address cannot evict each other
+        back and forth. Authenticated clients are never displaced.
+        """
+        if len(self._conns) < self._cfg.socket_server_max_clients:
+            return True, None
+        waiting = Counter(c.key for c in self._conns.values() if not c.authenticated)
+        if not waiting:
+            return False, None
+        crowd, count = max(
+            waiting.items(),
+            key=lambda kv: (kv[1], -self._oldest_waiting(kv[0]).opened),
+        )
+        if count < waiting.get(key, 0) + 2:
+            return False, None
+        victim = self._oldest_waiting(crowd)
+        victim.evicted = True
+        for cid, c in list(self._conns.items()):
+            if c is victim:
+                del self._conns[cid]
+        return True, victim
+
+    def _oldest_waiting(self, key: str) -> _Conn:
+        return min(
+            (c for c in self._conns.values() if c.key == key and not c.authenticated),
+            key=lambda c: c.opened,
+        )
 
     def _reject(self, conn: socket.socket) -> None:
         line = encode(
@@ -263,60 +350,100 @@ class ControlServer:
         threading.Thread(target=run, name="control-reject", daemon=True).start()
 
     # -- one client --------------------------------------------------------------------
-    def _serve(self, cid: int, conn: socket.socket, host: str, peer: str) -> None:
+    def _serve(self, cid: int, rec: _Conn, host: str, peer: str) -> None:
+        conn = rec.sock
         sock: socket.socket = conn
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             if self._ssl is not None:
                 conn.settimeout(self._limits.auth_timeout)
+                if not self._speaks_tls(conn, peer):
+                    return
                 sock = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 with self._lock:
-                    self._clients[cid] = sock  # the wrapper owns the descriptor now
-                if self._stopping.is_set():
+                    rec.sock = sock  # the wrapper owns the descriptor now
+                if self._stopping.is_set() or rec.evicted:
                     return
+                # One deadline from connect for the whole handshake, however it trickles in.
+                sock.settimeout(max(0.01, self._limits.auth_timeout - self._since(rec)))
                 sock.do_handshake()
             log.debug("control client %s connected", peer)
+            # The handshake is part of the time to authenticate: 10 s from connect in all.
+            spent = self._since(rec)
             session = Session(
                 self._backend,
                 self._cfg.socket_server_secret,
                 self._clock,
                 peer=peer,
-                address=host,
+                address=rec.key,
                 plain_auth=self._ssl is not None
                 or is_loopback(host)
                 or self._cfg.socket_server_allow_plain_auth,
                 allow_dtc_clear=self._cfg.socket_server_allow_dtc_clear,
                 limiter=self._limiter,
-                auth_timeout=self._limits.auth_timeout,
+                auth_timeout=max(0.0, self._limits.auth_timeout - spent),
                 idle_timeout=self._limits.idle_timeout,
             )
-            self._pump(sock, session, peer)
-        except ssl.SSLError as exc:
-            log.info("control client %s: TLS handshake failed: %s", peer, exc.reason or exc)
-        except OSError as exc:
-            log.debug("control client %s: connection lost: %s", peer, exc)
+            self._pump(sock, session, peer, rec)
+        except (ssl.SSLError, OSError) as exc:
+            if rec.evicted:
+                log.debug("control client %s dropped during the TLS handshake", peer)
+            elif isinstance(exc, ssl.SSLError):
+                log.info("control client %s: TLS handshake failed: %s", peer, exc.reason or exc)
+            else:
+                log.debug("control client %s: connection lost: %s", peer, exc)
         except Exception:
             log.exception("control client %s: unexpected error", peer)
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
             with self._lock:
-                self._clients.pop(cid, None)
-                self._threads.pop(cid, None)
+                if self._conns.get(cid) is rec:
+                    del self._conns[cid]
             log.debug("control client %s gone", peer)
 
-    def _pump(self, sock: socket.socket, session: Session, peer: str) -> None:
+    def _since(self, rec: _Conn) -> float:
+        return self._clock.monotonic() - rec.opened
+
+    def _speaks_tls(self, conn: socket.socket, peer: str) -> bool:
+        """Whether the first bytes are a TLS handshake; if not, say so in plain text.
+
+        A person who types into ``nc`` on the TLS port would otherwise see nothing at all
+        (OpenSSL answers plain text with a binary alert, then closes).
+        """
+        first = conn.recv(1, socket.MSG_PEEK)
+        if not first:
+            return False
+        if first[0] == _TLS_HANDSHAKE:
+            return True
+        log.info("control client %s: plain text on the TLS port", peer)
+        message = (
+            "this port speaks TLS: use `openssl s_client -quiet -connect HOST:PORT` "
+            "or `eccm query --tls`"
+        )
+        conn.sendall(encode({"class": "ERROR", "code": "bad_request", "message": message}))
+        self._finish(conn, peer, "plain text on the TLS port")
+        return False
+
+    def _pump(self, sock: socket.socket, session: Session, peer: str, rec: _Conn) -> None:
         sock.setblocking(False)
         tls = isinstance(sock, ssl.SSLSocket)
         out = bytearray()
         retry_len = 0  # OpenSSL wants a write that could not finish retried with its length
         closed_at: float | None = None
         while not self._stopping.is_set():
+            if rec.evicted:
+                self._evicted(sock, peer)
+                return
             session.tick()
             out += session.data_to_send()
             while len(out) < HIGH_WATER and session.step():
                 out += session.data_to_send()
+            if not rec.authenticated and session.state in (State.READY, State.WATCHING):
+                with self._lock:
+                    if not rec.evicted:
+                        rec.authenticated = True
             if len(out) > self._limits.max_unread:
                 log.warning(
                     "control client %s dropped: %d bytes of replies left unread", peer, len(out)
@@ -365,6 +492,19 @@ class ControlServer:
                     log.debug("control client %s: receive failed: %s", peer, exc)
                     return
                 session.receive_data(data)
+
+    def _evicted(self, sock: socket.socket, peer: str) -> None:
+        """Tell a connection displaced by :meth:`_make_room` why, as far as it reads."""
+        log.info("control client %s dropped: not authenticated, and the socket is full", peer)
+        line = encode(
+            {
+                "class": "ERROR",
+                "code": "too_many_clients",
+                "message": "dropped to make room for another client: authenticate sooner",
+            }
+        )
+        with contextlib.suppress(OSError, ValueError):
+            sock.send(line)  # non-blocking, best effort: the read side is already shut
 
     def _finish(self, sock: socket.socket, peer: str, reason: str) -> None:
         """Half-close after the last reply, then read and discard until the peer closes
