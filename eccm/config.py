@@ -7,7 +7,9 @@ bad value and what is expected.
 
 from __future__ import annotations
 
+import ast
 import configparser
+import contextlib
 import ipaddress
 import math
 import os
@@ -69,6 +71,15 @@ def _text(key: str, raw: str) -> str:
     return raw.strip()
 
 
+def _directory(key: str, raw: str) -> str:
+    # "~" is expanded: a literal "~" directory in the working directory is never meant.
+    v = os.path.expanduser(raw.strip()) or "."
+    path = Path(v)
+    if path.exists() and not path.is_dir():
+        raise _bad(key, raw, "a directory (this path is a file); it is created when missing")
+    return v
+
+
 def _car_id(key: str, raw: str) -> str:
     v = raw.strip()
     if not v:
@@ -95,13 +106,26 @@ def _extension(key: str, raw: str) -> str:
 def _separator(key: str, raw: str) -> str:
     # configparser strips surrounding white space, so a real tab cannot survive: the
     # original ECCM wrote it as the two characters backslash and t.
+    # A real tab or space only survives in quotes ("\t" quoted holds a tab).
+    if raw and raw.strip(" ") == "\t":
+        return "\t"
+    if raw and not raw.strip():
+        # A space would split every text value (FUEL_STATUS) into pieces.
+        raise _bad(key, raw, r"one character such as , ; | or \t (not a space)")
     v = raw.strip()
     if v == "":
         return ""
     if v in ("\\t", "tab", "TAB"):
         return "\t"
-    if len(v) != 1 or v in '\r\n"' or v.isalnum():
+    if len(v) != 1 or v in "\r\n\"'" or v.isalnum():
         raise _bad(key, raw, r"one character such as , ; | or \t (not a letter, digit or quote)")
+    if v in ".-+:":
+        # Legal for csv, but every number, time or date would need quotes.
+        raise _bad(
+            key,
+            raw,
+            r"one character such as , ; | or \t (not . - + or :, which numbers and times contain)",
+        )
     return v
 
 
@@ -269,7 +293,7 @@ KEYS: dict[str, KeySpec] = {
     "OBD_INTERFACE": KeySpec("", _text, "serial device of the ELM327 adapter (empty = auto-detect)", original=True),
     "MONITORING_FILE_EXTENSION": KeySpec(".tsv", _extension, ".csv, .tsv or another extension", original=True),
     "MONITORING_FILE_SEPARATION_CHARACTER": KeySpec("", _separator, r"separator (empty = , for .csv, \t for .tsv, | otherwise)", original=True),
-    "RECORD_DIRECTORY_LOCATION": KeySpec(".", _text, "directory where files are written", original=True),
+    "RECORD_DIRECTORY_LOCATION": KeySpec(".", _directory, "directory where files are written", original=True),
     "S3_SERVER_ENDPOINT": KeySpec("", _endpoint, "https://host[:port] of the S3 server (empty = no upload)", original=True),
     "S3_SERVER_AK": KeySpec("", _text, "S3 access key (empty = boto3's default credential chain)", secret=True, original=True),
     "S3_SERVER_SK": KeySpec("", _text, "S3 secret key", secret=True, original=True),
@@ -480,38 +504,106 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
     )
 
 
+# A line such as "  SAMPLE_INTERVAL=0.5": configparser would take it as the continuation of
+# the value above; a key indented by accident is far more common than a continued value.
+_INDENTED_KEY = re.compile(r"^[ \t]+(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*[=:])", re.MULTILINE)
+_DEFAULT_HEADER = re.compile(r"^[ \t]*\[[ \t]*default[ \t]*\][ \t]*$", re.MULTILINE | re.IGNORECASE)
+_INLINE_COMMENT = re.compile(r"\s+[;#]")
+
+
+def clean_value(text: str) -> str:
+    """A value as written in config.ini, without its quotes and its inline comment.
+
+    ``KEY="my car" ; note`` gives ``my car``; ``KEY=0.5 # fast`` gives ``0.5``. A comment
+    starts at ; or # after white space, so ``MONITORING_FILE_SEPARATION_CHARACTER=;`` stays
+    a semicolon. One pair of surrounding quotes is removed: configparser keeps them, and a
+    path or an id in quotes is never meant to contain them.
+    """
+    v = text.strip()
+    if v[:1] in ('"', "'"):
+        end = v.find(v[0], 1)
+        if end > 0:
+            rest = v[end + 1 :].strip()
+            if not rest or rest[0] in ";#":
+                return v[1:end]
+    match = _INLINE_COMMENT.search(v)
+    if match is not None:
+        v = v[: match.start()]
+    return v.strip()
+
+
+def _read_text(p: Path) -> str:
+    if p.is_dir():
+        raise ConfigError(
+            f"configuration file {str(p)!r} is a directory: give the path of the file "
+            "(e.g. config.ini, a copy of config.ini.template)"
+        )
+    if not p.is_file():
+        raise ConfigError(
+            f"configuration file {str(p)!r} does not exist (copy config.ini.template)"
+        )
+    try:
+        data = p.read_bytes()
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot read configuration file {str(p)!r}: permission denied; make it readable "
+            "by the user running ECCM (e.g. chown that user and chmod 600)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {str(p)!r}: {exc}") from exc
+    try:
+        # utf-8-sig: Windows editors start a UTF-8 file with a byte order mark.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"cannot read configuration file {str(p)!r}: line {line} is not UTF-8 text "
+            f"(byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
+
+
+def _parse_file(p: Path) -> dict[str, str]:
+    text = _read_text(p)
+    text = _DEFAULT_HEADER.sub("[DEFAULT]", _INDENTED_KEY.sub("", text))
+    shift = 0
+    if not text.lstrip().startswith("["):
+        # Tolerate a file of bare KEY=value lines: the header is easy to forget.
+        text = "[DEFAULT]\n" + text
+        shift = 1
+    # interpolation=None: a secret may contain '%'. Keys are compared in upper case, so
+    # "sample_interval" is SAMPLE_INTERVAL and a key given twice in any case is an error.
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str.upper  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=str(p))
+    except configparser.DuplicateOptionError as exc:
+        line = (exc.lineno or 0) - shift
+        raise ConfigError(
+            f"{p} line {line}: {exc.option} is set twice (also on an earlier line): keep one"
+        ) from exc
+    except configparser.ParsingError as exc:
+        line, content = exc.errors[0]
+        with contextlib.suppress(ValueError, SyntaxError):
+            content = ast.literal_eval(content)  # configparser gives the line's repr
+        raise ConfigError(
+            f"{p} line {line - shift}: {str(content).strip()!r} is not a KEY=value line "
+            "(a comment line starts with # or ;)"
+        ) from exc
+    except configparser.Error as exc:
+        raise ConfigError(f"{p}: {exc.message if hasattr(exc, 'message') else exc}") from exc
+    if parser.sections():
+        raise ConfigError(f"{p}: only a [DEFAULT] section is read, found [{parser.sections()[0]}]")
+    values: dict[str, str] = {}
+    for key, value in parser.defaults().items():
+        if key not in KEYS:
+            raise _unknown_key_error(key, str(p))
+        values[key] = clean_value(value)
+    return values
+
+
 def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
     """Read config.ini (if given) and overlay ECCM_<KEY> variables."""
-    values: dict[str, str] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(
-                f"configuration file {str(p)!r} does not exist (copy config.ini.template)"
-            )
-        # interpolation=None: a secret may contain '%'; optionxform=str keeps KEY case.
-        parser = configparser.ConfigParser(interpolation=None, strict=True)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read configuration file {str(p)!r}: {exc}") from exc
-        if not text.lstrip().startswith("["):
-            # Tolerate a file of bare KEY=value lines: the header is easy to forget.
-            text = "[DEFAULT]\n" + text
-        try:
-            parser.read_string(text, source=str(p))
-        except configparser.Error as exc:
-            raise ConfigError(f"{p}: {exc.message if hasattr(exc, 'message') else exc}") from exc
-        if parser.sections():
-            raise ConfigError(
-                f"{p}: only a [DEFAULT] section is read, found [{parser.sections()[0]}]"
-            )
-        for key, value in parser.defaults().items():
-            upper = key.upper()
-            if upper not in KEYS:
-                raise _unknown_key_error(key, str(p))
-            values[upper] = value
+    values: dict[str, str] = {} if path is None else _parse_file(Path(path))
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue

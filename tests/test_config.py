@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -288,3 +289,96 @@ def test_trip_computer_keys_name_the_key_the_value_and_what_is_expected(
         cfg_of(**{key: value})
     msg = str(err.value)
     assert key in msg and repr(value) in msg and expected in msg
+
+
+# -- config.ini as people write it (Windows editors, habits from other formats) ---------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"CAR_IDENTIFIER=my-car\r\nSAMPLE_INTERVAL=0.5\r\n",  # Windows line endings
+        b"\xef\xbb\xbf[DEFAULT]\nCAR_IDENTIFIER=my-car\nSAMPLE_INTERVAL=0.5\n",  # BOM
+        b"\xef\xbb\xbfCAR_IDENTIFIER=my-car\r\nSAMPLE_INTERVAL=0.5\r\n",  # BOM, no header
+        b"CAR_IDENTIFIER = my-car\nSAMPLE_INTERVAL   =   0.5\n",  # spaces around =
+        b"car_identifier=my-car\nsample_interval=0.5\n",  # lower case keys
+        b"[default]\nCAR_IDENTIFIER=my-car\nSAMPLE_INTERVAL=0.5\n",  # lower case header
+        b"CAR_IDENTIFIER=my-car\n   SAMPLE_INTERVAL=0.5\n",  # an indented key
+        b"CAR_IDENTIFIER=\"my-car\"\nSAMPLE_INTERVAL='0.5'\n",  # quoted values
+        b"CAR_IDENTIFIER=my-car ; plate\nSAMPLE_INTERVAL=0.5 # fast\n",  # inline comments
+        b'CAR_IDENTIFIER="my-car" ; plate\nSAMPLE_INTERVAL=0.5\t; fast\n',
+    ],
+)
+def test_config_files_as_people_write_them(tmp_path: Path, raw: bytes) -> None:
+    p = tmp_path / "config.ini"
+    p.write_bytes(raw)
+    c = load(p, environ={})
+    assert c.car_identifier == "my-car"
+    assert c.sample_interval == 0.5
+
+
+@pytest.mark.parametrize(
+    ("written", "separator"),
+    [(";", ";"), (" ; ", ";"), ("#", "#"), ("\\t", "\t"), ('"\t"', "\t"), ('";"', ";")],
+)
+def test_separators_survive_comment_and_quote_handling(
+    tmp_path: Path, written: str, separator: str
+) -> None:
+    p = write(tmp_path, f"CAR_IDENTIFIER=x\nMONITORING_FILE_SEPARATION_CHARACTER={written}\n")
+    assert load(p, environ={}).separator == separator
+
+
+@pytest.mark.parametrize("written", ['" "', ".", "-", ":", "+", "'"])
+def test_separators_that_would_break_the_file_are_refused(tmp_path: Path, written: str) -> None:
+    p = write(tmp_path, f"CAR_IDENTIFIER=x\nMONITORING_FILE_SEPARATION_CHARACTER={written}\n")
+    with pytest.raises(ConfigError, match=r"MONITORING_FILE_SEPARATION_CHARACTER=.*one character"):
+        load(p, environ={})
+
+
+def test_a_quoted_path_with_spaces_and_a_comment(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, 'CAR_IDENTIFIER=x\nRECORD_DIRECTORY_LOCATION="/data/my records" # usb stick\n'
+    )
+    assert load(p, environ={}).record_directory_location == "/data/my records"
+
+
+def test_record_directory_home_is_expanded_and_a_file_is_refused(tmp_path: Path) -> None:
+    home = load(None, environ={"ECCM_CAR_IDENTIFIER": "x", "ECCM_RECORD_DIRECTORY_LOCATION": "~/r"})
+    assert home.record_directory_location == str(Path.home() / "r")
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match=r"RECORD_DIRECTORY_LOCATION=.*a directory"):
+        cfg_of(RECORD_DIRECTORY_LOCATION=str(a_file))
+    # Missing is fine: the recorder creates it (a USB stick may be mounted later).
+    assert cfg_of(RECORD_DIRECTORY_LOCATION=str(tmp_path / "new")).record_dir == tmp_path / "new"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("CAR_IDENTIFIER=a\nCAR_IDENTIFIER=b\n", r"line 2: CAR_IDENTIFIER is set twice"),
+        ("[DEFAULT]\nCAR_IDENTIFIER=a\ncar_identifier=b\n", r"line 3: CAR_IDENTIFIER is set twice"),
+        ("CAR_IDENTIFIER=a\nFILE_RECORDING\n", r"line 2: 'FILE_RECORDING' is not a KEY=value line"),
+    ],
+)
+def test_file_mistakes_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        load(p, environ={})
+
+
+def test_unreadable_directory_and_non_utf8_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        load(tmp_path, environ={})
+    p = tmp_path / "latin1.ini"
+    p.write_bytes("CAR_IDENTIFIER=x\n# voiture d'été\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"line 2 is not UTF-8 text \(byte 0xe9\)"):
+        load(p, environ={})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_says_permission_denied(tmp_path: Path) -> None:
+    p = write(tmp_path, "CAR_IDENTIFIER=x\n")
+    p.chmod(0)
+    with pytest.raises(ConfigError, match="permission denied; make it readable"):
+        load(p, environ={})
