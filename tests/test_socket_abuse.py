@@ -6,6 +6,7 @@ handshakes, plain text on the TLS port), and of `eccm query` as a shell user mee
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import select
@@ -173,6 +174,28 @@ def test_authenticated_clients_and_fair_shares_are_never_displaced(world: World)
     # fair share: nobody is displaced.
     assert codes(world.connect(addr).rest()) == ["too_many_clients"]
     assert a.ask("PING") == b.ask("PING") == waiting.ask("PING") == {"class": "PONG"}
+
+
+def test_a_flood_of_refused_connections_does_not_flood_the_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: one WARNING line per refused connection, as fast as an attacker connects."""
+    caplog.set_level(logging.INFO, logger="eccm.control")
+    addr = world.serve(make_config(SOCKET_SERVER_MAX_CLIENTS="1"))
+    owner = world.connect(addr).auth()
+    for _ in range(30):
+        with socket.create_connection(addr, timeout=WAIT) as s:
+            assert b"too_many_clients" in s.recv(4096)
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+    assert len(refusals()) == 1
+    world.clock.offset += 61.0
+    with socket.create_connection(addr, timeout=WAIT) as s:
+        assert b"too_many_clients" in s.recv(4096)
+    assert len(refusals()) == 2 and "and 29 more like it" in refusals()[1]
+    assert owner.ask("PING") == {"class": "PONG"}
 
 
 def test_address_key_groups_an_ipv6_host_by_its_slash_64() -> None:

@@ -94,6 +94,30 @@ def address_key(host: str) -> str:
     return str(ip)
 
 
+class _Throttle:
+    """At most one log line per kind and interval, so that a flood of connections cannot
+    flood the log (and the SD card) too; the next line counts the ones held back."""
+
+    def __init__(self, clock: Clock, interval: float = 60.0) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind → (logged at, held back since)
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            at, held = self._kinds.get(kind, (now - self._interval, 0))
+            if now - at < self._interval:
+                self._kinds[kind] = (at, held + 1)
+                return
+            self._kinds[kind] = (now, 0)
+        if held:
+            msg += " (and %d more like it in the last %.0f s)"
+            args = (*args, held, now - at)
+        log.log(level, msg, *args)
+
+
 @dataclass(eq=False)
 class _Conn:
     """One accepted connection, as the accept loop sees it (guarded by the server lock)."""
@@ -159,6 +183,7 @@ class ControlServer:
         self._limiter = AuthLimiter(
             self._clock, base=self._limits.failure_base, cap=self._limits.failure_cap
         )
+        self._throttle = _Throttle(self._clock)
         self._ssl: ssl.SSLContext | None = None
         if cfg.socket_server_tls_cert:
             self._ssl = tls_context(cfg.socket_server_tls_cert, cfg.socket_server_tls_key)
@@ -249,7 +274,9 @@ class ControlServer:
                 if self._stopping.is_set():
                     return
                 # EMFILE and friends: back off a little instead of spinning.
-                log.warning("control socket: accept failed: %s", exc)
+                self._throttle.log(
+                    logging.WARNING, "accept", "control socket: accept failed: %s", exc
+                )
                 self._stopping.wait(0.2)
                 continue
             host = str(addr[0])
@@ -268,7 +295,9 @@ class ControlServer:
                         daemon=True,
                     )
             if victim is not None:
-                log.warning(
+                self._throttle.log(
+                    logging.WARNING,
+                    "evict",
                     "control socket full: dropping a connection from %s that has not "
                     "authenticated, to make room for %s",
                     victim.key,
@@ -276,7 +305,9 @@ class ControlServer:
                 )
                 _wake(victim.sock, socket.SHUT_RD)
             if not admitted:
-                log.warning("control client %s refused: too many clients", peer)
+                self._throttle.log(
+                    logging.WARNING, "full", "control client %s refused: too many clients", peer
+                )
                 self._reject(conn)
             else:
                 assert record.thread is not None
@@ -390,7 +421,13 @@ class ControlServer:
             if rec.evicted:
                 log.debug("control client %s dropped during the TLS handshake", peer)
             elif isinstance(exc, ssl.SSLError):
-                log.info("control client %s: TLS handshake failed: %s", peer, exc.reason or exc)
+                self._throttle.log(
+                    logging.INFO,
+                    "handshake",
+                    "control client %s: TLS handshake failed: %s",
+                    peer,
+                    exc.reason or exc,
+                )
             else:
                 log.debug("control client %s: connection lost: %s", peer, exc)
         except Exception:
@@ -417,7 +454,9 @@ class ControlServer:
             return False
         if first[0] == _TLS_HANDSHAKE:
             return True
-        log.info("control client %s: plain text on the TLS port", peer)
+        self._throttle.log(
+            logging.INFO, "plain", "control client %s: plain text on the TLS port", peer
+        )
         message = (
             "this port speaks TLS: use `openssl s_client -quiet -connect HOST:PORT` "
             "or `eccm query --tls`"
@@ -495,7 +534,7 @@ class ControlServer:
 
     def _evicted(self, sock: socket.socket, peer: str) -> None:
         """Tell a connection displaced by :meth:`_make_room` why, as far as it reads."""
-        log.info("control client %s dropped: not authenticated, and the socket is full", peer)
+        log.debug("control client %s dropped: not authenticated, and the socket is full", peer)
         line = encode(
             {
                 "class": "ERROR",
