@@ -5,6 +5,7 @@ handshakes, plain text on the TLS port), and of `eccm query` as a shell user mee
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -174,6 +175,21 @@ def test_authenticated_clients_and_fair_shares_are_never_displaced(world: World)
     # fair share: nobody is displaced.
     assert codes(world.connect(addr).rest()) == ["too_many_clients"]
     assert a.ask("PING") == b.ask("PING") == waiting.ask("PING") == {"class": "PONG"}
+
+
+def test_a_surplus_client_that_pipelines_still_reads_why(world: World) -> None:
+    """`printf 'AUTH ...\\nSTATUS\\n' | nc` on a full socket: the requests are read and
+    discarded before the close, which a peer could otherwise see as a reset that destroys
+    the line (Linux on loopback happens to keep it; other stacks need not)."""
+    addr = world.serve(make_config(SOCKET_SERVER_MAX_CLIENTS="1"))
+    owner = world.connect(addr).auth()
+    for _ in range(10):
+        c = world.connect(addr)
+        with contextlib.suppress(OSError):  # the old server may have reset it already
+            c.sock.sendall(f"AUTH {SECRET}\nSTATUS\n".encode())
+            c.sock.shutdown(socket.SHUT_WR)
+        assert codes(c.rest()) == ["too_many_clients"]
+    assert owner.ask("PING") == {"class": "PONG"}
 
 
 def test_a_flood_of_refused_connections_does_not_flood_the_log(

@@ -308,7 +308,7 @@ class ControlServer:
                 self._throttle.log(
                     logging.WARNING, "full", "control client %s refused: too many clients", peer
                 )
-                self._reject(conn)
+                self._reject(conn, peer)
             else:
                 assert record.thread is not None
                 record.thread.start()
@@ -348,7 +348,11 @@ class ControlServer:
             key=lambda c: c.opened,
         )
 
-    def _reject(self, conn: socket.socket) -> None:
+    def _reject(self, conn: socket.socket, peer: str) -> None:
+        """Tell a surplus client ``too_many_clients``, in a short-lived thread of its own:
+        a TLS client needs a handshake first, and a client that already sent its requests
+        (``printf 'AUTH ...\\nSTATUS\\n' | nc``) must have them read and discarded, or
+        closing would reset the connection and destroy the line before it is read."""
         line = encode(
             {
                 "class": "ERROR",
@@ -356,26 +360,30 @@ class ControlServer:
                 "message": f"at most {self._cfg.socket_server_max_clients} clients at a time",
             }
         )
-        if self._ssl is None:
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
-                conn.send(line)
-                conn.shutdown(socket.SHUT_WR)
-            conn.close()
-            return
         if not self._rejecters.acquire(blocking=False):
-            conn.close()  # a flood: not even the courtesy of a handshake
+            # A flood: no thread for it. A plain client still gets the line if the kernel
+            # takes it at once; a TLS client not even the courtesy of a handshake.
+            if self._ssl is None:
+                with contextlib.suppress(OSError):
+                    conn.setblocking(False)
+                    conn.send(line)
+            conn.close()
             return
         ctx = self._ssl
 
         def run() -> None:
+            sock = conn
             try:
                 conn.settimeout(5.0)
-                with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.sendall(line)
+                if ctx is not None:
+                    sock = ctx.wrap_socket(conn, server_side=True)
+                sock.sendall(line)
+                self._finish(sock, peer, "too many clients")
             except (OSError, ssl.SSLError):
-                conn.close()
+                pass
             finally:
+                with contextlib.suppress(OSError):
+                    sock.close()
                 self._rejecters.release()
 
         threading.Thread(target=run, name="control-reject", daemon=True).start()
