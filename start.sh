@@ -4,6 +4,8 @@
 #   ./start.sh --demo [--duration S] the whole pipeline on a simulated car, no hardware
 # First run: creates .venv and installs the package (needs the network once).
 set -euo pipefail
+# The demo prints commands to copy: relative to where the user is, not to the repository.
+export ECCM_INVOKED_FROM="$PWD"
 cd "$(dirname "$(readlink -f "$0")")"
 
 PYTHON=${PYTHON:-python3}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -109,6 +110,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, directory=args.dir)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eccm", description="Electronic Centralized Car Monitoring")
     p.add_argument("--version", action="version", version=f"eccm {__version__}")
@@ -146,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_gen_secret)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
-    d.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
     d.add_argument("--dir", default="demo-data", help="working directory (default: demo-data)")
     d.set_defaults(func=cmd_demo)
     return p

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -52,6 +53,20 @@ def write_config(path: Path, values: dict[str, str]) -> None:
     path.chmod(0o600)  # it holds the generated secrets
 
 
+def shown(path: Path, base: Path) -> str:
+    """``path`` as the user can type it from ``base``: relative below it, else absolute."""
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _caller_dir() -> Path:
+    # start.sh changes into the repository before running the demo; it passes on where
+    # the user typed the command, so that the printed commands work from there.
+    return Path(os.environ.get("ECCM_INVOKED_FROM") or os.getcwd()).resolve()
+
+
 def run_demo(duration: float | None, directory: str = "demo-data") -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
@@ -81,6 +96,10 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
         emulated_car("car") as emu,
         NmeaPty(Route(), rate_hz=1.0) as gnss,
     ):
+        if stop.is_set():
+            # Interrupted while the servers started: nothing to run, nothing to report.
+            print("ECCM demo: interrupted before it started", file=sys.stderr)
+            return 0
         secret = secrets.token_urlsafe(32)
         port = _free_port()
         config = root / "config.ini"
@@ -104,19 +123,20 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
         cfg = load(config, environ={})
         daemon = Daemon(cfg)
         daemon.start()
-        rel = Path(directory)
+        base = _caller_dir()
+        query = f"{shown(Path(sys.executable).parent / 'eccm', base)} query --config {shown(config, base)}"
         print(
             "\nECCM demo is running.\n"
-            f"  data files:   {rel / 'records'}  (closed files stay, uploaded copies in uploaded/)\n"
-            f"  config:       {rel / 'config.ini'}\n"
+            f"  data files:   {shown(records, base)}  (closed files stay, uploaded copies in uploaded/)\n"
+            f"  config:       {shown(config, base)}\n"
             f"  S3 bucket:    {s3.endpoint}/{s3.bucket}  (access key {s3.access_key})\n"
             f"  socket:       127.0.0.1:{port}\n"
             "  try:\n"
-            f"    .venv/bin/eccm query --config {rel / 'config.ini'} STATUS\n"
-            f"    .venv/bin/eccm query --config {rel / 'config.ini'} GET RPM SPEED\n"
-            f"    .venv/bin/eccm query --config {rel / 'config.ini'} WATCH RPM SPEED EVERY 0.5\n"
-            f"    .venv/bin/eccm query --config {rel / 'config.ini'} DTC\n"
-            f"    .venv/bin/eccm query --config {rel / 'config.ini'} TRIP\n"
+            f"    {query} STATUS\n"
+            f"    {query} GET RPM SPEED\n"
+            f"    {query} WATCH RPM SPEED EVERY 0.5\n"
+            f"    {query} DTC\n"
+            f"    {query} TRIP\n"
             + (f"  stops by itself after {duration:g} s\n" if duration else "  Ctrl-C stops it\n"),
             flush=True,
         )

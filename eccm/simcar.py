@@ -7,6 +7,8 @@ Used by the demo, the benchmarks and the tests. The emulator is an optional depe
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,12 +18,33 @@ from typing import Any
 from eccm.errors import EccmError
 
 
+class _EmulatorChatter(logging.Filter):
+    """Drops the emulator's INFO and DEBUG lines, which it logs on the root logger.
+
+    Lines such as "Unknown ELM command: '010C0D1104100B3'" describe the simulated adapter
+    answering ECCM's probes, not a problem; a demo user would take them for errors.
+    """
+
+    def __init__(self, package_dir: str) -> None:
+        super().__init__()
+        self._prefix = os.path.join(package_dir, "")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self._prefix)
+
+
 def quiet_emulator_logging() -> None:
-    """Stop the emulator from reconfiguring the root logger and writing ./elm.log.
+    """Stop the emulator from reconfiguring the root logger, writing ./elm.log and
+    chattering on the root logger.
 
     By default each emulator thread loads its own logging configuration (DEBUG to stdout
     and elm.log in the current directory); an incremental configuration changes nothing.
     """
+    root = logging.getLogger()
+    spec = importlib.util.find_spec("elm")
+    locations = spec.submodule_search_locations if spec is not None else None
+    if locations and not any(isinstance(f, _EmulatorChatter) for f in root.filters):
+        root.addFilter(_EmulatorChatter(next(iter(locations))))
     if "ELM_LOG_CFG" in os.environ:
         return
     path = Path(tempfile.gettempdir()) / f"eccm-elm-logging-{os.getpid()}.yaml"

@@ -1,0 +1,145 @@
+"""`eccm demo` as a new user runs it: from anywhere, stopped by Ctrl-C at any moment.
+
+Real subprocesses in their own session (a terminal's Ctrl-C reaches the whole process
+group), the real emulator, NMEA simulator and SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 90.0  # generous: the suite shares two cores with other work
+
+
+class Demo:
+    """``eccm demo`` in its own process group, its output collected line by line."""
+
+    def __init__(self, cwd: Path, invoked_from: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ECCM_")}
+        env["ECCM_INVOKED_FROM"] = str(invoked_from)  # what start.sh passes on
+        env["PYTHONPATH"] = str(ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eccm.cli", "demo", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def interrupt(self) -> int:
+        """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.wait()
+
+    def wait(self) -> int:
+        try:
+            code = self.proc.wait(WAIT)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._reader.join(10)
+        return code
+
+    def group_is_gone(self) -> bool:
+        """No process of the demo's group is left (SeaweedFS, helpers)."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
+@pytest.mark.slow
+def test_the_printed_commands_work_from_where_the_user_typed_and_ctrl_c_ends_cleanly(
+    tmp_path: Path,
+) -> None:
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    demo = Demo(repo, elsewhere)
+    try:
+        status = wait_until(
+            lambda: [line.strip() for line in demo.lines if line.strip().endswith(" STATUS")],
+            WAIT,
+            "the demo to print its commands",
+        )[0]
+        words = shlex.split(status)
+
+        # Run exactly as printed, from the user's directory, once the car answers.
+        def connected() -> bool:
+            proc = subprocess.run(words, cwd=elsewhere, capture_output=True, text=True, timeout=30)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            return json.loads(proc.stdout)["obd"] == "connected"
+
+        wait_until(connected, WAIT, "the demo's car to be connected")
+    finally:
+        code = demo.interrupt()
+    assert code == 0, demo.output
+    assert "Traceback" not in demo.output
+    wait_until(demo.group_is_gone, 30, "the demo's processes (SeaweedFS) to end")
+    assert "ECCM demo stopped" in demo.output
+    # The emulator's own chatter about ECCM's probes is not shown to the user.
+    assert "Unknown ELM command" not in demo.output
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_demo_starts_leaves_no_traceback_and_no_process(tmp_path: Path) -> None:
+    demo = Demo(tmp_path, tmp_path)
+    wait_until(lambda: any("starting" in line for line in demo.lines), WAIT, "the demo to start")
+    code = demo.interrupt()
+    assert code in (0, 130), demo.output
+    assert "Traceback" not in demo.output
+    wait_until(demo.group_is_gone, 30, "the demo's processes (SeaweedFS) to end")
+
+
+@pytest.mark.slow
+def test_a_short_demo_ends_with_its_json_line(tmp_path: Path) -> None:
+    started = time.monotonic()
+    demo = Demo(tmp_path, tmp_path, "--duration", "3")
+    assert demo.wait() == 0, demo.output
+    assert time.monotonic() - started < WAIT
+    summary = json.loads(demo.lines[-1])
+    assert set(summary) == {"rows", "files_closed", "objects_uploaded"}
+    assert "Traceback" not in demo.output
+    assert demo.group_is_gone()
+
+
+@pytest.mark.parametrize("duration", ["0", "-5", "nan", "soon"])
+def test_a_duration_that_is_not_a_positive_number_is_refused(duration: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "eccm.cli", "demo", "--duration", duration],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "not a number of seconds above 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
