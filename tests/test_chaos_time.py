@@ -314,3 +314,31 @@ def test_a_ledger_line_torn_by_a_power_cut_does_not_swallow_the_next_name(tmp_pa
     rec._ledger_add("car_20261122T020000Z_0001.tsv")
     assert rec.trip_used("20261122T020000Z")
     assert "car_20261122T020000Z_0001.tsv" in rec._ledger()
+
+
+def test_rotation_and_flushing_follow_the_monotonic_clock_whatever_ntp_does(
+    tmp_path: Path,
+) -> None:
+    from tests.recorder_writer import config, sample
+    from tests.waiting import wait_until
+
+    cfg = config(tmp_path, FILE_ROTATION_SECONDS="10", FILE_FLUSH_INTERVAL="1")
+    clock = FakeClock(start=TRUE)
+    rec = Recorder(cfg, clock)
+    rec.start()
+    try:
+        rec.on_sample(sample(0))
+        wait_until(lambda: rec.rows_written == 1, 30)
+        clock.set_wall(TRUE + TEN_YEARS)  # NTP steps ahead: the file is not ten years old
+        clock.advance(0.5)
+        rec.on_sample(sample(1))
+        wait_until(lambda: rec.rows_written == 2, 30)
+        clock.set_wall(TRUE - TEN_YEARS)  # and back: the file is not -10 years old either
+        clock.advance(9.0)
+        rec.on_sample(sample(2))
+        wait_until(lambda: rec.rows_written == 3, 30)
+        assert rec.files_closed == 0 and rec.rows_in_file == 3
+        clock.advance(0.6)  # 10.1 s of monotonic time since the file opened
+        wait_until(lambda: rec.files_closed == 1, 30, "the rotation by age")
+    finally:
+        rec.stop()
