@@ -160,6 +160,19 @@ def test_auth_syntax_and_repeated_auth() -> None:
     assert p.session.state is State.READY
 
 
+def test_auth_hmac_without_its_proof_is_a_slip_not_a_failure() -> None:
+    """Found: `AUTH HMAC` alone (Enter pressed before the paste) was taken for a plain
+    secret: a failure counted, the connection closed, the next AUTH held back."""
+    limiter = AuthLimiter(FakeClock())
+    for plain_auth in (True, False):
+        p = Peer(plain_auth=plain_auth, limiter=limiter)
+        error(p.one("AUTH HMAC"), "bad_request")
+        error(p.one("auth hmac 00 11"), "bad_request")
+        assert p.session.state is State.AUTHENTICATING
+        p.auth()
+    assert limiter.wait("192.0.2.7") == 0.0
+
+
 def test_before_auth_only_auth_ping_help_quit() -> None:
     p = Peer()
     assert p.one("PING") == {"class": "PONG"}

@@ -449,7 +449,11 @@ class Session:
         if len(words) < 2:
             self._error("bad_request", "AUTH HMAC <hex> or AUTH <secret>")
             return
-        if words[1].upper() == "HMAC" and len(words) == 3:
+        if words[1].upper() == "HMAC":
+            if len(words) != 3:
+                # `AUTH HMAC` and Enter before the paste: a slip, not a guess to count.
+                self._error("bad_request", "AUTH HMAC <hex of HMAC-SHA256(secret, nonce)>")
+                return
             method, proof = "hmac", words[2]
         else:
             if not self._plain_auth:
