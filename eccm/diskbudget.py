@@ -169,11 +169,17 @@ def _remove(item: Item) -> None:
         p.unlink(missing_ok=True)
 
 
-def enforce(cfg: Config, clock: Clock) -> DiskReport:
-    """Apply LOCAL_RETENTION_DAYS and MAX_LOCAL_STORAGE_MB to the record directory."""
+def enforce(cfg: Config, clock: Clock, *, evict_pending: bool = True) -> DiskReport:
+    """Apply LOCAL_RETENTION_DAYS and MAX_LOCAL_STORAGE_MB to the record directory.
+
+    ``evict_pending=False``: delete uploaded files only (the uploader before a run: what
+    the run can send need not be lost to the budget; it evicts after the run).
+    """
     inv = inventory(cfg.record_dir)
     budget = int(cfg.max_local_storage_mb * MIB)
     dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days)
+    if not evict_pending:
+        dp = DiskPlan(dp.expired, dp.evict_uploaded, ())
     report = DiskReport(total_bytes=inv.total)
     for item in dp.expired:
         _remove(item)

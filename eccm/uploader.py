@@ -222,9 +222,10 @@ class Uploader:
         return self._backoff.attempt
 
     def queue_length(self) -> int:
-        """Closed files (and trip summaries) waiting for upload."""
+        """Closed files (and trip summaries) waiting for upload, including those whose
+        data object is verified and whose sidecar still has to go up."""
         todo = plan(_listdir(self._dir))
-        return len(todo.ready) + len(todo.summaries)
+        return len(todo.ready) + len(todo.summaries) + len(todo.orphan_sidecars)
 
     # ---- thread -------------------------------------------------------------------
 
@@ -320,7 +321,8 @@ class Uploader:
         report = UploadReport()
         failure: Failure | None = None
         try:
-            self._keep_disk(report)
+            # Files this run may send are not evicted before it has tried.
+            self._keep_disk(report, evict_pending=not self._cfg.s3_enabled)
             if self._cfg.s3_enabled:
                 self._upload_all(report, on_file)
         except _RunAborted as exc:
@@ -340,9 +342,9 @@ class Uploader:
         self._conclude(report, failure)
         return report
 
-    def _keep_disk(self, report: UploadReport) -> None:
+    def _keep_disk(self, report: UploadReport, *, evict_pending: bool = True) -> None:
         try:
-            report.disk = enforce(self._cfg, self._clock)
+            report.disk = enforce(self._cfg, self._clock, evict_pending=evict_pending)
         except OSError as exc:
             log.error("cannot keep the disk budget of %s: %s", self._dir, exc)
 
@@ -390,7 +392,7 @@ class Uploader:
                 if isinstance(dn, SummaryName):
                     self._upload_summary(client, dn, report)
                 elif orphan:
-                    self._finish_orphan(client, dn)
+                    self._finish_orphan(client, dn, report)
                 else:
                     self._upload_file(client, dn, report)
             except _FileKept as exc:
@@ -411,7 +413,7 @@ class Uploader:
             with self._stats_lock:
                 if kept is not None:
                     report.kept.append(kept)
-                if on_file is not None and not orphan:
+                if on_file is not None:
                     on_file(dn.name)
 
         _in_parallel(one, jobs, self._workers)
@@ -444,11 +446,18 @@ class Uploader:
             )
         key = self._key_for(dn, info.first_time)
         sent_data = self._ensure(client, key, data_path, digest, dn.name)
+        # The data object is verified: its local copy goes now, before the sidecar's PUT.
+        # What is left if that PUT fails is an orphan sidecar, which always means "data
+        # verified in the bucket" and is finished by a later run; the disk budget never
+        # evicts one. Were both kept, a long outage could make the budget evict the pair
+        # and leave the bucket a data object without its sidecar for good.
+        _kill_point("before_delete")
+        self._archive(data_path)
+        _kill_point("after_delete_data")
         sent_side = self._ensure(
             client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name
         )
-        _kill_point("before_delete")
-        self._archive(data_path, side_path)
+        self._archive(side_path)
         with self._stats_lock:
             report.uploaded += 1
             self.objects_uploaded += 1
@@ -481,8 +490,9 @@ class Uploader:
             else:
                 report.already_present += 1
 
-    def _finish_orphan(self, client: Any, dn: DataName) -> None:
-        """A sidecar whose data file was archived just before a crash: finish the job."""
+    def _finish_orphan(self, client: Any, dn: DataName, report: UploadReport) -> None:
+        """A sidecar whose data file is verified in the bucket and archived (the sidecar's
+        PUT failed, or a crash came in between): finish the job."""
         side_path = self._dir / dn.sidecar
         try:
             side_raw = side_path.read_bytes()
@@ -497,8 +507,16 @@ class Uploader:
             raise _FileKept(
                 f"{dn.sidecar}: its data file is missing here and not in the bucket; kept"
             )
-        self._ensure(client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name)
+        sent = self._ensure(client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name)
         self._archive(side_path)
+        with self._stats_lock:
+            report.uploaded += 1
+            self.objects_uploaded += 1
+            self.last_upload = iso_utc(self._clock.time())
+            if sent:
+                report.bytes_sent += len(side_raw)
+            else:
+                report.already_present += 1
 
     def _ensure(
         self, client: Any, key: str, source: Path | bytes, digest: Digest, name: str
@@ -636,27 +654,18 @@ class Uploader:
                 log.debug("could not abort multipart upload of %s: %s", key, exc)
             raise
 
-    def _archive(self, *paths: Path) -> None:
-        """Delete (S3_DELETE_AFTER_UPLOAD=yes) or move to uploaded/; data file first."""
+    def _archive(self, path: Path) -> None:
+        """Delete (S3_DELETE_AFTER_UPLOAD=yes) or move to uploaded/."""
         try:
-            self._archive_paths(paths)
-        except OSError as exc:
-            raise _FileKept(f"{paths[0].name}: cannot archive it locally ({exc}); kept") from exc
-
-    def _archive_paths(self, paths: Sequence[Path]) -> None:
-        if self._cfg.s3_delete_after_upload:
-            for i, p in enumerate(paths):
-                if i:
-                    _kill_point("after_delete_data")
-                p.unlink(missing_ok=True)
-            return
-        target = self._dir / UPLOADED_DIR
-        target.mkdir(exist_ok=True)
-        for i, p in enumerate(paths):
-            if i:
-                _kill_point("after_delete_data")
+            if self._cfg.s3_delete_after_upload:
+                path.unlink(missing_ok=True)
+                return
+            target = self._dir / UPLOADED_DIR
+            target.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):  # moved by another eccm process
-                os.replace(p, target / p.name)
+                os.replace(path, target / path.name)
+        except OSError as exc:
+            raise _FileKept(f"{path.name}: cannot archive it locally ({exc}); kept") from exc
 
     # ---- once per process -----------------------------------------------------------
 
