@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from eccm import config as eccm_config
 from eccm.clock import SystemClock
 from eccm.config import Config
+from eccm.diskbudget import MIB
 from eccm.s3client import S3Timeouts
 from eccm.s3local import LocalS3
 from eccm.uploader import Uploader
 from tests import s3server
-from tests.s3server import CAR, make_closed_file, make_config
+from tests.s3server import CAR, FlakyLink, make_closed_file, make_config
+from tests.test_s3_flaky_link import bucket_objects
+from tests.waiting import wait_until
 
 s3_http = s3server.s3_http
 
@@ -115,3 +122,82 @@ def test_a_verified_data_object_always_gets_its_sidecar_whatever_the_budget_evic
     expected = {oldest.name, *(f.name for f in newer[1:])}
     assert names_in(s3_http, cfg, bucket) == expected | {n + ".json" for n in expected}
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_the_daemon_offline_under_a_tiny_budget_keeps_the_newest_data(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    from eccm.simcar import emulated_car
+
+    records = tmp_path / "records"
+    link = FlakyLink((s3_http.host, s3_http.s3_port))
+    link.down()  # offline from the start
+    # Older trips fill the budget almost to the brim: 2 uploaded, 3 waiting.
+    uploaded = fill(records / "uploaded", "20261120T080000Z", range(1, 3), 100_000)
+    old = fill(records, "20261121T080000Z", range(1, 4), 310_000)
+    config = tmp_path / "config.ini"
+    log_file = tmp_path / "eccm.log"
+    try:
+        with emulated_car("car") as emu:
+            values = s3server.config_values(
+                records,
+                s3_http,
+                S3_SERVER_ENDPOINT=link.endpoint,
+                OBD_INTERFACE=emu.get_pty(),
+                OBD_PROTOCOL="6",
+                OBD_SLOW_COMMANDS="COOLANT_TEMP",
+                SAMPLE_INTERVAL="0",
+                FILE_ROTATION_SECONDS="1",
+                FILE_COMPRESSION="none",
+                MAX_LOCAL_STORAGE_MB="1",
+                S3_SYNC_INTERVAL="2",
+                S3_SYNC_JITTER="0",
+                LOG_LEVEL="INFO",
+            )
+            config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+            cfg = eccm_config.load(str(config))
+            with log_file.open("wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=out,
+                )
+            try:
+                # Recording pushes the oldest waiting file out (1 MiB = 1048576 bytes).
+                wait_until(lambda: not old[0].exists(), timeout=90, what="an eviction")
+                assert all(f.exists() for f in old[1:])
+                link.healthy()
+                wait_until(
+                    lambda: not any(f.exists() for f in old[1:]),
+                    timeout=90,
+                    what="the backlog to go up",
+                )
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        link.close()
+    log = log_file.read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    # Each eviction of data not yet uploaded: one ERROR, naming the file, once.
+    assert len([e for e in errors if old[0].name in e]) == 1, errors
+    assert all("before it was uploaded" in e for e in errors), errors
+    assert not any(f.exists() for f in uploaded)  # uploaded files went first
+
+    remote = names_in(s3_http, cfg)
+    assert old[0].name not in remote and old[0].name + ".json" not in remote
+    assert {f.name for f in old[1:]} | {f.name + ".json" for f in old[1:]} <= remote
+    # The daemon's own files: numbered without a gap (the open file was never deleted),
+    # each with its sidecar; nothing left behind locally.
+    new = sorted(n for n in remote if n.endswith(".tsv") and "20261121T080000Z" not in n)
+    assert new and all(n + ".json" in remote for n in new)
+    seqs = sorted(int(n.rsplit("_", 1)[1].split(".")[0]) for n in new)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert sorted(p.name for p in records.iterdir() if p.is_file()) == [".eccm-sequence"]
+    assert bucket_objects(s3_http, cfg)
+    assert MIB == 1048576
