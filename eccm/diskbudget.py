@@ -99,11 +99,13 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _group(folder: Path, names: Sequence[str], orphans_are_items: bool) -> tuple[list[Item], int]:
+def _group(folder: Path, names: Sequence[str], uploaded: bool) -> tuple[list[Item], int]:
     """Data files with their sidecars as Items; bytes of other ECCM files beside them.
 
-    A sidecar whose data file is gone is an Item in uploaded/ (retention removes it too)
-    but not at the top level, where the uploader still has to finish archiving it.
+    In uploaded/ every ECCM file is uploaded, so each may go: a data file whose sidecar
+    is still at the top level waiting for its own upload, or a sidecar left alone. At the
+    top level a data file without its sidecar is still being closed, and a sidecar
+    without its data file still has to be uploaded: counted, never deleted.
     """
     present = set(names)
     items: list[Item] = []
@@ -123,14 +125,14 @@ def _group(folder: Path, names: Sequence[str], orphans_are_items: bool) -> tuple
             paths = [folder / name]
             if dn.sidecar in present:
                 paths.append(folder / dn.sidecar)
-                size = sum(_size(p) for p in paths)
-                items.append(Item(name=dn, paths=tuple(paths), size=size))
+            if dn.sidecar in present or uploaded:
+                items.append(Item(name=dn, paths=tuple(paths), size=sum(_size(p) for p in paths)))
             else:
                 other += _size(folder / name)
             continue
         sn = parse_sidecar_name(name)
         if sn is not None and sn.name not in present:
-            if orphans_are_items:
+            if uploaded:
                 items.append(Item(name=sn, paths=(folder / name,), size=_size(folder / name)))
             else:
                 other += _size(folder / name)
@@ -146,9 +148,9 @@ def _listdir(folder: Path) -> list[str]:
 
 
 def inventory(record_dir: Path) -> Inventory:
-    pending, other_top = _group(record_dir, _listdir(record_dir), orphans_are_items=False)
+    pending, other_top = _group(record_dir, _listdir(record_dir), uploaded=False)
     uploaded, other_up = _group(
-        record_dir / UPLOADED_DIR, _listdir(record_dir / UPLOADED_DIR), orphans_are_items=True
+        record_dir / UPLOADED_DIR, _listdir(record_dir / UPLOADED_DIR), uploaded=True
     )
     return Inventory(
         uploaded=tuple(uploaded), pending=tuple(pending), other_bytes=other_top + other_up

@@ -140,3 +140,24 @@ def test_the_budget_holds_while_the_server_is_unreachable(tmp_path: Path) -> Non
     assert report.error is not None and "cannot reach" in report.error
     assert report.disk is not None and report.disk.total_bytes <= MIB
     assert [f.exists() for f in files] == [False, False, True, True, True, True, True]
+
+
+def test_an_archived_data_file_whose_sidecar_waits_goes_before_data_not_uploaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # S3_DELETE_AFTER_UPLOAD=no: a data file moves to uploaded/ once verified, its sidecar
+    # follows after its own upload. Regression: such a data file was counted but never
+    # deleted, so the budget evicted data that was not uploaded anywhere instead.
+    cfg = make_config(tmp_path, None, MAX_LOCAL_STORAGE_MB="1")
+    done = make_closed_file(tmp_path, trip="20261120T080000Z", gz=False, payload=b"u" * 600_000)
+    (tmp_path / "uploaded").mkdir()
+    done.rename(tmp_path / "uploaded" / done.name)
+    waiting = _fill(tmp_path, range(1, 3), 300_000)  # newer trip, not uploaded
+    clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
+    with caplog.at_level(logging.INFO, logger="eccm.diskbudget"):
+        report = enforce(cfg, clock)
+    assert report.evicted_uploaded == 1 and report.evicted_pending == []
+    assert not (tmp_path / "uploaded" / done.name).exists()
+    assert (tmp_path / (done.name + ".json")).exists()  # still to be uploaded: kept
+    assert all(f.exists() for f in waiting)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
