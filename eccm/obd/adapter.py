@@ -13,10 +13,12 @@ Only the link thread uses these objects (it owns the connection).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import serial
 from obd import OBDCommand, decoders
 from obd.protocols import ECU
 from obd.utils import OBDStatus
@@ -45,6 +47,15 @@ CHECKS_TO_ACCEPT = 2
 # A group that was answered whole before is looked into again only after this many
 # incomplete answers in a row; a single one is a glitch, its missing values stay empty.
 GLITCHES_TO_CHECK = 3
+# Longest silence of the serial line while the adapter works on an answer. An ELM327 says
+# NO DATA within its own timeout (at most about a second); python-OBD waits 10 s instead,
+# and tries an empty read ten times more, so a hung adapter or one pulled out of the OBD
+# socket (its USB side still plugged in) would freeze the link for almost two minutes per
+# request.
+READ_SILENCE = 3.0
+# How long an adapter has to answer a stray character with its prompt before python-OBD
+# is handed the port (python-OBD itself would wait minutes on a silent device).
+PROMPT_TIMEOUT = 3.0
 
 
 def query_reading(conn: Any, cmd: Any, clock: Clock, undecodable: set[str]) -> Reading:
@@ -76,6 +87,55 @@ def save_time(conn: Any) -> list[str]:
         else:
             log.debug("the adapter did not take %s: %r", setting.decode(), response.value)
     return taken
+
+
+def bound_reads(conn: Any, seconds: float | None = None) -> bool:
+    """Shorten python-OBD's fixed 10 s serial read timeout; False if it cannot be reached.
+
+    python-OBD has no setting for it: the port is the ELM327 object's private attribute.
+    """
+    port = getattr(getattr(conn, "interface", None), "_ELM327__port", None)
+    if port is None or not hasattr(port, "timeout"):
+        return False
+    port.timeout = READ_SILENCE if seconds is None else seconds
+    return True
+
+
+def probe_prompt(device: str, baudrate: int | None, timeout: float | None = None) -> str | None:
+    """Ask ``device`` for an ELM327 prompt; None when it answered, else what went wrong.
+
+    ATI (the adapter's name) changes nothing and every ELM327, clone or emulator answers
+    it with its prompt ">"; a lone CR would repeat the adapter's last command instead.
+    """
+    try:
+        port = serial.Serial(device, baudrate or 38400, timeout=0.1, write_timeout=5.0)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        return f"cannot open it ({exc})"
+    timeout = PROMPT_TIMEOUT if timeout is None else timeout
+    received = bytearray()
+    try:
+        port.reset_input_buffer()
+        port.write(b"ATI\r")
+        deadline = time.monotonic() + timeout
+        while b">" not in received and time.monotonic() < deadline:
+            received += port.read(max(1, port.in_waiting))
+    except (serial.SerialException, OSError) as exc:
+        return f"it failed while asked for a prompt ({exc})"
+    finally:
+        port.close()
+    if b">" in received:
+        return None
+    speed = f"OBD_BAUDRATE={baudrate}" if baudrate else "OBD_BAUDRATE"
+    if not received:
+        return (
+            f"it sent nothing back within {timeout:g} s: an adapter that is not plugged into "
+            "the car's OBD socket has no power, a hung one needs unplugging; "
+            f"also check that it is the adapter and {speed}"
+        )
+    return (
+        f"it answered without an ELM327 prompt ({bytes(received[:40])!r}): check that it is "
+        f"the OBD adapter and {speed}"
+    )
 
 
 @dataclass
@@ -119,6 +179,7 @@ class PidReader:
         self.counts = counts if counts is not None else ResponseCounts()
         self._undecodable = undecodable if undecodable is not None else set()
         self._raw: dict[bytes, Any] = {}
+        self._unresponsive: str | None = None
 
     def shareable(self, name: str) -> bool:
         """May share a request with other names (a mode 01 PID)."""
@@ -139,7 +200,10 @@ class PidReader:
         """
         cmds = [self._supported[name] for name in group]
         if len(cmds) == 1 and not is_pid_value(cmds[0]):
+            started = self._clock.monotonic()
             reading = query_reading(self._conn, cmds[0], self._clock, self._undecodable)
+            if reading.value is None:
+                self._check_silence(started)
             return GroupRead({cmds[0].name: reading}, 1, self._lost(None))
         answer, requests = self._ask(cmds)
         result = GroupRead(self._readings(answer, cmds), requests, self._lost(answer))
@@ -238,8 +302,19 @@ class PidReader:
                 "MULTI_PID", "several mode 01 PIDs", request, 0, decoders.drop, ECU.ALL, False
             )
             self._raw[request] = raw
+        started = self._clock.monotonic()
         response = self._conn.query(raw, force=True)
+        if not response.messages:
+            self._check_silence(started)
         return split_answer(response.messages or [], cmds)
+
+    def _check_silence(self, started: float) -> None:
+        # Nothing at all after the line stayed silent for READ_SILENCE: an adapter that
+        # works says NO DATA long before. The link then reconnects, and the prompt probe
+        # tells the user why it cannot.
+        waited = self._clock.monotonic() - started
+        if waited >= READ_SILENCE:
+            self._unresponsive = f"the adapter stopped answering (nothing for {waited:.0f} s)"
 
     def _readings(self, answer: Answer, cmds: Sequence[Any]) -> dict[str, Reading]:
         at = self._clock.monotonic()
@@ -259,6 +334,8 @@ class PidReader:
     def _lost(self, answer: Answer | None) -> str | None:
         if self._conn.status() == OBDStatus.NOT_CONNECTED:
             return "disconnected"
+        if self._unresponsive is not None:
+            return self._unresponsive
         if answer is not None:
             line = answer.adapter_lost
             if line is not None:

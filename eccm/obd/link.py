@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +37,15 @@ from eccm.clock import Clock
 from eccm.config import Config
 from eccm.errors import ConfigError, DeviceError
 from eccm.hub import Hub
-from eccm.obd.adapter import Fallbacks, PidReader, answers_mode01, query_reading, save_time
+from eccm.obd.adapter import (
+    Fallbacks,
+    PidReader,
+    answers_mode01,
+    bound_reads,
+    probe_prompt,
+    query_reading,
+    save_time,
+)
 from eccm.obd.multipid import MAX_PIDS, allows_multi_pid
 from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
 from eccm.obd.values import describe, is_readable, known_command, plain
@@ -73,6 +82,7 @@ class _LibraryLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self._last: dict[int, str] = {}
+        self._first_error: dict[int, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -81,11 +91,20 @@ class _LibraryLog(logging.Handler):
             return
         if record.levelno >= logging.WARNING:
             self._last[threading.get_ident()] = message
+        if record.levelno >= logging.ERROR:
+            self._first_error.setdefault(threading.get_ident(), message)
         log.debug("python-OBD: %s", message)
 
-    def take(self) -> str | None:
-        """The last warning python-OBD gave in this thread (and forget it)."""
-        return self._last.pop(threading.get_ident(), None)
+    def take(self, first_error: bool = False) -> str | None:
+        """The last warning python-OBD gave in this thread (and forget them all).
+
+        ``first_error``: its first error instead, when there was one: a failed connection
+        ends with a generic "Cannot load commands", the cause came before.
+        """
+        me = threading.get_ident()
+        last = self._last.pop(me, None)
+        first = self._first_error.pop(me, None)
+        return (first or last) if first_error else last
 
 
 _library_log = _LibraryLog()
@@ -102,6 +121,13 @@ def _adopt_library_log() -> None:
             lib.addHandler(_library_log)
         lib.propagate = False
         lib.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
+
+def _is_serial_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _baudrate(text: str) -> int | None:
@@ -282,7 +308,8 @@ class ObdLink:
             thread.join(timeout)
             if thread.is_alive():
                 log.info(
-                    "the OBD adapter is still busy connecting; the link closes it when it returns"
+                    "the OBD adapter has not answered yet (connecting or a slow answer); "
+                    "the link closes it when it does"
                 )
         self._set_state(DISCONNECTED)
         self._fail_pending("not_connected: the OBD link is stopped")
@@ -407,7 +434,7 @@ class ObdLink:
                 backoff = backoff.failed()
                 if outage is None:
                     outage = _Outage(self._clock.monotonic(), 1)
-                    log.error(
+                    log.warning(
                         "cannot connect to the OBD adapter (OBD_INTERFACE=%s): %s. "
                         "Retrying in the background, at most %g s apart "
                         "(OBD_RECONNECT_MAX_INTERVAL); logged once until it connects",
@@ -462,6 +489,12 @@ class ObdLink:
             # Resolved at every attempt: a udev or test symlink may point elsewhere now, and
             # python-OBD recognises a pseudo-terminal only by its real name.
             port = os.path.realpath(iface)
+            # python-OBD waits minutes on a device that never answers, except when it
+            # detects the speed itself on a real serial port (one second per speed).
+            if _is_serial_device(port) and (self._baudrate or port.startswith("/dev/pts/")):
+                silent = probe_prompt(port, self._baudrate)
+                if silent is not None:
+                    return None, f"{iface} is not answering like an ELM327 adapter: {silent}"
         _library_log.take()
         try:
             conn = self._connect(
@@ -485,7 +518,7 @@ class ObdLink:
                 "the adapter answers but the car lists no value (no answer to 0100): "
                 f"is the ignition on? Check OBD_PROTOCOL (now {self._protocol_id or 'auto'})"
             )
-        complaint = _library_log.take() or "no answer"
+        complaint = _library_log.take(first_error=True) or "no answer"
         self._close(conn)
         if status == OBDStatus.NOT_CONNECTED:
             if not iface:
@@ -504,6 +537,8 @@ class ObdLink:
 
     def _session(self, conn: Any) -> str | None:
         """Poll until stopped (None) or until the adapter is lost (the reason)."""
+        if not bound_reads(conn):
+            log.debug("python-OBD's serial read timeout could not be shortened")
         supported = {c.name: c for c in conn.supported_commands}
         cfg = self._cfg
         resolution = resolve(cfg.obd_fast_commands, cfg.obd_slow_commands, supported)
