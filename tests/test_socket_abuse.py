@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,19 +106,22 @@ def world() -> Iterator[World]:
     w.stop()
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def self_signed(directory: Path, names: str) -> tuple[str, str]:
     if OPENSSL is None:
         pytest.skip("openssl is not on PATH: cannot make a self-signed certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
+    cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=car",
+         "-addext", f"subjectAltName={names}"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return self_signed(tmp_path_factory.mktemp("tls"), "DNS:localhost,IP:127.0.0.1")
 
 
 def tls_config(certificate: tuple[str, str], **extra: str) -> Config:
@@ -415,6 +419,22 @@ def test_query_without_tls_on_a_tls_port_says_to_add_it(
     # --cafile alone means TLS: there is nothing else to trust a certificate for.
     assert run_query(None, "localhost", port, False, certificate[0], ["PING"], SECRET) == 0
     assert capsys.readouterr().out.strip() == '{"class":"PONG"}'
+
+
+def test_query_says_which_certificate_problem_it_is(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: a name the certificate does not list, and a --cafile that does not exist,
+    were both answered with advice that could not help (pass --cafile; is eccm running?)."""
+    cert, key = self_signed(tmp_path, "DNS:my-car.local")
+    _host, port = world.serve(make_config(SOCKET_SERVER_TLS_CERT=cert, SOCKET_SERVER_TLS_KEY=key))
+    assert run_query(None, "127.0.0.1", port, True, cert, ["PING"], SECRET) == 2
+    err = capsys.readouterr().err
+    assert "mismatch" in err and "subjectAltName" in err and "pass the certificate" not in err
+    missing = str(tmp_path / "no-such.pem")
+    assert run_query(None, "127.0.0.1", port, True, missing, ["PING"], SECRET) == 2
+    err = capsys.readouterr().err
+    assert f"--cafile {missing} cannot be read" in err and "is eccm running" not in err
 
 
 def test_readme_bash_dev_tcp_session(world: World) -> None:

@@ -72,13 +72,17 @@ class _Lines:
         return text, obj
 
 
-def _connect(host: str, port: int, tls: bool, cafile: str | None) -> socket.socket:
-    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
-    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if not tls:
-        return raw
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _connect(host: str, port: int, ctx: ssl.SSLContext | None) -> socket.socket:
+    raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if ctx is None:
+        return raw
     try:
         return ctx.wrap_socket(raw, server_hostname=host)
     except BaseException:
@@ -124,12 +128,30 @@ def run_query(
         print("eccm query: a command is one line", file=sys.stderr)
         return 2
     where = f"{host}:{port}" + (" (TLS)" if tls else "")
+    ctx: ssl.SSLContext | None = None
+    if tls:
+        try:
+            ctx = _tls_context(cafile)
+        except (OSError, ssl.SSLError) as exc:
+            print(
+                f"eccm query: --cafile {cafile} cannot be read ({exc}): expected the PEM "
+                "certificate of the daemon (SOCKET_SERVER_TLS_CERT) or of its CA",
+                file=sys.stderr,
+            )
+            return 2
     try:
-        sock = _connect(host, port, tls, cafile)
+        sock = _connect(host, port, ctx)
     except ssl.SSLCertVerificationError as exc:
+        message = exc.verify_message or str(exc)
+        if "mismatch" in message:
+            advice = (
+                "connect with --host set to a name or address the certificate lists in "
+                "its subjectAltName, or make a certificate that lists this one"
+            )
+        else:
+            advice = "pass the certificate or its CA with --cafile"
         print(
-            f"eccm query: the certificate of {where} is not trusted ({exc.verify_message}): "
-            "pass the certificate or its CA with --cafile",
+            f"eccm query: the certificate of {where} is not trusted ({message}): {advice}",
             file=sys.stderr,
         )
         return 2
