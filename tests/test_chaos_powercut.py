@@ -53,9 +53,9 @@ def car() -> Iterator[str]:
 class Run:
     """One `eccm run`; its stderr is read line by line so that a kill can follow an event."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, argv: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+            argv or [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -113,6 +113,90 @@ def rows_of(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text), delimiter="\t"))
 
 
+def check_bucket(
+    s3: LocalS3, prefix: str, records: Path, seen: dict[str, str]
+) -> tuple[dict[str, int], int]:
+    """What a user of the bucket relies on, after a clean stop and `eccm upload`.
+
+    ``seen``: every closed data file noticed locally during the test, with its sha256.
+    Returns the data objects (key → size) and the number of rows in them.
+    """
+    assert not list(records.glob("*.part")), "a .part outlived the clean stop"
+    assert not list(records.glob("*.tmp")), "a temp file outlived the clean stop"
+    leftovers = [p.name for p in records.iterdir() if p.is_file() and not p.name.startswith(".")]
+    assert leftovers == [], f"not uploaded: {leftovers}"
+
+    client = s3.client()
+    objects = s3server.list_objects(s3, prefix + "/")
+    data_keys = {k: v for k, v in objects.items() if parse_data_name(k.rsplit("/", 1)[1])}
+    by_name = Counter(k.rsplit("/", 1)[1] for k in objects)
+    twice = [n for n, c in by_name.items() if c > 1]
+    assert twice == [], f"uploaded under two keys: {twice}"
+    missing = set(seen) - {k.rsplit("/", 1)[1] for k in data_keys}
+    assert not missing, f"closed files deleted without an object: {missing}"
+
+    all_rows: Counter[tuple[str, ...]] = Counter()
+    header: list[str] | None = None
+    for key in sorted(data_keys):
+        name = key.rsplit("/", 1)[1]
+        body = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        side = json.loads(client.get_object(Bucket=s3.bucket, Key=key + ".json")["Body"].read())
+        assert side["file"] == name
+        assert side["sha256"] == hashlib.sha256(body).hexdigest()
+        assert seen.get(name, side["sha256"]) == side["sha256"], f"{name} changed once closed"
+        assert side["size"] == len(body)
+        rows = rows_of(body)
+        header = header or rows[0]
+        assert rows[0] == header, f"{name}: another header"
+        assert side["rows"] == len(rows) - 1, name
+        assert [c["name"] for c in side["columns"]] == header
+        assert side["first_time"] == rows[1][0] and side["last_time"] == rows[-1][0]
+        assert f"/date={rows[1][0][:10]}/" in key
+        for row in rows[1:]:
+            assert len(row) == len(header), f"{name}: a short row {row}"
+            assert row[2] == name.split("_")[1]
+            all_rows[tuple(row)] += 1
+    dup = [r for r, c in all_rows.items() if c > 1]
+    assert dup == [], f"{len(dup)} rows are in two files, e.g. {dup[:2]}"
+    summaries = [k for k in objects if parse_summary_name(k.rsplit("/", 1)[1])]
+    assert summaries, "no trip summary"
+    for key in summaries:
+        doc = json.loads(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+        assert doc["kind"] == "trip_summary" and doc["car"] == CAR
+        assert f"/date={doc['trip'][:4]}-{doc['trip'][4:6]}-{doc['trip'][6:8]}/" in key
+    return data_keys, sum(all_rows.values())
+
+
+def upload_all(config: Path) -> None:
+    upload = subprocess.run(
+        [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upload.returncode == 0, upload.stderr
+
+
+class Closed:
+    """Notes every closed data file (with its sha256) seen in the record directory."""
+
+    def __init__(self, records: Path) -> None:
+        self.records = records
+        self.seen: dict[str, str] = {}
+
+    def note(self) -> None:
+        for folder in (self.records, self.records / "uploaded"):
+            for side in folder.glob("*.tsv.gz.json"):
+                data = side.with_name(side.name[: -len(".json")])
+                try:
+                    doc = json.loads(side.read_text())
+                    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+                except (FileNotFoundError, ValueError):
+                    continue  # moved meanwhile
+                assert doc["sha256"] == digest, f"{data.name} does not match its sidecar"
+                self.seen.setdefault(data.name, digest)
+
+
 def test_repeated_power_cuts_lose_nothing_twice_and_corrupt_nothing(
     car: str, s3_http: LocalS3, tmp_path: Path
 ) -> None:
@@ -138,20 +222,7 @@ def test_repeated_power_cuts_lose_nothing_twice_and_corrupt_nothing(
     prefix = values["S3_KEY_PREFIX"]
     config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
     # Every closed data file seen at any moment, with its sha256: none may vanish.
-    seen: dict[str, str] = {}
-
-    def note_closed() -> None:
-        for folder in (records, records / "uploaded"):
-            for side in folder.glob("*.tsv.gz.json"):
-                data = side.with_name(side.name[: -len(".json")])
-                try:
-                    doc = json.loads(side.read_text())
-                    digest = hashlib.sha256(data.read_bytes()).hexdigest()
-                except (FileNotFoundError, ValueError):
-                    continue  # moved meanwhile
-                assert doc["sha256"] == digest, f"{data.name} does not match its sidecar"
-                seen.setdefault(data.name, digest)
-
+    closed = Closed(records)
     kills = Counter[str]()
     with NmeaPty(ROUTE, rate_hz=5.0) as gnss:
         values_cfg = config.read_text() + f"GPS_INTERFACE={gnss.path}\n"
@@ -178,67 +249,18 @@ def test_repeated_power_cuts_lose_nothing_twice_and_corrupt_nothing(
             kills[how] += 1
             (tmp_path / f"run{sum(kills.values())}-{how}.log").write_text("".join(run.lines))
             assert "Traceback" not in "".join(run.lines), "".join(run.lines)
-            note_closed()
+            closed.note()
         run = Run(config)
         assert run.wait_for("ECCM running", 60)
         wait_until(lambda: run.wait_for("closed ", 1), timeout=30, what="a file closed")
         code, err = run.terminate()
     assert code == 0, err
     assert "Traceback" not in err, err
-    note_closed()
-    upload = subprocess.run(
-        [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert upload.returncode == 0, upload.stderr
-    note_closed()
-
-    assert not list(records.glob("*.part")), "a .part outlived the clean stop"
-    assert not list(records.glob("*.tmp")), "a temp file outlived the clean stop"
-    leftovers = [p.name for p in records.iterdir() if p.is_file() and not p.name.startswith(".")]
-    assert leftovers == [], f"not uploaded: {leftovers}"
-
-    client = s3_http.client()
-    objects = s3server.list_objects(s3_http, prefix + "/")
-    data_keys = {k: v for k, v in objects.items() if parse_data_name(k.rsplit("/", 1)[1])}
-    by_name = Counter(k.rsplit("/", 1)[1] for k in objects)
-    twice = [n for n, c in by_name.items() if c > 1]
-    assert twice == [], f"uploaded under two keys: {twice}"
-    assert set(seen) == {k.rsplit("/", 1)[1] for k in data_keys}, "a closed file is missing"
-
-    all_rows: Counter[tuple[str, ...]] = Counter()
-    header: list[str] | None = None
-    for key in sorted(data_keys):
-        name = key.rsplit("/", 1)[1]
-        body = client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read()
-        side = json.loads(
-            client.get_object(Bucket=s3_http.bucket, Key=key + ".json")["Body"].read()
-        )
-        assert side["file"] == name
-        assert side["sha256"] == hashlib.sha256(body).hexdigest() == seen[name]
-        assert side["size"] == len(body)
-        rows = rows_of(body)
-        header = header or rows[0]
-        assert rows[0] == header, f"{name}: another header"
-        assert side["rows"] == len(rows) - 1, name
-        assert [c["name"] for c in side["columns"]] == header
-        assert side["first_time"] == rows[1][0] and side["last_time"] == rows[-1][0]
-        assert f"/date={rows[1][0][:10]}/" in key
-        for row in rows[1:]:
-            assert len(row) == len(header), f"{name}: a short row {row}"
-            assert row[2] == name.split("_")[1]
-            all_rows[tuple(row)] += 1
-    dup = [r for r, c in all_rows.items() if c > 1]
-    assert dup == [], f"{len(dup)} rows are in two files, e.g. {dup[:2]}"
-    summaries = [k for k in objects if parse_summary_name(k.rsplit("/", 1)[1])]
-    assert summaries, "no trip summary"
-    for key in summaries:
-        doc = json.loads(client.get_object(Bucket=s3_http.bucket, Key=key)["Body"].read())
-        assert doc["kind"] == "trip_summary" and doc["car"] == CAR
-        assert f"/date={doc['trip'][:4]}-{doc['trip'][4:6]}-{doc['trip'][6:8]}/" in key
-    print(f"kills {dict(kills)}; {len(data_keys)} files, {sum(all_rows.values())} rows")
+    closed.note()
+    upload_all(config)
+    closed.note()
+    data_keys, all_rows = check_bucket(s3_http, prefix, records, closed.seen)
+    print(f"kills {dict(kills)}; {len(data_keys)} files, {all_rows} rows")
 
 
 def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_path: Path) -> None:
@@ -280,3 +302,78 @@ def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_p
     assert doc["first_time"] == rows[0][0]
     assert doc["minutes"], "the minute in progress is in the checkpoint"
     assert doc["totals"]["duration_s"] >= SUMMARY_CHECKPOINT_SECONDS - 1
+
+
+# A daemon whose wall clock starts at the same instant at every boot, as on a Pi without a
+# real-time clock, fake-hwclock or network (botocore still signs with the real clock).
+BOOT_CLOCK_DAEMON = """
+import sys, time
+from eccm.app import Daemon
+from eccm.cli import setup_logging
+from eccm.config import load
+
+class BootClock:
+    def __init__(self, boot):
+        self.boot, self.t0 = boot, time.monotonic()
+    def time(self):
+        return self.boot + time.monotonic() - self.t0
+    def monotonic(self):
+        return time.monotonic()
+
+cfg = load(sys.argv[1])
+setup_logging(cfg.log_level)
+sys.exit(Daemon(cfg, BootClock(float(sys.argv[2]))).run())
+"""
+
+
+def test_a_pi_that_boots_to_the_same_time_at_every_power_cut_keeps_trips_apart(
+    car: str, s3_http: LocalS3, tmp_path: Path
+) -> None:
+    """Every boot starts its clock at the same second: the adapter connects after about
+    the same time, so every trip would get the same TRIP_ID (and every trip summary the
+    same name) unless ids already used are skipped."""
+    boots = 4
+    records = tmp_path / "records"
+    config = tmp_path / "config.ini"
+    values = s3server.config_values(
+        records,
+        s3_http,
+        CAR_IDENTIFIER=CAR,
+        OBD_INTERFACE=car,
+        OBD_PROTOCOL="6",
+        OBD_SLOW_COMMANDS="COOLANT_TEMP",
+        SAMPLE_INTERVAL="0.1",
+        FILE_ROTATION_SECONDS="1",
+        FILE_FLUSH_INTERVAL="0.2",
+        S3_SYNC_INTERVAL="1",
+        S3_DELETE_AFTER_UPLOAD="yes",
+    )
+    config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+    boot = time.time()
+    argv = [sys.executable, "-c", BOOT_CLOCK_DAEMON, str(config), str(boot)]
+    closed = Closed(records)
+    for _ in range(boots):
+        run = Run(config, argv)
+        try:
+            assert run.wait_for("trip ", 60), "".join(run.lines)
+            assert run.wait_for("closed ", 30), "".join(run.lines)
+            closed.note()
+        finally:
+            run.kill()
+        assert "Traceback" not in "".join(run.lines)
+        closed.note()
+    run = Run(config, argv)
+    assert run.wait_for("trip ", 60)
+    code, err = run.terminate()
+    assert code == 0, err
+    closed.note()
+    upload_all(config)
+    closed.note()
+
+    data_keys, _rows = check_bucket(s3_http, values["S3_KEY_PREFIX"], records, closed.seen)
+    trips = {key.rsplit("/", 1)[1].split("_")[1] for key in data_keys}
+    assert len(trips) == boots + 1, f"trips of different boots share a TRIP_ID: {sorted(trips)}"
+    objects = s3server.list_objects(s3_http, values["S3_KEY_PREFIX"] + "/")
+    summaries = {k.rsplit("/", 1)[1] for k in objects if k.endswith("_summary.json")}
+    # the last run stopped cleanly: its trip has a summary of its own
+    assert any(t in name for name in summaries for t in [max(trips)])
