@@ -192,7 +192,8 @@ def _session(sock: socket.socket, secret: str, command: str, words: list[str], t
             raise
         # A TLS daemon waits for a handshake and closes after 10 s: say what may be wrong.
         raise ConnectionError(
-            f"{exc} before its greeting (if it uses TLS, SOCKET_SERVER_TLS_CERT, add --tls)"
+            f"{exc} before its greeting: if it speaks TLS (SOCKET_SERVER_TLS_CERT is set), "
+            "add --tls"
         ) from None
     if hello.get("class") != "HELLO":
         print(f"eccm query: unexpected greeting: {_text}", file=sys.stderr)
