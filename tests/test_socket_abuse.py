@@ -437,6 +437,13 @@ def test_query_says_which_certificate_problem_it_is(
     assert f"--cafile {missing} cannot be read" in err and "is eccm running" not in err
 
 
+def test_query_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found: --port 70000 was taken for port 4464 (getaddrinfo keeps 16 bits)."""
+    for port in (70000, 0, -1):
+        assert run_query(None, "127.0.0.1", port, False, None, ["PING"], SECRET) == 2
+        assert "is not a TCP port" in capsys.readouterr().err
+
+
 def test_readme_bash_dev_tcp_session(world: World) -> None:
     """The README's bash-only session, word for word (with the port changed)."""
     if OPENSSL is None or shutil.which("bash") is None:

@@ -123,6 +123,10 @@ def run_query(
         print("eccm query: no command given (try HELP)", file=sys.stderr)
         return 2
     tls = tls or cafile is not None  # a CA file to trust only means something with TLS
+    if not 0 < port < 65536:
+        # getaddrinfo would silently take 70000 for 4464.
+        print(f"eccm query: --port {port} is not a TCP port (1 to 65535)", file=sys.stderr)
+        return 2
     command = " ".join(words)
     if "\n" in command or "\r" in command:
         print("eccm query: a command is one line", file=sys.stderr)
