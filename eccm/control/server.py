@@ -319,10 +319,10 @@ class ControlServer:
         Under the server lock. When every slot is taken, connections that have not
         authenticated yet are shared fairly between addresses: the newcomer displaces the
         oldest waiting connection of the address holding the most of them, if that address
-        holds at least two more than the newcomer's would. So connections opened and never
-        authenticated (at most 10 s each, but renewed for ever) from one address, or a few,
-        cannot lock the owner out, and a crowd from one address cannot evict each other
-        back and forth. Authenticated clients are never displaced.
+        holds at least two more of them than the newcomer's does. So connections opened
+        and never authenticated (at most 10 s each, but renewed for ever) from one
+        address, or a few, cannot lock the owner out, and a crowd from one address cannot
+        evict each other back and forth. Authenticated clients are never displaced.
         """
         if len(self._conns) < self._cfg.socket_server_max_clients:
             return True, None
