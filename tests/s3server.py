@@ -390,7 +390,7 @@ class FlakyLink:
             at = self._rng.choice([0, 100, 700, 4000, 20000])
             # A faulty link kills every connection sooner or later; keep-alive would
             # otherwise carry a whole run through one lucky connection.
-            life = at + self._rng.choice([2_000, 8_000, 30_000]) if self._faulty else -1
+            life = at + self._rng.choice([1_000, 4_000, 16_000]) if self._faulty else -1
             pause = self._rng.uniform(*self._stall)
         return fate, at, life, pause
 

@@ -106,7 +106,7 @@ def _daemon_config(path: Path, records: Path, pty: str, server: LocalS3, endpoin
         "OBD_PROTOCOL": "6",
         "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
         "RECORD_DIRECTORY_LOCATION": str(records),
-        "FILE_ROTATION_SECONDS": "2",
+        "FILE_ROTATION_SECONDS": "1",
         "SAMPLE_INTERVAL": "0.1",
         "S3_KEY_PREFIX": s3server.unique_prefix(),
         "S3_SYNC_INTERVAL": "2",
@@ -145,12 +145,15 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
             # Record and upload over the flapping link, then over a dead one, then flapping.
             wait_until(lambda: len(bucket_objects(s3_http, cfg)) >= 4, timeout=120, what="uploads")
             link.down()
-            wait_until(
-                lambda: len(list(records.glob("*.tsv.gz.json"))) >= 2, timeout=60, what="a backlog"
-            )
+
+            def offline_for_a_while() -> bool:
+                failed = " WARNING eccm.uploader: upload:" in log_file.read_text(errors="replace")
+                return failed and len(list(records.glob("*.tsv.gz.json"))) >= 3
+
+            wait_until(offline_for_a_while, timeout=60, what="failing runs and a backlog")
             link.flaky()
             faults = link.faults
-            wait_until(lambda: link.faults >= faults + 8, timeout=120, what="a flapping while")
+            wait_until(lambda: link.faults >= faults + 10, timeout=120, what="a flapping while")
             link.healthy()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
