@@ -40,7 +40,7 @@ from tests.waiting import wait_until
 s3_http = s3server.s3_http
 
 CAR = "chaos-car"
-CYCLES = 14
+CYCLES = 10
 ROUTE = Route(latitude=45.0, longitude=7.0, radius=150.0, speed=10.0)
 
 
@@ -332,7 +332,7 @@ def test_a_pi_that_boots_to_the_same_time_at_every_power_cut_keeps_trips_apart(
     """Every boot starts its clock at the same second: the adapter connects after about
     the same time, so every trip would get the same TRIP_ID (and every trip summary the
     same name) unless ids already used are skipped."""
-    boots = 4
+    boots = 3
     records = tmp_path / "records"
     config = tmp_path / "config.ini"
     values = s3server.config_values(
