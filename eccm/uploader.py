@@ -650,7 +650,10 @@ class Uploader:
         except BaseException:
             try:
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            except Exception as exc:  # the stale-upload sweep at the next start gets it
+            except Exception as exc:
+                # Typically the link that broke the upload: the sweep at the start of the
+                # next run gets it (a daemon may run for weeks without a restart).
+                self._abort_stale = True
                 log.debug("could not abort multipart upload of %s: %s", key, exc)
             raise
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from eccm.s3local import LocalS3
 from eccm.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, FlakyLink, get_object, list_objects, make_closed_file, make_config
+from tests.waiting import wait_until
 
 s3_http = s3server.s3_http
 
@@ -127,7 +129,6 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
 
     from eccm import config as eccm_config
     from eccm.simcar import emulated_car
-    from tests.waiting import wait_until
 
     records = tmp_path / "records"
     config = tmp_path / "config.ini"
@@ -188,3 +189,45 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
     loud = [line for line in uploader if " INFO " not in line]
     assert len(uploader) <= len(data) + 5, "\n".join(uploader)
     assert all(" WARNING " in line for line in loud), "\n".join(loud)
+
+
+def test_a_multipart_upload_cut_by_the_link_is_aborted_by_a_later_run(
+    s3_http: LocalS3, link: FlakyLink, tmp_path: Path
+) -> None:
+    # Regression: when the link broke a multipart upload, its abort failed too, and only
+    # the sweep at the daemon's start would remove the parts (they cost storage).
+    link.healthy()
+    link.throttle(2_000_000)
+    cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
+    payload = bytes(range(256)) * (7 * 1024 * 1024 // 256)
+    big = make_closed_file(tmp_path, gz=False, payload=payload)
+    up = Uploader(
+        cfg,
+        SystemClock(),
+        timeouts=S3Timeouts(connect=2, read=5, attempts=1),
+        multipart_threshold=5 * 1024 * 1024,
+        part_size=5 * 1024 * 1024,
+    )
+    client = s3_http.client()
+    prefix = car_prefix(cfg.s3_key_prefix, CAR)
+
+    def in_progress() -> list[str]:
+        listing = client.list_multipart_uploads(Bucket=s3_http.bucket, Prefix=prefix)
+        return [u["UploadId"] for u in listing.get("Uploads", [])]
+
+    first: list[object] = []
+    t = threading.Thread(target=lambda: first.append(up.run_once()), daemon=True)
+    t.start()
+    stale = wait_until(in_progress, timeout=60, what="a multipart upload under way")
+    link.down()  # the link dies mid-part; the abort cannot get through either
+    t.join(60)
+    assert not t.is_alive() and big.exists()
+    assert in_progress() == stale
+
+    link.healthy()
+    report = up.run_once()
+    assert report.uploaded == 1 and report.error is None
+    assert in_progress() == []
+    assert (
+        get_object(s3_http, f"{cfg.s3_key_prefix}/car={CAR}/date=2026-11-22/{big.name}") == payload
+    )
