@@ -82,7 +82,7 @@ def build_client(cfg: Config, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Any:
 class Failure:
     """Why a run stopped. ``transient`` failures are the network's; others need a person."""
 
-    kind: str  # offline, timeout, server, credentials, bucket, access, clock, tls, other
+    kind: str  # offline, timeout, server, credentials, bucket, access, clock, region, tls, other
     transient: bool
     message: str
 
@@ -303,6 +303,29 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> F
         skew = server_skew(exc)
         if skew is not None and abs(skew) > CLOCK_SKEW_LIMIT:
             return _clock_failure(ep, code or str(status), skew)
+    error = getattr(exc, "response", {}).get("Error", {})
+    said = str(error.get("Message", ""))
+    if (
+        code in ("PermanentRedirect", "IllegalLocationConstraintException")
+        or status == 301
+        or (code == "AuthorizationHeaderMalformed" and "region" in said.lower())
+    ):
+        # AWS and MinIO sign and route by region; a wrong one is not a wrong key.
+        expected = error.get("Region") or error.get("BucketRegion")
+        hint = (
+            f" (the server expects {expected!r})"
+            if expected
+            else f" ({_short(said)})"
+            if said
+            else ""
+        )
+        return Failure(
+            "region",
+            False,
+            f"{ep} refused S3_SERVER_REGION={cfg.s3_server_region!r} for bucket {bucket!r} "
+            f"({code or status}){hint}: set S3_SERVER_REGION to the bucket's region; "
+            f"{_kept(False)}",
+        )
     if code in _CREDENTIAL_CODES:
         which = "S3_SERVER_AK" if code == "InvalidAccessKeyId" else "S3_SERVER_AK and S3_SERVER_SK"
         return Failure(

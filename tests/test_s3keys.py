@@ -312,3 +312,37 @@ def test_a_certificate_out_of_its_dates_blames_the_clock(text: str, words: str) 
     f = classify(exc, CFG)
     assert f.kind == "clock" and words in f.message
     assert "S3_VERIFY_TLS" not in f.message
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error", "words"),
+    [
+        (
+            "AuthorizationHeaderMalformed",
+            400,
+            {
+                "Message": "The authorization header is malformed; the region 'us-east-1' is "
+                "wrong; expecting 'eu-west-1'",
+                "Region": "eu-west-1",
+            },
+            "(the server expects 'eu-west-1')",
+        ),
+        ("PermanentRedirect", 301, {"Message": "use the right endpoint"}, "use the right"),
+    ],
+)
+def test_a_wrong_region_is_not_blamed_on_the_keys(
+    code: str, status: int, error: dict[str, str], words: str
+) -> None:
+    exc = ClientError(
+        {"Error": {"Code": code, **error}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+    f = classify(exc, CFG)
+    assert f.kind == "region"
+    assert "set S3_SERVER_REGION" in f.message and words in f.message
+    assert "S3_SERVER_SK" not in f.message
+
+
+def test_a_malformed_authorization_without_region_stays_a_credentials_problem() -> None:
+    f = classify(_client_error("AuthorizationHeaderMalformed", 400), CFG)
+    assert f.kind == "credentials"
