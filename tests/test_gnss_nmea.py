@@ -41,11 +41,15 @@ def by_line(name: str) -> list[tuple[bytes, list[Fix]]]:
 
 
 def fix_after(name: str, line: str) -> Fix:
-    """The fix emitted for ``line`` (which must occur in the capture)."""
-    for raw, fixes in by_line(name):
+    """The fix of ``line``'s epoch: emitted at that line or at the next one that completes it."""
+    lines = by_line(name)
+    for i, (raw, _) in enumerate(lines):
         if raw.strip().endswith(line.encode()):
-            assert len(fixes) == 1, fixes
-            return fixes[0]
+            for _, fixes in lines[i : i + 20]:
+                if fixes:
+                    assert len(fixes) == 1, fixes
+                    return fixes[0]
+            raise AssertionError(f"no fix for the epoch of {line!r}")
     raise AssertionError(f"{line!r} not in {name}")
 
 
@@ -125,7 +129,7 @@ def test_telit_no_fix_then_fix_and_no_time_before_a_date() -> None:
     # Before that GGA (line 260 of the capture), no fix carried a position.
     index = next(i for i, (raw, _) in enumerate(lines) if raw.startswith(b"$GPGGA,105153.71"))
     earlier = [f for _, fs in lines[:index] for f in fs]
-    assert len(earlier) > 50 and not any(f.has_position for f in earlier)
+    assert len(earlier) > 30 and not any(f.has_position for f in earlier)
 
 
 def test_sirfstarv_gn_talkers_and_per_constellation_gga() -> None:
@@ -228,14 +232,65 @@ def test_beidou_no_fix_at_first_gives_no_position() -> None:
     )
 
 
-def test_one_fix_per_rmc_or_gga_and_counters() -> None:
+def test_one_complete_fix_per_epoch_and_counters() -> None:
     data = stream("skytraq-dgps.log")
     decoder = NmeaDecoder(FakeClock())
     fixes = decoder.feed(data)
     lines = data.splitlines()
-    assert len(fixes) == sum(1 for line in lines if line[3:6] in (b"RMC", b"GGA"))
+    epochs = {line.split(b",")[1] for line in lines if line[3:6] in (b"RMC", b"GGA")}
+    # The very first sentence gives a fix at once (the decoder does not know yet what the
+    # receiver sends), then one per epoch, once its RMC and its GGA are both in.
+    assert len(fixes) == len(epochs) + 1
+    for fix in fixes[1:]:
+        assert fix.quality is not None and fix.speed is not None and fix.time_utc is not None
     assert decoder.sentences == len(lines)
     assert decoder.skipped == 0
+
+
+def test_rows_never_get_half_an_epoch() -> None:
+    """A fix between the RMC and the GGA of one epoch would lack altitude and quality."""
+    decoder = NmeaDecoder(FakeClock())
+    fixes: list[Fix] = []
+    for second in range(3):
+        rmc, gga = list(RMC_FIELDS), list(GGA_FIELDS)
+        rmc[0] = gga[0] = f"12000{second}.00"
+        fixes += decoder.feed(render("RMC", rmc))
+        fixes += decoder.feed(render("VTG", ["84.4", "T", "", "M", "22.4", "N", "41.5", "K", "A"]))
+        fixes += decoder.feed(render("GGA", gga))
+    assert len(fixes) == 4  # the first RMC alone, then each complete epoch
+    for fix in fixes[1:]:
+        check(fix, altitude=545.4, quality=1, satellites=8, hdop=0.9, speed=22.4 * KNOT)
+
+
+@pytest.mark.parametrize("kept", ["RMC", "GGA"])
+def test_a_receiver_that_stops_sending_one_kind_still_gives_fixes(kept: str) -> None:
+    decoder = NmeaDecoder(FakeClock())
+    both = render("RMC", RMC_FIELDS) + render("GGA", GGA_FIELDS)
+    assert len(decoder.feed(both)) == 2
+    fixes: list[Fix] = []
+    for second in range(1, 5):
+        fields = list(RMC_FIELDS if kept == "RMC" else GGA_FIELDS)
+        fields[0] = f"12000{second}.00"
+        fixes += decoder.feed(render(kept, fields))
+    # One epoch waits for the missing kind; from the next on, each sentence is a fix.
+    assert len(fixes) == 3
+    assert all(f.has_position for f in fixes)
+
+
+def test_gga_only_receiver_has_no_time_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    decoder = NmeaDecoder(FakeClock())
+    fixes: list[Fix] = []
+    with caplog.at_level(logging.WARNING, logger="eccm.gnss.nmea"):
+        for second in range(30):
+            gga = list(GGA_FIELDS)
+            gga[0] = f"1200{second:02d}.00"
+            fixes += decoder.feed(render("GGA", gga))
+    assert len(fixes) == 30
+    assert all(f.has_position and f.time_utc is None for f in fixes)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "no RMC" in warnings[0] and "GPS_TIME_UTC" in warnings[0]
 
 
 def test_received_times_come_from_the_clock_at_feed() -> None:
@@ -300,9 +355,9 @@ def test_vtg_fills_speed_and_track_of_its_epoch() -> None:
     assert fixes[0].speed is None
     check(fixes[1], speed=10.0 * KNOT, track=90.0, altitude=545.4, satellites=8)
     # A new epoch does not inherit the old epoch's speed.
-    later = list(GGA_FIELDS)
-    later[0] = "120001.00"
-    (fix,) = decoder.feed(render("GGA", later))
+    later, later_rmc = list(GGA_FIELDS), list(rmc)
+    later[0] = later_rmc[0] = "120001.00"
+    (fix,) = decoder.feed(render("RMC", later_rmc) + render("GGA", later))
     assert fix.speed is None and fix.track is None
 
 
@@ -339,9 +394,12 @@ def test_midnight_gga_before_the_rmc_of_the_new_day() -> None:
     rmc[0], rmc[8] = "235959.00", "311299"
     gga = list(GGA_FIELDS)
     gga[0] = "000000.00"
-    fixes = decoder.feed(render("RMC", rmc) + render("GGA", gga))
+    later = list(GGA_FIELDS)
+    later[0] = "000001.00"
+    # The receiver sends no RMC after midnight: its GGA epochs are dated from the last RMC.
+    fixes = decoder.feed(render("RMC", rmc) + render("GGA", gga) + render("GGA", later))
     assert fixes[0].time_utc == utc(1999, 12, 31, 23, 59, 59)
-    assert fixes[1].time_utc == utc(2000, 1, 1, 0, 0, 0)
+    assert fixes[1].time_utc == utc(2000, 1, 1, 0, 0, 1)
 
 
 def test_bad_checksum_and_garbage_are_skipped_counted_and_logged(

@@ -27,6 +27,8 @@ KMH = 1000.0 / 3600.0  # m/s
 # Anything beyond this cannot be a sentence, and holding it would let a receiver spewing
 # bytes without a newline grow memory without bound.
 MAX_SENTENCE = 512
+# GGA sentences in a row without an RMC before saying the date (and GNSS time) is missing.
+NO_DATE_AFTER = 10
 
 _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
@@ -46,10 +48,17 @@ class _Epoch:
     quality: int | None = None
     satellites: dict[str, int] = field(default_factory=dict)  # per talker id
     hdop: float | None = None
+    kinds: set[str] = field(default_factory=set)  # RMC, GGA seen in this epoch
+    emitted: bool = False
 
 
 class NmeaDecoder:
-    """Feed raw receiver bytes in any chunking; get one :class:`Fix` per RMC or GGA sentence.
+    """Feed raw receiver bytes in any chunking; get a :class:`Fix` once an epoch is complete.
+
+    An epoch is complete when it holds every kind of sentence (RMC, GGA) the receiver sent
+    in the last epoch that was: a fix is not handed out between the RMC and the GGA of one
+    epoch, half made (no altitude, quality, satellites, HDOP). The first sentence ever, and
+    the first after the receiver changed what it sends, give a fix at once.
 
     Bad input (garbage, binary frames, bad checksums, truncated or unknown sentences) is
     skipped and counted in :attr:`skipped`; :meth:`feed` never raises.
@@ -64,6 +73,9 @@ class NmeaDecoder:
         self._epoch = _Epoch(tod=None)
         self._date: dt.date | None = None
         self._date_tod: dt.time | None = None  # time of day of the RMC that gave the date
+        self._expected: frozenset[str] = frozenset()  # kinds of the last complete epoch
+        self._gga_without_date = 0
+        self._warned_no_date = False
 
     # ------------------------------------------------------------------ framing
     def feed(self, data: bytes) -> list[Fix]:
@@ -131,8 +143,10 @@ class NmeaDecoder:
         try:
             if isinstance(msg, pynmea2.RMC):
                 self._rmc(msg)
+                kind = "RMC"
             elif isinstance(msg, pynmea2.GGA):
                 self._gga(msg)
+                kind = "GGA"
             elif isinstance(msg, pynmea2.VTG):
                 self._vtg(msg)
                 return None
@@ -144,10 +158,35 @@ class NmeaDecoder:
             self.sentences -= 1
             self._skip("sentence with bad fields", f"{line.strip()!r}: {e}")
             return None
+        self._watch_date(kind)
+        ep = self._epoch
+        ep.kinds.add(kind)
+        if not ep.kinds >= self._expected:
+            return None  # the rest of this epoch is on its way
+        self._expected = frozenset(ep.kinds)
+        ep.emitted = True
         return self._fix(received, received_wall)
+
+    def _watch_date(self, kind: str) -> None:
+        # GGA has the time of day but no date: without RMC there is no GNSS time at all.
+        if kind == "RMC":
+            self._gga_without_date = 0
+            return
+        self._gga_without_date += 1
+        if self._gga_without_date == NO_DATE_AFTER and not self._warned_no_date:
+            self._warned_no_date = True
+            log.warning(
+                "GNSS: the receiver sends GGA but no RMC sentence, which carries the date: "
+                "GPS_TIME_UTC stays empty and the system clock cannot be checked against "
+                "GNSS time; turn on RMC output in the receiver's settings"
+            )
 
     def _start_epoch(self, tod: dt.time | None) -> _Epoch:
         if tod is None or tod != self._epoch.tod:
+            if self._epoch.kinds and not self._epoch.emitted:
+                # The last epoch never completed: the receiver stopped sending one kind
+                # of sentence. Learn again what it sends.
+                self._expected = frozenset()
             self._epoch = _Epoch(tod=tod)
         return self._epoch
 

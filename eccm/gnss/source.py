@@ -239,6 +239,8 @@ class GnssSource:
         self._connected = True
         opened_at = self._clock.monotonic()
         silence_warned = False
+        silence_logged = False
+        usable_at, usable = opened_at, 0
         if not self._announced:
             self._announced = True
             log.info("GNSS: reading %s", self._describe())
@@ -250,17 +252,31 @@ class GnssSource:
                 if data:
                     for fix in decoder.feed(data):
                         self._deliver(fix)
+                now = self._clock.monotonic()
+                if decoder.sentences != usable:
+                    usable_at, usable = now, decoder.sentences
                 if decoder.sentences and not self._session_had_data:
                     self._session_had_data = True
                     self._recovered()
-                    if silence_warned:
+                    if silence_logged:
                         log.info("GNSS: %s now sends usable data", self._interface)
+                elif self._session_had_data and now - usable_at > SILENCE_WARNING:
+                    # A receiver that stops talking without closing the port (a hung USB
+                    # receiver, a cut data wire): its position is stale already (the hub
+                    # leaves the columns empty); reopening it is what may bring it back.
+                    raise DeviceError(
+                        f"it stopped sending for {SILENCE_WARNING:.0f} s although the port "
+                        "is open; reopening it"
+                    )
                 elif (
                     not self._session_had_data
                     and not silence_warned
-                    and self._clock.monotonic() - opened_at > SILENCE_WARNING
+                    and now - opened_at > SILENCE_WARNING
                 ):
                     silence_warned = True
+                    if self._outage_since is not None:
+                        continue  # reported already, as the outage that is going on
+                    silence_logged = True
                     log.warning(
                         "GNSS: %s is open but sent no usable %s for %.0f s (%s)",
                         self._interface,
@@ -292,10 +308,11 @@ class GnssSource:
         if self._outage_since is None:
             self._outage_since = self._clock.monotonic()
             log.warning(
-                "GNSS receiver %s unavailable: %s. Logging continues without position; "
+                "GNSS receiver %s unavailable: %s%s Logging continues without position; "
                 "retrying in the background (every %.0f s at most).",
                 self._interface,
                 reason,
+                "" if reason.endswith((".", "?", "!")) else ".",
                 self._backoff.cap,
             )
         else:
