@@ -62,7 +62,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print("[DEFAULT]")
     for key, value in cfg.effective(mask_secrets=True).items():
         print(f"{key}={value}")
+    for note in device_notes(cfg):
+        print(f"eccm: note: {note}", file=sys.stderr)
     return 0
+
+
+def device_notes(cfg: Config) -> list[str]:
+    """What is valid but will not work right now (a device that is not there)."""
+    notes = []
+    if cfg.obd_interface and not os.path.exists(cfg.obd_interface):
+        notes.append(
+            f"OBD_INTERFACE={cfg.obd_interface} does not exist now: plug the adapter in, "
+            "or install the udev rules (udev/99-eccm.rules) that name it; ECCM waits for it"
+        )
+    gps = cfg.gps_interface
+    if cfg.gps_position_monitoring and not gps.startswith("gpsd://") and not os.path.exists(gps):
+        notes.append(
+            f"GPS_INTERFACE={gps} does not exist now: plug the receiver in, install the "
+            "udev rules, or set GPS_POSITION_MONITORING=no; ECCM logs without position meanwhile"
+        )
+    return notes
 
 
 def cmd_query(args: argparse.Namespace) -> int:
