@@ -209,7 +209,14 @@ def _network_reason(exc: BaseException) -> str:
 
 
 def _tls_reason(exc: BaseException) -> str:
-    found = re.search(r"certificate verify failed: ([^(')]+)", str(exc))
+    text = str(exc)
+    found = re.search(r"certificate verify failed: ([^(')]+)", text)
+    if found:
+        return found.group(1).strip()
+    # "EOF occurred in violation of protocol (_ssl.c:2427)" and the like, from the
+    # underlying error (botocore's own text adds the URL of the object)
+    cause = str(getattr(exc, "kwargs", {}).get("error", text))
+    found = re.search(r"([A-Za-z][^(')\[\]]*?) \(_ssl\.c:\d+\)", cause)
     return found.group(1).strip() if found else _network_reason(exc)
 
 
@@ -227,8 +234,27 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
 
     ep = cfg.s3_server_endpoint
     bucket = cfg.s3_server_bucket
-    if isinstance(exc, bx.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        when = _tls_clock_problem(str(exc))
+    text = str(exc)
+    about_certificate = any(
+        t in text.lower() for t in ("certificate verify failed", "certificate_verify_failed")
+    )
+    if isinstance(exc, bx.SSLError) and not about_certificate:
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+            return Failure(
+                "tls",
+                False,
+                f"{ep} does not speak TLS (wrong version number): if the server is plain "
+                f"http, write S3_SERVER_ENDPOINT=http://...; {_kept(False)}",
+            )
+        # Not about the certificate: the link broke during the handshake or mid-stream
+        # (EOF, reset), an everyday event on a cellular link.
+        return Failure(
+            "offline",
+            True,
+            f"the TLS connection to {ep} broke ({_tls_reason(exc)}); {_kept(True)}",
+        )
+    if isinstance(exc, bx.SSLError) or about_certificate:
+        when = _tls_clock_problem(text)
         if when is not None:
             # A Pi without a real-time clock that thinks it is 2016 meets this long before
             # S3 could complain about the signature's date.

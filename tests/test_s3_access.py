@@ -193,3 +193,13 @@ def test_a_key_without_multipart_listing_or_delete_rights_still_uploads(
     again = Uploader(cfg, SystemClock(), timeouts=QUICK)
     assert again.run_once().uploaded == 1
     assert again._conditional is True
+
+
+def test_https_against_a_plain_http_server_says_so(s3_http: LocalS3, tmp_path: Path) -> None:
+    endpoint = f"https://127.0.0.1:{s3_http.s3_port}"  # the server speaks plain http
+    cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=endpoint)
+    f = make_closed_file(tmp_path)
+    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    assert "does not speak TLS" in (report.error or ""), report.error
+    assert "S3_SERVER_ENDPOINT=http://" in (report.error or "")
+    assert f.is_file()

@@ -27,6 +27,8 @@ from tests.s3server import CAR, FlakyLink, get_object, list_objects, make_closed
 from tests.waiting import wait_until
 
 s3_http = s3server.s3_http
+s3_https = s3server.s3_https
+tls_cert = s3server.tls_cert
 
 
 @pytest.fixture
@@ -235,3 +237,37 @@ def test_a_multipart_upload_cut_by_the_link_is_aborted_by_a_later_run(
     assert (
         get_object(s3_http, f"{cfg.s3_key_prefix}/car={CAR}/date=2026-11-22/{big.name}") == payload
     )
+
+
+def test_a_link_that_breaks_tls_handshakes_is_a_network_failure_not_a_bad_certificate(
+    s3_https: LocalS3, tmp_path: Path
+) -> None:
+    # Regression: a connection cut during the TLS handshake ("EOF occurred in violation
+    # of protocol") was reported as an untrusted certificate, with the advice to change
+    # S3_VERIFY_TLS, at ERROR level and as a failure that needs a person.
+    link = FlakyLink(
+        (s3_https.host, s3_https.s3_port),
+        seed=3,
+        weights={"pass": 2, "close": 2, "reset_request": 3, "stall_reset": 1},
+    )
+    try:
+        endpoint = f"https://127.0.0.1:{link.port}"
+        cfg = make_config(tmp_path, s3_https, S3_SERVER_ENDPOINT=endpoint)
+        files = {}
+        for seq in range(1, 16):
+            p = make_closed_file(tmp_path, seq=seq)
+            files[p.name] = p.read_bytes()
+        up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=2, attempts=1))
+        errors: set[str] = set()
+        for _ in range(60):
+            report = up.run_once()
+            if report.error is not None:
+                errors.add(report.error)
+            if not up.queue_length():
+                break
+        assert up.queue_length() == 0, errors
+        assert any("the TLS connection to" in e and "broke" in e for e in errors), errors
+        assert all("retried" in e and "S3_VERIFY_TLS" not in e for e in errors), errors
+        assert_each_file_once(s3_https, cfg, files)
+    finally:
+        link.close()
