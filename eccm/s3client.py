@@ -311,6 +311,16 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
         )
     if isinstance(exc, bx.ClientError):
         return _classify_answer(exc, ep, bucket, cfg)
+    if isinstance(exc, bx.ParamValidationError):
+        # Refused by botocore before any request: the configuration, not the network.
+        if "bucket name" in text.lower():
+            return Failure(
+                "bucket",
+                False,
+                f"S3_SERVER_BUCKET={bucket!r} is not a valid bucket name (letters, digits, "
+                f"'.' and '-'): fix S3_SERVER_BUCKET; {_kept(False)}",
+            )
+        return Failure("other", False, f"S3 request refused: {_short(exc)}; {_kept(False)}")
     if isinstance(exc, bx.BotoCoreError):
         return Failure("other", True, f"S3 client error: {_short(exc)}; {_kept(True)}")
     return Failure("other", True, f"{type(exc).__name__}: {_short(exc)}; {_kept(True)}")

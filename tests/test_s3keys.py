@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -164,15 +165,14 @@ def test_next_delay_backs_off_up_to_five_minutes_and_never_gives_up() -> None:
     assert isinstance(failure_backoff(1), Backoff)
 
 
-CFG = eccm_config.parse(
-    {
-        "CAR_IDENTIFIER": "c",
-        "S3_SERVER_ENDPOINT": "https://s3.example.net",
-        "S3_SERVER_BUCKET": "logs",
-        "S3_SERVER_AK": "a",
-        "S3_SERVER_SK": "b",
-    }
-)
+RAW = {
+    "CAR_IDENTIFIER": "c",
+    "S3_SERVER_ENDPOINT": "https://s3.example.net",
+    "S3_SERVER_BUCKET": "logs",
+    "S3_SERVER_AK": "a",
+    "S3_SERVER_SK": "b",
+}
+CFG = eccm_config.parse(RAW)
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -346,3 +346,23 @@ def test_a_wrong_region_is_not_blamed_on_the_keys(
 def test_a_malformed_authorization_without_region_stays_a_credentials_problem() -> None:
     f = classify(_client_error("AuthorizationHeaderMalformed", 400), CFG)
     assert f.kind == "credentials"
+
+
+def test_an_invalid_bucket_name_is_a_configuration_problem_not_a_network_one() -> None:
+    # botocore refuses it before sending anything; this used to be retried as transient.
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        region_name="us-east-1",
+    )
+    with pytest.raises(Exception) as err:
+        client.head_object(Bucket="car logs", Key="k")
+    # (replace: config.py may well refuse such a name one day, which is better still)
+    cfg = dataclasses.replace(CFG, s3_server_bucket="car logs")
+    f = classify(err.value, cfg)
+    assert (f.kind, f.transient) == ("bucket", False)
+    assert "S3_SERVER_BUCKET='car logs' is not a valid bucket name" in f.message
