@@ -465,7 +465,7 @@ class FlakyLink:
                     sent_up += len(data)
                     if self._rate:
                         time.sleep(len(data) / self._rate)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket closed by down() or close()
             return
         finally:
             with self._lock:
