@@ -173,8 +173,14 @@ class DtcSchedule:
         self._next = now + self.interval
 
     def wait(self, now: float) -> float:
-        """Seconds until the next look (a new trip is noticed within a tick)."""
-        return max(0.0, min(_TICK, self._next - now))
+        """Seconds until the next look (a new trip is noticed within a tick).
+
+        A read that is overdue with no trip to read it in waits a whole tick: returning 0
+        there would spin the thread at full CPU while the adapter is away.
+        """
+        if self._next <= now:
+            return _TICK
+        return min(_TICK, self._next - now)
 
 
 class DtcPoller:

@@ -96,7 +96,30 @@ def test_schedule_reads_at_once_in_a_new_trip_then_every_interval() -> None:
     assert not s.due(59.9, "A")
     assert s.due(60.0, "A")
     assert s.due(10.0, "B")  # a new trip does not wait
-    assert s.wait(10.0) == 1.0 and s.wait(59.5) == pytest.approx(0.5) and s.wait(70) == 0.0
+    assert s.wait(10.0) == 1.0 and s.wait(59.5) == pytest.approx(0.5)
+    assert s.wait(70) == 1.0  # overdue with no trip to read in: a tick, never 0 (a busy loop)
+
+
+def test_the_thread_idles_between_trips() -> None:
+    """Regression: with no trip (no adapter) the thread once spun at 100 % CPU."""
+    looks = [0]
+
+    def no_trip() -> str | None:
+        looks[0] += 1
+        return None
+
+    clock = FakeClock()
+    poller = DtcPoller(Link(), Sink(), interval=60.0, clock=clock, trip=no_trip, now=lambda: T0)
+    poller.schedule.done(clock.monotonic(), "old")
+    clock.advance(120)  # the next read is overdue, and there is no trip to read it in
+    poller.start()
+    try:
+        wait_until(lambda: looks[0] >= 1, timeout=30, what="a first look")
+        # An observation window, not a synchronisation: a busy loop looks thousands of times.
+        threading.Event().wait(0.3)
+    finally:
+        poller.stop(timeout=10)
+    assert looks[0] <= 2
 
 
 # -- the thread, with a link that answers like ObdLink.read_dtcs ----------------------------
