@@ -228,8 +228,12 @@ class Daemon:
             self.uploader.stop(timeout=LAST_UPLOAD_SECONDS)
         log.info("stopped in %.1f s", time.monotonic() - t0)
 
-    def run(self) -> int:
-        """Run until SIGTERM or SIGINT; returns the exit code."""
+    def run(self, early_stop: threading.Event | None = None) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit code.
+
+        ``early_stop`` is set by the caller's own handlers when a signal came before these
+        are installed (while the libraries were still importing).
+        """
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
@@ -237,6 +241,9 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if early_stop is not None and early_stop.is_set():
+            log.info("stopped before it started")
+            return 0
         self.start()
         try:
             while not self._stop.wait(1.0):

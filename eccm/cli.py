@@ -10,8 +10,11 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 from eccm import __version__
 from eccm.config import Config, load
@@ -48,11 +51,22 @@ def _load(arg: str | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A SIGTERM while python-OBD and boto3 are importing (half a second on a Pi) must still
+    # be a clean stop with exit 0, not the default handler's death with 143.
+    early_stop = threading.Event()
+
+    def on_early_signal(_signum: int, _frame: FrameType | None) -> None:
+        early_stop.set()
+
+    signal.signal(signal.SIGTERM, on_early_signal)
+    signal.signal(signal.SIGINT, on_early_signal)
     cfg = _load(args.config)
     setup_logging(cfg.log_level)
     from eccm.app import Daemon
 
-    return Daemon(cfg).run()
+    if early_stop.is_set():
+        return 0
+    return Daemon(cfg).run(early_stop)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

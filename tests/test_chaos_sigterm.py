@@ -168,6 +168,58 @@ def test_sigterm_as_soon_as_the_daemon_has_started(tmp_path: Path) -> None:
     assert_clean_stop(daemon, records)
 
 
+# Loaded by the daemon's interpreter through PYTHONPATH: holds the import of python-OBD
+# until the test opens the gate, so that a SIGTERM lands while the libraries import.
+GATE_SITECUSTOMIZE = """
+import importlib.abc, os, pathlib, sys, time
+
+class _Gate(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "obd":
+            sys.meta_path.remove(self)
+            pathlib.Path(os.environ["ECCM_TEST_GATE"] + ".reached").touch()
+            while not pathlib.Path(os.environ["ECCM_TEST_GATE"]).exists():
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, _Gate())
+"""
+
+
+def test_sigterm_while_the_libraries_are_still_importing(tmp_path: Path) -> None:
+    """A SIGTERM while python-OBD is still importing is a clean stop (exit 0), not 143."""
+    records = tmp_path / "records"
+    config = write_config(
+        tmp_path / "config.ini",
+        CAR_IDENTIFIER="term-car",
+        OBD_INTERFACE=str(tmp_path / "no-adapter"),
+        RECORD_DIRECTORY_LOCATION=str(records),
+    )
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(GATE_SITECUSTOMIZE)
+    gate = tmp_path / "gate"
+    env = {**os.environ, "ECCM_TEST_GATE": str(gate)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        wait_until(lambda: Path(f"{gate}.reached").exists(), 60, "the import of python-OBD")
+        proc.send_signal(signal.SIGTERM)
+        gate.touch()
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    assert not records.exists() or not list(records.glob("*.part"))
+
+
 def test_sigterm_with_a_gpsd_that_never_speaks(tmp_path: Path, hung: HungServer) -> None:
     records = tmp_path / "records"
     config = write_config(
