@@ -119,13 +119,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     setup_logging("WARNING" if cfg.log_level == "INFO" else cfg.log_level)
-    if not cfg.s3_enabled:
-        print(
-            "eccm: S3_SERVER_ENDPOINT is empty: uploads are off in this configuration",
-            file=sys.stderr,
-        )
-        return 1
-    from eccm.uploader import upload_backlog
+    from eccm.uploader import upload_backlog  # says so and returns 2 when S3 is off
 
     return upload_backlog(cfg, progress=True)
 

@@ -71,6 +71,22 @@ def _text(key: str, raw: str) -> str:
     return raw.strip()
 
 
+# botocore's own check (VALID_BUCKET) is this pattern; checking it here names the key at
+# start instead of failing at the first upload. Amazon's stricter naming rules (lower
+# case, 3-63) are not enforced: SeaweedFS, MinIO and old buckets accept more.
+_BUCKET = re.compile(r"[A-Za-z0-9.\-_]{1,255}")
+
+
+def _bucket(key: str, raw: str) -> str:
+    v = raw.strip()
+    if v and not _BUCKET.fullmatch(v):
+        hint = ""
+        if "/" in v or ":" in v:
+            hint = " (the bucket name alone: no s3:// and no path; the server goes in S3_SERVER_ENDPOINT)"
+        raise _bad(key, raw, "a bucket name of letters, digits, '.', '-' and '_'" + hint)
+    return v
+
+
 def _directory(key: str, raw: str) -> str:
     # "~" is expanded: a literal "~" directory in the working directory is never meant.
     v = os.path.expanduser(raw.strip()) or "."
@@ -297,7 +313,7 @@ KEYS: dict[str, KeySpec] = {
     "S3_SERVER_ENDPOINT": KeySpec("", _endpoint, "https://host[:port] of the S3 server (empty = no upload)", original=True),
     "S3_SERVER_AK": KeySpec("", _text, "S3 access key (empty = boto3's default credential chain)", secret=True, original=True),
     "S3_SERVER_SK": KeySpec("", _text, "S3 secret key", secret=True, original=True),
-    "S3_SERVER_BUCKET": KeySpec("", _text, "S3 bucket (required when S3 is on)", original=True),
+    "S3_SERVER_BUCKET": KeySpec("", _bucket, "S3 bucket (required when S3 is on)", original=True),
     "S3_SERVER_REGION": KeySpec("us-east-1", _text, "S3 region", original=True),
     "ENABLE_SOCKET_SERVER": KeySpec("no", _bool, "start the control socket", original=True),
     "SOCKET_SERVER_PORT": KeySpec("8765", _number(1, 65535, integer=True), "TCP port of the control socket", original=True),

@@ -139,7 +139,8 @@ def _group(folder: Path, names: Sequence[str], uploaded: bool) -> tuple[list[Ite
     return items, other
 
 
-def _listdir(folder: Path) -> list[str]:
+def list_files(folder: Path) -> list[str]:
+    """The names of the regular files in ``folder`` (none when it does not exist)."""
     try:
         with os.scandir(folder) as it:
             return [e.name for e in it if e.is_file(follow_symlinks=False)]
@@ -148,9 +149,9 @@ def _listdir(folder: Path) -> list[str]:
 
 
 def inventory(record_dir: Path) -> Inventory:
-    pending, other_top = _group(record_dir, _listdir(record_dir), uploaded=False)
+    pending, other_top = _group(record_dir, list_files(record_dir), uploaded=False)
     uploaded, other_up = _group(
-        record_dir / UPLOADED_DIR, _listdir(record_dir / UPLOADED_DIR), uploaded=True
+        record_dir / UPLOADED_DIR, list_files(record_dir / UPLOADED_DIR), uploaded=True
     )
     return Inventory(
         uploaded=tuple(uploaded), pending=tuple(pending), other_bytes=other_top + other_up

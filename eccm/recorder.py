@@ -191,6 +191,13 @@ class Recorder:
                 raise RuntimeError("Recorder.recover() runs before start(), not beside the writer")
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._error(
+                f"cannot create RECORD_DIRECTORY_LOCATION {str(self._dir)!r}: {exc} "
+                "(create it, or give the user ECCM runs as the right to write there)"
+            )
+            return []
+        try:
             names = sorted(os.listdir(self._dir))
         except OSError as exc:
             self._error(f"cannot read RECORD_DIRECTORY_LOCATION {str(self._dir)!r}: {exc}")

@@ -42,7 +42,7 @@ import schedule
 from eccm.backoff import Backoff
 from eccm.clock import Clock, SystemClock
 from eccm.config import Config
-from eccm.diskbudget import MIB, DiskReport, enforce
+from eccm.diskbudget import MIB, DiskReport, enforce, list_files
 from eccm.errors import UploadError
 from eccm.s3client import (
     DEFAULT_TIMEOUTS,
@@ -224,7 +224,7 @@ class Uploader:
     def queue_length(self) -> int:
         """Closed files (and trip summaries) waiting for upload, including those whose
         data object is verified and whose sidecar still has to go up."""
-        todo = plan(_listdir(self._dir))
+        todo = plan(list_files(self._dir))
         return len(todo.ready) + len(todo.summaries) + len(todo.orphan_sidecars)
 
     # ---- thread -------------------------------------------------------------------
@@ -359,7 +359,7 @@ class Uploader:
     def _upload_all(self, report: UploadReport, on_file: Callable[[str], None] | None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        todo = plan(_listdir(self._dir))
+        todo = plan(list_files(self._dir))
         if not todo.ready and not todo.orphan_sidecars and not todo.summaries:
             return  # idle: no request at all, so an offline car logs nothing
         try:
@@ -818,14 +818,6 @@ def _in_parallel(fn: Callable[[_T], None], items: Sequence[_T], workers: int) ->
 
 def _human(size: int) -> str:
     return f"{size / MIB:.1f} MB" if size >= MIB else f"{size / 1024:.0f} kB"
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        with os.scandir(folder) as it:
-            return [e.name for e in it if e.is_file(follow_symlinks=False)]
-    except FileNotFoundError:
-        return []
 
 
 def upload_backlog(cfg: Config, progress: bool = True) -> int:

@@ -382,3 +382,15 @@ def test_an_unreadable_file_says_permission_denied(tmp_path: Path) -> None:
     p.chmod(0)
     with pytest.raises(ConfigError, match="permission denied; make it readable"):
         load(p, environ={})
+
+
+@pytest.mark.parametrize("bucket", ["s3://logs", "logs/cars", "my bucket", "logs!"])
+def test_a_bucket_name_botocore_would_refuse_is_a_config_error(bucket: str) -> None:
+    with pytest.raises(ConfigError, match=r"S3_SERVER_BUCKET=.*bucket name"):
+        cfg_of(S3_SERVER_ENDPOINT="http://127.0.0.1:8333", S3_SERVER_BUCKET=bucket)
+
+
+@pytest.mark.parametrize("bucket", ["car-logs", "Fleet_Logs", "logs.example.com"])
+def test_bucket_names_other_servers_accept_are_kept(bucket: str) -> None:
+    cfg = cfg_of(S3_SERVER_ENDPOINT="http://127.0.0.1:8333", S3_SERVER_BUCKET=bucket)
+    assert cfg.s3_server_bucket == bucket
