@@ -281,7 +281,7 @@ class PidReader:
                     self.counts.several_pids = False
                     log.info(
                         "the adapter does not take a response count after several PIDs "
-                        "(it answered %s to %s%X): sending those requests without",
+                        "(it answered %s to %s%X): sending those requests without one",
                         answer.problem(),
                         plain.decode(),
                         digit,
