@@ -525,6 +525,12 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 _INDENTED_KEY = re.compile(r"^[ \t]+(?=[A-Za-z_][A-Za-z0-9_]*[ \t]*[=:])", re.MULTILINE)
 _DEFAULT_HEADER = re.compile(r"^[ \t]*\[[ \t]*default[ \t]*\][ \t]*$", re.MULTILINE | re.IGNORECASE)
 _INLINE_COMMENT = re.compile(r"\s+[;#]")
+# "KEY=   ; note": an empty value with a comment. configparser strips the blank before the
+# comment, after which it could not be told from "KEY = ;" (a semicolon separator): a
+# comment is a ; or # after blanks with some text after it.
+_EMPTY_WITH_COMMENT = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*[ \t]*[=:])[ \t]+[;#][ \t]*[^\s].*$", re.MULTILINE
+)
 
 
 def clean_value(text: str) -> str:
@@ -580,7 +586,8 @@ def _read_text(p: Path) -> str:
 
 def _parse_file(p: Path) -> dict[str, str]:
     text = _read_text(p)
-    text = _DEFAULT_HEADER.sub("[DEFAULT]", _INDENTED_KEY.sub("", text))
+    text = _EMPTY_WITH_COMMENT.sub(r"\1", _INDENTED_KEY.sub("", text))
+    text = _DEFAULT_HEADER.sub("[DEFAULT]", text)
     shift = 0
     if not text.lstrip().startswith("["):
         # Tolerate a file of bare KEY=value lines: the header is easy to forget.

@@ -127,7 +127,7 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
         query = f"{shown(Path(sys.executable).parent / 'eccm', base)} query --config {shown(config, base)}"
         print(
             "\nECCM demo is running.\n"
-            f"  data files:   {shown(records, base)}  (closed files stay, uploaded copies in uploaded/)\n"
+            f"  data files:   {shown(records, base)}  (the open file; closed files move to uploaded/ once in the bucket)\n"
             f"  config:       {shown(config, base)}\n"
             f"  S3 bucket:    {s3.endpoint}/{s3.bucket}  (access key {s3.access_key})\n"
             f"  socket:       127.0.0.1:{port}\n"

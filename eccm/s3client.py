@@ -318,7 +318,7 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
                 "bucket",
                 False,
                 f"S3_SERVER_BUCKET={bucket!r} is not a valid bucket name (letters, digits, "
-                f"'.' and '-'): fix S3_SERVER_BUCKET; {_kept(False)}",
+                f"'.', '-' and '_'): fix S3_SERVER_BUCKET; {_kept(False)}",
             )
         return Failure("other", False, f"S3 request refused: {_short(exc)}; {_kept(False)}")
     if isinstance(exc, bx.BotoCoreError):

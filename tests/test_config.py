@@ -394,3 +394,15 @@ def test_a_bucket_name_botocore_would_refuse_is_a_config_error(bucket: str) -> N
 def test_bucket_names_other_servers_accept_are_kept(bucket: str) -> None:
     cfg = cfg_of(S3_SERVER_ENDPOINT="http://127.0.0.1:8333", S3_SERVER_BUCKET=bucket)
     assert cfg.s3_server_bucket == bucket
+
+
+def test_an_empty_value_with_a_comment_is_empty(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "[DEFAULT]\r\nCAR_IDENTIFIER=c1\r\nOBD_INTERFACE=   # auto-detect\r\n"
+        "FUEL_PRICE= ; set later\r\nMONITORING_FILE_SEPARATION_CHARACTER=;\r\n",
+    )
+    cfg = load(p)
+    assert cfg.obd_interface == ""
+    assert cfg.separator == ";"
+    assert cfg.fuel_price == load(write(tmp_path, "CAR_IDENTIFIER=c1\n")).fuel_price
