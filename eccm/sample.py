@@ -23,7 +23,7 @@ GPS_COLUMNS: tuple[str, ...] = (
     "GPS_HDOP",
 )
 GPS_UNITS: dict[str, tuple[str, str]] = {
-    "GPS_TIME_UTC": ("", "UTC time of the fix as the receiver gave it"),
+    "GPS_TIME_UTC": ("", "UTC time of the fix from the receiver, GPS week rollover corrected"),
     "GPS_LATITUDE": ("degree", "latitude, WGS84, north positive"),
     "GPS_LONGITUDE": ("degree", "longitude, WGS84, east positive"),
     "GPS_ALTITUDE": ("meter", "altitude above mean sea level"),

@@ -26,11 +26,6 @@ log = logging.getLogger(__name__)
 # Seconds per second the anchor may move back to follow later-looking fixes: well above a
 # crystal's drift (tens of ppm), far below anything that could reorder rows.
 DRIFT = 1e-3
-# GPS counts weeks modulo 1024: a receiver whose firmware predates a rollover reports a
-# date 1024 weeks (19.6 years) early, e.g. 2006 in 2026. No fix can truly be older than
-# this software, so such a date is moved forward by whole rollovers (as gpsd does).
-ROLLOVER = 1024 * 7 * 86400.0
-EARLIEST = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
 
 class TimeBase:
@@ -39,7 +34,6 @@ class TimeBase:
         self._anchor: float | None = None  # GNSS epoch minus monotonic time
         self._anchored_at = 0.0  # monotonic time of the last anchor update
         self._offset = 0.0  # GNSS minus system, when the system clock is off; else 0
-        self._rollover_logged = False
         self._lock = threading.Lock()
 
     def observe(self, fix: Fix) -> None:
@@ -50,18 +44,9 @@ class TimeBase:
             or (fix.quality is not None and fix.quality <= 0)
         ):
             return
-        gnss_time = fix.time_utc
-        while gnss_time < EARLIEST:
-            gnss_time += ROLLOVER
-        if gnss_time != fix.time_utc and not self._rollover_logged:
-            self._rollover_logged = True
-            log.warning(
-                "the GNSS receiver reports a date %.0f weeks early (a GPS week rollover bug "
-                "of its firmware): its time is corrected by whole rollovers; update the "
-                "receiver's firmware if you can",
-                (gnss_time - fix.time_utc) / (7 * 86400),
-            )
-        measured = gnss_time - fix.received
+        # The GPS week rollover is already resolved in the fix: by NmeaDecoder for a serial
+        # receiver, by gpsd itself for gpsd. Correcting here again would move gpsd's time.
+        measured = fix.time_utc - fix.received
         with self._lock:
             anchor = self._anchor
             if anchor is None or abs(measured - anchor) > self._threshold:

@@ -344,17 +344,25 @@ def test_rotation_and_flushing_follow_the_monotonic_clock_whatever_ntp_does(
         rec.stop()
 
 
-def test_a_receiver_with_the_gps_week_rollover_bug_does_not_send_the_rows_back_to_2006() -> None:
-    from eccm.timebase import ROLLOVER
+def test_a_receiver_with_the_gps_week_rollover_bug_does_not_send_the_rows_back_to_2007() -> None:
+    import datetime as dt
 
+    from eccm.gnss.nmea import NmeaDecoder
+    from tests.test_gnss_rollover import epoch
+
+    true = dt.datetime.fromtimestamp(TRUE, dt.UTC)
+    rollover = dt.timedelta(weeks=1024)
     clock, hub, events = hub_at(TRUE)  # the system clock is right (NTP)
     first = engine_row(hub, clock)
-    hub.update_fix(fix(clock, TRUE - ROLLOVER))  # the receiver says 2006
+    for f in NmeaDecoder(clock).feed(epoch(true - rollover)):  # the receiver says 2007
+        hub.update_fix(f)
     clock.advance(0.5)
     second = engine_row(hub, clock)
     assert second.time_source == "system" and abs(second.time - (TRUE + 0.5)) < 1e-6
     assert second.trip_id == first.trip_id and events.ends == []
+    assert second.fix is not None and second.fix.time_utc == TRUE
     # and on a Pi without a clock, the rollover-bugged receiver still gives the right time
     clock2, hub2, _ = hub_at(TRUE - TEN_YEARS)
-    hub2.update_fix(fix(clock2, TRUE - 2 * ROLLOVER))
+    for f in NmeaDecoder(clock2).feed(epoch(true - 2 * rollover)):
+        hub2.update_fix(f)
     assert abs(hub2.now() - TRUE) < 1e-6

@@ -103,7 +103,8 @@ def test_a_receiver_that_goes_silent_without_closing_is_reopened_and_comes_back(
     source.start()
     try:
         wait_until(lambda: source.connected, WAIT, "the port to open")
-        raw_pty.write(epoch_bytes(1_700_000_000.0) + epoch_bytes(1_700_000_001.0))
+        # 2026: an earlier date would be a GPS week rollover, with a warning of its own.
+        raw_pty.write(epoch_bytes(1_795_000_000.0) + epoch_bytes(1_795_000_001.0))
         wait_until(lambda: len(got) >= 2, WAIT, "fixes")
         # The receiver hangs: the port stays open, nothing comes.
         clock.advance(SILENCE_WARNING + 1)
@@ -112,7 +113,7 @@ def test_a_receiver_that_goes_silent_without_closing_is_reopened_and_comes_back(
         assert raw_pty.path in warning and "stopped sending" in warning
         wait_until(lambda: source.connected, WAIT, "the port to be reopened")
         before = len(got)
-        raw_pty.write(epoch_bytes(1_700_000_020.0) + epoch_bytes(1_700_000_021.0))
+        raw_pty.write(epoch_bytes(1_795_000_020.0) + epoch_bytes(1_795_000_021.0))
         wait_until(lambda: len(got) > before, WAIT, "fixes after the silence")
         wait_until(
             lambda: any("is back" in m for m in messages(caplog, logging.INFO)),

@@ -42,7 +42,8 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
-epochs = st.floats(min_value=1.5e9, max_value=2.0e9, allow_nan=False)
+# From mid-2025: the decoder takes an earlier date for a GPS week rollover (test_gnss_rollover).
+epochs = st.floats(min_value=1.75e9, max_value=2.0e9, allow_nan=False)
 
 
 @settings(max_examples=100, deadline=None)
@@ -84,11 +85,11 @@ def test_sentences_parse_and_decode_to_the_route(epoch: float, talker: str) -> N
 
 
 def test_no_fix_sentences_carry_time_but_no_position() -> None:
-    lines = sentences_at(ROUTE, 1_700_000_000.0, fix=False, vtg=False)
+    lines = sentences_at(ROUTE, 1_795_000_000.0, fix=False, vtg=False)
     assert len(lines) == 2
     fixes = NmeaDecoder(FakeClock()).feed("".join(s + "\r\n" for s in lines).encode())
     assert all(not f.has_position for f in fixes)
-    assert fixes[-1].time_utc == 1_700_000_000.0 and fixes[-1].quality == 0
+    assert fixes[-1].time_utc == 1_795_000_000.0 and fixes[-1].quality == 0
 
 
 def test_no_fix_periods() -> None:

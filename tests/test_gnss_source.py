@@ -19,6 +19,7 @@ from eccm.errors import ConfigError
 from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import NmeaDecoder
 from eccm.gnss.source import SILENCE_WARNING, GnssSource, parse_gpsd_url
+from tests.test_gnss_nmea import REPLAY_PIVOT
 
 DATA = Path(__file__).parent / "data" / "nmea"
 
@@ -85,9 +86,9 @@ class Collector:
 
 def test_a_capture_written_to_a_pty_comes_out_as_the_same_fixes(pty: Pty) -> None:
     data = stream("ublox-8.log")
-    expected = NmeaDecoder(FakeClock()).feed(data)
+    expected = NmeaDecoder(FakeClock(), REPLAY_PIVOT).feed(data)
     got = Collector()
-    source = GnssSource(pty.path, 9600, got, SystemClock())
+    source = GnssSource(pty.path, 9600, got, SystemClock(), pivot=REPLAY_PIVOT)
     source.start()
     try:
         wait_for(lambda: source.connected)
@@ -110,14 +111,14 @@ def test_unplug_and_a_new_device_at_the_same_path(
     lines = stream("sirfstarv-nmea.log").splitlines(keepends=True)
     before, after = b"".join(lines[:20]), b"".join(lines[100:130])
     got = Collector()
-    source = GnssSource(str(link), 9600, got, SystemClock(), max_backoff=0.5)
+    source = GnssSource(str(link), 9600, got, SystemClock(), max_backoff=0.5, pivot=REPLAY_PIVOT)
     second: Pty | None = None
     with caplog.at_level(logging.INFO, logger="eccm.gnss.source"):
         source.start()
         try:
             wait_for(lambda: source.connected)
             first.write(before)
-            wait_for(lambda: len(got) == len(NmeaDecoder(FakeClock()).feed(before)))
+            wait_for(lambda: len(got) == len(NmeaDecoder(FakeClock(), REPLAY_PIVOT).feed(before)))
 
             first.unplug()
             wait_for(lambda: not source.connected)
@@ -130,7 +131,9 @@ def test_unplug_and_a_new_device_at_the_same_path(
             wait_for(lambda: source.connected)
             n = len(got)
             second.write(after)
-            wait_for(lambda: len(got) == n + len(NmeaDecoder(FakeClock()).feed(after)))
+            wait_for(
+                lambda: len(got) == n + len(NmeaDecoder(FakeClock(), REPLAY_PIVOT).feed(after))
+            )
         finally:
             source.stop()
             first.unplug()
@@ -175,7 +178,7 @@ def test_retries_are_logged_once_until_the_device_appears(
 ) -> None:
     link = tmp_path / "gnss"
     got = Collector()
-    source = GnssSource(str(link), 9600, got, SystemClock(), max_backoff=0.2)
+    source = GnssSource(str(link), 9600, got, SystemClock(), max_backoff=0.2, pivot=REPLAY_PIVOT)
     pty: Pty | None = None
     with caplog.at_level(logging.DEBUG, logger="eccm.gnss.source"):
         source.start()
@@ -200,7 +203,7 @@ def test_a_silent_device_is_reported_once_with_a_baudrate_hint(
     pty: Pty, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
-    source = GnssSource(pty.path, 4800, lambda f: None, clock)
+    source = GnssSource(pty.path, 4800, lambda f: None, clock, pivot=REPLAY_PIVOT)
     with caplog.at_level(logging.INFO, logger="eccm.gnss.source"):
         source.start()
         try:
@@ -226,12 +229,13 @@ def test_a_failing_consumer_does_not_stop_the_reader(
         if len(calls) == 1:
             raise RuntimeError("bug downstream")
 
-    source = GnssSource(pty.path, 9600, consumer, SystemClock())
+    source = GnssSource(pty.path, 9600, consumer, SystemClock(), pivot=REPLAY_PIVOT)
+    expected = len(NmeaDecoder(FakeClock(), REPLAY_PIVOT).feed(stream("beidou-gb.log")))
     source.start()
     try:
         wait_for(lambda: source.connected)
         pty.write(stream("beidou-gb.log"))
-        wait_for(lambda: len(calls) == len(NmeaDecoder(FakeClock()).feed(stream("beidou-gb.log"))))
+        wait_for(lambda: len(calls) == expected)
     finally:
         source.stop()
     assert any(r.exc_info and "fix consumer failed" in r.getMessage() for r in caplog.records)

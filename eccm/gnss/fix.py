@@ -13,7 +13,9 @@ class Fix:
     system clock at that moment (to measure how far off the system clock is).
     """
 
-    time_utc: float | None  # seconds since the epoch from the receiver's date and time
+    # Seconds since the epoch from the receiver's date and time, GPS week rollover already
+    # resolved (by NmeaDecoder, or by gpsd itself): consumers take it as is.
+    time_utc: float | None
     latitude: float | None
     longitude: float | None
     altitude: float | None

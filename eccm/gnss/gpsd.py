@@ -154,6 +154,8 @@ def _integer(value: object) -> int | None:
 
 
 def _time(value: object) -> float | None:
+    # Taken as is: gpsd already moved a GPS week rollover date forward (against its own
+    # build date), and a second correction here could only push a right time 19.6 years on.
     if value is None:
         return None
     if not isinstance(value, str):

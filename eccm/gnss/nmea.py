@@ -2,7 +2,8 @@
 
 pynmea2 parses and checks each sentence; this module owns what pynmea2 does not do:
 finding sentences in a raw byte stream (receivers such as u-blox mix binary UBX frames into
-it), and merging the RMC, GGA and VTG sentences of one epoch into one fix.
+it), merging the RMC, GGA and VTG sentences of one epoch into one fix, and moving a date
+that a GPS week rollover sent 1024 weeks back to where it belongs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ KMH = 1000.0 / 3600.0  # m/s
 MAX_SENTENCE = 512
 # GGA sentences in a row without an RMC before saying the date (and GNSS time) is missing.
 NO_DATE_AFTER = 10
+
+# GPS counts weeks modulo 1024. A receiver whose firmware predates a rollover (some u-blox
+# 6/7, SiRF) reports a date 1024 weeks (19.6 years) early, e.g. 2007 in 2026; its RMC date
+# says nothing else about it. As gpsd does, a pivot from the build date tells the two apart.
+GPS_ROLLOVER = dt.timedelta(weeks=1024)
+# No receiver fix can be older than this release: an earlier date is a rolled-over week.
+RELEASE_PIVOT = dt.date(2025, 1, 1)
+# A bound on the loop: from the pivot, three rollovers reach back to 1966, before GPS; a
+# date still early after them is not a rollover, and stays as the receiver said it.
+MAX_ROLLOVERS = 3
 
 _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
@@ -64,8 +75,12 @@ class NmeaDecoder:
     skipped and counted in :attr:`skipped`; :meth:`feed` never raises.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, pivot: dt.date = RELEASE_PIVOT) -> None:
         self._clock = clock
+        # Replaying an old capture needs the pivot of its time (gpsd's regression tests
+        # take it from the capture's header); a live receiver always uses the default.
+        self._pivot = pivot
+        self._warned_rollover = False
         self.sentences = 0  # sentences pynmea2 parsed
         self.skipped = 0  # garbage runs and sentences that could not be used
         self._sentence: bytearray | None = None  # the sentence being framed, from its '$'
@@ -201,7 +216,7 @@ class NmeaDecoder:
         track = _angle(msg.true_course)
         ep = self._start_epoch(tod)
         if date is not None and tod is not None:
-            self._date, self._date_tod = date, tod
+            self._date, self._date_tod = self._unroll(date), tod
         if status != "A":
             ep.valid = False
         _set_position(ep, lat, lon)
@@ -209,6 +224,24 @@ class NmeaDecoder:
             ep.speed = speed * KNOT
         if track is not None:
             ep.track = track
+
+    def _unroll(self, date: dt.date) -> dt.date:
+        # The date, not the datetime: the pivot is a midnight and a rollover is whole days,
+        # so the time of day and the GGA dating around midnight (_epoch_seconds) stay as is.
+        corrected, rollovers = unroll_gps_week(date, self._pivot)
+        if rollovers and not self._warned_rollover:
+            # Once: the receiver does it at every sentence, and the fix is right after this.
+            self._warned_rollover = True
+            log.warning(
+                "GNSS: the receiver reports %s, before %s (no fix can be older than this "
+                "release): GPS week rollover; corrected by %d weeks to %s. Update the "
+                "receiver's firmware if you can",
+                date.isoformat(),
+                self._pivot.isoformat(),
+                rollovers * 1024,
+                corrected.isoformat(),
+            )
+        return corrected
 
     def _gga(self, msg: pynmea2.GGA) -> None:
         tod = _time_field(msg.timestamp)
@@ -269,6 +302,21 @@ class NmeaDecoder:
         elif gap > 43_200:
             date -= dt.timedelta(days=1)
         return dt.datetime.combine(date, tod.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def unroll_gps_week(date: dt.date, pivot: dt.date = RELEASE_PIVOT) -> tuple[dt.date, int]:
+    """``date`` moved forward by whole GPS week rollovers until it is not before ``pivot``.
+
+    Returns the date and the number of rollovers added (0: the date is kept). A date still
+    before the pivot after :data:`MAX_ROLLOVERS` is returned unchanged.
+    """
+    corrected, rollovers = date, 0
+    while corrected < pivot:
+        if rollovers == MAX_ROLLOVERS:
+            return date, 0
+        corrected += GPS_ROLLOVER
+        rollovers += 1
+    return corrected, rollovers
 
 
 def _find_any(data: bytes, start: int) -> int:

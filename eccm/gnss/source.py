@@ -8,6 +8,7 @@ wiggle, and the logger must keep logging engine data without a position meanwhil
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import logging
 import socket
@@ -23,7 +24,7 @@ from eccm.clock import Clock
 from eccm.errors import ConfigError, DeviceError
 from eccm.gnss.fix import Fix
 from eccm.gnss.gpsd import WATCH_COMMAND, GpsdDecoder
-from eccm.gnss.nmea import NmeaDecoder
+from eccm.gnss.nmea import RELEASE_PIVOT, NmeaDecoder
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,9 @@ class GnssSource:
     ``interface`` is a serial device path or ``gpsd://host:port``. The source never stops by
     itself: a missing or failing receiver is retried with a backoff capped at
     ``max_backoff`` seconds, with one WARNING when it goes away and one INFO when it is back.
-    ``backoff`` replaces the whole reopening schedule (tests use it).
+    ``backoff`` replaces the whole reopening schedule (tests use it). ``pivot`` is the
+    GPS week rollover pivot of a serial receiver's dates (see :class:`NmeaDecoder`): only
+    a replay of a capture older than this release changes it.
     """
 
     def __init__(
@@ -149,8 +152,10 @@ class GnssSource:
         max_backoff: float = 10.0,
         *,
         backoff: Backoff | None = None,
+        pivot: dt.date = RELEASE_PIVOT,
     ) -> None:
         self._interface = interface
+        self._pivot = pivot
         self._baudrate = baudrate
         self._on_fix = on_fix
         self._clock = clock
@@ -232,8 +237,11 @@ class GnssSource:
     def _session(self) -> None:
         """Open and read until stop(); DeviceError when the receiver fails."""
         port = self._open()
+        # No pivot for gpsd: it resolves the week rollover itself, against its own build.
         decoder: FixDecoder = (
-            GpsdDecoder(self._clock) if self._gpsd is not None else NmeaDecoder(self._clock)
+            GpsdDecoder(self._clock)
+            if self._gpsd is not None
+            else NmeaDecoder(self._clock, self._pivot)
         )
         self._decoder = decoder
         self._connected = True
