@@ -12,7 +12,10 @@ Every closed file reaches the bucket once, verified, through outages and power c
   check and the MD5 ETag it answers); the data object goes first, its sidecar second (a
   data object with a sidecar is complete);
 - a SIGKILL anywhere leaves the local file in place until the bucket holds a verified
-  copy; the next run finds the object already there (412 or HEAD) and finishes the job.
+  copy; the next run finds the object already there (412 or HEAD) and finishes the job;
+- another eccm process on the same folder (`eccm upload` beside the daemon) may archive
+  any file at any moment: a data file gone mid-way was verified by that process, and this
+  run finishes its sidecar (after a HEAD) instead of reporting it kept or leaving it.
 
 The uploader runs in its own thread, driven by the ``schedule`` library; recording never
 waits for it (``wake()`` only sets an event).
@@ -32,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,13 +430,25 @@ class Uploader:
         return object_key(self._cfg.s3_key_prefix, dn.car, partition_date(first_time, dn), dn.name)
 
     def _upload_file(self, client: Any, dn: DataName, report: UploadReport) -> None:
+        # Another eccm process (`eccm upload` beside the daemon) may work on the same file
+        # at the same time and archive it at any moment. It archives the data file only
+        # once its object is verified, and the sidecar after the data file: a data file
+        # gone while its sidecar is still read means "data object in the bucket", and
+        # this run finishes the sidecar itself (HEAD first) rather than leave the file
+        # half done for a run that may not come, or call it kept.
         data_path = self._dir / dn.name
         side_path = self._dir / dn.sidecar
         try:
             side_raw = side_path.read_bytes()
+        except FileNotFoundError:
+            return  # both archived meanwhile (the sidecar goes last): nothing left to do
+        except OSError as exc:
+            raise _FileKept(f"{dn.name}: cannot be read ({exc})") from exc
+        try:
             digest = digest_file(data_path)
         except FileNotFoundError:
-            return  # archived meanwhile by another eccm process (`eccm upload`)
+            self._finish_sidecar(client, dn, side_raw, report)
+            return
         except OSError as exc:
             raise _FileKept(f"{dn.name}: cannot be read ({exc})") from exc
         try:
@@ -445,7 +461,13 @@ class Uploader:
                 "storage card?); kept, not uploaded"
             )
         key = self._key_for(dn, info.first_time)
-        sent_data = self._ensure(client, key, data_path, digest, dn.name)
+        try:
+            sent_data = self._ensure(client, key, data_path, digest, dn.name)
+        except FileNotFoundError:
+            # Archived by the other process between our digest and the PUT's open (the
+            # only file opened in there): as above.
+            self._finish_sidecar(client, dn, side_raw, report)
+            return
         # The data object is verified: its local copy goes now, before the sidecar's PUT.
         # What is left if that PUT fails is an orphan sidecar, which always means "data
         # verified in the bucket" and is finished by a later run; the disk budget never
@@ -479,7 +501,10 @@ class Uploader:
         except OSError as exc:
             raise _FileKept(f"{sn.name}: cannot be read ({exc})") from exc
         key = object_key(self._cfg.s3_key_prefix, sn.car, sn.trip_date, sn.name)
-        sent = self._ensure(client, key, path, digest, sn.name)
+        try:
+            sent = self._ensure(client, key, path, digest, sn.name)
+        except FileNotFoundError:
+            return  # archived by another eccm process between the digest and the PUT
         self._archive(path)
         with self._stats_lock:
             report.uploaded += 1
@@ -497,7 +522,17 @@ class Uploader:
         try:
             side_raw = side_path.read_bytes()
         except FileNotFoundError:
-            return
+            return  # finished meanwhile by another eccm process
+        except OSError as exc:
+            raise _FileKept(f"{dn.sidecar}: cannot be read ({exc})") from exc
+        self._finish_sidecar(client, dn, side_raw, report)
+
+    def _finish_sidecar(
+        self, client: Any, dn: DataName, side_raw: bytes, report: UploadReport
+    ) -> None:
+        """Put the sidecar ``side_raw`` once the bucket confirms its data object, then
+        archive it: what is left of a file whose data file is no longer here."""
+        side_path = self._dir / dn.sidecar
         try:
             info = parse_sidecar(side_raw, dn.name)
         except UploadError as exc:
@@ -675,9 +710,31 @@ class Uploader:
     def _probe(self, client: Any) -> bool:
         """Does the server refuse to overwrite under If-None-Match: *? Tried on a tiny
         object of our own: a 412 on the first or second PUT says yes."""
+        key = probe_key(self._cfg.s3_key_prefix, self._cfg.car_identifier)
+        supported = self._probe_on(client, key)
+        deleted = self._delete_probe(client, key)
+        if not supported and deleted:
+            # Every eccm process of this car probes that one key and deletes it when done:
+            # another one (`eccm upload` beside the daemon) that deletes it between our
+            # two PUTs makes a server that honours If-None-Match look as if it did not.
+            # Asked again on a key no other process uses; this key may delete, so that
+            # one is removed too and nothing piles up.
+            own = f"{key}.{uuid.uuid4().hex[:12]}"
+            supported = self._probe_on(client, own)
+            self._delete_probe(client, own)
+        if supported:
+            log.info("S3 server honours conditional create (If-None-Match)")
+        else:
+            log.info(
+                "S3 server ignores conditional create (If-None-Match): a HEAD before each "
+                "PUT keeps existing objects from being overwritten"
+            )
+        return supported
+
+    def _probe_on(self, client: Any, key: str) -> bool:
+        """Two conditional PUTs of the probe body on ``key``: True at the first 412."""
         from botocore.exceptions import ClientError
 
-        key = probe_key(self._cfg.s3_key_prefix, self._cfg.car_identifier)
         digest = digest_bytes(_PROBE_BODY)
         supported = False
         for _ in range(2):
@@ -691,19 +748,18 @@ class Uploader:
                 if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
                     break
                 raise
+        return supported
+
+    def _delete_probe(self, client: Any, key: str) -> bool:
+        """Tidy where the key may delete (True); a write-only key leaves one tiny object."""
+        from botocore.exceptions import ClientError
+
         try:
-            # Tidy where the key may delete; a write-only key leaves one tiny object.
             client.delete_object(Bucket=self._cfg.s3_server_bucket, Key=key)
         except ClientError as exc:
             log.debug("probe object %s left in place: %s", key, exc)
-        if supported:
-            log.info("S3 server honours conditional create (If-None-Match)")
-        else:
-            log.info(
-                "S3 server ignores conditional create (If-None-Match): a HEAD before each "
-                "PUT keeps existing objects from being overwritten"
-            )
-        return supported
+            return False
+        return True
 
     def _abort_stale_multipart(self, client: Any) -> None:
         """Abort multipart uploads a crash left under this car's prefix (they cost money)."""
