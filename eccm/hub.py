@@ -67,6 +67,10 @@ class Hub:
         self.timebase = timebase or TimeBase()
         self._max_fix_age = max_fix_age
         self._lock = threading.Lock()
+        # Held through a whole emit (count and hand-out): stop() takes it to close the hub,
+        # so that no row is counted and then handed to listeners that already stopped.
+        self._emit_lock = threading.Lock()
+        self._closed = False
         self._listeners: list[Listener] = []
         self._values: dict[str, Reading] = {}
         self._fix: Fix | None = None
@@ -272,8 +276,17 @@ class Hub:
 
         ``engine=False`` is a GNSS-only row while the car does not answer: it opens a
         GNSS-only segment (a trip of its own) when no trip runs, and is dropped (None)
-        while an engine trip runs, whose rows the OBD link writes.
+        while an engine trip runs, whose rows the OBD link writes. After :meth:`stop` no row
+        is taken (None): a thread that outlived its stop (python-OBD cannot be interrupted
+        mid-answer) must not count rows that the stopped recorder would never write.
         """
+        with self._emit_lock:
+            if self._closed:
+                return None
+            return self._emit(engine)
+
+    def _emit(self, engine: bool) -> Sample | None:
+        """Called under the emit lock."""
         epoch, source, mono = self._stamp()
         ended: str | None = None
         with self._lock:
@@ -320,7 +333,13 @@ class Hub:
         return sample
 
     def stop(self) -> None:
-        """End the running trip and stop every listener (closing its file)."""
+        """Take no more rows, end the running trip and stop every listener (closing its file).
+
+        A row being emitted meanwhile is handed to the listeners first: every row counted
+        in ``rows`` reached them before they stopped.
+        """
+        with self._emit_lock:
+            self._closed = True
         self.end_trip()
         with self._lock:
             listeners = list(self._listeners)

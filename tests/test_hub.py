@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 from eccm.clock import FakeClock
@@ -106,6 +107,50 @@ def test_stop_ends_the_trip_and_stops_listeners() -> None:
     trip = hub.begin_trip()
     hub.stop()
     assert got.ends == [trip] and got.stopped
+
+
+def test_no_row_is_taken_after_stop() -> None:
+    """A link thread that outlived its stop (python-OBD mid-answer) publishes once more:
+    the row is neither counted nor handed to listeners that stopped (the recorder would
+    drop it, and ``rows`` would count a row that no file holds)."""
+    _clock, hub, got = make()
+    hub.begin_trip()
+    assert hub.emit() is not None
+    hub.stop()
+    assert hub.emit() is None and hub.emit(engine=False) is None
+    assert hub.rows == 1 and len(got.samples) == 1
+
+
+def test_stop_waits_for_a_row_being_handed_out() -> None:
+    _clock, hub, _ = make()
+    order: list[str] = []
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(Collect):
+        def on_sample(self, sample: Sample) -> None:
+            entered.set()
+            assert release.wait(30)
+            order.append("sample")
+
+        def on_trip_end(self, trip_id: str) -> None:
+            order.append("end")
+
+        def stop(self) -> None:
+            order.append("stop")
+
+    hub.add_listener(Slow())
+    hub.begin_trip()
+    emitter = threading.Thread(target=hub.emit)
+    emitter.start()
+    assert entered.wait(30)
+    stopper = threading.Thread(target=hub.stop)
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive(), "stop() went on while a row was being handed out"
+    release.set()
+    emitter.join(30)
+    stopper.join(30)
+    assert order == ["sample", "end", "stop"] and hub.rows == 1
 
 
 def test_a_failing_listener_does_not_stop_the_others() -> None:
