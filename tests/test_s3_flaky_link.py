@@ -266,7 +266,10 @@ def test_a_link_that_breaks_tls_handshakes_is_a_network_failure_not_a_bad_certif
             if not up.queue_length():
                 break
         assert up.queue_length() == 0, errors
-        assert any("the TLS connection to" in e and "broke" in e for e in errors), errors
+        # Which of these a cut gives depends on whether the ClientHello was in the proxy's
+        # buffer when it closed (RST) or not (EOF mid-handshake): each is a network failure.
+        network = ("the TLS connection to", "cannot reach", "dropped before the answer")
+        assert errors and all(any(n in e for n in network) for e in errors), errors
         assert all("retried" in e and "S3_VERIFY_TLS" not in e for e in errors), errors
         assert_each_file_once(s3_https, cfg, files)
     finally:
