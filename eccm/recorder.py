@@ -208,7 +208,13 @@ class Recorder:
             try:
                 closed.extend(self._recover_stem(self._dir / stem))
             except OSError as exc:
-                self._error(f"cannot recover {stem}: {exc}")
+                # Retried by the writer like a failed close (a full disk may leave a file
+                # without its sidecar): once the disk works again it is closed and
+                # uploaded, without a restart.
+                self._error(f"cannot recover {stem}: {getattr(exc, 'strerror', None) or exc}")
+                self._pending.append(self._dir / stem)
+                self._backoff = self._backoff.failed()
+                self._retry_at = self.clock.monotonic() + self._backoff.delay()
         if closed:
             log.info("recovered %d file(s) left open or half-closed", len(closed))
         for path in closed:

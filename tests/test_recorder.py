@@ -673,3 +673,35 @@ def test_a_close_that_fails_half_way_is_finished_later(
     rec.on_sample(sample(3))
     rec.stop()
     assert sidecar_of(cfg.record_dir / f"{CAR}_{TRIP}_0002.tsv.gz")["rows"] == 1
+
+
+def test_a_file_the_start_cannot_recover_on_a_full_disk_is_closed_once_the_disk_has_room(
+    tmp_path: Path, clock: FakeClock, started: Callable[..., Recorder]
+) -> None:
+    """A power cut while the disk was full left a file without its sidecar; the next start
+    still finds no room for it. It must be closed (and so uploaded) once the disk has
+    room again, without a restart, and rows are not written past it meanwhile."""
+    cfg = cfg_for(tmp_path)
+    full = threading.Event()
+    full.set()
+
+    def disk(step: str) -> None:
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    # As the cut left it: the data renamed from .part, no sidecar (no room for one).
+    write_part(cfg.record_dir, STEM, expected_bytes(range(3)))
+    os.replace(cfg.record_dir / (STEM + ".part"), cfg.record_dir / STEM)
+
+    rec = started(cfg, clock, step_hook=disk)
+    assert rec.files_closed == 0
+    assert rec.last_error is not None and "No space left" in rec.last_error
+    rec.on_sample(sample(3))  # the disk is full: dropped, not written past the stuck file
+    wait_for(lambda: rec.rows_dropped == 1)
+
+    full.clear()  # room again (the uploader freed some, or the user did)
+    clock.advance(60.0)  # past the retry time: the idle writer closes it
+    wait_for(lambda: rec.files_closed == 1)
+    assert rec.last_error is None
+    assert read_data(cfg.record_dir / (STEM + ".gz")) == expected_bytes(range(3))
+    assert sidecar_of(cfg.record_dir / (STEM + ".gz"))["rows"] == 3
