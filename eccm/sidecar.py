@@ -8,6 +8,7 @@ normal close and recovery, so both produce the same files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import gzip
@@ -65,10 +66,16 @@ def write_atomic(
 ) -> None:
     """temp + fsync + rename + fsync of the directory: readers see all or nothing."""
     tmp = path.with_name(path.name + TMP)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        # A full disk: a half-written temp would only take more of the space that is short.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     if before_rename:
         hook(before_rename)
     os.replace(tmp, path)
