@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import logging
 import os
@@ -619,7 +620,7 @@ class Recorder:
     # -- errors ------------------------------------------------------------------------
     def _fail(self, what: str, exc: Exception) -> None:
         """The disk refused: keep the thread alive, drop the open file, retry later."""
-        message = f"{what}: {getattr(exc, 'strerror', None) or exc}"
+        message = f"{what}: {getattr(exc, 'strerror', None) or exc}{_advice(exc)}"
         self._error(message)
         f = self._open
         if f is not None:
@@ -693,3 +694,18 @@ def fsync_quiet(directory: Path) -> None:
         sidecar.fsync_dir(directory)
     except OSError as exc:
         log.debug("fsync of %s failed: %s", directory, exc)
+
+
+def _advice(exc: Exception) -> str:
+    """What a user can do about a disk error (the errno alone does not say)."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EROFS:
+        return (
+            " (the file system is mounted read-only: often a damaged SD card after a power "
+            "cut; check it with fsck, or point RECORD_DIRECTORY_LOCATION elsewhere)"
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return " (give the user ECCM runs as the right to write in RECORD_DIRECTORY_LOCATION)"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return " (the disk is full: lower MAX_LOCAL_STORAGE_MB or free some space)"
+    return ""

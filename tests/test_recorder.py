@@ -705,3 +705,14 @@ def test_a_file_the_start_cannot_recover_on_a_full_disk_is_closed_once_the_disk_
     assert rec.last_error is None
     assert read_data(cfg.record_dir / (STEM + ".gz")) == expected_bytes(range(3))
     assert sidecar_of(cfg.record_dir / (STEM + ".gz"))["rows"] == 3
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [(errno.EROFS, "read-only"), (errno.EACCES, "right to write"), (errno.ENOSPC, "disk is full")],
+)
+def test_disk_errors_say_what_to_do(code: int, words: str) -> None:
+    from eccm.recorder import _advice
+
+    assert words in _advice(OSError(code, os.strerror(code)))
+    assert _advice(OSError(errno.EIO, "I/O error")) == ""
