@@ -155,7 +155,8 @@ def test_sigterm_while_the_adapter_connects_and_the_s3_server_hangs(
         assert (records / f"{name}.json").exists()
 
 
-def test_sigterm_as_soon_as_the_daemon_has_started(tmp_path: Path) -> None:
+def no_adapter_config(tmp_path: Path) -> tuple[Path, Path]:
+    """(records folder, config) of a daemon whose adapter is not plugged in."""
     records = tmp_path / "records"
     config = write_config(
         tmp_path / "config.ini",
@@ -163,6 +164,11 @@ def test_sigterm_as_soon_as_the_daemon_has_started(tmp_path: Path) -> None:
         OBD_INTERFACE=str(tmp_path / "no-adapter"),
         RECORD_DIRECTORY_LOCATION=str(records),
     )
+    return records, config
+
+
+def test_sigterm_as_soon_as_the_daemon_has_started(tmp_path: Path) -> None:
+    records, config = no_adapter_config(tmp_path)
     daemon = Daemon(config)
     wait_until(lambda: daemon.err, 60, "the first log line")
     assert_clean_stop(daemon, records)
@@ -188,13 +194,7 @@ sys.meta_path.insert(0, _Gate())
 
 def test_sigterm_while_the_libraries_are_still_importing(tmp_path: Path) -> None:
     """A SIGTERM while python-OBD is still importing is a clean stop (exit 0), not 143."""
-    records = tmp_path / "records"
-    config = write_config(
-        tmp_path / "config.ini",
-        CAR_IDENTIFIER="term-car",
-        OBD_INTERFACE=str(tmp_path / "no-adapter"),
-        RECORD_DIRECTORY_LOCATION=str(records),
-    )
+    records, config = no_adapter_config(tmp_path)
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(GATE_SITECUSTOMIZE)
