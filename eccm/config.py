@@ -24,7 +24,9 @@ from eccm.errors import ConfigError
 
 _TRUE = {"yes", "true", "1", "on"}
 _FALSE = {"no", "false", "0", "off"}
-_CAR_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The first character is a letter or digit: a leading '.' hides the files, '..' would be the
+# S3 key segment "car=..", and a leading '-' reads as an option to every tool given a name.
+_CAR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _S3_PREFIX = re.compile(r"[A-Za-z0-9._=/-]{0,200}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _OBD_NAME = re.compile(r"[A-Z0-9_]+")
@@ -104,7 +106,12 @@ def _car_id(key: str, raw: str) -> str:
             "(letters, digits, '.', '_', '-'; at most 64)"
         )
     if not _CAR_ID.fullmatch(v):
-        raise _bad(key, raw, "1 to 64 characters from A-Z a-z 0-9 . _ - (it is used in file names)")
+        raise _bad(
+            key,
+            raw,
+            "1 to 64 characters from A-Z a-z 0-9 . _ - that start with a letter or a digit "
+            "(it is used in file names and S3 keys)",
+        )
     return v
 
 
@@ -254,6 +261,15 @@ def _s3_prefix(key: str, raw: str) -> str:
     v = raw.strip().strip("/")
     if not _S3_PREFIX.fullmatch(v):
         raise _bad(key, raw, "letters, digits and . _ = / - (an S3 key prefix)")
+    # S3 servers refuse a key with a '.' or '..' segment (every upload would fail with HTTP
+    # 400, forever), and an empty segment ('a//b') names a folder no listing finds.
+    if v and any(seg in ("", ".", "..") for seg in v.split("/")):
+        raise _bad(
+            key,
+            raw,
+            "an S3 key prefix whose every segment between '/' is a name, not empty, "
+            "'.' or '..' (e.g. car-logs or fleet/2026)",
+        )
     return v
 
 

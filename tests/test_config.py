@@ -406,3 +406,51 @@ def test_an_empty_value_with_a_comment_is_empty(tmp_path: Path) -> None:
     assert cfg.obd_interface == ""
     assert cfg.separator == ";"
     assert cfg.fuel_price == load(write(tmp_path, "CAR_IDENTIFIER=c1\n")).fuel_price
+
+
+@pytest.mark.parametrize("value", [".", "..", "-rf", ".hidden", "_x", "-", "..car"])
+def test_car_identifiers_that_pass_the_characters_but_cannot_work_are_refused(
+    value: str,
+) -> None:
+    # A leading '.' hides the files, '..' becomes the S3 key segment "car=.." and a
+    # leading '-' reads as an option to every shell tool a user points at the files.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(CAR_IDENTIFIER=value)
+    msg = str(err.value)
+    assert "CAR_IDENTIFIER" in msg
+    assert repr(value) in msg
+    assert "start with a letter or a digit" in msg
+
+
+@pytest.mark.parametrize("value", ["AB-123-CD", "car.1", "7_van", "x", "a..b", "Z" * 64])
+def test_ordinary_car_identifiers_still_load(value: str) -> None:
+    assert cfg_of(CAR_IDENTIFIER=value).car_identifier == value
+
+
+@pytest.mark.parametrize(
+    "value", ["../x", "..", "./a", "a/../../b", "a/./b", ".", "a//b", "x/..", "/../"]
+)
+def test_s3_key_prefixes_with_dot_segments_are_refused(value: str) -> None:
+    # S3 servers refuse keys with '.' or '..' segments (HTTP 400 at every upload, forever)
+    # and an empty segment makes a key no listing by prefix finds as the user meant it.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(S3_KEY_PREFIX=value)
+    msg = str(err.value)
+    assert "S3_KEY_PREFIX" in msg
+    assert repr(value) in msg
+    assert "segment" in msg
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("car-logs", "car-logs"),
+        ("fleet/2026", "fleet/2026"),
+        ("/a/b/", "a/b"),
+        ("", ""),
+        ("x.y/v=1", "x.y/v=1"),
+        ("a..b", "a..b"),
+    ],
+)
+def test_ordinary_s3_key_prefixes_still_load(value: str, kept: str) -> None:
+    assert cfg_of(S3_KEY_PREFIX=value).s3_key_prefix == kept
