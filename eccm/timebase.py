@@ -12,6 +12,14 @@ milliseconds, varying from fix to fix): each measurement is a little late, never
 The anchor therefore follows the earliest-looking measurement at once and a later-looking
 one only at ``DRIFT`` seconds per second (the monotonic clock's own drift), so that the
 latency jitter of the receiver never makes stamps go backwards.
+
+A single fix never sets or steps the time: one checksum-valid sentence with a wrong date
+would otherwise stamp rows decades off, end the trip and judge files' ages on that word.
+GNSS time is adopted (the first anchor, or a step away from the anchor) only once
+:data:`CONFIRM_EPOCHS` consecutive epochs agree with each other and with the monotonic
+clock (their ``time_utc - received`` within :data:`AGREE` seconds). A fix that disagrees
+and is not confirmed is ignored and counted in :attr:`TimeBase.rejected`; a receiver that
+keeps disagreeing is logged once, until its time is adopted again.
 """
 
 from __future__ import annotations
@@ -26,6 +34,14 @@ log = logging.getLogger(__name__)
 # Seconds per second the anchor may move back to follow later-looking fixes: well above a
 # crystal's drift (tens of ppm), far below anything that could reorder rows.
 DRIFT = 1e-3
+# Consecutive epochs that must agree before GNSS time is adopted or stepped: at 1 Hz three
+# seconds' delay, and an attacker (or a glitching receiver) must keep up a consistent lie.
+CONFIRM_EPOCHS = 3
+# Seconds two epochs' ``time_utc - received`` may differ and still agree: the latency of a
+# fix varies by a few hundred milliseconds from one to the next, never by a second.
+AGREE = 1.0
+# Disagreeing epochs in a row before the receiver's time is said to be ignored (once).
+MAD_AFTER = 5
 
 
 class TimeBase:
@@ -35,6 +51,13 @@ class TimeBase:
         self._anchored_at = 0.0  # monotonic time of the last anchor update
         self._offset = 0.0  # GNSS minus system, when the system clock is off; else 0
         self._lock = threading.Lock()
+        # Measurements (time_utc - received) of consecutive epochs that disagree with the
+        # anchor (or come before any): a candidate, adopted once CONFIRM_EPOCHS agree.
+        self._candidate: list[float] = []
+        self._last_time: float | None = None  # time_utc of the last epoch seen
+        self._disagreeing = 0  # epochs in a row not adopted
+        self._warned = False
+        self.rejected = 0  # epochs whose time was not adopted (disagreed, unconfirmed)
 
     def observe(self, fix: Fix) -> None:
         """Learn GNSS time from a fix that carries a full date and time and a position."""
@@ -48,19 +71,58 @@ class TimeBase:
         # receiver, by gpsd itself for gpsd. Correcting here again would move gpsd's time.
         measured = fix.time_utc - fix.received
         with self._lock:
+            if fix.time_utc == self._last_time:
+                return  # another sentence of the same epoch (RMC, then GGA): no new witness
+            self._last_time = fix.time_utc
             anchor = self._anchor
-            if anchor is None or abs(measured - anchor) > self._threshold:
-                if anchor is not None:
-                    log.warning("GNSS time stepped by %.1f s", measured - anchor)
-                anchor = measured
-            elif measured > anchor:
-                anchor = measured
+            if anchor is not None and abs(measured - anchor) <= self._threshold:
+                self._candidate.clear()
+                self._disagreeing = 0
+                if measured > anchor:
+                    anchor = measured
+                else:
+                    allowed = DRIFT * max(0.0, fix.received - self._anchored_at)
+                    anchor = max(measured, anchor - allowed)
+            elif not self._confirmed(measured):
+                return
             else:
-                allowed = DRIFT * max(0.0, fix.received - self._anchored_at)
-                anchor = max(measured, anchor - allowed)
+                if anchor is not None:
+                    log.warning(
+                        "GNSS time stepped by %.1f s (%d consecutive epochs agree)",
+                        measured - anchor,
+                        CONFIRM_EPOCHS,
+                    )
+                elif self._warned:
+                    log.info("GNSS time is consistent again: adopted")
+                anchor = max(self._candidate)
+                self._candidate.clear()
+                self._disagreeing = 0
+                self._warned = False
             self._anchor = anchor
             self._anchored_at = fix.received
         self.stamp(fix.received_wall, fix.received)
+
+    def _confirmed(self, measured: float) -> bool:
+        """Add an epoch that disagrees with the anchor to the candidate; True once enough
+        agree. Called under the lock."""
+        cand = self._candidate
+        if cand and not all(abs(measured - c) <= AGREE for c in cand):
+            cand.clear()
+        cand.append(measured)
+        if len(cand) >= CONFIRM_EPOCHS:
+            return True
+        self.rejected += 1
+        self._disagreeing += 1
+        if self._disagreeing >= MAD_AFTER and not self._warned:
+            self._warned = True
+            log.warning(
+                "GNSS: the receiver's time disagrees with itself and with the monotonic "
+                "clock (%d epochs in a row): its time is ignored until %d consecutive "
+                "epochs agree",
+                self._disagreeing,
+                CONFIRM_EPOCHS,
+            )
+        return False
 
     def stamp(self, system_epoch: float, monotonic: float) -> tuple[float, str]:
         """(time, source) of a row: GNSS time when the system clock is off, else system."""

@@ -19,10 +19,11 @@ from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import KNOT, MAX_SENTENCE, NmeaDecoder
 
 DATA = Path(__file__).parent / "data" / "nmea"
-# The captures (2007-2019) and the sentences below (1994, 1999) predate this release, so
+# The captures (2007-2019) and the sentences below (2004, 1999) predate this release, so
 # the decoder would take them for GPS week rollovers: they are replayed with a pivot of
 # their time, as gpsd's regression tests replay theirs (test_gnss_rollover tests the pivot).
-REPLAY_PIVOT = dt.date(1990, 1, 1)
+# Before every capture's date, and within one rollover period (DATE_HORIZON) of the latest.
+REPLAY_PIVOT = dt.date(2000, 1, 1)
 CAPTURES = (
     "haicom-305N.log",
     "telit-he910.log",
@@ -323,7 +324,7 @@ RMC_FIELDS = [
     "E",
     "022.4",
     "084.4",
-    "230394",
+    "230304",
     "",
     "",
 ]
@@ -348,7 +349,7 @@ GGA_FIELDS = [
 @pytest.mark.parametrize("talker", ["GP", "GN", "GL", "BD", "GB", "GA"])
 def test_any_talker(talker: str) -> None:
     (fix,) = NmeaDecoder(FakeClock(), REPLAY_PIVOT).feed(render("RMC", RMC_FIELDS, talker))
-    check(fix, latitude=dm(48, 7.038), longitude=dm(11, 31.0), time_utc=utc(1994, 3, 23, 12, 0, 0))
+    check(fix, latitude=dm(48, 7.038), longitude=dm(11, 31.0), time_utc=utc(2004, 3, 23, 12, 0, 0))
 
 
 def test_vtg_fills_speed_and_track_of_its_epoch() -> None:
@@ -396,7 +397,7 @@ def test_an_invalid_gga_voids_the_position_of_its_epoch() -> None:
 
 
 def test_midnight_gga_before_the_rmc_of_the_new_day() -> None:
-    decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    decoder = NmeaDecoder(FakeClock(), dt.date(1990, 1, 1))  # 1999 is no rollover here
     rmc = list(RMC_FIELDS)
     rmc[0], rmc[8] = "235959.00", "311299"
     gga = list(GGA_FIELDS)

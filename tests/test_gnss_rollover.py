@@ -17,10 +17,17 @@ import pytest
 from eccm.clock import FakeClock
 from eccm.gnss.fix import Fix
 from eccm.gnss.gpsd import GpsdDecoder
-from eccm.gnss.nmea import MAX_ROLLOVERS, RELEASE_PIVOT, NmeaDecoder, unroll_gps_week
+from eccm.gnss.nmea import (
+    DATE_HORIZON,
+    MAX_ROLLOVERS,
+    RELEASE_PIVOT,
+    ROLLOVER_HORIZON,
+    NmeaDecoder,
+    unroll_gps_week,
+)
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
-from eccm.timebase import TimeBase
+from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 
 WEEKS_1024 = dt.timedelta(weeks=1024)
 TRUE = dt.datetime(2026, 11, 18, 11, 6, 40, tzinfo=dt.UTC)  # 1_795_000_000
@@ -102,14 +109,22 @@ PIVOT = dt.datetime.combine(RELEASE_PIVOT, dt.time(), dt.UTC)
         (PIVOT, PIVOT),  # exactly at the pivot: a real date
         (PIVOT + dt.timedelta(seconds=1), PIVOT + dt.timedelta(seconds=1)),
         (PIVOT + dt.timedelta(days=400), PIVOT + dt.timedelta(days=400)),
-        # the last second before it is a rollover
-        (PIVOT - dt.timedelta(seconds=1), PIVOT - dt.timedelta(seconds=1) + WEEKS_1024),
+        # the last second before it would be a rollover, but one that lands 19.6 years on,
+        # past ROLLOVER_HORIZON: no time rather than a guess
+        (PIVOT - dt.timedelta(seconds=1), None),
+        # the earliest date that a rollover moves to within the horizon
+        (
+            PIVOT + ROLLOVER_HORIZON - WEEKS_1024,
+            PIVOT + ROLLOVER_HORIZON,
+        ),
     ],
-    ids=["at-pivot", "second-after", "year-after", "second-before"],
+    ids=["at-pivot", "second-after", "year-after", "second-before", "horizon"],
 )
-def test_the_pivot_is_the_first_real_instant(when: dt.datetime, expected: dt.datetime) -> None:
+def test_the_pivot_is_the_first_real_instant(
+    when: dt.datetime, expected: dt.datetime | None
+) -> None:
     (fix,) = NmeaDecoder(FakeClock()).feed(rmc(when))
-    assert fix.time_utc == expected.timestamp()
+    assert fix.time_utc == (None if expected is None else expected.timestamp())
 
 
 def test_a_gga_after_midnight_is_dated_from_the_corrected_rmc() -> None:
@@ -128,11 +143,20 @@ def test_unroll_gps_week_is_bounded() -> None:
     assert unroll_gps_week(dt.date(2007, 4, 4)) == (dt.date(2026, 11, 18), 1)
     assert unroll_gps_week(dt.date(2026, 11, 18)) == (dt.date(2026, 11, 18), 0)
     assert unroll_gps_week(RELEASE_PIVOT) == (RELEASE_PIVOT, 0)
-    # further back than MAX_ROLLOVERS rollovers is no rollover: left as the receiver said
+    # further back than MAX_ROLLOVERS rollovers is no rollover and no date either
     far = RELEASE_PIVOT - (MAX_ROLLOVERS * WEEKS_1024) - dt.timedelta(days=1)
-    assert unroll_gps_week(far) == (far, 0)
+    assert unroll_gps_week(far) is None
     near = RELEASE_PIVOT - (MAX_ROLLOVERS * WEEKS_1024)
     assert unroll_gps_week(near) == (RELEASE_PIVOT, MAX_ROLLOVERS)
+    # a correction is believed up to ROLLOVER_HORIZON after the pivot: the GPS epoch
+    # 1980-01-06 is not moved to 2038-11-21
+    assert unroll_gps_week(dt.date(1980, 1, 6)) is None
+    assert RELEASE_PIVOT + ROLLOVER_HORIZON < dt.date(2038, 11, 21)
+    # any date, corrected or not, before the pivot plus one rollover period
+    last = RELEASE_PIVOT + DATE_HORIZON - dt.timedelta(days=1)
+    assert unroll_gps_week(last) == (last, 0)
+    assert unroll_gps_week(last + dt.timedelta(days=1)) is None
+    assert unroll_gps_week(dt.date(2068, 12, 31)) is None
     # a replay of an old capture is decoded against a pivot of its time
     assert unroll_gps_week(dt.date(2007, 4, 4), pivot=dt.date(2000, 1, 1)) == (
         dt.date(2007, 4, 4),
@@ -143,8 +167,12 @@ def test_unroll_gps_week_is_bounded() -> None:
 def test_the_corrected_fix_is_gps_time_utc_and_corrects_a_pi_without_a_clock() -> None:
     clock = FakeClock(start=TRUE.timestamp() - 10 * 365.25 * 86400, monotonic_start=500.0)
     hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
-    for fix in NmeaDecoder(clock).feed(epoch(ROLLED)):
-        hub.update_fix(fix)
+    decoder = NmeaDecoder(clock)
+    # GNSS time is adopted once CONFIRM_EPOCHS consecutive epochs agree.
+    for second in range(-CONFIRM_EPOCHS + 1, 1):
+        clock.advance(1.0)
+        for fix in decoder.feed(epoch(ROLLED + dt.timedelta(seconds=second))):
+            hub.update_fix(fix)
     assert hub.timebase.source == "gnss"
     assert hub.now() == pytest.approx(TRUE.timestamp(), abs=1e-6)
     clock.advance(0.5)
@@ -171,10 +199,13 @@ def test_a_gpsd_time_is_not_corrected_a_second_time(
     # gpsd already resolved the rollover against its own build date: its word is final,
     # in the fix (GPS_TIME_UTC) and in the time base.
     clock = FakeClock(start=0.0, monotonic_start=500.0)
+    decoder = GpsdDecoder(clock)
+    timebase = TimeBase()
     with caplog.at_level(logging.WARNING):
-        (fix,) = GpsdDecoder(clock).feed(tpv(when))
-        timebase = TimeBase()
-        timebase.observe(fix)
-    assert isinstance(fix, Fix) and fix.time_utc == when.timestamp()
+        for second in range(CONFIRM_EPOCHS):
+            (fix,) = decoder.feed(tpv(when + dt.timedelta(seconds=second)))
+            timebase.observe(fix)
+            clock.advance(1.0)
+    assert isinstance(fix, Fix) and fix.time_utc == when.timestamp() + CONFIRM_EPOCHS - 1
     assert timebase.correct(0.0) == pytest.approx(when.timestamp(), abs=1e-6)
     assert not any("rollover" in m for m in warnings(caplog))

@@ -40,6 +40,15 @@ RELEASE_PIVOT = dt.date(2025, 1, 1)
 # A bound on the loop: from the pivot, three rollovers reach back to 1966, before GPS; a
 # date still early after them is not a rollover, and stays as the receiver said it.
 MAX_ROLLOVERS = 3
+# A date moved forward by rollovers is a guess, believed only if it lands within this long
+# after the pivot. Ten years covers the life of a release (the pivot moves with each one)
+# and rejects 1980-01-06, the GPS epoch a receiver reports before it knows the week
+# number, which three rollovers would otherwise carry to 2038-11-21.
+ROLLOVER_HORIZON = dt.timedelta(days=3652)
+# Any date, corrected or not, must fall before the pivot plus one rollover period: beyond
+# it a receiver's 10-bit week is ambiguous anyway (gpsd believes the same window from its
+# build date), and pynmea2 reads a two-digit year up to 2068 ("311268").
+DATE_HORIZON = GPS_ROLLOVER
 
 _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
@@ -51,6 +60,7 @@ class _Epoch:
 
     tod: dt.time | None
     valid: bool = True  # cleared by RMC status V or GGA quality 0
+    timeless: bool = False  # its RMC's date was rejected: the epoch carries no time
     latitude: float | None = None
     longitude: float | None = None
     altitude: float | None = None
@@ -81,6 +91,8 @@ class NmeaDecoder:
         # take it from the capture's header); a live receiver always uses the default.
         self._pivot = pivot
         self._warned_rollover = False
+        self._warned_date = False
+        self.rejected_times = 0  # RMC sentences whose date was implausible: no time from them
         self.sentences = 0  # sentences pynmea2 parsed
         self.skipped = 0  # garbage runs and sentences that could not be used
         self._sentence: bytearray | None = None  # the sentence being framed, from its '$'
@@ -216,7 +228,13 @@ class NmeaDecoder:
         track = _angle(msg.true_course)
         ep = self._start_epoch(tod)
         if date is not None and tod is not None:
-            self._date, self._date_tod = self._unroll(date), tod
+            unrolled = self._unroll(date)
+            if unrolled is None:
+                # No time from this epoch at all: the last good date with this sentence's
+                # time of day would be just as much a guess.
+                ep.timeless = True
+            else:
+                self._date, self._date_tod = unrolled, tod
         if status != "A":
             ep.valid = False
         _set_position(ep, lat, lon)
@@ -225,10 +243,28 @@ class NmeaDecoder:
         if track is not None:
             ep.track = track
 
-    def _unroll(self, date: dt.date) -> dt.date:
+    def _unroll(self, date: dt.date) -> dt.date | None:
         # The date, not the datetime: the pivot is a midnight and a rollover is whole days,
         # so the time of day and the GGA dating around midnight (_epoch_seconds) stay as is.
-        corrected, rollovers = unroll_gps_week(date, self._pivot)
+        unrolled = unroll_gps_week(date, self._pivot)
+        if unrolled is None:
+            self.rejected_times += 1
+            if not self._warned_date:
+                # Once: a receiver that goes mad says it at every sentence.
+                self._warned_date = True
+                log.warning(
+                    "GNSS: the receiver reports the date %s, which is no plausible date "
+                    "for this release (%s to %s, GPS week rollovers corrected up to %s): "
+                    "its time is ignored; the position is kept",
+                    date.isoformat(),
+                    self._pivot.isoformat(),
+                    (self._pivot + DATE_HORIZON).isoformat(),
+                    (self._pivot + ROLLOVER_HORIZON).isoformat(),
+                )
+            else:
+                log.debug("GNSS: implausible date %s ignored", date.isoformat())
+            return None
+        corrected, rollovers = unrolled
         if rollovers and not self._warned_rollover:
             # Once: the receiver does it at every sentence, and the fix is right after this.
             self._warned_rollover = True
@@ -278,7 +314,7 @@ class NmeaDecoder:
         ep = self._epoch
         positioned = ep.valid and ep.latitude is not None and ep.longitude is not None
         return Fix(
-            time_utc=self._epoch_seconds(ep.tod),
+            time_utc=None if ep.timeless else self._epoch_seconds(ep.tod),
             latitude=ep.latitude if positioned else None,
             longitude=ep.longitude if positioned else None,
             altitude=ep.altitude,
@@ -304,18 +340,25 @@ class NmeaDecoder:
         return dt.datetime.combine(date, tod.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def unroll_gps_week(date: dt.date, pivot: dt.date = RELEASE_PIVOT) -> tuple[dt.date, int]:
+def unroll_gps_week(
+    date: dt.date, pivot: dt.date = RELEASE_PIVOT
+) -> tuple[dt.date, int] | None:
     """``date`` moved forward by whole GPS week rollovers until it is not before ``pivot``.
 
-    Returns the date and the number of rollovers added (0: the date is kept). A date still
-    before the pivot after :data:`MAX_ROLLOVERS` is returned unchanged.
+    Returns the date and the number of rollovers added (0: the date is kept), or None for
+    a date that is no plausible time: still before the pivot after :data:`MAX_ROLLOVERS`,
+    moved past ``pivot + ROLLOVER_HORIZON``, or at or after ``pivot + DATE_HORIZON``.
     """
     corrected, rollovers = date, 0
     while corrected < pivot:
         if rollovers == MAX_ROLLOVERS:
-            return date, 0
+            return None
         corrected += GPS_ROLLOVER
         rollovers += 1
+    if rollovers and corrected > pivot + ROLLOVER_HORIZON:
+        return None
+    if corrected >= pivot + DATE_HORIZON:
+        return None
     return corrected, rollovers
 
 

@@ -1,0 +1,163 @@
+"""Issue 10 item 2: one bogus GNSS sentence must never step the clock.
+
+GNSS time is adopted (first anchor or a step) only once several consecutive epochs agree
+with each other and with the monotonic clock; a date that a week-rollover correction would
+move past a plausible horizon, or that lies too far ahead, gives no time at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import operator
+import random
+
+import pytest
+
+from eccm.clock import FakeClock
+from eccm.gnss.fix import Fix
+from eccm.gnss.nmea import NmeaDecoder
+from eccm.timebase import CONFIRM_EPOCHS, TimeBase
+
+TRUE = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+Y2038 = dt.datetime(2038, 11, 21, 11, 6, 40, tzinfo=dt.UTC).timestamp()
+
+
+def fix(clock: FakeClock, gnss_time: float) -> Fix:
+    return Fix(
+        time_utc=gnss_time,
+        latitude=45.0,
+        longitude=7.0,
+        altitude=300.0,
+        speed=12.0,
+        track=90.0,
+        quality=1,
+        satellites=9,
+        hdop=0.8,
+        received=clock.monotonic(),
+        received_wall=clock.time(),
+    )
+
+
+def epochs(tb: TimeBase, clock: FakeClock, true_at_start: float, n: int) -> None:
+    """``n`` good 1 Hz epochs; GNSS time follows the monotonic clock."""
+    for _ in range(n):
+        clock.advance(1.0)
+        tb.observe(fix(clock, true_at_start + clock.monotonic() - 500.0))
+
+
+def test_a_single_fix_does_not_anchor_the_time_but_consecutive_agreeing_epochs_do() -> None:
+    clock = FakeClock(start=TRUE - 10 * 365.25 * 86400, monotonic_start=500.0)
+    tb = TimeBase()
+    epochs(tb, clock, TRUE, 1)
+    assert tb.source == "system", "one fix must not set the time"
+    epochs(tb, clock, TRUE, CONFIRM_EPOCHS - 1)
+    assert tb.source == "gnss"
+    assert tb.stamp(clock.time(), clock.monotonic())[0] == pytest.approx(
+        TRUE + clock.monotonic() - 500.0, abs=1e-6
+    )
+
+
+def test_a_lone_bogus_fix_among_good_ones_never_moves_the_stamps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(start=TRUE - 10 * 365.25 * 86400, monotonic_start=500.0)
+    tb = TimeBase()
+    epochs(tb, clock, TRUE, CONFIRM_EPOCHS)
+    with caplog.at_level(logging.INFO, logger="eccm.timebase"):
+        for bogus in (Y2038, TRUE + 42 * 365.25 * 86400, Y2038, TRUE - 86400.0, Y2038):
+            clock.advance(0.5)
+            tb.observe(fix(clock, bogus + clock.monotonic()))
+            expected = TRUE + clock.monotonic() - 500.0
+            assert tb.stamp(clock.time(), clock.monotonic())[0] == pytest.approx(expected)
+            epochs(tb, clock, TRUE, 1)
+    assert not any("stepped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_real_step_is_followed_once_consecutive_epochs_confirm_it() -> None:
+    clock = FakeClock(start=TRUE, monotonic_start=500.0)
+    tb = TimeBase()
+    epochs(tb, clock, TRUE + 3600.0, CONFIRM_EPOCHS)  # the system clock is an hour behind
+    assert tb.offset == pytest.approx(3600.0)
+    # The receiver had the wrong hour (bad almanac) and corrects itself for good.
+    for i in range(CONFIRM_EPOCHS):
+        assert tb.offset == pytest.approx(3600.0), f"stepped after {i} epochs"
+        epochs(tb, clock, TRUE, 1)
+    assert tb.offset == 0.0 and tb.source == "system"
+
+
+def test_epochs_that_disagree_with_the_monotonic_clock_are_not_adopted() -> None:
+    clock = FakeClock(start=TRUE - 86400.0, monotonic_start=500.0)
+    tb = TimeBase()
+    # GNSS time runs ten times faster than the monotonic clock: not a clock to trust.
+    for i in range(20):
+        clock.advance(1.0)
+        tb.observe(fix(clock, TRUE + 10.0 * i))
+    assert tb.source == "system"
+
+
+def test_a_mad_receiver_is_logged_once_ignored_then_trusted_again_after_consistent_epochs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock(start=TRUE - 10 * 365.25 * 86400, monotonic_start=500.0)
+    tb = TimeBase()
+    epochs(tb, clock, TRUE, CONFIRM_EPOCHS)
+    rng = random.Random(7)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="eccm.timebase"):
+        for _ in range(200):
+            clock.advance(0.2)
+            tb.observe(fix(clock, rng.uniform(0, 3e9)))
+            assert tb.stamp(clock.time(), clock.monotonic())[0] == pytest.approx(
+                TRUE + clock.monotonic() - 500.0
+            )
+    noisy = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(noisy) == 1, [r.getMessage() for r in noisy]
+    assert "ignored" in noisy[0].getMessage()
+    assert tb.rejected >= 200 - CONFIRM_EPOCHS
+    # It calms down, on a time a day later than before (a true step): adopted after a few.
+    epochs(tb, clock, TRUE + 86400.0, CONFIRM_EPOCHS)
+    assert tb.stamp(clock.time(), clock.monotonic())[0] == pytest.approx(
+        TRUE + 86400.0 + clock.monotonic() - 500.0
+    )
+
+
+# ---------------------------------------------------------------- the decoder's dates
+def sentence(body: str) -> bytes:
+    checksum = functools.reduce(operator.xor, body.encode("ascii"), 0)
+    return f"${body}*{checksum:02X}\r\n".encode("ascii")
+
+
+def rmc(hhmmss: str, ddmmyy: str) -> bytes:
+    return sentence(f"GPRMC,{hhmmss}.00,A,4807.038,N,01131.000,E,022.4,084.4,{ddmmyy},,,A")
+
+
+@pytest.mark.parametrize(
+    "ddmmyy",
+    [
+        "060180",  # the GPS epoch: 3 rollovers would land in 2038-11-21
+        "311268",  # pynmea2 reads 2068-12-31
+        "010145",  # 2045: after the pivot plus one rollover period
+        "010166",  # 1966: before GPS, still before the pivot after every rollover
+    ],
+)
+def test_an_implausible_date_gives_no_time_but_keeps_the_position(
+    ddmmyy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    decoder = NmeaDecoder(FakeClock())
+    with caplog.at_level(logging.WARNING, logger="eccm.gnss.nmea"):
+        fixes = decoder.feed(rmc("110640", ddmmyy) + rmc("110641", ddmmyy))
+    assert [f.time_utc for f in fixes] == [None, None]
+    assert all(f.has_position for f in fixes)
+    (warning,) = [r.getMessage() for r in caplog.records]  # once, not per sentence
+    assert "ignored" in warning
+    assert decoder.rejected_times == 2
+
+
+def test_a_rejected_date_does_not_lend_the_last_good_date_to_its_epoch() -> None:
+    decoder = NmeaDecoder(FakeClock())
+    good = decoder.feed(rmc("110640", "181126"))
+    bad = decoder.feed(rmc("230000", "060180"))
+    assert good[0].time_utc == TRUE
+    assert bad[0].time_utc is None
