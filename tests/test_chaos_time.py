@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from eccm.gnss.fix import Fix
 from eccm.hub import REDATE_STEP, Hub
 from eccm.recorder import Recorder
 from eccm.sample import Layout, Reading, Sample, trip_id_for
-from eccm.timebase import TimeBase
+from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 from eccm.trip import Trip, TripComputer, TripSettings
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
@@ -65,6 +66,16 @@ def fix(clock: FakeClock, gnss_time: float, latency: float = 0.0) -> Fix:
     )
 
 
+def confirmed(clock: FakeClock, gnss_time: float) -> list[Fix]:
+    """The receiver's last CONFIRM_EPOCHS epochs at 1 Hz, the newest saying ``gnss_time``
+    now: GNSS time is adopted only once that many consecutive epochs agree."""
+    newest = fix(clock, gnss_time)
+    return [
+        replace(newest, time_utc=gnss_time - k, received=newest.received - k)
+        for k in range(CONFIRM_EPOCHS - 1, -1, -1)
+    ]
+
+
 def hub_at(wall: float) -> tuple[FakeClock, Hub, Events]:
     clock = FakeClock(start=wall, monotonic_start=500.0)
     hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
@@ -99,7 +110,8 @@ def test_the_first_fix_ends_a_trip_stamped_years_off_and_the_drive_goes_on_in_a_
     assert old_trip.startswith("2016") and all(s.trip_id == old_trip for s in before)
     assert all(s.time_source == "system" for s in before)
 
-    hub.update_fix(fix(clock, TRUE + 10.0))  # the receiver knows the true time
+    for f in confirmed(clock, TRUE + 10.0):  # the receiver knows the true time
+        hub.update_fix(f)
     clock.advance(0.5)
     after = [engine_row(hub, clock)]
     for _ in range(10):
@@ -119,7 +131,8 @@ def test_the_first_fix_ends_a_trip_stamped_years_off_and_the_drive_goes_on_in_a_
 def test_a_clock_a_few_seconds_off_keeps_its_trip() -> None:
     clock, hub, events = hub_at(TRUE - 20.0)
     first = engine_row(hub, clock)
-    hub.update_fix(fix(clock, TRUE + 0.2))
+    for f in confirmed(clock, TRUE + 0.2):
+        hub.update_fix(f)
     clock.advance(0.5)
     second = engine_row(hub, clock)
     assert second.time_source == "gnss"
@@ -130,7 +143,8 @@ def test_a_clock_a_few_seconds_off_keeps_its_trip() -> None:
 
 def test_ntp_setting_the_clock_between_two_fixes_does_not_move_the_stamps() -> None:
     clock, hub, events = hub_at(TRUE - TEN_YEARS)
-    hub.update_fix(fix(clock, TRUE))
+    for f in confirmed(clock, TRUE):
+        hub.update_fix(f)
     first = engine_row(hub, clock)
     assert first.time_source == "gnss"
     clock.advance(0.4)
@@ -210,7 +224,8 @@ def test_a_trip_across_the_gnss_correction_keeps_its_time_and_distance() -> None
     trip = Trip("z", TripSettings())
     for i in range(10):
         if i == 5:
-            hub.update_fix(fix(clock, TRUE + clock.monotonic() - 500.0))
+            for f in confirmed(clock, TRUE + clock.monotonic() - 500.0):
+                hub.update_fix(f)
         trip.add(engine_row(hub, clock, speed=36.0))
         clock.advance(1.0)
     totals = trip.totals()
@@ -352,17 +367,24 @@ def test_a_receiver_with_the_gps_week_rollover_bug_does_not_send_the_rows_back_t
 
     true = dt.datetime.fromtimestamp(TRUE, dt.UTC)
     rollover = dt.timedelta(weeks=1024)
-    clock, hub, events = hub_at(TRUE)  # the system clock is right (NTP)
+    settle = CONFIRM_EPOCHS - 1  # seconds of epochs before the time is adopted
+    clock, hub, events = hub_at(TRUE - settle)  # the system clock is right (NTP)
     first = engine_row(hub, clock)
-    for f in NmeaDecoder(clock).feed(epoch(true - rollover)):  # the receiver says 2007
-        hub.update_fix(f)
+    decoder = NmeaDecoder(clock)
+    for k in range(settle, -1, -1):
+        for f in decoder.feed(epoch(true - rollover - dt.timedelta(seconds=k))):  # 2007
+            hub.update_fix(f)
+        clock.advance(1.0 if k else 0.0)
     clock.advance(0.5)
     second = engine_row(hub, clock)
     assert second.time_source == "system" and abs(second.time - (TRUE + 0.5)) < 1e-6
     assert second.trip_id == first.trip_id and events.ends == []
     assert second.fix is not None and second.fix.time_utc == TRUE
     # and on a Pi without a clock, the rollover-bugged receiver still gives the right time
-    clock2, hub2, _ = hub_at(TRUE - TEN_YEARS)
-    for f in NmeaDecoder(clock2).feed(epoch(true - 2 * rollover)):
-        hub2.update_fix(f)
+    clock2, hub2, _ = hub_at(TRUE - TEN_YEARS - settle)
+    decoder2 = NmeaDecoder(clock2)
+    for k in range(settle, -1, -1):
+        for f in decoder2.feed(epoch(true - 2 * rollover - dt.timedelta(seconds=k))):
+            hub2.update_fix(f)
+        clock2.advance(1.0 if k else 0.0)
     assert abs(hub2.now() - TRUE) < 1e-6

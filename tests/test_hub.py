@@ -172,16 +172,21 @@ def test_a_failing_listener_does_not_stop_the_others() -> None:
 def test_clock_off_by_more_than_two_seconds_is_corrected_from_gnss() -> None:
     clock, hub, _ = make()
     clock.set_wall(946_684_800.0)  # the Pi booted thinking it is 2000-01-01
-    true_time = 1_800_000_000.0
-    hub.update_fix(fix_at(clock, true_time))
+    true_time = 1_800_000_000.0 - 2.0
+    # GNSS time is adopted once CONFIRM_EPOCHS (3) consecutive 1 Hz epochs agree.
+    for second in range(3):
+        clock.advance(1.0 if second else 0.0)
+        hub.update_fix(fix_at(clock, true_time + second))
+    true_time += 2.0
     assert hub.timebase.source == "gnss"
     assert abs(hub.now() - true_time) < 1e-6
     s = hub.emit()
     assert s is not None and s.time_source == "gnss"
     assert s.trip_id == trip_id_for(true_time)
     # NTP later sets the clock: back to the system time
+    clock.advance(10.0)
     clock.set_wall(true_time + 10)
-    hub.update_fix(fix_at(clock, true_time + 10.5))
+    hub.update_fix(fix_at(clock, true_time + 10))
     assert hub.timebase.source == "system"
 
 
