@@ -47,12 +47,13 @@ class Peer:
     def __init__(self, *, plain_auth: bool = False, **kw: Any) -> None:
         self.clock: FakeClock = kw.pop("clock", None) or FakeClock()
         self.backend: FakeBackend = kw.pop("backend", None) or FakeBackend(self.clock)
+        address = kw.pop("address", "192.0.2.7")
         self.session = Session(
             self.backend,
             SECRET,
             self.clock,
-            peer="192.0.2.7:50000",
-            address="192.0.2.7",
+            peer=f"{address}:50000",
+            address=address,
             plain_auth=plain_auth,
             **kw,
         )
@@ -264,6 +265,103 @@ def test_auth_timeout_is_paused_while_an_auth_is_held_back() -> None:
     p.line(f"AUTH HMAC {proof(p.session.nonce)}")
     assert p.tick(30) == [] and not p.session.closed
     assert p.tick(30) == [{"class": "AUTH", "ok": True}]
+
+
+def test_one_pending_auth_per_address_the_others_refused_at_once() -> None:
+    """Found (issue 10.4): AUTHs held back for one address were all released together
+    after the delay, so SOCKET_SERVER_MAX_CLIENTS guesses passed per delay."""
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=1.0)
+    error(Peer(clock=clock, limiter=limiter).one(f"AUTH HMAC {'0' * 64}"), "auth_failed")
+    held = Peer(clock=clock, limiter=limiter)
+    assert held.line(f"AUTH HMAC {'1' * 64}") == []  # held back 1 s
+    for _ in range(5):
+        other = Peer(clock=clock, limiter=limiter)
+        reply = other.one(f"AUTH HMAC {'2' * 64}")
+        error(reply, "busy")  # refused at once, not checked, not counted
+        assert "AUTH" in reply["message"]
+        assert other.session.state is State.AUTHENTICATING and other.session.wants_data
+    error(held.tick(1.0)[0], "auth_failed")
+    # The address is free again: the next AUTH is held (2 s now), not refused.
+    nxt = Peer(clock=clock, limiter=limiter)
+    assert nxt.line(f"AUTH HMAC {proof(nxt.session.nonce)}") == []
+    assert nxt.tick(2.0) == [{"class": "AUTH", "ok": True}]
+
+
+def test_a_held_auth_whose_connection_closes_frees_its_address() -> None:
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=1.0)
+    error(Peer(clock=clock, limiter=limiter).one(f"AUTH HMAC {'0' * 64}"), "auth_failed")
+    gone = Peer(clock=clock, limiter=limiter)
+    assert gone.line(f"AUTH HMAC {'1' * 64}") == []
+    gone.session.abort("peer gone")
+    late = Peer(clock=clock, limiter=limiter)
+    assert late.line(f"AUTH HMAC {proof(late.session.nonce)}") == []  # held, not refused
+    assert late.tick(1.0) == [{"class": "AUTH", "ok": True}]
+
+
+def test_loopback_addresses_are_one_address_for_the_limiter() -> None:
+    """Found (issue 10.4): every 127.x.y.z had its own entry: 300 guesses from rotating
+    loopback addresses went through in 0.2 s."""
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=1.0)
+    p = Peer(clock=clock, limiter=limiter, address="127.0.0.2")
+    error(p.one(f"AUTH HMAC {'0' * 64}"), "auth_failed")
+    for other in ("127.0.0.3", "127.1.2.3", "::1", "::ffff:127.0.0.9"):
+        assert limiter.wait(other) == pytest.approx(1.0), other
+    assert limiter.wait("192.0.2.7") == 0.0
+    q = Peer(clock=clock, limiter=limiter, address="127.0.0.3")
+    assert q.line(f"AUTH HMAC {'1' * 64}") == []  # held back like the same address
+
+
+def test_global_ceiling_on_failures_from_rotating_addresses() -> None:
+    """Rotating addresses (a /16 of a LAN, IPv6 /64s) must not multiply the guesses: at
+    most 30 are checked per minute across every address, right or wrong."""
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=1.0)
+    checked = 0
+    held: list[Peer] = []
+    for i in range(300):
+        p = Peer(clock=clock, limiter=limiter, address=f"10.0.{i // 250}.{i % 250 + 1}")
+        replies = p.line(f"AUTH HMAC {'0' * 64}")
+        if replies:
+            error(replies[0], "auth_failed")
+            checked += 1
+        else:
+            held.append(p)
+        clock.advance(0.1)  # 300 guesses in 30 s
+    assert checked == 30
+    # The right secret is held back too while the ceiling is reached (checking it would
+    # tell a guesser it was right), and goes through once the minute has passed.
+    owner = Peer(clock=clock, limiter=limiter, address="192.0.2.99")
+    assert owner.line(f"AUTH HMAC {proof(owner.session.nonce)}") == []
+    assert owner.tick(61.0) == [{"class": "AUTH", "ok": True}]
+    # The held guesses are released 30 a minute, the others held again.
+    assert sum(bool(p.tick()) for p in held) == 30
+    clock.advance(1.0)
+    assert sum(bool(p.tick()) for p in held) == 0
+
+
+def test_failures_are_logged_once_a_minute_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found (issue 10.4): every failure logged a WARNING (826 lines in one run)."""
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=0.0, per_minute=1000)  # no delays: the log is tested
+    for i in range(100):
+        p = Peer(clock=clock, limiter=limiter, address=f"192.0.2.{i % 7 + 1}")
+        error(p.one(f"AUTH HMAC {'0' * 64}"), "auth_failed")
+        clock.advance(0.5)  # 100 failures in 50 s
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(warnings) <= 2, [r.getMessage() for r in warnings]
+    clock.advance(60)
+    limiter.report()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) <= 3
+    counts = [int(m.group(1)) for m in map(re.compile(r"failed (\d+) time").search, lines) if m]
+    assert sum(counts) == 100, lines
+    assert "192.0.2.2 (15)" in lines[-1] and len(lines[-1]) < 400  # addresses named, bounded
 
 
 # -- timeouts ------------------------------------------------------------------------------

@@ -308,6 +308,52 @@ def test_failure_delay_per_address(world: World) -> None:
     assert time.monotonic() - t0 >= 0.8
 
 
+# -- the listen queue (issue 10.7) ---------------------------------------------------------
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: socket.socket) -> tuple[int, int]:
+    """(tcpi_state, tcpi_total_retrans) of a Linux TCP socket (struct tcp_info)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return info[0], int.from_bytes(info[100:104], "little")
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux TCP_INFO")
+def test_a_burst_of_connects_waits_in_the_listen_queue_without_syn_retransmits(
+    world: World,
+) -> None:
+    """Found: listen(16): 200 back-to-back connects overflowed the queue 22 times, and 11
+    connects waited 1.02 s for the SYN to be sent again. With the accept loop held still,
+    200 connects must all be completed by the kernel at once: none left in SYN-SENT, none
+    retransmitted (a SYN the kernel dropped is only sent again after 1 s)."""
+    addr = world.serve()
+    socks: list[socket.socket] = []
+    # The accept loop blocks on the server's lock right after its first accept, so every
+    # other connect has to wait in the listen queue.
+    with world.server._lock:
+        try:
+            for _ in range(200):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    s.connect(addr)
+
+            def in_syn_sent() -> int:
+                return sum(tcp_state(s)[0] != TCP_ESTABLISHED for s in socks)
+
+            # Loopback completes a queued connect within the connect() call; a dropped SYN
+            # stays in SYN-SENT while the queue is full, whatever the wait.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: in_syn_sent() == 0, timeout=20.0)
+            stuck = in_syn_sent()
+            retransmitted = sum(tcp_state(s)[1] > 0 for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+    assert (stuck, retransmitted) == (0, 0)
+
+
 # -- configuration problems ----------------------------------------------------------------
 def test_port_in_use_is_a_config_error(world: World) -> None:
     _host, port = world.serve()

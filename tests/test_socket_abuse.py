@@ -28,7 +28,7 @@ import pytest
 from eccm.clock import SystemClock
 from eccm.config import Config, parse
 from eccm.control import client as query_client
-from eccm.control.client import run_query
+from eccm.control.client import hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, address_key
 from tests.control_fakes import SECRET, Client, FakeBackend
 from tests.waiting import wait_until
@@ -179,6 +179,80 @@ def test_authenticated_clients_and_fair_shares_are_never_displaced(world: World)
     # fair share: nobody is displaced.
     assert codes(world.connect(addr).rest()) == ["too_many_clients"]
     assert a.ask("PING") == b.ask("PING") == waiting.ask("PING") == {"class": "PONG"}
+
+
+# -- the AUTH limiter (issue 10.4) ---------------------------------------------------------
+WRONG = f"AUTH HMAC {'0' * 64}"
+
+
+def replied(clients: list[Client]) -> list[Client]:
+    """The clients with a reply waiting (their HELLO was read already)."""
+    ready, _w, _x = select.select([c.sock for c in clients], [], [], 0)
+    return [c for c in clients if c.sock in ready]
+
+
+def held_one_at_a_time(world: World, clients: list[Client]) -> dict[str, int]:
+    """Fire a wrong AUTH on every client at once; every one but a single held-back AUTH is
+    answered without waiting for the server's clock; then the clock passes the delay."""
+    for c in clients:
+        c.hello()
+    for c in clients:
+        c.send(WRONG)
+    wait_until(
+        lambda: len(replied(clients)) >= len(clients) - 1,
+        timeout=WAIT,
+        what="every AUTH but one answered",
+    )
+    answered = replied(clients)
+    got: dict[str, int] = {}
+    for c in answered:
+        code = c.reply()["code"]
+        got[code] = got.get(code, 0) + 1
+    (held,) = [c for c in clients if c not in answered]  # nothing moved the clock: still held
+    world.clock.offset += 61.0
+    assert held.reply()["code"] == "auth_failed"
+    return got
+
+
+def test_auths_from_one_address_are_checked_one_at_a_time(world: World) -> None:
+    """Found: failed AUTHs held back for one address were all released together after the
+    delay, so SOCKET_SERVER_MAX_CLIENTS guesses passed per delay."""
+    # A long auth timeout: the clock jumps below must not close a connection whose AUTH
+    # the server has not read yet.
+    addr = world.serve(failure_base=30.0, auth_timeout=600.0)
+    first = world.connect(addr)
+    first.hello()
+    assert first.ask(WRONG)["code"] == "auth_failed"
+    crowd = [world.connect(addr) for _ in range(5)]
+    assert held_one_at_a_time(world, crowd) == {"busy": 4}
+    # Refused, not checked: the right secret still gets in once the address's delay is over.
+    owner = world.connect(addr)
+    owner.send(f"AUTH HMAC {hmac_proof(SECRET, owner.hello()['nonce'])}")
+    world.clock.offset += 61.0
+    assert owner.reply() == {"class": "AUTH", "ok": True}
+
+
+def test_rotating_loopback_addresses_are_one_address(world: World) -> None:
+    """Found: every 127.x.y.z had its own entry: 300 guesses from rotating loopback
+    addresses took 0.2 s. Eight connections from eight of them get one guess checked,
+    one held back, the rest refused."""
+    addr = world.serve(failure_base=30.0)
+    crowd = [world.connect(addr, source=f"127.0.0.{i}") for i in range(2, 10)]
+    assert held_one_at_a_time(world, crowd) == {"auth_failed": 1, "busy": 6}
+
+
+def test_failed_auths_do_not_flood_the_log(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Found: every failed AUTH logged a WARNING (826 lines in one run)."""
+    caplog.set_level(logging.INFO, logger="eccm.control")
+    addr = world.serve(failure_base=0.01, failure_cap=0.02)  # short delays: 20 quick failures
+    for _ in range(20):
+        c = world.connect(addr)
+        c.hello()
+        assert c.ask(WRONG)["code"] == "auth_failed"
+        c.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(warnings) <= 3, warnings  # one a minute (the run may straddle two)
+    assert world.connect(addr).auth().ask("PING") == {"class": "PONG"}
 
 
 def test_a_surplus_client_that_pipelines_still_reads_why(world: World) -> None:

@@ -22,13 +22,12 @@ import logging
 import math
 import re
 import secrets
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eccm import __version__
-from eccm.backoff import Backoff
 from eccm.clock import Clock
+from eccm.control.authlimit import AuthLimiter, Verdict
 from eccm.control.backend import Backend, Refused, ValueInfo, plain
 from eccm.sample import Reading, iso_utc
 
@@ -132,58 +131,6 @@ def encode(obj: Mapping[str, object]) -> bytes:
 def echo(text: str, limit: int = ECHO_LIMIT) -> str:
     """Peer text to quote in a message: cut short (JSON escaping does the rest)."""
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-class AuthLimiter:
-    """Failure delays per address, shared by every session of a server.
-
-    After the n-th failed AUTH in a row from an address, its next AUTH is checked no sooner
-    than ``min(cap, base * 2**(n-1))`` seconds after that failure, whether right or wrong:
-    delaying only the wrong answers would let a client that gives up early guess at full
-    speed. A success resets the address. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        base: float = 1.0,
-        cap: float = 60.0,
-        forget_after: float = 3600.0,
-        max_addresses: int = 4096,
-    ) -> None:
-        self._clock = clock
-        self._template = Backoff(base=base, factor=2.0, cap=cap)
-        self._forget_after = forget_after
-        self._max = max_addresses
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[Backoff, float]] = {}  # address → (backoff, failed at)
-
-    def wait(self, address: str) -> float:
-        """Seconds to hold back an AUTH from ``address`` (0: check it now)."""
-        now = self._clock.monotonic()
-        with self._lock:
-            entry = self._entries.get(address)
-            if entry is None:
-                return 0.0
-            backoff, at = entry
-            if now - at > self._forget_after:
-                del self._entries[address]
-                return 0.0
-        return max(0.0, at + backoff.delay() - now)
-
-    def failed(self, address: str) -> None:
-        now = self._clock.monotonic()
-        with self._lock:
-            backoff = self._entries.pop(address, (self._template, now))[0].failed()
-            if len(self._entries) >= self._max:
-                # Bounded memory against a sweep of addresses: forget the oldest failure.
-                oldest = min(self._entries, key=lambda a: self._entries[a][1])
-                del self._entries[oldest]
-            self._entries[address] = (backoff, now)
-
-    def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._entries.pop(address, None)
 
 
 class Session:
@@ -343,7 +290,7 @@ class Session:
             if now >= self._held_until:
                 method, proof = self._held_auth
                 self._held_auth = None
-                self._verify(method, proof)
+                self._attempt(method, proof)  # may be held again (the global ceiling)
             return
         if self.state is State.AUTHENTICATING:
             if now >= self._auth_deadline:
@@ -375,6 +322,11 @@ class Session:
             return self._last_request + self._idle_timeout
         return self._next_live
 
+    def abort(self, reason: str) -> None:
+        """Close without a reply: the connection is gone or the server stops (an AUTH held
+        back for it is given up, so that its address may try again)."""
+        self._close(reason)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
@@ -393,6 +345,8 @@ class Session:
             log.debug("control client %s: closing (%s)", self.peer, reason)
         self._fire(Event.CLOSE)
         self._in.clear()
+        if self._held_auth is not None and self._limiter is not None:
+            self._limiter.cancel(self._address, self)  # frees the address for its next try
         self._held_auth = None
         self._token = None
 
@@ -465,34 +419,56 @@ class Session:
                 )
                 return
             method, proof = "plain", text.split(None, 1)[1]
-        wait = 0.0 if self._limiter is None else self._limiter.wait(self._address)
-        if wait > 0:
-            self._held_auth = (method, proof)
-            self._held_until = self._clock.monotonic() + wait
-            return
-        self._verify(method, proof)
+        self._attempt(method, proof)
 
-    def _verify(self, method: str, proof: str) -> None:
+    def _attempt(self, method: str, proof: str) -> None:
+        """Check the proof now, or hold it back, or refuse it, as the limiter says."""
+        if self._limiter is None:
+            self._settle(method, self._check(method, proof))
+            return
+        result = self._limiter.attempt(
+            self._address, lambda: self._check(method, proof), holder=self
+        )
+        if result.verdict is Verdict.HELD:
+            self._held_auth = (method, proof)
+            self._held_until = result.until
+        elif result.verdict is Verdict.REFUSED:
+            # Not checked, so not a guess: the connection stays, its auth timeout runs.
+            left = max(1, math.ceil(result.until - self._clock.monotonic()))
+            self._error(
+                "busy",
+                f"another AUTH from your address is held back for {left} s after failed "
+                "attempts: send AUTH again after it",
+            )
+        else:
+            self._settle(method, result.verdict is Verdict.ACCEPTED)
+
+    def _check(self, method: str, proof: str) -> bool:
+        """Whether the proof is right; pure and quick (it runs under the limiter's lock)."""
         given = proof.encode("utf-8")
         if method == "hmac":
             expected = hmac.new(self._key, self.nonce.encode("ascii"), hashlib.sha256)
-            ok = hmac.compare_digest(expected.hexdigest().encode("ascii"), given.lower())
-        else:
-            # Digests of both, so that the comparison does not leak the secret's length.
-            ok = hmac.compare_digest(
-                hashlib.sha256(self._key).digest(), hashlib.sha256(given).digest()
-            )
+            return hmac.compare_digest(expected.hexdigest().encode("ascii"), given.lower())
+        # Digests of both, so that the comparison does not leak the secret's length.
+        return hmac.compare_digest(
+            hashlib.sha256(self._key).digest(), hashlib.sha256(given).digest()
+        )
+
+    def _settle(self, method: str, ok: bool) -> None:
         if ok:
-            if self._limiter is not None:
-                self._limiter.succeeded(self._address)
             self._fire(Event.AUTH_OK)
             self._last_request = self._clock.monotonic()
             log.info("control client %s authenticated (%s)", self.peer, method)
             self._send({"class": "AUTH", "ok": True})
             return
-        if self._limiter is not None:
-            self._limiter.failed(self._address)
-        log.warning("control client %s failed to authenticate (%s)", self.peer, method)
+        # The limiter logs failures as one line a minute; a line each would let a guesser
+        # fill the log (and the SD card).
+        log.log(
+            logging.DEBUG if self._limiter is not None else logging.WARNING,
+            "control client %s failed to authenticate (%s)",
+            self.peer,
+            method,
+        )
         self._error("auth_failed", "wrong secret")
         self.close_reason = "auth failed"
         self._fire(Event.AUTH_FAILED)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 from eccm.clock import Clock, SystemClock
 from eccm.config import Config
+from eccm.control.authlimit import FAILURES_PER_MINUTE, AuthLimiter
+from eccm.control.authlimit import address_key as address_key
 from eccm.control.backend import Backend
 from eccm.control.protocol import (
     AUTH_TIMEOUT,
     IDLE_TIMEOUT,
-    AuthLimiter,
     Session,
     State,
     encode,
@@ -67,6 +68,7 @@ class Limits:
     max_unread: int = 64 * 1024  # a watcher that leaves this much unread is dropped
     failure_base: float = 1.0  # first failure delay; doubles per failure from an address
     failure_cap: float = 60.0
+    failures_per_minute: int = FAILURES_PER_MINUTE  # across every address
 
 
 def is_loopback(host: str) -> bool:
@@ -79,19 +81,20 @@ def is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
-def address_key(host: str) -> str:
-    """Who a peer is, for fairness and failure delays: its IPv4 address, or the /64 of
-    its IPv6 address (one host on a LAN may take any address of its /64 at will)."""
+def listen_backlog() -> int:
+    """The longest listen queue the system allows (net.core.somaxconn).
+
+    A short queue drops the SYNs of a burst of connects, which the client sends again only
+    after a second (found: listen(16) and 200 connects: 11 of them waited 1.02 s). The
+    kernel caps the queue at somaxconn whatever we ask; the queue costs memory only for
+    connections actually waiting in it.
+    """
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        if not ip.is_loopback:
-            return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
+            value = int(f.read().strip())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+    return max(value, socket.SOMAXCONN)
 
 
 class _Throttle:
@@ -157,6 +160,8 @@ class ControlServer:
     """Listens on SOCKET_SERVER_BIND:SOCKET_SERVER_PORT once :meth:`start` is called.
 
     ``port``/``bind`` override the config (tests use port 0: see :attr:`address`).
+    ``limiter``: the failed-authentication limiter to share with another front end (one
+    of this server's own, from ``limits``, if None).
     """
 
     def __init__(
@@ -168,6 +173,7 @@ class ControlServer:
         bind: str | None = None,
         port: int | None = None,
         limits: Limits | None = None,
+        limiter: AuthLimiter | None = None,
     ) -> None:
         if not cfg.socket_server_secret:
             raise ConfigError(
@@ -180,8 +186,12 @@ class ControlServer:
         self._bind = cfg.socket_server_bind if bind is None else bind
         self._port = cfg.socket_server_port if port is None else port
         self._limits = limits or Limits()
-        self._limiter = AuthLimiter(
-            self._clock, base=self._limits.failure_base, cap=self._limits.failure_cap
+        # Shared with the web page's login when given, so that switching door gains nothing.
+        self._limiter = limiter or AuthLimiter(
+            self._clock,
+            base=self._limits.failure_base,
+            cap=self._limits.failure_cap,
+            per_minute=self._limits.failures_per_minute,
         )
         self._throttle = _Throttle(self._clock)
         self._ssl: ssl.SSLContext | None = None
@@ -204,7 +214,7 @@ class ControlServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._bind, self._port))
-            sock.listen(16)
+            sock.listen(listen_backlog())
         except OSError as exc:
             sock.close()
             raise ConfigError(
@@ -264,7 +274,10 @@ class ControlServer:
         assert self._listener is not None
         while not self._stopping.is_set():
             try:
-                ready, _w, _x = select.select([self._listener, self._wake_r], [], [])
+                # The timeout only gives the limiter its chance to log the last minute's
+                # count of failed AUTHs when no more come.
+                ready, _w, _x = select.select([self._listener, self._wake_r], [], [], 10.0)
+                self._limiter.report()
                 if self._listener not in ready:
                     continue
                 conn, addr = self._listener.accept()
@@ -392,6 +405,7 @@ class ControlServer:
     def _serve(self, cid: int, rec: _Conn, host: str, peer: str) -> None:
         conn = rec.sock
         sock: socket.socket = conn
+        session: Session | None = None
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
@@ -441,6 +455,8 @@ class ControlServer:
         except Exception:
             log.exception("control client %s: unexpected error", peer)
         finally:
+            if session is not None:
+                session.abort("connection closed")  # gives up an AUTH it held back
             with contextlib.suppress(OSError):
                 sock.close()
             with self._lock:
