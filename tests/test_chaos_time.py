@@ -5,8 +5,8 @@ against wall clocks that are years off, get corrected by a fix, or are set by NT
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest

@@ -151,7 +151,7 @@ def test_unroll_gps_week_is_bounded() -> None:
     # a correction is believed up to ROLLOVER_HORIZON after the pivot: the GPS epoch
     # 1980-01-06 is not moved to 2038-11-21
     assert unroll_gps_week(dt.date(1980, 1, 6)) is None
-    assert RELEASE_PIVOT + ROLLOVER_HORIZON < dt.date(2038, 11, 21)
+    assert dt.date(2038, 11, 21) > RELEASE_PIVOT + ROLLOVER_HORIZON
     # any date, corrected or not, before the pivot plus one rollover period
     last = RELEASE_PIVOT + DATE_HORIZON - dt.timedelta(days=1)
     assert unroll_gps_week(last) == (last, 0)

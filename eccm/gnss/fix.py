@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, replace
+
+from eccm.clock import Clock
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +36,139 @@ class Fix:
     @property
     def has_position(self) -> bool:
         return self.latitude is not None and self.longitude is not None
+
+
+# Physical bounds of a car's fix; a value outside is a receiver's (or an attacker's) error,
+# left empty rather than written to the files.
+# Faster than any road car (the record is about 136 m/s); GNSS chips stop at 515 m/s.
+MAX_SPEED = 150.0  # m/s, 540 km/h
+# Below the Dead Sea shore (-430 m) and above any road (5,800 m) with a wide margin.
+ALTITUDE_RANGE = (-1000.0, 10_000.0)  # metres
+# NMEA's satellites-used field has two digits; no receiver solves with more today.
+MAX_SATELLITES = 99
+# GGA fix quality: 0 invalid, 1 GPS, 2 DGPS, 3 PPS, 4 RTK, 5 float RTK, 6 estimated,
+# 7 manual input, 8 simulation (NMEA 0183 v4.10).
+MAX_QUALITY = 8
+# HDOP is a x.x field; receivers (u-blox) send 99.99 when they have no fix.
+MAX_HDOP = 99.99
+# A position may move MAX_SPEED times the time since the last accepted one, plus this
+# much: a fix's own error (multipath in a street canyon, a cold start) is hundreds of
+# metres at worst.
+JUMP_MARGIN = 1000.0  # metres
+# Fixes in a row at a new place, each within reach of the one before, that make it the
+# accepted place although it is too far from the last one (a car towed or carried on a
+# ferry, or a first fix that was itself the wrong one).
+CONFIRM_FIXES = 3
+# Drops are logged at most this often, with their counts.
+DROP_LOG_SECONDS = 60.0
+
+EARTH_RADIUS = 6_371_000.0  # metres
+
+
+class DropCounter:
+    """Counts values dropped as impossible, by field; logs at most once a minute.
+
+    Shared by the decoder and the position filter of one receiver, so that a receiver that
+    goes mad makes one log line a minute, not one per sentence.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.total = 0
+        self._pending: dict[str, int] = {}
+        self._logged_at: float | None = None
+
+    def drop(self, what: str, value: object) -> None:
+        self.total += 1
+        self._pending[what] = self._pending.get(what, 0) + 1
+        log.debug("GNSS: dropped %s %r", what, value)
+        now = self._clock.monotonic()
+        if self._logged_at is None or now - self._logged_at >= DROP_LOG_SECONDS:
+            count = sum(self._pending.values())
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(self._pending.items()))
+            log.warning(
+                "GNSS: dropped %d impossible value(s) %s(%s); the fields are left empty "
+                "(%d since start)",
+                count,
+                "" if self._logged_at is None else f"in the last {DROP_LOG_SECONDS:.0f} s ",
+                detail,
+                self.total,
+            )
+            self._pending.clear()
+            self._logged_at = now
+
+
+def bounded(
+    value: float | None, low: float, high: float, what: str, drops: DropCounter
+) -> float | None:
+    """``value`` if within [low, high]; else None, counted in ``drops``."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and low <= value <= high):
+        drops.drop(what, value)
+        return None
+    return value
+
+
+def distance(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS * math.asin(min(1.0, math.sqrt(a)))
+
+
+class PositionFilter:
+    """Drops a position that jumps further than the time since the last accepted one allows.
+
+    Pure: judged on the fixes' monotonic ``received`` times, never on their GNSS time (which
+    may be what is wrong). A place too far away becomes the accepted one once
+    :data:`CONFIRM_FIXES` fixes in a row agree on it, so a car moved while the logger was
+    blind, or a wrong first fix, is not rejected for ever.
+    """
+
+    def __init__(self, drops: DropCounter) -> None:
+        self._drops = drops
+        self._last: Fix | None = None
+        self._candidate: Fix | None = None
+        self._confirmations = 0
+
+    def check(self, fix: Fix) -> Fix:
+        if fix.latitude is None or fix.longitude is None:
+            return fix
+        last = self._last
+        if last is None or _reachable(last, fix):
+            self._accept(fix)
+            return fix
+        cand = self._candidate
+        if cand is not None and _reachable(cand, fix):
+            self._confirmations += 1
+        else:
+            self._confirmations = 1
+        self._candidate = fix
+        if self._confirmations >= CONFIRM_FIXES:
+            assert last.latitude is not None and last.longitude is not None
+            log.info(
+                "GNSS: the position moved %.1f km in %.0f s; %d fixes in a row confirm it",
+                distance(last.latitude, last.longitude, fix.latitude, fix.longitude) / 1000,
+                fix.received - last.received,
+                CONFIRM_FIXES,
+            )
+            self._accept(fix)
+            return fix
+        self._drops.drop("position jump", (fix.latitude, fix.longitude))
+        return replace(fix, latitude=None, longitude=None)
+
+    def _accept(self, fix: Fix) -> None:
+        self._last = fix
+        self._candidate = None
+        self._confirmations = 0
+
+
+def _reachable(a: Fix, b: Fix) -> bool:
+    assert a.latitude is not None and a.longitude is not None
+    assert b.latitude is not None and b.longitude is not None
+    elapsed = max(0.0, b.received - a.received)
+    return distance(a.latitude, a.longitude, b.latitude, b.longitude) <= (
+        MAX_SPEED * elapsed + JUMP_MARGIN
+    )

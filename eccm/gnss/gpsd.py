@@ -14,7 +14,15 @@ import math
 from typing import Any
 
 from eccm.clock import Clock
-from eccm.gnss.fix import Fix
+from eccm.gnss.fix import (
+    ALTITUDE_RANGE,
+    MAX_HDOP,
+    MAX_SATELLITES,
+    MAX_SPEED,
+    DropCounter,
+    Fix,
+    bounded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +43,20 @@ class GpsdDecoder:
     :meth:`feed` never raises.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, drops: DropCounter | None = None) -> None:
         self._clock = clock
+        self._drops = drops or DropCounter(clock)  # values out of physical range
         self.sentences = 0  # JSON reports understood (any class)
         self.skipped = 0
         self._buffer = bytearray()
         self._discarding = False  # inside a line that overflowed MAX_LINE
         self._satellites: int | None = None
         self._hdop: float | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Values dropped as impossible (left empty) so far."""
+        return self._drops.total
 
     def feed(self, data: bytes) -> list[Fix]:
         received = self._clock.monotonic()
@@ -103,7 +117,10 @@ class GpsdDecoder:
             used = sum(
                 1 for s in report["satellites"] if isinstance(s, dict) and s.get("used") is True
             )
-        hdop = _number(report.get("hdop"))
+        hdop = bounded(_number(report.get("hdop")), 0.0, MAX_HDOP, "HDOP", self._drops)
+        if used is not None and not 0 <= used <= MAX_SATELLITES:
+            self._drops.drop("satellites", used)
+            used = None
         # gpsd sends SKY reports that carry only some fields; keep what the last one said.
         if used is not None:
             self._satellites = used
@@ -115,12 +132,15 @@ class GpsdDecoder:
         time_utc = _time(report.get("time"))
         lat = _number(report.get("lat"))
         lon = _number(report.get("lon"))
-        positioned = (
-            mode >= 2 and lat is not None and lon is not None and abs(lat) <= 90 and abs(lon) <= 180
-        )
+        positioned = mode >= 2 and lat is not None and lon is not None
+        if positioned and not (abs(lat or 0.0) <= 90 and abs(lon or 0.0) <= 180):
+            self._drops.drop("position", (lat, lon))
+            positioned = False
         altitude = _number(report.get("altMSL"))
         if altitude is None:
             altitude = _number(report.get("alt"))  # gpsd before 3.20 has only "alt"
+        if mode >= 3:
+            altitude = bounded(altitude, *ALTITUDE_RANGE, "altitude", self._drops)
         status = _integer(report.get("status"))
         quality = (_QUALITY_OF_STATUS.get(status or 0, 1)) if positioned else 0
         return Fix(
@@ -128,8 +148,8 @@ class GpsdDecoder:
             latitude=lat if positioned else None,
             longitude=lon if positioned else None,
             altitude=altitude if mode >= 3 else None,
-            speed=_number(report.get("speed")),
-            track=_number(report.get("track")),
+            speed=bounded(_number(report.get("speed")), 0.0, MAX_SPEED, "speed", self._drops),
+            track=bounded(_number(report.get("track")), 0.0, 360.0, "track", self._drops),
             quality=quality,
             satellites=self._satellites,
             hdop=self._hdop,

@@ -17,7 +17,16 @@ from decimal import Decimal
 import pynmea2
 
 from eccm.clock import Clock
-from eccm.gnss.fix import Fix
+from eccm.gnss.fix import (
+    ALTITUDE_RANGE,
+    MAX_HDOP,
+    MAX_QUALITY,
+    MAX_SATELLITES,
+    MAX_SPEED,
+    DropCounter,
+    Fix,
+    bounded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +94,13 @@ class NmeaDecoder:
     skipped and counted in :attr:`skipped`; :meth:`feed` never raises.
     """
 
-    def __init__(self, clock: Clock, pivot: dt.date = RELEASE_PIVOT) -> None:
+    def __init__(
+        self, clock: Clock, pivot: dt.date = RELEASE_PIVOT, drops: DropCounter | None = None
+    ) -> None:
         self._clock = clock
+        # Values out of physical range are left empty and counted here (shared with the
+        # source's position filter, for one log line a minute).
+        self._drops = drops or DropCounter(clock)
         # Replaying an old capture needs the pivot of its time (gpsd's regression tests
         # take it from the capture's header); a live receiver always uses the default.
         self._pivot = pivot
@@ -103,6 +117,11 @@ class NmeaDecoder:
         self._expected: frozenset[str] = frozenset()  # kinds of the last complete epoch
         self._gga_without_date = 0
         self._warned_no_date = False
+
+    @property
+    def dropped(self) -> int:
+        """Values dropped as impossible (left empty) so far."""
+        return self._drops.total
 
     # ------------------------------------------------------------------ framing
     def feed(self, data: bytes) -> list[Fix]:
@@ -223,9 +242,9 @@ class NmeaDecoder:
         if date is not None and not isinstance(date, dt.date):
             raise ValueError(f"bad date {date!r}")
         status = msg.status
-        lat, lon = _position(msg)
-        speed = _number(msg.spd_over_grnd)
-        track = _angle(msg.true_course)
+        lat, lon = self._position(msg)
+        speed = self._speed(_number(msg.spd_over_grnd), KNOT)
+        track = self._angle(msg.true_course)
         ep = self._start_epoch(tod)
         if date is not None and tod is not None:
             unrolled = self._unroll(date)
@@ -239,7 +258,7 @@ class NmeaDecoder:
             ep.valid = False
         _set_position(ep, lat, lon)
         if speed is not None:
-            ep.speed = speed * KNOT
+            ep.speed = speed
         if track is not None:
             ep.track = track
 
@@ -282,14 +301,16 @@ class NmeaDecoder:
     def _gga(self, msg: pynmea2.GGA) -> None:
         tod = _time_field(msg.timestamp)
         quality = _integer(msg.gps_qual)
-        satellites = _integer(msg.num_sats)
-        hdop = _number(msg.horizontal_dil)
-        altitude = _number(msg.altitude)
-        lat, lon = _position(msg)
+        satellites = self._count(_integer(msg.num_sats), MAX_SATELLITES, "satellites")
+        hdop = bounded(_number(msg.horizontal_dil), 0.0, MAX_HDOP, "HDOP", self._drops)
+        altitude = bounded(_number(msg.altitude), *ALTITUDE_RANGE, "altitude", self._drops)
+        lat, lon = self._position(msg)
         ep = self._start_epoch(tod)
-        if quality is None or quality == 0:
+        if quality == 0 or (quality is None and not msg.gps_qual):
             ep.valid = False
-        ep.quality = quality
+        # A quality beyond the table says nothing: left empty, and the epoch's validity
+        # rests on its RMC status.
+        ep.quality = self._count(quality, MAX_QUALITY, "fix quality")
         if satellites is not None:
             ep.satellites[msg.talker] = satellites
         if hdop is not None:
@@ -300,15 +321,47 @@ class NmeaDecoder:
 
     def _vtg(self, msg: pynmea2.VTG) -> None:
         # VTG carries no time: it belongs to the epoch of the sentences just before it.
-        track = _angle(msg.true_track)
+        track = self._angle(msg.true_track)
         knots = _number(msg.spd_over_grnd_kts)
         kmh = _number(msg.spd_over_grnd_kmph)
         if track is not None:
             self._epoch.track = track
-        if knots is not None:
-            self._epoch.speed = knots * KNOT
-        elif kmh is not None:
-            self._epoch.speed = kmh * KMH
+        speed = self._speed(knots, KNOT) if knots is not None else self._speed(kmh, KMH)
+        if speed is not None:
+            self._epoch.speed = speed
+
+    # ------------------------------------------------------------------ ranges
+    def _speed(self, value: float | None, unit: float) -> float | None:
+        if value is None:
+            return None
+        return bounded(value * unit, 0.0, MAX_SPEED, "speed", self._drops)
+
+    def _angle(self, value: object) -> float | None:
+        return bounded(_number(value), 0.0, 360.0, "track", self._drops)
+
+    def _count(self, value: int | None, high: int, what: str) -> int | None:
+        if value is not None and value > high:
+            self._drops.drop(what, value)
+            return None
+        return value
+
+    def _position(self, msg: pynmea2.RMC | pynmea2.GGA) -> tuple[float | None, float | None]:
+        # pynmea2 turns an empty coordinate into 0.0, which is a real place (off Africa).
+        if (
+            not msg.lat
+            or not msg.lon
+            or msg.lat_dir not in ("N", "S")
+            or msg.lon_dir not in ("E", "W")
+        ):
+            return None, None
+        # pynmea2 reads 4699.9999 as 46 degrees and 99.9999 minutes, 47.6667: minutes
+        # must be below 60, as the degrees within their range.
+        lat = _coordinate(msg.lat, 90, msg.lat_dir == "S")
+        lon = _coordinate(msg.lon, 180, msg.lon_dir == "W")
+        if lat is None or lon is None:
+            self._drops.drop("position", f"{msg.lat}{msg.lat_dir} {msg.lon}{msg.lon_dir}")
+            return None, None
+        return lat, lon
 
     def _fix(self, received: float, received_wall: float) -> Fix:
         ep = self._epoch
@@ -340,9 +393,7 @@ class NmeaDecoder:
         return dt.datetime.combine(date, tod.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def unroll_gps_week(
-    date: dt.date, pivot: dt.date = RELEASE_PIVOT
-) -> tuple[dt.date, int] | None:
+def unroll_gps_week(date: dt.date, pivot: dt.date = RELEASE_PIVOT) -> tuple[dt.date, int] | None:
     """``date`` moved forward by whole GPS week rollovers until it is not before ``pivot``.
 
     Returns the date and the number of rollovers added (0: the date is kept), or None for
@@ -402,21 +453,24 @@ def _integer(value: object) -> int | None:
     return int(v)
 
 
-def _angle(value: object) -> float | None:
-    v = _number(value)
-    if v is not None and not 0.0 <= v <= 360.0:
-        raise ValueError(f"bad angle {value!r}")
-    return v
-
-
-def _position(msg: pynmea2.RMC | pynmea2.GGA) -> tuple[float | None, float | None]:
-    # pynmea2 turns an empty coordinate into 0.0, which is a real place (off Africa).
-    if not msg.lat or not msg.lon or msg.lat_dir not in ("N", "S") or msg.lon_dir not in ("E", "W"):
-        return None, None
-    lat, lon = float(msg.latitude), float(msg.longitude)
-    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
-        raise ValueError(f"position out of range {msg.lat!r} {msg.lon!r}")
-    return lat, lon
+def _coordinate(text: str, max_degrees: int, negative: bool) -> float | None:
+    """NMEA ``[d]ddmm.mmmm`` in decimal degrees, None when it is out of range."""
+    # Split on the text, as pynmea2 does, so the value is the very float it computes.
+    point = text.find(".")
+    point = len(text) if point < 0 else point
+    if point < 2 or not text[:point].isdigit():
+        return None
+    try:
+        degrees = float(text[: point - 2] or 0)
+        minutes = float(text[point - 2 :])
+    except ValueError:
+        return None
+    if not (math.isfinite(minutes) and 0.0 <= minutes < 60.0):
+        return None
+    result = degrees + minutes / 60.0
+    if result > max_degrees:
+        return None
+    return -result if negative else result
 
 
 def _set_position(ep: _Epoch, lat: float | None, lon: float | None) -> None:

@@ -22,7 +22,7 @@ import serial
 from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.errors import ConfigError, DeviceError
-from eccm.gnss.fix import Fix
+from eccm.gnss.fix import DropCounter, Fix, PositionFilter
 from eccm.gnss.gpsd import WATCH_COMMAND, GpsdDecoder
 from eccm.gnss.nmea import RELEASE_PIVOT, NmeaDecoder
 
@@ -167,6 +167,10 @@ class GnssSource:
         self._fixes = 0
         self._skipped_before = 0  # skips counted by the decoders of earlier connections
         self._decoder: FixDecoder | None = None
+        # One counter and one filter for the source's life: a jump is judged against the
+        # last accepted position across reconnections, and drops log once a minute.
+        self._drops = DropCounter(clock)
+        self._positions = PositionFilter(self._drops)
         self._outage_since: float | None = None
         self._announced = False
         self._session_had_data = False
@@ -200,6 +204,11 @@ class GnssSource:
     def fixes(self) -> int:
         """Fixes delivered to ``on_fix`` since start."""
         return self._fixes
+
+    @property
+    def dropped(self) -> int:
+        """Values dropped as impossible (out of range, position jumps) since start."""
+        return self._drops.total
 
     @property
     def skipped(self) -> int:
@@ -239,9 +248,9 @@ class GnssSource:
         port = self._open()
         # No pivot for gpsd: it resolves the week rollover itself, against its own build.
         decoder: FixDecoder = (
-            GpsdDecoder(self._clock)
+            GpsdDecoder(self._clock, self._drops)
             if self._gpsd is not None
-            else NmeaDecoder(self._clock, self._pivot)
+            else NmeaDecoder(self._clock, self._pivot, self._drops)
         )
         self._decoder = decoder
         self._connected = True
@@ -301,6 +310,7 @@ class GnssSource:
             self._decoder = None
 
     def _deliver(self, fix: Fix) -> None:
+        fix = self._positions.check(fix)
         self._fixes += 1
         try:
             self._on_fix(fix)
