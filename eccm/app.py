@@ -142,6 +142,7 @@ class Daemon:
                 uploader=self.uploader,
                 started_at=self.started_at,
                 trip=self.trip,
+                gnss=self.gnss,
             )
             self.server = ControlServer(cfg, backend, self.clock)
 

@@ -130,6 +130,11 @@ class TripLike(Protocol):
     def live(self) -> Mapping[str, object]: ...
 
 
+class GnssLike(Protocol):
+    @property
+    def dropped(self) -> int: ...
+
+
 class RecorderLike(Protocol):
     @property
     def current_file(self) -> str | None: ...
@@ -226,7 +231,9 @@ class DaemonBackend:
         started_at: float | None = None,
         clock: Clock | None = None,
         trip: TripLike | None = None,
+        gnss: GnssLike | None = None,
     ) -> None:
+        self._gnss_source = gnss
         self._cfg = cfg
         self._trip = trip
         self._hub = hub
@@ -347,6 +354,10 @@ class DaemonBackend:
             or (None if up is None else up.last_error),
             "gnss": gnss,
             "time_source": self._hub.timebase.source,
+            # Impossible GNSS values left empty (out of range, position jumps) and GNSS
+            # times not adopted (unconfirmed epochs, implausible dates): issue 10.
+            "gnss_dropped": None if self._gnss_source is None else self._gnss_source.dropped,
+            "gnss_time_rejected": self._hub.timebase.rejected,
             "uptime_s": round(self._clock.monotonic() - self._started, 1),
         }
 
