@@ -28,6 +28,7 @@ from eccm import sidecar
 from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
+from eccm.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.rotation import (
     GZ,
     META,
@@ -58,7 +59,12 @@ _LEDGER_KEEP = 512
 # Older trips keep one line each (their highest name), for years of trips.
 _LEDGER_TRIPS = 20_000
 _TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
-_ERROR_LOG_EVERY = 60.0  # seconds between two ERROR lines about the same trouble
+_REPORT_EVERY = 60.0  # seconds between two lines about dropped rows or disk trouble
+# Retries while the disk refuses are at most this far apart, so recording resumes within
+# seconds of space returning. A retry on a disk that is visibly still full or read-only
+# costs one statvfs (_looks_writable), not the recovery of the files left behind.
+_RETRY_CAP = 2.0
+_ROOM = 64 * 1024  # free bytes for a retry to be worth it: a row, a meta file, a sidecar
 
 ClosedListener = Callable[[Path], None]
 
@@ -87,6 +93,10 @@ class _Open:
     meta: PartMeta
     last_flush: float
     dirty: bool = False
+    # What the last successful fsync made durable: the rows after it may be lost with
+    # the file when the disk fails, and are then counted as dropped (_account_lost).
+    synced_size: int = 0
+    synced_rows: int = 0
 
     @property
     def part(self) -> Path:
@@ -101,7 +111,9 @@ class Recorder:
 
     Status attributes (written by the writer thread, read by anyone): ``current_file``
     (name of the open ``.part`` file or None), ``rows_in_file``, ``files_closed``,
-    ``rows_written``, ``rows_dropped``, ``last_error`` (None once writing works again).
+    ``rows_written`` (rows in the files), ``rows_dropped`` (every other row handed to
+    ``on_sample``: ``rows_written + rows_dropped`` is every row, once the writer has it),
+    ``last_error`` (None as soon as writing works again).
     """
 
     def __init__(
@@ -137,26 +149,27 @@ class Recorder:
         self._csv = csv.writer(self._buf, delimiter=self._sep, lineterminator="\n")
         # Error state: files to finish once the disk works again, and when to try.
         self._pending: list[Path] = []
-        self._backoff = Backoff(base=1.0, factor=2.0, cap=60.0)
+        self._backoff = Backoff(base=0.5, factor=2.0, cap=_RETRY_CAP)
         self._retry_at: float | None = None
-        self._last_error_log: float | None = None
-        self._dropped_since_log = 0
-        self._last_overflow_log: float | None = None
+        self._drops = DropCounter(_REPORT_EVERY)
+        self._dropped_filed = 0  # dropped rows already told in a sidecar
+        self._outage_since: float | None = None  # monotonic start of the disk trouble
+        self._outage_logged = False  # its start (or its drops) was logged: log its end
+        self._last_cause = ""  # the last disk error, for a report after it is over
+        self._settled = False  # the row being written is counted (written or dropped)
 
         self.current_file: str | None = None
         self.rows_in_file = 0
         self.files_closed = 0
         self.rows_written = 0
-        # Two counters, one per thread that drops, so neither increment is lost.
-        self._dropped_queue = 0
-        self._dropped_write = 0
         self.last_error: str | None = None
 
     # -- public API --------------------------------------------------------------------
     @property
     def rows_dropped(self) -> int:
-        """Rows lost: queue overflow, or the disk refused them."""
-        return self._dropped_queue + self._dropped_write
+        """Rows lost: queue overflow, the disk refused them, or they went with a file the
+        disk failed before they reached it."""
+        return self._drops.total
 
     @property
     def queued(self) -> int:
@@ -229,16 +242,9 @@ class Recorder:
         try:
             self._queue.put_nowait(("sample", sample))
         except queue.Full:
-            self._dropped_queue += 1
             now = self.clock.monotonic()
-            if self._last_overflow_log is None or now - self._last_overflow_log >= _ERROR_LOG_EVERY:
-                self._last_overflow_log = now
-                log.error(
-                    "recorder queue full (%d rows waiting): the disk is too slow, rows are "
-                    "being dropped (%d so far)",
-                    self._queue.maxsize,
-                    self.rows_dropped,
-                )
+            self._drops.add(QUEUE, now)
+            self._report(now)
 
     def on_trip_end(self, trip_id: str) -> None:
         if self._stopped:
@@ -286,10 +292,12 @@ class Recorder:
                 item = self._queue.get(timeout=_TICK)
             except queue.Empty:
                 item = None
+            kind = ""
             try:
                 if item is None:
                     self._idle()
                     continue
+                self._report(self.clock.monotonic())
                 kind, arg = item
                 if kind == "sample":
                     assert isinstance(arg, Sample)
@@ -310,9 +318,12 @@ class Recorder:
                 # Never let one bad row or a bug in a listener end the recording.
                 log.exception("recorder error")
                 self.last_error = f"internal error: {exc}"
+                if kind == "sample" and not self._settled:
+                    self._drop()
 
     def _idle(self) -> None:
         now = self.clock.monotonic()
+        self._report(now)
         f = self._open
         if f is not None:
             if self._policy.idle(f.state(), now) is not None:
@@ -327,6 +338,7 @@ class Recorder:
 
     def _write(self, sample: Sample) -> None:
         now = self.clock.monotonic()
+        self._settled = False
         if self._retry_at is not None and (not self._retry_due(now) or not self._retry_pending()):
             self._drop()
             return
@@ -352,27 +364,31 @@ class Recorder:
             f.size += len(data)
             f.dirty = True
             f.stats.add(cells[0], sample.time_source)
+            # Counted with the file: should the disk fail before the row reaches it, the
+            # rows of the file that are not on the disk are moved to the dropped ones.
+            self.rows_written += 1
+            self._settled = True
             if sample.time_source not in f.meta.time_sources:
                 f.meta.time_sources.append(sample.time_source)
                 sidecar.write_atomic(sidecar.meta_path(f.stem), f.meta.to_json())
             self.rows_in_file = f.stats.rows
             if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
                 self._sync(f)
-            self.rows_written += 1
         except OSError as exc:
             where = self._open.part.name if self._open else str(self._dir)
-            self._fail(f"cannot write {where}", exc)
-            self._drop()
+            self._fail(f"cannot write {where}", exc)  # first: the drop is reported with it
+            if not self._settled:
+                self._drop()
             return
         if self.last_error is not None and not self._pending:
-            log.info("recording works again: %s", self.current_file)
-            self.last_error = None
+            self._works_again(now)
 
     def _sync(self, f: _Open) -> None:
         f.fh.flush()
         os.fsync(f.fh.fileno())
         f.last_flush = self.clock.monotonic()
         f.dirty = False
+        f.synced_size, f.synced_rows = f.size, f.stats.rows
 
     def _open_file(self, sample: Sample, now: float) -> _Open:
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +437,7 @@ class Recorder:
             path = self._finish_open(f)
         except Exception as exc:
             # Whatever step failed, recovery can take the files from where they are.
+            self._account_lost(f)
             self._fail(f"cannot close {f.part.name}", exc)
             self._pending.append(f.stem)
             return
@@ -435,6 +452,7 @@ class Recorder:
         try:
             f.fh.flush()
             os.fsync(f.fh.fileno())
+            f.synced_size, f.synced_rows = f.size, f.stats.rows
         finally:
             f.fh.close()
         part = f.part
@@ -469,11 +487,15 @@ class Recorder:
         else:
             uploaded, compression = stem, "none"
         car = parse_stem(stem.name, self._ext)
+        # Rows dropped since the previous sidecar: a reader of the files sees the gaps,
+        # and the sidecars of a run add up to its rows_dropped.
+        dropped = self.rows_dropped - self._dropped_filed
         doc = sidecar.sidecar_doc(
             uploaded,
             car=car[0] if car else self._car,
             trip=trip,
             stats=stats,
+            rows_dropped=dropped,
             columns=columns,
             compression=compression,
             separator=separator,
@@ -481,6 +503,7 @@ class Recorder:
             recovered=recovered,
         )
         sidecar.write_sidecar(uploaded, doc, self._hook)
+        self._dropped_filed += dropped
         sidecar.remove(sidecar.meta_path(stem))
         return uploaded
 
@@ -630,30 +653,129 @@ class Recorder:
             # A failing close loses the buffered tail; recovery keeps what reached the disk.
             with contextlib.suppress(OSError):
                 f.fh.close()
+            self._account_lost(f)
             self._pending.append(f.stem)
         now = self.clock.monotonic()
         self._backoff = self._backoff.failed()
         self._retry_at = now + self._backoff.delay()
 
+    def _account_lost(self, f: _Open) -> None:
+        """Move the rows of a failed file that never reached the disk from written to
+        dropped, so that rows_written is what the files hold once recovered."""
+        lost = f.stats.rows - self._rows_on_disk(f)
+        if lost > 0:
+            log.debug("%s: %d rows had not reached the disk when it failed", f.part.name, lost)
+            self.rows_written -= lost  # first, so written + dropped never counts a row twice
+            self._drops.add(WRITE, self.clock.monotonic(), lost)
+
+    def _rows_on_disk(self, f: _Open) -> int:
+        """Complete rows of ``f``'s .part on the disk, as recovery will count them."""
+        if f.synced_size >= f.size:
+            return f.stats.rows
+        lines = 0
+        try:
+            with open(f.part, "rb") as fh:
+                fh.seek(f.synced_size)
+                while chunk := fh.read(1 << 16):
+                    hole = chunk.find(b"\0")  # recovery cuts at a hole, as here
+                    lines += chunk.count(b"\n", 0, len(chunk) if hole == -1 else hole)
+                    if hole != -1:
+                        break
+        except OSError:
+            return f.synced_rows
+        if f.synced_size == 0:
+            lines -= 1  # the header
+        return max(f.synced_rows, min(f.stats.rows, f.synced_rows + lines))
+
     def _error(self, message: str) -> None:
+        """Disk trouble: said once when it starts (the rate permitting), then in the
+        reports of dropped rows, and once more when it is over (_works_again)."""
         self.last_error = message
+        self._last_cause = message
+        if self._outage_since is not None:
+            return
         now = self.clock.monotonic()
-        if self._last_error_log is None or now - self._last_error_log >= _ERROR_LOG_EVERY:
-            extra = (
-                f" ({self._dropped_since_log} rows dropped since the last report)"
-                if self._dropped_since_log
-                else ""
+        self._outage_since = now
+        self._outage_logged = False
+        report = self._drops.claim(now)
+        if report is None:
+            return  # a line in the last minute: the next report says it, with the count
+        extra = f" ({_rows(report.rows)} dropped before it)" if report.rows else ""
+        log.error("%s; rows are dropped until it works again%s", message, extra)
+        self._outage_logged = True
+
+    def _works_again(self, now: float) -> None:
+        if self.last_error is None:
+            return
+        self.last_error = None
+        since, self._outage_since = self._outage_since, None
+        if not self._outage_logged:
+            return  # nothing was said of it: its drops go into the next report
+        self._outage_logged = False
+        report = self._drops.take(now)
+        log.info(
+            "recording works again%s: %s dropped since the last report, %d since the start",
+            "" if since is None else f" after {now - since:.0f} s",
+            _rows(report.rows),
+            self.rows_dropped,
+        )
+
+    def _report(self, now: float) -> None:
+        """Log the rows dropped since the last line, if a line is due (once a minute)."""
+        report = self._drops.due(now)
+        if report is not None:
+            self._log_report(report)
+
+    def _log_report(self, report: Report) -> None:
+        causes: list[str] = []
+        if n := report.by_cause.get(WRITE, 0):
+            causes.append(f"{n} not written: {self.last_error or self._last_cause}")
+        if n := report.by_cause.get(QUEUE, 0):
+            causes.append(
+                f"{n} with the recorder queue full ({self._queue.maxsize} rows waiting: the "
+                "disk is too slow)"
             )
-            log.error("%s; rows are dropped until it works again%s", message, extra)
-            self._last_error_log = now
-            self._dropped_since_log = 0
+        span = f" in the last {report.seconds:.0f} s" if report.seconds >= 1 else ""
+        log.error(
+            "%s dropped%s (%s); %d since the start",
+            _rows(report.rows),
+            span,
+            "; ".join(causes),
+            self.rows_dropped,
+        )
+        if self._outage_since is not None:
+            self._outage_logged = True
 
     def _drop(self) -> None:
-        self._dropped_write += 1
-        self._dropped_since_log += 1
+        now = self.clock.monotonic()
+        self._drops.add(WRITE, now)
+        self._settled = True
+        self._report(now)
 
     def _retry_due(self, now: float) -> bool:
-        return self._retry_at is None or now >= self._retry_at
+        if self._retry_at is None:
+            return True
+        if now < self._retry_at:
+            return False
+        if self._looks_writable():
+            return True
+        self._retry_at = now + self._backoff.delay()
+        return False
+
+    def _looks_writable(self) -> bool:
+        """False when a retry would surely fail again: the file system is read-only, or
+        it has less than _ROOM free. Anything else is for the retry itself to find out."""
+        try:
+            st = os.statvfs(self._dir)
+        except (OSError, AttributeError):
+            return True  # gone (a USB stick): the retry creates the folder or says why
+        if st.f_flag & getattr(os, "ST_RDONLY", 1):
+            return False
+        if st.f_blocks == 0 or st.f_frsize == 0:
+            return True  # a file system that does not tell
+        # root may write into the blocks ext4 reserves for it (f_bfree), others not.
+        blocks = st.f_bfree if _is_root() else st.f_bavail
+        return blocks * st.f_frsize >= _ROOM
 
     def _retry_pending(self) -> bool:
         """Finish the files a failure left behind. True when the disk works again."""
@@ -673,9 +795,9 @@ class Recorder:
                 self._notify(path)
         self._retry_at = None
         self._backoff = self._backoff.succeeded()
-        if had_pending and self.last_error is not None:
-            log.info("files left by the failure are closed")
-            self.last_error = None
+        if had_pending:
+            log.info("the files left by the failure are closed")
+            self._works_again(self.clock.monotonic())
         return True
 
     def _notify(self, path: Path) -> None:
@@ -694,6 +816,15 @@ def fsync_quiet(directory: Path) -> None:
         sidecar.fsync_dir(directory)
     except OSError as exc:
         log.debug("fsync of %s failed: %s", directory, exc)
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _is_root() -> bool:
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is not None and geteuid() == 0
 
 
 def _advice(exc: Exception) -> str:

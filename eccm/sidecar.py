@@ -217,6 +217,7 @@ def sidecar_doc(
     car: str,
     trip: str,
     stats: FileStats,
+    rows_dropped: int,
     columns: Sequence[Mapping[str, str]],
     compression: str,
     separator: str,
@@ -230,6 +231,9 @@ def sidecar_doc(
         "trip": trip,
         "file": uploaded.name,
         "rows": stats.rows,
+        # Rows this run of ECCM dropped since the sidecar before this one (a full disk,
+        # a disk too slow for the queue); 0 for a file recovered at start.
+        "rows_dropped": rows_dropped,
         "first_time": stats.first_time,
         "last_time": stats.last_time,
         "time_source": stats.time_source,

@@ -47,7 +47,7 @@ class SummaryWriter:
 
     ``written_listeners`` run in the writer thread after each final summary (the daemon
     wakes the uploader there). ``written`` counts final summaries, ``last_error`` holds
-    the last failure (None once writing works again).
+    the last failure (None once a checkpoint or a summary is written again).
     """
 
     def __init__(self, directory: Path, car: str) -> None:
@@ -141,8 +141,21 @@ class SummaryWriter:
             else:
                 self.write_checkpoint(doc)
         except (OSError, ValueError, TypeError) as exc:
-            self.last_error = f"cannot write the summary of trip {doc.get('trip')}: {exc}"
-            log.error("%s", self.last_error)
+            message = f"cannot write the summary of trip {doc.get('trip')}: {exc}"
+            # A full disk fails every checkpoint (one each 10 s) until it has room: said
+            # once per outage, and once when it is over. The end of a trip (once per
+            # trip) and a document that cannot be encoded (a bug) are said each time.
+            if not isinstance(exc, OSError):
+                log.error("%s", message)
+            elif self.last_error is None or kind == "final":
+                log.error("%s; trip summaries are not saved until the disk works again", message)
+            else:
+                log.debug("%s", message)
+            self.last_error = message
+            return
+        if self.last_error is not None:
+            log.info("trip summaries are written again (after: %s)", self.last_error)
+            self.last_error = None
 
     def write_checkpoint(self, doc: Mapping[str, Any]) -> Path:
         final = self.path_of(str(doc["trip"]))
@@ -166,7 +179,6 @@ class SummaryWriter:
         if remove(part):
             fsync_dir(self._dir)
         self.written += 1
-        self.last_error = None
         log.info("wrote trip summary %s", final.name)
         self._notify(final)
         return final

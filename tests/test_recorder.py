@@ -8,6 +8,7 @@ import errno
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -122,6 +123,7 @@ def test_rows_go_to_a_part_file_then_a_compressed_file_and_its_sidecar(
         "trip": TRIP,
         "file": stem + ".gz",
         "rows": 10,
+        "rows_dropped": 0,
         "first_time": expected_row(0)[0],
         "last_time": expected_row(9)[0],
         "time_source": "system",
@@ -716,3 +718,51 @@ def test_disk_errors_say_what_to_do(code: int, words: str) -> None:
 
     assert words in _advice(OSError(code, os.strerror(code)))
     assert _advice(OSError(errno.EIO, "I/O error")) == ""
+
+
+def test_while_the_disk_refuses_retries_are_seconds_apart_and_every_row_is_counted(
+    tmp_path: Path, clock: FakeClock, started: Callable[..., Recorder]
+) -> None:
+    """Regression (issue 10): the retry backoff grew to 60 s, so recording resumed up to
+    a minute after the disk had room again; the rows lost were under-counted."""
+    cfg = cfg_for(tmp_path, FILE_ROTATION_SECONDS="10")
+    full = threading.Event()
+    attempts: list[float] = []
+
+    def disk(step: str) -> None:
+        if step == sidecar.SIDECAR_TMP and full.is_set():
+            attempts.append(clock.monotonic())
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    rec = started(cfg, clock, step_hook=disk)
+
+    def send(i: int) -> None:
+        rec.on_sample(sample(i))
+        wait_for(lambda: rec.rows_written + rec.rows_dropped == i + 1)
+        clock.advance(0.2)
+
+    for i in range(40):
+        send(i)
+    full.set()  # the close of the first file at 10 s fails, and its retries
+    i = 40
+    for i in range(40, 40 + 380):  # 76 s
+        send(i)
+    assert rec.last_error is not None and "No space left" in rec.last_error
+    assert len(attempts) > 30
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert max(gaps) <= 2.0 + 0.2, gaps
+    full.clear()
+    freed, written = i + 1, rec.rows_written
+    for i in range(freed, freed + 100):
+        send(i)
+        if rec.rows_written > written:
+            break
+    assert (i - freed) * 0.2 <= 2.5, "recording did not resume within seconds"
+    assert rec.last_error is None
+    rec.stop()
+    stored = sum(sidecar_of(p)["rows"] for p in cfg.record_dir.glob("*.tsv.gz"))
+    assert stored == rec.rows_written
+    assert rec.rows_dropped == i + 1 - stored
+    assert sum(sidecar_of(p)["rows_dropped"] for p in cfg.record_dir.glob("*.tsv.gz")) == (
+        rec.rows_dropped
+    )

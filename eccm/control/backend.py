@@ -143,6 +143,9 @@ class RecorderLike(Protocol):
     def rows_in_file(self) -> int: ...
 
     @property
+    def rows_dropped(self) -> int: ...
+
+    @property
     def last_error(self) -> str | None: ...
 
     def rotate_now(self) -> None: ...
@@ -347,6 +350,8 @@ class DaemonBackend:
             "recording": None if rec is None else rec.current_file,
             "rows": 0 if rec is None else rec.rows_in_file,
             "rows_total": self._hub.rows,
+            # Rows the recorder lost (full disk, disk too slow), since the start.
+            "rows_dropped": 0 if rec is None else rec.rows_dropped,
             "upload_queue": 0 if up is None else up.queue_length(),
             "last_upload": None if up is None else up.last_upload,
             # A recording problem (full disk) matters more than an upload one.
