@@ -9,12 +9,30 @@ Order when over budget: uploaded files oldest first; then the oldest not-yet-upl
 files, each logged as an ERROR (newest data wins, like a dashcam). Open files are counted
 but never deleted. Age is the trip's start from the file name, not the file's mtime: the
 Pi has no real-time clock, and trip ids are GNSS-corrected when the clock was off.
+
+No file is deleted for its age on the word of one clock. A clock that jumps forward (a bogus
+GNSS time, NTP stepping a fake-hwclock boot time) would make every file look old at once, and
+LOCAL_RETENTION_DAYS would empty ``uploaded/`` of data minutes old. So a file expires only
+when every witness of its age agrees it is older than the retention:
+
+- its trip time (the name) against the caller's clock (GNSS-corrected wall time);
+- its mtime against the system clock, which wrote that mtime (a jump of the corrected clock
+  alone, the usual case, leaves this witness unmoved);
+- the monotonic clock, for files this process saw appear: such a file is at most as old as
+  the monotonic time since the last look at which it was not there yet. No wall clock can
+  move this witness, so files written during this run are safe from any step of both.
+
+A witness that cannot be read (no mtime, a file present at this process's first look) does
+not vote. The disk budget (MAX_LOCAL_STORAGE_MB, newest data wins) ignores ages and still
+applies.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,17 +85,28 @@ class DiskPlan:
     evict_pending: tuple[Item, ...]  # NOT uploaded, deleted for the budget: data lost
 
 
-def plan_disk(inv: Inventory, budget_bytes: int, now: float, retention_days: float) -> DiskPlan:
-    """Pure: what to delete so that retention holds and the total fits the budget."""
+def plan_disk(
+    inv: Inventory,
+    budget_bytes: int,
+    now: float,
+    retention_days: float,
+    young: frozenset[str] = frozenset(),
+) -> DiskPlan:
+    """Pure: what to delete so that retention holds and the total fits the budget.
+
+    ``young``: names of files another witness (mtime, monotonic) says are younger than the
+    retention: never expired, whatever ``now`` says; the budget may still evict them.
+    """
     cutoff = now - retention_days * DAY
     uploaded = sorted(inv.uploaded, key=lambda i: i.name)
-    expired = tuple(i for i in uploaded if i.name.trip_epoch <= cutoff)
+    expired = tuple(i for i in uploaded if i.name.trip_epoch <= cutoff and i.name.name not in young)
+    expired_names = {i.name.name for i in expired}
     total = inv.total - sum(i.size for i in expired)
     evict_up: list[Item] = []
     for item in uploaded:
         if total <= budget_bytes:
             break
-        if item.name.trip_epoch <= cutoff:
+        if item.name.name in expired_names:
             continue
         evict_up.append(item)
         total -= item.size
@@ -158,6 +187,63 @@ def inventory(record_dir: Path) -> Inventory:
     )
 
 
+class Sightings:
+    """The monotonic witness: when this process first saw each file of a directory.
+
+    A name first seen at a look after the first one appeared since the look before, so
+    its age is at most the monotonic time since then. Names present at the first look are
+    of unknown age (earlier runs); names gone are forgotten.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_look: dict[Path, float] = {}
+        self._born_after: dict[Path, dict[str, float | None]] = {}
+
+    def max_ages(self, folder: Path, names: Sequence[str], now: float) -> dict[str, float]:
+        """Upper bounds of the ages of ``names`` in ``folder`` (only those known)."""
+        with self._lock:
+            last = self._last_look.get(folder)
+            old = self._born_after.get(folder, {})
+            born = {n: old.get(n, last) for n in names}
+            self._born_after[folder] = born
+            self._last_look[folder] = now
+        return {n: now - b for n, b in born.items() if b is not None}
+
+
+# One per process: the uploader and the disk-budget thread look at the same directories.
+SIGHTINGS = Sightings()
+
+
+def _mtime_age(item: Item, system_now: float) -> float | None:
+    """Seconds since the newest of the item's files was written, on the system clock."""
+    stamps = []
+    for p in item.paths:
+        try:
+            stamps.append(p.stat().st_mtime)
+        except OSError:
+            continue
+    return system_now - max(stamps) if stamps else None
+
+
+def young_items(
+    record_dir: Path, inv: Inventory, retention_s: float, monotonic: float, system_now: float
+) -> frozenset[str]:
+    """Names of uploaded items that the mtime or the monotonic witness says are younger
+    than ``retention_s``."""
+    folder = record_dir / UPLOADED_DIR
+    seen = SIGHTINGS.max_ages(folder, [i.name.name for i in inv.uploaded], monotonic)
+    young = set()
+    for item in inv.uploaded:
+        mtime_age = _mtime_age(item, system_now)
+        seen_age = seen.get(item.name.name)
+        if (mtime_age is not None and mtime_age < retention_s) or (
+            seen_age is not None and seen_age < retention_s
+        ):
+            young.add(item.name.name)
+    return frozenset(young)
+
+
 @dataclass
 class DiskReport:
     expired: int = 0
@@ -180,7 +266,12 @@ def enforce(cfg: Config, clock: Clock, *, evict_pending: bool = True) -> DiskRep
     """
     inv = inventory(cfg.record_dir)
     budget = int(cfg.max_local_storage_mb * MIB)
-    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days)
+    # mtimes were written by the system clock: they are compared with it, not with the
+    # injected (corrected) clock, which is the witness being checked.
+    young = young_items(
+        cfg.record_dir, inv, cfg.local_retention_days * DAY, clock.monotonic(), time.time()
+    )
+    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days, young)
     if not evict_pending:
         dp = DiskPlan(dp.expired, dp.evict_uploaded, ())
     report = DiskReport(total_bytes=inv.total)

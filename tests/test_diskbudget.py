@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,6 +114,11 @@ def test_retention_on_real_files_uses_the_trip_time(tmp_path: Path) -> None:
     orphan = make_closed_file(up_dir, trip="20261101T080000Z")
     orphan.unlink()  # a crash left only its sidecar
     pending_old = make_closed_file(tmp_path, trip="20261101T080000Z")
+    # Their mtimes agree (the system clock was right): a file goes only when both say old.
+    for p in [*up_dir.iterdir(), *tmp_path.iterdir()]:
+        if p.is_file():
+            stamp = time.time() - 40 * 86400
+            os.utime(p, (stamp, stamp))
     clock = FakeClock(start=datetime(2026, 11, 22, tzinfo=UTC).timestamp())
     report = enforce(cfg, clock)
     assert report.expired == 2
@@ -161,3 +168,46 @@ def test_an_archived_data_file_whose_sidecar_waits_goes_before_data_not_uploaded
     assert (tmp_path / (done.name + ".json")).exists()  # still to be uploaded: kept
     assert all(f.exists() for f in waiting)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# ---------------------------------------------------------------- issue 10 item 2
+def test_a_clock_jumped_decades_ahead_deletes_no_uploaded_file_for_its_age(
+    tmp_path: Path,
+) -> None:
+    # Files uploaded minutes ago (their mtime says so, on the system clock), then one bogus
+    # GNSS sentence (or anything else) moves the corrected clock to 2068: none is expired.
+    cfg = make_config(tmp_path, None, LOCAL_RETENTION_DAYS="7")
+    up_dir = tmp_path / "uploaded"
+    files = [make_closed_file(up_dir, trip=f"2026112{d}T080000Z") for d in range(3)]
+    clock = FakeClock(start=datetime(2068, 12, 31, tzinfo=UTC).timestamp())
+    report = enforce(cfg, clock)
+    assert report.expired == 0
+    assert all(p.exists() for p in files)
+
+
+def test_a_file_this_process_saw_appear_is_not_old_whatever_both_clocks_say(
+    tmp_path: Path,
+) -> None:
+    cfg = make_config(tmp_path, None, LOCAL_RETENTION_DAYS="7")
+    up_dir = tmp_path / "uploaded"
+    clock = FakeClock(start=datetime(2026, 11, 22, tzinfo=UTC).timestamp())
+    enforce(cfg, clock)  # the first look: the directory is empty
+    clock.advance(60.0)
+    fresh = make_closed_file(up_dir, trip="20261122T000000Z")
+    # Both clocks stepped forward a month (NTP from a fake-hwclock, and GNSS with it).
+    month_ago = time.time() - 31 * 86400
+    for p in (fresh, Path(f"{fresh}.json")):
+        os.utime(p, (month_ago, month_ago))
+    clock.set_wall(clock.time() + 31 * 86400)
+    assert enforce(cfg, clock).expired == 0 and fresh.exists()
+    clock.advance(8 * 86400.0)  # a week of monotonic time later it is old by every witness
+    assert enforce(cfg, clock).expired == 1 and not fresh.exists()
+
+
+def test_the_budget_still_applies_to_files_too_young_to_expire() -> None:
+    inv = Inventory(uploaded=(item(5), item(27)), pending=(item(28),), other_bytes=0)
+    young = frozenset({item(5).name.name})
+    p = plan_disk(inv, budget_bytes=150, now=NOW, retention_days=15, young=young)
+    # The 5th is not expired (a witness says it is young) but goes first for the budget.
+    assert p.expired == ()
+    assert names(p.evict_uploaded) == names((item(5), item(27)))
