@@ -743,7 +743,9 @@ class Recorder:
             "; ".join(causes),
             self.rows_dropped,
         )
-        if self._outage_since is not None:
+        if self._outage_since is not None and threading.current_thread() is self._thread:
+            # Said during the outage, so its end is said too (the writer's state: the
+            # OBD thread reports queue overflows only).
             self._outage_logged = True
 
     def _drop(self) -> None:
