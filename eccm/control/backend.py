@@ -22,6 +22,7 @@ from eccm.config import Config
 from eccm.errors import DeviceError, ProtocolError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
+from eccm.obd.share import AdapterBusy
 from eccm.sample import GPS_COLUMNS, GPS_UNITS, Plain, Reading, iso_utc
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,11 @@ _LINK_CODES = frozenset({"not_connected", "obd_timeout", "unknown_value", "busy"
 class Refused(ProtocolError):
     """A command cannot be carried out; ``code`` is one of the error codes of SPEC §5."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # busy: seconds after which asking again may succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +249,8 @@ class DaemonBackend:
         self._started = self._clock.monotonic() if started_at is None else started_at
         self._reads = threading.BoundedSemaphore(self.MAX_READS_IN_FLIGHT)
         self._dtc = threading.Lock()
+        self._busy = 0  # requests this backend refused as busy (the link counts its own)
+        self._busy_lock = threading.Lock()
         self._units: dict[str, str] = {}  # learnt from on-demand reads, for SUPPORTED
         self._cache_key: object = None
         self._cache: tuple[ValueInfo, ...] = ()
@@ -309,7 +313,7 @@ class DaemonBackend:
     def read(self, name: str, timeout: float) -> Reading:
         link = self._require_link()
         if not self._reads.acquire(blocking=False):
-            raise Refused("busy", "too many on-demand reads in flight; try again")
+            raise self._refuse_busy("too many on-demand reads in flight", 0.5)
         try:
             reading = self._wait(link.read(name, timeout), timeout, f"reading {name}")
         finally:
@@ -364,13 +368,14 @@ class DaemonBackend:
             "gnss_dropped": None if self._gnss_source is None else self._gnss_source.dropped,
             "gnss_time_rejected": self._hub.timebase.rejected,
             "uptime_s": round(self._clock.monotonic() - self._started, 1),
+            "ondemand_busy": self._busy_count(),
         }
 
     # -- DTCs ----------------------------------------------------------------------------
     def read_dtcs(self, timeout: float) -> Mapping[str, object]:
         link = self._require_link()
         if not self._dtc.acquire(blocking=False):
-            raise Refused("busy", "another DTC request is running; try again")
+            raise self._refuse_busy("another DTC request is running", 1.0)
         try:
             raw = self._wait(link.read_dtcs(timeout), timeout, "reading DTCs")
         finally:
@@ -385,7 +390,7 @@ class DaemonBackend:
     def clear_dtcs(self, timeout: float) -> ClearResult:
         link = self._require_link()
         if not self._dtc.acquire(blocking=False):
-            raise Refused("busy", "another DTC request is running; try again")
+            raise self._refuse_busy("another DTC request is running", 1.0)
         try:
             answer = self._wait(link.clear_dtcs(timeout), timeout, "clearing DTCs")
         finally:
@@ -409,6 +414,17 @@ class DaemonBackend:
         return self._trip.live()
 
     # -- helpers -----------------------------------------------------------------------
+    def _refuse_busy(self, why: str, retry_after: float) -> Refused:
+        with self._busy_lock:
+            self._busy += 1
+        return Refused("busy", f"{why} (retry in {retry_after:g} s)", retry_after)
+
+    def _busy_count(self) -> int:
+        """On-demand requests refused as busy since start, here and by the OBD link."""
+        link_count = getattr(self._link, "busy_refusals", 0)  # test doubles may lack it
+        with self._busy_lock:
+            return self._busy + (link_count if isinstance(link_count, int) else 0)
+
     def _require_link(self) -> LinkLike:
         link = self._link
         if link is None or self.obd_state() != "connected":
@@ -424,6 +440,9 @@ class DaemonBackend:
         """
         try:
             return future.result(timeout + cls.RUN_MARGIN)
+        except AdapterBusy as exc:
+            _code, _, message = str(exc).partition(": ")
+            raise Refused("busy", message, exc.retry_after) from exc
         except CancelledError:
             raise Refused("not_connected", f"the OBD link stopped ({what})") from None
         except (FutureTimeout, TimeoutError, DeviceError) as exc:

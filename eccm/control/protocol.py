@@ -359,9 +359,12 @@ class Session:
                 {"class": "ERROR", "code": "server_error", "message": "reply not encodable"}
             )
 
-    def _error(self, code: str, message: str) -> None:
+    def _error(self, code: str, message: str, retry_after: float | None = None) -> None:
         assert code in ERROR_CODES, code
-        self._send({"class": "ERROR", "code": code, "message": message})
+        reply: dict[str, object] = {"class": "ERROR", "code": code, "message": message}
+        if retry_after is not None:
+            reply["retry_after"] = retry_after  # busy: seconds before asking again
+        self._send(reply)
 
     def _too_long(self, limit: int) -> None:
         self._error("line_too_long", f"lines are limited to {limit} bytes here")
@@ -390,7 +393,7 @@ class Session:
         try:
             handler(words, text)
         except Refused as exc:
-            self._error(exc.code, exc.message)
+            self._error(exc.code, exc.message, exc.retry_after)
         except Exception:
             log.exception("control command %s from %s failed", command, self.peer)
             self._error("server_error", "internal error; the daemon's log has the details")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import stat
 import threading
@@ -48,6 +49,7 @@ from eccm.obd.adapter import (
 )
 from eccm.obd.multipid import MAX_PIDS, allows_multi_pid
 from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
+from eccm.obd.share import MAX_START_WAIT, QUEUE_LIMIT, AdapterBusy, AdapterShare
 from eccm.obd.values import describe, is_readable, known_command, plain
 from eccm.sample import Layout, Reading
 
@@ -172,6 +174,8 @@ def _protocol_id(text: str) -> str | None:
 class _Job:
     fn: Callable[[Any], Any]
     future: concurrent.futures.Future[Any]
+    kind: str = "request"
+    start_by: float = math.inf  # monotonic time after which it is refused as busy
     timer: threading.Timer | None = None
     claimed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -228,6 +232,10 @@ class ObdLink:
         self._supported: dict[str, Any] = {}
         self._protocol: str | None = None
         self._rows = 0
+        self._busy = 0  # on-demand requests refused as busy
+        self._running_since: float | None = None  # when the running request started
+        self._hint = MAX_START_WAIT  # the last retry hint the share gave
+        self._share = AdapterShare(clock.monotonic(), first_guess=_FIRST_QUERY_TIME)
         self._fast_meter = RateMeter(5.0)
         self._slow_meter = RateMeter(max(5.0, 3 * cfg.obd_slow_interval))
         self._query_time = _FIRST_QUERY_TIME
@@ -261,6 +269,13 @@ class ObdLink:
         """Rows published since start."""
         with self._lock:
             return self._rows
+
+    @property
+    def busy_refusals(self) -> int:
+        """On-demand requests refused as busy since start (queue full, or no share of the
+        adapter's time in time)."""
+        with self._lock:
+            return self._busy
 
     @property
     def fast_rate(self) -> float:
@@ -315,26 +330,33 @@ class ObdLink:
         self._fail_pending("not_connected: the OBD link is stopped")
 
     # -- the request queue ---------------------------------------------------------
-    def submit(self, fn: Callable[[Any], T], timeout: float = 5.0) -> concurrent.futures.Future[T]:
+    def submit(
+        self,
+        fn: Callable[[Any], T],
+        timeout: float = 5.0,
+        *,
+        kind: str = "request",
+        priority: bool = False,
+    ) -> concurrent.futures.Future[T]:
         """Run ``fn(connection)`` in the link thread between polling rounds.
 
-        The future fails at once with DeviceError("not_connected ...") when the adapter
-        is not connected, with DeviceError("not_connected ...") when the connection is lost
-        before ``fn`` ran, and with TimeoutError when the link could not start ``fn``
-        within ``timeout`` seconds. Once started, ``fn`` runs to its end (a python-OBD
-        query is bounded by the adapter's own timeout).
+        Rows come first: ``fn`` gets a bounded share of the adapter's time (see
+        :mod:`eccm.obd.share`). The future fails at once with DeviceError("not_connected
+        ...") when the adapter is not connected, with DeviceError("not_connected ...")
+        when the connection is lost before ``fn`` ran, with :class:`AdapterBusy` ("busy:
+        ...", and when to retry) when the queue is full or ``fn`` would not get its turn
+        within MAX_START_WAIT (``timeout`` if shorter; a ``priority`` request waits its
+        whole ``timeout``), and with TimeoutError when the link could not start ``fn``
+        within ``timeout`` seconds (a request before it still running). Once started,
+        ``fn`` runs to its end (a python-OBD query is bounded by the adapter's own
+        timeout). ``kind`` names requests of the same duration ("read VIN"): the link
+        learns how long each kind takes. A ``priority`` request (a DTC read or clear,
+        rare and one at a time) goes before the queued reads.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        job = _Job(fn, future)
-        job.timer = threading.Timer(
-            timeout,
-            job.fail,
-            args=(
-                TimeoutError(
-                    f"obd_timeout: the OBD link could not run the request within {timeout:g} s"
-                ),
-            ),
-        )
+        wait = timeout if priority else min(timeout, MAX_START_WAIT)
+        job = _Job(fn, future, kind, self._clock.monotonic() + wait)
+        job.timer = threading.Timer(timeout, self._expire, args=(job, timeout))
         job.timer.daemon = True
         with self._lock:
             if self._state != CONNECTED:
@@ -346,7 +368,20 @@ class ObdLink:
                     )
                 )
                 return future
-            self._jobs.append(job)
+            if len(self._jobs) >= QUEUE_LIMIT:
+                self._busy += 1
+                future.set_exception(
+                    AdapterBusy(
+                        f"busy: {len(self._jobs)} requests are already waiting for the OBD "
+                        f"adapter (retry in {MAX_START_WAIT:g} s)",
+                        MAX_START_WAIT,
+                    )
+                )
+                return future
+            if priority:
+                self._jobs.appendleft(job)
+            else:
+                self._jobs.append(job)
         job.timer.start()
         self._wake.set()
         return future
@@ -355,7 +390,7 @@ class ObdLink:
         """Read any command the car supports now (a value need not be logged)."""
         key = name.strip().upper()
 
-        def job(conn: Any) -> Reading:
+        def check() -> Any:
             cmd = self._supported.get(key)
             if cmd is None:
                 if known_command(key):
@@ -363,9 +398,22 @@ class ObdLink:
                 raise DeviceError(f"unknown_value: {key} is not a python-OBD command name")
             if not is_readable(cmd):
                 raise DeviceError(f"unknown_value: {key} is not a value that can be read")
-            return self._read(conn, cmd)
+            return cmd
 
-        return self.submit(job, timeout)
+        def job(conn: Any) -> Reading:
+            return self._read(conn, check())
+
+        with self._lock:
+            connected = self._state == CONNECTED
+        if connected:
+            # A name the car cannot answer costs no share of the adapter's time.
+            try:
+                check()
+            except DeviceError as exc:
+                refused: concurrent.futures.Future[Reading] = concurrent.futures.Future()
+                refused.set_exception(exc)
+                return refused
+        return self.submit(job, timeout, kind=f"read {key}")
 
     def read_dtcs(self, timeout: float = 5.0) -> concurrent.futures.Future[dict[str, Any]]:
         """{"mil": bool | None, "stored": [{code, description}], "pending": [...]}.
@@ -386,7 +434,7 @@ class ObdLink:
             )
             return {"mil": mil, "stored": stored, "pending": pending}
 
-        return self.submit(job, timeout)
+        return self.submit(job, timeout, kind="dtc read", priority=True)
 
     def clear_dtcs(self, timeout: float = 5.0) -> concurrent.futures.Future[str]:
         """Clear the trouble codes (mode 04): resets readiness monitors too.
@@ -404,7 +452,7 @@ class ObdLink:
             log.warning("diagnostic trouble codes cleared on request; the car answered %s", text)
             return text
 
-        return self.submit(job, timeout)
+        return self.submit(job, timeout, kind="dtc clear", priority=True)
 
     # -- the thread ----------------------------------------------------------------
     def _main(self) -> None:
@@ -632,7 +680,7 @@ class ObdLink:
             self._wake.clear()
             if self._stopping.is_set():
                 return None
-            self._run_jobs(conn)
+            jobs_at = self._run_jobs(conn, next_row)
             if self._lost(conn):
                 return self._loss_reason()
             now = mono()
@@ -640,7 +688,7 @@ class ObdLink:
                 self._publish_rates()
                 next_facts = now + _RATE_FACTS_INTERVAL
             if now < next_row:
-                self._wake.wait(min(next_row, next_facts) - now)
+                self._wake.wait(max(0.001, min(next_row, next_facts, jobs_at) - now))
                 continue
             row_start = now
             readings, answered, lost = self._read_groups(reader, plan, plan.fast, lately, False)
@@ -725,6 +773,7 @@ class ObdLink:
             self._hub.begin_trip()
         self._hub.update_values(readings)
         self._hub.emit(engine=True)
+        self._share.row()
         with self._lock:
             self._rows += 1
         self._fast_meter.tick(self._clock.monotonic())
@@ -738,20 +787,89 @@ class ObdLink:
             codes.setdefault(str(code), str(description or ""))
         return [{"code": c, "description": d} for c, d in codes.items()]
 
-    def _run_jobs(self, conn: Any) -> None:
+    def _run_jobs(self, conn: Any, next_row: float) -> float:
+        """Run the queued requests that the share allows now; refuse those that would not
+        get their turn in time. Returns when to look at the queue again (inf: empty)."""
+        mono = self._clock.monotonic
         while not self._lost(conn):
+            now = mono()
             with self._lock:
+                while self._jobs and self._jobs[0].claimed:  # timed out or cancelled
+                    self._jobs.popleft()
                 if not self._jobs:
-                    return
-                job = self._jobs.popleft()
+                    return math.inf
+                job = self._jobs[0]
+            # A kind never run yet is guessed to take one request of the polling loop.
+            self._share.first_guess = self._query_time
+            turn = self._share.turn(now, next_row, job.kind)
+            if not turn.run:
+                self._refuse_late(now + turn.wait, turn.wait)
+                with self._lock:
+                    waiting = bool(self._jobs)
+                return now + turn.wait if waiting else math.inf
+            with self._lock:
+                if self._jobs and self._jobs[0] is job:
+                    self._jobs.popleft()
             if not job.claim() or not job.future.set_running_or_notify_cancel():
                 continue
+            started = mono()
+            with self._lock:
+                self._running_since = started
             try:
                 result = job.fn(conn)
             except Exception as exc:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
+            finally:
+                with self._lock:
+                    self._running_since = None
+            self._share.ran(job.kind, started, mono(), next_row)
+        return math.inf
+
+    def _expire(self, job: _Job, timeout: float) -> None:
+        """The timer of a request that did not start within its timeout."""
+        with self._lock:
+            since = self._running_since
+            hint = self._hint
+        # Held up all along by one request that still runs: the adapter is stuck on it (a
+        # slow car), which is a timeout. Otherwise it waited for its turn: busy.
+        if since is not None and self._clock.monotonic() - since >= timeout:
+            job.fail(
+                TimeoutError(
+                    f"obd_timeout: the OBD link could not run the request within {timeout:g} s"
+                )
+            )
+            return
+        # It waited for its share of the adapter's time (rows first): busy, not a timeout.
+        if not job.claimed:
+            with self._lock:
+                self._busy += 1
+            job.fail(self._busy_error(hint))
+
+    @staticmethod
+    def _busy_error(hint: float) -> AdapterBusy:
+        return AdapterBusy(
+            "busy: the OBD adapter is logging and on-demand requests get a bounded share "
+            f"of its time (retry in {hint:g} s)",
+            hint,
+        )
+
+    def _refuse_late(self, turn_at: float, wait: float) -> None:
+        """Refuse as busy every queued request that may start only after its start_by:
+        its caller hears it at once instead of waiting for a timeout."""
+        with self._lock:
+            late = [job for job in self._jobs if job.start_by < turn_at]
+            for job in late:
+                self._jobs.remove(job)
+        hint = self._share.retry_after(wait)
+        with self._lock:
+            self._hint = hint
+        for job in late:
+            if not job.claimed:
+                with self._lock:
+                    self._busy += 1
+                job.fail(self._busy_error(hint))
 
     def _fail_pending(self, message: str) -> None:
         with self._lock:
