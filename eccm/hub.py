@@ -9,13 +9,14 @@ the model).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from eccm.clock import Clock
 from eccm.gnss.fix import Fix
-from eccm.sample import Layout, Reading, Sample, trip_id_for
+from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample, trip_id_for
 from eccm.timebase import TimeBase
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class Hub:
         self._closed = False
         self._listeners: list[Listener] = []
         self._values: dict[str, Reading] = {}
+        # Oldest a fast / a slow engine value may be in a row or a GET (the OBD link sets
+        # them from SAMPLE_INTERVAL, OBD_SLOW_INTERVAL and what it achieves).
+        self._fast_age = FAST_AGE_CAP
+        self._slow_age = math.inf
         self._fix: Fix | None = None
         self._trip: str | None = None
         self._trip_engine = False
@@ -122,6 +127,13 @@ class Hub:
         """The car stopped answering: no engine value is current any more."""
         with self._lock:
             self._values.clear()
+
+    def set_max_ages(self, fast: float, slow: float) -> None:
+        """Oldest a fast and a slow value may be (seconds): an older one is left out of
+        rows and of :meth:`latest_values`. ``fast`` is capped at FAST_AGE_CAP."""
+        with self._lock:
+            self._fast_age = min(fast, FAST_AGE_CAP)
+            self._slow_age = slow
 
     def set_layout(self, layout: Layout) -> None:
         """The OBD link resolved the columns (supported fast and slow commands)."""
@@ -263,8 +275,20 @@ class Hub:
         return fix
 
     def latest_values(self) -> dict[str, Reading]:
+        """The current engine values: none older than its bound (see :meth:`set_max_ages`)."""
+        mono = self.clock.monotonic()
         with self._lock:
-            return dict(self._values)
+            return self._fresh(mono)
+
+    def _fresh(self, mono: float) -> dict[str, Reading]:
+        """Values young enough at ``mono``. Called under the lock."""
+        fast = set(self._layout.fast)
+        out: dict[str, Reading] = {}
+        for name, reading in self._values.items():
+            limit = self._fast_age if name in fast else self._slow_age
+            if mono - reading.at <= limit:
+                out[name] = reading
+        return out
 
     def facts(self) -> dict[str, str]:
         with self._lock:
@@ -316,7 +340,13 @@ class Hub:
             else:
                 log.info("trip %s ended: no position for over %g s", ended, self.gnss_trip_timeout)
             self._dispatch("on_trip_end", ended)
-        values = self.latest_values() if engine else {}
+        if engine:
+            with self._lock:
+                # Judged at the row's own time: a value read long before (a slow answer
+                # after it, a busy machine) must not pass for current.
+                values = self._fresh(mono)
+        else:
+            values = {}
         sample = Sample(
             time=epoch,
             trip_id=trip,

@@ -44,6 +44,11 @@ BASE_UNITS: dict[str, tuple[str, str]] = {
 }
 
 
+# Oldest a fast engine value may be in a row or a GET, whatever the cycle: as a position
+# older than GPS_MAX_FIX_AGE, an older value is left empty (the adapter is in trouble).
+FAST_AGE_CAP = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One value read from the car: a plain number or text, never a pint Quantity."""

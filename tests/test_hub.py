@@ -59,6 +59,8 @@ def test_engine_rows_carry_the_latest_values_and_a_fresh_fix_only() -> None:
     hub.update_values({"RPM": Reading(850.0, "revolutions_per_minute", clock.monotonic())})
     s1 = hub.emit()
     clock.advance(2.5)  # the fix is now older than GPS_MAX_FIX_AGE
+    # Read again (an engine value as old as the fix would be left out too).
+    hub.update_values({"RPM": Reading(850.0, "revolutions_per_minute", clock.monotonic())})
     s2 = hub.emit()
     assert s1 is not None and s2 is not None
     assert s1.trip_id == s2.trip_id == trip
@@ -220,7 +222,7 @@ def test_iso_time_has_milliseconds_and_z() -> None:
 def test_row_follows_the_header_and_leaves_unknowns_empty() -> None:
     clock, hub, _ = make()
     hub.begin_trip()
-    hub.update_values({"SPEED": Reading(42, "kilometer_per_hour", 0.0)})
+    hub.update_values({"SPEED": Reading(42, "kilometer_per_hour", clock.monotonic())})
     s = hub.emit()
     assert s is not None
     row = LAYOUT.row(s, "car")

@@ -48,7 +48,16 @@ from eccm.obd.adapter import (
     save_time,
 )
 from eccm.obd.multipid import MAX_PIDS, allows_multi_pid
-from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
+from eccm.obd.plan import (
+    Group,
+    PollPlan,
+    RateMeter,
+    fast_max_age,
+    make_groups,
+    resolve,
+    slow_budget,
+    slow_max_age,
+)
 from eccm.obd.share import MAX_START_WAIT, QUEUE_LIMIT, AdapterBusy, AdapterShare
 from eccm.obd.values import describe, is_readable, known_command, plain
 from eccm.sample import Layout, Reading
@@ -669,6 +678,7 @@ class ObdLink:
         lately = True  # the car answered at connection time
         next_row = mono()
         next_facts = mono()
+        round_time = 0.0  # how long the reads of a row take (smoothed)
         # While the car is silent past TRIP_END_TIMEOUT it is asked ever less often: an
         # ECU woken by every request would drain a parked car's battery.
         quiet = Backoff(
@@ -706,7 +716,15 @@ class ObdLink:
                 answered = answered or slow_answered
                 readings.update(slow)
             if answered:
+                # Bounds from the rows before this one: a row whose reads took long (a slow
+                # answer after its RPM) leaves its oldest values out instead of widening them.
+                fast_age = fast_max_age(interval, round_time)
+                self._hub.set_max_ages(
+                    fast_age, slow_max_age(cfg.obd_slow_interval, plan.cycle, fast_age)
+                )
                 self._publish(readings)
+                took = mono() - row_start
+                round_time = took if round_time == 0.0 else 0.8 * round_time + 0.2 * took
                 last_answer = mono()
                 lately = True
                 quiet = quiet.succeeded()

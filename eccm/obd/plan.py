@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eccm.obd.values import is_loggable, is_mode01_value, known_command, pid_order
+from eccm.sample import FAST_AGE_CAP
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class PollPlan:
             group: start + i * slow_interval / n for i, group in enumerate(self.slow)
         }
         self._order = {group: i for i, group in enumerate(self.slow)}
+        self._read_at: dict[Group, float] = {}
+        # The time a pass over every slow group really takes: OBD_SLOW_INTERVAL when the
+        # reads keep up, longer when rows leave too little time for them.
+        self.cycle = slow_interval
 
     @property
     def fast_names(self) -> tuple[str, ...]:
@@ -148,6 +153,14 @@ class PollPlan:
         )
         batch = due if limit is None else due[:limit]
         for group in batch:
+            last = self._read_at.get(group)
+            self._read_at[group] = now
+            if last is not None:
+                gap = now - last
+                # Up at once, down slowly: the bound of a slow value's age follows the
+                # longest gap between two reads of one group lately.
+                self.cycle = gap if gap > self.cycle else 0.9 * self.cycle + 0.1 * gap
+                self.cycle = max(self.cycle, self.slow_interval)
             following = self._due[group] + self.slow_interval
             self._due[group] = following if following > now else now + self.slow_interval
         return batch
@@ -176,6 +189,28 @@ class PollPlan:
             for i, single in enumerate(singles):
                 self._due[single] = due + i * slot / len(singles)
             self._order = {g: i for i, g in enumerate(self.slow)}
+
+
+# Bounds of a fast value's age: a few row cycles (FAST_AGE_CYCLES), at least
+# FAST_AGE_FLOOR (a busy machine delays a row by some tenths), at most FAST_AGE_CAP.
+FAST_AGE_CYCLES = 3
+FAST_AGE_FLOOR = 0.5
+# Slow values are read once per slow cycle: one missed read is allowed.
+SLOW_AGE_CYCLES = 2
+
+
+def fast_max_age(sample_interval: float, round_time: float) -> float:
+    """Oldest a fast value may be in a row: FAST_AGE_CYCLES row cycles (SAMPLE_INTERVAL or
+    the time the reads of a row take, the longer), within [FAST_AGE_FLOOR, FAST_AGE_CAP]."""
+    cycle = max(sample_interval, round_time)
+    return min(FAST_AGE_CAP, max(FAST_AGE_FLOOR, FAST_AGE_CYCLES * cycle))
+
+
+def slow_max_age(slow_interval: float, slow_cycle: float, fast_age: float) -> float:
+    """Oldest a slow value may be in a row: SLOW_AGE_CYCLES slow cycles (OBD_SLOW_INTERVAL
+    or the time a pass over every slow group really takes, the longer) plus ``fast_age``
+    (a slow value is read after the fast ones of its row)."""
+    return SLOW_AGE_CYCLES * max(slow_interval, slow_cycle) + fast_age
 
 
 def slow_budget(time_left: float, query_time: float, minimum: int = 1) -> int:
