@@ -701,6 +701,7 @@ class ObdLink:
                 self._wake.wait(max(0.001, min(next_row, next_facts, jobs_at) - now))
                 continue
             row_start = now
+            self._share.row()  # a round of reads comes between two charged requests
             readings, answered, lost = self._read_groups(reader, plan, plan.fast, lately, False)
             if lost is not None:
                 return lost
@@ -791,7 +792,6 @@ class ObdLink:
             self._hub.begin_trip()
         self._hub.update_values(readings)
         self._hub.emit(engine=True)
-        self._share.row()
         with self._lock:
             self._rows += 1
         self._fast_meter.tick(self._clock.monotonic())
