@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import io
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -487,6 +487,29 @@ def test_query_errors_are_one_clear_line(world: World, capsys: pytest.CaptureFix
     assert "cannot connect" in capsys.readouterr().err
 
 
+def test_query_waits_for_an_auth_held_back_for_another_connection(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong AUTH of someone else from this address is held back: `eccm query` is told
+    `busy` with a retry hint, waits it out and authenticates, instead of saying the secret
+    is wrong."""
+    host, port = world.serve(failure_base=1.0)
+    first = world.connect((host, port))
+    first.hello()
+    assert first.ask(f"AUTH HMAC {'0' * 64}")["code"] == "auth_failed"
+    held = world.connect((host, port))
+    held.hello()
+    held.send(f"AUTH HMAC {'0' * 64}")  # held back for a second after the first failure
+    probe = world.connect((host, port))
+    probe.hello()
+    refused = probe.ask(f"AUTH HMAC {'0' * 64}")
+    assert refused["code"] == "busy" and refused["retry_after"] >= 1
+    assert run_query(None, host, port, False, None, ["PING"], SECRET) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out.splitlines()[-1]) == {"class": "PONG"}
+    assert "authentication refused" not in out.err
+
+
 def test_query_dtc_clear_asks_for_confirmation(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,7 +534,10 @@ def test_query_watch_streams_until_ctrl_c(world: World, capsys: pytest.CaptureFi
         nonlocal calls
         calls += 1
         if calls == 4:
-            _thread.interrupt_main()  # Ctrl-C, once a few LIVE lines went out
+            # Ctrl-C, once a few LIVE lines went out: a real SIGINT to the main thread, which
+            # interrupts its blocking read (interrupt_main only sets a flag that a thread
+            # blocked in recv never looks at: the test hung once).
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
         return original()
 
     world.backend.values = counting  # type: ignore[method-assign]

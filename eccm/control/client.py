@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from typing import IO, Any
 
 from eccm.config import Config
@@ -28,6 +29,9 @@ REPLY_TIMEOUT = 30.0  # a DTC read on a slow car takes up to 15 s on the daemon'
 # (SPEC §5): wait that long for the answer, and say why after AUTH_NOTICE seconds.
 AUTH_WAIT = 70.0
 AUTH_NOTICE = 3.0
+# Seconds within which a `busy` AUTH is tried again: the daemon closes a connection that has
+# not authenticated within 10 s (AUTH_TIMEOUT).
+BUSY_AUTH_WINDOW = 8.0
 EXIT_INTERRUPTED = 130
 
 
@@ -186,6 +190,10 @@ def run_query(
         return 2
 
 
+def _is_busy(reply: dict[str, object]) -> bool:
+    return reply.get("class") == "ERROR" and reply.get("code") == "busy"
+
+
 def _session(sock: socket.socket, secret: str, command: str, words: list[str], tls: bool) -> int:
     sock.settimeout(REPLY_TIMEOUT)
     lines = _Lines(sock)
@@ -224,6 +232,23 @@ def _session(sock: socket.socket, secret: str, command: str, words: list[str], t
         text, reply = lines.next()
     finally:
         notice.cancel()
+    # Another AUTH from this address is being held back (someone, perhaps another query,
+    # failed lately): wait for it once, while the daemon's AUTH_TIMEOUT leaves time.
+    give_up = time.monotonic() + BUSY_AUTH_WINDOW
+    while _is_busy(reply):
+        wait = reply.get("retry_after")
+        if not isinstance(wait, int | float) or time.monotonic() + wait > give_up:
+            _emit(text)
+            print(
+                "eccm query: another AUTH from this address is being held back by the daemon "
+                "after failed attempts: try again in a minute",
+                file=sys.stderr,
+            )
+            return 2
+        time.sleep(max(0.0, float(wait)))
+        send(f"AUTH HMAC {hmac_proof(secret, nonce)}")
+        sock.settimeout(AUTH_WAIT)
+        text, reply = lines.next()
     sock.settimeout(REPLY_TIMEOUT)
     if reply.get("class") != "AUTH" or not reply.get("ok"):
         _emit(text)

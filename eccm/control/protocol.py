@@ -442,6 +442,7 @@ class Session:
                 "busy",
                 f"another AUTH from your address is held back for {left} s after failed "
                 "attempts: send AUTH again after it",
+                retry_after=float(left),
             )
         else:
             self._settle(method, result.verdict is Verdict.ACCEPTED)
