@@ -165,6 +165,10 @@ class Daemon:
         if self.hub.engine_trip:
             return
         now = self.clock.monotonic()
+        if self.hub.timebase.settling(self.clock.time(), now):
+            # The first epochs say the clock is off: a row now would open a trip on the
+            # wrong date that ends when GNSS time is adopted, epochs later.
+            return
         if now - self._last_gnss_row >= self.cfg.sample_interval:
             self._last_gnss_row = now
             self.hub.emit(engine=False)

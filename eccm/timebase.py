@@ -124,6 +124,20 @@ class TimeBase:
             )
         return False
 
+    def settling(self, system_epoch: float, monotonic: float) -> bool:
+        """True while no GNSS time is adopted yet and the epochs being confirmed say the
+        system clock is off by more than the threshold: a row stamped now would be on a
+        clock about to step (a trip on the wrong date, ended epochs later). False once
+        adopted, while the epochs agree with the system clock, and once the receiver was
+        found to disagree with itself (MAD_AFTER epochs): rows then go on on the system
+        clock."""
+        with self._lock:
+            if self._anchor is not None or not self._candidate:
+                return False
+            if self._disagreeing >= MAD_AFTER:
+                return False
+            return abs(self._candidate[-1] + monotonic - system_epoch) > self._threshold
+
     def stamp(self, system_epoch: float, monotonic: float) -> tuple[float, str]:
         """(time, source) of a row: GNSS time when the system clock is off, else system."""
         with self._lock:

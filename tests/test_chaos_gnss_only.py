@@ -12,6 +12,8 @@ import csv
 import gzip
 import io
 import json
+import time
+from datetime import datetime
 from pathlib import Path
 
 from eccm.app import Daemon
@@ -181,3 +183,40 @@ def test_file_recording_off_writes_nothing_but_keeps_the_trip_computer(tmp_path:
             daemon.stop()
     assert not records.exists() or not any(records.iterdir())
     assert daemon.trip.live()["previous"]["trip"] == live["trip"]
+
+
+def test_a_gnss_only_start_on_a_clock_a_day_off_makes_no_trip_on_the_wrong_date(
+    tmp_path: Path,
+) -> None:
+    """A Pi without a real-time clock boots a day behind (fake-hwclock) with the car off:
+    the first epochs of the receiver wait for GNSS time to be confirmed instead of opening
+    a trip, a file and a summary on the wrong date that ends two rows later."""
+    from tests.test_chaos_clock_daemon import OffsetClock
+
+    records = tmp_path / "records"
+    clock = OffsetClock(-86_400.0)
+    with NmeaPty(ROUTE, rate_hz=2.0) as gnss:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "gnss-car",
+                "OBD_INTERFACE": str(tmp_path / "no-adapter"),
+                "GPS_POSITION_MONITORING": "yes",
+                "GPS_INTERFACE": gnss.path,
+                "RECORD_DIRECTORY_LOCATION": str(records),
+                "FILE_ROTATION_SECONDS": "60",
+            }
+        )
+        daemon = Daemon(cfg, clock)
+        daemon.start()
+        try:
+            wait_until(lambda: daemon.hub.timebase.source == "gnss", 60, "GNSS time adopted")
+            wait_until(lambda: daemon.hub.rows >= 4, 30, "rows on GNSS time")
+        finally:
+            daemon.stop()
+    files = sorted(records.glob("*.tsv.gz"))
+    trips = {p.name.split("_")[1] for p in files}
+    assert len(trips) == 1, [p.name for p in records.iterdir()]
+    assert len(list(records.glob("*_summary.json"))) == 1
+    for path in files:
+        for row in rows_of(path):
+            assert abs(datetime.fromisoformat(row["TIME_UTC"]).timestamp() - time.time()) < 120
