@@ -189,6 +189,9 @@ def test_a_busy_get_says_when_to_retry_and_status_counts_it() -> None:
     session.receive_data(f"AUTH HMAC {proof}\nGET VIN\nSTATUS\n".encode())
     while session.step():
         pass
+    clock.advance(0.6)  # the next line is taken after the hint
+    while session.step():
+        pass
     replies = [json.loads(line) for line in session.data_to_send().splitlines()]
     assert replies[1] == {
         "class": "ERROR",
@@ -197,3 +200,30 @@ def test_a_busy_get_says_when_to_retry_and_status_counts_it() -> None:
         "retry_after": 0.6,
     }
     assert replies[2]["class"] == "STATUS" and replies[2]["ondemand_busy"] == 1
+
+
+def test_a_client_that_ignores_retry_after_is_paused_not_answered_at_full_speed() -> None:
+    """A greedy client asking again at once after `busy` would cost the daemon a reply per
+    request (thousands a second, CPU taken from logging): the session takes its next line
+    only after the hint (at most BUSY_PAUSE_MAX), and TCP pushes back meanwhile."""
+    clock = FakeClock()
+    hub = Hub(clock, 2.0, Layout(("RPM",), (), gps=False))
+    link = _BusyLink()
+    backend = DaemonBackend(hub=hub, link=link)
+    session = Session(backend, "a secret", clock, peer="127.0.0.1:5", address="127.0.0.1")
+    session.data_to_send()
+    proof = hmac_proof("a secret", session.nonce)
+    session.receive_data(f"AUTH HMAC {proof}\n".encode() + b"GET VIN\n" * 50)
+    while session.step():
+        pass
+    replies = [json.loads(line) for line in session.data_to_send().splitlines()]
+    assert [r["class"] for r in replies] == ["AUTH", "ERROR"]
+    assert link.busy_refusals == 1
+    assert not session.wants_data  # not reading meanwhile: the client's sends back up
+    deadline = session.next_deadline()
+    assert deadline is not None and deadline <= clock.monotonic() + 0.6
+    clock.advance(0.6)
+    session.tick()
+    assert session.step()  # the next GET, after the hint
+    assert link.busy_refusals == 2
+    assert not session.step()

@@ -46,6 +46,10 @@ READ_TIMEOUT = 5.0  # an on-demand GET of one value
 DTC_TIMEOUT = 15.0  # modes 03 + 07 + 01 01 on a slow K-line car
 SPEED_MAX_AGE = 2.0  # older than this, the logged SPEED is read again before a clear
 ECHO_LIMIT = 40
+# After a `busy` reply the session takes its next line only after the reply's retry_after, at
+# most this long: a client that asks again at once would otherwise cost a reply per request,
+# thousands a second of CPU taken from logging. TCP pushes back on its sends meanwhile.
+BUSY_PAUSE_MAX = 1.0
 
 ERROR_CODES = (
     "bad_request",
@@ -187,6 +191,7 @@ class Session:
         self._last_request = now
         self._held_auth: tuple[str, str] | None = None  # (method, proof) held back
         self._held_until = 0.0
+        self._paused_until = 0.0  # after a busy reply: no line is taken before this
         self._token: tuple[str, float] | None = None  # (token, expiry, monotonic)
         self._watch_names: tuple[str, ...] | None = None  # None: every value
         self._watch_every = WATCH_DEFAULT_INTERVAL
@@ -237,6 +242,7 @@ class Session:
             not self.closed
             and not self._eof
             and self._held_auth is None
+            and not self._paused()
             and b"\n" not in self._in
             and len(self._in) <= self.line_limit + 1
         )
@@ -252,7 +258,7 @@ class Session:
 
     def step(self) -> bool:
         """Handle at most one complete line (or the end of input); False if nothing to do."""
-        if self.closed or self._held_auth is not None:
+        if self.closed or self._held_auth is not None or self._paused():
             return False
         if not self._seen_first_line and self._in[:2] == _TLS_RECORD:
             self._error("bad_request", "this port speaks plain text, not TLS")
@@ -316,6 +322,11 @@ class Session:
             return None
         if self._held_auth is not None:
             return self._held_until
+        if self._paused():
+            pause = self._paused_until
+            if self.state is State.WATCHING:
+                return min(pause, self._next_live)
+            return pause
         if self.state is State.AUTHENTICATING:
             return self._auth_deadline
         if self.state is State.READY:
@@ -326,6 +337,9 @@ class Session:
         """Close without a reply: the connection is gone or the server stops (an AUTH held
         back for it is given up, so that its address may try again)."""
         self._close(reason)
+
+    def _paused(self) -> bool:
+        return self._paused_until > 0.0 and self._clock.monotonic() < self._paused_until
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -364,6 +378,7 @@ class Session:
         reply: dict[str, object] = {"class": "ERROR", "code": code, "message": message}
         if retry_after is not None:
             reply["retry_after"] = retry_after  # busy: seconds before asking again
+            self._paused_until = self._clock.monotonic() + min(retry_after, BUSY_PAUSE_MAX)
         self._send(reply)
 
     def _too_long(self, limit: int) -> None:
