@@ -31,6 +31,8 @@ _S3_PREFIX = re.compile(r"[A-Za-z0-9._=/-]{0,200}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _OBD_NAME = re.compile(r"[A-Z0-9_]+")
 ENV_PREFIX = "ECCM_"
+# ECCM_ variables that are not configuration keys (the config file's path, start.sh's mark).
+_ENV_NOT_KEYS = frozenset({"CONFIG", "INVOKED_FROM", "CHAOS_SEED"})
 
 
 def _bad(key: str, value: str, expected: str) -> ConfigError:
@@ -649,8 +651,15 @@ def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) ->
         key = name[len(ENV_PREFIX) :]
         if key in KEYS:
             values[key] = value
-        elif key.startswith(("S3_", "OBD_", "GPS_", "SOCKET_", "FILE_")):
-            # Only names that look like ours: ECCM_CONFIG and friends are not config keys.
+        elif key.upper() in KEYS:
+            # Environment names are case-sensitive: ignoring it would leave the user
+            # believing a setting is in force that is not.
+            raise ConfigError(
+                f"the environment variable {name} is not read: write the key in capitals, "
+                f"{ENV_PREFIX}{key.upper()}"
+            )
+        elif key not in _ENV_NOT_KEYS and not key.startswith("TEST_"):
+            # A typo here is as wrong as in config.ini. ECCM_TEST_* drive the test suite.
             raise _unknown_key_error(key, f"the environment variable {name}")
     return values
 

@@ -454,3 +454,27 @@ def test_s3_key_prefixes_with_dot_segments_are_refused(value: str) -> None:
 )
 def test_ordinary_s3_key_prefixes_still_load(value: str, kept: str) -> None:
     assert cfg_of(S3_KEY_PREFIX=value).s3_key_prefix == kept
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("ECCM_SAMPLE_INTERVALL", "SAMPLE_INTERVAL"),  # a typo: ignored before
+        ("ECCM_sample_interval", "capitals"),  # lower case: ignored before
+        ("ECCM_Car_Identifier", "capitals"),
+        ("ECCM_S3_SERVER_BUKET", "S3_SERVER_BUCKET"),
+    ],
+)
+def test_environment_overrides_with_a_typo_or_in_lower_case_are_errors(
+    name: str, hint: str
+) -> None:
+    # The same typo in config.ini is an error: in the environment it must not be ignored,
+    # or the user believes a setting is in force that is not.
+    with pytest.raises(ConfigError) as err:
+        read_raw(None, {name: "0.5"})
+    assert name in str(err.value) and hint in str(err.value)
+
+
+def test_eccm_variables_that_are_not_keys_are_left_alone() -> None:
+    env = {"ECCM_CONFIG": "x.ini", "ECCM_INVOKED_FROM": "start.sh", "ECCM_TEST_GATE": "/g"}
+    assert read_raw(None, env) == {}
