@@ -28,10 +28,11 @@ SHARE = 0.03
 # debt and the next one waits until it is paid back).
 BURST = 0.02
 # Most charged time owed: one long request (a slow multi-frame answer, a car stuck for
-# seconds) makes the next wait at most MAX_DEBT / SHARE (33 s), not minutes. A client
-# looping a request of d seconds takes d per (d + that wait): under 10 % up to d = 3.7 s
-# (a DTC read or a VIN on a K-line car takes 0.5 to 1 s; 0.1 here let it take 23 %).
-MAX_DEBT = 1.0
+# seconds) makes the next wait at most MAX_DEBT / SHARE (13.3 s, within the 15 s a DTC
+# read may wait), not minutes. A client looping a request of d seconds takes d per
+# (d + that wait): under 10 % up to d = 1.4 s (a DTC read or a VIN on a K-line car takes
+# 0.5 to 1 s; 0.1 here let it take 23 %).
+MAX_DEBT = 0.4
 # Longest wait in the queue for a request that is not a DTC request: a polling page
 # would rather hear "busy, retry in 0.6 s" than wait seconds for its reply.
 MAX_START_WAIT = 1.0
