@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,9 @@ from eccm.rotation import GZ, META, SIDECAR, TMP
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-FACT_KEYS = ("vin", "protocol", "adapter", "fast_hz", "slow_hz")
+FACT_KEYS = ("obd", "vin", "protocol", "adapter", "fast_hz", "slow_hz")
+# Facts that are numbers: the hub keeps every fact as text, a sidecar gives them as STATUS does.
+NUMERIC_FACTS = frozenset({"fast_hz", "slow_hz"})
 
 # Points of the close sequence a crash test can stop at (see StepHook).
 SYNCED = "synced"  # .part flushed and fsynced, still named .part
@@ -187,6 +190,16 @@ def pick_facts(facts: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _fact_value(key: str, value: str) -> str | float | None:
+    if key not in NUMERIC_FACTS:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 # -- the close sequence ----------------------------------------------------------------
 def compress(plain: Path, hook: StepHook = _no_hook) -> Path:
     """x.tsv → x.tsv.gz atomically, then remove x.tsv. Returns the .gz path."""
@@ -243,7 +256,8 @@ def sidecar_doc(
         "compression": compression,
         "separator": separator,
     }
-    doc.update(pick_facts(facts))
+    for key, value in pick_facts(facts).items():
+        doc[key] = _fact_value(key, value)
     doc["recovered"] = recovered
     doc["eccm_version"] = __version__
     return doc

@@ -24,3 +24,26 @@ def test_a_failed_write_removes_its_temp(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old_handler)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sidecar_facts_are_typed_as_status_gives_them(tmp_path: Path) -> None:
+    """fast_hz/slow_hz were strings ("5.0") in sidecars while STATUS gives numbers, and the
+    README promises the adapter's state (`obd`) in every sidecar."""
+    from eccm.sidecar import FileStats, sidecar_doc
+
+    data = tmp_path / "car_20261122T000000Z_0001.tsv"
+    data.write_text("TIME_UTC\n2026-11-22T00:00:00.000Z\n", encoding="utf-8")
+    doc = sidecar_doc(
+        data,
+        car="car",
+        trip="20261122T000000Z",
+        stats=FileStats(),
+        rows_dropped=0,
+        columns=[],
+        compression="none",
+        separator="\t",
+        facts={"fast_hz": "5.0", "slow_hz": "0.98", "obd": "connected", "protocol": "CAN"},
+        recovered=False,
+    )
+    assert doc["fast_hz"] == 5.0 and doc["slow_hz"] == 0.98
+    assert doc["obd"] == "connected" and doc["protocol"] == "CAN"
