@@ -199,11 +199,15 @@ class _Job:
             self.timer.cancel()
         return True
 
-    def fail(self, exc: BaseException) -> None:
-        if self.claim() and not self.future.done():
+    def fail(self, exc: BaseException) -> bool:
+        """Settle it with ``exc``; False when another settled it first."""
+        if not self.claim():
+            return False
+        if not self.future.done():
             # Its caller may have cancelled it meanwhile.
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 self.future.set_exception(exc)
+        return True
 
 
 @dataclass
@@ -860,10 +864,10 @@ class ObdLink:
             )
             return
         # It waited for its share of the adapter's time (rows first): busy, not a timeout.
-        if not job.claimed:
+        # Counted only if this settled it: the link thread may have started it meanwhile.
+        if job.fail(self._busy_error(hint)):
             with self._lock:
                 self._busy += 1
-            job.fail(self._busy_error(hint))
 
     @staticmethod
     def _busy_error(hint: float) -> AdapterBusy:
@@ -884,10 +888,9 @@ class ObdLink:
         with self._lock:
             self._hint = hint
         for job in late:
-            if not job.claimed:
+            if job.fail(self._busy_error(hint)):  # not if its timer settled it first
                 with self._lock:
                     self._busy += 1
-                job.fail(self._busy_error(hint))
 
     def _fail_pending(self, message: str) -> None:
         with self._lock:
