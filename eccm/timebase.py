@@ -42,6 +42,9 @@ CONFIRM_EPOCHS = 3
 AGREE = 1.0
 # Disagreeing epochs in a row before the receiver's time is said to be ignored (once).
 MAD_AFTER = 5
+# Seconds without a new epoch after which rows no longer wait for a confirmation (at 1 Hz
+# the next epoch is due within 1 s).
+SETTLE_GAP = 2.0
 
 
 class TimeBase:
@@ -54,6 +57,7 @@ class TimeBase:
         # Measurements (time_utc - received) of consecutive epochs that disagree with the
         # anchor (or come before any): a candidate, adopted once CONFIRM_EPOCHS agree.
         self._candidate: list[float] = []
+        self._candidate_at = 0.0  # monotonic time of its last epoch
         self._last_time: float | None = None  # time_utc of the last epoch seen
         self._disagreeing = 0  # epochs in a row not adopted
         self._warned = False
@@ -83,7 +87,7 @@ class TimeBase:
                 else:
                     allowed = DRIFT * max(0.0, fix.received - self._anchored_at)
                     anchor = max(measured, anchor - allowed)
-            elif not self._confirmed(measured):
+            elif not self._confirmed(measured, fix.received):
                 return
             else:
                 if anchor is not None:
@@ -102,13 +106,14 @@ class TimeBase:
             self._anchored_at = fix.received
         self.stamp(fix.received_wall, fix.received)
 
-    def _confirmed(self, measured: float) -> bool:
+    def _confirmed(self, measured: float, measured_at: float) -> bool:
         """Add an epoch that disagrees with the anchor to the candidate; True once enough
         agree. Called under the lock."""
         cand = self._candidate
         if cand and not all(abs(measured - c) <= AGREE for c in cand):
             cand.clear()
         cand.append(measured)
+        self._candidate_at = measured_at
         if len(cand) >= CONFIRM_EPOCHS:
             return True
         self.rejected += 1
@@ -128,13 +133,14 @@ class TimeBase:
         """True while no GNSS time is adopted yet and the epochs being confirmed say the
         system clock is off by more than the threshold: a row stamped now would be on a
         clock about to step (a trip on the wrong date, ended epochs later). False once
-        adopted, while the epochs agree with the system clock, and once the receiver was
-        found to disagree with itself (MAD_AFTER epochs): rows then go on on the system
-        clock."""
+        adopted, while the epochs agree with the system clock, once the receiver was
+        found to disagree with itself (MAD_AFTER epochs), and once no epoch came for
+        SETTLE_GAP seconds (fixes without a time, dates rejected): rows then go on on the
+        system clock."""
         with self._lock:
             if self._anchor is not None or not self._candidate:
                 return False
-            if self._disagreeing >= MAD_AFTER:
+            if self._disagreeing >= MAD_AFTER or monotonic - self._candidate_at > SETTLE_GAP:
                 return False
             return abs(self._candidate[-1] + monotonic - system_epoch) > self._threshold
 

@@ -161,3 +161,20 @@ def test_a_rejected_date_does_not_lend_the_last_good_date_to_its_epoch() -> None
     bad = decoder.feed(rmc("230000", "060180"))
     assert good[0].time_utc == TRUE
     assert bad[0].time_utc is None
+
+
+def test_rows_wait_for_the_confirmation_of_a_clock_that_is_off_but_not_for_ever() -> None:
+    """While the first epochs confirm that the system clock is off, GNSS-only rows wait
+    (settling); epochs that stop carrying a time (dates rejected) must not hold them."""
+    clock = FakeClock(start=TRUE - 86_400.0, monotonic_start=500.0)
+    tb = TimeBase()
+    assert not tb.settling(clock.time(), clock.monotonic())
+    epochs(tb, clock, TRUE, CONFIRM_EPOCHS - 1)
+    assert tb.settling(clock.time(), clock.monotonic())
+    clock.advance(3.0)  # then only timeless fixes: no epoch confirms or denies
+    assert not tb.settling(clock.time(), clock.monotonic())
+    # a clock that agrees with the receiver never holds a row
+    right = FakeClock(start=TRUE, monotonic_start=500.0)
+    tb2 = TimeBase()
+    epochs(tb2, right, TRUE - 1.0, 1)
+    assert not tb2.settling(right.time(), right.monotonic())
