@@ -130,9 +130,9 @@ class Hub:
 
     def set_max_ages(self, fast: float, slow: float) -> None:
         """Oldest a fast and a slow value may be (seconds): an older one is left out of
-        rows and of :meth:`latest_values`. ``fast`` is capped at FAST_AGE_CAP."""
+        rows and of :meth:`latest_values` (the rule: ``obd.plan.fast_max_age``)."""
         with self._lock:
-            self._fast_age = min(fast, FAST_AGE_CAP)
+            self._fast_age = fast
             self._slow_age = slow
 
     def set_layout(self, layout: Layout) -> None:

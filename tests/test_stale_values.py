@@ -13,6 +13,7 @@ from eccm.obd.link import ObdLink
 from eccm.obd.plan import PollPlan, fast_max_age, slow_max_age
 from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample
 from tests.emulator import emulated_car, wait_until
+from tests.test_obd_batching import hidden_from_multi_pid
 from tests.test_obd_link import WAIT, config, make_hub
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=("COOLANT_TEMP",), gps=False)
@@ -58,7 +59,11 @@ def test_the_bounds_rule() -> None:
     assert fast_max_age(0.0, 0.05) == 0.5
     assert fast_max_age(0.0, 0.3) == pytest.approx(0.9)
     assert fast_max_age(5.0, 0.05) == 1.0
-    assert fast_max_age(0.0, 3.0) == 1.0
+    assert fast_max_age(0.0, 0.6) == 1.0
+    # A car whose reads of a row take longer (K-line, one value per request): 1.5 rounds,
+    # so the row's own first reads are written; a round far longer than usual is not.
+    assert fast_max_age(0.2, 1.2) == pytest.approx(1.8)
+    assert fast_max_age(0.0, 3.0) == pytest.approx(4.5)
     # Two slow cycles (OBD_SLOW_INTERVAL or the time a pass over every slow value really
     # takes, the longer) plus the fast bound.
     assert slow_max_age(1.0, 0.5, 0.6) == pytest.approx(2.6)
@@ -93,10 +98,12 @@ def test_rows_of_a_slow_then_vanished_adapter_carry_no_stale_rpm() -> None:
             healthy = rows.wait_rows(5)
             assert all(rpm_age(s) is not None for s in healthy)
             emu.delay = 1.5
-            slow = rows.wait_rows(6)
+            slow = rows.wait_rows(2)
             emu.delay = 0
             # Some rows came while a slow value was read after RPM.
-            assert any(s.values.get("COOLANT_TEMP") is not None for s in slow[1:])
+            assert any(s.values.get("COOLANT_TEMP") is not None for s in slow)
+            # The first rows after the slowdown, judged by the rounds before it: their RPM,
+            # read 1.5 s before, is left out (later rows would follow the slower rounds).
             ages = [rpm_age(s) for s in slow]
             assert all(age is None or age <= FAST_AGE_CAP for age in ages), ages
             rows.wait_rows(3)
@@ -128,3 +135,40 @@ def test_the_plan_measures_how_long_a_pass_over_the_slow_values_takes() -> None:
         now += 3.0
     assert plan.cycle == pytest.approx(6.0)
     assert slow_max_age(1.0, plan.cycle, 1.0) == pytest.approx(13.0)
+
+
+def test_a_car_slower_than_the_cap_keeps_the_values_of_its_own_rows() -> None:
+    """A K-line-like car (one value per request, 0.25 s an answer): a row's reads take about
+    1.5 s, so its first value is over 1 s old when the row is written. It must be written:
+    a cap of 1 s whatever the car left RPM empty in every row of such cars."""
+    fast = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
+    with emulated_car() as emu:
+        emu.answer.update(
+            {
+                "RPM": hidden_from_multi_pid("41 0C 1A F8"),
+                "SPEED": hidden_from_multi_pid("41 0D 32"),
+                "THROTTLE_POS": hidden_from_multi_pid("41 11 26"),
+                "COOLANT_TEMP": hidden_from_multi_pid("41 05 7B"),
+                "INTAKE_TEMP": hidden_from_multi_pid("41 0F 44"),
+                "MAF": hidden_from_multi_pid("41 10 01 F4"),
+            }
+        )
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS=",".join(fast),
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.2",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            wait_until(lambda: link.single_pid_groups, WAIT, "the one-value-per-request fallback")
+            emu.delay = 0.25
+            rows.wait_rows(5)  # the smoothed round time follows the slow answers
+            slow = rows.wait_rows(3)
+        finally:
+            link.stop()
+    ages = [rpm_age(s) for s in slow]
+    assert all(age is not None and age > FAST_AGE_CAP for age in ages), ages

@@ -195,15 +195,24 @@ class PollPlan:
 # FAST_AGE_FLOOR (a busy machine delays a row by some tenths), at most FAST_AGE_CAP.
 FAST_AGE_CYCLES = 3
 FAST_AGE_FLOOR = 0.5
+# A car whose reads of one row take longer than the cap allows (an older K-line car reading
+# six fast values at 150-200 ms each) would lose its first values of every row to the cap:
+# there a value may be SLOW_ROUND_CYCLES of the measured round old, so that the row's own
+# reads are written, and a round that takes far longer than usual (an adapter that stops
+# answering mid-row) still leaves its oldest values out.
+SLOW_ROUND_CYCLES = 1.5
 # Slow values are read once per slow cycle: one missed read is allowed.
 SLOW_AGE_CYCLES = 2
 
 
 def fast_max_age(sample_interval: float, round_time: float) -> float:
     """Oldest a fast value may be in a row: FAST_AGE_CYCLES row cycles (SAMPLE_INTERVAL or
-    the time the reads of a row take, the longer), within [FAST_AGE_FLOOR, FAST_AGE_CAP]."""
+    the time the reads of a row take, the longer), at least FAST_AGE_FLOOR, at most
+    FAST_AGE_CAP or, on a car whose reads of a row take longer than that allows,
+    SLOW_ROUND_CYCLES × ``round_time`` (the smoothed time of a row's reads)."""
     cycle = max(sample_interval, round_time)
-    return min(FAST_AGE_CAP, max(FAST_AGE_FLOOR, FAST_AGE_CYCLES * cycle))
+    cap = max(FAST_AGE_CAP, SLOW_ROUND_CYCLES * round_time)
+    return min(cap, max(FAST_AGE_FLOOR, FAST_AGE_CYCLES * cycle))
 
 
 def slow_max_age(slow_interval: float, slow_cycle: float, fast_age: float) -> float:
