@@ -61,7 +61,9 @@ class TimeBase:
         self._last_time: float | None = None  # time_utc of the last epoch seen
         self._disagreeing = 0  # epochs in a row not adopted
         self._warned = False
-        self.rejected = 0  # epochs whose time was not adopted (disagreed, unconfirmed)
+        # Epochs whose time was ignored: outliers and candidates that never got confirmed
+        # (counted once known: when a disagreeing epoch or the anchor discards them).
+        self.rejected = 0
 
     def observe(self, fix: Fix) -> None:
         """Learn GNSS time from a fix that carries a full date and time and a position."""
@@ -80,6 +82,8 @@ class TimeBase:
             self._last_time = fix.time_utc
             anchor = self._anchor
             if anchor is not None and abs(measured - anchor) <= self._threshold:
+                # The epochs that disagreed before this one were outliers after all.
+                self.rejected += len(self._candidate)
                 self._candidate.clear()
                 self._disagreeing = 0
                 if measured > anchor:
@@ -111,12 +115,14 @@ class TimeBase:
         agree. Called under the lock."""
         cand = self._candidate
         if cand and not all(abs(measured - c) <= AGREE for c in cand):
+            # Rejected only now: epochs that go on to confirm a time are adopted, not
+            # rejected (a normal start would otherwise count its first epochs).
+            self.rejected += len(cand)
             cand.clear()
         cand.append(measured)
         self._candidate_at = measured_at
         if len(cand) >= CONFIRM_EPOCHS:
             return True
-        self.rejected += 1
         self._disagreeing += 1
         if self._disagreeing >= MAD_AFTER and not self._warned:
             self._warned = True

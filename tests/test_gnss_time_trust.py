@@ -178,3 +178,16 @@ def test_rows_wait_for_the_confirmation_of_a_clock_that_is_off_but_not_for_ever(
     tb2 = TimeBase()
     epochs(tb2, right, TRUE - 1.0, 1)
     assert not tb2.settling(right.time(), right.monotonic())
+
+
+def test_only_epochs_really_ignored_count_as_rejected() -> None:
+    """The epochs that confirm a time are adopted, not rejected: STATUS said
+    gnss_time_rejected 2 after every normal start."""
+    clock = FakeClock(start=TRUE - 86400.0, monotonic_start=500.0)
+    tb = TimeBase()
+    epochs(tb, clock, TRUE, CONFIRM_EPOCHS)
+    assert tb.rejected == 0
+    clock.advance(1.0)
+    tb.observe(fix(clock, TRUE + 40 * 365.25 * 86400))  # a lone outlier
+    epochs(tb, clock, TRUE, 2)  # good epochs again
+    assert tb.rejected == 1

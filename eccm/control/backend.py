@@ -136,6 +136,9 @@ class GnssLike(Protocol):
     @property
     def dropped(self) -> int: ...
 
+    @property
+    def rejected_times(self) -> int: ...
+
 
 class RecorderLike(Protocol):
     @property
@@ -366,7 +369,8 @@ class DaemonBackend:
             # Impossible GNSS values left empty (out of range, position jumps) and GNSS
             # times not adopted (unconfirmed epochs, implausible dates): issue 10.
             "gnss_dropped": None if self._gnss_source is None else self._gnss_source.dropped,
-            "gnss_time_rejected": self._hub.timebase.rejected,
+            "gnss_time_rejected": self._hub.timebase.rejected
+            + (0 if self._gnss_source is None else self._gnss_source.rejected_times),
             "uptime_s": round(self._clock.monotonic() - self._started, 1),
             "ondemand_busy": self._busy_count(),
         }

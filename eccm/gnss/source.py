@@ -41,6 +41,11 @@ class FixDecoder(Protocol):
     def feed(self, data: bytes) -> list[Fix]: ...
 
 
+def _rejected_times(decoder: FixDecoder | None) -> int:
+    # Only the NMEA decoder judges dates; gpsd's reports come with gpsd's own time.
+    return int(getattr(decoder, "rejected_times", 0)) if decoder is not None else 0
+
+
 class _Port(Protocol):
     def read(self) -> bytes:
         """Bytes received so far (b"" after READ_TIMEOUT without any); DeviceError on loss."""
@@ -166,6 +171,7 @@ class GnssSource:
         self._connected = False
         self._fixes = 0
         self._skipped_before = 0  # skips counted by the decoders of earlier connections
+        self._rejected_before = 0  # implausible dates, likewise
         self._decoder: FixDecoder | None = None
         # One counter and one filter for the source's life: a jump is judged against the
         # last accepted position across reconnections, and drops log once a minute.
@@ -215,6 +221,12 @@ class GnssSource:
         """Garbage runs and unusable sentences or reports since start."""
         decoder = self._decoder
         return self._skipped_before + (decoder.skipped if decoder is not None else 0)
+
+    @property
+    def rejected_times(self) -> int:
+        """Epochs whose date was no plausible time (NMEA; gpsd resolves dates itself)."""
+        decoder = self._decoder
+        return self._rejected_before + _rejected_times(decoder)
 
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
@@ -307,6 +319,7 @@ class GnssSource:
             port.close()
             self._connected = False
             self._skipped_before += decoder.skipped
+            self._rejected_before += _rejected_times(decoder)
             self._decoder = None
 
     def _deliver(self, fix: Fix) -> None:
