@@ -207,23 +207,29 @@ class Hub:
         epoch, _source, mono = self._stamp()
         with self._lock:
             step = self._stepped(epoch, mono)
+            ended = self._trip
             young = (
-                self._trip is not None
+                ended is not None
                 and not self._trip_engine
                 and step is None
                 and mono - self._trip_started < self.adopt_within
             )
-            if young:
+            if young and ended is not None:
                 self._trip_engine = True
-                trip = self._trip
-        if young and trip is not None:
+                trip = ended
+            else:
+                young = False
+                # The old trip ends and the new one opens in one step under the lock: a
+                # GNSS row in between would open a trip of its own that nobody ends.
+                trip = self._new_trip_id(epoch)
+                self._trip, self._trip_engine = trip, True
+                self._trip_started = mono
+        if young:
             log.info("trip %s continues with engine data", trip)
             return trip
-        self._end(None)
-        with self._lock:
-            trip = self._new_trip_id(epoch)
-            self._trip, self._trip_engine = trip, True
-            self._trip_started = mono
+        if ended is not None:
+            log.info("trip %s ended", ended)
+            self._dispatch("on_trip_end", ended)
         log.info("trip %s started", trip)
         return trip
 

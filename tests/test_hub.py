@@ -104,6 +104,32 @@ def test_an_old_gnss_segment_ends_before_the_engine_trip() -> None:
     assert hub.trip is None
 
 
+def test_a_gnss_row_while_an_engine_trip_begins_opens_no_trip_that_never_ends() -> None:
+    """begin_trip used to end the old trip, release its lock, then open the new one: a GNSS
+    row in that gap opened a GNSS-only trip that the engine trip then replaced without
+    ending it (a stray one-row file and summary). The interleaving is forced here: the
+    row comes from a listener of the trip end, which begin_trip calls in that gap."""
+    clock, hub, got = make()
+    hub.adopt_within = 30
+    old = hub.emit(engine=False)
+    assert old is not None
+    clock.advance(31)
+    hub.update_fix(fix_at(clock, None))  # a fresh fix: GNSS rows have a position
+
+    class RowAtTripEnd(Collect):
+        def on_trip_end(self, trip_id: str) -> None:
+            super().on_trip_end(trip_id)
+            if trip_id == old.trip_id:
+                hub.emit(engine=False)  # the GNSS thread's next row, just then
+
+    hub.add_listener(RowAtTripEnd())
+    trip = hub.begin_trip()
+    hub.end_trip()
+    opened = {s.trip_id for s in got.samples}
+    assert opened <= set(got.ends), (opened, got.ends)  # every trip with rows ended
+    assert got.ends == [old.trip_id, trip]
+
+
 def test_stop_ends_the_trip_and_stops_listeners() -> None:
     _clock, hub, got = make()
     trip = hub.begin_trip()
