@@ -39,8 +39,8 @@ from pathlib import Path
 
 from eccm.clock import Clock
 from eccm.config import Config
-from eccm.s3keys import (
-    PART_SUFFIX,
+from eccm.store.names import (
+    PART,
     UPLOADED_DIR,
     DataName,
     parse_data_name,
@@ -140,7 +140,7 @@ def _group(folder: Path, names: Sequence[str], uploaded: bool) -> tuple[list[Ite
     items: list[Item] = []
     other = 0
     for name in names:
-        if name.endswith(PART_SUFFIX):
+        if name.endswith(PART):
             other += _size(folder / name)
             continue
         sm = parse_summary_name(name)

@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import queue
-import re
 import threading
 import zlib
 from collections.abc import Callable, Mapping
@@ -29,28 +28,26 @@ from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
 from eccm.drops import QUEUE, WRITE, DropCounter, Report
-from eccm.rotation import (
+from eccm.rotation import OpenState, Reason, RotationPolicy, flush_due
+from eccm.sample import Layout, Sample
+from eccm.sidecar import FileStats, PartMeta, StepHook
+from eccm.store.names import (
     GZ,
     META,
     PART,
     SIDECAR,
     TMP,
-    OpenState,
-    Reason,
-    RotationPolicy,
+    UPLOADED_DIR,
     data_name,
-    flush_due,
     next_seq,
     parse_stem,
     stem_of,
     trim_ledger,
+    trip_ids,
 )
-from eccm.sample import Layout, Sample
-from eccm.sidecar import FileStats, PartMeta, StepHook
 
 log = logging.getLogger(__name__)
 
-UPLOADED_DIR = "uploaded"
 # Sequence numbers ever used, so that a trip id repeated after a reboot (a Pi without a
 # real-time clock may boot to the same time twice) never reuses the name of a file that
 # was uploaded and deleted since: its S3 key would be overwritten.
@@ -595,10 +592,7 @@ class Recorder:
         trip summaries, here, under uploaded/ or in the ledger of sequence numbers)."""
         with self._lock:
             if self._trip_ids is None:
-                pattern = re.compile(re.escape(self._car) + r"_(\d{8}T\d{6}Z)_")
-                self._trip_ids = {
-                    m.group(1) for n in self._known_names() if (m := pattern.match(n))
-                }
+                self._trip_ids = trip_ids(self._car, self._known_names())
             return trip_id in self._trip_ids
 
     def _known_names(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Pure decisions of the recorder: file names, sequence numbers, when to rotate and flush.
+"""Pure decisions of the recorder: when to rotate and flush (file names: eccm.store.names).
 
 No I/O here: the recorder asks, with the state of its open file and the time of its
 clock, and does what the answer says (python-can's ``should_rollover`` is the model).
@@ -6,127 +6,10 @@ clock, and does what the answer says (python-can's ``should_rollover`` is the mo
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from eccm.sample import Layout
-
-PART = ".part"
-GZ = ".gz"
-SIDECAR = ".json"
-META = ".part.meta.json"
-TMP = ".tmp"
-
-
-def data_name(car: str, trip: str, seq: int, ext: str) -> str:
-    """``{CAR}_{TRIP_ID}_{SEQ:04d}{EXT}``: the name of a closed, uncompressed file."""
-    return f"{car}_{trip}_{seq:04d}{ext}"
-
-
-def uploaded_name(name: str, compression: str) -> str:
-    """The data file as it is uploaded: ``x.tsv.gz`` when compressed, else ``x.tsv``."""
-    return name + GZ if compression == "gzip" else name
-
-
-def sidecar_name(uploaded: str) -> str:
-    return uploaded + SIDECAR
-
-
-def _prefix(car: str, trip: str) -> re.Pattern[str]:
-    return re.compile(re.escape(f"{car}_{trip}_") + r"(\d{4,})(?:\.|$)")
-
-
-def used_seqs(car: str, trip: str, names: Iterable[str]) -> set[int]:
-    """Sequence numbers taken by any file of that trip (data, part, sidecar, temp, ledger)."""
-    pattern = _prefix(car, trip)
-    out: set[int] = set()
-    for name in names:
-        m = pattern.match(name)
-        if m:
-            out.add(int(m.group(1)))
-    return out
-
-
-def next_seq(car: str, trip: str, names: Iterable[str]) -> int:
-    """The next free SEQ of a trip: one past the highest ever seen, from 1.
-
-    Past the highest rather than the first gap: a gap is a file already uploaded and
-    deleted, and reusing its number would overwrite that object in the bucket.
-    """
-    return max(used_seqs(car, trip, names), default=0) + 1
-
-
-_LEDGER_NAME = re.compile(r"(.+_\d{8}T\d{6}Z_)(\d{4,})")
-
-
-def trim_ledger(names: list[str], keep: int, trips_keep: int) -> list[str]:
-    """The ledger of used names, cut to the last ``keep`` names plus, for each older trip
-    (up to ``trips_keep`` of them), its name with the highest sequence number.
-
-    A Pi that boots to the same time every day reuses trip ids; the highest name of each
-    trip is what keeps a reused id from ever naming a file like one already uploaded and
-    deleted (and from being taken as a new trip's id).
-    """
-    if len(names) <= keep:
-        return list(names)
-    older, recent = names[:-keep], names[-keep:]
-    best: dict[str, tuple[int, str]] = {}
-    for name in older:
-        m = _LEDGER_NAME.match(name)
-        if m is None:
-            continue
-        key, seq = m.group(1), int(m.group(2))
-        if key not in best or seq > best[key][0]:
-            best.pop(key, None)  # re-inserted last: dicts keep the order of insertion
-            best[key] = (seq, name)
-    kept = [name for _seq, name in best.values()]
-    return kept[-trips_keep:] + recent
-
-
-def stem_of(name: str, ext: str) -> str | None:
-    """``x.tsv`` for any file the recorder makes from it (``x.tsv.part``, ``x.tsv.gz.json``...).
-
-    None for names the recorder does not own. The stem ends with the extension, so the
-    files of another extension in the same directory are left alone.
-    """
-    idx = name.find(ext)
-    while idx != -1:
-        stem, rest = name[: idx + len(ext)], name[idx + len(ext) :]
-        if rest in _SUFFIXES and parse_stem(stem, ext) is not None:
-            return stem
-        idx = name.find(ext, idx + 1)
-    return None
-
-
-_STEM = re.compile(r"([A-Za-z0-9._-]{1,64})_(\d{8}T\d{6}Z)_(\d{4,})")
-
-
-def parse_stem(stem: str, ext: str) -> tuple[str, str, int] | None:
-    """(car, trip, seq) of ``{CAR}_{TRIP_ID}_{SEQ}{EXT}``; None for anyone else's file."""
-    if not stem.endswith(ext):
-        return None
-    m = _STEM.fullmatch(stem[: -len(ext)])
-    if m is None:
-        return None
-    return m.group(1), m.group(2), int(m.group(3))
-
-
-_SUFFIXES = frozenset(
-    {
-        "",
-        PART,
-        GZ,
-        SIDECAR,
-        GZ + SIDECAR,
-        META,
-        GZ + TMP,
-        SIDECAR + TMP,
-        GZ + SIDECAR + TMP,
-        META + TMP,
-    }
-)
 
 
 class Reason(StrEnum):

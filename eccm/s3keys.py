@@ -19,100 +19,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eccm.errors import UploadError
+from eccm.store.names import (
+    PART,
+    SIDECAR,
+    DataName,
+    SummaryName,
+    parse_data_name,
+    parse_sidecar_name,
+    parse_summary_name,
+)
 
-SIDECAR_SUFFIX = ".json"
-PART_SUFFIX = ".part"
-UPLOADED_DIR = "uploaded"
 # Lives under the car's own prefix (a narrow IAM policy may allow nothing else); the
 # leading underscore makes Hive, Spark, Athena and Trino skip it, and it matches no
 # car=*/date=*/ glob.
 PROBE_NAME = "_eccm_probe"
-
-SUMMARY_SUFFIX = "_summary.json"
-_SUMMARY_NAME = re.compile(
-    r"(?P<car>[A-Za-z0-9._-]{1,64})_(?P<trip>\d{8}T\d{6}Z)" + re.escape(SUMMARY_SUFFIX)
-)
-_DATA_NAME = re.compile(
-    r"(?P<car>[A-Za-z0-9._-]{1,64})_(?P<trip>\d{8}T\d{6}Z)_(?P<seq>\d{4,9})"
-    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?"
-)
-
-
-@dataclass(frozen=True, order=True)
-class DataName:
-    """A data file name taken apart; ordering is oldest first (trip, then sequence)."""
-
-    trip: str
-    seq: int
-    car: str
-    name: str
-
-    @property
-    def sidecar(self) -> str:
-        return self.name + SIDECAR_SUFFIX
-
-    @property
-    def trip_epoch(self) -> float:
-        """Start of the trip (seconds since the epoch, UTC)."""
-        return datetime.strptime(self.trip, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-
-    @property
-    def trip_date(self) -> str:
-        return f"{self.trip[0:4]}-{self.trip[4:6]}-{self.trip[6:8]}"
-
-
-def parse_data_name(name: str) -> DataName | None:
-    """The parts of a closed data file name, or None for any other name."""
-    m = _DATA_NAME.fullmatch(name)
-    if m is None:
-        return None
-    try:
-        datetime.strptime(m["trip"], "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        return None
-    return DataName(trip=m["trip"], seq=int(m["seq"]), car=m["car"], name=name)
-
-
-def parse_sidecar_name(name: str) -> DataName | None:
-    """For ``x.tsv.gz.json``, the DataName of ``x.tsv.gz``; None for any other name."""
-    if not name.endswith(SIDECAR_SUFFIX):
-        return None
-    return parse_data_name(name[: -len(SIDECAR_SUFFIX)])
-
-
-def summary_name(car: str, trip: str) -> str:
-    """``{CAR}_{TRIP}_summary.json``: the trip summary (tripsummary.py)."""
-    return f"{car}_{trip}{SUMMARY_SUFFIX}"
-
-
-@dataclass(frozen=True, order=True)
-class SummaryName:
-    """A trip summary's name taken apart; ordering is oldest first."""
-
-    trip: str
-    car: str
-    name: str
-
-    @property
-    def trip_date(self) -> str:
-        """The partition of a summary: UTC date of the trip's start (its first row)."""
-        return f"{self.trip[0:4]}-{self.trip[4:6]}-{self.trip[6:8]}"
-
-
-def parse_summary_name(name: str) -> SummaryName | None:
-    """The parts of a finished trip summary's name, or None for any other name.
-
-    A summary is written atomically when its trip ends, so one that exists is complete;
-    its checkpoints end in ``.part`` and temp files in ``.tmp``: neither matches.
-    """
-    m = _SUMMARY_NAME.fullmatch(name)
-    if m is None:
-        return None
-    try:
-        datetime.strptime(m["trip"], "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        return None
-    return SummaryName(trip=m["trip"], car=m["car"], name=name)
 
 
 @dataclass(frozen=True)
@@ -136,7 +56,7 @@ def plan(names: Iterable[str]) -> Plan:
     orphans: list[DataName] = []
     summaries: list[SummaryName] = []
     for name in present:
-        if name.endswith(PART_SUFFIX):
+        if name.endswith(PART):
             continue
         sm = parse_summary_name(name)
         if sm is not None:
@@ -186,7 +106,7 @@ def probe_key(prefix: str, car: str) -> str:
 
 
 def sidecar_key(data_key: str) -> str:
-    return data_key + SIDECAR_SUFFIX
+    return data_key + SIDECAR
 
 
 @dataclass(frozen=True)
@@ -204,7 +124,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def parse_sidecar(raw: bytes, data_name: str) -> SidecarInfo:
     """Validate a sidecar's JSON for ``data_name``; UploadError names what is wrong."""
-    where = f"sidecar {data_name}{SIDECAR_SUFFIX}"
+    where = f"sidecar {data_name}{SIDECAR}"
     try:
         doc: Any = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -234,7 +154,7 @@ def content_type(name: str) -> str:
         # Not Content-Encoding: gzip, which makes HTTP clients unpack on download and the
         # bytes would no longer match the sha256.
         return "application/gzip"
-    if name.endswith(SIDECAR_SUFFIX):
+    if name.endswith(SIDECAR):
         return "application/json"
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     return {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(ext, "text/plain")

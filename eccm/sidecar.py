@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eccm import __version__
-from eccm.rotation import GZ, META, SIDECAR, TMP
+from eccm.store.names import GZ, META, SIDECAR, TMP
 
 log = logging.getLogger(__name__)
 

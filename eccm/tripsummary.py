@@ -24,13 +24,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eccm.s3keys import PART_SUFFIX, SUMMARY_SUFFIX, parse_summary_name, summary_name
 from eccm.sidecar import fsync_dir, remove, write_atomic
+from eccm.store.names import (
+    PART,
+    SUMMARY_SUFFIX,
+    TMP,
+    UPLOADED_DIR,
+    parse_summary_name,
+    summary_name,
+)
 
 log = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".tmp"  # write_atomic's temp files
-UPLOADED_DIR = "uploaded"
 _QUEUE_SIZE = 64
 
 WrittenListener = Callable[[Path], None]
@@ -67,7 +72,7 @@ class SummaryWriter:
 
     @staticmethod
     def checkpoint_of(final: Path) -> Path:
-        return final.with_name(final.name + PART_SUFFIX)
+        return final.with_name(final.name + PART)
 
     # -- life cycle --------------------------------------------------------------------
     def add_written_listener(self, fn: WrittenListener) -> None:
@@ -205,14 +210,12 @@ class SummaryWriter:
         done: list[Path] = []
         for name in names:
             path = self._dir / name
-            if name.endswith(SUMMARY_SUFFIX + TMP_SUFFIX) or name.endswith(
-                SUMMARY_SUFFIX + PART_SUFFIX + TMP_SUFFIX
-            ):
+            if name.endswith(SUMMARY_SUFFIX + TMP) or name.endswith(SUMMARY_SUFFIX + PART + TMP):
                 remove(path)  # a write cut short: the file it was replacing is intact
                 continue
-            if not name.endswith(SUMMARY_SUFFIX + PART_SUFFIX):
+            if not name.endswith(SUMMARY_SUFFIX + PART):
                 continue
-            final_name = name[: -len(PART_SUFFIX)]
+            final_name = name[: -len(PART)]
             if parse_summary_name(final_name) is None:
                 continue
             final = self._dir / final_name

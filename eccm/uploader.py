@@ -58,9 +58,6 @@ from eccm.s3client import (
     http_status,
 )
 from eccm.s3keys import (
-    UPLOADED_DIR,
-    DataName,
-    SummaryName,
     car_prefix,
     content_type,
     object_key,
@@ -71,6 +68,7 @@ from eccm.s3keys import (
     sidecar_key,
 )
 from eccm.sample import iso_utc
+from eccm.store.names import UPLOADED_DIR, DataName, SummaryName
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

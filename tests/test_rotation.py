@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from eccm.rotation import (
-    OpenState,
-    Reason,
-    RotationPolicy,
+from eccm.rotation import OpenState, Reason, RotationPolicy, flush_due
+from eccm.sample import Layout
+from eccm.store.names import (
     data_name,
-    flush_due,
     next_seq,
     parse_stem,
     sidecar_name,
     stem_of,
     uploaded_name,
 )
-from eccm.sample import Layout
 
 L1 = Layout(fast=("RPM",), slow=("COOLANT_TEMP",), gps=False)
 TRIP = "20231114T221320Z"

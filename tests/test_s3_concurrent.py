@@ -29,16 +29,15 @@ import pytest
 from eccm.clock import SystemClock
 from eccm.config import Config, load
 from eccm.s3keys import (
-    UPLOADED_DIR,
     car_prefix,
     object_key,
-    parse_data_name,
     parse_sidecar,
     partition_date,
     probe_key,
     sidecar_key,
 )
 from eccm.s3local import LocalS3
+from eccm.store.names import UPLOADED_DIR, parse_data_name
 from eccm.uploader import Uploader, UploadReport
 from tests import s3server
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file

@@ -23,16 +23,15 @@ from eccm.backoff import Backoff
 from eccm.errors import UploadError
 from eccm.s3client import S3Timeouts, classify, is_aws
 from eccm.s3keys import (
-    DataName,
     content_type,
     object_key,
-    parse_data_name,
     parse_sidecar,
     partition_date,
     plan,
     probe_key,
     sidecar_key,
 )
+from eccm.store.names import DataName, parse_data_name
 from eccm.uploader import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
 
 SHA = "ab" * 32
@@ -85,6 +84,18 @@ def test_plan_takes_only_files_with_a_sidecar_oldest_first() -> None:
         "c_20261122T030000Z_0001.tsv.gz",
     ]
     assert [d.name for d in p.orphan_sidecars] == ["c_20261121T010000Z_0003.tsv.gz"]
+
+
+def test_a_file_the_recorder_names_with_a_long_sequence_is_uploaded() -> None:
+    """The recorder's pattern took any number of digits, the uploader's 4 to 9: the 10th
+    digit of a long trip's sequence was written and never uploaded. One definition now."""
+    from eccm.store.names import data_name, parse_stem, uploaded_name
+
+    name = uploaded_name(data_name("c", "20261122T030000Z", 1_234_567_890, ".tsv"), "gzip")
+    assert parse_stem("c_20261122T030000Z_1234567890.tsv", ".tsv") is not None
+    p = plan([name, name + ".json"])
+    assert [d.name for d in p.ready] == [name]
+    assert p.ready[0].seq == 1_234_567_890
 
 
 def test_partition_date_is_the_utc_date_of_the_first_row() -> None:

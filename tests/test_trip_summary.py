@@ -19,8 +19,9 @@ import pytest
 from eccm.clock import SystemClock
 from eccm.diskbudget import MIB, enforce, inventory
 from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix, parse_summary_name, plan, probe_key, summary_name
+from eccm.s3keys import car_prefix, plan, probe_key
 from eccm.s3local import LocalS3
+from eccm.store.names import parse_summary_name, summary_name
 from eccm.tripsummary import SummaryWriter
 from eccm.uploader import Uploader
 from tests import s3server

@@ -1,0 +1,1 @@
+"""What the record directory holds and how: file names (more of the store moves here)."""
