@@ -1,7 +1,9 @@
 """The `eccm` command: run, check-config, query, upload, gen-secret, demo.
 
-The only module (with the query and upload bodies it calls) that prints: everything else
-logs. A foreseeable problem ends with one line on stderr and exit code 1, never a traceback.
+The only module (with the query and demo bodies it calls) that prints: everything else
+logs. The uploader reports each file through a callback and returns its report; `eccm
+upload`'s progress bar and messages are made here (``upload_backlog``). A foreseeable
+problem ends with one line on stderr and exit code 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -119,9 +121,64 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_upload(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     setup_logging("WARNING" if cfg.log_level == "INFO" else cfg.log_level)
-    from eccm.uploader import upload_backlog  # says so and returns 2 when S3 is off
+    return upload_backlog(cfg, progress=True)  # says so and returns 2 when S3 is off
 
-    return upload_backlog(cfg, progress=True)
+
+def upload_backlog(cfg: Config, progress: bool = True) -> int:
+    """The body of ``eccm upload``: every closed file now, with a progress bar.
+
+    Returns 0 when nothing is left to upload, 1 otherwise (the reason on stderr), 2 when
+    S3 is not configured, 130 when interrupted.
+    """
+    if not cfg.s3_enabled:
+        print(
+            "eccm upload: S3_SERVER_ENDPOINT is empty, so uploads are off: set it (and "
+            "S3_SERVER_BUCKET) in the configuration",
+            file=sys.stderr,
+        )
+        return 2
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from eccm.clock import SystemClock
+    from eccm.s3keys import car_prefix
+    from eccm.uploader import Uploader
+
+    # log_outcome=False: the outcome is printed below, not logged across the bar.
+    uploader = Uploader(cfg, SystemClock(), log_outcome=False)
+    waiting = uploader.queue_length()
+    try:
+        with tqdm(
+            total=waiting, unit="file", disable=not progress or not waiting, file=sys.stderr
+        ) as bar:
+            report = uploader.run_once(on_file=lambda _name: bar.update(1))
+    except KeyboardInterrupt:
+        # Nothing to undo: a file is deleted only after its verified upload, and whatever
+        # was in flight is found in the bucket (or sent again) by the next run.
+        print(
+            f"eccm upload: interrupted; {uploader.queue_length()} file(s) still waiting in "
+            f"{cfg.record_dir}, nothing lost: run it again to finish",
+            file=sys.stderr,
+        )
+        return 130
+    if report.error is not None:
+        print(f"eccm upload: {report.error}", file=sys.stderr)
+        return 1
+    for reason in report.kept:
+        print(f"eccm upload: {reason}", file=sys.stderr)
+    if report.remaining:
+        print(
+            f"eccm upload: {report.remaining} file(s) still waiting in {cfg.record_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    if not waiting and not report.uploaded:
+        print(f"nothing to upload in {cfg.record_dir}")
+        return 0
+    print(
+        f"uploaded {report.uploaded} file(s) to s3://{cfg.s3_server_bucket}/"
+        f"{car_prefix(cfg.s3_key_prefix, cfg.car_identifier)}; nothing left"
+    )
+    return 0
 
 
 def cmd_gen_secret(_args: argparse.Namespace) -> int:

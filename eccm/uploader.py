@@ -18,7 +18,9 @@ Every closed file reaches the bucket once, verified, through outages and power c
   run finishes its sidecar (after a HEAD) instead of reporting it kept or leaving it.
 
 The uploader runs in its own thread, driven by the ``schedule`` library; recording never
-waits for it (``wake()`` only sets an event).
+waits for it (``wake()`` only sets an event). It prints nothing: ``run_once`` reports each
+file through ``on_file`` and returns an ``UploadReport``; ``eccm upload`` (eccm/cli.py) turns
+those into a progress bar and its messages.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import logging
 import os
 import queue
 import random
-import signal
-import sys
 import threading
 import time
 import uuid
@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import schedule
 
 from eccm.backoff import Backoff
-from eccm.clock import Clock, SystemClock
+from eccm.clock import Clock
 from eccm.config import Config
 from eccm.diskbudget import MIB, DiskReport, enforce, list_files
 from eccm.errors import UploadError
@@ -68,6 +68,7 @@ from eccm.s3keys import (
     sidecar_key,
 )
 from eccm.sample import iso_utc
+from eccm.sidecar import StepHook
 from eccm.store.names import UPLOADED_DIR, DataName, SummaryName
 
 log = logging.getLogger(__name__)
@@ -80,30 +81,38 @@ MULTIPART_THRESHOLD = 64 * MIB
 PART_SIZE = 16 * MIB
 _MAX_PARTS = 10_000
 FAILURE_BACKOFF_CAP = 300.0  # seconds: retries after a failure never wait longer
-KILL_ENV = "ECCM_TEST_KILL_AT"  # crash tests: SIGKILL ourselves at a named point
 _QUIET_REPEAT = 60.0  # the same failure again within this many seconds is logged at DEBUG
 _CLOCK_STEP_GRACE = 5.0  # seconds late before the monotonic guard runs a job itself
 _PROBE_BODY = b"eccm conditional-create probe: this object may be left in place\n"
 
 
-def _kill_point(name: str) -> None:
-    # Crash-safety tests run the uploader in a subprocess that dies here, exactly as a
-    # power cut would, with no cleanup of any kind.
-    if os.environ.get(KILL_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+# Points in the upload of a data file (or trip summary) where a step hook is called: the
+# crash tests (tests/uploader_run.py) SIGKILL the process there, as a power cut would.
+BEFORE_PUT = "before_put"  # file read and checked against its sidecar, no PUT sent yet
+DURING_PUT = "during_put"  # half of the body read by a single PUT (not multipart)
+AFTER_PUT = "after_put"  # PUT answered, the object not yet verified by HEAD
+BEFORE_DELETE = "before_delete"  # data object verified, the local data file still here
+AFTER_DELETE_DATA = "after_delete_data"  # data file archived, its sidecar not yet sent
+STEPS = (BEFORE_PUT, DURING_PUT, AFTER_PUT, BEFORE_DELETE, AFTER_DELETE_DATA)
 
 
-class _KillMidway(io.FileIO):
-    """A file that SIGKILLs the process once half of it has been read (by the PUT)."""
+def _no_hook(step: str) -> None:
+    return None
 
-    def __init__(self, path: Path, size: int) -> None:
+
+class _HalfwayBody(io.FileIO):
+    """A PUT body that calls ``on_half()`` once, when half of the file has been read."""
+
+    def __init__(self, path: Path, size: int, on_half: Callable[[], None]) -> None:
         super().__init__(path, "rb")
         self._half = max(1, size // 2)
+        self._on_half: Callable[[], None] | None = on_half
 
     def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
-        if self.tell() >= self._half:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._on_half is not None and self.tell() >= self._half:
+            on_half, self._on_half = self._on_half, None
+            on_half()
         return data
 
 
@@ -187,7 +196,10 @@ class Uploader:
         part_size: int = PART_SIZE,
         workers: int = UPLOAD_WORKERS,
         log_outcome: bool = True,
+        step_hook: StepHook | None = None,
     ) -> None:
+        """``step_hook`` is called with each step name of STEPS as a file's upload gets
+        there (in the worker thread that uploads it); the crash tests SIGKILL there."""
         self._cfg = cfg
         self._clock = clock
         self._timeouts = timeouts
@@ -197,6 +209,10 @@ class Uploader:
         # False: the caller reports each run's outcome itself (`eccm upload` prints it), so
         # the log's copy goes to DEBUG instead of interleaving with the progress bar.
         self._log_outcome = log_outcome
+        self._hook: StepHook = step_hook or _no_hook
+        # The body is watched for DURING_PUT only when somebody listens: a daemon's PUT
+        # reads a plain file.
+        self._watch_body = step_hook is not None
         self._stats_lock = threading.Lock()
         self._dir = cfg.record_dir
         self._client: Any = None
@@ -471,9 +487,9 @@ class Uploader:
         # verified in the bucket" and is finished by a later run; the disk budget never
         # evicts one. Were both kept, a long outage could make the budget evict the pair
         # and leave the bucket a data object without its sidecar for good.
-        _kill_point("before_delete")
+        self._hook(BEFORE_DELETE)
         self._archive(data_path)
-        _kill_point("after_delete_data")
+        self._hook(AFTER_DELETE_DATA)
         sent_side = self._ensure(
             client, sidecar_key(key), side_raw, digest_bytes(side_raw), dn.name
         )
@@ -577,7 +593,7 @@ class Uploader:
                 raise self._conflict(bucket, key, name, state)
             etag = self._put(client, key, source, digest, conditional=False)
         if isinstance(source, Path):
-            _kill_point("after_put")
+            self._hook(AFTER_PUT)
         elif etag.strip('"').lower() == digest.md5.hex():
             # A sidecar: the server checked Content-MD5 and its ETag repeats that MD5, so
             # it holds these bytes; the HEAD per file is spent on the data object.
@@ -630,13 +646,13 @@ class Uploader:
         if isinstance(source, bytes):
             answer = client.put_object(Body=source, ContentMD5=digest.content_md5, **args)
             return str(answer.get("ETag", ""))
-        _kill_point("before_put")
+        self._hook(BEFORE_PUT)
         if digest.size > self._multipart_threshold:
             self._put_multipart(client, source, digest, args)
             return ""
         body: io.FileIO
-        if os.environ.get(KILL_ENV) == "during_put":
-            body = _KillMidway(source, digest.size)
+        if self._watch_body:
+            body = _HalfwayBody(source, digest.size, lambda: self._hook(DURING_PUT))
         else:
             body = io.FileIO(source, "rb")
         with body:
@@ -872,55 +888,3 @@ def _in_parallel(fn: Callable[[_T], None], items: Sequence[_T], workers: int) ->
 
 def _human(size: int) -> str:
     return f"{size / MIB:.1f} MB" if size >= MIB else f"{size / 1024:.0f} kB"
-
-
-def upload_backlog(cfg: Config, progress: bool = True) -> int:
-    """The body of ``eccm upload``: every closed file now, with a progress bar.
-
-    Returns 0 when nothing is left to upload, 1 otherwise (the reason on stderr), 2 when
-    S3 is not configured.
-    """
-    from tqdm import tqdm  # type: ignore[import-untyped]
-
-    if not cfg.s3_enabled:
-        print(
-            "eccm upload: S3_SERVER_ENDPOINT is empty, so uploads are off: set it (and "
-            "S3_SERVER_BUCKET) in the configuration",
-            file=sys.stderr,
-        )
-        return 2
-    uploader = Uploader(cfg, SystemClock(), log_outcome=False)
-    waiting = uploader.queue_length()
-    try:
-        with tqdm(
-            total=waiting, unit="file", disable=not progress or not waiting, file=sys.stderr
-        ) as bar:
-            report = uploader.run_once(on_file=lambda _name: bar.update(1))
-    except KeyboardInterrupt:
-        # Nothing to undo: a file is deleted only after its verified upload, and whatever
-        # was in flight is found in the bucket (or sent again) by the next run.
-        print(
-            f"eccm upload: interrupted; {uploader.queue_length()} file(s) still waiting in "
-            f"{cfg.record_dir}, nothing lost: run it again to finish",
-            file=sys.stderr,
-        )
-        return 130
-    if report.error is not None:
-        print(f"eccm upload: {report.error}", file=sys.stderr)
-        return 1
-    for reason in report.kept:
-        print(f"eccm upload: {reason}", file=sys.stderr)
-    if report.remaining:
-        print(
-            f"eccm upload: {report.remaining} file(s) still waiting in {cfg.record_dir}",
-            file=sys.stderr,
-        )
-        return 1
-    if not waiting and not report.uploaded:
-        print(f"nothing to upload in {cfg.record_dir}")
-        return 0
-    print(
-        f"uploaded {report.uploaded} file(s) to s3://{cfg.s3_server_bucket}/"
-        f"{car_prefix(cfg.s3_key_prefix, cfg.car_identifier)}; nothing left"
-    )
-    return 0

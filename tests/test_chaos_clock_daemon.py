@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from eccm.app import Daemon
+from eccm.cli import upload_backlog
 from eccm.config import parse
 from eccm.gnss.simulate import NmeaPty, Route
 from eccm.s3keys import parse_data_name, parse_summary_name
 from eccm.s3local import LocalS3
 from eccm.simcar import emulated_car
-from eccm.uploader import upload_backlog
 from tests import s3server
 from tests.waiting import wait_until
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from eccm.cli import upload_backlog
 from eccm.clock import SystemClock
 from eccm.config import Config
 from eccm.s3client import S3Timeouts
 from eccm.s3keys import car_prefix, probe_key
 from eccm.s3local import LocalS3
-from eccm.uploader import Uploader, upload_backlog
+from eccm.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
 

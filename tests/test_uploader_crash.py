@@ -1,14 +1,13 @@
 """SIGKILL at any point of an upload: no file lost, no second copy, no unverified delete.
 
-The uploader runs in a subprocess that SIGKILLs itself at a named point
-(ECCM_TEST_KILL_AT), as a power cut would; then a normal run must finish the job.
+The uploader runs in a subprocess (tests/uploader_run.py) whose step hook SIGKILLs it at a
+named point, as a power cut would; then a normal run must finish the job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,15 @@ from eccm import config as eccm_config
 from eccm.clock import SystemClock
 from eccm.s3keys import car_prefix, probe_key
 from eccm.s3local import LocalS3
-from eccm.uploader import KILL_ENV, Uploader
+from eccm.uploader import (
+    AFTER_DELETE_DATA,
+    AFTER_PUT,
+    BEFORE_DELETE,
+    BEFORE_PUT,
+    DURING_PUT,
+    STEPS,
+    Uploader,
+)
 from tests import s3server
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 
@@ -31,39 +38,34 @@ tls_cert = s3server.tls_cert
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = """
-import json, sys
-from eccm.clock import SystemClock
-from eccm.config import parse
-from eccm.uploader import Uploader
-report = Uploader(parse(json.loads(sys.argv[1])), SystemClock()).run_once()
-sys.exit(0 if report.ok else 1)
-"""
+RUNNER = Path(__file__).with_name("uploader_run.py")
 
 
 def run_and_kill(values: dict[str, str], point: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, **{KILL_ENV: point})
     return subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(values)],
+        [sys.executable, str(RUNNER), json.dumps(values), "--die-at", point],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
 
 
-@pytest.mark.parametrize(
-    ("point", "scheme", "keep"),
-    [
-        ("before_put", "http", False),
-        ("during_put", "https", False),  # over https the body is read once: while sending
-        ("after_put", "http", False),
-        ("before_delete", "http", False),
-        ("after_delete_data", "http", False),
-        ("after_delete_data", "http", True),
-    ],
-)
+CASES = [
+    (BEFORE_PUT, "http", False),
+    (DURING_PUT, "https", False),  # over https the body is read once: while sending
+    (AFTER_PUT, "http", False),
+    (BEFORE_DELETE, "http", False),
+    (AFTER_DELETE_DATA, "http", False),
+    (AFTER_DELETE_DATA, "http", True),
+]
+
+
+def test_every_step_of_the_uploader_has_its_crash_test() -> None:
+    assert {point for point, _scheme, _keep in CASES} == set(STEPS)
+
+
+@pytest.mark.parametrize(("point", "scheme", "keep"), CASES)
 def test_sigkill_during_an_upload_loses_nothing_and_duplicates_nothing(
     request: pytest.FixtureRequest, tmp_path: Path, point: str, scheme: str, keep: bool
 ) -> None:
@@ -95,15 +97,15 @@ def test_sigkill_during_an_upload_loses_nothing_and_duplicates_nothing(
     # Files go up a few at a time: the process dies where the first of them gets to.
     data_up = [n for n in content if keys[n] in after_crash]
     sidecars_up = [n for n in content if keys[n] + ".json" in after_crash]
-    if point == "before_put":
+    if point == BEFORE_PUT:
         assert data_up == []
-    if point == "during_put":
+    if point == DURING_PUT:
         assert len(data_up) < len(content)  # the interrupted PUT left no object
-    if point == "after_put":
+    if point == AFTER_PUT:
         assert data_up and sidecars_up == []
-    if point == "before_delete":
+    if point == BEFORE_DELETE:
         assert all((record / n).exists() for n in content)
-    if point == "after_delete_data":
+    if point == AFTER_DELETE_DATA:
         gone = [n for n in content if not (record / n).exists()]
         assert gone  # a second worker may have got as far in the same instant
         for n in gone:
