@@ -365,6 +365,7 @@ KEYS: dict[str, KeySpec] = {
     "LOCAL_RETENTION_DAYS": KeySpec("15", _number(0, 36500), "days uploaded files are kept under uploaded/"),
     "MAX_LOCAL_STORAGE_MB": KeySpec("1024", _number(1, 1 << 30), "disk budget of RECORD_DIRECTORY_LOCATION in MB"),
     "SOCKET_SERVER_BIND": KeySpec("127.0.0.1", _bind, "address the control socket listens on"),
+    "SOCKET_SERVER_READ_SECRET": KeySpec("", _text, "second secret of the control socket, granting the read scope only (empty = none)", secret=True),
     "SOCKET_SERVER_TLS_CERT": KeySpec("", _path_or_empty, "PEM certificate (empty = plain TCP)"),
     "SOCKET_SERVER_TLS_KEY": KeySpec("", _path_or_empty, "PEM private key"),
     "SOCKET_SERVER_ALLOW_PLAIN_AUTH": KeySpec("no", _bool, "accept AUTH <secret> on plain TCP from non-loopback peers"),
@@ -420,6 +421,7 @@ class Config:
     local_retention_days: float
     max_local_storage_mb: float
     socket_server_bind: str
+    socket_server_read_secret: str
     socket_server_tls_cert: str
     socket_server_tls_key: str
     socket_server_allow_plain_auth: bool
@@ -502,6 +504,12 @@ def _cross_checks(cfg: Config) -> None:
             f"{missing} is empty while its pair is set: give both SOCKET_SERVER_TLS_CERT "
             "and SOCKET_SERVER_TLS_KEY, or neither (plain TCP)"
         )
+    if cfg.socket_server_read_secret and cfg.socket_server_read_secret == cfg.socket_server_secret:
+        raise ConfigError(
+            "SOCKET_SERVER_READ_SECRET is the same as SOCKET_SERVER_SECRET: the read-only "
+            "secret must differ, or it would grant every scope (make one with "
+            "`eccm gen-secret`, or leave it empty)"
+        )
     if cfg.enable_socket_server:
         if not cfg.socket_server_secret:
             raise ConfigError(
@@ -509,12 +517,17 @@ def _cross_checks(cfg: Config) -> None:
                 "make one with `eccm gen-secret` and put it in config.ini "
                 "or in the ECCM_SOCKET_SERVER_SECRET environment variable"
             )
-        if not _loopback(cfg.socket_server_bind) and len(cfg.socket_server_secret) < 32:
-            raise ConfigError(
-                f"SOCKET_SERVER_SECRET is too short ({len(cfg.socket_server_secret)} characters) "
-                f"for SOCKET_SERVER_BIND={cfg.socket_server_bind!r}: a socket reachable from "
-                "the network needs at least 32 characters (make one with `eccm gen-secret`)"
-            )
+        for key, secret in (
+            ("SOCKET_SERVER_SECRET", cfg.socket_server_secret),
+            ("SOCKET_SERVER_READ_SECRET", cfg.socket_server_read_secret),
+        ):
+            if secret and not _loopback(cfg.socket_server_bind) and len(secret) < 32:
+                raise ConfigError(
+                    f"{key} is too short ({len(secret)} characters) "
+                    f"for SOCKET_SERVER_BIND={cfg.socket_server_bind!r}: a socket reachable "
+                    "from the network needs at least 32 characters (make one with "
+                    "`eccm gen-secret`)"
+                )
 
 
 def parse(values: Mapping[str, str]) -> Config:

@@ -113,6 +113,9 @@ class FakeBackend:
             raise self.upload_error
         return self.queued
 
+    def trip(self) -> Mapping[str, object]:
+        return {"active": False, "trip": None, "previous": None}
+
 
 def proof(nonce: str, secret: str = SECRET) -> str:
     return hmac_proof(secret, nonce)
@@ -172,7 +175,11 @@ class Client:
 
     def auth(self) -> Client:
         nonce = self.hello()["nonce"]
-        assert self.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
+        assert self.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {
+            "class": "AUTH",
+            "ok": True,
+            "scopes": ["read", "control", "diagnose"],
+        }
         return self
 
     def rest(self) -> list[Reply]:

@@ -208,6 +208,34 @@ def test_conditional_requirements() -> None:
     assert cfg_of(ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_SECRET="short").enable_socket_server
 
 
+def test_read_secret_follows_the_length_rule_and_differs() -> None:
+    full, reader = "s" * 32, "r" * 32
+    assert cfg_of().socket_server_read_secret == ""
+    on = {"ENABLE_SOCKET_SERVER": "yes", "SOCKET_SERVER_SECRET": full}
+    assert cfg_of(**on, SOCKET_SERVER_READ_SECRET="short").socket_server_read_secret == "short"
+    net = {**on, "SOCKET_SERVER_BIND": "0.0.0.0"}
+    with pytest.raises(ConfigError, match=r"SOCKET_SERVER_READ_SECRET is too short.*at least 32"):
+        cfg_of(**net, SOCKET_SERVER_READ_SECRET="short")
+    assert cfg_of(**net, SOCKET_SERVER_READ_SECRET=reader).socket_server_read_secret == reader
+    assert cfg_of(**net).socket_server_read_secret == ""  # empty: no second secret
+    for values in (on, net, {"SOCKET_SERVER_SECRET": full}):
+        with pytest.raises(ConfigError, match="must differ") as err:
+            cfg_of(**values, SOCKET_SERVER_READ_SECRET=full)
+        assert full not in str(err.value)  # a secret is never echoed
+    env = read_raw(None, {"ECCM_SOCKET_SERVER_READ_SECRET": reader})
+    assert env["SOCKET_SERVER_READ_SECRET"] == reader
+
+
+def test_effective_configuration_masks_the_read_secret() -> None:
+    c = cfg_of(SOCKET_SERVER_SECRET="s" * 32, SOCKET_SERVER_READ_SECRET="r" * 32)
+    eff = c.effective()
+    assert eff["SOCKET_SERVER_READ_SECRET"] == "********"
+    assert eff["SOCKET_SERVER_SECRET"] == "********"
+    assert "r" * 32 not in repr(eff)
+    assert parse(c.effective(mask_secrets=False)).socket_server_read_secret == "r" * 32
+    assert cfg_of().effective()["SOCKET_SERVER_READ_SECRET"] == ""
+
+
 def test_effective_configuration_masks_secrets() -> None:
     c = cfg_of(
         S3_SERVER_ENDPOINT="http://h", S3_SERVER_BUCKET="b", S3_SERVER_AK="AK", S3_SERVER_SK="SK"

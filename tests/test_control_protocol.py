@@ -83,7 +83,7 @@ class Peer:
 
     def auth(self) -> Peer:
         reply = self.one(f"AUTH HMAC {proof(self.session.nonce)}")
-        assert reply == {"class": "AUTH", "ok": True}
+        assert reply == {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
         return self
 
 
@@ -117,7 +117,11 @@ def test_hello_announces_protocol_version_nonce_and_methods() -> None:
 def test_hmac_auth_moves_to_ready_case_insensitively() -> None:
     p = Peer()
     assert p.session.state is State.AUTHENTICATING
-    assert p.one(f"auth hmac {proof(p.session.nonce).upper()}") == {"class": "AUTH", "ok": True}
+    assert p.one(f"auth hmac {proof(p.session.nonce).upper()}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read", "control", "diagnose"],
+    }
     assert p.session.state is State.READY
 
 
@@ -139,11 +143,66 @@ def test_hmac_of_another_nonce_fails() -> None:
 def test_plain_auth_when_allowed(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     p = Peer(plain_auth=True)
-    assert p.one(f"AUTH {SECRET}") == {"class": "AUTH", "ok": True}
+    assert p.one(f"AUTH {SECRET}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read", "control", "diagnose"],
+    }
     bad = Peer(plain_auth=True)
     error(bad.one("AUTH not the secret at all"), "auth_failed")
     assert bad.session.closed
     assert SECRET not in caplog.text and "not the secret" not in caplog.text
+
+
+READER = "a read-only secret for the dashboard, 40+ characters"
+
+
+def test_read_secret_authenticates_with_the_read_scope(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    p = Peer(read_secret=READER)
+    assert p.one(f"AUTH HMAC {proof(p.session.nonce, READER)}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read"],
+    }
+    assert p.one("GET RPM")["values"]["RPM"]["value"] == 850.0
+    assert p.one("GET FUEL_LEVEL")["values"]["FUEL_LEVEL"]["value"] == 42.5  # on demand
+    for line in ("STATUS", "SUPPORTED", "GNSS", "DTC", "TRIP"):
+        assert p.one(line)["class"] == line
+    assert p.one("WATCH RPM EVERY 0.5")["class"] == "WATCH"
+    assert p.tick(0)[0]["class"] == "LIVE"
+    assert p.one("WATCH OFF")["watching"] is False
+    for line, scope in (
+        ("DTC CLEAR", "diagnose"),
+        ("DTC CLEAR CONFIRM 12345678", "diagnose"),
+        ("UPLOAD", "control"),
+    ):
+        reply = p.one(line)
+        error(reply, "forbidden")
+        assert f"needs the {scope} scope" in reply["message"], reply
+    assert p.backend.clears == 0
+    assert not p.session.closed and p.one("PING") == {"class": "PONG"}
+    assert READER not in caplog.text and "scopes read" in caplog.text
+
+
+def test_read_secret_in_plain_auth_and_the_full_secret_beside_it() -> None:
+    p = Peer(plain_auth=True, read_secret=READER)
+    assert p.one(f"AUTH {READER}")["scopes"] == ["read"]
+    error(p.one("UPLOAD"), "forbidden")
+    full = Peer(read_secret=READER).auth()  # the full secret: every scope, as before
+    assert full.one("UPLOAD") == {"class": "UPLOAD", "queued": 3}
+    token = full.one("DTC CLEAR")["token"]
+    assert full.one(f"DTC CLEAR CONFIRM {token}")["class"] == "DTC_CLEARED"
+    wrong = Peer(read_secret=READER)
+    error(wrong.one(f"AUTH HMAC {proof(wrong.session.nonce, READER + 'x')}"), "auth_failed")
+    assert wrong.session.closed
+
+
+def test_read_secret_is_nothing_when_unset() -> None:
+    p = Peer(plain_auth=True)
+    error(p.one(f"AUTH {READER}"), "auth_failed")
+    with pytest.raises(ValueError):
+        Peer(read_secret=SECRET)
 
 
 def test_plain_auth_refused_on_plain_network_connection_without_closing() -> None:
@@ -241,7 +300,10 @@ def test_auth_after_a_failure_is_held_back_right_or_wrong() -> None:
     assert second.session.next_deadline() == pytest.approx(clock.monotonic() + 1.0)
     assert second.tick(0.5) == []
     # Released: AUTH checked, then the pipelined PING answered.
-    assert second.tick(0.5) == [{"class": "AUTH", "ok": True}, {"class": "PONG"}]
+    assert second.tick(0.5) == [
+        {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]},
+        {"class": "PONG"},
+    ]
     assert limiter.wait("192.0.2.7") == 0.0  # success resets the address
 
     # Two failures in a row: the next attempt waits 2 s.
@@ -264,7 +326,7 @@ def test_auth_timeout_is_paused_while_an_auth_is_held_back() -> None:
     p = Peer(clock=clock, limiter=limiter)
     p.line(f"AUTH HMAC {proof(p.session.nonce)}")
     assert p.tick(30) == [] and not p.session.closed
-    assert p.tick(30) == [{"class": "AUTH", "ok": True}]
+    assert p.tick(30) == [{"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}]
 
 
 def test_one_pending_auth_per_address_the_others_refused_at_once() -> None:
@@ -286,7 +348,9 @@ def test_one_pending_auth_per_address_the_others_refused_at_once() -> None:
     # The address is free again: the next AUTH is held (2 s now), not refused.
     nxt = Peer(clock=clock, limiter=limiter)
     assert nxt.line(f"AUTH HMAC {proof(nxt.session.nonce)}") == []
-    assert nxt.tick(2.0) == [{"class": "AUTH", "ok": True}]
+    assert nxt.tick(2.0) == [
+        {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
+    ]
 
 
 def test_a_held_auth_whose_connection_closes_frees_its_address() -> None:
@@ -298,7 +362,9 @@ def test_a_held_auth_whose_connection_closes_frees_its_address() -> None:
     gone.session.abort("peer gone")
     late = Peer(clock=clock, limiter=limiter)
     assert late.line(f"AUTH HMAC {proof(late.session.nonce)}") == []  # held, not refused
-    assert late.tick(1.0) == [{"class": "AUTH", "ok": True}]
+    assert late.tick(1.0) == [
+        {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
+    ]
 
 
 def test_loopback_addresses_are_one_address_for_the_limiter() -> None:
@@ -336,7 +402,9 @@ def test_global_ceiling_on_failures_from_rotating_addresses() -> None:
     # tell a guesser it was right), and goes through once the minute has passed.
     owner = Peer(clock=clock, limiter=limiter, address="192.0.2.99")
     assert owner.line(f"AUTH HMAC {proof(owner.session.nonce)}") == []
-    assert owner.tick(61.0) == [{"class": "AUTH", "ok": True}]
+    assert owner.tick(61.0) == [
+        {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
+    ]
     # The held guesses are released 30 a minute, the others held again.
     assert sum(bool(p.tick()) for p in held) == 30
     clock.advance(1.0)
@@ -432,7 +500,7 @@ def test_auth_and_request_in_one_chunk_switch_the_limit_between_lines() -> None:
     p = Peer()
     chunk = f"AUTH HMAC {proof(p.session.nonce)}\nGET {'A' * 600}\n".encode()
     replies = p.feed(chunk)
-    assert replies[0] == {"class": "AUTH", "ok": True}
+    assert replies[0] == {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
     error(replies[1], "unknown_value")
 
 

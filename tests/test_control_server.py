@@ -292,7 +292,11 @@ def test_failure_delay_per_address(world: World) -> None:
     assert bad.rest() == []  # a failed AUTH closes
     good = world.connect(addr)
     nonce = good.hello()["nonce"]
-    assert good.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {"class": "AUTH", "ok": True}
+    assert good.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read", "control", "diagnose"],
+    }
     assert time.monotonic() - t0 >= 0.4  # held back, though right
     # Success reset the address; then two failures in a row: the next waits twice as long.
     first = world.connect(addr)
@@ -402,7 +406,11 @@ def test_tls_session(world: World, certificate: tuple[str, str]) -> None:
     assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
     hello = c.hello()
     assert hello["auth"] == ["hmac-sha256", "plain"]
-    assert c.ask(f"AUTH {SECRET}") == {"class": "AUTH", "ok": True}
+    assert c.ask(f"AUTH {SECRET}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read", "control", "diagnose"],
+    }
     assert c.ask("GET RPM")["values"]["RPM"]["value"] == 850.0
     c.send("QUIT")
     assert c.rest() == []
@@ -560,3 +568,23 @@ def test_gen_secret_is_long_and_random() -> None:
     a, b = gen_secret(), gen_secret()
     assert len(a) >= 32 and a != b and a.isprintable() and " " not in a
     make_config(SOCKET_SERVER_SECRET=a, SOCKET_SERVER_BIND="0.0.0.0")  # long enough for it
+
+
+def test_read_secret_over_the_socket_reads_but_may_not_upload_or_clear(world: World) -> None:
+    reader = "a read-only secret for the dashboard, 40+ characters"
+    address = world.serve(make_config(SOCKET_SERVER_READ_SECRET=reader))
+    c = world.connect(address)
+    nonce = c.hello()["nonce"]
+    assert c.ask(f"AUTH HMAC {hmac_proof(reader, nonce)}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read"],
+    }
+    assert c.ask("GET RPM")["class"] == "VALUES"
+    for line in ("UPLOAD", "DTC CLEAR"):
+        reply = c.ask(line)
+        assert reply["class"] == "ERROR" and reply["code"] == "forbidden", reply
+    assert world.backend.clears == 0
+    full = world.connect(address).auth()  # the full secret: every scope, as before
+    assert full.ask("UPLOAD") == {"class": "UPLOAD", "queued": 3}
+    assert full.ask("DTC CLEAR")["class"] == "CONFIRM"

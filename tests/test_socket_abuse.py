@@ -229,7 +229,7 @@ def test_auths_from_one_address_are_checked_one_at_a_time(world: World) -> None:
     owner = world.connect(addr)
     owner.send(f"AUTH HMAC {hmac_proof(SECRET, owner.hello()['nonce'])}")
     world.clock.offset += 61.0
-    assert owner.reply() == {"class": "AUTH", "ok": True}
+    assert owner.reply() == {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
 
 
 def test_rotating_loopback_addresses_are_one_address(world: World) -> None:

@@ -137,14 +137,18 @@ def test_hello_then_auth_hmac(daemon: Daemon) -> None:
     assert len(nonces) == 20  # random per connection
     c = daemon.client()
     nonce = c.hello()["nonce"]
-    assert c.ask(f"auth hmac {hmac_proof(SECRET, nonce).upper()}") == {"class": "AUTH", "ok": True}
+    assert c.ask(f"auth hmac {hmac_proof(SECRET, nonce).upper()}") == {
+        "class": "AUTH",
+        "ok": True,
+        "scopes": ["read", "control", "diagnose"],
+    }
 
 
 def test_plain_auth_from_loopback_and_crlf(daemon: Daemon) -> None:
     c = daemon.client()
     c.hello()
     c.sock.sendall(f"AUTH {SECRET}\r\nPing\r\n".encode())
-    assert c.reply() == {"class": "AUTH", "ok": True}
+    assert c.reply() == {"class": "AUTH", "ok": True, "scopes": ["read", "control", "diagnose"]}
     assert c.reply() == {"class": "PONG"}
 
 

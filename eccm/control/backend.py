@@ -1,29 +1,41 @@
-"""What the control session asks of the daemon, and the implementation over the real parts.
+"""The daemon's parts as the service API sees them: :class:`DaemonBackend`.
 
-The session (``protocol.py``) only talks to a :class:`Backend`; tests give it an in-memory
-one, the daemon a :class:`DaemonBackend` over the hub, the OBD link, the recorder and the
-uploader. Every call may block (an on-demand read waits for the OBD link's queue), so the
-server calls it from the connection's own thread.
+:class:`eccm.service.Service` (the one API every front end calls) only talks to a
+:class:`~eccm.service.Backend`; tests give it an in-memory one, the daemon a
+:class:`DaemonBackend` over the hub, the OBD link, the recorder and the uploader. Every call
+may block (an on-demand read waits for the OBD link's queue), so a front end calls the
+service from a thread of its own. Failures are typed :class:`~eccm.service.ServiceError`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from eccm.clock import Clock
 from eccm.config import Config
-from eccm.errors import DeviceError, ProtocolError
+from eccm.errors import DeviceError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
-from eccm.obd.share import AdapterBusy
 from eccm.sample import GPS_COLUMNS, GPS_UNITS, Plain, Reading, iso_utc
+from eccm.service import (
+    Backend,
+    Busy,
+    ClearResult,
+    Forbidden,
+    NotConnected,
+    ServerError,
+    ServiceError,
+    StatusReport,
+    ValueInfo,
+    dtc_codes,
+    from_link_error,
+    plain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,85 +43,9 @@ log = logging.getLogger(__name__)
 # have their own command, and the PID bitmaps only say what else is supported.
 _NOT_VALUES = frozenset({"GET_DTC", "CLEAR_DTC", "GET_CURRENT_DTC", "FREEZE_DTC"})
 _NOT_VALUE_PREFIXES = ("PIDS_", "MIDS_", "DTC_")
-_LINK_CODES = frozenset({"not_connected", "obd_timeout", "unknown_value", "busy"})
 
-
-class Refused(ProtocolError):
-    """A command cannot be carried out; ``code`` is one of the error codes of SPEC §5."""
-
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after  # busy: seconds after which asking again may succeed
-
-
-@dataclass(frozen=True, slots=True)
-class ValueInfo:
-    """One value GET can name (a SUPPORTED entry)."""
-
-    name: str
-    unit: str | None
-    description: str
-    logged: bool  # in the data file (read every row or every slow interval), or GPS
-
-
-@dataclass(frozen=True, slots=True)
-class ClearResult:
-    ok: bool  # the ECU acknowledged (positive answer to mode 04)
-    answer: str  # what the ECU answered, as text
-
-
-class Backend(Protocol):
-    """The daemon as the control session sees it. Failures are :class:`Refused`."""
-
-    def now(self) -> float:
-        """Wall time (GNSS-corrected when the system clock is off)."""
-        ...
-
-    def values(self) -> Mapping[str, Reading]:
-        """Every current value: logged OBD values and, with a fresh fix, the GPS_* values."""
-        ...
-
-    def catalogue(self) -> Sequence[ValueInfo]:
-        """Every value GET may name: logged ones first, then supported ones, then GPS.
-
-        A changed catalogue must be a new object: the session keeps its index of the
-        last one it saw by identity.
-        """
-        ...
-
-    def read(self, name: str, timeout: float) -> Reading:
-        """Read a supported but unlogged value from the car now, through the OBD owner."""
-        ...
-
-    def obd_state(self) -> str:
-        """connecting, connected or disconnected."""
-        ...
-
-    def gnss(self) -> Fix | None:
-        """The latest fresh fix, or None."""
-        ...
-
-    def status(self) -> Mapping[str, object]:
-        """The fields of a STATUS reply (without ``class``)."""
-        ...
-
-    def read_dtcs(self, timeout: float) -> Mapping[str, object]:
-        """{"mil": bool, "stored": [{"code", "description"}], "pending": [...]}."""
-        ...
-
-    def clear_dtcs(self, timeout: float) -> ClearResult:
-        """Send mode 04 to the car."""
-        ...
-
-    def upload_now(self) -> int:
-        """Close the current file, wake the uploader; the number of files waiting."""
-        ...
-
-    def trip(self) -> Mapping[str, object]:
-        """The live trip computer (the fields of a TRIP reply, without ``class``)."""
-        ...
+# The old name of the service's error (its constructor takes the code).
+Refused = ServiceError
 
 
 # -- the real parts, as far as the backend uses them (structural, so that a part can be
@@ -322,7 +258,7 @@ class DaemonBackend:
         finally:
             self._reads.release()
         if not isinstance(reading, Reading):
-            raise Refused("server_error", f"the OBD link returned no reading for {name}")
+            raise ServerError(f"the OBD link returned no reading for {name}")
         if reading.unit:
             self._units[name] = reading.unit
         return reading
@@ -340,7 +276,7 @@ class DaemonBackend:
         return fix if fix is not None and fix.has_position else None
 
     # -- status ------------------------------------------------------------------------
-    def status(self) -> Mapping[str, object]:
+    def status(self) -> StatusReport:
         facts = self._hub.facts()
         rec, up = self._recorder, self._uploader
         gnss = "off"
@@ -387,8 +323,8 @@ class DaemonBackend:
         mil = raw.get("mil")
         return {
             "mil": mil if isinstance(mil, bool) else None,  # None: the car does not say
-            "stored": _codes(raw.get("stored")),
-            "pending": _codes(raw.get("pending")),
+            "stored": dtc_codes(raw.get("stored")),
+            "pending": dtc_codes(raw.get("pending")),
         }
 
     def clear_dtcs(self, timeout: float) -> ClearResult:
@@ -405,7 +341,7 @@ class DaemonBackend:
     # -- upload ------------------------------------------------------------------------
     def upload_now(self) -> int:
         if self._uploader is None:
-            raise Refused("forbidden", "uploads are off: S3_SERVER_ENDPOINT is empty")
+            raise Forbidden("uploads are off: S3_SERVER_ENDPOINT is empty")
         if self._recorder is not None:
             self._recorder.rotate_now()
         self._uploader.wake()
@@ -418,10 +354,10 @@ class DaemonBackend:
         return self._trip.live()
 
     # -- helpers -----------------------------------------------------------------------
-    def _refuse_busy(self, why: str, retry_after: float) -> Refused:
+    def _refuse_busy(self, why: str, retry_after: float) -> Busy:
         with self._busy_lock:
             self._busy += 1
-        return Refused("busy", f"{why} (retry in {retry_after:g} s)", retry_after)
+        return Busy(f"{why} (retry in {retry_after:g} s)", retry_after)
 
     def _busy_count(self) -> int:
         """On-demand requests refused as busy since start, here and by the OBD link."""
@@ -432,32 +368,19 @@ class DaemonBackend:
     def _require_link(self) -> LinkLike:
         link = self._link
         if link is None or self.obd_state() != "connected":
-            raise Refused("not_connected", "the OBD adapter is not connected")
+            raise NotConnected("the OBD adapter is not connected")
         return link
 
     @classmethod
     def _wait(cls, future: Future[Any], timeout: float, what: str) -> Any:
-        """The result of a request on the OBD link's queue, errors turned into codes.
-
-        The link's errors start with the code ("not_connected: ...", "obd_timeout: ...",
-        "unknown_value: ..."); the rest is the message.
-        """
+        """The result of a request on the OBD link's queue; its errors made typed once, by
+        :func:`eccm.service.from_link_error` (the link's messages start with the code)."""
         try:
             return future.result(timeout + cls.RUN_MARGIN)
-        except AdapterBusy as exc:
-            _code, _, message = str(exc).partition(": ")
-            raise Refused("busy", message, exc.retry_after) from exc
-        except CancelledError:
-            raise Refused("not_connected", f"the OBD link stopped ({what})") from None
-        except (FutureTimeout, TimeoutError, DeviceError) as exc:
+        except (CancelledError, FutureTimeout, TimeoutError, DeviceError) as exc:
             if isinstance(exc, (FutureTimeout, TimeoutError)) and not future.done():
                 future.cancel()
-            code, _, message = str(exc).partition(": ")
-            if code in _LINK_CODES and message:
-                raise Refused(code, message) from exc
-            if isinstance(exc, (FutureTimeout, TimeoutError)):
-                raise Refused("obd_timeout", f"the car did not answer in time ({what})") from exc
-            raise Refused("not_connected", f"the OBD adapter failed ({what}): {exc}") from exc
+            raise from_link_error(exc, what) from exc
 
 
 def _number(text: str | None) -> float | None:
@@ -467,25 +390,12 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def _codes(raw: object) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        return out
-    for item in raw:
-        if isinstance(item, Mapping):
-            code, desc = item.get("code"), item.get("description")
-        elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
-            code, desc = item[0], item[1]  # python-OBD's own (code, description) tuples
-        else:
-            continue
-        out.append({"code": str(code), "description": "" if desc is None else str(desc)})
-    return out
-
-
-def plain(value: object) -> Plain | bool:
-    """A value JSON can carry without surprise: NaN and infinities become null."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return str(value)
+__all__ = [
+    "Backend",
+    "ClearResult",
+    "DaemonBackend",
+    "Refused",
+    "ValueInfo",
+    "fix_readings",
+    "plain",
+]

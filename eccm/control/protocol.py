@@ -7,6 +7,11 @@ failure delay, WATCH lines. :meth:`Session.data_to_send` hands out the bytes to 
 socket, no thread, time from an injected clock: the server only moves bytes, and tests drive
 a session with a fake clock.
 
+The session is a thin adapter: it turns lines into calls of :class:`eccm.service.Service`
+(the one API every front end calls) and typed replies and errors into JSON lines. Rules a
+user relies on (scopes, the DTC-clear policy) live in the service; the session keeps what
+belongs to the wire: framing, limits, the auth states, WATCH timing.
+
 Framing is hand-written rather than taken from a library: it is a few lines, and the limits
 (256 bytes before AUTH, 1024 after, judged on the bytes as they arrive so that 4 MiB without
 a newline is never buffered) are the point of it.
@@ -15,8 +20,6 @@ a newline is never buffered) are the point of it.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import json
 import logging
 import math
@@ -28,8 +31,24 @@ from typing import Any
 from eccm import __version__
 from eccm.clock import Clock
 from eccm.control.authlimit import AuthLimiter, Verdict
-from eccm.control.backend import Backend, Refused, ValueInfo, plain
-from eccm.sample import Reading, iso_utc
+from eccm.sample import iso_utc
+from eccm.service import (
+    DTC_TIMEOUT,
+    READ_TIMEOUT,
+    TOKEN_TTL,
+    Backend,
+    Caller,
+    Credentials,
+    DtcReport,
+    Scope,
+    Service,
+    ServiceError,
+    ValueInfo,
+    Values,
+    echo,
+    plain,
+    scope_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +57,9 @@ LINE_LIMIT_BEFORE_AUTH = 256
 LINE_LIMIT_AFTER_AUTH = 1024
 AUTH_TIMEOUT = 10.0
 IDLE_TIMEOUT = 300.0
-TOKEN_TTL = 30.0
 WATCH_MIN_INTERVAL = 0.1
 WATCH_MAX_INTERVAL = 3600.0
 WATCH_DEFAULT_INTERVAL = 1.0
-READ_TIMEOUT = 5.0  # an on-demand GET of one value
-DTC_TIMEOUT = 15.0  # modes 03 + 07 + 01 01 on a slow K-line car
-SPEED_MAX_AGE = 2.0  # older than this, the logged SPEED is read again before a clear
-ECHO_LIMIT = 40
 # After a `busy` reply the session takes its next line only after the reply's retry_after, at
 # most this long: a client that asks again at once would otherwise cost a reply per request,
 # thousands a second of CPU taken from logging. TCP pushes back on its sends meanwhile.
@@ -87,7 +101,6 @@ HELP = (
     "QUIT",
 )
 _BEFORE_AUTH = frozenset({"AUTH", "PING", "HELP", "QUIT"})
-_CLEAR_WARNING = "clears stored codes and resets readiness monitors"
 _HTTP_REQUEST = re.compile(r"[A-Z]+ \S+ HTTP/\d(\.\d)?")
 _TLS_RECORD = b"\x16\x03"  # a TLS handshake record: a TLS client on the plain-text port
 
@@ -132,25 +145,26 @@ def encode(obj: Mapping[str, object]) -> bytes:
     )
 
 
-def echo(text: str, limit: int = ECHO_LIMIT) -> str:
-    """Peer text to quote in a message: cut short (JSON escaping does the rest)."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class Session:
     """One client connection, from HELLO to close.
 
-    ``peer`` names the client in log lines; ``address`` (its IP) keys the failure delays.
-    ``plain_auth``: whether ``AUTH <secret>`` is accepted on this connection (TLS, a
-    loopback peer, or SOCKET_SERVER_ALLOW_PLAIN_AUTH=yes) — the server decides.
+    ``service``: the daemon's :class:`Service`, shared by every session (a bare
+    :class:`Backend` gets a service of its own, made with ``allow_dtc_clear`` and the
+    timeouts given here). ``secret`` grants every scope; ``read_secret`` (if any) ``read``
+    only, or ``credentials`` replaces both. ``peer`` names the client in log lines;
+    ``address`` (its IP) keys the failure delays. ``plain_auth``: whether ``AUTH <secret>``
+    is accepted on this connection (TLS, a loopback peer, or
+    SOCKET_SERVER_ALLOW_PLAIN_AUTH=yes) — the server decides.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        service: Service | Backend,
         secret: str,
         clock: Clock,
         *,
+        read_secret: str = "",
+        credentials: Credentials | None = None,
         peer: str = "client",
         address: str = "",
         plain_auth: bool = False,
@@ -163,22 +177,27 @@ class Session:
         token_ttl: float = TOKEN_TTL,
         nonce: str | None = None,
     ) -> None:
-        if not secret:
-            # config.py refuses this already; an empty key would make every HMAC "right".
-            raise ValueError("the control socket needs a secret")
-        self._backend = backend
-        self._key = secret.encode("utf-8")
+        self._credentials = credentials or Credentials(secret, read_secret)
+        if not isinstance(service, Service):
+            service = Service(
+                service,
+                clock,
+                allow_dtc_clear=allow_dtc_clear,
+                read_timeout=read_timeout,
+                dtc_timeout=dtc_timeout,
+                token_ttl=token_ttl,
+            )
+        self._service = service
         self._clock = clock
         self.peer = peer
         self._address = address or peer
         self._plain_auth = plain_auth
-        self._allow_clear = allow_dtc_clear
         self._limiter = limiter
         self._auth_timeout = auth_timeout
         self._idle_timeout = idle_timeout
-        self._read_timeout = read_timeout
-        self._dtc_timeout = dtc_timeout
-        self._token_ttl = token_ttl
+        # Set once authenticated: who calls the service, with which scopes.
+        self._caller: Caller | None = None
+        self._granted: frozenset[Scope] | None = None  # what the last checked proof grants
         self.nonce = nonce or secrets.token_hex(16)
         self.state = State.AUTHENTICATING
         self.close_reason = ""
@@ -192,12 +211,9 @@ class Session:
         self._held_auth: tuple[str, str] | None = None  # (method, proof) held back
         self._held_until = 0.0
         self._paused_until = 0.0  # after a busy reply: no line is taken before this
-        self._token: tuple[str, float] | None = None  # (token, expiry, monotonic)
         self._watch_names: tuple[str, ...] | None = None  # None: every value
         self._watch_every = WATCH_DEFAULT_INTERVAL
         self._next_live = 0.0
-        self._catalogue_seen: object = None
-        self._catalogue_map: Mapping[str, ValueInfo] = {}
         self._handlers: dict[str, Callable[[list[str], str], None]] = {
             "AUTH": self._cmd_auth,
             "PING": self._cmd_ping,
@@ -362,7 +378,8 @@ class Session:
         if self._held_auth is not None and self._limiter is not None:
             self._limiter.cancel(self._address, self)  # frees the address for its next try
         self._held_auth = None
-        self._token = None
+        if self._caller is not None:
+            self._caller.forget()  # a pending DTC-clear token dies with the session
 
     def _send(self, obj: Mapping[str, object]) -> None:
         try:
@@ -407,7 +424,7 @@ class Session:
             return
         try:
             handler(words, text)
-        except Refused as exc:
+        except ServiceError as exc:
             self._error(exc.code, exc.message, exc.retry_after)
         except Exception:
             log.exception("control command %s from %s failed", command, self.peer)
@@ -463,22 +480,27 @@ class Session:
             self._settle(method, result.verdict is Verdict.ACCEPTED)
 
     def _check(self, method: str, proof: str) -> bool:
-        """Whether the proof is right; pure and quick (it runs under the limiter's lock)."""
-        given = proof.encode("utf-8")
+        """Whether the proof is right (either secret), keeping the scopes it grants; pure
+        and quick (it runs under the limiter's lock)."""
         if method == "hmac":
-            expected = hmac.new(self._key, self.nonce.encode("ascii"), hashlib.sha256)
-            return hmac.compare_digest(expected.hexdigest().encode("ascii"), given.lower())
-        # Digests of both, so that the comparison does not leak the secret's length.
-        return hmac.compare_digest(
-            hashlib.sha256(self._key).digest(), hashlib.sha256(given).digest()
-        )
+            self._granted = self._credentials.by_hmac(self.nonce, proof)
+        else:
+            self._granted = self._credentials.by_plain(proof)
+        return self._granted is not None
 
     def _settle(self, method: str, ok: bool) -> None:
-        if ok:
+        if ok and self._granted is not None:
+            self._caller = Caller(self.peer, self._granted)
             self._fire(Event.AUTH_OK)
             self._last_request = self._clock.monotonic()
-            log.info("control client %s authenticated (%s)", self.peer, method)
-            self._send({"class": "AUTH", "ok": True})
+            scopes = scope_names(self._caller.scopes)
+            log.info(
+                "control client %s authenticated (%s) with scopes %s",
+                self.peer,
+                method,
+                ",".join(scopes),
+            )
+            self._send({"class": "AUTH", "ok": True, "scopes": scopes})
             return
         # The limiter logs failures as one line a minute; a line each would let a guesser
         # fill the log (and the SD card).
@@ -502,7 +524,13 @@ class Session:
     def _cmd_quit(self, words: list[str], text: str) -> None:
         self._close("QUIT")
 
-    # -- values --------------------------------------------------------------------------
+    # -- commands: words in, service calls, JSON out ---------------------------------------
+    @property
+    def caller(self) -> Caller:
+        """Who this session is to the service (commands past AUTH only run once set)."""
+        assert self._caller is not None, "a command past AUTH before authentication"
+        return self._caller
+
     def _cmd_supported(self, words: list[str], text: str) -> None:
         if len(words) > 1:
             self._error("bad_request", "SUPPORTED takes no argument")
@@ -517,96 +545,55 @@ class Session:
                         "description": v.description,
                         "logged": v.logged,
                     }
-                    for v in self._backend.catalogue()
+                    for v in self._service.supported(self.caller)
                 ],
             }
         )
 
     def _cmd_get(self, words: list[str], text: str) -> None:
         names = tuple(dict.fromkeys(w.upper() for w in words[1:])) or None
-        values = self._collect(names, read_missing=True)
-        self._send({"class": "VALUES", "time": iso_utc(self._backend.now()), "values": values})
-
-    def _collect(
-        self, names: Sequence[str] | None, *, read_missing: bool
-    ) -> dict[str, dict[str, object]]:
-        """name → {value, unit, age_ms}; None names: every logged value."""
-        current = self._backend.values()
-        catalogue = self._catalogue()
-        now = self._clock.monotonic()
-        if names is None:
-            names = [n for n, v in catalogue.items() if v.logged]
-            names += [n for n in current if n not in catalogue]
-        out: dict[str, dict[str, object]] = {}
-        for name in names:
-            reading = current.get(name)
-            if reading is None:
-                info = catalogue.get(name)
-                if info is None:
-                    raise self._unknown(name)
-                if not info.logged and read_missing:
-                    reading = self._backend.read(name, self._read_timeout)
-                else:
-                    out[name] = {"value": None, "unit": info.unit, "age_ms": None}
-                    continue
-            out[name] = _entry(reading, now)
-        return out
-
-    def _catalogue(self) -> Mapping[str, ValueInfo]:
-        """The backend's catalogue by name; rebuilt only when the backend gives a new one
-        (DaemonBackend hands out the same tuple while nothing changed: GET stays cheap)."""
-        listing = self._backend.catalogue()
-        if listing is not self._catalogue_seen:
-            self._catalogue_seen = listing
-            self._catalogue_map = {v.name: v for v in listing}
-        return self._catalogue_map
-
-    def _unknown(self, name: str) -> Refused:
-        hint = "see SUPPORTED"
-        if self._backend.obd_state() != "connected":
-            hint = "the adapter is not connected, so what the car supports is not known yet"
-        return Refused("unknown_value", f"unknown value {echo(name)!r}: {hint}")
+        self._send(_values("VALUES", self._service.values(self.caller, names)))
 
     def _send_values(self, cls: str, names: Sequence[str] | None) -> None:
         try:
-            values = self._collect(names, read_missing=False)
-        except Refused as exc:
+            values = self._service.values(self.caller, names, read_missing=False)
+        except ServiceError as exc:
             self._error(exc.code, exc.message)
             return
         except Exception:
             log.exception("WATCH values for %s failed", self.peer)
             self._error("server_error", "internal error; the daemon's log has the details")
             return
-        self._send({"class": cls, "time": iso_utc(self._backend.now()), "values": values})
+        self._send(_values(cls, values))
 
     def _cmd_gnss(self, words: list[str], text: str) -> None:
-        fix = self._backend.gnss()
-        if fix is None or not fix.has_position:
+        pos = self._service.position(self.caller)
+        if pos is None:
             self._send({"class": "GNSS", "fix": False})
             return
         self._send(
             {
                 "class": "GNSS",
                 "fix": True,
-                "time": None if fix.time_utc is None else iso_utc(fix.time_utc),
-                "lat": plain(fix.latitude),
-                "lon": plain(fix.longitude),
-                "alt": plain(fix.altitude),
-                "speed": plain(fix.speed),
-                "track": plain(fix.track),
-                "satellites": fix.satellites,
-                "hdop": plain(fix.hdop),
-                "quality": fix.quality,
-                "age_ms": max(0, round((self._clock.monotonic() - fix.received) * 1000)),
+                "time": None if pos.time is None else iso_utc(pos.time),
+                "lat": pos.lat,
+                "lon": pos.lon,
+                "alt": pos.alt,
+                "speed": pos.speed,
+                "track": pos.track,
+                "satellites": pos.satellites,
+                "hdop": pos.hdop,
+                "quality": pos.quality,
+                "age_ms": pos.age_ms,
             }
         )
 
     def _cmd_status(self, words: list[str], text: str) -> None:
-        status = {k: _plain_tree(v) for k, v in self._backend.status().items()}
+        status = {k: _plain_tree(v) for k, v in self._service.status(self.caller).items()}
         self._send({"class": "STATUS", **status})
 
     def _cmd_upload(self, words: list[str], text: str) -> None:
-        queued = self._backend.upload_now()
+        queued = self._service.upload(self.caller)
         log.info("control client %s asked for an upload: %d file(s) queued", self.peer, queued)
         self._send({"class": "UPLOAD", "queued": queued})
 
@@ -614,7 +601,7 @@ class Session:
         if len(words) > 1:
             self._error("bad_request", "TRIP takes no argument")
             return
-        report = {k: _plain_tree(v) for k, v in self._backend.trip().items()}
+        report = {k: _plain_tree(v) for k, v in self._service.trip(self.caller).items()}
         self._send({"class": "TRIP", **report})
 
     def _cmd_watch(self, words: list[str], text: str) -> None:
@@ -642,20 +629,7 @@ class Session:
                 return
             args = args[:at]
         names = tuple(dict.fromkeys(args)) or None
-        if names is not None:
-            catalogue = self._catalogue()
-            for name in names:
-                info = catalogue.get(name)
-                if info is None:
-                    raise self._unknown(name)
-                if not info.logged:
-                    # Streaming it would poll the car on every line and slow the logging.
-                    self._error(
-                        "bad_request",
-                        f"{echo(name)} is not logged: WATCH streams logged values "
-                        f"(GET {echo(name)} reads it once)",
-                    )
-                    return
+        self._service.check_watch(self.caller, names or ())
         self._watch_names, self._watch_every = names, every
         self._next_live = self._clock.monotonic()  # the first LIVE line right away
         self._fire(Event.WATCH_ON)
@@ -673,97 +647,45 @@ class Session:
     def _cmd_dtc(self, words: list[str], text: str) -> None:
         args = [w.upper() for w in words[1:]]
         if not args:
-            report = self._backend.read_dtcs(self._dtc_timeout)
-            self._send({"class": "DTC", **{k: _plain_tree(v) for k, v in report.items()}})
+            self._send(_dtc_reply(self._service.dtc_report(self.caller)))
         elif args == ["CLEAR"]:
-            self._clear_request()
+            confirm = self._service.request_clear(self.caller)
+            self._send(
+                {
+                    "class": "CONFIRM",
+                    "token": confirm.token,
+                    "expires_in": confirm.expires_in,
+                    "warning": confirm.warning,
+                }
+            )
         elif len(args) == 3 and args[:2] == ["CLEAR", "CONFIRM"]:
-            self._clear_confirm(words[3])
+            result = self._service.confirm_clear(self.caller, words[3])
+            self._send({"class": "DTC_CLEARED", "ok": result.ok, "ecu": result.answer})
         else:
             self._error("bad_request", "DTC, DTC CLEAR or DTC CLEAR CONFIRM <token>")
 
-    def _clear_allowed(self) -> None:
-        """Raise Refused unless a clear may go to the car now."""
-        if not self._allow_clear:
-            raise Refused("forbidden", "DTC CLEAR is disabled (SOCKET_SERVER_ALLOW_DTC_CLEAR=no)")
-        if self._backend.obd_state() != "connected":
-            raise Refused("not_connected", "the OBD adapter is not connected")
-        speed = self._speed()
-        if speed is None:
-            raise Refused("vehicle_moving", "the speed is unknown: cannot tell the car is stopped")
-        if speed > 0:
-            raise Refused("vehicle_moving", f"the car is moving ({speed:g} km/h): stop first")
 
-    def _speed(self) -> float | None:
-        reading = self._backend.values().get("SPEED")
-        now = self._clock.monotonic()
-        if reading is None or now - reading.at > SPEED_MAX_AGE:
-            try:
-                reading = self._backend.read("SPEED", self._read_timeout)
-            except Refused as exc:
-                if exc.code == "unknown_value":
-                    return None
-                raise
-        value = reading.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return float(value) if math.isfinite(value) else None
-
-    def _clear_request(self) -> None:
-        try:
-            self._clear_allowed()
-        except Refused as exc:
-            log.info("DTC clear requested by %s refused: %s", self.peer, exc.code)
-            raise
-        token = secrets.token_hex(4)
-        self._token = (token, self._clock.monotonic() + self._token_ttl)
-        log.info("DTC clear requested by %s: waiting for confirmation", self.peer)
-        self._send(
-            {
-                "class": "CONFIRM",
-                "token": token,
-                "expires_in": round(self._token_ttl),
-                "warning": _CLEAR_WARNING,
-            }
-        )
-
-    def _clear_confirm(self, given: str) -> None:
-        pending, self._token = self._token, None  # single use, whatever comes next
-        now = self._clock.monotonic()
-        if (
-            pending is None
-            or not hmac.compare_digest(pending[0].encode(), given.lower().encode("utf-8"))
-            or now > pending[1]
-        ):
-            log.info("DTC clear confirmation from %s refused: invalid or expired token", self.peer)
-            self._error(
-                "confirm_invalid",
-                "no such token in this session, or it expired (a token works once, "
-                f"for {self._token_ttl:g} s): send DTC CLEAR again",
-            )
-            return
-        try:
-            self._clear_allowed()
-            result = self._backend.clear_dtcs(self._dtc_timeout)
-        except Refused as exc:
-            log.warning(
-                "DTC clear confirmed by %s not done: %s (%s)", self.peer, exc.code, exc.message
-            )
-            raise
-        log.warning(
-            "DTC clear confirmed by %s sent to the car: the ECU answered %r (%s)",
-            self.peer,
-            result.answer,
-            "acknowledged" if result.ok else "not acknowledged",
-        )
-        self._send({"class": "DTC_CLEARED", "ok": result.ok, "ecu": result.answer})
-
-
-def _entry(reading: Reading, now: float) -> dict[str, object]:
+def _values(cls: str, values: Values) -> dict[str, object]:
+    """A VALUES or LIVE reply."""
     return {
-        "value": plain(reading.value),
-        "unit": reading.unit,
-        "age_ms": max(0, round((now - reading.at) * 1000)),
+        "class": cls,
+        "time": iso_utc(values.time),
+        "values": {
+            name: {"value": e.value, "unit": e.unit, "age_ms": e.age_ms}
+            for name, e in values.values.items()
+        },
+    }
+
+
+def _dtc_reply(report: DtcReport) -> dict[str, object]:
+    def codes(entries: Sequence[Any]) -> list[dict[str, str]]:
+        return [{"code": d.code, "description": d.description} for d in entries]
+
+    return {
+        "class": "DTC",
+        "mil": report.mil,
+        "stored": codes(report.stored),
+        "pending": codes(report.pending),
     }
 
 

@@ -27,7 +27,6 @@ from eccm.clock import Clock, SystemClock
 from eccm.config import Config
 from eccm.control.authlimit import FAILURES_PER_MINUTE, AuthLimiter
 from eccm.control.authlimit import address_key as address_key
-from eccm.control.backend import Backend
 from eccm.control.protocol import (
     AUTH_TIMEOUT,
     IDLE_TIMEOUT,
@@ -36,6 +35,7 @@ from eccm.control.protocol import (
     encode,
 )
 from eccm.errors import ConfigError
+from eccm.service import Backend, Credentials, Service
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,9 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 class ControlServer:
     """Listens on SOCKET_SERVER_BIND:SOCKET_SERVER_PORT once :meth:`start` is called.
 
+    ``service``: the daemon's service API (one of this server's own over a bare
+    ``Backend``, with SOCKET_SERVER_ALLOW_DTC_CLEAR). SOCKET_SERVER_SECRET authenticates
+    with every scope, SOCKET_SERVER_READ_SECRET (if set) with ``read`` only.
     ``port``/``bind`` override the config (tests use port 0: see :attr:`address`).
     ``limiter``: the failed-authentication limiter to share with another front end (one
     of this server's own, from ``limits``, if None).
@@ -167,7 +170,7 @@ class ControlServer:
     def __init__(
         self,
         cfg: Config,
-        backend: Backend,
+        service: Service | Backend,
         clock: Clock | None = None,
         *,
         bind: str | None = None,
@@ -181,8 +184,16 @@ class ControlServer:
                 "`eccm gen-secret`"
             )
         self._cfg = cfg
-        self._backend = backend
         self._clock: Clock = clock or SystemClock()
+        if not isinstance(service, Service):
+            service = Service(
+                service, self._clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
+            )
+        self._service = service
+        try:
+            self._credentials = Credentials(cfg.socket_server_secret, cfg.socket_server_read_secret)
+        except ValueError as exc:  # config.py refuses these already
+            raise ConfigError(f"control socket secrets: {exc}") from None
         self._bind = cfg.socket_server_bind if bind is None else bind
         self._port = cfg.socket_server_port if port is None else port
         self._limits = limits or Limits()
@@ -425,15 +436,15 @@ class ControlServer:
             # The handshake is part of the time to authenticate: 10 s from connect in all.
             spent = self._since(rec)
             session = Session(
-                self._backend,
-                self._cfg.socket_server_secret,
+                self._service,
+                "",
                 self._clock,
+                credentials=self._credentials,
                 peer=peer,
                 address=rec.key,
                 plain_auth=self._ssl is not None
                 or is_loopback(host)
                 or self._cfg.socket_server_allow_plain_auth,
-                allow_dtc_clear=self._cfg.socket_server_allow_dtc_clear,
                 limiter=self._limiter,
                 auth_timeout=max(0.0, self._limits.auth_timeout - spent),
                 idle_timeout=self._limits.idle_timeout,
