@@ -198,6 +198,18 @@ def test_read_secret_in_plain_auth_and_the_full_secret_beside_it() -> None:
     assert wrong.session.closed
 
 
+def test_a_held_back_auth_with_the_read_secret_gets_the_read_scope() -> None:
+    clock = FakeClock()
+    limiter = AuthLimiter(clock, base=1.0)
+    first = Peer(clock=clock, limiter=limiter, read_secret=READER)
+    error(first.one(f"AUTH HMAC {'0' * 64}"), "auth_failed")
+    second = Peer(clock=clock, limiter=limiter, read_secret=READER)
+    assert second.line(f"AUTH HMAC {proof(second.session.nonce, READER)}\nUPLOAD") == []
+    replies = second.tick(1.0)
+    assert replies[0] == {"class": "AUTH", "ok": True, "scopes": ["read"]}
+    error(replies[1], "forbidden")
+
+
 def test_read_secret_is_nothing_when_unset() -> None:
     p = Peer(plain_auth=True)
     error(p.one(f"AUTH {READER}"), "auth_failed")

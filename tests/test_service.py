@@ -10,12 +10,14 @@ import logging
 import pytest
 
 from eccm.clock import FakeClock
+from eccm.control.protocol import ERROR_CODES
 from eccm.errors import DeviceError
 from eccm.obd.share import AdapterBusy
 from eccm.sample import Reading
 from eccm.service import (
     ALL_SCOPES,
     READ_ONLY,
+    SERVICE_CODES,
     BadRequest,
     Busy,
     Caller,
@@ -169,6 +171,10 @@ def test_credentials_refuse_an_empty_or_a_shared_secret() -> None:
 
 
 # -- typed errors ----------------------------------------------------------------------------
+def test_every_service_code_is_a_protocol_error_code() -> None:
+    assert SERVICE_CODES.issubset(ERROR_CODES)
+
+
 def test_errors_carry_their_code() -> None:
     assert NotConnected("x").code == "not_connected"
     assert VehicleMoving("x").code == "vehicle_moving"
