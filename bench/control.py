@@ -42,7 +42,7 @@ COMMANDS = ("GET RPM SPEED", "GET")
 
 _EMULATOR = """
 import sys, threading
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
 with emulated_car() as emu:
     print(emu.get_pty(), flush=True)
     threading.Event().wait()

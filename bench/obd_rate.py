@@ -67,7 +67,7 @@ SETTLE = 1.5
 # -- the emulator, in a child process --------------------------------------------------
 def serve_emulator(delay: float, one_delay_per_request: bool) -> None:
     """Child process: run the emulator, print its pty, print its counters at EOF on stdin."""
-    from eccm.simcar import emulated_car
+    from eccm.sim.car import emulated_car
 
     with emulated_car("car", delay=delay) as emu:
         if one_delay_per_request:

@@ -7,7 +7,7 @@ adapter's time; a request that cannot have it is answered
 `{"class":"ERROR","code":"busy",...,"retry_after":s}` and counted in STATUS `ondemand_busy`.
 
 For each SAMPLE_INTERVAL (default 0.2 and 0) the real daemon (`eccm run`, a subprocess)
-records the ELM327 emulator's car (eccm.simcar, in a second subprocess) with the control
+records the ELM327 emulator's car (eccm.sim.car, in a second subprocess) with the control
 socket on and otherwise default settings (the default fast commands, OBD_SLOW_COMMANDS=ALL:
 mode 01 values only, so VIN is not logged). The emulator answers after a realistic ECU
 delay, emu.delay = 0.02 s (--delay), once per request as a real ECU does (the stock
@@ -56,7 +56,7 @@ SETTLE = 1.0  # seconds between cases, for the share's debt to be paid back
 # The emulator, one delay per request (see the docstring); prints its pty, runs until killed.
 _EMULATOR = """
 import sys, threading
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
 with emulated_car("car", delay=float(sys.argv[1])) as emu:
     inner = emu.multi_pid_answer
     def multi_pid_answer(cmd, header):

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eccm.gnss.simulate import NmeaPty, Route  # noqa: E402
-from eccm.simcar import emulated_car  # noqa: E402
+from eccm.sim.car import emulated_car  # noqa: E402
+from eccm.sim.gnss import NmeaPty, Route  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

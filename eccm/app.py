@@ -25,13 +25,13 @@ from eccm.sample import Layout
 
 if TYPE_CHECKING:
     from eccm.control.server import ControlServer
-    from eccm.diagnostics import DtcPoller
     from eccm.gnss.source import GnssSource
+    from eccm.obd.dtc_poller import DtcPoller
     from eccm.obd.link import ObdLink
-    from eccm.recorder import Recorder
-    from eccm.trip import TripComputer
-    from eccm.tripsummary import SummaryWriter
-    from eccm.uploader import Uploader
+    from eccm.store.recorder import Recorder
+    from eccm.trip.computer import TripComputer
+    from eccm.trip.summary import SummaryWriter
+    from eccm.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,15 @@ class Daemon:
     def _build(self) -> None:
         cfg = self.cfg
         if cfg.file_recording:
-            from eccm.recorder import Recorder
+            from eccm.store.recorder import Recorder
 
             self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
             self.hub.add_listener(self.recorder)
             self.hub.trip_taken = self.recorder.trip_used
-        from eccm.trip import TripComputer, TripSettings
+        from eccm.trip.computer import TripComputer, TripSettings
 
         if cfg.file_recording:
-            from eccm.tripsummary import SummaryWriter
+            from eccm.trip.summary import SummaryWriter
 
             self.summaries = SummaryWriter(cfg.record_dir, cfg.car_identifier)
         writer = self.summaries
@@ -104,7 +104,7 @@ class Daemon:
         )
         self.hub.add_listener(self.trip)
         if cfg.s3_enabled:
-            from eccm.uploader import Uploader
+            from eccm.upload.uploader import Uploader
 
             self.uploader = Uploader(cfg, self.corrected_clock)
             uploader = self.uploader
@@ -119,7 +119,7 @@ class Daemon:
         from eccm.obd.link import ObdLink
 
         self.link = ObdLink(cfg, self.hub, self.clock)
-        from eccm.diagnostics import DtcPoller
+        from eccm.obd.dtc_poller import DtcPoller
 
         hub = self.hub
         self.diagnostics = DtcPoller(
@@ -148,7 +148,7 @@ class Daemon:
 
     def _keep_disk_budget(self) -> None:
         """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""
-        from eccm.diskbudget import enforce
+        from eccm.store.budget import enforce
 
         while not self._stop.wait(DISK_CHECK_SECONDS):
             try:

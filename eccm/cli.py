@@ -140,8 +140,8 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from eccm.clock import SystemClock
-    from eccm.s3keys import car_prefix
-    from eccm.uploader import Uploader
+    from eccm.upload.keys import car_prefix
+    from eccm.upload.uploader import Uploader
 
     # log_outcome=False: the outcome is printed below, not logged across the bar.
     uploader = Uploader(cfg, SystemClock(), log_outcome=False)
@@ -189,7 +189,7 @@ def cmd_gen_secret(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from eccm.demo import run_demo
+    from eccm.sim.demo import run_demo
 
     return run_demo(duration=args.duration, directory=args.dir)
 

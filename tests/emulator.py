@@ -1,6 +1,6 @@
 """The ELM327 emulator (package elm327-emulator) as plain helpers for tests.
 
-``emulated_car`` is the project's own (eccm.simcar, shared with the demo), which also keeps
+``emulated_car`` is the project's own (eccm.sim.car, shared with the demo), which also keeps
 the emulator from reconfiguring logging and writing elm.log.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import elm.obd_message
 
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
 from tests.waiting import wait_until
 
 __all__ = ["emulated_car", "stored_dtcs", "wait_until"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from eccm.clock import Clock, FakeClock, SystemClock
 from eccm.config import Config, parse
-from eccm.recorder import Recorder
 from eccm.sample import Layout, Reading, Sample, trip_id_for
+from eccm.store.recorder import Recorder
 
 T0 = 1_700_000_000.0
 TRIP = trip_id_for(T0)

@@ -1,4 +1,4 @@
-"""Real S3 servers for the tests (SeaweedFS through eccm.s3local), and fake closed files.
+"""Real S3 servers for the tests (SeaweedFS through eccm.sim.s3), and fake closed files.
 
 Bind the fixtures in a test module to use them (no conftest.py on purpose):
 ``s3_http = s3server.s3_http`` and so on. Each server starts once per test session
@@ -22,8 +22,8 @@ import pytest
 
 from eccm import config as eccm_config
 from eccm.config import Config
-from eccm.s3local import Identity, LocalS3
 from eccm.sample import format_value, iso_utc
+from eccm.sim.s3 import Identity, LocalS3
 
 CAR = "test-car"
 

@@ -27,10 +27,10 @@ import pytest
 from eccm.app import Daemon
 from eccm.cli import upload_backlog
 from eccm.config import parse
-from eccm.gnss.simulate import NmeaPty, Route
-from eccm.s3keys import parse_data_name, parse_summary_name
-from eccm.s3local import LocalS3
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
+from eccm.sim.gnss import NmeaPty, Route
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
 from tests.waiting import wait_until
 

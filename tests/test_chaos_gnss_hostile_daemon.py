@@ -31,7 +31,7 @@ import pytest
 
 from eccm.app import Daemon
 from eccm.config import parse
-from eccm.s3local import LocalS3
+from eccm.sim.s3 import LocalS3
 from tests import s3server
 from tests.waiting import wait_until
 

@@ -20,9 +20,9 @@ from eccm.app import Daemon
 from eccm.clock import FakeClock
 from eccm.config import parse
 from eccm.gnss.fix import Fix
-from eccm.gnss.simulate import NmeaPty, Route
 from eccm.hub import Hub
 from eccm.sample import GPS_COLUMNS, Layout, trip_id_for
+from eccm.sim.gnss import NmeaPty, Route
 from tests.test_chaos_time import Events
 from tests.waiting import wait_until
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pytest
 
-from eccm.gnss.simulate import NmeaPty, Route
-from eccm.s3keys import parse_data_name, parse_summary_name
-from eccm.s3local import LocalS3
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
+from eccm.sim.gnss import NmeaPty, Route
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
 from tests.waiting import wait_until
 
@@ -268,7 +268,7 @@ def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_p
     """In a car the power cut is how a trip usually ends: a trip of a few seconds past
     the checkpoint interval must leave a (recovered) summary that agrees with its rows."""
     from eccm.app import SUMMARY_CHECKPOINT_SECONDS
-    from eccm.tripsummary import SummaryWriter
+    from eccm.trip.summary import SummaryWriter
 
     records = tmp_path / "records"
     config = tmp_path / "config.ini"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from eccm.gnss.simulate import NmeaPty, Route
+from eccm.sim.gnss import NmeaPty, Route
 from tests import s3server
 from tests.waiting import wait_until
 

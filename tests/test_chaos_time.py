@@ -15,10 +15,10 @@ from eccm.clock import FakeClock
 from eccm.config import parse
 from eccm.gnss.fix import Fix
 from eccm.hub import REDATE_STEP, Hub
-from eccm.recorder import Recorder
 from eccm.sample import Layout, Reading, Sample, trip_id_for
+from eccm.store.recorder import Recorder
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
-from eccm.trip import Trip, TripComputer, TripSettings
+from eccm.trip.computer import Trip, TripComputer, TripSettings
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
@@ -294,10 +294,10 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
     """Months of trips from a Pi whose clock starts at the same second at every boot: the
     ledger is trimmed many times, yet every trip id stays taken and no file name comes
     back."""
-    from eccm.rotation import next_seq, trim_ledger
+    from eccm.store.rotation import next_seq, trim_ledger
 
     keep = 16  # the ledger's recent names, small so that it is trimmed often here
-    monkeypatch.setattr("eccm.recorder._LEDGER_KEEP", keep)
+    monkeypatch.setattr("eccm.store.recorder._LEDGER_KEEP", keep)
 
     boot = 1_700_000_000.0
     cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})

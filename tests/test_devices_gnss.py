@@ -17,8 +17,8 @@ import pytest
 
 from eccm.clock import FakeClock, SystemClock
 from eccm.gnss.fix import Fix
-from eccm.gnss.simulate import NmeaPty, Route, sentences_at
 from eccm.gnss.source import SILENCE_WARNING, GnssSource
+from eccm.sim.gnss import NmeaPty, Route, sentences_at
 from tests.waiting import wait_until
 
 WAIT = 30.0

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.diagnostics import DtcPoller, DtcSchedule, DtcTimeline, changes, state_of
 from eccm.errors import DeviceError
+from eccm.obd.dtc_poller import DtcPoller, DtcSchedule
+from eccm.trip.dtc import DtcTimeline, changes, state_of
 from tests.emulator import wait_until
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.diskbudget import MIB, Inventory, Item, enforce, inventory, plan_disk
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import DataName, parse_data_name
-from eccm.uploader import Uploader
+from eccm.store.budget import MIB, Inventory, Item, enforce, inventory, plan_disk
+from eccm.upload.keys import DataName, parse_data_name
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, make_closed_file, make_config
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
@@ -89,7 +89,7 @@ def test_enforce_on_real_files(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     foreign.write_bytes(b"z" * 3 * MIB)
 
     clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
-    with caplog.at_level(logging.INFO, logger="eccm.diskbudget"):
+    with caplog.at_level(logging.INFO, logger="eccm.store.budget"):
         report = enforce(cfg, clock)
 
     # 0.6 MB uploaded, 1 MB pending, 0.2 MB not closed: all uploaded go, then one pending.
@@ -161,7 +161,7 @@ def test_an_archived_data_file_whose_sidecar_waits_goes_before_data_not_uploaded
     done.rename(tmp_path / "uploaded" / done.name)
     waiting = _fill(tmp_path, range(1, 3), 300_000)  # newer trip, not uploaded
     clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
-    with caplog.at_level(logging.INFO, logger="eccm.diskbudget"):
+    with caplog.at_level(logging.INFO, logger="eccm.store.budget"):
         report = enforce(cfg, clock)
     assert report.evicted_uploaded == 1 and report.evicted_pending == []
     assert not (tmp_path / "uploaded" / done.name).exists()

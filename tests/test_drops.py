@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from eccm.drops import QUEUE, WRITE, DropCounter
+from eccm.store.drops import QUEUE, WRITE, DropCounter
 
 
 def test_the_first_drop_is_reported_at_once_then_once_a_minute_with_exact_counts() -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from eccm.gnss.simulate import NmeaPty, Route
 from eccm.sample import GPS_COLUMNS
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
+from eccm.sim.gnss import NmeaPty, Route
 from tests.emulator import wait_until
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from eccm.clock import FakeClock, SystemClock
 from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import NmeaDecoder
-from eccm.gnss.simulate import EARTH_RADIUS, NmeaPty, Route, sentence_time, sentences_at
 from eccm.gnss.source import GnssSource
+from eccm.sim.gnss import EARTH_RADIUS, NmeaPty, Route, sentence_time, sentences_at
 
 ROUTE = Route(latitude=-33.8568, longitude=151.2153, radius=250.0, speed=12.5, altitude=12.0)
 
@@ -167,7 +167,7 @@ def test_stop_closes_the_device() -> None:
 
 def test_main_prints_the_path_and_runs_until_signalled() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eccm.gnss.simulate", "--rate", "10"],
+        [sys.executable, "-m", "eccm.sim.gnss", "--rate", "10"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -17,7 +17,7 @@ import pytest
 
 from eccm.app import Daemon
 from eccm.config import parse
-from eccm.gnss.simulate import NmeaPty, Route
+from eccm.sim.gnss import NmeaPty, Route
 from tests.emulator import emulated_car, wait_until
 
 WAIT = 60.0

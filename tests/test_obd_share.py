@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from eccm.diagnostics import READ_TIMEOUT
+from eccm.obd.dtc_poller import READ_TIMEOUT
 from eccm.obd.share import AdapterShare
 
 

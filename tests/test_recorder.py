@@ -21,13 +21,13 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped]
 import pytest
 
-from eccm import sidecar
 from eccm.clock import FakeClock
 from eccm.config import Config
 from eccm.gnss.fix import Fix
-from eccm.recorder import LEDGER, Recorder
 from eccm.sample import Layout, Reading
-from eccm.sidecar import PartMeta, columns_info
+from eccm.store import sidecar
+from eccm.store.recorder import LEDGER, Recorder
+from eccm.store.sidecar import PartMeta, columns_info
 from tests.recorder_writer import CAR, LAYOUT, T0, TRIP, config, expected_row, sample
 
 TRIP2 = "20231114T230000Z"
@@ -418,7 +418,7 @@ def test_a_full_queue_drops_rows_and_says_so_once(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = Recorder(cfg_for(tmp_path), clock, queue_size=5)  # not started: nobody drains
-    with caplog.at_level(logging.ERROR, logger="eccm.recorder"):
+    with caplog.at_level(logging.ERROR, logger="eccm.store.recorder"):
         for i in range(12):
             rec.on_sample(sample(i))
     assert rec.queued == 5
@@ -453,7 +453,7 @@ def test_an_unusable_directory_drops_rows_logs_once_and_recovers(
     blocker.write_text("a file where the record directory should be")
     cfg = config(blocker / "rec", FILE_FLUSH_INTERVAL="0")
     rec = Recorder(cfg, clock)
-    with caplog.at_level(logging.ERROR, logger="eccm.recorder"):
+    with caplog.at_level(logging.ERROR, logger="eccm.store.recorder"):
         rec.start()  # recovery fails too, without raising
         try:
             for i in range(3):
@@ -714,7 +714,7 @@ def test_a_file_the_start_cannot_recover_on_a_full_disk_is_closed_once_the_disk_
     [(errno.EROFS, "read-only"), (errno.EACCES, "right to write"), (errno.ENOSPC, "disk is full")],
 )
 def test_disk_errors_say_what_to_do(code: int, words: str) -> None:
-    from eccm.recorder import _advice
+    from eccm.store.recorder import _advice
 
     assert words in _advice(OSError(code, os.strerror(code)))
     assert _advice(OSError(errno.EIO, "I/O error")) == ""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from eccm import sidecar
 from eccm.clock import FakeClock
-from eccm.recorder import LEDGER, Recorder
+from eccm.store import sidecar
+from eccm.store.recorder import LEDGER, Recorder
 from tests.recorder_writer import CAR, LAYOUT, TRIP, config, expected_row
 
 pytestmark = pytest.mark.slow

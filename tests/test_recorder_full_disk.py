@@ -29,8 +29,8 @@ import pytest
 from eccm.clock import FakeClock
 from eccm.control.backend import DaemonBackend
 from eccm.hub import Hub
-from eccm.recorder import Recorder
-from eccm.tripsummary import SummaryWriter
+from eccm.store.recorder import Recorder
+from eccm.trip.summary import SummaryWriter
 from tests.recorder_writer import CAR, LAYOUT, T0, config, expected_row, sample
 
 ROW_S = 0.2  # 5 rows per second, as the run
@@ -147,7 +147,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         cfg = config(records, FILE_ROTATION_SECONDS="30", FILE_FLUSH_INTERVAL="1.0")
         clock = FakeClock(start=T0)
         handler = ClockedRecords(clock)
-        logger = logging.getLogger("eccm.recorder")
+        logger = logging.getLogger("eccm.store.recorder")
         old_level = logger.level
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
@@ -257,7 +257,7 @@ def test_the_summary_writer_logs_an_outage_once_and_its_end(
         trip = "20231114T221320Z"
         doc: dict[str, object] = {"trip": trip, "distance_km": 1.0}
         filler = fill(disk)
-        with caplog.at_level(logging.INFO, logger="eccm.tripsummary"):
+        with caplog.at_level(logging.INFO, logger="eccm.trip.summary"):
             for minute in range(30):  # a checkpoint every 10 s for 5 minutes
                 writer.checkpoint({**doc, "minutes": list(range(minute))})
             assert writer.last_error is not None and "No space left" in writer.last_error

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from eccm.rotation import OpenState, Reason, RotationPolicy, flush_due
 from eccm.sample import Layout
 from eccm.store.names import (
     data_name,
@@ -14,6 +13,7 @@ from eccm.store.names import (
     stem_of,
     uploaded_name,
 )
+from eccm.store.rotation import OpenState, Reason, RotationPolicy, flush_due
 
 L1 = Layout(fast=("RPM",), slow=("COOLANT_TEMP",), gps=False)
 TRIP = "20231114T221320Z"

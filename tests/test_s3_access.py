@@ -16,10 +16,10 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.config import Config
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix, probe_key
-from eccm.s3local import LocalS3
-from eccm.uploader import Uploader
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import car_prefix, probe_key
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3server import (
     CAR,
@@ -39,7 +39,7 @@ def loud_upload_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "eccm.uploader" and r.levelno >= logging.WARNING
+        if r.name == "eccm.upload.uploader" and r.levelno >= logging.WARNING
     ]
 
 
@@ -94,7 +94,7 @@ def test_a_wrong_access_key_is_named_once_and_nothing_is_deleted(
     cfg = make_config(tmp_path, s3_http, S3_SERVER_AK="NOSUCHKEY0000000")
     files = [make_closed_file(tmp_path, seq=i) for i in (1, 2)]
     up = Uploader(cfg, SystemClock(), timeouts=QUICK)
-    with caplog.at_level(logging.INFO, logger="eccm.uploader"):
+    with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         for _ in range(3):
             report = up.run_once()
             assert report.uploaded == 0 and report.remaining == 2
@@ -111,7 +111,7 @@ def test_a_bucket_created_later_is_used_without_a_restart(
     cfg = make_config(tmp_path, s3_http, S3_SERVER_BUCKET=bucket, S3_SYNC_INTERVAL="1")
     files = {p.name for p in (make_closed_file(tmp_path, seq=i) for i in (1, 2, 3))}
     up = Uploader(cfg, SystemClock(), timeouts=QUICK)
-    with caplog.at_level(logging.INFO, logger="eccm.uploader"):
+    with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         up.start()
         try:
             wait_until(lambda: up.consecutive_failures >= 3, timeout=60, what="failing runs")
@@ -172,7 +172,7 @@ def test_a_key_without_multipart_listing_or_delete_rights_still_uploads(
     )
     make_closed_file(tmp_path, seq=1)
     up = Uploader(cfg, SystemClock(), timeouts=QUICK)
-    with caplog.at_level(logging.INFO, logger="eccm.uploader"):
+    with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         up.start()  # the daemon's path: stale multipart uploads are looked for first
         try:
             wait_until(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eccm.s3local import LocalS3
+from eccm.sim.s3 import LocalS3
 from tests import s3server
 from tests.s3server import CAR, FlakyLink, config_values, make_closed_file
 from tests.test_s3_flaky_link import assert_each_file_once, bucket_objects

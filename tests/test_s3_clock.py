@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from eccm.clock import FakeClock, SystemClock
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix
-from eccm.s3local import LocalS3
-from eccm.uploader import Uploader
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import car_prefix
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, list_objects, make_closed_file, make_config
 

@@ -28,7 +28,9 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.config import Config, load
-from eccm.s3keys import (
+from eccm.sim.s3 import LocalS3
+from eccm.store.names import UPLOADED_DIR, parse_data_name
+from eccm.upload.keys import (
     car_prefix,
     object_key,
     parse_sidecar,
@@ -36,9 +38,7 @@ from eccm.s3keys import (
     probe_key,
     sidecar_key,
 )
-from eccm.s3local import LocalS3
-from eccm.store.names import UPLOADED_DIR, parse_data_name
-from eccm.uploader import Uploader, UploadReport
+from eccm.upload.uploader import Uploader, UploadReport
 from tests import s3server
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 from tests.test_s3_cli import upload_cmd, write_config
@@ -60,9 +60,9 @@ PROCESSES = 4
 GATE_SITECUSTOMIZE = """
 import os, sys
 
-import eccm.uploader
+import eccm.upload.uploader
 
-_run_once = eccm.uploader.Uploader.run_once
+_run_once = eccm.upload.uploader.Uploader.run_once
 
 def _gated(self, *args, **kwargs):
     self._get_client()  # boto3 takes a while to import and build: before the gate
@@ -75,7 +75,7 @@ def _gated(self, *args, **kwargs):
         os.write(fd, b" conditional=%r" % (self._conditional,))
         os.close(fd)
 
-eccm.uploader.Uploader.run_once = _gated
+eccm.upload.uploader.Uploader.run_once = _gated
 """
 
 

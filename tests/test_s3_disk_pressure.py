@@ -22,10 +22,10 @@ import pytest
 from eccm import config as eccm_config
 from eccm.clock import SystemClock
 from eccm.config import Config
-from eccm.diskbudget import MIB
-from eccm.s3client import S3Timeouts
-from eccm.s3local import LocalS3
-from eccm.uploader import Uploader
+from eccm.sim.s3 import LocalS3
+from eccm.store.budget import MIB
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, FlakyLink, make_closed_file, make_config
 from tests.test_s3_flaky_link import bucket_objects
@@ -109,7 +109,7 @@ def test_a_verified_data_object_always_gets_its_sidecar_whatever_the_budget_evic
 
     # Offline for days: newer files push the budget; the oldest pending one goes.
     newer = fill(tmp_path, "20261121T080000Z", range(1, 5), 300_000)
-    with caplog.at_level(logging.ERROR, logger="eccm.diskbudget"):
+    with caplog.at_level(logging.ERROR, logger="eccm.store.budget"):
         report = Uploader(unreachable(cfg), SystemClock(), timeouts=QUICK).run_once()
     assert report.disk is not None and report.disk.evicted_pending == [newer[0].name]
     assert [r.getMessage() for r in caplog.records if newer[0].name in r.getMessage()]
@@ -127,7 +127,7 @@ def test_a_verified_data_object_always_gets_its_sidecar_whatever_the_budget_evic
 def test_the_daemon_offline_under_a_tiny_budget_keeps_the_newest_data(
     s3_http: LocalS3, tmp_path: Path
 ) -> None:
-    from eccm.simcar import emulated_car
+    from eccm.sim.car import emulated_car
 
     records = tmp_path / "records"
     link = FlakyLink((s3_http.host, s3_http.s3_port))

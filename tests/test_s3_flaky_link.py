@@ -18,10 +18,10 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.config import Config
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix, probe_key
-from eccm.s3local import LocalS3
-from eccm.uploader import Uploader
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import car_prefix, probe_key
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, FlakyLink, get_object, list_objects, make_closed_file, make_config
 from tests.waiting import wait_until
@@ -134,7 +134,7 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
     import sys
 
     from eccm import config as eccm_config
-    from eccm.simcar import emulated_car
+    from eccm.sim.car import emulated_car
 
     records = tmp_path / "records"
     config = tmp_path / "config.ini"
@@ -154,7 +154,9 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
             link.down()
 
             def offline_for_a_while() -> bool:
-                failed = " WARNING eccm.uploader: upload:" in log_file.read_text(errors="replace")
+                failed = " WARNING eccm.upload.uploader: upload:" in log_file.read_text(
+                    errors="replace"
+                )
                 return failed and len(list(records.glob("*.tsv.gz.json"))) >= 3
 
             wait_until(offline_for_a_while, timeout=60, what="failing runs and a backlog")
@@ -191,7 +193,7 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
             assert side["sha256"] == hashlib.sha256(get_object(s3_http, key)).hexdigest()
     # Bounded logs: at most one line per upload run (runs follow the file closes), a
     # WARNING for the network's failures and never an ERROR.
-    uploader = [line for line in log.splitlines() if " eccm.uploader: " in line]
+    uploader = [line for line in log.splitlines() if " eccm.upload.uploader: " in line]
     loud = [line for line in uploader if " INFO " not in line]
     assert len(uploader) <= len(data) + 5, "\n".join(uploader)
     assert all(" WARNING " in line for line in loud), "\n".join(loud)

@@ -21,8 +21,8 @@ from botocore.exceptions import (
 from eccm import config as eccm_config
 from eccm.backoff import Backoff
 from eccm.errors import UploadError
-from eccm.s3client import S3Timeouts, classify, is_aws
-from eccm.s3keys import (
+from eccm.store.names import DataName, parse_data_name
+from eccm.upload.keys import (
     content_type,
     object_key,
     parse_sidecar,
@@ -31,8 +31,8 @@ from eccm.s3keys import (
     probe_key,
     sidecar_key,
 )
-from eccm.store.names import DataName, parse_data_name
-from eccm.uploader import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
+from eccm.upload.s3client import S3Timeouts, classify, is_aws
+from eccm.upload.uploader import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
 
 SHA = "ab" * 32
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eccm.sidecar import write_atomic
+from eccm.store.sidecar import write_atomic
 
 
 def test_a_failed_write_removes_its_temp(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_a_failed_write_removes_its_temp(tmp_path: Path) -> None:
 def test_sidecar_facts_are_typed_as_status_gives_them(tmp_path: Path) -> None:
     """fast_hz/slow_hz were strings ("5.0") in sidecars while STATUS gives numbers, and the
     README promises the adapter's state (`obd`) in every sidecar."""
-    from eccm.sidecar import FileStats, sidecar_doc
+    from eccm.store.sidecar import FileStats, sidecar_doc
 
     data = tmp_path / "car_20261122T000000Z_0001.tsv"
     data.write_text("TIME_UTC\n2026-11-22T00:00:00.000Z\n", encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from eccm.control.client import hmac_proof
-from eccm.gnss.simulate import NmeaPty, Route
+from eccm.sim.gnss import NmeaPty, Route
 from tests.control_fakes import SECRET, Client
 from tests.emulator import emulated_car, stored_dtcs, wait_until
 

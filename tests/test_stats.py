@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eccm.stats import DIGITS, FIELDS, MinuteTable, minute_label, minute_start, numeric, summarize
+from eccm.trip.minutes import (
+    DIGITS,
+    FIELDS,
+    MinuteTable,
+    minute_label,
+    minute_start,
+    numeric,
+    summarize,
+)
 
 # OBD values are bounded (RPM < 16384, MAF < 656 g/s...): magnitudes well inside what
 # the rounding to DIGITS decimals and float arithmetic keep exact enough.

@@ -13,7 +13,7 @@ import pytest
 from eccm.config import parse
 from eccm.gnss.fix import Fix
 from eccm.sample import Layout, Reading, Sample
-from eccm.trip import (
+from eccm.trip.computer import (
     Trip,
     TripComputer,
     TripSettings,
@@ -111,7 +111,7 @@ def test_speed_in_other_units_is_converted() -> None:
 
 
 def test_a_unit_not_known_is_left_out_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="eccm.trip"):
+    with caplog.at_level(logging.WARNING, logger="eccm.trip.computer"):
         t = drive(
             GAS, [sample(x, SPEED=3, units={"SPEED": "furlong_per_fortnight"}) for x in rows(5)]
         )

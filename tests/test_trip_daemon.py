@@ -21,9 +21,9 @@ import pytest
 
 from eccm.app import Daemon
 from eccm.config import Config, parse
-from eccm.stats import summarize
 from eccm.store.names import summary_name
-from eccm.trip import maf_from_map
+from eccm.trip.computer import maf_from_map
+from eccm.trip.minutes import summarize
 from tests.control_fakes import SECRET, Client
 from tests.emulator import emulated_car, stored_dtcs, wait_until
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from eccm.clock import SystemClock
-from eccm.diskbudget import MIB, enforce, inventory
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix, plan, probe_key
-from eccm.s3local import LocalS3
+from eccm.sim.s3 import LocalS3
+from eccm.store.budget import MIB, enforce, inventory
 from eccm.store.names import parse_summary_name, summary_name
-from eccm.tripsummary import SummaryWriter
-from eccm.uploader import Uploader
+from eccm.trip.summary import SummaryWriter
+from eccm.upload.keys import car_prefix, plan, probe_key
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.emulator import wait_until
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
@@ -162,7 +162,7 @@ def test_a_power_cut_mid_trip_leaves_a_summary_at_the_next_start(tmp_path: Path)
         f"""
         import os, signal, sys
         from pathlib import Path
-        from eccm.tripsummary import SummaryWriter
+        from eccm.trip.summary import SummaryWriter
         w = SummaryWriter(Path({str(tmp_path)!r}), {CAR!r})
         w.start()
         for minute in range(5):

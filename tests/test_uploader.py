@@ -16,10 +16,10 @@ from botocore.exceptions import ClientError
 from eccm.cli import upload_backlog
 from eccm.clock import SystemClock
 from eccm.config import Config
-from eccm.s3client import S3Timeouts
-from eccm.s3keys import car_prefix, probe_key
-from eccm.s3local import LocalS3
-from eccm.uploader import Uploader
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import car_prefix, probe_key
+from eccm.upload.s3client import S3Timeouts
+from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
 
@@ -167,7 +167,7 @@ def _uploader_failure(
 ) -> tuple[Uploader, list[Path]]:
     files = [make_closed_file(tmp_path, seq=i) for i in (1, 2, 3)]
     up = Uploader(cfg, SystemClock(), timeouts=QUICK)
-    with caplog.at_level(logging.DEBUG, logger="eccm.uploader"):
+    with caplog.at_level(logging.DEBUG, logger="eccm.upload.uploader"):
         for _ in range(3):
             report = up.run_once()
             assert report.uploaded == 0 and report.remaining == 3
@@ -177,7 +177,9 @@ def _uploader_failure(
     loud = [
         r
         for r in caplog.records
-        if r.name == "eccm.uploader" and r.levelno >= logging.WARNING and "upload:" in r.message
+        if r.name == "eccm.upload.uploader"
+        and r.levelno >= logging.WARNING
+        and "upload:" in r.message
     ]
     assert len(loud) == 1, [r.message for r in loud]
     return up, files

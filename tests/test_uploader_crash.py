@@ -17,9 +17,9 @@ import pytest
 
 from eccm import config as eccm_config
 from eccm.clock import SystemClock
-from eccm.s3keys import car_prefix, probe_key
-from eccm.s3local import LocalS3
-from eccm.uploader import (
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import car_prefix, probe_key
+from eccm.upload.uploader import (
     AFTER_DELETE_DATA,
     AFTER_PUT,
     BEFORE_DELETE,

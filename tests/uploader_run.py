@@ -2,7 +2,7 @@
 
 Run as a script with a configuration (JSON object of config.ini keys) it uploads every
 closed file once and exits 0 when nothing is left, 1 otherwise. ``--die-at STEP`` (one of
-``eccm.uploader.STEPS``) gives the Uploader a step hook that SIGKILLs this process the
+``eccm.upload.uploader.STEPS``) gives the Uploader a step hook that SIGKILLs this process the
 first time any upload gets to that step, as a power cut would: no cleanup of any kind.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 from eccm.clock import SystemClock
 from eccm.config import parse
-from eccm.uploader import STEPS, Uploader
+from eccm.upload.uploader import STEPS, Uploader
 
 
 def main() -> int:

@@ -1,1 +1,1 @@
-"""What the record directory holds and how: file names (more of the store moves here)."""
+"""The record directory: file names, rotation, the recorder, sidecars, the disk budget."""

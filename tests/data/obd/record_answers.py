@@ -17,7 +17,7 @@ from typing import Any
 import serial
 from elm.obd_message import NA, ObdMessage
 
-from eccm.simcar import emulated_car
+from eccm.sim.car import emulated_car
 
 OUT = Path(__file__).with_name("can_answers.json")
 

@@ -70,9 +70,9 @@ def _caller_dir() -> Path:
 def run_demo(duration: float | None, directory: str = "demo-data") -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
-    from eccm.gnss.simulate import NmeaPty, Route
-    from eccm.s3local import LocalS3
-    from eccm.simcar import emulated_car
+    from eccm.sim.car import emulated_car
+    from eccm.sim.gnss import NmeaPty, Route
+    from eccm.sim.s3 import LocalS3
 
     root = Path(directory).resolve()
     records = root / "records"

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eccm.sidecar import fsync_dir, remove, write_atomic
 from eccm.store.names import (
     PART,
     SUMMARY_SUFFIX,
@@ -33,6 +32,7 @@ from eccm.store.names import (
     parse_summary_name,
     summary_name,
 )
+from eccm.store.sidecar import fsync_dir, remove, write_atomic
 
 log = logging.getLogger(__name__)
 

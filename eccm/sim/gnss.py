@@ -4,7 +4,7 @@ The simulated car drives a circle around a start point at constant speed. Where 
 moment is a pure function of time (:meth:`Route.position_at`), so a test can check a logged
 row's GPS_TIME_UTC, latitude and longitude against what the receiver sent.
 
-``python -m eccm.gnss.simulate`` prints the pseudo-terminal's path and runs until killed.
+``python -m eccm.sim.gnss`` prints the pseudo-terminal's path and runs until killed.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ class NmeaPty:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m eccm.gnss.simulate",
+        prog="python -m eccm.sim.gnss",
         description="Simulated NMEA receiver on a pseudo-terminal (prints its path).",
     )
     d = Route()

@@ -46,18 +46,12 @@ import schedule
 from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
-from eccm.diskbudget import MIB, DiskReport, enforce, list_files
 from eccm.errors import UploadError
-from eccm.s3client import (
-    DEFAULT_TIMEOUTS,
-    Failure,
-    S3Timeouts,
-    build_client,
-    classify,
-    error_code,
-    http_status,
-)
-from eccm.s3keys import (
+from eccm.sample import iso_utc
+from eccm.store.budget import MIB, DiskReport, enforce, list_files
+from eccm.store.names import UPLOADED_DIR, DataName, SummaryName
+from eccm.store.sidecar import StepHook
+from eccm.upload.keys import (
     car_prefix,
     content_type,
     object_key,
@@ -67,9 +61,15 @@ from eccm.s3keys import (
     probe_key,
     sidecar_key,
 )
-from eccm.sample import iso_utc
-from eccm.sidecar import StepHook
-from eccm.store.names import UPLOADED_DIR, DataName, SummaryName
+from eccm.upload.s3client import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    S3Timeouts,
+    build_client,
+    classify,
+    error_code,
+    http_status,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eccm import __version__
-from eccm.diagnostics import DtcTimeline
 from eccm.sample import Sample, iso_utc
-from eccm.stats import MinuteTable
+from eccm.trip.dtc import DtcTimeline
+from eccm.trip.minutes import MinuteTable
 
 if TYPE_CHECKING:
     from eccm.config import Config

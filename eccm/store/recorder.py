@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from eccm import sidecar
 from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
-from eccm.drops import QUEUE, WRITE, DropCounter, Report
-from eccm.rotation import OpenState, Reason, RotationPolicy, flush_due
 from eccm.sample import Layout, Sample
-from eccm.sidecar import FileStats, PartMeta, StepHook
+from eccm.store import sidecar
+from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.store.names import (
     GZ,
     META,
@@ -45,6 +43,8 @@ from eccm.store.names import (
     trim_ledger,
     trip_ids,
 )
+from eccm.store.rotation import OpenState, Reason, RotationPolicy, flush_due
+from eccm.store.sidecar import FileStats, PartMeta, StepHook
 
 log = logging.getLogger(__name__)
 

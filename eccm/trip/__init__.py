@@ -1,0 +1,1 @@
+"""Trips: the trip computer, per-minute statistics, the trouble-code timeline, summaries."""
