@@ -167,12 +167,17 @@ def draw() -> Figure:
     src = draw_box(ax, Box(cols[3], top, "gnss/source", "NMEA or gpsd\nfixes", THREAD))
     rcv = draw_box(ax, Box(cols[4], top, "GNSS receiver", "NMEA serial\n/dev/gnss", HARDWARE))
 
-    server = draw_box(ax, Box(cols[1], mid, "control/server", "TCP or TLS\nHMAC auth", THREAD))
+    server = draw_box(
+        ax,
+        Box(cols[1], mid, "control → service", "TCP/TLS, HMAC, scopes\nDTC clear policy", THREAD),
+    )
     rec = draw_box(
-        ax, Box(cols[2], mid, "recorder", "rotating TSV/CSV\nfsync, atomic close", THREAD)
+        ax, Box(cols[2], mid, "store/recorder", "rotating TSV/CSV\nfsync, atomic close", THREAD)
     )
     closed = draw_box(ax, Box(cols[3], mid, "closed files", ".tsv.gz\n+ .json sidecar", FILES))
-    up = draw_box(ax, Box(cols[4], mid, "uploader", "retry with backoff\ndisk budget", THREAD))
+    up = draw_box(
+        ax, Box(cols[4], mid, "upload/uploader", "verified, never doubled\ndisk budget", THREAD)
+    )
 
     client = draw_box(ax, Box(cols[1], low, "client", "eccm query, nc,\nfleet server", CLIENT))
     s3_left = cols[2] - BOX_W / 2
@@ -213,7 +218,7 @@ def draw() -> Figure:
         ax,
         server,
         link,
-        "DTC, on-demand GET\n→ link's queue",
+        "DTC, on-demand GET\n→ link's queue\n(a bounded share)",
         colour=THREAD[1],
         label_at=(cols[1] - 1.15, (top + mid) / 2),
     )
