@@ -1,0 +1,82 @@
+"""The ledger of sequence numbers ever used, and the names a new file must not reuse.
+
+A trip id repeated after a reboot (a Pi without a real-time clock may boot to the same
+time twice) must never reuse the name of a file that was uploaded and deleted since: its
+S3 key would be overwritten. The ledger remembers every name handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+from eccm.store import sidecar
+from eccm.store.names import UPLOADED_DIR, parse_stem, trim_ledger, trip_ids
+
+LEDGER = ".eccm-sequence"
+
+
+class Ledger:
+    """The names of one car's files: here, under uploaded/ and in the ledger file.
+
+    ``keep`` recent names stay whole; older trips keep one line each (their highest
+    name, at most ``trips_keep`` of them), for years of trips.
+    """
+
+    def __init__(self, directory: Path, car: str, ext: str, keep: int, trips_keep: int) -> None:
+        self._dir = directory
+        self._car = car
+        self._ext = ext
+        self._keep = keep
+        self._trips_keep = trips_keep
+        self._lock = threading.Lock()
+        self._trip_ids: set[str] | None = None  # trip ids of every file ever named (lazy)
+
+    def trip_used(self, trip_id: str) -> bool:
+        """Whether any file of this car ever carried ``trip_id``."""
+        with self._lock:
+            if self._trip_ids is None:
+                self._trip_ids = trip_ids(self._car, self.known_names())
+            return trip_id in self._trip_ids
+
+    def known_names(self) -> list[str]:
+        names: list[str] = []
+        for d in (self._dir, self._dir / UPLOADED_DIR):
+            with contextlib.suppress(FileNotFoundError):
+                names.extend(os.listdir(d))
+        names.extend(self.names())
+        return names
+
+    def text(self) -> str:
+        try:
+            return (self._dir / LEDGER).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def names(self) -> list[str]:
+        return self.text().splitlines()
+
+    def add(self, name: str) -> None:
+        """Record ``name`` durably (fsynced) before a file of that name is created."""
+        parsed = parse_stem(name, self._ext)
+        with self._lock:
+            if self._trip_ids is not None and parsed is not None:
+                self._trip_ids.add(parsed[1])
+        path = self._dir / LEDGER
+        text = self.text()
+        names = text.splitlines()
+        if len(names) >= 2 * self._keep:
+            kept = trim_ledger([*names, name], self._keep, self._trips_keep)
+            # Rewritten only when that saves a good many lines, not at every file.
+            if len(kept) <= len(names) + 1 - self._keep:
+                sidecar.write_atomic(path, "".join(n + "\n" for n in kept).encode())
+                return
+        # A power cut mid-append leaves half a line: end it, or this name would be glued
+        # to it and lost.
+        torn = b"\n" if text and not text.endswith("\n") else b""
+        with open(path, "ab") as f:
+            f.write(torn + name.encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
