@@ -32,7 +32,7 @@ from eccm.upload.keys import (
     sidecar_key,
 )
 from eccm.upload.s3client import S3Timeouts, classify, is_aws
-from eccm.upload.uploader import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
+from eccm.upload.schedule import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
 
 SHA = "ab" * 32
 

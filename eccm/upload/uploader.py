@@ -17,8 +17,9 @@ Every closed file reaches the bucket once, verified, through outages and power c
   any file at any moment: a data file gone mid-way was verified by that process, and this
   run finishes its sidecar (after a HEAD) instead of reporting it kept or leaving it.
 
-The uploader runs in its own thread, driven by the ``schedule`` library; recording never
-waits for it (``wake()`` only sets an event). It prints nothing: ``run_once`` reports each
+The uploader runs in its own thread, which asks an ``UploadSchedule`` (eccm/upload/schedule.py,
+pure, on the injected clock) when the next run is due and waits on its wake event until then;
+recording never waits for it (``wake()`` only sets an event). It prints nothing: ``run_once`` reports each
 file through ``on_file`` and returns an ``UploadReport``; ``eccm upload`` (eccm/cli.py) turns
 those into a progress bar and its messages.
 """
@@ -41,9 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import schedule
-
-from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
 from eccm.errors import UploadError
@@ -70,6 +68,7 @@ from eccm.upload.s3client import (
     error_code,
     http_status,
 )
+from eccm.upload.schedule import UploadSchedule
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -80,9 +79,10 @@ UPLOAD_WORKERS = 4
 MULTIPART_THRESHOLD = 64 * MIB
 PART_SIZE = 16 * MIB
 _MAX_PARTS = 10_000
-FAILURE_BACKOFF_CAP = 300.0  # seconds: retries after a failure never wait longer
 _QUIET_REPEAT = 60.0  # the same failure again within this many seconds is logged at DEBUG
-_CLOCK_STEP_GRACE = 5.0  # seconds late before the monotonic guard runs a job itself
+# The wait is on a threading.Event (real time) while the due time is on the injected clock:
+# the clock is read again at least this often, so a clock other than the system's is followed.
+_MAX_WAIT = 5.0
 _PROBE_BODY = b"eccm conditional-create probe: this object may be left in place\n"
 
 
@@ -141,22 +141,6 @@ def digest_file(path: Path) -> Digest:
             md5.update(chunk)
             size += len(chunk)
     return Digest(size, sha.hexdigest(), md5.digest())
-
-
-def failure_backoff(interval: float) -> Backoff:
-    return Backoff(base=min(interval, FAILURE_BACKOFF_CAP), factor=2.0, cap=FAILURE_BACKOFF_CAP)
-
-
-def next_delay(interval: float, jitter: float, backoff: Backoff, draw: float) -> float:
-    """Seconds until the next run; ``draw`` in [0, 1).
-
-    After a success: S3_SYNC_INTERVAL plus 0..S3_SYNC_JITTER. After failures: the backoff
-    (up to 5 minutes), spread over its upper half; Backoff's own jitter is clamped by its
-    cap, which would put a fleet retrying at the cap back in lockstep.
-    """
-    if backoff.attempt == 0:
-        return interval + jitter * draw
-    return backoff.delay() * (0.5 + 0.5 * draw)
 
 
 @dataclass
@@ -223,9 +207,12 @@ class Uploader:
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
         self._thread: threading.Thread | None = None
-        self._scheduler = schedule.Scheduler()
-        self._due_mono = 0.0
-        self._backoff = failure_backoff(cfg.s3_sync_interval)
+        # Swapped under _schedule_lock: runs conclude in the caller's thread (run_once) as
+        # well as in the uploader's.
+        self._schedule_lock = threading.Lock()
+        self._schedule = UploadSchedule.starting(
+            cfg.s3_sync_interval, cfg.s3_sync_jitter, clock.monotonic()
+        )
         self._last_logged: tuple[str, float] | None = None
         # Status, read by STATUS on the socket.
         self.last_upload: str | None = None
@@ -237,7 +224,7 @@ class Uploader:
     @property
     def consecutive_failures(self) -> int:
         """Failed runs since the last good one (0 when the last run went through)."""
-        return self._backoff.attempt
+        return self._schedule.consecutive_failures
 
     def queue_length(self) -> int:
         """Closed files (and trip summaries) waiting for upload, including those whose
@@ -279,44 +266,30 @@ class Uploader:
             )
         self._thread = None
 
-    def _plan_next(self, delay: float) -> None:
-        self._scheduler.clear()
-        # schedule is typed for whole seconds but takes any timedelta; a zero interval
-        # would spin forever inside it (next_run += 0 until past now).
-        delay = max(delay, 0.01)
-        self._scheduler.every(delay).seconds.do(self._scheduled_run)  # type: ignore[arg-type]
-        self._due_mono = time.monotonic() + delay
-
-    def _scheduled_run(self) -> None:
-        try:
-            self._locked_run(None)
-        finally:
-            delay = next_delay(
-                self._cfg.s3_sync_interval, self._cfg.s3_sync_jitter, self._backoff, random.random()
-            )
-            self._plan_next(delay)
-
     def _loop(self) -> None:
-        self._plan_next(0.0)
+        with self._schedule_lock:
+            self._schedule = self._schedule.woken(self._clock.monotonic())  # at once
         while not self._stopping.is_set():
-            idle = self._scheduler.idle_seconds
-            guard = self._due_mono + _CLOCK_STEP_GRACE - time.monotonic()
-            timeout = max(0.0, min(idle if idle is not None else 1.0, guard, 5.0))
+            timeout = min(self._schedule.wait(self._clock.monotonic()), _MAX_WAIT)
+            if self._wake.wait(timeout):
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                with self._schedule_lock:
+                    self._schedule = self._schedule.woken(self._clock.monotonic())
+            if not self._schedule.is_due(self._clock.monotonic()):
+                continue
             try:
-                if self._wake.wait(timeout):
-                    self._wake.clear()
-                    if self._stopping.is_set():
-                        break
-                    self._scheduler.run_all()
-                elif time.monotonic() >= self._due_mono + _CLOCK_STEP_GRACE:
-                    # schedule reads the wall clock; a Pi's clock steps (NTP, GNSS) and a
-                    # step backwards would otherwise postpone uploads for that long.
-                    self._scheduler.run_all()
-                else:
-                    self._scheduler.run_pending()
+                self._locked_run(None)
             except Exception:
                 log.exception("upload run failed unexpectedly; retrying at the next run")
-                self._plan_next(FAILURE_BACKOFF_CAP)
+                with self._schedule_lock:
+                    self._schedule = self._schedule.crashed(self._clock.monotonic())
+            else:
+                with self._schedule_lock:
+                    self._schedule = self._schedule.planned(
+                        self._clock.monotonic(), random.random()
+                    )
         try:
             self._locked_run(None)
         except Exception:
@@ -814,9 +787,8 @@ class Uploader:
     def _conclude(self, report: UploadReport, failure: Failure | None) -> None:
         if failure is not None:
             report.error = failure.message
-            self._backoff = self._backoff.failed()
-        else:
-            self._backoff = self._backoff.succeeded()
+        with self._schedule_lock:
+            self._schedule = self._schedule.recorded(failed=failure is not None)
         message = report.error
         if message is None and report.kept:
             more = f" (and {len(report.kept) - 1} more)" if len(report.kept) > 1 else ""
@@ -824,7 +796,7 @@ class Uploader:
         self.last_error = message
         if message is not None:
             level = logging.WARNING if failure is not None and failure.transient else logging.ERROR
-            now = time.monotonic()
+            now = self._clock.monotonic()
             last = self._last_logged
             if not self._log_outcome or (
                 last is not None and last[0] == message and now - last[1] < _QUIET_REPEAT
