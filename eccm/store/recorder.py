@@ -27,13 +27,19 @@ from eccm.config import Config
 from eccm.sample import Sample
 from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.store.ledger import LEDGER, Ledger
-from eccm.store.names import stem_of
-from eccm.store.recovery import Leftovers, Recovery, fsync_quiet
+from eccm.store.recovery import Leftovers, RecordDirError, Recovery, fsync_quiet, leftover_stems
 from eccm.store.rotation import Reason, RotationPolicy, flush_due
 from eccm.store.sidecar import StepHook
 from eccm.store.writer import FileWriter, OpenFile, Sealer
 
-__all__ = ["LEDGER", "ClosedListener", "DiskTrouble", "Recorder", "fsync_quiet"]
+__all__ = [
+    "LEDGER",
+    "ClosedListener",
+    "DiskTrouble",
+    "Recorder",
+    "RotatingWriter",
+    "fsync_quiet",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +136,183 @@ class DiskTrouble:
             self._logged = True
 
 
+class RotatingWriter:
+    """What the writer thread does to the files, one queued item at a time: no thread,
+    no queue (python-can's ``BaseRotatingLogger``: ``RotationPolicy`` is its
+    ``should_rollover``, ``close`` + ``FileWriter.open`` its ``do_rollover``).
+
+    Owns the open file, the leftovers of a disk failure and their retries, and the row
+    counts: a row handed to ``write`` is counted once, written or dropped.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        *,
+        writer: FileWriter,
+        recovery: Recovery,
+        drops: DropCounter,
+        trouble: DiskTrouble,
+        notify: ClosedListener,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._dir = cfg.record_dir
+        self._policy = RotationPolicy(cfg.file_rotation_seconds, cfg.file_rotation_max_bytes)
+        self._writer = writer
+        self._recovery = recovery
+        self._drops = drops
+        self._trouble = trouble
+        self._notify = notify
+        self.open: OpenFile | None = None
+        self.left = Leftovers()  # files to finish once the disk works again, and when
+        self.settled = False  # the row being written is counted (written or dropped)
+        self.current_file: str | None = None
+        self.rows_in_file = 0
+        self.files_closed = 0
+        self.rows_written = 0
+
+    def idle(self) -> None:
+        now = self.clock.monotonic()
+        self._trouble.report(now)
+        f = self.open
+        if f is not None:
+            if self._policy.idle(f.state(), now) is not None:
+                self.close(Reason.AGE)
+            elif f.dirty and flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+                try:
+                    f.sync(self.clock.monotonic())
+                except OSError as exc:
+                    self._fail(f"cannot write {f.part.name}", exc)
+        elif self.left.pending and self._retry_due(now):
+            self.retry_pending()
+
+    def trip_end(self, trip_id: object) -> None:
+        if self.open is not None and self.open.trip == trip_id:
+            self.close(Reason.TRIP_END)
+
+    def write(self, sample: Sample) -> None:
+        now = self.clock.monotonic()
+        self.settled = False
+        if self.left.failing and (not self._retry_due(now) or not self.retry_pending()):
+            self.drop()
+            return
+        cells, data = self._writer.row(sample)
+        f = self.open
+        reason = self._policy.before_row(
+            None if f is None else f.state(), sample.trip_id, sample.layout, len(data), now
+        )
+        if reason is not None:
+            self.close(reason)
+            if self.left.failing:  # the close failed: the disk is in trouble
+                self.drop()
+                return
+        try:
+            if self.open is None:
+                self.open = self._writer.open(sample, now, self.left.pending.append)
+                self.current_file = self.open.part.name
+                self.rows_in_file = 0
+            f = self.open
+            f.write(data, cells[0], sample.time_source)
+            # Counted with the file: should the disk fail before the row reaches it, the
+            # rows of the file that are not on the disk are moved to the dropped ones.
+            self.rows_written += 1
+            self.settled = True
+            f.note_time_source(sample.time_source)
+            self.rows_in_file = f.stats.rows
+            if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+                f.sync(self.clock.monotonic())
+        except OSError as exc:
+            where = self.open.part.name if self.open else str(self._dir)
+            self._fail(f"cannot write {where}", exc)  # first: the drop is reported with it
+            if not self.settled:
+                self.drop()
+            return
+        if self._trouble.last_error is not None and not self.left.pending:
+            self._trouble.works_again(now)
+
+    def close(self, reason: Reason) -> None:
+        f = self.open
+        if f is None:
+            return
+        self.open = None
+        self.current_file = None
+        self.rows_in_file = 0
+        try:
+            path = self._writer.close(f)
+        except Exception as exc:
+            # Whatever step failed, recovery can take the files from where they are.
+            self._account_lost(f)
+            self._fail(f"cannot close {f.part.name}", exc)
+            self.left.pending.append(f.stem)
+            return
+        if path is None:
+            log.info("removed %s: no rows (%s)", f.part.name, reason)
+            return
+        self.files_closed += 1
+        log.info("closed %s: %d rows (%s)", path.name, f.stats.rows, reason)
+        self._notify(path)
+
+    def drop(self) -> None:
+        now = self.clock.monotonic()
+        self._drops.add(WRITE, now)
+        self.settled = True
+        self._trouble.report(now)
+
+    def retry_pending(self) -> bool:
+        """Finish the files a failure left behind. True when the disk works again."""
+        had_pending = bool(self.left.pending)
+        while self.left.pending:
+            stem = self.left.pending[0]
+            try:
+                paths = self._recovery.recover_stem(stem)
+            except Exception as exc:
+                self._trouble.error(f"cannot close {stem.name}: {_why(exc)}")
+                self.left.failed(self.clock.monotonic())
+                return False
+            self.left.pending.pop(0)
+            for path in paths:
+                self.files_closed += 1
+                self._notify(path)
+        self.left.succeeded()
+        if had_pending:
+            log.info("the files left by the failure are closed")
+            self._trouble.works_again(self.clock.monotonic())
+        return True
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        """The disk refused: keep the thread alive, drop the open file, retry later."""
+        self._trouble.error(f"{what}: {_why(exc)}{_advice(exc)}")
+        f = self.open
+        if f is not None:
+            self.open = None
+            self.current_file = None
+            self.rows_in_file = 0
+            # A failing close loses the buffered tail; recovery keeps what reached the disk.
+            f.abandon()
+            self._account_lost(f)
+            self.left.pending.append(f.stem)
+        self.left.failed(self.clock.monotonic())
+
+    def _account_lost(self, f: OpenFile) -> None:
+        """Move the rows of a failed file that never reached the disk from written to
+        dropped, so that rows_written is what the files hold once recovered."""
+        lost = f.stats.rows - f.rows_on_disk()
+        if lost > 0:
+            log.debug("%s: %d rows had not reached the disk when it failed", f.part.name, lost)
+            self.rows_written -= lost  # first, so written + dropped never counts a row twice
+            self._drops.add(WRITE, self.clock.monotonic(), lost)
+
+    def _retry_due(self, now: float) -> bool:
+        if not self.left.due(now):
+            return False
+        if not self.left.failing or _looks_writable(self._dir):
+            return True
+        self.left.not_yet(now)
+        return False
+
+
 class Recorder:
     """A hub listener that writes every sample to the data files of SPEC §3.
 
@@ -157,21 +340,27 @@ class Recorder:
         self._dir = cfg.record_dir
         self._ext = cfg.monitoring_file_extension
         car, sep = cfg.car_identifier, cfg.separator
-        self._policy = RotationPolicy(cfg.file_rotation_seconds, cfg.file_rotation_max_bytes)
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=queue_size)
         self._listeners: list[ClosedListener] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._names = Ledger(self._dir, car, self._ext, _LEDGER_KEEP, _LEDGER_TRIPS)
+        self._drops = DropCounter(_REPORT_EVERY)
+        self._trouble = DiskTrouble(
+            clock, self._drops, queue_size, lambda: threading.current_thread() is self._thread
+        )
         sealer = Sealer(
             car=car,
             ext=self._ext,
             compression=cfg.file_compression,
             hook=hook,
-            rows_dropped=lambda: self.rows_dropped,
+            rows_dropped=lambda: self._drops.total,
         )
-        self._writer = FileWriter(
+        self._recovery = Recovery(
+            car=car, ext=self._ext, separator=sep, ledger=self._names, sealer=sealer
+        )
+        writer = FileWriter(
             directory=self._dir,
             car=car,
             ext=self._ext,
@@ -181,23 +370,33 @@ class Recorder:
             ledger=self._names,
             sealer=sealer,
         )
-        self._recovery = Recovery(
-            car=car, ext=self._ext, separator=sep, ledger=self._names, sealer=sealer
+        self._files = RotatingWriter(
+            cfg,
+            clock,
+            writer=writer,
+            recovery=self._recovery,
+            drops=self._drops,
+            trouble=self._trouble,
+            notify=self._notify,
         )
-        self._open: OpenFile | None = None
-        self._left = Leftovers()  # files to finish once the disk works again, and when
-        self._drops = DropCounter(_REPORT_EVERY)
-        self._trouble = DiskTrouble(
-            clock, self._drops, queue_size, lambda: threading.current_thread() is self._thread
-        )
-        self._settled = False  # the row being written is counted (written or dropped)
-
-        self.current_file: str | None = None
-        self.rows_in_file = 0
-        self.files_closed = 0
-        self.rows_written = 0
 
     # -- public API --------------------------------------------------------------------
+    @property
+    def current_file(self) -> str | None:
+        return self._files.current_file
+
+    @property
+    def rows_in_file(self) -> int:
+        return self._files.rows_in_file
+
+    @property
+    def files_closed(self) -> int:
+        return self._files.files_closed
+
+    @property
+    def rows_written(self) -> int:
+        return self._files.rows_written
+
     @property
     def rows_dropped(self) -> int:
         """Rows lost: queue overflow, the disk refused them, or they went with a file the
@@ -207,10 +406,6 @@ class Recorder:
     @property
     def last_error(self) -> str | None:
         return self._trouble.last_error
-
-    @last_error.setter
-    def last_error(self, message: str | None) -> None:
-        self._trouble.last_error = message
 
     @property
     def queued(self) -> int:
@@ -250,20 +445,12 @@ class Recorder:
             if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError("Recorder.recover() runs before start(), not beside the writer")
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._trouble.error(
-                f"cannot create RECORD_DIRECTORY_LOCATION {str(self._dir)!r}: {exc} "
-                "(create it, or give the user ECCM runs as the right to write there)"
-            )
+            stems = leftover_stems(self._dir, self._ext)
+        except RecordDirError as exc:
+            self._trouble.error(str(exc))
             return []
-        try:
-            names = sorted(os.listdir(self._dir))
-        except OSError as exc:
-            self._trouble.error(f"cannot read RECORD_DIRECTORY_LOCATION {str(self._dir)!r}: {exc}")
-            return []
-        stems = sorted({s for n in names if (s := stem_of(n, self._ext)) is not None})
         closed: list[Path] = []
+        left = self._files.left
         for stem in stems:
             try:
                 closed.extend(self._recovery.recover_stem(self._dir / stem))
@@ -272,8 +459,8 @@ class Recorder:
                 # without its sidecar): once the disk works again it is closed and
                 # uploaded, without a restart.
                 self._trouble.error(f"cannot recover {stem}: {_why(exc)}")
-                self._left.pending.append(self._dir / stem)
-                self._left.failed(self.clock.monotonic())
+                left.pending.append(self._dir / stem)
+                left.failed(self.clock.monotonic())
         if closed:
             log.info("recovered %d file(s) left open or half-closed", len(closed))
         for path in closed:
@@ -303,7 +490,7 @@ class Recorder:
         if thread is None or not thread.is_alive() or self._stopped:
             return
         if threading.current_thread() is thread:
-            self._close(Reason.REQUESTED)
+            self._files.close(Reason.REQUESTED)
             return
         done = threading.Event()
         self._put(("rotate", done))
@@ -342,6 +529,7 @@ class Recorder:
             log.error("recorder queue full: %s request lost", item[0])
 
     def _run(self) -> None:
+        files = self._files
         while True:
             try:
                 item = self._queue.get(timeout=_TICK)
@@ -350,167 +538,30 @@ class Recorder:
             kind = ""
             try:
                 if item is None:
-                    self._idle()
+                    files.idle()
                     continue
                 self._trouble.report(self.clock.monotonic())
                 kind, arg = item
                 if kind == "sample":
                     assert isinstance(arg, Sample)
-                    self._write(arg)
+                    files.write(arg)
                 elif kind == "trip_end":
-                    if self._open is not None and self._open.trip == arg:
-                        self._close(Reason.TRIP_END)
+                    files.trip_end(arg)
                 elif kind == "rotate":
                     assert isinstance(arg, threading.Event)
-                    self._close(Reason.REQUESTED)
+                    files.close(Reason.REQUESTED)
                     arg.set()
                 elif kind == "stop":
-                    self._close(Reason.STOP)
-                    if self._left.pending:
-                        self._retry_pending()
+                    files.close(Reason.STOP)
+                    if files.left.pending:
+                        files.retry_pending()
                     return
             except Exception as exc:
                 # Never let one bad row or a bug in a listener end the recording.
                 log.exception("recorder error")
-                self.last_error = f"internal error: {exc}"
-                if kind == "sample" and not self._settled:
-                    self._drop()
-
-    def _idle(self) -> None:
-        now = self.clock.monotonic()
-        self._trouble.report(now)
-        f = self._open
-        if f is not None:
-            if self._policy.idle(f.state(), now) is not None:
-                self._close(Reason.AGE)
-            elif f.dirty and flush_due(self.cfg.file_flush_interval, f.last_flush, now):
-                try:
-                    f.sync(self.clock.monotonic())
-                except OSError as exc:
-                    self._fail(f"cannot write {f.part.name}", exc)
-        elif self._left.pending and self._retry_due(now):
-            self._retry_pending()
-
-    def _write(self, sample: Sample) -> None:
-        now = self.clock.monotonic()
-        self._settled = False
-        if self._left.failing and (not self._retry_due(now) or not self._retry_pending()):
-            self._drop()
-            return
-        cells, data = self._writer.row(sample)
-        f = self._open
-        reason = self._policy.before_row(
-            None if f is None else f.state(), sample.trip_id, sample.layout, len(data), now
-        )
-        if reason is not None:
-            self._close(reason)
-            if self._left.failing:  # the close failed: the disk is in trouble
-                self._drop()
-                return
-        try:
-            if self._open is None:
-                self._open = self._writer.open(sample, now, self._left.pending.append)
-                self.current_file = self._open.part.name
-                self.rows_in_file = 0
-            f = self._open
-            f.write(data, cells[0], sample.time_source)
-            # Counted with the file: should the disk fail before the row reaches it, the
-            # rows of the file that are not on the disk are moved to the dropped ones.
-            self.rows_written += 1
-            self._settled = True
-            f.note_time_source(sample.time_source)
-            self.rows_in_file = f.stats.rows
-            if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
-                f.sync(self.clock.monotonic())
-        except OSError as exc:
-            where = self._open.part.name if self._open else str(self._dir)
-            self._fail(f"cannot write {where}", exc)  # first: the drop is reported with it
-            if not self._settled:
-                self._drop()
-            return
-        if self.last_error is not None and not self._left.pending:
-            self._trouble.works_again(now)
-
-    def _close(self, reason: Reason) -> None:
-        f = self._open
-        if f is None:
-            return
-        self._open = None
-        self.current_file = None
-        self.rows_in_file = 0
-        try:
-            path = self._writer.close(f)
-        except Exception as exc:
-            # Whatever step failed, recovery can take the files from where they are.
-            self._account_lost(f)
-            self._fail(f"cannot close {f.part.name}", exc)
-            self._left.pending.append(f.stem)
-            return
-        if path is None:
-            log.info("removed %s: no rows (%s)", f.part.name, reason)
-            return
-        self.files_closed += 1
-        log.info("closed %s: %d rows (%s)", path.name, f.stats.rows, reason)
-        self._notify(path)
-
-    # -- errors ------------------------------------------------------------------------
-    def _fail(self, what: str, exc: Exception) -> None:
-        """The disk refused: keep the thread alive, drop the open file, retry later."""
-        self._trouble.error(f"{what}: {_why(exc)}{_advice(exc)}")
-        f = self._open
-        if f is not None:
-            self._open = None
-            self.current_file = None
-            self.rows_in_file = 0
-            # A failing close loses the buffered tail; recovery keeps what reached the disk.
-            f.abandon()
-            self._account_lost(f)
-            self._left.pending.append(f.stem)
-        self._left.failed(self.clock.monotonic())
-
-    def _account_lost(self, f: OpenFile) -> None:
-        """Move the rows of a failed file that never reached the disk from written to
-        dropped, so that rows_written is what the files hold once recovered."""
-        lost = f.stats.rows - f.rows_on_disk()
-        if lost > 0:
-            log.debug("%s: %d rows had not reached the disk when it failed", f.part.name, lost)
-            self.rows_written -= lost  # first, so written + dropped never counts a row twice
-            self._drops.add(WRITE, self.clock.monotonic(), lost)
-
-    def _drop(self) -> None:
-        now = self.clock.monotonic()
-        self._drops.add(WRITE, now)
-        self._settled = True
-        self._trouble.report(now)
-
-    def _retry_due(self, now: float) -> bool:
-        if not self._left.due(now):
-            return False
-        if not self._left.failing or _looks_writable(self._dir):
-            return True
-        self._left.not_yet(now)
-        return False
-
-    def _retry_pending(self) -> bool:
-        """Finish the files a failure left behind. True when the disk works again."""
-        had_pending = bool(self._left.pending)
-        while self._left.pending:
-            stem = self._left.pending[0]
-            try:
-                paths = self._recovery.recover_stem(stem)
-            except Exception as exc:
-                self._trouble.error(f"cannot close {stem.name}: {_why(exc)}")
-                self._left.failed(self.clock.monotonic())
-                return False
-            self._left.pending.pop(0)
-            for path in paths:
-                self.files_closed += 1
-                self._notify(path)
-        self._left.succeeded()
-        if had_pending:
-            log.info("the files left by the failure are closed")
-            self._trouble.works_again(self.clock.monotonic())
-        return True
+                self._trouble.last_error = f"internal error: {exc}"
+                if kind == "sample" and not files.settled:
+                    files.drop()
 
     def _notify(self, path: Path) -> None:
         with self._lock:

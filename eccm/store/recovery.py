@@ -19,7 +19,17 @@ from eccm.backoff import Backoff
 from eccm.sample import Layout
 from eccm.store import sidecar
 from eccm.store.ledger import Ledger
-from eccm.store.names import GZ, META, PART, SIDECAR, TMP, data_name, next_seq, parse_stem
+from eccm.store.names import (
+    GZ,
+    META,
+    PART,
+    SIDECAR,
+    TMP,
+    data_name,
+    next_seq,
+    parse_stem,
+    stem_of,
+)
 from eccm.store.writer import Sealer
 
 log = logging.getLogger(__name__)
@@ -35,6 +45,29 @@ def fsync_quiet(directory: Path) -> None:
         sidecar.fsync_dir(directory)
     except OSError as exc:
         log.debug("fsync of %s failed: %s", directory, exc)
+
+
+class RecordDirError(Exception):
+    """The record directory cannot be created or read; the message says what to do."""
+
+
+def leftover_stems(directory: Path, ext: str) -> list[str]:
+    """The stems (x.tsv) of every data file in ``directory``, open, closed or half-closed;
+    creates the directory when it is missing."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecordDirError(
+            f"cannot create RECORD_DIRECTORY_LOCATION {str(directory)!r}: {exc} "
+            "(create it, or give the user ECCM runs as the right to write there)"
+        ) from exc
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise RecordDirError(
+            f"cannot read RECORD_DIRECTORY_LOCATION {str(directory)!r}: {exc}"
+        ) from exc
+    return sorted({s for n in names if (s := stem_of(n, ext)) is not None})
 
 
 @dataclass
