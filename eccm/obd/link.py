@@ -52,12 +52,10 @@ from eccm.obd.plan import (
     Group,
     PollPlan,
     RateMeter,
-    fast_max_age,
     make_groups,
     resolve,
-    slow_budget,
-    slow_max_age,
 )
+from eccm.obd.policy import FIRST_QUERY_TIME, LinkPolicy
 from eccm.obd.share import MAX_START_WAIT, QUEUE_LIMIT, AdapterBusy, AdapterShare
 from eccm.obd.values import describe, is_readable, known_command, plain
 from eccm.sample import Layout, Reading
@@ -73,13 +71,6 @@ DISCONNECTED = "disconnected"
 # python-OBD's `timeout` only bounds each try of its baud-rate detection (a pseudo-terminal
 # skips it); one second leaves room for a slow Bluetooth adapter and costs at most 6 s.
 _BAUD_PROBE_TIMEOUT = 1.0
-# While the car does not answer, probe at most this often: an ELM327 takes a while to say
-# NO DATA, and nothing is logged meanwhile.
-_SILENT_PROBE_INTERVAL = 1.0
-# A first guess of one query's duration (ELM327 on CAN), refined by measurement.
-_FIRST_QUERY_TIME = 0.05
-# How often the achieved rates are published as hub facts (STATUS, sidecars).
-_RATE_FACTS_INTERVAL = 1.0
 
 
 class _LibraryLog(logging.Handler):
@@ -248,10 +239,16 @@ class ObdLink:
         self._busy = 0  # on-demand requests refused as busy
         self._running_since: float | None = None  # when the running request started
         self._hint = MAX_START_WAIT  # the last retry hint the share gave
-        self._share = AdapterShare(clock.monotonic(), first_guess=_FIRST_QUERY_TIME)
+        self._share = AdapterShare(clock.monotonic(), first_guess=FIRST_QUERY_TIME)
         self._fast_meter = RateMeter(5.0)
         self._slow_meter = RateMeter(max(5.0, 3 * cfg.obd_slow_interval))
-        self._query_time = _FIRST_QUERY_TIME
+        self._policy = LinkPolicy(
+            cfg.sample_interval,
+            cfg.trip_end_timeout,
+            cfg.obd_reconnect_max_interval,
+            cfg.obd_slow_interval,
+            clock.monotonic(),
+        )
         self._warned: set[str] = set()
         self._undecodable: set[str] = set()
         # Groups the car would not answer as one request: kept across reconnections.
@@ -675,42 +672,37 @@ class ObdLink:
             log.log(level, message)
 
     def _poll(self, conn: Any, reader: PidReader, plan: PollPlan) -> str | None:
+        """Read rounds until stopped (None) or the adapter is lost (the reason).
+
+        Only I/O: when to read, what a silent car means and the rows' bounds are the
+        policy's (:class:`eccm.obd.policy.LinkPolicy`).
+        """
         mono = self._clock.monotonic
-        cfg = self._cfg
-        interval = cfg.sample_interval
-        last_answer = mono()
-        lately = True  # the car answered at connection time
-        next_row = mono()
-        next_facts = mono()
-        round_time = 0.0  # how long the reads of a row take (smoothed)
-        # While the car is silent past TRIP_END_TIMEOUT it is asked ever less often: an
-        # ECU woken by every request would drain a parked car's battery.
-        quiet = Backoff(
-            base=_SILENT_PROBE_INTERVAL,
-            cap=max(_SILENT_PROBE_INTERVAL, cfg.obd_reconnect_max_interval),
-        )
+        policy = self._policy
+        policy.connected(mono())
         while True:
             # Cleared before the queue is looked at: a submit after this point wakes the wait.
             self._wake.clear()
             if self._stopping.is_set():
                 return None
-            jobs_at = self._run_jobs(conn, next_row)
+            jobs_at = self._run_jobs(conn, policy.next_row)
             if self._lost(conn):
                 return self._loss_reason()
             now = mono()
-            if now >= next_facts:
+            if policy.facts_due(now):
                 self._publish_rates()
-                next_facts = now + _RATE_FACTS_INTERVAL
-            if now < next_row:
-                self._wake.wait(max(0.001, min(next_row, next_facts, jobs_at) - now))
+            wait = policy.wait(now, jobs_at)
+            if wait is not None:
+                self._wake.wait(wait)
                 continue
             row_start = now
             self._share.row()  # a round of reads comes between two charged requests
+            lately = policy.lately
             readings, answered, lost = self._read_groups(reader, plan, plan.fast, lately, False)
             if lost is not None:
                 return lost
             if answered or not plan.fast:
-                budget = slow_budget(row_start + interval - mono(), self._query_time)
+                budget = policy.slow_budget(row_start, mono())
                 batch = plan.next_batch(mono(), budget)
                 slow, slow_answered, lost = self._read_groups(reader, plan, batch, lately, answered)
                 if lost is not None:
@@ -721,38 +713,22 @@ class ObdLink:
                 answered = answered or slow_answered
                 readings.update(slow)
             if answered:
-                # Bounds from the rows before this one: a row whose reads took long (a slow
-                # answer after its RPM) leaves its oldest values out instead of widening them.
-                fast_age = fast_max_age(interval, round_time)
-                self._hub.set_max_ages(
-                    fast_age, slow_max_age(cfg.obd_slow_interval, plan.cycle, fast_age)
-                )
+                bounds = policy.bounds(plan.cycle)
+                self._hub.set_max_ages(bounds.fast, bounds.slow)
                 self._publish(readings)
-                took = mono() - row_start
-                round_time = took if round_time == 0.0 else 0.8 * round_time + 0.2 * took
-                last_answer = mono()
-                lately = True
-                quiet = quiet.succeeded()
-                next_row = max(next_row + interval, row_start)
+                policy.answered(row_start, mono())
             elif readings:
-                lately = False
-                wait = max(interval, _SILENT_PROBE_INTERVAL)
-                if mono() - last_answer >= cfg.trip_end_timeout:
-                    if self._hub.engine_trip:
-                        log.info(
-                            "the car has not answered for %g s (TRIP_END_TIMEOUT): trip ended; "
-                            "asking it again at most %g s apart",
-                            cfg.trip_end_timeout,
-                            quiet.cap,
-                        )
-                        self._hub.end_trip()
-                        self._hub.clear_values()
-                    quiet = quiet.failed()
-                    wait = max(interval, quiet.delay(0.0))
-                next_row = row_start + wait
+                if policy.silent(row_start, mono()) and self._hub.engine_trip:
+                    log.info(
+                        "the car has not answered for %g s (TRIP_END_TIMEOUT): trip ended; "
+                        "asking it again at most %g s apart",
+                        self._cfg.trip_end_timeout,
+                        policy.probe_cap,
+                    )
+                    self._hub.end_trip()
+                    self._hub.clear_values()
             else:
-                due = plan.next_due()
-                next_row = due if due is not None else row_start + _SILENT_PROBE_INTERVAL
+                policy.unasked(row_start, plan.next_due())
 
     def _read_groups(
         self,
@@ -771,8 +747,7 @@ class ObdLink:
             result = reader.read(group, lately=lately, now=answered or got)
             elapsed = mono() - started
             if result.requests:
-                per_request = elapsed / result.requests
-                self._query_time = 0.8 * self._query_time + 0.2 * per_request
+                self._policy.request_took(elapsed / result.requests)
             out.update(result.readings)
             got = got or any(r.value is not None for r in result.readings.values())
             if result.split:
@@ -822,7 +797,7 @@ class ObdLink:
                     return math.inf
                 job = self._jobs[0]
             # A kind never run yet is guessed to take one request of the polling loop.
-            self._share.first_guess = self._query_time
+            self._share.first_guess = self._policy.query_time
             turn = self._share.turn(now, next_row, job.kind)
             if not turn.run:
                 self._refuse_late(now + turn.wait, turn.wait)
