@@ -7,7 +7,13 @@ import pytest
 
 from eccm.clock import FakeClock
 from eccm.obd.plan import fast_max_age, slow_max_age
-from eccm.obd.policy import RATE_FACTS_INTERVAL, SILENT_PROBE_INTERVAL, LinkPolicy
+from eccm.obd.policy import (
+    RATE_FACTS_INTERVAL,
+    SILENT_PROBE_INTERVAL,
+    LinkPolicy,
+    Outage,
+    Reconnection,
+)
 
 INTERVAL = 0.2
 TRIP_END = 10.0
@@ -267,3 +273,43 @@ def test_a_new_connection_resets_the_silence() -> None:
     start, end = silent_round(policy, clock)
     assert not end
     assert policy.next_row == pytest.approx(start + SILENT_PROBE_INTERVAL)
+
+
+def test_reconnection_tries_at_once_then_backs_off_to_the_cap() -> None:
+    retry = Reconnection(cap=8.0)
+    assert retry.delay(0.0) == 0.0
+    delays = []
+    for i in range(8):
+        retry.failed(float(i))
+        delays.append(retry.delay(0.0))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    # Jitter adds up to a quarter, never past the cap.
+    assert retry.delay(0.99) == 8.0
+
+
+def test_a_failed_connection_is_news_once_per_outage() -> None:
+    retry = Reconnection(cap=60.0)
+    news = [retry.failed(100.0 + i) for i in range(5)]
+    assert news == [True, False, False, False, False]
+    assert retry.outage == Outage(100.0, 5)
+    assert retry.connected() == Outage(100.0, 5)
+    assert retry.outage is None
+    assert retry.delay(0.0) == 0.0
+    assert retry.connected() is None
+
+
+def test_a_lost_connection_is_reported_by_the_link_and_its_retries_counted() -> None:
+    retry = Reconnection(cap=60.0)
+    retry.connected()
+    retry.lost(200.0)
+    assert retry.delay(0.0) == 0.5
+    # The loss was said already: the failed tries after it are not news.
+    assert not retry.failed(201.0)
+    assert not retry.failed(202.0)
+    assert retry.connected() == Outage(200.0, 2)
+
+
+def test_a_cap_below_the_base_bounds_the_first_wait_too() -> None:
+    retry = Reconnection(cap=0.2)
+    retry.failed(0.0)
+    assert retry.delay(0.0) == 0.2

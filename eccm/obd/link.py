@@ -33,7 +33,6 @@ import obd
 import obd.elm327
 from obd.utils import OBDStatus
 
-from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.config import Config
 from eccm.errors import ConfigError, DeviceError
@@ -55,7 +54,7 @@ from eccm.obd.plan import (
     make_groups,
     resolve,
 )
-from eccm.obd.policy import FIRST_QUERY_TIME, LinkPolicy
+from eccm.obd.policy import FIRST_QUERY_TIME, LinkPolicy, Reconnection
 from eccm.obd.share import MAX_START_WAIT, QUEUE_LIMIT, AdapterBusy, AdapterShare
 from eccm.obd.values import describe, is_readable, known_command, plain
 from eccm.sample import Layout, Reading
@@ -199,12 +198,6 @@ class _Job:
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 self.future.set_exception(exc)
         return True
-
-
-@dataclass
-class _Outage:
-    since: float
-    attempts: int = 0
 
 
 class ObdLink:
@@ -475,11 +468,9 @@ class ObdLink:
             self._fail_pending("not_connected: the OBD link is stopped")
 
     def _loop(self) -> None:
-        cap = self._cfg.obd_reconnect_max_interval
-        backoff = Backoff(base=min(0.5, cap), cap=cap, jitter=0.25)
-        outage: _Outage | None = None
+        retry = Reconnection(self._cfg.obd_reconnect_max_interval)
         while not self._stopping.is_set():
-            delay = backoff.delay()
+            delay = retry.delay()
             if delay > 0 and self._stopping.wait(delay):
                 break
             self._set_state(CONNECTING)
@@ -489,29 +480,25 @@ class ObdLink:
                 break
             if conn is None:
                 self._set_state(DISCONNECTED)
-                backoff = backoff.failed()
-                if outage is None:
-                    outage = _Outage(self._clock.monotonic(), 1)
+                if retry.failed(self._clock.monotonic()):
                     log.warning(
                         "cannot connect to the OBD adapter (OBD_INTERFACE=%s): %s. "
                         "Retrying in the background, at most %g s apart "
                         "(OBD_RECONNECT_MAX_INTERVAL); logged once until it connects",
                         self.interface,
                         problem,
-                        cap,
+                        retry.cap,
                     )
                 else:
-                    outage.attempts += 1
                     log.debug("OBD adapter still unavailable: %s", problem)
                 continue
-            if outage is not None:
+            ended = retry.connected()
+            if ended is not None:
                 log.info(
                     "OBD adapter connected again after %.0f s (%d failed attempts)",
-                    self._clock.monotonic() - outage.since,
-                    outage.attempts,
+                    self._clock.monotonic() - ended.since,
+                    ended.attempts,
                 )
-            outage = None
-            backoff = backoff.succeeded()
             try:
                 lost = self._session(conn)
             except Exception:  # a bug in a round must not end logging for good
@@ -525,8 +512,7 @@ class ObdLink:
                     self.interface,
                     lost,
                 )
-                outage = _Outage(self._clock.monotonic())
-                backoff = backoff.failed()
+                retry.lost(self._clock.monotonic())
 
     def _open(self) -> tuple[Any | None, str]:
         """A connection that reaches the car, or None and what the user should check."""

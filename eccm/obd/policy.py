@@ -175,3 +175,55 @@ class LinkPolicy:
         """The round begun at ``row_start`` had nothing to read (no fast values, no slow
         batch due yet); ``slow_due``: when the next slow batch is due, if any."""
         self._next_row = slow_due if slow_due is not None else row_start + SILENT_PROBE_INTERVAL
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The adapter is unreachable since ``since``; ``attempts`` failed tries to connect."""
+
+    since: float
+    attempts: int = 0
+
+
+class Reconnection:
+    """When to try the adapter again, and when an outage is news (said once, not per try).
+
+    ``cap`` (OBD_RECONNECT_MAX_INTERVAL) is the longest wait between two tries.
+    """
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        # Jitter: two links (or a link and a udev re-plug) do not retry in lock step.
+        self._backoff = Backoff(base=min(0.5, cap), cap=cap, jitter=0.25)
+        self._outage: Outage | None = None
+
+    @property
+    def outage(self) -> Outage | None:
+        return self._outage
+
+    def delay(self, draw: float | None = None) -> float:
+        """Seconds to wait before the next try (0 at start and after a connection)."""
+        return self._backoff.delay(draw)
+
+    def failed(self, now: float) -> bool:
+        """A try to connect failed at ``now``. True when it starts an outage: the one
+        failure to report; the following ones are only counted."""
+        self._backoff = self._backoff.failed()
+        if self._outage is None:
+            self._outage = Outage(now, 1)
+            return True
+        self._outage = Outage(self._outage.since, self._outage.attempts + 1)
+        return False
+
+    def connected(self) -> Outage | None:
+        """A try connected: the outage it ends (to report), if any."""
+        ended = self._outage
+        self._outage = None
+        self._backoff = self._backoff.succeeded()
+        return ended
+
+    def lost(self, now: float) -> None:
+        """A connection was lost at ``now`` (reported by the caller): an outage begins, and
+        its failed tries are only counted."""
+        self._outage = Outage(now)
+        self._backoff = self._backoff.failed()
