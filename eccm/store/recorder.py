@@ -8,8 +8,10 @@ cut interrupted, so no corrupt or half-closed file is ever uploaded.
 
 The parts: rotation.py decides when a file closes, writer.py does the file operations of
 one file, recovery.py finishes leftovers (at start, and after the disk failed), ledger.py
-hands out names never used before; this module is the thread, its queue, the retries while
-the disk refuses, and saying so in the log (``DiskTrouble``).
+hands out names never used before. Here: ``RotatingWriter`` (no thread) does what the writer
+thread does to the files, item by item: rollover, disk failures and their retries, the row
+counts; ``DiskTrouble`` says so in the log; ``Recorder`` is the thread, its queue and the
+listeners.
 """
 
 from __future__ import annotations
