@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import elm.obd_message
 
 from eccm.sim.car import emulated_car
-from tests.waiting import wait_until
 
-__all__ = ["emulated_car", "stored_dtcs", "wait_until"]
+__all__ = ["emulated_car", "stored_dtcs"]
 
 
 @contextlib.contextmanager

@@ -1,8 +1,7 @@
 """Real S3 servers for the tests (SeaweedFS through eccm.sim.s3), and fake closed files.
 
-Bind the fixtures in a test module to use them (no conftest.py on purpose):
-``s3_http = s3server.s3_http`` and so on. Each server starts once per test session
-(startup takes seconds); tests keep apart through a unique key prefix.
+The fixtures are registered for every test module in tests/conftest.py. Each server starts
+once per test session (startup takes seconds); tests keep apart through a unique key prefix.
 """
 
 from __future__ import annotations

@@ -16,53 +16,22 @@ import gzip
 import io
 import itertools
 import json
-import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-
-import pytest
 
 from eccm.app import Daemon
 from eccm.cli import upload_backlog
 from eccm.config import parse
-from eccm.sim.car import emulated_car
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
+from tests.listeners import OffsetClock
 from tests.waiting import wait_until
-
-s3_http = s3server.s3_http
 
 TEN_YEARS = 10 * 365.25 * 86400
 CAR = "noclock-car"
-
-
-class OffsetClock:
-    """The real monotonic clock and a wall clock ``offset`` seconds off, settable (NTP)."""
-
-    def __init__(self, offset: float) -> None:
-        self._offset = offset
-        self._lock = threading.Lock()
-
-    def time(self) -> float:
-        with self._lock:
-            return time.time() + self._offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def set_right(self) -> None:
-        with self._lock:
-            self._offset = 0.0
-
-
-@pytest.fixture(scope="module")
-def car() -> Iterator[str]:
-    with emulated_car("car") as emu:
-        yield emu.get_pty()
 
 
 def year(iso: str) -> int:

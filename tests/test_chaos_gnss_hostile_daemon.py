@@ -35,8 +35,6 @@ from eccm.sim.s3 import LocalS3
 from tests import s3server
 from tests.waiting import wait_until
 
-s3_http = s3server.s3_http
-
 BOGUS_DATES = ("060180", "311268")
 # (what, RMC fields 2..7 after the time, GGA fields 1..9 after the time)
 HOSTILE = (

@@ -23,7 +23,7 @@ from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import GPS_COLUMNS, Layout, trip_id_for
 from eccm.sim.gnss import NmeaPty, Route
-from tests.test_chaos_time import Events
+from tests.listeners import Events, OffsetClock
 from tests.waiting import wait_until
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
@@ -191,7 +191,6 @@ def test_a_gnss_only_start_on_a_clock_a_day_off_makes_no_trip_on_the_wrong_date(
     """A Pi without a real-time clock boots a day behind (fake-hwclock) with the car off:
     the first epochs of the receiver wait for GNSS time to be confirmed instead of opening
     a trip, a file and a summary on the wrong date that ends two rows later."""
-    from tests.test_chaos_clock_daemon import OffsetClock
 
     records = tmp_path / "records"
     clock = OffsetClock(-86_400.0)

@@ -25,30 +25,18 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
-from eccm.sim.car import emulated_car
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
 from tests.waiting import wait_until
 
-s3_http = s3server.s3_http
-
 CAR = "chaos-car"
 CYCLES = 10
 ROUTE = Route(latitude=45.0, longitude=7.0, radius=150.0, speed=10.0)
-
-
-@pytest.fixture(scope="module")
-def car() -> Iterator[str]:
-    with emulated_car("car") as emu:
-        yield emu.get_pty()
 
 
 class Run:

@@ -19,34 +19,11 @@ from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.store.recorder import Recorder
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 from eccm.trip.computer import Trip, TripComputer, TripSettings
+from tests.listeners import Events
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
 TEN_YEARS = 10 * 365.25 * 86400
-
-
-class Events:
-    """A hub listener that keeps samples and trip ends in the order they came."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, object]] = []
-
-    def on_sample(self, sample: Sample) -> None:
-        self.log.append(("sample", sample))
-
-    def on_trip_end(self, trip_id: str) -> None:
-        self.log.append(("end", trip_id))
-
-    def stop(self) -> None:
-        pass
-
-    @property
-    def samples(self) -> list[Sample]:
-        return [s for kind, s in self.log if kind == "sample" and isinstance(s, Sample)]
-
-    @property
-    def ends(self) -> list[str]:
-        return [t for kind, t in self.log if kind == "end" and isinstance(t, str)]
 
 
 def fix(clock: FakeClock, gnss_time: float, latency: float = 0.0) -> Fix:
@@ -294,7 +271,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
     """Months of trips from a Pi whose clock starts at the same second at every boot: the
     ledger is trimmed many times, yet every trip id stays taken and no file name comes
     back."""
-    from eccm.store.rotation import next_seq, trim_ledger
+    from eccm.store.names import next_seq, trim_ledger
 
     keep = 16  # the ledger's recent names, small so that it is trimmed often here
     monkeypatch.setattr("eccm.store.recorder._LEDGER_KEEP", keep)
@@ -363,7 +340,7 @@ def test_a_receiver_with_the_gps_week_rollover_bug_does_not_send_the_rows_back_t
     import datetime as dt
 
     from eccm.gnss.nmea import NmeaDecoder
-    from tests.test_gnss_rollover import epoch
+    from tests.nmea_sentences import epoch
 
     true = dt.datetime.fromtimestamp(TRUE, dt.UTC)
     rollover = dt.timedelta(weeks=1024)

@@ -23,7 +23,8 @@ from eccm.config import Config, parse
 from eccm.hub import Hub
 from eccm.obd.link import ObdLink
 from eccm.sample import Layout, Sample
-from tests.emulator import emulated_car, wait_until
+from tests.emulator import emulated_car
+from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
 

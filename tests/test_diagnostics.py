@@ -13,7 +13,7 @@ from eccm.clock import FakeClock
 from eccm.errors import DeviceError
 from eccm.obd.dtc_poller import DtcPoller, DtcSchedule
 from eccm.trip.dtc import DtcTimeline, changes, state_of
-from tests.emulator import wait_until
+from tests.waiting import wait_until
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

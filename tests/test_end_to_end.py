@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -19,18 +18,11 @@ import pandas as pd
 import pytest
 
 from eccm.sample import GPS_COLUMNS
-from eccm.sim.car import emulated_car
 from eccm.sim.gnss import NmeaPty, Route
-from tests.emulator import wait_until
+from tests.waiting import wait_until
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ROUTE = Route(latitude=45.0, longitude=7.0, radius=200.0, speed=12.0)
-
-
-@pytest.fixture(scope="module")
-def car() -> Iterator[str]:
-    with emulated_car("car") as emu:
-        yield emu.get_pty()
 
 
 def daemon(config: Path) -> subprocess.Popen[bytes]:

@@ -17,13 +17,9 @@ from hypothesis import strategies as st
 from eccm.clock import FakeClock
 from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import KNOT, MAX_SENTENCE, NmeaDecoder
+from tests.nmea_sentences import REPLAY_PIVOT
 
 DATA = Path(__file__).parent / "data" / "nmea"
-# The captures (2007-2019) and the sentences below (2004, 1999) predate this release, so
-# the decoder would take them for GPS week rollovers: they are replayed with a pivot of
-# their time, as gpsd's regression tests replay theirs (test_gnss_rollover tests the pivot).
-# Before every capture's date, and within one rollover period (DATE_HORIZON) of the latest.
-REPLAY_PIVOT = dt.date(2000, 1, 1)
 CAPTURES = (
     "haicom-305N.log",
     "telit-he910.log",

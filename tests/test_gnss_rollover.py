@@ -6,10 +6,8 @@ release), once; gpsd's times are already resolved by gpsd and are taken as they 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
-import operator
 
 import pynmea2
 import pytest
@@ -28,32 +26,12 @@ from eccm.gnss.nmea import (
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
+from tests.nmea_sentences import epoch, gga, rmc
 
 WEEKS_1024 = dt.timedelta(weeks=1024)
 TRUE = dt.datetime(2026, 11, 18, 11, 6, 40, tzinfo=dt.UTC)  # 1_795_000_000
 ROLLED = TRUE - WEEKS_1024  # what a receiver with the bug says: 2007-04-04
 LAYOUT = Layout(fast=("RPM",), slow=(), gps=True)
-
-
-def sentence(body: str) -> bytes:
-    """``$body*CS`` with the NMEA checksum: the XOR of every character between '$' and '*'."""
-    checksum = functools.reduce(operator.xor, body.encode("ascii"), 0)
-    return f"${body}*{checksum:02X}\r\n".encode("ascii")
-
-
-def rmc(when: dt.datetime) -> bytes:
-    return sentence(
-        f"GPRMC,{when:%H%M%S}.00,A,4807.038,N,01131.000,E,022.4,084.4,{when:%d%m%y},,,A"
-    )
-
-
-def gga(when: dt.datetime) -> bytes:
-    return sentence(f"GPGGA,{when:%H%M%S}.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,")
-
-
-def epoch(when: dt.datetime) -> bytes:
-    """What a receiver sends for one second: its RMC (with the date) and its GGA."""
-    return rmc(when) + gga(when)
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -19,7 +19,7 @@ from eccm.errors import ConfigError
 from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import NmeaDecoder
 from eccm.gnss.source import SILENCE_WARNING, GnssSource, parse_gpsd_url
-from tests.test_gnss_nmea import REPLAY_PIVOT
+from tests.nmea_sentences import REPLAY_PIVOT
 
 DATA = Path(__file__).parent / "data" / "nmea"
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import obd
 import pytest
-from elm.obd_message import HD, ST, SZ
+from elm.obd_message import ST
 
 from eccm.clock import SystemClock
 from eccm.obd.adapter import answers_mode01
 from eccm.obd.link import ObdLink
-from tests.emulator import emulated_car, wait_until
-from tests.test_obd_link import WAIT, config, make_hub
+from tests.emulator import emulated_car
+from tests.obd_helpers import WAIT, config, hidden_from_multi_pid, make_hub
+from tests.waiting import wait_until
 
 FAST = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
 
@@ -42,17 +43,6 @@ def requests_between(
     values = sum(c1.get(name, 0) - c0.get(name, 0) for name in FAST)
     commands = c1["commands"] - c0["commands"]
     return rows1 - rows0, commands - values, values
-
-
-def hidden_from_multi_pid(data: str) -> str:
-    """An answer the emulator gives to the PID alone but leaves out of a multi-PID answer.
-
-    Its multi-PID code collects the ``<data>`` tags of each PID's answer (a case-sensitive
-    match), while the frame writer takes the tag in any case: an ECU that answers every
-    PID alone and says NO DATA when asked for several at once.
-    """
-    size = len(bytes.fromhex(data))
-    return HD("7E8") + SZ(f"{size:02X}") + f"<DATA>{data}</DATA>"
 
 
 @pytest.fixture

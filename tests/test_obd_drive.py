@@ -18,7 +18,8 @@ import pytest
 from eccm.app import Daemon
 from eccm.config import parse
 from eccm.sim.gnss import NmeaPty, Route
-from tests.emulator import emulated_car, wait_until
+from tests.emulator import emulated_car
+from tests.waiting import wait_until
 
 WAIT = 60.0
 ROUTE = Route(latitude=45.0, longitude=7.0, radius=200.0, speed=12.0)

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,50 +16,13 @@ import obd
 import pytest
 
 from eccm.clock import SystemClock
-from eccm.config import Config, parse
 from eccm.errors import DeviceError
 from eccm.hub import Hub
 from eccm.obd.link import ObdLink
 from eccm.obd.share import AdapterBusy
-from eccm.sample import Layout, Sample
-from tests.emulator import emulated_car, stored_dtcs, wait_until
-
-WAIT = 60.0  # generous: the suite shares two cores with other work
-
-
-class Collector:
-    """A hub listener that tests wait on (a condition, not a sleep)."""
-
-    def __init__(self) -> None:
-        self.samples: list[Sample] = []
-        self.trip_ends: list[str] = []
-        self._cond = threading.Condition()
-
-    def on_sample(self, sample: Sample) -> None:
-        with self._cond:
-            self.samples.append(sample)
-            self._cond.notify_all()
-
-    def on_trip_end(self, trip_id: str) -> None:
-        with self._cond:
-            self.trip_ends.append(trip_id)
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        pass
-
-    def wait_for(self, predicate: Callable[[], Any], what: str) -> Any:
-        with self._cond:
-            result = self._cond.wait_for(predicate, WAIT)
-        assert result, f"timed out waiting for {what}"
-        return result
-
-    def wait_rows(self, count: int) -> list[Sample]:
-        with self._cond:
-            start = len(self.samples)
-        self.wait_for(lambda: len(self.samples) >= start + count, f"{count} rows")
-        with self._cond:
-            return self.samples[start:]
+from tests.emulator import emulated_car, stored_dtcs
+from tests.obd_helpers import WAIT, Collector, config, make_hub
+from tests.waiting import wait_until
 
 
 class Records(logging.Handler):
@@ -72,19 +35,6 @@ class Records(logging.Handler):
 
     def messages(self, level: int) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno == level]
-
-
-def config(**keys: str) -> Config:
-    values = {"CAR_IDENTIFIER": "test-car", "TRIP_END_TIMEOUT": "1"}
-    values.update(keys)
-    return parse(values)
-
-
-def make_hub() -> tuple[Hub, Collector]:
-    hub = Hub(SystemClock(), max_fix_age=2.0, layout=Layout((), (), gps=False))
-    collector = Collector()
-    hub.add_listener(collector)
-    return hub, collector
 
 
 @dataclass

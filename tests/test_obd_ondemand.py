@@ -27,8 +27,9 @@ from eccm.hub import Hub
 from eccm.obd.link import ObdLink
 from eccm.obd.share import AdapterBusy
 from eccm.sample import Layout, Reading
-from tests.emulator import emulated_car, wait_until
-from tests.test_obd_link import WAIT, Collector, config, make_hub
+from tests.emulator import emulated_car
+from tests.obd_helpers import WAIT, Collector, config, make_hub
+from tests.waiting import wait_until
 
 WINDOW = 2.0  # seconds per measuring window
 ROUNDS = 3  # baseline and loaded windows, taken in turn

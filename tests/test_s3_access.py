@@ -20,7 +20,6 @@ from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix, probe_key
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
-from tests import s3server
 from tests.s3server import (
     CAR,
     READ_WRITE,
@@ -29,8 +28,6 @@ from tests.s3server import (
     make_config,
 )
 from tests.waiting import wait_until
-
-s3_http = s3server.s3_http
 
 QUICK = S3Timeouts(connect=2.0, read=5.0, attempts=1)
 

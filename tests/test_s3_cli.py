@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,22 +12,11 @@ import pytest
 
 from eccm.sim.s3 import LocalS3
 from tests import s3server
+from tests.s3_helpers import assert_each_file_once, bucket_objects, upload_cmd, write_config
 from tests.s3server import CAR, FlakyLink, config_values, make_closed_file
-from tests.test_s3_flaky_link import assert_each_file_once, bucket_objects
 from tests.waiting import wait_until
 
-s3_http = s3server.s3_http
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(path: Path, values: dict[str, str]) -> Path:
-    path.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
-    return path
-
-
-def upload_cmd(config: Path) -> list[str]:
-    return [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)]
 
 
 def eccm_upload(config: Path) -> subprocess.CompletedProcess[str]:

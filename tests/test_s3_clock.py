@@ -24,10 +24,7 @@ from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
-from tests import s3server
 from tests.s3server import CAR, list_objects, make_closed_file, make_config
-
-s3_http = s3server.s3_http
 
 QUICK = S3Timeouts(connect=2.0, read=5.0, attempts=1)
 PI_EPOCH = datetime(2016, 1, 1, tzinfo=UTC)  # what a Pi without network time believes

@@ -40,11 +40,8 @@ from eccm.upload.keys import (
 )
 from eccm.upload.uploader import Uploader, UploadReport
 from tests import s3server
+from tests.s3_helpers import bucket_objects, upload_cmd, write_config
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
-from tests.test_s3_cli import upload_cmd, write_config
-from tests.test_s3_flaky_link import bucket_objects
-
-s3_http = s3server.s3_http
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = 40

@@ -27,11 +27,9 @@ from eccm.store.budget import MIB
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests import s3server
+from tests.s3_helpers import bucket_objects
 from tests.s3server import CAR, FlakyLink, make_closed_file, make_config
-from tests.test_s3_flaky_link import bucket_objects
 from tests.waiting import wait_until
-
-s3_http = s3server.s3_http
 
 QUICK = S3Timeouts(connect=2.0, read=5.0, attempts=1)
 

@@ -17,18 +17,14 @@ from pathlib import Path
 import pytest
 
 from eccm.clock import SystemClock
-from eccm.config import Config
 from eccm.sim.s3 import LocalS3
-from eccm.upload.keys import car_prefix, probe_key
+from eccm.upload.keys import car_prefix
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests import s3server
-from tests.s3server import CAR, FlakyLink, get_object, list_objects, make_closed_file, make_config
+from tests.s3_helpers import assert_each_file_once, bucket_objects
+from tests.s3server import CAR, FlakyLink, get_object, make_closed_file, make_config
 from tests.waiting import wait_until
-
-s3_http = s3server.s3_http
-s3_https = s3server.s3_https
-tls_cert = s3server.tls_cert
 
 
 @pytest.fixture
@@ -36,28 +32,6 @@ def link(s3_http: LocalS3) -> Iterator[FlakyLink]:
     proxy = FlakyLink((s3_http.host, s3_http.s3_port), seed=7)
     yield proxy
     proxy.close()
-
-
-def bucket_objects(server: LocalS3, cfg: Config) -> dict[str, int]:
-    objs = list_objects(server, car_prefix(cfg.s3_key_prefix, CAR))
-    objs.pop(probe_key(cfg.s3_key_prefix, CAR), None)
-    return objs
-
-
-def assert_each_file_once(server: LocalS3, cfg: Config, files: dict[str, bytes]) -> None:
-    """Every file and its sidecar under exactly one key, byte for byte; nothing else."""
-    objs = bucket_objects(server, cfg)
-    by_name: dict[str, list[str]] = {}
-    for key in objs:
-        by_name.setdefault(key.rsplit("/", 1)[1], []).append(key)
-    assert {n for n in by_name if not n.endswith(".json")} == set(files)
-    for name, content in files.items():
-        assert len(by_name[name]) == 1, by_name[name]
-        key = by_name[name][0]
-        assert by_name.get(name + ".json") == [key + ".json"], "sidecar missing or elsewhere"
-        assert get_object(server, key) == content
-        side = json.loads(get_object(server, key + ".json"))
-        assert side["sha256"] == hashlib.sha256(content).hexdigest()
 
 
 def test_a_link_that_hangs_after_the_probe_ends_the_run_at_the_first_timeout(

@@ -20,7 +20,8 @@ import pytest
 from eccm.control.client import hmac_proof
 from eccm.sim.gnss import NmeaPty, Route
 from tests.control_fakes import SECRET, Client
-from tests.emulator import emulated_car, stored_dtcs, wait_until
+from tests.emulator import emulated_car, stored_dtcs
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from eccm.hub import Hub
 from eccm.obd.link import ObdLink
 from eccm.obd.plan import PollPlan, fast_max_age, slow_max_age
 from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample
-from tests.emulator import emulated_car, wait_until
-from tests.test_obd_batching import hidden_from_multi_pid
-from tests.test_obd_link import WAIT, config, make_hub
+from tests.emulator import emulated_car
+from tests.obd_helpers import WAIT, config, hidden_from_multi_pid, make_hub
+from tests.waiting import wait_until
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=("COOLANT_TEMP",), gps=False)
 

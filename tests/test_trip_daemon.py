@@ -12,7 +12,6 @@ import json
 import math
 import socket
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from eccm.store.names import summary_name
 from eccm.trip.computer import maf_from_map
 from eccm.trip.minutes import summarize
 from tests.control_fakes import SECRET, Client
-from tests.emulator import emulated_car, stored_dtcs, wait_until
+from tests.emulator import stored_dtcs
+from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: a loaded 2-core machine
 CAR = "trip-car"
@@ -35,12 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def car() -> Iterator[str]:
-    with emulated_car("car") as emu:
-        yield emu.get_pty()
 
 
 def config(pty: str, records: Path, **extra: str) -> Config:

@@ -24,11 +24,8 @@ from eccm.trip.summary import SummaryWriter
 from eccm.upload.keys import car_prefix, plan, probe_key
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
-from tests import s3server
-from tests.emulator import wait_until
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
-
-s3_http = s3server.s3_http
+from tests.waiting import wait_until
 
 QUICK = S3Timeouts(connect=2.0, read=2.0, attempts=2)
 TRIP = "20261121T235500Z"  # the trip starts before midnight UTC and runs into the next day

@@ -20,14 +20,9 @@ from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix, probe_key
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
-from tests import s3server
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
 
 # The shared SeaweedFS servers (bound here: the project has no conftest.py).
-s3_any = s3server.s3_any
-s3_http = s3server.s3_http
-s3_https = s3server.s3_https
-tls_cert = s3server.tls_cert
 
 
 QUICK = S3Timeouts(connect=2.0, read=2.0, attempts=2)

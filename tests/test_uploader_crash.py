@@ -28,13 +28,9 @@ from eccm.upload.uploader import (
     STEPS,
     Uploader,
 )
-from tests import s3server
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 
 # The shared SeaweedFS servers (bound here: the project has no conftest.py).
-s3_http = s3server.s3_http
-s3_https = s3server.s3_https
-tls_cert = s3server.tls_cert
 
 
 ROOT = Path(__file__).resolve().parent.parent
