@@ -73,3 +73,21 @@ def hidden_from_multi_pid(data: str) -> str:
     """
     size = len(bytes.fromhex(data))
     return HD("7E8") + SZ(f"{size:02X}") + f"<DATA>{data}</DATA>"
+
+
+# The fast values of an ECU that answers each PID alone and NO DATA to several at once (a
+# K-line car's behaviour, on the CAN emulator): name -> the answer to that PID alone.
+ONE_PID_ANSWERS = {
+    "RPM": "41 0C 1A F8",
+    "SPEED": "41 0D 32",
+    "THROTTLE_POS": "41 11 26",
+    "COOLANT_TEMP": "41 05 7B",
+    "INTAKE_TEMP": "41 0F 44",
+    "MAF": "41 10 01 F4",
+}
+
+
+def refuse_multi_pid(emu: Any) -> tuple[str, ...]:
+    """Make the emulator answer ONE_PID_ANSWERS' values one PID per request only; their names."""
+    emu.answer.update({name: hidden_from_multi_pid(d) for name, d in ONE_PID_ANSWERS.items()})
+    return tuple(ONE_PID_ANSWERS)

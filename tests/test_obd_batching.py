@@ -23,7 +23,7 @@ from eccm.clock import SystemClock
 from eccm.obd.adapter import answers_mode01
 from eccm.obd.link import ObdLink
 from tests.emulator import emulated_car
-from tests.obd_helpers import WAIT, config, hidden_from_multi_pid, make_hub
+from tests.obd_helpers import WAIT, config, make_hub, refuse_multi_pid
 from tests.waiting import wait_until
 
 FAST = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
@@ -90,16 +90,7 @@ def test_an_ecu_refusing_several_pids_is_read_one_pid_per_request(
     records: pytest.LogCaptureFixture,
 ) -> None:
     with emulated_car() as emu:
-        emu.answer.update(
-            {
-                "RPM": hidden_from_multi_pid("41 0C 1A F8"),
-                "SPEED": hidden_from_multi_pid("41 0D 32"),
-                "THROTTLE_POS": hidden_from_multi_pid("41 11 26"),
-                "COOLANT_TEMP": hidden_from_multi_pid("41 05 7B"),
-                "INTAKE_TEMP": hidden_from_multi_pid("41 0F 44"),
-                "MAF": hidden_from_multi_pid("41 10 01 F4"),
-            }
-        )
+        refuse_multi_pid(emu)
         cfg = config(
             OBD_INTERFACE=emu.get_pty(),
             OBD_PROTOCOL="6",

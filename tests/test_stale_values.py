@@ -13,7 +13,7 @@ from eccm.obd.link import ObdLink
 from eccm.obd.plan import PollPlan, fast_max_age, slow_max_age
 from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample
 from tests.emulator import emulated_car
-from tests.obd_helpers import WAIT, config, hidden_from_multi_pid, make_hub
+from tests.obd_helpers import WAIT, config, make_hub, refuse_multi_pid
 from tests.waiting import wait_until
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=("COOLANT_TEMP",), gps=False)
@@ -145,18 +145,8 @@ def test_a_car_slower_than_the_cap_keeps_the_values_of_its_own_rows() -> None:
     """A K-line-like car (one value per request, 0.25 s an answer): a row's reads take about
     1.5 s, so its first value is over 1 s old when the row is written. It must be written:
     a cap of 1 s whatever the car left RPM empty in every row of such cars."""
-    fast = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
     with emulated_car() as emu:
-        emu.answer.update(
-            {
-                "RPM": hidden_from_multi_pid("41 0C 1A F8"),
-                "SPEED": hidden_from_multi_pid("41 0D 32"),
-                "THROTTLE_POS": hidden_from_multi_pid("41 11 26"),
-                "COOLANT_TEMP": hidden_from_multi_pid("41 05 7B"),
-                "INTAKE_TEMP": hidden_from_multi_pid("41 0F 44"),
-                "MAF": hidden_from_multi_pid("41 10 01 F4"),
-            }
-        )
+        fast = refuse_multi_pid(emu)
         cfg = config(
             OBD_INTERFACE=emu.get_pty(),
             OBD_PROTOCOL="6",
