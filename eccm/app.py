@@ -164,6 +164,10 @@ class Daemon:
             return
         if self.hub.engine_trip:
             return
+        if self._stop.is_set():
+            # Stopping: the OBD link has ended the engine trip, the receiver is closed next;
+            # a fix in between must not open a one-row trip of its own.
+            return
         now = self.clock.monotonic()
         if self.hub.timebase.settling(self.clock.time(), now):
             # The first epochs say the clock is off: a row now would open a trip on the

@@ -219,3 +219,30 @@ def test_a_gnss_only_start_on_a_clock_a_day_off_makes_no_trip_on_the_wrong_date(
     for path in files:
         for row in rows_of(path):
             assert abs(datetime.fromisoformat(row["TIME_UTC"]).timestamp() - time.time()) < 120
+
+
+def test_no_gnss_row_opens_a_trip_once_the_daemon_is_stopping(tmp_path: Path) -> None:
+    """At stop the OBD link ends the engine trip before the receiver is closed: a fix in
+    between opened a one-row GNSS-only trip (its own file, summary and upload) at every
+    shutdown on a loaded machine."""
+    clock = FakeClock(start=1_795_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "stop-car",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "GPS_POSITION_MONITORING": "yes",
+            "GPS_INTERFACE": "/dev/null",
+            "SAMPLE_INTERVAL": "0",
+        }
+    )
+    daemon = Daemon(cfg, clock)
+    events = Events()
+    daemon.hub.add_listener(events)
+    engine = daemon.hub.begin_trip()
+    daemon.hub.emit()
+    daemon.request_stop()
+    daemon.hub.end_trip()  # what ObdLink.stop does
+    clock.advance(0.5)
+    daemon._on_fix(position(clock))
+    assert daemon.hub.trip is None
+    assert {s.trip_id for s in events.samples} == {engine}
