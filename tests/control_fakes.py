@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eccm.clock import Clock
-from eccm.control.backend import ClearResult, Refused, ValueInfo
+from eccm.control.backend import ClearResult, ValueInfo
 from eccm.control.client import hmac_proof
 from eccm.gnss.fix import Fix
 from eccm.sample import Reading
+from eccm.service import ServiceError
 
 SECRET = "correct horse battery staple, a secret of 40+ chars"
 
@@ -35,7 +36,7 @@ class FakeBackend:
             ValueInfo("FUEL_LEVEL", "percent", "Fuel Level Input", False),
         ]
         self.on_demand: dict[str, Reading] = {"FUEL_LEVEL": Reading(42.5, "percent", now)}
-        self.read_error: Refused | None = None
+        self.read_error: ServiceError | None = None
         self.state = "connected"
         self.fix: Fix | None = None
         self.dtcs: dict[str, object] = {
@@ -47,7 +48,7 @@ class FakeBackend:
         self.clears = 0
         self.reads: list[str] = []
         self.queued = 3
-        self.upload_error: Refused | None = None
+        self.upload_error: ServiceError | None = None
         self.fail_status = False
 
     def set(self, name: str, value: float | str | None, unit: str | None = None) -> None:
@@ -69,13 +70,13 @@ class FakeBackend:
         if self.read_error is not None:
             raise self.read_error
         if self.state != "connected":
-            raise Refused("not_connected", "the OBD adapter is not connected")
+            raise ServiceError("not_connected", "the OBD adapter is not connected")
         if name in self.on_demand:
             r = self.on_demand[name]
             return Reading(r.value, r.unit, self.clock.monotonic())
         if name in self.readings:
             return self.readings[name]
-        raise Refused("unknown_value", f"{name} is not supported by the car")
+        raise ServiceError("unknown_value", f"{name} is not supported by the car")
 
     def obd_state(self) -> str:
         return self.state
@@ -101,7 +102,7 @@ class FakeBackend:
 
     def read_dtcs(self, timeout: float) -> Mapping[str, object]:
         if self.state != "connected":
-            raise Refused("not_connected", "the OBD adapter is not connected")
+            raise ServiceError("not_connected", "the OBD adapter is not connected")
         return self.dtcs
 
     def clear_dtcs(self, timeout: float) -> ClearResult:

@@ -1,10 +1,14 @@
-"""NMEA sentences as a receiver sends them, and the replay pivot, for the GNSS tests."""
+"""NMEA sentences as a receiver sends them, the replay pivot, and ready-made fixes, for the
+GNSS tests."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import operator
+
+from eccm.clock import FakeClock
+from eccm.gnss.fix import Fix
 
 # The captures (2007-2019) and the sentences of the decoder tests (2004, 1999) predate this
 # release, so the decoder would take them for GPS week rollovers: they are replayed with a
@@ -33,3 +37,20 @@ def gga(when: dt.datetime) -> bytes:
 def epoch(when: dt.datetime) -> bytes:
     """What a receiver sends for one second: its RMC (with the date) and its GGA."""
     return rmc(when) + gga(when)
+
+
+def good_fix(clock: FakeClock, gnss_time: float, latency: float = 0.0) -> Fix:
+    """A valid fix at ``gnss_time``, read ``latency`` seconds after the instant it describes."""
+    return Fix(
+        time_utc=gnss_time - latency,
+        latitude=45.0,
+        longitude=7.0,
+        altitude=300.0,
+        speed=12.0,
+        track=90.0,
+        quality=1,
+        satellites=9,
+        hdop=0.8,
+        received=clock.monotonic(),
+        received_wall=clock.time(),
+    )

@@ -20,27 +20,14 @@ from eccm.store.recorder import Recorder
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 from eccm.trip.computer import Trip, TripComputer, TripSettings
 from tests.listeners import Events
+from tests.nmea_sentences import good_fix
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
 TEN_YEARS = 10 * 365.25 * 86400
 
 
-def fix(clock: FakeClock, gnss_time: float, latency: float = 0.0) -> Fix:
-    """A fix read ``latency`` seconds after the instant it describes."""
-    return Fix(
-        time_utc=gnss_time - latency,
-        latitude=45.0,
-        longitude=7.0,
-        altitude=300.0,
-        speed=12.0,
-        track=90.0,
-        quality=1,
-        satellites=9,
-        hdop=0.8,
-        received=clock.monotonic(),
-        received_wall=clock.time(),
-    )
+fix = good_fix
 
 
 def confirmed(clock: FakeClock, gnss_time: float) -> list[Fix]:

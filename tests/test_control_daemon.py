@@ -19,13 +19,14 @@ import pytest
 
 from eccm.clock import FakeClock, SystemClock
 from eccm.config import Config, parse
-from eccm.control.backend import DaemonBackend, Refused, _ack
+from eccm.control.backend import DaemonBackend, _ack
 from eccm.control.client import run_query
 from eccm.control.server import ControlServer
 from eccm.errors import DeviceError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
+from eccm.service import ServiceError
 from tests.control_fakes import SECRET, Client
 from tests.waiting import wait_until
 
@@ -55,10 +56,10 @@ def test_backend_without_a_car_answers_from_the_hub_and_refuses_the_rest() -> No
         lambda: backend.read_dtcs(1),
         lambda: backend.clear_dtcs(1),
     ):
-        with pytest.raises(Refused) as err:
+        with pytest.raises(ServiceError) as err:
             call()
         assert err.value.code == "not_connected"
-    with pytest.raises(Refused) as err:
+    with pytest.raises(ServiceError) as err:
         backend.upload_now()
     assert err.value.code == "forbidden"
     status = backend.status()
@@ -108,7 +109,7 @@ class _Link:
 def test_backend_turns_link_errors_into_codes(exc: BaseException, code: str) -> None:
     hub = Hub(SystemClock(), 2.0, Layout(("RPM",), (), gps=False))
     backend = DaemonBackend(hub=hub, link=_Link(exc))
-    with pytest.raises(Refused) as err:
+    with pytest.raises(ServiceError) as err:
         backend.read("FUEL_LEVEL", 1)
     assert err.value.code == code
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from eccm import __version__
 from eccm.clock import FakeClock
-from eccm.control.backend import ClearResult, Refused
+from eccm.control.backend import ClearResult
 from eccm.control.protocol import (
     ERROR_CODES,
     LINE_LIMIT_AFTER_AUTH,
@@ -26,6 +26,7 @@ from eccm.control.protocol import (
     encode,
 )
 from eccm.gnss.fix import Fix
+from eccm.service import ServiceError
 from tests.control_fakes import SECRET, FakeBackend, proof
 
 Reply = dict[str, Any]
@@ -647,7 +648,7 @@ def test_get_unlogged_value_reads_the_car_on_demand() -> None:
 @pytest.mark.parametrize("code", ["not_connected", "obd_timeout", "busy"])
 def test_get_on_demand_failures(code: str) -> None:
     p = authed()
-    p.backend.read_error = Refused(code, "nope")
+    p.backend.read_error = ServiceError(code, "nope")
     error(p.one("GET RPM FUEL_LEVEL"), code)
     assert p.one("GET RPM")["class"] == "VALUES"  # the session goes on
 
@@ -732,7 +733,7 @@ def test_backend_crash_is_server_error_and_the_session_goes_on(
 def test_upload() -> None:
     p = authed()
     assert p.one("UPLOAD") == {"class": "UPLOAD", "queued": 3}
-    p.backend.upload_error = Refused("forbidden", "uploads are off")
+    p.backend.upload_error = ServiceError("forbidden", "uploads are off")
     error(p.one("UPLOAD"), "forbidden")
 
 
@@ -856,7 +857,7 @@ def test_dtc_clear_with_unknown_speed_is_refused() -> None:
     p.backend.set("SPEED", "n/a")
     error(p.one("DTC CLEAR"), "vehicle_moving")
     p.clock.advance(3)  # stale: read again, and the car does not answer
-    p.backend.read_error = Refused("obd_timeout", "slow")
+    p.backend.read_error = ServiceError("obd_timeout", "slow")
     error(p.one("DTC CLEAR"), "obd_timeout")
 
 
@@ -990,7 +991,7 @@ def test_every_error_code_of_the_spec_is_produced() -> None:
     collect(down.line("DTC"))  # not_connected
     for code in ("obd_timeout", "busy"):
         p = authed()
-        p.backend.read_error = Refused(code, "")
+        p.backend.read_error = ServiceError(code, "")
         collect(p.line("GET FUEL_LEVEL"))
     broken = authed()
     broken.backend.fail_status = True

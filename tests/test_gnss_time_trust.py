@@ -16,28 +16,15 @@ import random
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import NmeaDecoder
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
+from tests.nmea_sentences import good_fix
 
 TRUE = 1_795_000_000.0  # 2026-11-18T11:06:40Z
 Y2038 = dt.datetime(2038, 11, 21, 11, 6, 40, tzinfo=dt.UTC).timestamp()
 
 
-def fix(clock: FakeClock, gnss_time: float) -> Fix:
-    return Fix(
-        time_utc=gnss_time,
-        latitude=45.0,
-        longitude=7.0,
-        altitude=300.0,
-        speed=12.0,
-        track=90.0,
-        quality=1,
-        satellites=9,
-        hdop=0.8,
-        received=clock.monotonic(),
-        received_wall=clock.time(),
-    )
+fix = good_fix
 
 
 def epochs(tb: TimeBase, clock: FakeClock, true_at_start: float, n: int) -> None:

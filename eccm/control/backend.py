@@ -29,7 +29,6 @@ from eccm.service import (
     Forbidden,
     NotConnected,
     ServerError,
-    ServiceError,
     StatusReport,
     ValueInfo,
     dtc_codes,
@@ -43,9 +42,6 @@ log = logging.getLogger(__name__)
 # have their own command, and the PID bitmaps only say what else is supported.
 _NOT_VALUES = frozenset({"GET_DTC", "CLEAR_DTC", "GET_CURRENT_DTC", "FREEZE_DTC"})
 _NOT_VALUE_PREFIXES = ("PIDS_", "MIDS_", "DTC_")
-
-# The old name of the service's error (its constructor takes the code).
-Refused = ServiceError
 
 
 # -- the real parts, as far as the backend uses them (structural, so that a part can be
@@ -394,7 +390,6 @@ __all__ = [
     "Backend",
     "ClearResult",
     "DaemonBackend",
-    "Refused",
     "ValueInfo",
     "fix_readings",
     "plain",
