@@ -218,8 +218,13 @@ def test_an_adapter_that_goes_silent_mid_trip_ends_the_trip_and_comes_back(
             trip = rows.samples[-1].trip_id
             adapter.silent.set()
             wait_until(lambda: trip in rows.trip_ends, WAIT, "the trip to end")
-            lost = [m for m in ours(link_log, logging.WARNING) if "lost the OBD adapter" in m]
-            assert lost and "stopped answering" in lost[0]
+            # The hub reports the trip's end before the link logs why: wait for the line.
+            lost = wait_until(
+                lambda: [m for m in ours(link_log, logging.WARNING) if "lost the OBD adapter" in m],
+                WAIT,
+                "the WARNING",
+            )
+            assert "stopped answering" in lost[0]
             assert link.state != "connected"
             adapter.silent.clear()
             wait_until(
