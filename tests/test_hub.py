@@ -8,6 +8,7 @@ from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, format_value, iso_utc, trip_id_for
 from eccm.timebase import TimeBase
+from eccm.trip.segment import TripSegmenter
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=("COOLANT_TEMP",), gps=True)
 
@@ -44,9 +45,10 @@ def fix_at(clock: FakeClock, gnss_time: float | None, lat: float | None = 45.0) 
     )
 
 
-def make() -> tuple[FakeClock, Hub, Collect]:
+def make(adopt_within: float = 30.0) -> tuple[FakeClock, Hub, Collect]:
     clock = FakeClock(start=1_800_000_000.0)
-    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
+    trips = TripSegmenter(adopt_within=adopt_within)
+    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT, trips=trips)
     listener = Collect()
     hub.add_listener(listener)
     return clock, hub, listener
@@ -81,8 +83,7 @@ def test_gnss_only_rows_open_a_segment_and_are_dropped_during_an_engine_trip() -
 
 
 def test_a_young_gnss_segment_becomes_the_start_of_the_engine_trip() -> None:
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     gnss = hub.emit(engine=False)
     clock.advance(5)
     assert gnss is not None
@@ -91,8 +92,7 @@ def test_a_young_gnss_segment_becomes_the_start_of_the_engine_trip() -> None:
 
 
 def test_an_old_gnss_segment_ends_before_the_engine_trip() -> None:
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     gnss = hub.emit(engine=False)
     clock.advance(31)
     assert gnss is not None
@@ -109,8 +109,7 @@ def test_a_gnss_row_while_an_engine_trip_begins_opens_no_trip_that_never_ends() 
     row in that gap opened a GNSS-only trip that the engine trip then replaced without
     ending it (a stray one-row file and summary). The interleaving is forced here: the
     row comes from a listener of the trip end, which begin_trip calls in that gap."""
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     old = hub.emit(engine=False)
     assert old is not None
     clock.advance(31)
