@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+
+from eccm.app import Daemon
 from eccm.clock import FakeClock
+from eccm.config import parse
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, format_value, iso_utc, trip_id_for
@@ -260,3 +266,59 @@ def test_row_follows_the_header_and_leaves_unknowns_empty() -> None:
     row = LAYOUT.row(with_fix, "car")
     assert row[header.index("GPS_LATITUDE")] == "45"
     assert row[header.index("GPS_SPEED")] == "10"
+
+
+def test_a_listener_failing_at_a_trip_end_or_at_stop_does_not_stop_the_others() -> None:
+    class Broken(Collect):
+        def on_trip_end(self, trip_id: str) -> None:
+            raise RuntimeError("boom")
+
+        def stop(self) -> None:
+            raise RuntimeError("boom")
+
+    _clock, hub, _ = make()
+    good = Collect()
+    hub.add_listener(Broken())
+    hub.add_listener(good)
+    trip = hub.begin_trip()
+    hub.stop()
+    assert good.ends == [trip] and good.stopped
+
+
+def test_trip_ends_are_logged_with_their_reason(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(start=1_800_000_000.0)
+    hub = Hub(clock, 2.0, LAYOUT, trips=TripSegmenter(gnss_timeout=30.0))
+    caplog.set_level(logging.INFO, logger="eccm.hub")
+    gnss = hub.emit(engine=False)
+    clock.advance(31.0)
+    hub.end_idle_gnss_trip()
+    engine = hub.begin_trip()
+    clock.advance(1.0)
+    clock.set_wall(clock.time() + 3600.0)
+    stepped = hub.emit()
+    assert gnss is not None and stepped is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"trip {gnss.trip_id} ended: no position for over 30 s",
+        f"trip {engine} started",
+        f"the clock stepped by 3600 s: trip {engine} ends, the drive goes on as trip "
+        f"{stepped.trip_id}",
+    ]
+
+
+def test_the_daemon_never_reuses_the_trip_id_of_an_earlier_runs_file(tmp_path: Path) -> None:
+    """A Pi without a clock boots to the same second as a run whose file was uploaded
+    since: the new trip must not take that id (its S3 keys would be overwritten)."""
+    clock = FakeClock(start=1_800_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "car",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "ENABLE_SOCKET_SERVER": "no",
+        }
+    )
+    (tmp_path / "uploaded").mkdir()
+    taken = trip_id_for(clock.time())
+    (tmp_path / "uploaded" / f"car_{taken}_0001.tsv.gz").write_bytes(b"")
+    daemon = Daemon(cfg, clock)
+    daemon._build()  # wiring only: no thread starts
+    assert daemon.hub.begin_trip() == trip_id_for(clock.time() + 1.0)
