@@ -22,6 +22,7 @@ from eccm.config import Config
 from eccm.gnss.fix import Fix
 from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
+from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
     from eccm.control.server import ControlServer
@@ -61,9 +62,10 @@ class Daemon:
         self.cfg = cfg
         self.clock: Clock = clock or SystemClock()
         self.started_at = self.clock.monotonic()
-        self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg))
-        self.hub.adopt_within = cfg.trip_end_timeout
-        self.hub.gnss_trip_timeout = cfg.trip_end_timeout
+        # TRIP_END_TIMEOUT, as for the engine: how young a GNSS-only segment is adopted by
+        # the engine trip, how long one may go without a position.
+        trips = TripSegmenter(adopt_within=cfg.trip_end_timeout, gnss_timeout=cfg.trip_end_timeout)
+        self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg), trips=trips)
         # Ages of files are judged against trip ids, which are GNSS-corrected.
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
@@ -82,11 +84,15 @@ class Daemon:
     def _build(self) -> None:
         cfg = self.cfg
         if cfg.file_recording:
-            from eccm.store.recorder import Recorder
+            from eccm.store.recorder import Recorder, used_trip_ids
 
             self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
             self.hub.add_listener(self.recorder)
-            self.hub.trip_taken = self.recorder.trip_used
+            # An earlier run's trip ids stay taken (a Pi without a clock may boot to the
+            # same time twice): read before any part starts writing or moving files.
+            self.hub.reserve_trip_ids(
+                used_trip_ids(cfg.record_dir, cfg.car_identifier, cfg.monitoring_file_extension)
+            )
         from eccm.trip.computer import TripComputer, TripSettings
 
         if cfg.file_recording:

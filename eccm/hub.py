@@ -1,9 +1,10 @@
 """The hub: the latest values and fix, and the fan-out of samples to listeners.
 
-Data flows one way: the OBD link and the GNSS source write here; the recorder (and later the
-trip computer) listen; the control socket reads the latest state. Listener errors are
-routed to the log, never back into the thread that published (python-can's Notifier is
-the model).
+Data flows one way: the OBD link and the GNSS source write here; the recorder and the trip
+computer listen; the control socket reads the latest state. Listener errors are routed to
+the log, never back into the thread that published (python-can's Notifier is the model).
+Which trip a row belongs to is decided by :class:`eccm.trip.segment.TripSegmenter`, called
+under the hub's lock.
 """
 
 from __future__ import annotations
@@ -11,30 +12,30 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from eccm.clock import Clock
 from eccm.gnss.fix import Fix
-from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample, trip_id_for
+from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample
 from eccm.timebase import TimeBase
+from eccm.trip.segment import TripEnd, TripSegmenter, Why
 
 log = logging.getLogger(__name__)
 
-# Seconds the row time may jump against the monotonic clock (a first GNSS fix correcting a
-# clock that booted years off, NTP setting it) before the running trip ends there and the
-# rows go on in a new trip named after the corrected time: a TRIP_ID, a file name and a
-# date partition must not say 2016 for rows of 2026. Smaller steps (a clock a few seconds
-# off) keep the trip; the trip computer measures durations on the monotonic clock anyway.
-REDATE_STEP = 60.0
-
 
 class Listener(Protocol):
-    def on_sample(self, sample: Sample) -> None: ...
+    def on_sample(self, sample: Sample) -> None:
+        """A row was taken (called in the publishing thread: return quickly)."""
+        ...
 
-    def on_trip_end(self, trip_id: str) -> None: ...
+    def on_trip_end(self, trip_id: str) -> None:
+        """Trip ``trip_id`` ended: no more rows of it follow."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """The hub stopped: finish up (close the file, hand over the summary)."""
+        ...
 
 
 class CorrectedClock:
@@ -61,8 +62,11 @@ class Hub:
         max_fix_age: float,
         layout: Layout,
         timebase: TimeBase | None = None,
+        trips: TripSegmenter | None = None,
     ) -> None:
-        """``layout`` is the columns to use until the OBD link has learnt what the car has."""
+        """``layout`` is the columns to use until the OBD link has learnt what the car has;
+        ``trips`` segments the rows into trips (its defaults: adopt a GNSS-only segment
+        within 30 s, never end one for lack of rows)."""
         self.clock = clock
         self._layout = layout
         self.timebase = timebase or TimeBase()
@@ -79,39 +83,25 @@ class Hub:
         self._fast_age = FAST_AGE_CAP
         self._slow_age = math.inf
         self._fix: Fix | None = None
-        self._trip: str | None = None
-        self._trip_engine = False
-        self._trip_started = 0.0
-        # Seconds a GNSS-only segment may have run and still become the engine trip's start.
-        self.adopt_within = 30.0
-        # Seconds without a row that end a GNSS-only segment (TRIP_END_TIMEOUT, as for the
-        # engine): a receiver that lost its fix in a garage for the night must not make the
-        # next morning's drive the same trip. None: never.
-        self.gnss_trip_timeout: float | None = None
-        self._last_row = 0.0  # monotonic time of the last row
+        self._trips = trips or TripSegmenter()  # under the lock
         self._facts: dict[str, str] = {}
         self.rows = 0
-        # Row time minus monotonic time at the last row: a jump is a clock step.
-        self._skew: float | None = None
-        # Trip ids are unique per car: two trips never share one, even when a Pi without a
-        # clock boots to the same time twice. ``trip_taken(trip_id)`` says whether an earlier
-        # run used an id (the recorder knows the names it wrote); ids of this run are kept.
-        self.trip_taken: Callable[[str], bool] | None = None
-        self._used_trips: set[str] = set()
 
     # -- listeners ---------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners.append(listener)
 
-    def _dispatch(self, call: str, arg: object) -> None:
+    def _to_listeners(self, what: str, call: Callable[[Listener], None]) -> None:
+        """``call`` every listener in turn; one that fails is logged (``what`` says in
+        what: "in on_sample") and the others are still called."""
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
             try:
-                getattr(listener, call)(arg)
+                call(listener)
             except Exception:
-                log.exception("listener %s failed in %s", type(listener).__name__, call)
+                log.exception("listener %s failed %s", type(listener).__name__, what)
 
     # -- writers -----------------------------------------------------------------------
     def update_fix(self, fix: Fix) -> None:
@@ -163,114 +153,64 @@ class Hub:
         epoch, source = self.timebase.stamp(self.clock.time(), mono)
         return epoch, source, mono
 
-    def _stepped(self, epoch: float, mono: float) -> float | None:
-        """The size of a clock step since the last row, if one exceeds REDATE_STEP.
-
-        Called under the lock.
-        """
-        skew = epoch - mono
-        last, self._skew = self._skew, skew
-        if last is None or abs(skew - last) <= REDATE_STEP:
-            return None
-        return skew - last
-
-    def _new_trip_id(self, epoch: float) -> str:
-        """The trip id of a trip starting at ``epoch``, one second later while it is taken.
-
-        Called under the lock.
-        """
-        for _ in range(86_400):
-            trip = trip_id_for(epoch)
-            if trip not in self._used_trips and not self._taken(trip):
-                break
-            epoch += 1.0
-        self._used_trips.add(trip)
-        return trip
-
-    def _taken(self, trip: str) -> bool:
-        check = self.trip_taken
-        if check is None:
-            return False
-        try:
-            return check(trip)
-        except Exception:
-            log.exception("checking whether trip id %s was used failed", trip)
-            return False
+    def reserve_trip_ids(self, trip_ids: Iterable[str]) -> None:
+        """Trip ids an earlier run used (its files): no trip of this run takes one."""
+        with self._lock:
+            self._trips.reserve(trip_ids)
 
     def begin_trip(self) -> str:
-        """The car answers: start an engine trip.
-
-        A GNSS-only segment that began less than ``adopt_within`` seconds ago (the time
-        the adapter took to connect at start-up, typically) becomes the start of this
-        trip instead of a trip of its own; an older one ends here.
-        """
+        """The car answers: start an engine trip (see :meth:`TripSegmenter.begin_engine`)."""
         epoch, _source, mono = self._stamp()
         with self._lock:
-            step = self._stepped(epoch, mono)
-            ended = self._trip
-            young = (
-                ended is not None
-                and not self._trip_engine
-                and step is None
-                and mono - self._trip_started < self.adopt_within
-            )
-            if young and ended is not None:
-                self._trip_engine = True
-                trip = ended
-            else:
-                young = False
-                # The old trip ends and the new one opens in one step under the lock: a
-                # GNSS row in between would open a trip of its own that nobody ends.
-                trip = self._new_trip_id(epoch)
-                self._trip, self._trip_engine = trip, True
-                self._trip_started = mono
-        if young:
-            log.info("trip %s continues with engine data", trip)
-            return trip
-        if ended is not None:
-            log.info("trip %s ended", ended)
-            self._dispatch("on_trip_end", ended)
-        log.info("trip %s started", trip)
-        return trip
+            # The old trip ends and the new one opens in one step under the lock: a GNSS
+            # row in between would open a trip of its own that nobody ends.
+            begin = self._trips.begin_engine(epoch, mono)
+        if begin.adopted:
+            log.info("trip %s continues with engine data", begin.trip)
+            return begin.trip
+        if begin.ended is not None:
+            self._ended(begin.ended, begin.trip)
+        log.info("trip %s started", begin.trip)
+        return begin.trip
 
     def end_trip(self) -> None:
-        self._end(None)
+        with self._lock:
+            ended = self._trips.end()
+        if ended is not None:
+            self._ended(ended)
 
     def end_idle_gnss_trip(self) -> None:
-        """End a GNSS-only segment that got no row for ``gnss_trip_timeout`` seconds (the
-        receiver reports no fix); call it as fixes without position come in."""
+        """End a GNSS-only segment that got no row for TRIP_END_TIMEOUT (the receiver
+        reports no fix); call it as fixes without position come in."""
         with self._lock:
-            idle = self._gnss_idle(self.clock.monotonic())
-        if idle:
-            self._end(False)
+            ended = self._trips.end_if_idle(self.clock.monotonic())
+        if ended is not None:
+            self._ended(ended)
 
-    def _gnss_idle(self, mono: float) -> bool:
-        """Called under the lock."""
-        return (
-            self._trip is not None
-            and not self._trip_engine
-            and self.gnss_trip_timeout is not None
-            and mono - self._last_row > self.gnss_trip_timeout
-        )
-
-    def _end(self, only_engine: bool | None) -> None:
-        with self._lock:
-            trip = self._trip
-            if trip is None or (only_engine is not None and self._trip_engine != only_engine):
-                return
-            self._trip = None
-        log.info("trip %s ended", trip)
-        self._dispatch("on_trip_end", trip)
+    def _ended(self, end: TripEnd, successor: str | None = None) -> None:
+        """Log the end of a trip and tell every listener. Called outside the lock."""
+        if end.why is Why.CLOCK_STEP:
+            log.warning(
+                "the clock stepped by %.0f s: trip %s ends, the drive goes on as trip %s",
+                end.step,
+                end.trip,
+                successor,
+            )
+        elif end.why is Why.NO_POSITION:
+            log.info("trip %s ended: no position for over %g s", end.trip, self._trips.gnss_timeout)
+        else:
+            log.info("trip %s ended", end.trip)
+        self._to_listeners("in on_trip_end", lambda listener: listener.on_trip_end(end.trip))
 
     @property
     def trip(self) -> str | None:
         with self._lock:
-            return self._trip
+            return self._trips.trip
 
     @property
     def engine_trip(self) -> bool:
         with self._lock:
-            return self._trip is not None and self._trip_engine
+            return self._trips.engine
 
     # -- readers -----------------------------------------------------------------------
     def fresh_fix(self) -> Fix | None:
@@ -318,34 +258,13 @@ class Hub:
     def _emit(self, engine: bool) -> Sample | None:
         """Called under the emit lock."""
         epoch, source, mono = self._stamp()
-        ended: str | None = None
         with self._lock:
-            trip = self._trip
-            if trip is not None and self._trip_engine and not engine:
-                return None
-            step = self._stepped(epoch, mono)
-            idle = not engine and self._gnss_idle(mono)
-            if trip is not None and (step is not None or idle):
-                # Rows already written keep the old time and trip id; the rows from here
-                # on get a trip id from the corrected time.
-                ended, trip = trip, None
-                self._trip = None
-            self._last_row = mono
-            if trip is None:
-                trip = self._new_trip_id(epoch)
-                self._trip, self._trip_engine = trip, engine
-                self._trip_started = mono
-        if ended is not None:
-            if step is not None:
-                log.warning(
-                    "the clock stepped by %.0f s: trip %s ends, the drive goes on as trip %s",
-                    step,
-                    ended,
-                    trip,
-                )
-            else:
-                log.info("trip %s ended: no position for over %g s", ended, self.gnss_trip_timeout)
-            self._dispatch("on_trip_end", ended)
+            row = self._trips.row(epoch, mono, engine)
+        trip = row.trip
+        if trip is None:
+            return None
+        if row.ended is not None:
+            self._ended(row.ended, trip)
         if engine:
             with self._lock:
                 # Judged at the row's own time: a value read long before (a slow answer
@@ -365,7 +284,7 @@ class Hub:
         )
         with self._lock:
             self.rows += 1
-        self._dispatch("on_sample", sample)
+        self._to_listeners("in on_sample", lambda listener: listener.on_sample(sample))
         return sample
 
     def stop(self) -> None:
@@ -377,10 +296,4 @@ class Hub:
         with self._emit_lock:
             self._closed = True
         self.end_trip()
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener.stop()
-            except Exception:
-                log.exception("listener %s failed to stop", type(listener).__name__)
+        self._to_listeners("to stop", lambda listener: listener.stop())

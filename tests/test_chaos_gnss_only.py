@@ -23,6 +23,7 @@ from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import GPS_COLUMNS, Layout, trip_id_for
 from eccm.sim.gnss import NmeaPty, Route
+from eccm.trip.segment import TripSegmenter
 from tests.listeners import Events, OffsetClock
 from tests.waiting import wait_until
 
@@ -48,8 +49,7 @@ def position(clock: FakeClock, lat: float | None = 45.0) -> Fix:
 
 def gnss_hub() -> tuple[FakeClock, Hub, Events]:
     clock = FakeClock(start=1_795_000_000.0)
-    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
-    hub.gnss_trip_timeout = 30.0
+    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT, trips=TripSegmenter(gnss_timeout=30.0))
     events = Events()
     hub.add_listener(events)
     return clock, hub, events

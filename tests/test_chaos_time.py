@@ -14,11 +14,12 @@ import pytest
 from eccm.clock import FakeClock
 from eccm.config import parse
 from eccm.gnss.fix import Fix
-from eccm.hub import REDATE_STEP, Hub
+from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, trip_id_for
-from eccm.store.recorder import Recorder
+from eccm.store.recorder import Recorder, used_trip_ids
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 from eccm.trip.computer import Trip, TripComputer, TripSettings
+from eccm.trip.segment import REDATE_STEP
 from tests.listeners import Events
 from tests.nmea_sentences import good_fix
 
@@ -209,27 +210,24 @@ def test_trip_ids_are_never_reused_even_when_the_clock_repeats_itself() -> None:
     # an earlier boot (whose clock started at the same time) used the next ids already
     taken = {trip_id_for(TRUE + 2), trip_id_for(TRUE + 3)}
     clock.advance(1.0)
-    hub.trip_taken = taken.__contains__
+    hub.reserve_trip_ids(taken)
     third = hub.begin_trip()
     assert third == trip_id_for(TRUE + 4)
     assert events.ends == [first, second]
 
 
-def test_the_recorder_knows_the_trip_ids_of_earlier_runs(tmp_path: Path) -> None:
-    cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
-    rec = Recorder(cfg, FakeClock())
+def test_the_store_knows_the_trip_ids_of_earlier_runs(tmp_path: Path) -> None:
     (tmp_path / "uploaded").mkdir()
     (tmp_path / "uploaded" / "car_20261122T010203Z_0001.tsv.gz").write_bytes(b"")
     (tmp_path / "car_20261122T020000Z_summary.json").write_text("{}")
     (tmp_path / ".eccm-sequence").write_text("car_20261122T030000Z_0002.tsv\n")
-    assert rec.trip_used("20261122T010203Z")
-    assert rec.trip_used("20261122T020000Z")
-    assert rec.trip_used("20261122T030000Z")
-    assert not rec.trip_used("20261122T040000Z")
-    assert not Recorder(
-        parse({"CAR_IDENTIFIER": "other", "RECORD_DIRECTORY_LOCATION": str(tmp_path)}),
-        FakeClock(),
-    ).trip_used("20261122T010203Z")
+    used = used_trip_ids(tmp_path, "car", ".tsv")
+    assert "20261122T010203Z" in used
+    assert "20261122T020000Z" in used
+    assert "20261122T030000Z" in used
+    assert "20261122T040000Z" not in used
+    assert "20261122T010203Z" not in used_trip_ids(tmp_path, "other", ".tsv")
+    assert used_trip_ids(tmp_path / "not-yet", "car", ".tsv") == frozenset()
 
 
 def test_the_trip_summary_is_checkpointed_every_few_seconds_of_monotonic_time() -> None:
@@ -270,7 +268,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
         rec = Recorder(cfg, FakeClock())
         clock = FakeClock(start=boot)
         hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
-        hub.trip_taken = rec.trip_used
+        hub.reserve_trip_ids(used_trip_ids(tmp_path, "car", ".tsv"))  # as the daemon does
         trip = hub.begin_trip()
         assert trip not in trips, f"day {day}: trip id {trip} reused"
         trips.append(trip)
@@ -280,7 +278,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
     rec = Recorder(cfg, FakeClock())
     lines = (tmp_path / ".eccm-sequence").read_text().splitlines()
     assert len(lines) < 150 + 3 * keep, "the ledger must stay bounded"
-    assert all(rec.trip_used(t) for t in trips)
+    assert used_trip_ids(tmp_path, "car", ".tsv") >= set(trips)
     # the highest file of an old trip is remembered: a reused id would continue after it
     assert next_seq("car", trips[0], rec._known_names()) == 12
     assert trim_ledger(["a", "b"], 5, 5) == ["a", "b"]
@@ -291,7 +289,7 @@ def test_a_ledger_line_torn_by_a_power_cut_does_not_swallow_the_next_name(tmp_pa
     rec = Recorder(cfg, FakeClock())
     (tmp_path / ".eccm-sequence").write_text("car_20261122T010000Z_0001.tsv\ncar_2026112")
     rec._ledger_add("car_20261122T020000Z_0001.tsv")
-    assert rec.trip_used("20261122T020000Z")
+    assert "20261122T020000Z" in used_trip_ids(tmp_path, "car", ".tsv")
     assert "car_20261122T020000Z_0001.tsv" in rec._ledger()
 
 

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+
+from eccm.app import Daemon
 from eccm.clock import FakeClock
+from eccm.config import parse
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, format_value, iso_utc, trip_id_for
 from eccm.timebase import TimeBase
+from eccm.trip.segment import TripSegmenter
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=("COOLANT_TEMP",), gps=True)
 
@@ -44,9 +51,10 @@ def fix_at(clock: FakeClock, gnss_time: float | None, lat: float | None = 45.0) 
     )
 
 
-def make() -> tuple[FakeClock, Hub, Collect]:
+def make(adopt_within: float = 30.0) -> tuple[FakeClock, Hub, Collect]:
     clock = FakeClock(start=1_800_000_000.0)
-    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
+    trips = TripSegmenter(adopt_within=adopt_within)
+    hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT, trips=trips)
     listener = Collect()
     hub.add_listener(listener)
     return clock, hub, listener
@@ -81,8 +89,7 @@ def test_gnss_only_rows_open_a_segment_and_are_dropped_during_an_engine_trip() -
 
 
 def test_a_young_gnss_segment_becomes_the_start_of_the_engine_trip() -> None:
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     gnss = hub.emit(engine=False)
     clock.advance(5)
     assert gnss is not None
@@ -91,8 +98,7 @@ def test_a_young_gnss_segment_becomes_the_start_of_the_engine_trip() -> None:
 
 
 def test_an_old_gnss_segment_ends_before_the_engine_trip() -> None:
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     gnss = hub.emit(engine=False)
     clock.advance(31)
     assert gnss is not None
@@ -109,8 +115,7 @@ def test_a_gnss_row_while_an_engine_trip_begins_opens_no_trip_that_never_ends() 
     row in that gap opened a GNSS-only trip that the engine trip then replaced without
     ending it (a stray one-row file and summary). The interleaving is forced here: the
     row comes from a listener of the trip end, which begin_trip calls in that gap."""
-    clock, hub, got = make()
-    hub.adopt_within = 30
+    clock, hub, got = make(adopt_within=30)
     old = hub.emit(engine=False)
     assert old is not None
     clock.advance(31)
@@ -261,3 +266,59 @@ def test_row_follows_the_header_and_leaves_unknowns_empty() -> None:
     row = LAYOUT.row(with_fix, "car")
     assert row[header.index("GPS_LATITUDE")] == "45"
     assert row[header.index("GPS_SPEED")] == "10"
+
+
+def test_a_listener_failing_at_a_trip_end_or_at_stop_does_not_stop_the_others() -> None:
+    class Broken(Collect):
+        def on_trip_end(self, trip_id: str) -> None:
+            raise RuntimeError("boom")
+
+        def stop(self) -> None:
+            raise RuntimeError("boom")
+
+    _clock, hub, _ = make()
+    good = Collect()
+    hub.add_listener(Broken())
+    hub.add_listener(good)
+    trip = hub.begin_trip()
+    hub.stop()
+    assert good.ends == [trip] and good.stopped
+
+
+def test_trip_ends_are_logged_with_their_reason(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(start=1_800_000_000.0)
+    hub = Hub(clock, 2.0, LAYOUT, trips=TripSegmenter(gnss_timeout=30.0))
+    caplog.set_level(logging.INFO, logger="eccm.hub")
+    gnss = hub.emit(engine=False)
+    clock.advance(31.0)
+    hub.end_idle_gnss_trip()
+    engine = hub.begin_trip()
+    clock.advance(1.0)
+    clock.set_wall(clock.time() + 3600.0)
+    stepped = hub.emit()
+    assert gnss is not None and stepped is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"trip {gnss.trip_id} ended: no position for over 30 s",
+        f"trip {engine} started",
+        f"the clock stepped by 3600 s: trip {engine} ends, the drive goes on as trip "
+        f"{stepped.trip_id}",
+    ]
+
+
+def test_the_daemon_never_reuses_the_trip_id_of_an_earlier_runs_file(tmp_path: Path) -> None:
+    """A Pi without a clock boots to the same second as a run whose file was uploaded
+    since: the new trip must not take that id (its S3 keys would be overwritten)."""
+    clock = FakeClock(start=1_800_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "car",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "ENABLE_SOCKET_SERVER": "no",
+        }
+    )
+    (tmp_path / "uploaded").mkdir()
+    taken = trip_id_for(clock.time())
+    (tmp_path / "uploaded" / f"car_{taken}_0001.tsv.gz").write_bytes(b"")
+    daemon = Daemon(cfg, clock)
+    daemon._build()  # wiring only: no thread starts
+    assert daemon.hub.begin_trip() == trip_id_for(clock.time() + 1.0)

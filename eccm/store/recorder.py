@@ -29,6 +29,7 @@ from eccm.config import Config
 from eccm.sample import Sample
 from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.store.ledger import LEDGER, Ledger
+from eccm.store.names import trip_ids
 from eccm.store.recovery import Leftovers, RecordDirError, Recovery, fsync_quiet, leftover_stems
 from eccm.store.rotation import Reason, RotationPolicy, flush_due
 from eccm.store.sidecar import StepHook
@@ -419,11 +420,6 @@ class Recorder:
         with self._lock:
             self._listeners.append(fn)
 
-    def trip_used(self, trip_id: str) -> bool:
-        """Whether any file of this car ever carried ``trip_id`` (data files, sidecars,
-        trip summaries, here, under uploaded/ or in the ledger of sequence numbers)."""
-        return self._names.trip_used(trip_id)
-
     def start(self) -> None:
         """Finish what a crash left behind, then start the writer thread."""
         with self._lock:
@@ -573,6 +569,24 @@ class Recorder:
                 fn(path)
             except Exception:
                 log.exception("closed-file listener %r failed for %s", fn, path.name)
+
+
+def used_trip_ids(directory: Path, car: str, ext: str) -> frozenset[str]:
+    """The trip ids any file of ``car`` ever carried: data files, sidecars, parts and trip
+    summaries in ``directory`` and under uploaded/, and the ledger of sequence numbers.
+
+    Read once at start-up, before any thread writes or moves a file (the uploader moves
+    files to uploaded/ between two directory listings); every trip id after that is
+    handed out by this run's trip segmenter, which keeps them.
+    """
+    try:
+        names = Ledger(directory, car, ext, _LEDGER_KEEP, _LEDGER_TRIPS).known_names()
+    except OSError as exc:
+        # The recorder reports an unusable directory itself (and retries); the daemon
+        # still starts, with trip ids unique within this run.
+        log.warning("could not read the file names in %s: %s", directory, _why(exc))
+        return frozenset()
+    return frozenset(trip_ids(car, names))
 
 
 def _why(exc: BaseException) -> str:
