@@ -133,7 +133,7 @@ class Daemon:
             self.trip,
             interval=cfg.obd_dtc_interval,
             clock=self.clock,
-            trip=lambda: hub.trip if hub.engine_trip else None,
+            trip=lambda: hub.engine_trip_id,
             now=hub.now,
         )
         if cfg.enable_socket_server:

@@ -212,6 +212,12 @@ class Hub:
         with self._lock:
             return self._trips.engine
 
+    @property
+    def engine_trip_id(self) -> str | None:
+        """The running engine trip's id, read in one step (None: no engine trip)."""
+        with self._lock:
+            return self._trips.trip if self._trips.engine else None
+
     # -- readers -----------------------------------------------------------------------
     def fresh_fix(self) -> Fix | None:
         with self._lock:

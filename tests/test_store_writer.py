@@ -61,7 +61,7 @@ class Parts:
         self.closed: list[Path] = []
         self.drops = DropCounter(60.0)
         self.trouble = DiskTrouble(clock, self.drops, 10, lambda: True)
-        ledger = Ledger(d, CAR, ext, 512, 20_000)
+        ledger = Ledger(d, 512, 20_000)
         hook = steps.append if steps is not None else (lambda step: None)
         sealer = Sealer(
             car=CAR,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from pathlib import Path
 
 from eccm.store import sidecar
-from eccm.store.names import UPLOADED_DIR, parse_stem, trim_ledger, trip_ids
+from eccm.store.names import UPLOADED_DIR, trim_ledger
 
 LEDGER = ".eccm-sequence"
 
@@ -25,21 +24,10 @@ class Ledger:
     name, at most ``trips_keep`` of them), for years of trips.
     """
 
-    def __init__(self, directory: Path, car: str, ext: str, keep: int, trips_keep: int) -> None:
+    def __init__(self, directory: Path, keep: int, trips_keep: int) -> None:
         self._dir = directory
-        self._car = car
-        self._ext = ext
         self._keep = keep
         self._trips_keep = trips_keep
-        self._lock = threading.Lock()
-        self._trip_ids: set[str] | None = None  # trip ids of every file ever named (lazy)
-
-    def trip_used(self, trip_id: str) -> bool:
-        """Whether any file of this car ever carried ``trip_id``."""
-        with self._lock:
-            if self._trip_ids is None:
-                self._trip_ids = trip_ids(self._car, self.known_names())
-            return trip_id in self._trip_ids
 
     def known_names(self) -> list[str]:
         names: list[str] = []
@@ -60,10 +48,6 @@ class Ledger:
 
     def add(self, name: str) -> None:
         """Record ``name`` durably (fsynced) before a file of that name is created."""
-        parsed = parse_stem(name, self._ext)
-        with self._lock:
-            if self._trip_ids is not None and parsed is not None:
-                self._trip_ids.add(parsed[1])
         path = self._dir / LEDGER
         text = self.text()
         names = text.splitlines()

@@ -348,7 +348,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._names = Ledger(self._dir, car, self._ext, _LEDGER_KEEP, _LEDGER_TRIPS)
+        self._names = Ledger(self._dir, _LEDGER_KEEP, _LEDGER_TRIPS)
         self._drops = DropCounter(_REPORT_EVERY)
         self._trouble = DiskTrouble(
             clock, self._drops, queue_size, lambda: threading.current_thread() is self._thread
@@ -580,7 +580,7 @@ def used_trip_ids(directory: Path, car: str, ext: str) -> frozenset[str]:
     handed out by this run's trip segmenter, which keeps them.
     """
     try:
-        names = Ledger(directory, car, ext, _LEDGER_KEEP, _LEDGER_TRIPS).known_names()
+        names = Ledger(directory, _LEDGER_KEEP, _LEDGER_TRIPS).known_names()
     except OSError as exc:
         # The recorder reports an unusable directory itself (and retries); the daemon
         # still starts, with trip ids unique within this run.
