@@ -22,9 +22,6 @@ from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
 
-# The shared SeaweedFS servers (bound here: the project has no conftest.py).
-
-
 QUICK = S3Timeouts(connect=2.0, read=2.0, attempts=2)
 
 

@@ -30,9 +30,6 @@ from eccm.upload.steps import (
 from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 
-# The shared SeaweedFS servers (bound here: the project has no conftest.py).
-
-
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).with_name("uploader_run.py")
 

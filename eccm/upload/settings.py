@@ -31,13 +31,13 @@ class UploadSettings:
     region: str  # S3_SERVER_REGION
     access_key: str  # S3_SERVER_AK; empty: boto3's default credential chain
     secret_key: str = field(repr=False)  # S3_SERVER_SK
-    verify_tls: bool | str = True  # S3_VERIFY_TLS: yes, no, or a CA bundle's path
-    key_prefix: str = ""  # S3_KEY_PREFIX
-    delete_after_upload: bool = True  # S3_DELETE_AFTER_UPLOAD
-    sync_interval: float = 300.0  # S3_SYNC_INTERVAL
-    sync_jitter: float = 0.0  # S3_SYNC_JITTER
+    verify_tls: bool | str  # S3_VERIFY_TLS: yes, no, or a CA bundle's path
+    key_prefix: str  # S3_KEY_PREFIX
+    delete_after_upload: bool  # S3_DELETE_AFTER_UPLOAD
+    sync_interval: float  # S3_SYNC_INTERVAL
+    sync_jitter: float  # S3_SYNC_JITTER
     # The store owns the budget (MAX_LOCAL_STORAGE_MB, LOCAL_RETENTION_DAYS); bound to its
-    # keys here, the uploader only says when.
+    # keys here, the uploader only says when. None: no budget (settings made by hand).
     keep_disk: DiskKeeper | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -68,6 +68,9 @@ _MAX_WAIT = 5.0
 
 
 class Uploader:
+    """The upload's thread and its status: runs when the schedule says, on ``wake()``, and
+    once more at ``stop()``; ``run_once()`` for `eccm upload`. Runs never overlap."""
+
     def __init__(
         self,
         settings: UploadSettings | Config,
