@@ -38,7 +38,8 @@ from eccm import config as eccm_config  # noqa: E402
 from eccm.clock import SystemClock  # noqa: E402
 from eccm.sample import GPS_COLUMNS, format_value, iso_utc  # noqa: E402
 from eccm.sim.s3 import LocalS3  # noqa: E402
-from eccm.upload.uploader import UPLOAD_WORKERS, Uploader  # noqa: E402
+from eccm.upload.run import UPLOAD_WORKERS  # noqa: E402
+from eccm.upload.uploader import Uploader  # noqa: E402
 
 CAR = "bench-car"
 FAST = ("RPM", "SPEED", "THROTTLE_POS", "ENGINE_LOAD", "MAF", "INTAKE_PRESSURE")

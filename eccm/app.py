@@ -110,9 +110,10 @@ class Daemon:
         )
         self.hub.add_listener(self.trip)
         if cfg.s3_enabled:
+            from eccm.upload.settings import UploadSettings
             from eccm.upload.uploader import Uploader
 
-            self.uploader = Uploader(cfg, self.corrected_clock)
+            self.uploader = Uploader(UploadSettings.from_config(cfg), self.corrected_clock)
             uploader = self.uploader
             if self.recorder is not None:
                 self.recorder.add_closed_listener(lambda _path: uploader.wake())

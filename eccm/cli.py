@@ -130,7 +130,10 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
     Returns 0 when nothing is left to upload, 1 otherwise (the reason on stderr), 2 when
     S3 is not configured, 130 when interrupted.
     """
-    if not cfg.s3_enabled:
+    from eccm.upload.settings import UploadSettings
+
+    settings = UploadSettings.from_config(cfg)
+    if not settings.enabled:
         print(
             "eccm upload: S3_SERVER_ENDPOINT is empty, so uploads are off: set it (and "
             "S3_SERVER_BUCKET) in the configuration",
@@ -140,11 +143,10 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from eccm.clock import SystemClock
-    from eccm.upload.keys import car_prefix
     from eccm.upload.uploader import Uploader
 
     # log_outcome=False: the outcome is printed below, not logged across the bar.
-    uploader = Uploader(cfg, SystemClock(), log_outcome=False)
+    uploader = Uploader(settings, SystemClock(), log_outcome=False)
     waiting = uploader.queue_length()
     try:
         with tqdm(
@@ -156,7 +158,7 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
         # was in flight is found in the bucket (or sent again) by the next run.
         print(
             f"eccm upload: interrupted; {uploader.queue_length()} file(s) still waiting in "
-            f"{cfg.record_dir}, nothing lost: run it again to finish",
+            f"{settings.record_dir}, nothing lost: run it again to finish",
             file=sys.stderr,
         )
         return 130
@@ -167,16 +169,16 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
         print(f"eccm upload: {reason}", file=sys.stderr)
     if report.remaining:
         print(
-            f"eccm upload: {report.remaining} file(s) still waiting in {cfg.record_dir}",
+            f"eccm upload: {report.remaining} file(s) still waiting in {settings.record_dir}",
             file=sys.stderr,
         )
         return 1
     if not waiting and not report.uploaded:
-        print(f"nothing to upload in {cfg.record_dir}")
+        print(f"nothing to upload in {settings.record_dir}")
         return 0
     print(
-        f"uploaded {report.uploaded} file(s) to s3://{cfg.s3_server_bucket}/"
-        f"{car_prefix(cfg.s3_key_prefix, cfg.car_identifier)}; nothing left"
+        f"uploaded {report.uploaded} file(s) to s3://{settings.bucket}/{settings.car_prefix}; "
+        "nothing left"
     )
     return 0
 

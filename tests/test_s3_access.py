@@ -189,7 +189,7 @@ def test_a_key_without_multipart_listing_or_delete_rights_still_uploads(
     make_closed_file(tmp_path, seq=2)
     again = Uploader(cfg, SystemClock(), timeouts=QUICK)
     assert again.run_once().uploaded == 1
-    assert again._conditional is True
+    assert again.conditional is True
 
 
 def test_https_against_a_plain_http_server_says_so(s3_http: LocalS3, tmp_path: Path) -> None:

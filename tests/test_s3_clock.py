@@ -58,10 +58,11 @@ def test_a_clock_years_behind_is_named_nothing_is_deleted_and_the_files_follow_l
     cfg = make_config(tmp_path, s3_http)
     files = [make_closed_file(tmp_path, seq=i) for i in (1, 2)]
     before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
-    up = Uploader(cfg, FakeClock(start=PI_EPOCH.timestamp()), timeouts=QUICK)
     # The first request is the probe, or (probe done before the clock went wrong) the
     # conditional PUT, or the HEAD that servers without conditional create get first.
-    up._conditional = conditional
+    up = Uploader(
+        cfg, FakeClock(start=PI_EPOCH.timestamp()), timeouts=QUICK, conditional=conditional
+    )
 
     report = up.run_once()
     assert report.uploaded == 0 and report.remaining == 2

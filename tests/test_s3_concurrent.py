@@ -62,14 +62,14 @@ import eccm.upload.uploader
 _run_once = eccm.upload.uploader.Uploader.run_once
 
 def _gated(self, *args, **kwargs):
-    self._get_client()  # boto3 takes a while to import and build: before the gate
+    self.client()  # boto3 takes a while to import and build: before the gate
     fd = int(os.environ["ECCM_TEST_READY_FD"])
     os.write(fd, b"ready")
     sys.stdin.buffer.read()  # returns when the test closes the write end: go
     try:
         return _run_once(self, *args, **kwargs)
     finally:
-        os.write(fd, b" conditional=%r" % (self._conditional,))
+        os.write(fd, b" conditional=%r" % (self.conditional,))
         os.close(fd)
 
 eccm.upload.uploader.Uploader.run_once = _gated
@@ -239,7 +239,7 @@ def test_uploaders_racing_on_one_folder_put_every_file_once(
 
     # The daemon's uploader, in this process, client built like theirs.
     daemon = Uploader(cfg, SystemClock())
-    daemon._get_client()
+    daemon.client()
     reports: list[UploadReport] = []
     runner = threading.Thread(target=lambda: reports.append(daemon.run_once()), name="daemon")
     caplog.set_level(logging.DEBUG, logger="eccm")
@@ -267,7 +267,7 @@ def test_uploaders_racing_on_one_folder_put_every_file_once(
         assert read_to_end(fd) == b" conditional=True"
     assert reports, "the in-process uploader never finished"
     assert reports[0].ok, reports[0]
-    assert daemon._conditional is True
+    assert daemon.conditional is True
     assert daemon.queue_length() == 0
     problems = [
         r for r in caplog.records if r.name.startswith("eccm") and r.levelno >= logging.WARNING
@@ -313,7 +313,7 @@ def test_a_probe_deleted_by_another_process_between_our_two_puts_is_not_misread(
     cfg = s3server.make_config(tmp_path, s3_http)
     make_closed_file(tmp_path, seq=1)
     up = Uploader(cfg, SystemClock())
-    client = up._get_client()
+    client = up.client()
     other = s3_http.client()
     shared = probe_key(cfg.s3_key_prefix, CAR)
     puts: list[str] = []
@@ -326,7 +326,7 @@ def test_a_probe_deleted_by_another_process_between_our_two_puts_is_not_misread(
     client.meta.events.register("before-parameter-build.s3.PutObject", the_other_process_ends)
     report = up.run_once()
     assert report.ok, report
-    assert up._conditional is True
+    assert up.conditional is True
     assert puts.count(shared) == 2  # the window was really hit
     # Asked again on a key of its own, then tidied: nothing but the file's two objects.
     assert len(bucket_objects(s3_http, cfg)) == 2

@@ -66,10 +66,14 @@ def test_many_runs_over_a_flapping_link_deliver_every_file_exactly_once(
         p = make_closed_file(tmp_path, seq=seq, rows=100 + 41 * seq)
         files[p.name] = p.read_bytes()
     # One attempt per request: every fault reaches the uploader's own logic.
-    up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=2, attempts=1))
     # None: probed (SeaweedFS honours If-None-Match); False: as on a server that does not,
     # a HEAD before each PUT.
-    up._conditional = conditional
+    up = Uploader(
+        cfg,
+        SystemClock(),
+        timeouts=S3Timeouts(connect=2, read=2, attempts=1),
+        conditional=conditional,
+    )
     runs = 0
     while up.queue_length() and runs < 60:
         report = up.run_once()

@@ -33,6 +33,7 @@ from eccm.upload.keys import (
 )
 from eccm.upload.s3client import S3Timeouts, classify, is_aws
 from eccm.upload.schedule import FAILURE_BACKOFF_CAP, failure_backoff, next_delay
+from eccm.upload.settings import UploadSettings
 
 SHA = "ab" * 32
 
@@ -184,6 +185,7 @@ RAW = {
     "S3_SERVER_SK": "b",
 }
 CFG = eccm_config.parse(RAW)
+SETTINGS = UploadSettings.from_config(CFG)
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -220,7 +222,7 @@ def _client_error(code: str, status: int) -> ClientError:
 def test_classify_names_the_cause_and_the_fix(
     exc: Exception, kind: str, transient: bool, words: str
 ) -> None:
-    f = classify(exc, CFG, S3Timeouts(connect=3, read=4))
+    f = classify(exc, SETTINGS, S3Timeouts(connect=3, read=4))
     assert (f.kind, f.transient) == (kind, transient)
     assert words in f.message
     assert "files are kept" in f.message
@@ -250,7 +252,7 @@ def test_a_refusal_from_a_server_whose_date_is_years_away_blames_the_clock(code:
     # Servers answer a request signed at a wrong time in different ways, and a HEAD's
     # refusal carries no code at all; the answer's Date header tells.
     server_time = datetime.now(UTC) + timedelta(days=3650)
-    f = classify(_answer(code, 403, "HeadObject", server_time), CFG)
+    f = classify(_answer(code, 403, "HeadObject", server_time), SETTINGS)
     assert f.kind == "clock"
     assert "10 years behind the server's" in f.message
     assert "set the system time" in f.message and "files are kept" in f.message
@@ -268,13 +270,13 @@ def test_a_refusal_from_a_server_on_time_keeps_its_own_cause(
     code: str, kind: str, words: str
 ) -> None:
     near = datetime.now(UTC) + timedelta(minutes=3)
-    f = classify(_answer(code, 403, "HeadObject", near), CFG)
+    f = classify(_answer(code, 403, "HeadObject", near), SETTINGS)
     assert f.kind == kind and words in f.message
 
 
 def test_request_time_too_skewed_says_by_how_much_when_the_server_tells() -> None:
     ahead = datetime.now(UTC) - timedelta(hours=5)
-    f = classify(_answer("RequestTimeTooSkewed", 403, "PutObject", ahead), CFG)
+    f = classify(_answer("RequestTimeTooSkewed", 403, "PutObject", ahead), SETTINGS)
     assert f.kind == "clock"
     assert "5 hours ahead of the server's" in f.message
 
@@ -302,7 +304,7 @@ def test_network_failures_name_no_object_key() -> None:
         (dns, "(temporary failure in name resolution)"),
         (closed, "dropped before the answer"),
     ):
-        f = classify(exc, CFG)
+        f = classify(exc, SETTINGS)
         assert (f.kind, f.transient) == ("offline", True)
         assert words in f.message, f.message
         assert "date%3D" not in f.message and "0x7f" not in f.message
@@ -320,7 +322,7 @@ def test_a_certificate_out_of_its_dates_blames_the_clock(text: str, words: str) 
         endpoint_url="https://s3.example.net/b/k",
         error=f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {text} (_ssl.c:1)",
     )
-    f = classify(exc, CFG)
+    f = classify(exc, SETTINGS)
     assert f.kind == "clock" and words in f.message
     assert "S3_VERIFY_TLS" not in f.message
 
@@ -348,14 +350,14 @@ def test_a_wrong_region_is_not_blamed_on_the_keys(
         {"Error": {"Code": code, **error}, "ResponseMetadata": {"HTTPStatusCode": status}},
         "PutObject",
     )
-    f = classify(exc, CFG)
+    f = classify(exc, SETTINGS)
     assert f.kind == "region"
     assert "set S3_SERVER_REGION" in f.message and words in f.message
     assert "S3_SERVER_SK" not in f.message
 
 
 def test_a_malformed_authorization_without_region_stays_a_credentials_problem() -> None:
-    f = classify(_client_error("AuthorizationHeaderMalformed", 400), CFG)
+    f = classify(_client_error("AuthorizationHeaderMalformed", 400), SETTINGS)
     assert f.kind == "credentials"
 
 
@@ -373,7 +375,7 @@ def test_an_invalid_bucket_name_is_a_configuration_problem_not_a_network_one() -
     with pytest.raises(Exception) as err:
         client.head_object(Bucket="car logs", Key="k")
     # (replace: config.py may well refuse such a name one day, which is better still)
-    cfg = dataclasses.replace(CFG, s3_server_bucket="car logs")
-    f = classify(err.value, cfg)
+    settings = dataclasses.replace(SETTINGS, bucket="car logs")
+    f = classify(err.value, settings)
     assert (f.kind, f.transient) == ("bucket", False)
     assert "S3_SERVER_BUCKET='car logs' is not a valid bucket name" in f.message

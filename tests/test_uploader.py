@@ -22,9 +22,6 @@ from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, get_object, list_objects, make_closed_file, make_config
 
-# The shared SeaweedFS servers (bound here: the project has no conftest.py).
-
-
 QUICK = S3Timeouts(connect=2.0, read=2.0, attempts=2)
 
 
@@ -129,12 +126,11 @@ def test_different_content_under_the_same_name_is_kept_not_overwritten(
     s3_http: LocalS3, tmp_path: Path, conditional: bool
 ) -> None:
     cfg = make_config(tmp_path, s3_http)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
     first = make_closed_file(tmp_path, seq=5, rows=10)
     original = first.read_bytes()
-    up.run_once()
+    assert Uploader(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1
     # A server without conditional create gets a HEAD before each PUT instead.
-    up._conditional = conditional
+    up = Uploader(cfg, SystemClock(), timeouts=QUICK, conditional=conditional)
 
     other = make_closed_file(tmp_path, seq=5, rows=11)
     report = up.run_once()

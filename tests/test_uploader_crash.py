@@ -19,19 +19,16 @@ from eccm import config as eccm_config
 from eccm.clock import SystemClock
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix, probe_key
-from eccm.upload.uploader import (
+from eccm.upload.steps import (
     AFTER_DELETE_DATA,
     AFTER_PUT,
     BEFORE_DELETE,
     BEFORE_PUT,
     DURING_PUT,
     STEPS,
-    Uploader,
 )
+from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
-
-# The shared SeaweedFS servers (bound here: the project has no conftest.py).
-
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).with_name("uploader_run.py")

@@ -2,7 +2,7 @@
 
 Run as a script with a configuration (JSON object of config.ini keys) it uploads every
 closed file once and exits 0 when nothing is left, 1 otherwise. ``--die-at STEP`` (one of
-``eccm.upload.uploader.STEPS``) gives the Uploader a step hook that SIGKILLs this process the
+``eccm.upload.steps.STEPS``) gives the Uploader a step hook that SIGKILLs this process the
 first time any upload gets to that step, as a power cut would: no cleanup of any kind.
 """
 
@@ -16,7 +16,9 @@ import sys
 
 from eccm.clock import SystemClock
 from eccm.config import parse
-from eccm.upload.uploader import STEPS, Uploader
+from eccm.upload.settings import UploadSettings
+from eccm.upload.steps import STEPS
+from eccm.upload.uploader import Uploader
 
 
 def main() -> int:
@@ -29,7 +31,8 @@ def main() -> int:
         if step == args.die_at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    report = Uploader(parse(json.loads(args.config)), SystemClock(), step_hook=hook).run_once()
+    settings = UploadSettings.from_config(parse(json.loads(args.config)))
+    report = Uploader(settings, SystemClock(), step_hook=hook).run_once()
     return 0 if report.ok else 1
 
 

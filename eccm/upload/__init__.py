@@ -1,1 +1,2 @@
-"""Uploads: planning and S3 keys (pure), the S3 client, the uploader thread."""
+"""Uploads: which files and keys (pure), when (pure schedule), what a verified object is
+(pure), one object sent and proven, one file sent and archived, one run, the thread."""

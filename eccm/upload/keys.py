@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from eccm.errors import UploadError
 from eccm.store.names import (
@@ -36,12 +36,35 @@ PROBE_NAME = "_eccm_probe"
 
 
 @dataclass(frozen=True)
+class Job:
+    """One file of a run: a data file with its sidecar, the sidecar left of one whose data
+    object is verified (``orphan``), or a trip summary."""
+
+    kind: Literal["orphan", "data", "summary"]
+    name: DataName | SummaryName
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one upload run has to do, oldest first."""
 
     ready: tuple[DataName, ...]  # data file and sidecar both present: upload them
     orphan_sidecars: tuple[DataName, ...]  # sidecar left after its data file was archived
     summaries: tuple[SummaryName, ...] = ()  # finished trip summaries
+
+    @property
+    def waiting(self) -> int:
+        """Files waiting for upload, including those whose data object is verified and
+        whose sidecar still has to go up."""
+        return len(self.ready) + len(self.summaries) + len(self.orphan_sidecars)
+
+    def jobs(self) -> list[Job]:
+        """In the order they are sent: orphan sidecars first (each finishes a file that is
+        already in the bucket), then data files, then trip summaries, each oldest first."""
+        jobs = [Job("orphan", dn) for dn in self.orphan_sidecars]
+        jobs += [Job("data", dn) for dn in self.ready]
+        jobs += [Job("summary", sn) for sn in self.summaries]
+        return jobs
 
 
 def plan(names: Iterable[str]) -> Plan:

@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from eccm.config import Config
+from eccm.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +37,16 @@ def is_aws(endpoint: str) -> bool:
     return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
-def verify_arg(cfg: Config) -> bool | str:
-    return cfg.s3_verify_tls
-
-
-def build_client(cfg: Config, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Any:
-    """A boto3 S3 client configured for ``cfg`` (no request is sent)."""
+def build_client(s: UploadSettings, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Any:
+    """A boto3 S3 client configured for ``s`` (no request is sent)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
     boto_cfg = BotoConfig(
-        region_name=cfg.s3_server_region,
+        region_name=s.region,
         signature_version="s3v4",
         # Most S3-compatible servers only know path-style; AWS prefers virtual hosts.
-        s3={"addressing_style": "virtual" if is_aws(cfg.s3_server_endpoint) else "path"},
+        s3={"addressing_style": "virtual" if is_aws(s.endpoint) else "path"},
         # boto3 >= 1.36 adds CRC checksums (aws-chunked trailers) to every PUT by default,
         # which several S3-compatible servers reject; Content-MD5 does the job everywhere.
         request_checksum_calculation="when_required",
@@ -60,22 +56,18 @@ def build_client(cfg: Config, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Any:
         retries={"mode": "standard", "total_max_attempts": timeouts.attempts},
         tcp_keepalive=True,
     )
-    verify = verify_arg(cfg)
+    verify = s.verify_tls
     if verify is False:
         # One warning here instead of urllib3's warning on every request.
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-        log.warning(
-            "S3_VERIFY_TLS=no: the certificate of %s is not checked", cfg.s3_server_endpoint
-        )
+        log.warning("S3_VERIFY_TLS=no: the certificate of %s is not checked", s.endpoint)
     kwargs: dict[str, Any] = {}
-    if cfg.s3_server_ak:
-        kwargs["aws_access_key_id"] = cfg.s3_server_ak
-        kwargs["aws_secret_access_key"] = cfg.s3_server_sk
+    if s.access_key:
+        kwargs["aws_access_key_id"] = s.access_key
+        kwargs["aws_secret_access_key"] = s.secret_key
     # else boto3's default chain: environment, shared files, instance profile.
     session = boto3.session.Session()
-    return session.client(
-        "s3", endpoint_url=cfg.s3_server_endpoint, verify=verify, config=boto_cfg, **kwargs
-    )
+    return session.client("s3", endpoint_url=s.endpoint, verify=verify, config=boto_cfg, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -228,12 +220,14 @@ def _tls_clock_problem(text: str) -> str | None:
     return None
 
 
-def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> Failure:
+def classify(
+    exc: BaseException, s: UploadSettings, timeouts: S3Timeouts = DEFAULT_TIMEOUTS
+) -> Failure:
     """One sentence naming the cause and what to do."""
     from botocore import exceptions as bx
 
-    ep = cfg.s3_server_endpoint
-    bucket = cfg.s3_server_bucket
+    ep = s.endpoint
+    bucket = s.bucket
     text = str(exc)
     about_certificate = any(
         t in text.lower() for t in ("certificate verify failed", "certificate_verify_failed")
@@ -310,7 +304,7 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
             f"{_kept(False)}",
         )
     if isinstance(exc, bx.ClientError):
-        return _classify_answer(exc, ep, bucket, cfg)
+        return _classify_answer(exc, ep, bucket, s)
     if isinstance(exc, bx.ParamValidationError):
         # Refused by botocore before any request: the configuration, not the network.
         if "bucket name" in text.lower():
@@ -326,7 +320,7 @@ def classify(exc: BaseException, cfg: Config, timeouts: S3Timeouts = DEFAULT_TIM
     return Failure("other", True, f"{type(exc).__name__}: {_short(exc)}; {_kept(True)}")
 
 
-def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> Failure:
+def _classify_answer(exc: BaseException, ep: str, bucket: str, s: UploadSettings) -> Failure:
     """The server answered with an error."""
     code = error_code(exc)
     status = http_status(exc)
@@ -358,7 +352,7 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> F
         return Failure(
             "region",
             False,
-            f"{ep} refused S3_SERVER_REGION={cfg.s3_server_region!r} for bucket {bucket!r} "
+            f"{ep} refused S3_SERVER_REGION={s.region!r} for bucket {bucket!r} "
             f"({code or status}){hint}: set S3_SERVER_REGION to the bucket's region; "
             f"{_kept(False)}",
         )
@@ -378,7 +372,7 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, cfg: Config) -> F
         )
     if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
         operation = getattr(exc, "operation_name", "") or "a request"
-        prefix = cfg.s3_key_prefix.strip("/")
+        prefix = s.key_prefix.strip("/")
         where = f"{prefix}/*" if prefix else "the bucket"
         # A refused HEAD has no body, so no code: a wrong key looks the same.
         or_wrong = " (or the key or secret is wrong)" if operation == "HeadObject" else ""

@@ -1,0 +1,96 @@
+"""What a run did, what it means for the run and the user, and how loudly to say it.
+
+Pure: no I/O, no thread; the time is the injected clock's monotonic time, passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eccm.store.budget import MIB, DiskReport
+from eccm.upload.s3client import Failure
+
+# Every line the upload logs carries this logger name, whichever module of the package
+# writes it: users filter and grep their logs by it.
+LOGGER_NAME = "eccm.upload.uploader"
+
+# The same failure again within this many seconds is logged at DEBUG: a car offline for a
+# day retries every few minutes and must not fill its log with one sentence.
+QUIET_REPEAT = 60.0
+
+
+class FileKept(Exception):
+    """A problem of one file: it stays local, the run goes on with the others."""
+
+
+@dataclass
+class UploadReport:
+    uploaded: int = 0  # files now verified in the bucket (sent now, or found there)
+    already_present: int = 0  # of which the bucket already held (a retry after a crash)
+    bytes_sent: int = 0
+    kept: list[str] = field(default_factory=list)  # files kept for a reason of their own
+    remaining: int = 0  # closed files still waiting after the run
+    error: str | None = None  # why the run stopped, as logged
+    interrupted: bool = False  # out of time (the bounded last attempt at stop)
+    disk: DiskReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.kept and self.remaining == 0
+
+    def verified(self, sent: Sequence[int]) -> None:
+        """One file is verified in the bucket; ``sent``: the sizes of its objects that this
+        run sent (none: the bucket held them all, a retry after a crash)."""
+        self.uploaded += 1
+        self.bytes_sent += sum(sent)
+        if not sent:
+            self.already_present += 1
+
+    def problem(self) -> str | None:
+        """The one sentence for the log and STATUS: why the run stopped, or what it kept."""
+        if self.error is not None:
+            return self.error
+        if not self.kept:
+            return None
+        more = f" (and {len(self.kept) - 1} more)" if len(self.kept) > 1 else ""
+        return f"{len(self.kept)} file(s) not uploaded: {self.kept[0]}{more}"
+
+
+def aborts_run(failure: Failure) -> bool:
+    """Does a file's failure end the run? The network's and the configuration's do (the
+    next file would meet them too); a plain refusal of this file (e.g. too large for the
+    server) keeps this file only."""
+    return failure.kind != "other" or failure.transient
+
+
+@dataclass
+class OutcomeLog:
+    """How loudly each run's problem is logged: once, then quiet while it repeats.
+
+    ``loud=False``: the caller reports the outcome itself (`eccm upload` prints it), so the
+    log's copy goes to DEBUG instead of interleaving with the progress bar.
+    """
+
+    loud: bool = True
+    quiet_repeat: float = QUIET_REPEAT
+    _last: tuple[str, float] | None = None
+
+    def level(self, message: str | None, *, transient: bool, now: float) -> int | None:
+        """The level for ``message`` at monotonic ``now``; None: a good run, nothing to log
+        (and the next failure is news again)."""
+        if message is None:
+            self._last = None
+            return None
+        if not self.loud:
+            return logging.DEBUG
+        last = self._last
+        if last is not None and last[0] == message and now - last[1] < self.quiet_repeat:
+            return logging.DEBUG
+        self._last = (message, now)
+        return logging.WARNING if transient else logging.ERROR
+
+
+def human(size: int) -> str:
+    return f"{size / MIB:.1f} MB" if size >= MIB else f"{size / 1024:.0f} kB"
