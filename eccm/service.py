@@ -505,6 +505,20 @@ class Service:
             )
         return Values(self._backend.now(), out)
 
+    @needs(Scope.READ, "reading values")
+    def reads_car(self, caller: Caller, names: Sequence[str] | None) -> bool:
+        """Whether :meth:`values` of ``names`` would read the car (a name supported but not
+        logged, without a current value): a front end runs such a call where waiting does
+        no harm (a worker, not its event loop), and the others at once."""
+        if names is None:
+            return False  # every value: nothing unlogged is read
+        catalogue = self._catalogue()
+        unlogged = [n for n in names if (info := catalogue.get(n)) is not None and not info.logged]
+        if not unlogged:
+            return False  # the common GET: no copy of the current values
+        current = self._backend.values()
+        return any(n not in current for n in unlogged)
+
     @needs(Scope.READ, "watching values")
     def check_watch(self, caller: Caller, names: Sequence[str]) -> None:
         """Refuse a WATCH of these names: unknown, or not logged (streaming those would
