@@ -123,6 +123,39 @@ def test_pipelined_burst_is_answered_in_full(world: World) -> None:
     assert c.ask("PING") == {"class": "PONG"}
 
 
+def test_a_slow_dtc_read_holds_neither_the_watch_nor_the_order_of_replies(world: World) -> None:
+    """The DTC read runs on the connection's worker: LIVE lines go on while the car is
+    asked, and a PING sent after the DTC is answered after it."""
+    gate = world.backend.dtc_gate = threading.Event()
+    try:
+        c = world.connect(world.serve()).auth()
+        assert c.ask("WATCH RPM EVERY 0.1")["class"] == "WATCH"
+        c.send("DTC")
+        c.send("PING")
+        wait_until(world.backend.dtc_waiting.is_set, what="the DTC read to start")
+        assert [c.reply()["class"] for _ in range(3)] == ["LIVE"] * 3
+        gate.set()
+        seen: list[str] = []
+        while "PONG" not in seen:
+            seen.append(c.reply()["class"])
+        assert [x for x in seen if x != "LIVE"] == ["DTC", "PONG"]
+    finally:
+        gate.set()
+
+
+def test_stop_does_not_wait_for_a_call_on_the_car(world: World) -> None:
+    gate = world.backend.dtc_gate = threading.Event()
+    try:
+        c = world.connect(world.serve()).auth()
+        c.send("DTC")
+        wait_until(world.backend.dtc_waiting.is_set, what="the DTC read to start")
+        world.server.stop()
+        assert world.server.clients == 0  # the connection ended, the read still waits
+        assert not gate.is_set()
+    finally:
+        gate.set()
+
+
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.5")
     assert not is_loopback("192.0.2.1") and not is_loopback("::ffff:192.0.2.1")
@@ -334,7 +367,7 @@ def test_a_burst_of_connects_waits_in_the_listen_queue_without_syn_retransmits(
     socks: list[socket.socket] = []
     # The accept loop blocks on the server's lock right after its first accept, so every
     # other connect has to wait in the listen queue.
-    with world.server._lock:
+    with world.server._admission.lock:
         try:
             for _ in range(200):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
