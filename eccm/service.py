@@ -16,7 +16,7 @@ errors back into its wire format; every rule a user relies on is written here on
 - **Typed errors.** :class:`ServiceError` and one subclass per error code of SPEC §5; the
   OBD link's ``"code: message"`` errors are converted once, here (:func:`from_link_error`).
 
-What the service needs of the daemon is a :class:`Backend` (``control/backend.py`` has the
+What the service needs of the daemon is a :class:`Backend` (``backend.py`` has the
 one over the real parts; tests give an in-memory one). Calls may block (an on-demand read
 waits for the OBD link's queue): a front end calls them from a thread of its own.
 """

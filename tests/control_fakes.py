@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eccm.clock import Clock
-from eccm.control.backend import ClearResult, ValueInfo
 from eccm.control.client import hmac_proof
 from eccm.gnss.fix import Fix
 from eccm.sample import Reading
-from eccm.service import ServiceError
+from eccm.service import ClearResult, ServiceError, ValueInfo
 
 SECRET = "correct horse battery staple, a secret of 40+ chars"
 

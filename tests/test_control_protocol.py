@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from eccm import __version__
 from eccm.clock import FakeClock
-from eccm.control.backend import ClearResult
 from eccm.control.protocol import (
     ERROR_CODES,
     LINE_LIMIT_AFTER_AUTH,
@@ -27,7 +26,7 @@ from eccm.control.protocol import (
     encode,
 )
 from eccm.gnss.fix import Fix
-from eccm.service import Service, ServiceError
+from eccm.service import ClearResult, Service, ServiceError
 from tests.control_fakes import SECRET, FakeBackend, proof
 
 Reply = dict[str, Any]

@@ -22,10 +22,10 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.config import Config, parse
-from eccm.control.backend import ValueInfo
 from eccm.control.client import gen_secret, hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, is_loopback
 from eccm.errors import ConfigError
+from eccm.service import ValueInfo
 from tests.control_fakes import SECRET, Client, FakeBackend
 from tests.waiting import wait_until
 
