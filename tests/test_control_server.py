@@ -621,3 +621,40 @@ def test_read_secret_over_the_socket_reads_but_may_not_upload_or_clear(world: Wo
     full = world.connect(address).auth()  # the full secret: every scope, as before
     assert full.ask("UPLOAD") == {"class": "UPLOAD", "queued": 3}
     assert full.ask("DTC CLEAR")["class"] == "CONFIRM"
+
+
+def test_query_read_only_uses_the_read_secret(
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`eccm query --read-only` authenticates with SOCKET_SERVER_READ_SECRET: it reads, and
+    the server refuses what needs another scope."""
+    from eccm.cli import main
+
+    reader = "a read-only secret for the dashboard, 40+ characters"
+    monkeypatch.delenv("ECCM_SOCKET_SERVER_SECRET", raising=False)
+    monkeypatch.delenv("ECCM_SOCKET_SERVER_READ_SECRET", raising=False)
+    _host, port = world.serve(make_config(SOCKET_SERVER_READ_SECRET=reader))
+    config = tmp_path / "config.ini"
+    config.write_text(
+        f"[DEFAULT]\nCAR_IDENTIFIER=test-car\nSOCKET_SERVER_PORT={port}\n"
+        f"SOCKET_SERVER_SECRET={SECRET}\nSOCKET_SERVER_READ_SECRET={reader}\n"
+    )
+    assert main(["query", "--config", str(config), "--read-only", "GET", "RPM"]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "VALUES"
+    assert main(["query", "--config", str(config), "--read-only", "UPLOAD"]) == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "forbidden"
+    assert main(["query", "--config", str(config), "UPLOAD"]) == 0  # the full secret
+    assert json.loads(capsys.readouterr().out)["class"] == "UPLOAD"
+    # Without a config file, the environment gives it, as it gives SOCKET_SERVER_SECRET.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("ECCM_CONFIG", raising=False)
+    query = ["query", "--port", str(port), "--read-only", "STATUS"]
+    assert main(query) == 2
+    assert "SOCKET_SERVER_READ_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("ECCM_SOCKET_SERVER_READ_SECRET", reader)
+    assert main(query) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "STATUS"
