@@ -66,7 +66,7 @@ class Shared:
     admission: Admission
     throttle: LogThrottle
     stopping: threading.Event
-    ssl: ssl.SSLContext | None
+    tls: ssl.SSLContext | None  # None: plain TCP
     auth_timeout: float
     idle_timeout: float
     max_unread: int  # a watcher that leaves this much unread is dropped
@@ -121,11 +121,11 @@ class Connection:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-            if s.ssl is not None:
+            if s.tls is not None:
                 conn.settimeout(s.auth_timeout)
                 if not self._speaks_tls(conn):
                     return
-                sock = s.ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                sock = s.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 s.admission.wrapped(slot, sock)
                 if s.stopping.is_set() or slot.evicted:
                     return
@@ -143,7 +143,7 @@ class Connection:
                 credentials=s.credentials,
                 peer=peer,
                 address=slot.key,
-                plain_auth=s.ssl is not None or self._plain_auth,
+                plain_auth=s.tls is not None or self._plain_auth,
                 limiter=s.limiter,
                 # The handshake is part of the time to authenticate: 10 s from connect in all.
                 auth_timeout=max(0.0, s.auth_timeout - self._since_open()),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from eccm import __version__, replies
 from eccm.clock import Clock
@@ -126,6 +126,16 @@ class _Watch:
         every, names = self.every, self.names
         values = list(names) if names else None
         return {"class": "WATCH", "ok": True, "watching": True, "values": values, "every": every}
+
+    def live(self, service: Service, caller: Caller) -> dict[str, object]:
+        """The LIVE line due now (never a read from the car), or the error instead."""
+        try:
+            return replies.values("LIVE", service.values(caller, self.names, read_missing=False))
+        except ServiceError as exc:
+            return replies.error(exc.code, exc.message)
+        except Exception:
+            log.exception("WATCH values for %s failed", caller.name)
+            return replies.error("server_error", INTERNAL_ERROR)
 
     def sent(self, now: float) -> None:
         self.next_live += self.every
@@ -269,7 +279,7 @@ class Session:
                 log.info("control client %s idle for %.0f s: closing", self.peer, idle)
                 self._close("idle")
         elif self._watch is not None and now >= self._watch.next_live:
-            self._send_live(self._watch.names)
+            self._send(self._watch.live(self._service, self.caller))
             self._watch.sent(now)
 
     def next_deadline(self) -> float | None:
@@ -402,18 +412,6 @@ class Session:
             self._error(call.error.code, call.error.message, call.error.retry_after)
         elif call.reply is not None:
             self._send(call.reply)
-
-    def _send_live(self, names: Sequence[str] | None) -> None:
-        try:
-            values = self._service.values(self.caller, names, read_missing=False)
-        except ServiceError as exc:
-            self._error(exc.code, exc.message)
-            return
-        except Exception:
-            log.exception("WATCH values for %s failed", self.peer)
-            self._error("server_error", INTERNAL_ERROR)
-            return
-        self._send(replies.values("LIVE", values))
 
     # -- AUTH --------------------------------------------------------------------------
     def _settle(self, outcome: Outcome) -> None:

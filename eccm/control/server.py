@@ -155,7 +155,7 @@ class ControlServer:
             admission=self._admission,
             throttle=LogThrottle(self._clock),
             stopping=self._stopping,
-            ssl=ctx,
+            tls=ctx,
             auth_timeout=limits.auth_timeout,
             idle_timeout=limits.idle_timeout,
             max_unread=limits.max_unread,
