@@ -140,9 +140,9 @@ def real_daemon() -> Iterator[int]:
 @contextmanager
 def in_process() -> Iterator[int]:
     """A Hub fed by a thread in a tight loop, a DaemonBackend and the server, here."""
+    from eccm.backend import DaemonBackend
     from eccm.clock import SystemClock
     from eccm.config import parse
-    from eccm.control.backend import DaemonBackend
     from eccm.control.server import ControlServer
     from eccm.hub import Hub
     from eccm.sample import Layout, Reading

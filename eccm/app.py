@@ -25,10 +25,12 @@ from eccm.sample import Layout
 from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
+    from eccm.control.authlimit import AuthLimiter
     from eccm.control.server import ControlServer
     from eccm.gnss.source import GnssSource
     from eccm.obd.dtc_poller import DtcPoller
     from eccm.obd.link import ObdLink
+    from eccm.service import Credentials, Service
     from eccm.store.recorder import Recorder
     from eccm.trip.computer import TripComputer
     from eccm.trip.summary import SummaryWriter
@@ -78,6 +80,10 @@ class Daemon:
         self.trip: TripComputer | None = None
         self.summaries: SummaryWriter | None = None
         self.diagnostics: DtcPoller | None = None
+        # Built with the parts (start()): what every front end is handed.
+        self.service: Service | None = None
+        self.credentials: Credentials | None = None  # None: no SOCKET_SERVER_SECRET
+        self.auth_limiter: AuthLimiter | None = None
         self._disk_thread: threading.Thread | None = None
 
     # -- building ----------------------------------------------------------------------
@@ -137,21 +143,50 @@ class Daemon:
             trip=lambda: hub.engine_trip_id,
             now=hub.now,
         )
+        self._build_service()
         if cfg.enable_socket_server:
-            from eccm.control.backend import DaemonBackend
             from eccm.control.server import ControlServer
 
-            backend = DaemonBackend(
-                cfg=cfg,
-                hub=self.hub,
-                link=self.link,
-                recorder=self.recorder,
-                uploader=self.uploader,
-                started_at=self.started_at,
-                trip=self.trip,
-                gnss=self.gnss,
+            assert self.service is not None
+            self.server = ControlServer(
+                cfg,
+                self.service,
+                self.clock,
+                credentials=self.credentials,
+                limiter=self.auth_limiter,
             )
-            self.server = ControlServer(cfg, backend, self.clock)
+
+    def _build_service(self) -> None:
+        """The one service every front end calls (the socket now, the web page and MQTT
+        next), the one set of secrets they accept, and the one failure limiter they share
+        (a guesser gains nothing by switching door)."""
+        from eccm.backend import DaemonBackend
+        from eccm.control.authlimit import AuthLimiter
+        from eccm.errors import ConfigError
+        from eccm.service import Credentials, Service
+
+        cfg = self.cfg
+        backend = DaemonBackend(
+            cfg=cfg,
+            hub=self.hub,
+            link=self.link,
+            recorder=self.recorder,
+            uploader=self.uploader,
+            started_at=self.started_at,
+            trip=self.trip,
+            gnss=self.gnss,
+        )
+        self.service = Service(
+            backend, self.clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
+        )
+        if cfg.socket_server_secret:
+            try:
+                self.credentials = Credentials(
+                    cfg.socket_server_secret, cfg.socket_server_read_secret
+                )
+            except ValueError as exc:  # config.py refuses these already
+                raise ConfigError(f"control socket secrets: {exc}") from None
+        self.auth_limiter = AuthLimiter(self.clock)
 
     def _keep_disk_budget(self) -> None:
         """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""

@@ -112,10 +112,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         host = "127.0.0.1"
     port = args.port or (cfg.socket_server_port if cfg else 8765)
     tls = args.tls or bool(cfg and cfg.socket_tls)
-    secret = os.environ.get("ECCM_SOCKET_SERVER_SECRET") or (
-        cfg.socket_server_secret if cfg else None
-    )
-    return run_query(cfg, host, port, tls, args.cafile, list(args.words), secret)
+    # --read-only: the secret of the read scope, for a dashboard or a shared account.
+    key = "SOCKET_SERVER_READ_SECRET" if args.read_only else "SOCKET_SERVER_SECRET"
+    secret = os.environ.get(f"ECCM_{key}") or (getattr(cfg, key.lower()) if cfg else None)
+    return run_query(cfg, host, port, tls, args.cafile, list(args.words), secret, secret_key=key)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -232,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--port", type=int, help="port (default: SOCKET_SERVER_PORT)")
     q.add_argument("--tls", action="store_true", help="connect with TLS")
     q.add_argument("--cafile", metavar="PEM", help="CA or self-signed certificate to trust")
+    q.add_argument(
+        "--read-only",
+        action="store_true",
+        help="authenticate with SOCKET_SERVER_READ_SECRET (the read scope only)",
+    )
     q.add_argument("words", nargs="+", metavar="COMMAND", help="e.g. STATUS, GET RPM SPEED, DTC")
     q.set_defaults(func=cmd_query)
 

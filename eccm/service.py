@@ -16,7 +16,7 @@ errors back into its wire format; every rule a user relies on is written here on
 - **Typed errors.** :class:`ServiceError` and one subclass per error code of SPEC §5; the
   OBD link's ``"code: message"`` errors are converted once, here (:func:`from_link_error`).
 
-What the service needs of the daemon is a :class:`Backend` (``control/backend.py`` has the
+What the service needs of the daemon is a :class:`Backend` (``backend.py`` has the
 one over the real parts; tests give an in-memory one). Calls may block (an on-demand read
 waits for the OBD link's queue): a front end calls them from a thread of its own.
 """
@@ -504,6 +504,20 @@ class Service:
                 plain(reading.value), reading.unit, max(0, round((now - reading.at) * 1000))
             )
         return Values(self._backend.now(), out)
+
+    @needs(Scope.READ, "reading values")
+    def reads_car(self, caller: Caller, names: Sequence[str] | None) -> bool:
+        """Whether :meth:`values` of ``names`` would read the car (a name supported but not
+        logged, without a current value): a front end runs such a call where waiting does
+        no harm (a worker, not its event loop), and the others at once."""
+        if names is None:
+            return False  # every value: nothing unlogged is read
+        catalogue = self._catalogue()
+        unlogged = [n for n in names if (info := catalogue.get(n)) is not None and not info.logged]
+        if not unlogged:
+            return False  # the common GET: no copy of the current values
+        current = self._backend.values()
+        return any(n not in current for n in unlogged)
 
     @needs(Scope.READ, "watching values")
     def check_watch(self, caller: Caller, names: Sequence[str]) -> None:

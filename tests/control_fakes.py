@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eccm.clock import Clock
-from eccm.control.backend import ClearResult, ValueInfo
 from eccm.control.client import hmac_proof
 from eccm.gnss.fix import Fix
 from eccm.sample import Reading
-from eccm.service import ServiceError
+from eccm.service import ClearResult, ServiceError, ValueInfo
 
 SECRET = "correct horse battery staple, a secret of 40+ chars"
 
@@ -50,6 +49,9 @@ class FakeBackend:
         self.queued = 3
         self.upload_error: ServiceError | None = None
         self.fail_status = False
+        # Set: read_dtcs waits for it (a slow car), telling dtc_waiting that it does.
+        self.dtc_gate: threading.Event | None = None
+        self.dtc_waiting = threading.Event()
 
     def set(self, name: str, value: float | str | None, unit: str | None = None) -> None:
         with self._lock:
@@ -101,6 +103,9 @@ class FakeBackend:
         }
 
     def read_dtcs(self, timeout: float) -> Mapping[str, object]:
+        if self.dtc_gate is not None:
+            self.dtc_waiting.set()
+            self.dtc_gate.wait(60.0)
         if self.state != "connected":
             raise ServiceError("not_connected", "the OBD adapter is not connected")
         return self.dtcs

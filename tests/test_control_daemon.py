@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
+from eccm.backend import DaemonBackend, _ack
 from eccm.clock import FakeClock, SystemClock
 from eccm.config import Config, parse
-from eccm.control.backend import DaemonBackend, _ack
 from eccm.control.client import run_query
 from eccm.control.server import ControlServer
 from eccm.errors import DeviceError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
-from eccm.service import ServiceError
+from eccm.service import READ_ONLY, Caller, ServiceError
 from tests.control_fakes import SECRET, Client
 from tests.waiting import wait_until
 
@@ -425,3 +425,17 @@ def test_eccm_query_command_line(car: Car, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["obd"] == "connected"
+
+
+def test_the_daemon_hands_its_one_service_to_the_socket(car: Car) -> None:
+    """Every front end takes the daemon's one service, secrets and failure limiter: the
+    socket's session answers from the same service a web page or MQTT would call."""
+    daemon = car.daemon
+    assert daemon.service is not None and daemon.server is not None
+    assert daemon.server.service is daemon.service
+    assert daemon.credentials is not None and daemon.auth_limiter is not None
+    full = daemon.credentials.by_plain(SECRET)
+    assert full is not None and {s.value for s in full} == {"read", "control", "diagnose"}
+    assert daemon.credentials.by_plain("not the secret") is None
+    status = daemon.service.status(Caller("test", READ_ONLY))
+    assert status["obd"] == "connected"

@@ -13,20 +13,20 @@ from hypothesis import strategies as st
 
 from eccm import __version__
 from eccm.clock import FakeClock
-from eccm.control.backend import ClearResult
 from eccm.control.protocol import (
     ERROR_CODES,
     LINE_LIMIT_AFTER_AUTH,
     LINE_LIMIT_BEFORE_AUTH,
     TRANSITIONS,
     AuthLimiter,
+    Call,
     Event,
     Session,
     State,
     encode,
 )
 from eccm.gnss.fix import Fix
-from eccm.service import ServiceError
+from eccm.service import ClearResult, Service, ServiceError
 from tests.control_fakes import SECRET, FakeBackend, proof
 
 Reply = dict[str, Any]
@@ -43,27 +43,40 @@ def decode(data: bytes) -> list[Reply]:
 
 
 class Peer:
-    """A session and the fake world around it."""
+    """A session and the fake world around it. Calls that may wait are handed over as the
+    server hands them to a worker: parked in ``calls``, run by :meth:`pump` (after the
+    session has done all it can without them), or left for the test with ``park=True``."""
 
-    def __init__(self, *, plain_auth: bool = False, **kw: Any) -> None:
+    def __init__(self, *, plain_auth: bool = False, park: bool = False, **kw: Any) -> None:
         self.clock: FakeClock = kw.pop("clock", None) or FakeClock()
         self.backend: FakeBackend = kw.pop("backend", None) or FakeBackend(self.clock)
         address = kw.pop("address", "192.0.2.7")
+        service = Service(self.backend, self.clock, allow_dtc_clear=kw.pop("allow_dtc_clear", True))
+        self.calls: list[Call] = []
+        self.park = park
         self.session = Session(
-            self.backend,
+            service,
             SECRET,
             self.clock,
             peer=f"{address}:50000",
             address=address,
             plain_auth=plain_auth,
+            run_call=self.calls.append,
             **kw,
         )
         self.hello = decode(self.session.data_to_send())
 
+    def pump(self) -> None:
+        while True:
+            while self.session.step():
+                pass
+            if self.park or not self.calls:
+                return
+            self.calls.pop(0).run()
+
     def feed(self, data: bytes) -> list[Reply]:
         self.session.receive_data(data)
-        while self.session.step():
-            pass
+        self.pump()
         return decode(self.session.data_to_send())
 
     def line(self, text: str) -> list[Reply]:
@@ -78,8 +91,7 @@ class Peer:
         if seconds:
             self.clock.advance(seconds)
         self.session.tick()
-        while self.session.step():
-            pass
+        self.pump()
         return decode(self.session.data_to_send())
 
     def auth(self) -> Peer:
@@ -931,6 +943,78 @@ def test_watch_unknown_value() -> None:
 
 def test_watch_minimum_interval_is_accepted() -> None:
     assert authed().one("WATCH EVERY 0.1")["every"] == 0.1
+
+
+# -- calls that may wait on the car run off the step ------------------------------------
+def test_a_dtc_read_is_handed_over_and_later_lines_wait_for_its_reply() -> None:
+    p = authed(park=True)
+    assert p.feed(b"DTC\nPING\n") == []
+    assert [c.word for c in p.calls] == ["DTC"] and not p.calls[0].done
+    assert not p.session.step()  # the PING waits behind the DTC: replies keep their order
+    assert not p.session.wants_data  # and nothing more is read meanwhile
+    assert p.session.next_deadline() is None  # no idle timeout while the car is asked
+    p.calls.pop().run()
+    assert [r["class"] for r in p.tick(400)] == ["DTC", "PONG"]
+    assert not p.session.closed
+
+
+@pytest.mark.parametrize(
+    ("line", "waits"),
+    [("GET RPM SPEED", False), ("GET", False), ("GET NOPE", False), ("GET RPM FUEL_LEVEL", True),
+     ("STATUS", False), ("TRIP", False), ("GNSS", False), ("SUPPORTED", False),
+     ("UPLOAD", True), ("DTC", True), ("DTC CLEAR", True), ("DTC CLEAR CONFIRM 1234abcd", True)],
+)  # fmt: skip
+def test_which_calls_are_handed_over(line: str, waits: bool) -> None:
+    p = authed(park=True)
+    replies = p.line(line)
+    assert [c.word for c in p.calls] == ([line.split()[0]] if waits else [])
+    assert len(replies) == (0 if waits else 1)
+    assert p.backend.reads == []  # nothing read from the car on the step
+
+
+def test_live_lines_go_on_while_a_call_runs() -> None:
+    p = authed(park=True)
+    p.one("WATCH RPM EVERY 0.5")
+    assert [r["class"] for r in p.tick()] == ["LIVE"]
+    assert p.line("DTC") == []
+    assert [r["class"] for r in p.tick(0.5)] == ["LIVE"]
+    assert p.session.next_deadline() == pytest.approx(p.clock.monotonic() + 0.5)
+    p.calls.pop().run()
+    assert [r["class"] for r in p.tick()] == ["DTC"]
+
+
+def test_a_busy_reply_of_a_call_pauses_the_session() -> None:
+    p = authed(park=True)
+    p.backend.read_error = ServiceError("busy", "the adapter is logging", 0.6)
+    p.session.receive_data(b"GET FUEL_LEVEL\nPING\n")
+    p.pump()
+    p.calls.pop().run()
+    replies = p.tick()
+    assert [r.get("code") for r in replies] == ["busy"] and replies[0]["retry_after"] == 0.6
+    assert p.tick(0.5) == []
+    assert p.tick(0.1) == [{"class": "PONG"}]
+
+
+def test_a_session_closed_while_a_call_runs_drops_its_reply() -> None:
+    p = authed(park=True)
+    p.line("DTC CLEAR")
+    call = p.calls.pop()
+    p.session.abort("connection closed")
+    call.run()  # the worker finishes later: nobody is told
+    assert call.reply is not None and call.reply["class"] == "CONFIRM"
+    assert p.tick() == [] and p.session.closed and p.session.data_to_send() == b""
+
+
+def test_a_call_that_crashes_is_a_server_error(caplog: pytest.LogCaptureFixture) -> None:
+    p = authed()
+
+    def broken(timeout: float) -> Any:
+        raise RuntimeError("kaput")
+
+    p.backend.read_dtcs = broken  # type: ignore[method-assign]
+    error(p.one("DTC"), "server_error")
+    assert "kaput" in caplog.text and "DTC" in caplog.text
+    assert p.one("PING") == {"class": "PONG"}
 
 
 # -- the state table -----------------------------------------------------------------------

@@ -22,10 +22,10 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.config import Config, parse
-from eccm.control.backend import ValueInfo
 from eccm.control.client import gen_secret, hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, is_loopback
 from eccm.errors import ConfigError
+from eccm.service import ValueInfo
 from tests.control_fakes import SECRET, Client, FakeBackend
 from tests.waiting import wait_until
 
@@ -121,6 +121,39 @@ def test_pipelined_burst_is_answered_in_full(world: World) -> None:
     for _ in range(2000):
         assert c.reply()["class"] == "VALUES"
     assert c.ask("PING") == {"class": "PONG"}
+
+
+def test_a_slow_dtc_read_holds_neither_the_watch_nor_the_order_of_replies(world: World) -> None:
+    """The DTC read runs on the connection's worker: LIVE lines go on while the car is
+    asked, and a PING sent after the DTC is answered after it."""
+    gate = world.backend.dtc_gate = threading.Event()
+    try:
+        c = world.connect(world.serve()).auth()
+        assert c.ask("WATCH RPM EVERY 0.1")["class"] == "WATCH"
+        c.send("DTC")
+        c.send("PING")
+        wait_until(world.backend.dtc_waiting.is_set, what="the DTC read to start")
+        assert [c.reply()["class"] for _ in range(3)] == ["LIVE"] * 3
+        gate.set()
+        seen: list[str] = []
+        while "PONG" not in seen:
+            seen.append(c.reply()["class"])
+        assert [x for x in seen if x != "LIVE"] == ["DTC", "PONG"]
+    finally:
+        gate.set()
+
+
+def test_stop_does_not_wait_for_a_call_on_the_car(world: World) -> None:
+    gate = world.backend.dtc_gate = threading.Event()
+    try:
+        c = world.connect(world.serve()).auth()
+        c.send("DTC")
+        wait_until(world.backend.dtc_waiting.is_set, what="the DTC read to start")
+        world.server.stop()
+        assert world.server.clients == 0  # the connection ended, the read still waits
+        assert not gate.is_set()
+    finally:
+        gate.set()
 
 
 def test_loopback_detection() -> None:
@@ -334,7 +367,7 @@ def test_a_burst_of_connects_waits_in_the_listen_queue_without_syn_retransmits(
     socks: list[socket.socket] = []
     # The accept loop blocks on the server's lock right after its first accept, so every
     # other connect has to wait in the listen queue.
-    with world.server._lock:
+    with world.server._admission.lock:
         try:
             for _ in range(200):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -588,3 +621,40 @@ def test_read_secret_over_the_socket_reads_but_may_not_upload_or_clear(world: Wo
     full = world.connect(address).auth()  # the full secret: every scope, as before
     assert full.ask("UPLOAD") == {"class": "UPLOAD", "queued": 3}
     assert full.ask("DTC CLEAR")["class"] == "CONFIRM"
+
+
+def test_query_read_only_uses_the_read_secret(
+    world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`eccm query --read-only` authenticates with SOCKET_SERVER_READ_SECRET: it reads, and
+    the server refuses what needs another scope."""
+    from eccm.cli import main
+
+    reader = "a read-only secret for the dashboard, 40+ characters"
+    monkeypatch.delenv("ECCM_SOCKET_SERVER_SECRET", raising=False)
+    monkeypatch.delenv("ECCM_SOCKET_SERVER_READ_SECRET", raising=False)
+    _host, port = world.serve(make_config(SOCKET_SERVER_READ_SECRET=reader))
+    config = tmp_path / "config.ini"
+    config.write_text(
+        f"[DEFAULT]\nCAR_IDENTIFIER=test-car\nSOCKET_SERVER_PORT={port}\n"
+        f"SOCKET_SERVER_SECRET={SECRET}\nSOCKET_SERVER_READ_SECRET={reader}\n"
+    )
+    assert main(["query", "--config", str(config), "--read-only", "GET", "RPM"]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "VALUES"
+    assert main(["query", "--config", str(config), "--read-only", "UPLOAD"]) == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "forbidden"
+    assert main(["query", "--config", str(config), "UPLOAD"]) == 0  # the full secret
+    assert json.loads(capsys.readouterr().out)["class"] == "UPLOAD"
+    # Without a config file, the environment gives it, as it gives SOCKET_SERVER_SECRET.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("ECCM_CONFIG", raising=False)
+    query = ["query", "--port", str(port), "--read-only", "STATUS"]
+    assert main(query) == 2
+    assert "SOCKET_SERVER_READ_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("ECCM_SOCKET_SERVER_READ_SECRET", reader)
+    assert main(query) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "STATUS"

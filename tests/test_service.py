@@ -63,6 +63,7 @@ def reader() -> Caller:
 EXPECTED_SCOPES = {
     "supported": Scope.READ,
     "values": Scope.READ,
+    "reads_car": Scope.READ,
     "check_watch": Scope.READ,
     "position": Scope.READ,
     "status": Scope.READ,

@@ -110,16 +110,19 @@ def run_query(
     cafile: str | None,
     words: list[str],
     secret: str | None,
+    *,
+    secret_key: str = "SOCKET_SERVER_SECRET",
 ) -> int:
     """Authenticate, send ``words`` as one command, print the reply (WATCH: until Ctrl-C).
 
     ``DTC CLEAR`` asks for a confirmation (a line "yes" on standard input) and then sends
     ``DTC CLEAR CONFIRM <token>`` in the same session, since a token is bound to it.
+    ``secret_key`` names the key ``secret`` comes from, for the message when it is empty.
     """
     if not secret:
         print(
-            "eccm query: no secret: set SOCKET_SERVER_SECRET in the config or the "
-            "ECCM_SOCKET_SERVER_SECRET environment variable",
+            f"eccm query: no secret: set {secret_key} in the config or the "
+            f"ECCM_{secret_key} environment variable",
             file=sys.stderr,
         )
         return 2

@@ -1,0 +1,388 @@
+"""The daemon's parts as the service API sees them: :class:`DaemonBackend`.
+
+:class:`eccm.service.Service` (the one API every front end calls: the control socket, the
+web page, MQTT) only talks to a :class:`~eccm.service.Backend`; tests give it an in-memory
+one, the daemon a :class:`DaemonBackend` over the hub, the OBD link, the recorder and the
+uploader. It sits next to the service, not in a front end's package, since it serves them
+all. Every call may block (an on-demand read waits for the OBD link's queue), so a front
+end calls the service from a thread of its own. Failures are typed :class:`~eccm.service.ServiceError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
+
+from eccm.clock import Clock
+from eccm.config import Config
+from eccm.errors import DeviceError
+from eccm.gnss.fix import Fix
+from eccm.hub import Hub
+from eccm.sample import GPS_COLUMNS, GPS_UNITS, Plain, Reading, iso_utc
+from eccm.service import (
+    Busy,
+    ClearResult,
+    Forbidden,
+    NotConnected,
+    ServerError,
+    StatusReport,
+    ValueInfo,
+    dtc_codes,
+    from_link_error,
+)
+
+log = logging.getLogger(__name__)
+
+# Commands of the link's `supported` table that are not values GET can name: DTC services
+# have their own command, and the PID bitmaps only say what else is supported.
+_NOT_VALUES = frozenset({"GET_DTC", "CLEAR_DTC", "GET_CURRENT_DTC", "FREEZE_DTC"})
+_NOT_VALUE_PREFIXES = ("PIDS_", "MIDS_", "DTC_")
+
+
+# -- the real parts, as far as the backend uses them (structural, so that a part can be
+#    replaced by a test double and its module need not be imported here) ----------------
+class LinkLike(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def supported(self) -> Mapping[str, Any]: ...
+
+    def read(self, name: str, timeout: float = ...) -> Future[Reading]: ...
+
+    def read_dtcs(self, timeout: float = ...) -> Future[dict[str, Any]]: ...
+
+    def clear_dtcs(self, timeout: float = ...) -> Future[str]: ...
+
+
+class TripLike(Protocol):
+    def live(self) -> Mapping[str, object]: ...
+
+
+class GnssLike(Protocol):
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def rejected_times(self) -> int: ...
+
+
+class RecorderLike(Protocol):
+    @property
+    def current_file(self) -> str | None: ...
+
+    @property
+    def rows_in_file(self) -> int: ...
+
+    @property
+    def rows_dropped(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    def rotate_now(self) -> None: ...
+
+
+class UploaderLike(Protocol):
+    def wake(self) -> None: ...
+
+    def queue_length(self) -> int: ...
+
+    @property
+    def last_upload(self) -> str | None: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+
+def fix_readings(fix: Fix) -> dict[str, Reading]:
+    """A fix as GPS_* readings, in the data file's units."""
+    raw: tuple[Plain, ...] = (
+        None if fix.time_utc is None else iso_utc(fix.time_utc),
+        fix.latitude,
+        fix.longitude,
+        fix.altitude,
+        fix.speed,
+        fix.track,
+        fix.quality,
+        fix.satellites,
+        fix.hdop,
+    )
+    return {
+        name: Reading(value, GPS_UNITS[name][0] or None, fix.received)
+        for name, value in zip(GPS_COLUMNS, raw, strict=True)
+    }
+
+
+def _is_value_command(name: str) -> bool:
+    return name not in _NOT_VALUES and not name.startswith(_NOT_VALUE_PREFIXES)
+
+
+def _description(name: str, command: object | None) -> str:
+    desc = getattr(command, "desc", None)
+    if isinstance(desc, str):
+        return desc
+    try:
+        import obd
+
+        if obd.commands.has_name(name):
+            return str(obd.commands[name].desc)
+    except Exception:  # python-OBD is a dependency; a description is only a nicety
+        pass
+    return ""
+
+
+def _ack(answer: str) -> bool:
+    """Whether every ECU answered mode 04 positively (service 0x44).
+
+    The link gives one answer per ECU as hex bytes joined by "; ". A refusal is a negative
+    response ``7F 04 <NRC>`` (e.g. 22: conditions not correct, which many ECUs answer
+    while the engine runs).
+    """
+    answers = [a.strip().upper() for a in answer.split(";") if a.strip()]
+    return bool(answers) and all(a.replace(" ", "").startswith("44") for a in answers)
+
+
+class DaemonBackend:
+    """The backend over the running daemon's parts. ``link`` None: no OBD at all;
+    ``recorder`` None: FILE_RECORDING=no; ``uploader`` None: S3 sync is off; ``trip``
+    None: no trip computer."""
+
+    # Concurrent on-demand reads queued into the OBD link by all clients together: each
+    # one delays the logging loop, so a burst of clients must not starve it.
+    MAX_READS_IN_FLIGHT = 4
+    # The link's timeout bounds the wait for the adapter to take a request; once taken it
+    # runs to its end (bounded by python-OBD's own timeouts), so we wait this much longer.
+    RUN_MARGIN = 10.0
+
+    def __init__(
+        self,
+        *,
+        cfg: Config | None = None,
+        hub: Hub,
+        link: LinkLike | None,
+        recorder: RecorderLike | None = None,
+        uploader: UploaderLike | None = None,
+        started_at: float | None = None,
+        clock: Clock | None = None,
+        trip: TripLike | None = None,
+        gnss: GnssLike | None = None,
+    ) -> None:
+        self._gnss_source = gnss
+        self._cfg = cfg
+        self._trip = trip
+        self._hub = hub
+        self._link = link
+        self._recorder = recorder
+        self._uploader = uploader
+        self._clock: Clock = clock or hub.clock
+        self._started = self._clock.monotonic() if started_at is None else started_at
+        self._reads = threading.BoundedSemaphore(self.MAX_READS_IN_FLIGHT)
+        self._dtc = threading.Lock()
+        self._busy = 0  # requests this backend refused as busy (the link counts its own)
+        self._busy_lock = threading.Lock()
+        self._units: dict[str, str] = {}  # learnt from on-demand reads, for SUPPORTED
+        self._cache_key: object = None
+        self._cache: tuple[ValueInfo, ...] = ()
+        self._cache_lock = threading.Lock()
+
+    # -- values ------------------------------------------------------------------------
+    def now(self) -> float:
+        return self._hub.now()
+
+    def values(self) -> Mapping[str, Reading]:
+        out = self._hub.latest_values()
+        if self._hub.layout.gps:
+            fix = self._hub.fresh_fix()
+            if fix is not None and fix.has_position:
+                out.update(fix_readings(fix))
+        return out
+
+    def _supported(self) -> Mapping[str, Any]:
+        if self._link is None:
+            return {}
+        try:
+            return dict(self._link.supported)
+        except Exception:  # a link that is reconnecting may swap its table under us
+            log.debug("supported table not readable", exc_info=True)
+            return {}
+
+    def catalogue(self) -> Sequence[ValueInfo]:
+        layout = self._hub.layout
+        supported = self._supported()
+        key = (layout, tuple(supported), len(self._units))
+        with self._cache_lock:
+            if key == self._cache_key:
+                return self._cache
+        logged = layout.obd
+        out: list[ValueInfo] = []
+        for name in logged:
+            unit, desc = layout.info.get(name, ("", ""))
+            out.append(
+                ValueInfo(
+                    name,
+                    unit or self._units.get(name),
+                    desc or _description(name, supported.get(name)),
+                    True,
+                )
+            )
+        for name, command in supported.items():
+            if name in logged or not _is_value_command(name):
+                continue
+            out.append(ValueInfo(name, self._units.get(name), _description(name, command), False))
+        if layout.gps:
+            out.extend(
+                ValueInfo(name, GPS_UNITS[name][0] or None, GPS_UNITS[name][1], True)
+                for name in GPS_COLUMNS
+            )
+        result = tuple(out)
+        with self._cache_lock:
+            self._cache_key, self._cache = key, result
+        return result
+
+    def read(self, name: str, timeout: float) -> Reading:
+        link = self._require_link()
+        if not self._reads.acquire(blocking=False):
+            raise self._refuse_busy("too many on-demand reads in flight", 0.5)
+        try:
+            reading = self._wait(link.read(name, timeout), timeout, f"reading {name}")
+        finally:
+            self._reads.release()
+        if not isinstance(reading, Reading):
+            raise ServerError(f"the OBD link returned no reading for {name}")
+        if reading.unit:
+            self._units[name] = reading.unit
+        return reading
+
+    def obd_state(self) -> str:
+        if self._link is None:
+            return "disconnected"
+        try:
+            return str(self._link.state)
+        except Exception:
+            return "disconnected"
+
+    def gnss(self) -> Fix | None:
+        fix = self._hub.fresh_fix()
+        return fix if fix is not None and fix.has_position else None
+
+    # -- status ------------------------------------------------------------------------
+    def status(self) -> StatusReport:
+        facts = self._hub.facts()
+        rec, up = self._recorder, self._uploader
+        gnss = "off"
+        if self._hub.layout.gps:
+            gnss = "fix" if self.gnss() is not None else "no fix"
+        return {
+            "obd": self.obd_state(),
+            "protocol": facts.get("protocol"),
+            "adapter": facts.get("adapter"),
+            "vin": facts.get("vin"),
+            "fast_hz": _number(facts.get("fast_hz")),
+            "slow_hz": _number(facts.get("slow_hz")),
+            "trip": self._hub.trip,
+            "recording": None if rec is None else rec.current_file,
+            "rows": 0 if rec is None else rec.rows_in_file,
+            "rows_total": self._hub.rows,
+            # Rows the recorder lost (full disk, disk too slow), since the start.
+            "rows_dropped": 0 if rec is None else rec.rows_dropped,
+            "upload_queue": 0 if up is None else up.queue_length(),
+            "last_upload": None if up is None else up.last_upload,
+            # A recording problem (full disk) matters more than an upload one.
+            "last_error": (rec.last_error if rec is not None else None)
+            or (None if up is None else up.last_error),
+            "gnss": gnss,
+            "time_source": self._hub.timebase.source,
+            # Impossible GNSS values left empty (out of range, position jumps) and GNSS
+            # times not adopted (unconfirmed epochs, implausible dates): issue 10.
+            "gnss_dropped": None if self._gnss_source is None else self._gnss_source.dropped,
+            "gnss_time_rejected": self._hub.timebase.rejected
+            + (0 if self._gnss_source is None else self._gnss_source.rejected_times),
+            "uptime_s": round(self._clock.monotonic() - self._started, 1),
+            "ondemand_busy": self._busy_count(),
+        }
+
+    # -- DTCs ----------------------------------------------------------------------------
+    def read_dtcs(self, timeout: float) -> Mapping[str, object]:
+        link = self._require_link()
+        if not self._dtc.acquire(blocking=False):
+            raise self._refuse_busy("another DTC request is running", 1.0)
+        try:
+            raw = self._wait(link.read_dtcs(timeout), timeout, "reading DTCs")
+        finally:
+            self._dtc.release()
+        mil = raw.get("mil")
+        return {
+            "mil": mil if isinstance(mil, bool) else None,  # None: the car does not say
+            "stored": dtc_codes(raw.get("stored")),
+            "pending": dtc_codes(raw.get("pending")),
+        }
+
+    def clear_dtcs(self, timeout: float) -> ClearResult:
+        link = self._require_link()
+        if not self._dtc.acquire(blocking=False):
+            raise self._refuse_busy("another DTC request is running", 1.0)
+        try:
+            answer = self._wait(link.clear_dtcs(timeout), timeout, "clearing DTCs")
+        finally:
+            self._dtc.release()
+        text = "" if answer is None else str(answer)
+        return ClearResult(_ack(text), text)
+
+    # -- upload ------------------------------------------------------------------------
+    def upload_now(self) -> int:
+        if self._uploader is None:
+            raise Forbidden("uploads are off: S3_SERVER_ENDPOINT is empty")
+        if self._recorder is not None:
+            self._recorder.rotate_now()
+        self._uploader.wake()
+        return int(self._uploader.queue_length())
+
+    # -- trip computer -------------------------------------------------------------------
+    def trip(self) -> Mapping[str, object]:
+        if self._trip is None:
+            return {"active": False, "trip": None, "previous": None}
+        return self._trip.live()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _refuse_busy(self, why: str, retry_after: float) -> Busy:
+        with self._busy_lock:
+            self._busy += 1
+        return Busy(f"{why} (retry in {retry_after:g} s)", retry_after)
+
+    def _busy_count(self) -> int:
+        """On-demand requests refused as busy since start, here and by the OBD link."""
+        link_count = getattr(self._link, "busy_refusals", 0)  # test doubles may lack it
+        with self._busy_lock:
+            return self._busy + (link_count if isinstance(link_count, int) else 0)
+
+    def _require_link(self) -> LinkLike:
+        link = self._link
+        if link is None or self.obd_state() != "connected":
+            raise NotConnected("the OBD adapter is not connected")
+        return link
+
+    @classmethod
+    def _wait(cls, future: Future[Any], timeout: float, what: str) -> Any:
+        """The result of a request on the OBD link's queue; its errors made typed once, by
+        :func:`eccm.service.from_link_error` (the link's messages start with the code)."""
+        try:
+            return future.result(timeout + cls.RUN_MARGIN)
+        except (CancelledError, FutureTimeout, TimeoutError, DeviceError) as exc:
+            if isinstance(exc, (FutureTimeout, TimeoutError)) and not future.done():
+                future.cancel()
+            raise from_link_error(exc, what) from exc
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+__all__ = ["DaemonBackend", "fix_readings"]

@@ -1,0 +1,115 @@
+"""The control socket's request parser on its own: a line in, a typed request out."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eccm.control.requests import (
+    BEFORE_AUTH,
+    COMMANDS,
+    AuthHmac,
+    AuthPlain,
+    DtcClear,
+    DtcConfirm,
+    DtcRead,
+    Get,
+    Gnss,
+    Help,
+    Invalid,
+    Ping,
+    Quit,
+    Request,
+    Status,
+    Supported,
+    Trip,
+    Upload,
+    Watch,
+    WatchOff,
+    parse,
+)
+from eccm.service import SERVICE_CODES
+
+
+def p(text: str) -> Request:
+    return parse(text.encode())
+
+
+def bad(request: Request, code: str = "bad_request") -> Invalid:
+    assert isinstance(request, Invalid), request
+    assert request.code == code and request.message
+    return request
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("PING", Ping()),
+        ("ping and more", Ping()),  # extra words were always ignored here
+        ("Help", Help()),
+        ("quit", Quit()),
+        ("SUPPORTED", Supported()),
+        ("GNSS", Gnss()),
+        ("status", Status()),
+        ("TRIP", Trip()),
+        ("UPLOAD", Upload()),
+        ("DTC", DtcRead()),
+        ("dtc clear", DtcClear()),
+        ("DTC CLEAR CONFIRM 1A2b3C4d", DtcConfirm("1A2b3C4d")),  # the token as typed
+        ("GET", Get(None)),
+        ("get rpm SPEED rpm", Get(("RPM", "SPEED"))),
+        ("WATCH", Watch(None, 1.0)),
+        ("watch rpm every 0.5", Watch(("RPM",), 0.5)),
+        ("WATCH EVERY 0.1", Watch(None, 0.1)),
+        ("WATCH EVERY 3600", Watch(None, 3600.0)),
+        ("watch off", WatchOff()),
+        ("AUTH HMAC ABCDEF", AuthHmac("ABCDEF")),
+        ("auth hmac 00ff", AuthHmac("00ff")),
+        ("AUTH my secret  with spaces", AuthPlain("my secret  with spaces")),
+        ("  PING\t", Ping()),
+    ],
+)
+def test_valid_lines(line: str, expected: Request) -> None:
+    assert p(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["WATCH RPM EVERY 0.05", "WATCH EVERY 0", "WATCH EVERY nan", "WATCH EVERY inf",
+     "WATCH EVERY 1e9", "WATCH EVERY", "WATCH EVERY x", "WATCH EVERY 1 RPM",
+     "DTC READ", "DTC CLEAR NOW", "DTC CLEAR CONFIRM", "DTC CLEAR CONFIRM a b",
+     "SUPPORTED RPM", "TRIP now", "AUTH", "AUTH HMAC", "AUTH HMAC a b"],
+)  # fmt: skip
+def test_bad_arguments_name_their_command(line: str) -> None:
+    assert bad(p(line)).word == line.split()[0].upper()
+
+
+def test_lines_that_are_no_command_are_answered_in_any_state() -> None:
+    assert bad(p("")).word is None
+    assert bad(p(" \t ")).word is None
+    http = bad(p("GET / HTTP/1.1"))
+    assert http.word is None and http.close == "HTTP request" and "HTTP" in http.message
+
+
+def test_an_unknown_command_is_echoed_cut_short() -> None:
+    request = bad(p("FROB" + "Q" * 500 + " x"), "unknown_command")
+    assert request.word == "FROB" + "Q" * 500  # the gate still sees its word
+    assert len(request.message) < 80
+
+
+def test_a_plain_secret_never_shows_in_a_repr() -> None:
+    assert "hunter2" not in repr(p("AUTH hunter2"))
+
+
+def test_before_auth_words_are_commands() -> None:
+    assert BEFORE_AUTH <= COMMANDS
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_to_a_request(line: bytes) -> None:
+    request = parse(line.replace(b"\n", b" "))
+    if isinstance(request, Invalid):
+        assert request.code in SERVICE_CODES | {"unknown_command"}
+    else:
+        assert request.word in COMMANDS
