@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -173,6 +174,16 @@ class Client:
     def ask(self, text: str) -> Reply:
         self.send(text)
         return self.reply()
+
+    def ask_patiently(self, text: str, attempts: int = 20) -> Reply:
+        """``ask``, asked again after each ``busy`` reply's ``retry_after``, as a client
+        should (a loaded machine's adapter share may turn an on-demand read away)."""
+        for _ in range(attempts - 1):
+            reply = self.ask(text)
+            if reply.get("code") != "busy":
+                return reply
+            time.sleep(float(reply.get("retry_after", 0.1)))
+        return self.ask(text)
 
     def hello(self) -> Reply:
         hello = self.reply()

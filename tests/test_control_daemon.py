@@ -342,12 +342,12 @@ def test_dtc_clear_token_expires(at_standstill: Car) -> None:
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
-        token = c.ask("DTC CLEAR")["token"]
+        token = c.ask_patiently("DTC CLEAR")["token"]
         clock.offset += 30.5
-        assert c.ask(f"DTC CLEAR CONFIRM {token}")["code"] == "confirm_invalid"
-        token = c.ask("DTC CLEAR")["token"]
+        assert c.ask_patiently(f"DTC CLEAR CONFIRM {token}")["code"] == "confirm_invalid"
+        token = c.ask_patiently("DTC CLEAR")["token"]
         clock.offset += 29.0
-        assert c.ask(f"DTC CLEAR CONFIRM {token}")["class"] == "DTC_CLEARED"
+        assert c.ask_patiently(f"DTC CLEAR CONFIRM {token}")["class"] == "DTC_CLEARED"
         c.close()
     finally:
         server.stop()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from eccm.backend import DaemonBackend
 from eccm.clock import FakeClock, SystemClock
-from eccm.control.backend import DaemonBackend
 from eccm.control.client import hmac_proof
 from eccm.control.protocol import Session
 from eccm.errors import DeviceError

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from eccm.backend import DaemonBackend
 from eccm.clock import FakeClock
-from eccm.control.backend import DaemonBackend
 from eccm.hub import Hub
 from eccm.store.recorder import Recorder
 from eccm.trip.summary import SummaryWriter

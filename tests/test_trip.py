@@ -394,8 +394,8 @@ def test_a_failing_sink_does_not_break_the_listener(caplog: pytest.LogCaptureFix
 
 
 def test_the_socket_backend_hands_out_the_live_trip_computer() -> None:
+    from eccm.backend import DaemonBackend
     from eccm.clock import FakeClock
-    from eccm.control.backend import DaemonBackend
     from eccm.hub import Hub
 
     hub = Hub(FakeClock(), 2.0, LAYOUT)
