@@ -26,12 +26,10 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from eccm import __version__
+from eccm import __version__, replies
 from eccm.clock import Clock
 from eccm.control.authlimit import AuthLimiter, Verdict
-from eccm.sample import iso_utc
 from eccm.service import (
     DTC_TIMEOUT,
     READ_TIMEOUT,
@@ -39,14 +37,11 @@ from eccm.service import (
     Backend,
     Caller,
     Credentials,
-    DtcReport,
     Scope,
     Service,
     ServiceError,
     ValueInfo,
-    Values,
     echo,
-    plain,
     scope_names,
 )
 
@@ -392,11 +387,9 @@ class Session:
 
     def _error(self, code: str, message: str, retry_after: float | None = None) -> None:
         assert code in ERROR_CODES, code
-        reply: dict[str, object] = {"class": "ERROR", "code": code, "message": message}
         if retry_after is not None:
-            reply["retry_after"] = retry_after  # busy: seconds before asking again
             self._paused_until = self._clock.monotonic() + min(retry_after, BUSY_PAUSE_MAX)
-        self._send(reply)
+        self._send(replies.error(code, message, retry_after))
 
     def _too_long(self, limit: int) -> None:
         self._error("line_too_long", f"lines are limited to {limit} bytes here")
@@ -535,24 +528,11 @@ class Session:
         if len(words) > 1:
             self._error("bad_request", "SUPPORTED takes no argument")
             return
-        self._send(
-            {
-                "class": "SUPPORTED",
-                "values": [
-                    {
-                        "name": v.name,
-                        "unit": v.unit,
-                        "description": v.description,
-                        "logged": v.logged,
-                    }
-                    for v in self._service.supported(self.caller)
-                ],
-            }
-        )
+        self._send(replies.supported(self._service.supported(self.caller)))
 
     def _cmd_get(self, words: list[str], text: str) -> None:
         names = tuple(dict.fromkeys(w.upper() for w in words[1:])) or None
-        self._send(_values("VALUES", self._service.values(self.caller, names)))
+        self._send(replies.values("VALUES", self._service.values(self.caller, names)))
 
     def _send_values(self, cls: str, names: Sequence[str] | None) -> None:
         try:
@@ -564,45 +544,24 @@ class Session:
             log.exception("WATCH values for %s failed", self.peer)
             self._error("server_error", "internal error; the daemon's log has the details")
             return
-        self._send(_values(cls, values))
+        self._send(replies.values(cls, values))
 
     def _cmd_gnss(self, words: list[str], text: str) -> None:
-        pos = self._service.position(self.caller)
-        if pos is None:
-            self._send({"class": "GNSS", "fix": False})
-            return
-        self._send(
-            {
-                "class": "GNSS",
-                "fix": True,
-                "time": None if pos.time is None else iso_utc(pos.time),
-                "lat": pos.lat,
-                "lon": pos.lon,
-                "alt": pos.alt,
-                "speed": pos.speed,
-                "track": pos.track,
-                "satellites": pos.satellites,
-                "hdop": pos.hdop,
-                "quality": pos.quality,
-                "age_ms": pos.age_ms,
-            }
-        )
+        self._send(replies.gnss(self._service.position(self.caller)))
 
     def _cmd_status(self, words: list[str], text: str) -> None:
-        status = {k: _plain_tree(v) for k, v in self._service.status(self.caller).items()}
-        self._send({"class": "STATUS", **status})
+        self._send(replies.status(self._service.status(self.caller)))
 
     def _cmd_upload(self, words: list[str], text: str) -> None:
         queued = self._service.upload(self.caller)
         log.info("control client %s asked for an upload: %d file(s) queued", self.peer, queued)
-        self._send({"class": "UPLOAD", "queued": queued})
+        self._send(replies.upload(queued))
 
     def _cmd_trip(self, words: list[str], text: str) -> None:
         if len(words) > 1:
             self._error("bad_request", "TRIP takes no argument")
             return
-        report = {k: _plain_tree(v) for k, v in self._service.trip(self.caller).items()}
-        self._send({"class": "TRIP", **report})
+        self._send(replies.trip(self._service.trip(self.caller)))
 
     def _cmd_watch(self, words: list[str], text: str) -> None:
         args = [w.upper() for w in words[1:]]
@@ -647,55 +606,14 @@ class Session:
     def _cmd_dtc(self, words: list[str], text: str) -> None:
         args = [w.upper() for w in words[1:]]
         if not args:
-            self._send(_dtc_reply(self._service.dtc_report(self.caller)))
+            self._send(replies.dtc(self._service.dtc_report(self.caller)))
         elif args == ["CLEAR"]:
-            confirm = self._service.request_clear(self.caller)
-            self._send(
-                {
-                    "class": "CONFIRM",
-                    "token": confirm.token,
-                    "expires_in": confirm.expires_in,
-                    "warning": confirm.warning,
-                }
-            )
+            self._send(replies.confirm(self._service.request_clear(self.caller)))
         elif len(args) == 3 and args[:2] == ["CLEAR", "CONFIRM"]:
             result = self._service.confirm_clear(self.caller, words[3])
-            self._send({"class": "DTC_CLEARED", "ok": result.ok, "ecu": result.answer})
+            self._send(replies.cleared(result))
         else:
             self._error("bad_request", "DTC, DTC CLEAR or DTC CLEAR CONFIRM <token>")
-
-
-def _values(cls: str, values: Values) -> dict[str, object]:
-    """A VALUES or LIVE reply."""
-    return {
-        "class": cls,
-        "time": iso_utc(values.time),
-        "values": {
-            name: {"value": e.value, "unit": e.unit, "age_ms": e.age_ms}
-            for name, e in values.values.items()
-        },
-    }
-
-
-def _dtc_reply(report: DtcReport) -> dict[str, object]:
-    def codes(entries: Sequence[Any]) -> list[dict[str, str]]:
-        return [{"code": d.code, "description": d.description} for d in entries]
-
-    return {
-        "class": "DTC",
-        "mil": report.mil,
-        "stored": codes(report.stored),
-        "pending": codes(report.pending),
-    }
-
-
-def _plain_tree(value: object) -> Any:
-    """Backend data made JSON-safe all the way down (NaN → null, odd objects → text)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_tree(v) for v in value]
-    return plain(value)
 
 
 __all__ = [
