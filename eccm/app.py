@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from eccm.trip.computer import TripComputer
     from eccm.trip.summary import SummaryWriter
     from eccm.upload.uploader import Uploader
+    from eccm.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Daemon:
         self.gnss: GnssSource | None = None
         self.link: ObdLink | None = None
         self.server: ControlServer | None = None
+        self.web: WebServer | None = None
         self.trip: TripComputer | None = None
         self.summaries: SummaryWriter | None = None
         self.diagnostics: DtcPoller | None = None
@@ -130,21 +132,37 @@ class Daemon:
             trip=lambda: hub.trip if hub.engine_trip else None,
             now=hub.now,
         )
+        if cfg.enable_socket_server or cfg.enable_web_server:
+            self._build_front_ends()
+
+    def _build_front_ends(self) -> None:
+        """The control socket and the web page: one service (scopes, DTC-clear policy) and
+        one failed-login limiter for both, so that switching door gains a guesser nothing."""
+        from eccm.control.authlimit import AuthLimiter
+        from eccm.control.backend import DaemonBackend
+        from eccm.service import Service
+
+        cfg = self.cfg
+        backend = DaemonBackend(
+            cfg=cfg,
+            hub=self.hub,
+            link=self.link,
+            recorder=self.recorder,
+            uploader=self.uploader,
+            started_at=self.started_at,
+            trip=self.trip,
+            gnss=self.gnss,
+        )
+        service = Service(backend, self.clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear)
+        limiter = AuthLimiter(self.clock)
         if cfg.enable_socket_server:
-            from eccm.control.backend import DaemonBackend
             from eccm.control.server import ControlServer
 
-            backend = DaemonBackend(
-                cfg=cfg,
-                hub=self.hub,
-                link=self.link,
-                recorder=self.recorder,
-                uploader=self.uploader,
-                started_at=self.started_at,
-                trip=self.trip,
-                gnss=self.gnss,
-            )
-            self.server = ControlServer(cfg, backend, self.clock)
+            self.server = ControlServer(cfg, service, self.clock, limiter=limiter)
+        if cfg.enable_web_server:
+            from eccm.web.server import WebServer
+
+            self.web = WebServer(cfg, service, self.clock, limiter=limiter)
 
     def _keep_disk_budget(self) -> None:
         """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""
@@ -199,6 +217,8 @@ class Daemon:
             self.diagnostics.start()
         if self.server is not None:
             self.server.start()
+        if self.web is not None:
+            self.web.start()
         log.info(
             "ECCM running: car %s, recording %s, GNSS %s, S3 %s, socket %s",
             self.cfg.car_identifier,
@@ -220,6 +240,8 @@ class Daemon:
         t0 = time.monotonic()
         self._stop.set()
         log.info("stopping")
+        if self.web is not None:
+            self.web.stop()
         if self.server is not None:
             self.server.stop()
         if self.diagnostics is not None:
