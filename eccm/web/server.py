@@ -82,10 +82,11 @@ class WebServer:
         self.links = links or LoginLinks.for_secrets(
             cfg.socket_server_secret, cfg.socket_server_read_secret, self._clock
         )
+        self.limiter = limiter or AuthLimiter(self._clock)
         auth = WebAuth(
             credentials,
             self.links,
-            limiter or AuthLimiter(self._clock),
+            self.limiter,
             self._clock,
             tls=self._ssl is not None,
             info={"car": cfg.car_identifier, "map_tiles": cfg.web_map_tiles or None},
@@ -137,7 +138,10 @@ class WebServer:
         log.info("web page on %s (%s)", self.url, "HTTPS" if self._ssl else "plain HTTP")
 
     async def _open(self) -> None:
-        runner = web.AppRunner(self.api.app(), handle_signals=False, access_log=None)
+        # Open WebSockets and slow downloads get this long to end at stop.
+        runner = web.AppRunner(
+            self.api.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await runner.setup()
         self._runner = runner
         family = socket.AF_INET6 if ":" in self._bind else socket.AF_INET
@@ -151,7 +155,7 @@ class WebServer:
             sock.close()
             await runner.cleanup()
             raise
-        site = web.SockSite(runner, sock, ssl_context=self._ssl, shutdown_timeout=1.0)
+        site = web.SockSite(runner, sock, ssl_context=self._ssl)
         await site.start()
         name = sock.getsockname()
         self._address = (str(name[0]), int(name[1]))
