@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+REPORT_SECONDS = 10.0
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -98,6 +99,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
+        self._reporter: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -159,8 +161,17 @@ class WebServer:
         await site.start()
         name = sock.getsockname()
         self._address = (str(name[0]), int(name[1]))
+        self._reporter = asyncio.get_running_loop().create_task(self._report())
+
+    async def _report(self) -> None:
+        """The count of the last minute's failed logins is logged even when no more come."""
+        while True:
+            await asyncio.sleep(REPORT_SECONDS)
+            self.limiter.report()
 
     async def _close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         self.api.car.shutdown()
