@@ -4,7 +4,7 @@ On connect every logged value streams, every ``DEFAULT_EVERY`` seconds; the clie
 send ``{"watch": ["RPM", "SPEED"], "every": 0.2}`` (an empty list: every value), answered
 by the socket's WATCH reply. A message goes out as soon as the daemon has a new row (the
 hub says so through :meth:`Service.subscribe`), at most once per ``every``, and at least
-once per ``every`` while no row comes (so the page sees values age).
+once per two ``every`` while no row comes (so the page sees values age).
 
 Backpressure: the newest LIVE message waits in a slot of one; a new one replaces it, so
 a slow browser gets fewer, current messages, never a growing queue. Replies to the
