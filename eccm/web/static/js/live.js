@@ -68,8 +68,11 @@ export class LivePage {
     for (const [key, e] of Object.entries(entries)) {
       if (!this.gauges.has(key) || !e) continue;
       const number = typeof e.value === "number" ? e.value : null;
-      const readAt = serverTime !== null && e.age_ms !== null ? serverTime - e.age_ms : null;
       const prev = this.latest.get(key);
+      // The logger sends a value it dropped as too old as {value: null, age_ms: null}: the
+      // last reading then ages here and shows as stale (with its age), not as "no value".
+      if (number === null && (e.age_ms === null || e.age_ms === undefined) && prev && prev.value !== null) continue;
+      const readAt = serverTime !== null && e.age_ms !== null ? serverTime - e.age_ms : null;
       const isNew = !prev || prev.readAt === null || readAt === null || Math.abs(readAt - prev.readAt) > 2;
       this.latest.set(key, { value: number, ageMs: e.age_ms ?? 0, at, readAt, isNew: isNew || prev.isNew });
     }
