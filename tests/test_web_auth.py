@@ -9,6 +9,7 @@ import pytest
 from eccm.clock import FakeClock
 from eccm.service import ALL_SCOPES, READ_ONLY
 from eccm.web.api import csp, tile_source
+from eccm.web.auth import plain_secret_allowed
 from eccm.web.loginlink import TTL, LoginLinks, base_url, link, mint
 from eccm.web.sessions import Sessions
 
@@ -118,6 +119,25 @@ def test_bearer_callers_keep_their_token_per_address_and_scopes() -> None:
     assert sessions.bearer("127.0.0.1", ALL_SCOPES) is a
     assert sessions.bearer("127.0.0.1", READ_ONLY) is not a
     assert sessions.bearer("10.0.0.3", ALL_SCOPES) is not a
+
+
+@pytest.mark.parametrize(
+    ("remote", "tls", "allow", "allowed"),
+    [
+        ("127.0.0.1", False, False, True),
+        ("::1", False, False, True),
+        ("::ffff:127.0.0.1", False, False, True),
+        ("192.168.4.20", False, False, False),
+        ("fe80::1", False, False, False),
+        (None, False, False, False),
+        ("192.168.4.20", True, False, True),
+        ("192.168.4.20", False, True, True),
+    ],
+)
+def test_a_secret_crosses_the_network_encrypted_only(
+    remote: str | None, tls: bool, allow: bool, allowed: bool
+) -> None:
+    assert plain_secret_allowed(remote, tls, allow) is allowed
 
 
 def test_the_csp_allows_the_page_alone_and_tiles_from_their_host() -> None:

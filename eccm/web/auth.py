@@ -10,6 +10,10 @@
 - Scripts send ``Authorization: Bearer <secret>`` instead (no cookie, no CSRF token).
 - A POST (or WebSocket) authenticated by the cookie needs a same-origin ``Origin`` and,
   for a POST, the ``X-CSRF-Token`` header: else 403.
+- A secret crosses the network only encrypted, as on the socket: on plain HTTP a login
+  or a bearer secret from another machine is refused (403) unless
+  SOCKET_SERVER_ALLOW_PLAIN_AUTH=yes; HTTPS (WEB_SERVER_TLS_CERT) or a one-time link
+  (which is no secret: it works once) are the ways in from a phone.
 
 Failed logins (secret, bearer or link) go through the daemon's one
 :class:`~eccm.control.authlimit.AuthLimiter`, shared with the control socket: the same
@@ -28,6 +32,7 @@ from aiohttp import web
 
 from eccm.clock import Clock
 from eccm.control.authlimit import AuthLimiter, Verdict, address_key
+from eccm.control.server import is_loopback
 from eccm.service import BadRequest, Busy, Caller, Credentials, Forbidden, Scope, scope_names
 from eccm.web.errors import http_error, json_response
 from eccm.web.loginlink import LoginLinks
@@ -38,6 +43,12 @@ log = logging.getLogger(__name__)
 COOKIE = "eccm_session"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_SECRET = 1024
+
+
+def plain_secret_allowed(remote: str | None, tls: bool, allow_plain: bool) -> bool:
+    """Whether a secret may be taken from this peer: over TLS, from this machine, or when
+    SOCKET_SERVER_ALLOW_PLAIN_AUTH=yes (the socket's rule for ``AUTH <secret>``)."""
+    return tls or allow_plain or is_loopback(remote or "")
 
 
 def peer_address(request: web.Request) -> str:
@@ -55,12 +66,14 @@ class WebAuth:
         *,
         tls: bool,
         info: dict[str, object],
+        allow_plain: bool = False,
     ) -> None:
         self._credentials = credentials
         self._links = links
         self._limiter = limiter
         self._clock = clock
         self._tls = tls
+        self._allow_plain = allow_plain
         self._info = info  # car, map tiles: for /api/session
         self.sessions = Sessions(clock)
 
@@ -84,6 +97,7 @@ class WebAuth:
             scheme, _, secret = header.partition(" ")
             if scheme.lower() != "bearer" or not secret.strip():
                 raise http_error("noauth", "send Authorization: Bearer <secret>, or log in")
+            self._secret_may_cross(request)
             scopes = await self.check(request, lambda: self._credentials.by_plain(secret.strip()))
             if scopes is None:
                 raise http_error("auth_failed", "wrong secret")
@@ -147,6 +161,7 @@ class WebAuth:
         secret = body.get("secret")
         if not isinstance(secret, str) or not secret or len(secret) > MAX_SECRET:
             raise BadRequest('send {"secret": "..."}')
+        self._secret_may_cross(request)
         scopes = await self.check(request, lambda: self._credentials.by_plain(secret))
         if scopes is None:
             log.debug("web login from %s failed", peer_address(request))  # the limiter logs
@@ -192,6 +207,15 @@ class WebAuth:
         return response
 
     # -- helpers -------------------------------------------------------------------------
+    def _secret_may_cross(self, request: web.Request) -> None:
+        # Refused before it is compared: not a guess, not counted by the limiter.
+        if not plain_secret_allowed(request.remote, self._tls, self._allow_plain):
+            raise Forbidden(
+                "a secret is refused over plain HTTP from the network: use HTTPS "
+                "(WEB_SERVER_TLS_CERT), a one-time link (eccm login-link), or set "
+                "SOCKET_SERVER_ALLOW_PLAIN_AUTH=yes"
+            )
+
     def _open(self, request: web.Request, scopes: frozenset[Scope], how: str) -> WebSession:
         session = self.sessions.open(scopes, peer_address(request))
         log.info(

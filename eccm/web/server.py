@@ -91,6 +91,7 @@ class WebServer:
             self._clock,
             tls=self._ssl is not None,
             info={"car": cfg.car_identifier, "map_tiles": cfg.web_map_tiles or None},
+            allow_plain=cfg.socket_server_allow_plain_auth,
         )
         self.api = WebApi(
             service, auth, tls=self._ssl is not None, tiles=cfg.web_map_tiles, static=static
