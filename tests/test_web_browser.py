@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.server
 import json
 import math
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from eccm.config import parse
 from tests.browser_helpers import (
     WAIT,
     attr,
@@ -30,30 +28,30 @@ from tests.browser_helpers import (
     text,
     wait_for,
 )
-from tests.waiting import wait_until
+from tests.web_helpers import SECRET, WebCar, web_daemon
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or ""),
 ]
 
-SECRET = "a web secret for the browser tests, 40+ characters long"
 # A distinctive place, so the map can only show it if it came from the NMEA feed.
 CENTRE = (-33.8568, 151.2153)
 RADIUS_M = 300.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Car:
-    emu: Any
-    daemon: Any
+    web: WebCar
     url: str
+
+    @property
+    def emu(self) -> Any:
+        return self.web.emu
+
+    @property
+    def daemon(self) -> Any:
+        return self.web.daemon
 
     def answer(self, name: str, pid: str, data: str) -> None:
         """The emulated car answers mode 01 ``pid`` with ``data`` (hex) from now on."""
@@ -62,47 +60,30 @@ class Car:
         size = 2 + len(data.split())
         self.emu.answer[name] = HD(ECU_R_ADDR_E) + SZ(f"{size:02X}") + DT(f"41 {pid} {data}")
 
-    def value(self, name: str) -> Any:
-        reading = self.daemon.hub.latest_values().get(name)
-        return None if reading is None else reading.value
-
     def speed(self, kmh: int) -> None:
-        self.answer("SPEED", "0D", f"{kmh:02X}")
-        wait_until(lambda: self.value("SPEED") == kmh, WAIT, f"the hub to see {kmh} km/h")
+        self.web.speed(kmh)
 
 
 @pytest.fixture(scope="module")
 def car(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Car]:
-    from eccm.app import Daemon
-    from eccm.sim.car import emulated_car
     from eccm.sim.gnss import NmeaPty, Route
 
     route = Route(latitude=CENTRE[0], longitude=CENTRE[1], radius=RADIUS_M)
-    with emulated_car("car") as emu, NmeaPty(route, rate_hz=2.0) as gnss:
-        cfg = parse(
-            {
-                "CAR_IDENTIFIER": "browser-car",
-                "OBD_INTERFACE": emu.get_pty(),
-                "OBD_FAST_COMMANDS": "RPM,SPEED,ENGINE_LOAD,THROTTLE_POS,MAF",
-                "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
-                "GPS_POSITION_MONITORING": "yes",
-                "GPS_INTERFACE": gnss.path,
-                "RECORD_DIRECTORY_LOCATION": str(tmp_path_factory.mktemp("records")),
-                "SOCKET_SERVER_SECRET": SECRET,
-                "ENABLE_WEB_SERVER": "yes",
-                "WEB_SERVER_PORT": str(free_port()),
-            }
-        )
-        daemon = Daemon(cfg)
-        daemon.start()
+    with (
+        NmeaPty(route, rate_hz=2.0) as gnss,
+        web_daemon(
+            tmp_path_factory.mktemp("records"),
+            OBD_FAST_COMMANDS="RPM,SPEED,ENGINE_LOAD,THROTTLE_POS,MAF",
+            SAMPLE_INTERVAL="0.2",
+            FILE_ROTATION_SECONDS="300",
+            GPS_POSITION_MONITORING="yes",
+            GPS_INTERFACE=gnss.path,
+        ) as web,
+    ):
         try:
-            assert daemon.web is not None
-            car = Car(emu, daemon, daemon.web.url)
-            wait_until(lambda: car.value("RPM") is not None, WAIT, "a first row")
-            yield car
+            yield Car(web, web.daemon.web.url)
         finally:
-            emu.answer.clear()
-            daemon.stop()
+            web.emu.answer.clear()
 
 
 @pytest.fixture
@@ -127,7 +108,7 @@ def test_login_and_wrong_secret_refused(car: Car, browser: Any) -> None:
     browser.find_element(By.ID, "secret").send_keys(SECRET)
     browser.find_element(By.ID, "login-button").click()
     wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the dashboard")
-    assert text(browser, "#car-name") == "browser-car"
+    assert text(browser, "#car-name") == "web-car"
     cookie = browser.get_cookie("eccm_session")
     assert cookie is not None and cookie["httpOnly"] and cookie.get("sameSite") == "Strict"
     assert browser.execute_script("return document.cookie") == ""  # script cannot read it
@@ -217,21 +198,17 @@ def test_map_shows_the_position_from_the_nmea_feed(car: Car, browser: Any) -> No
     assert colours[0] > 20 and colours[1] > 20, colours  # track line and position marker
 
 
-def _stored(car: Car, codes: list[str]) -> Any:
-    from tests.emulator import stored_dtcs
-
-    return stored_dtcs(codes)
-
-
 def test_dtc_clear_at_standstill_reaches_the_car_and_is_refused_while_moving(
     car: Car, browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
+    from tests.emulator import stored_dtcs
+
     car.emu.counters.pop("cmd_dtc_cleared", None)
     login(browser, car.url, SECRET)
     try:
-        with _stored(car, ["0143"]):
+        with stored_dtcs(["0143"]):
             car.speed(0x32)
             open_page(browser, "diagnostics")
             wait_for(
