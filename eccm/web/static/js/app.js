@@ -60,7 +60,10 @@ $("login-form").addEventListener("submit", async (ev) => {
     await boot();
   } catch (err) {
     $("secret").value = "";
-    showLogin(err instanceof ApiError && err.code === "auth_failed" ? "Wrong secret." : explain(err));
+    // The logger's own words for a refusal (held back after failures, plain HTTP from
+    // another machine): they say what to do.
+    const said = err instanceof ApiError && err.body && err.body.message;
+    showLogin(err instanceof ApiError && err.code === "auth_failed" ? "Wrong secret." : said || explain(err));
   } finally {
     button.disabled = false;
   }
