@@ -106,20 +106,32 @@ async function boot() {
   $("app").hidden = false;
   $("tabs").hidden = false;
   $("logout").hidden = false;
-  let supported = [];
-  try {
-    supported = ((await get("/api/supported")).values || []).map((v) => v.name);
-  } catch (err) {
-    supported = [];
-  }
-  const streamed = GAUGES.filter((g) => g.name && supported.includes(g.name)).map((g) => g.name);
-  fromTrip = new Set(["L_PER_100KM", ...(supported.includes("FUEL_RATE") ? [] : ["FUEL_RATE"])]);
-  feed.start(streamed);
   stop();
+  watched = null;
+  await watchGauges();
+  every(10000, watchGauges);
   every(1000, pollGnss);
   every(1000, pollTrip);
   every(5000, () => refreshPage(false));
   route();
+}
+
+// What the car supports is known once the adapter is connected (a page opened before
+// that, or across a reconnection to another car, asks again until it knows).
+let watched = null;
+async function watchGauges() {
+  let supported;
+  try {
+    supported = ((await get("/api/supported")).values || []).map((v) => v.name);
+  } catch (err) {
+    return;
+  }
+  const streamed = GAUGES.filter((g) => g.name && supported.includes(g.name)).map((g) => g.name);
+  const key = streamed.join(",");
+  if (key === watched) return;
+  watched = key;
+  fromTrip = new Set(["L_PER_100KM", ...(supported.includes("FUEL_RATE") ? [] : ["FUEL_RATE"])]);
+  feed.start(streamed);
 }
 
 function every(ms, fn) {
