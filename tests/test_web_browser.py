@@ -293,6 +293,90 @@ def test_cross_site_post_refused(car: Car, browser: Any) -> None:
     wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the dashboard")
 
 
+def _png() -> bytes:
+    """A 256 x 256 grey PNG: what a tile server sends."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x50" * 256 for _ in range(256))
+    header = struct.pack(">IIBBBBB", 256, 256, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+class _Tiles(http.server.BaseHTTPRequestHandler):
+    asked: list[str]
+    png = b""
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.png)))
+        self.end_headers()
+        self.wfile.write(self.png)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_map_tiles_only_from_the_configured_server(tmp_path: Path, car: Car, browser: Any) -> None:
+    from eccm.sim.gnss import NmeaPty, Route
+
+    # Without WEB_MAP_TILES (the module's daemon) the map asks no server for anything.
+    login(browser, car.url, SECRET)
+    open_page(browser, "map")
+    wait_for(browser, lambda d: attr(d, "#map", "data-scale"), "the map")
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert all(name.startswith(car.url) for name in loaded), loaded
+    assert not browser.find_element("id", "map-attribution").is_displayed()
+    # With it, tiles come from that server, around the position.
+    asked: list[str] = []
+    handler = type("Handler", (_Tiles,), {"asked": asked, "png": _png()})
+    tiles = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=tiles.serve_forever, daemon=True)
+    thread.start()
+    route = Route(latitude=CENTRE[0], longitude=CENTRE[1], radius=RADIUS_M)
+    template = f"http://127.0.0.1:{tiles.server_address[1]}/tiles/{{z}}/{{x}}/{{y}}.png"
+    try:
+        with (
+            NmeaPty(route, rate_hz=2.0) as gnss,
+            web_daemon(
+                tmp_path,
+                GPS_POSITION_MONITORING="yes",
+                GPS_INTERFACE=gnss.path,
+                WEB_MAP_TILES=template,
+            ) as web,
+        ):
+            login(browser, web.daemon.web.url, SECRET)
+            open_page(browser, "map")
+            wait_for(browser, lambda d: len(asked) >= 2, "tile requests")
+            wait_for(browser, lambda d: attr(d, "#gnss-pos", "data-lat"), "a position")
+            lat = float(attr(browser, "#gnss-pos", "data-lat") or "nan")
+            lon = float(attr(browser, "#gnss-pos", "data-lon") or "nan")
+            assert "127.0.0.1" in text(browser, "#map-attribution")
+    finally:
+        tiles.shutdown()
+        tiles.server_close()
+    z = int(asked[-1].split("/")[-3])
+    n = 2**z
+    here_x = int((lon + 180) / 360 * n)
+    s = math.sin(math.radians(lat))
+    here_y = int((0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n)
+    assert 12 <= z <= 19  # a street-level view of a 600 m circle
+    assert any(p.endswith(f"/{z}/{here_x}/{here_y}.png") for p in asked), (asked, here_x, here_y)
+
+
 def test_no_error_in_the_browser_console(car: Car, browser: Any) -> None:
     login(browser, car.url, SECRET)
     # Before login the page asked /api/session and got its 401: expected, and read away.

@@ -207,7 +207,12 @@ export class MapPage {
     for (let ty = Math.floor(top / TILE); ty <= Math.floor((top + h / k) / TILE); ty += 1) {
       for (let tx = Math.floor(left / TILE); tx <= Math.floor((left + w / k) / TILE); tx += 1) {
         if (ty < 0 || ty >= n) continue;
-        const url = this.tiles.replace("{z}", z).replace("{x}", ((tx % n) + n) % n).replace("{y}", ty);
+        const x = ((tx % n) + n) % n;
+        const url = this.tiles
+          .replace("{s}", "abc"[(x + ty) % 3])
+          .replace("{z}", z)
+          .replace("{x}", x)
+          .replace("{y}", ty);
         let img = this.images.get(url);
         if (!img) {
           img = new Image();
