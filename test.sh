@@ -10,6 +10,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
 
+# The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
+# downloads a browser at test time): installed here once when running as root.
+if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+    && command -v apt-get >/dev/null; then
+    echo "== apt-get install chromium chromium-driver"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        chromium chromium-driver >/dev/null
+fi
+
 echo "== ruff" && .venv/bin/ruff check eccm tests bench && .venv/bin/ruff format --check eccm tests bench
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest" && .venv/bin/pytest "$@"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from eccm.trip.computer import TripComputer
     from eccm.trip.summary import SummaryWriter
     from eccm.upload.uploader import Uploader
+    from eccm.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Daemon:
         self.gnss: GnssSource | None = None
         self.link: ObdLink | None = None
         self.server: ControlServer | None = None
+        self.web: WebServer | None = None
         self.trip: TripComputer | None = None
         self.summaries: SummaryWriter | None = None
         self.diagnostics: DtcPoller | None = None
@@ -149,6 +151,17 @@ class Daemon:
 
             assert self.service is not None
             self.server = ControlServer(
+                cfg,
+                self.service,
+                self.clock,
+                credentials=self.credentials,
+                limiter=self.auth_limiter,
+            )
+        if cfg.enable_web_server:
+            from eccm.web.server import WebServer
+
+            assert self.service is not None
+            self.web = WebServer(
                 cfg,
                 self.service,
                 self.clock,
@@ -241,6 +254,8 @@ class Daemon:
             self.diagnostics.start()
         if self.server is not None:
             self.server.start()
+        if self.web is not None:
+            self.web.start()
         log.info(
             "ECCM running: car %s, recording %s, GNSS %s, S3 %s, socket %s",
             self.cfg.car_identifier,
@@ -262,6 +277,8 @@ class Daemon:
         t0 = time.monotonic()
         self._stop.set()
         log.info("stopping")
+        if self.web is not None:
+            self.web.stop()
         if self.server is not None:
             self.server.stop()
         if self.diagnostics is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from eccm.config import Config
 from eccm.errors import DeviceError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
-from eccm.sample import GPS_COLUMNS, GPS_UNITS, Plain, Reading, iso_utc
+from eccm.sample import GPS_COLUMNS, GPS_UNITS, Plain, Reading, Sample, iso_utc
 from eccm.service import (
     Busy,
     ClearResult,
@@ -34,6 +34,7 @@ from eccm.service import (
     dtc_codes,
     from_link_error,
 )
+from eccm.store.listing import StoredFile, list_files
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +349,15 @@ class DaemonBackend:
             return {"active": False, "trip": None, "previous": None}
         return self._trip.live()
 
+    # -- files and changes -------------------------------------------------------------
+    def files(self) -> Sequence[StoredFile]:
+        if self._cfg is None or self._recorder is None:
+            return ()
+        return list_files(self._cfg.record_dir)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._hub.add_listener(_OnSample(callback))
+
     # -- helpers -----------------------------------------------------------------------
     def _refuse_busy(self, why: str, retry_after: float) -> Busy:
         with self._busy_lock:
@@ -376,6 +386,22 @@ class DaemonBackend:
             if isinstance(exc, (FutureTimeout, TimeoutError)) and not future.done():
                 future.cancel()
             raise from_link_error(exc, what) from exc
+
+
+class _OnSample:
+    """A hub listener that only says "a row is out" (called on the hub's thread)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+
+    def on_sample(self, sample: Sample) -> None:
+        self._callback()
+
+    def on_trip_end(self, trip_id: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
 def _number(text: str | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The `eccm` command: run, check-config, query, upload, gen-secret, demo.
+"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo.
 
 The only module (with the query and demo bodies it calls) that prints: everything else
 logs. The uploader reports each file through a callback and returns its report; `eccm
@@ -190,6 +190,36 @@ def cmd_gen_secret(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login_link(args: argparse.Namespace) -> int:
+    import time
+
+    from eccm.web.loginlink import TTL, base_url, link, mint
+
+    cfg = _load(args.config)
+    if not cfg.enable_web_server:
+        print(
+            "eccm login-link: the web page is off: set ENABLE_WEB_SERVER=yes in the "
+            "configuration (and restart eccm run)",
+            file=sys.stderr,
+        )
+        return 1
+    secret = cfg.socket_server_read_secret if args.read_only else cfg.socket_server_secret
+    if not secret:
+        print(
+            "eccm login-link: --read-only needs SOCKET_SERVER_READ_SECRET in the configuration",
+            file=sys.stderr,
+        )
+        return 1
+    url = base_url(args.host or cfg.web_server_bind, cfg.web_server_port, cfg.web_tls)
+    print(link(url, mint(secret, time.time())))
+    print(
+        f"eccm login-link: open it within {TTL / 60:g} minutes; it works once, "
+        f"{'read only' if args.read_only else 'with every scope'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from eccm.sim.demo import run_demo
 
@@ -246,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gen-secret", help="print a new random SOCKET_SERVER_SECRET")
     g.set_defaults(func=cmd_gen_secret)
+
+    ll = sub.add_parser("login-link", help="print a one-time login URL for the web page")
+    with_config(ll)
+    ll.add_argument(
+        "--host",
+        help="host name or address in the URL (default: WEB_SERVER_BIND, or this machine's name)",
+    )
+    ll.add_argument(
+        "--read-only",
+        action="store_true",
+        help="a link that grants the read scope only (signed with SOCKET_SERVER_READ_SECRET)",
+    )
+    ll.set_defaults(func=cmd_login_link)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")

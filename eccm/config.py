@@ -259,6 +259,22 @@ def _path_or_empty(key: str, raw: str) -> str:
     return v
 
 
+def _tile_url(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        return ""
+    parts = urlsplit(v)
+    expected = (
+        "an http(s) URL of map tiles with {z}, {x} and {y}, e.g. "
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png, or empty"
+    )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad(key, raw, expected)
+    if any(f"{{{p}}}" not in v for p in "zxy") or re.search(r"[\s\"'<>\\]", v):
+        raise _bad(key, raw, expected)
+    return v
+
+
 def _s3_prefix(key: str, raw: str) -> str:
     v = raw.strip().strip("/")
     if not _S3_PREFIX.fullmatch(v):
@@ -371,6 +387,12 @@ KEYS: dict[str, KeySpec] = {
     "SOCKET_SERVER_ALLOW_PLAIN_AUTH": KeySpec("no", _bool, "accept AUTH <secret> on plain TCP from non-loopback peers"),
     "SOCKET_SERVER_ALLOW_DTC_CLEAR": KeySpec("yes", _bool, "allow DTC CLEAR"),
     "SOCKET_SERVER_MAX_CLIENTS": KeySpec("8", _number(1, 1024, integer=True), "simultaneous connections"),
+    "ENABLE_WEB_SERVER": KeySpec("no", _bool, "serve the web page and its JSON API (secrets as the control socket's)"),
+    "WEB_SERVER_BIND": KeySpec("127.0.0.1", _bind, "address the web page listens on"),
+    "WEB_SERVER_PORT": KeySpec("8080", _number(1, 65535, integer=True), "TCP port of the web page"),
+    "WEB_SERVER_TLS_CERT": KeySpec("", _path_or_empty, "PEM certificate of the web page (empty = plain HTTP)"),
+    "WEB_SERVER_TLS_KEY": KeySpec("", _path_or_empty, "PEM private key of the web page"),
+    "WEB_MAP_TILES": KeySpec("", _tile_url, "map tile URL with {z} {x} {y}, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (empty = no tiles: the track alone)"),
     "LOG_LEVEL": KeySpec("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 }  # fmt: skip
 
@@ -427,6 +449,12 @@ class Config:
     socket_server_allow_plain_auth: bool
     socket_server_allow_dtc_clear: bool
     socket_server_max_clients: int
+    enable_web_server: bool
+    web_server_bind: str
+    web_server_port: int
+    web_server_tls_cert: str
+    web_server_tls_key: str
+    web_map_tiles: str
     log_level: str
 
     @property
@@ -447,6 +475,10 @@ class Config:
     @property
     def socket_tls(self) -> bool:
         return bool(self.socket_server_tls_cert)
+
+    @property
+    def web_tls(self) -> bool:
+        return bool(self.web_server_tls_cert)
 
     def effective(self, mask_secrets: bool = True) -> dict[str, str]:
         """KEY → value as text, in template order, secrets masked (for check-config)."""
@@ -530,6 +562,48 @@ def _cross_checks(cfg: Config) -> None:
                 )
 
 
+def _web_checks(cfg: Config) -> None:
+    """The web page: the control socket's secrets and the same bind rule (SPEC §7)."""
+    if bool(cfg.web_server_tls_cert) != bool(cfg.web_server_tls_key):
+        missing = "WEB_SERVER_TLS_KEY" if cfg.web_server_tls_cert else "WEB_SERVER_TLS_CERT"
+        raise ConfigError(
+            f"{missing} is empty while its pair is set: give both WEB_SERVER_TLS_CERT "
+            "and WEB_SERVER_TLS_KEY, or neither (plain HTTP)"
+        )
+    if not cfg.enable_web_server:
+        return
+    if not cfg.socket_server_secret:
+        raise ConfigError(
+            "SOCKET_SERVER_SECRET is required when ENABLE_WEB_SERVER=yes (the web page logs "
+            "in with the control socket's secrets): make one with `eccm gen-secret` and put "
+            "it in config.ini or in the ECCM_SOCKET_SERVER_SECRET environment variable"
+        )
+    for key, secret in (
+        ("SOCKET_SERVER_SECRET", cfg.socket_server_secret),
+        ("SOCKET_SERVER_READ_SECRET", cfg.socket_server_read_secret),
+    ):
+        if secret and not _loopback(cfg.web_server_bind) and len(secret) < 32:
+            raise ConfigError(
+                f"{key} is too short ({len(secret)} characters) "
+                f"for WEB_SERVER_BIND={cfg.web_server_bind!r}: a web page reachable "
+                "from the network needs at least 32 characters (make one with "
+                "`eccm gen-secret`)"
+            )
+    if (
+        cfg.enable_socket_server
+        and cfg.web_server_port == cfg.socket_server_port
+        and (
+            cfg.web_server_bind == cfg.socket_server_bind
+            or "0.0.0.0" in (cfg.web_server_bind, cfg.socket_server_bind)
+            or "::" in (cfg.web_server_bind, cfg.socket_server_bind)
+        )
+    ):
+        raise ConfigError(
+            f"WEB_SERVER_PORT={cfg.web_server_port} is also SOCKET_SERVER_PORT: the web page "
+            "and the control socket need a port each"
+        )
+
+
 def parse(values: Mapping[str, str]) -> Config:
     """Validate raw KEY → text pairs (already merged with the environment)."""
     kwargs: dict[str, Any] = {}
@@ -538,6 +612,7 @@ def parse(values: Mapping[str, str]) -> Config:
         kwargs[key.lower()] = spec.parse(key, raw)
     cfg = Config(**kwargs)
     _cross_checks(cfg)
+    _web_checks(cfg)
     return cfg
 
 

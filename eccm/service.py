@@ -41,6 +41,7 @@ from eccm.errors import DeviceError, EccmError
 from eccm.gnss.fix import Fix
 from eccm.obd.share import AdapterBusy
 from eccm.sample import Plain, Reading
+from eccm.store.listing import StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,16 @@ class Backend(Protocol):
         """The live trip computer (the fields of a TRIP reply, without ``class``)."""
         ...
 
+    def files(self) -> Sequence[StoredFile]:
+        """Closed data files and trip summaries of the record directory (none without one)."""
+        ...
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (quick, any thread) whenever new values are in: a front end
+        that streams them pushes at once instead of polling. A backend without a data
+        flow of its own may never call it."""
+        ...
+
 
 # -- callers and their secrets ---------------------------------------------------------------
 class Caller:
@@ -564,6 +575,26 @@ class Service:
     @needs(Scope.READ, "reading trouble codes")
     def dtc_report(self, caller: Caller) -> DtcReport:
         return DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout))
+
+    @needs(Scope.READ, "the list of files")
+    def files(self, caller: Caller) -> Sequence[StoredFile]:
+        return self._backend.files()
+
+    @needs(Scope.READ, "downloading a file")
+    def file(self, caller: Caller, name: str) -> StoredFile:
+        """A listed file by its exact name: a name is looked up, never made into a path."""
+        for f in self._backend.files():
+            if f.name == name:
+                return f
+        raise UnknownValue(f"no closed data file or trip summary called {echo(name)!r}")
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """``callback`` is called (on the daemon's threads: it must be quick) whenever new
+        values are in. Not scoped: it says nothing but "something changed"; what changed
+        is read with :meth:`values`, which is."""
+        subscribe = getattr(self._backend, "subscribe", None)
+        if subscribe is not None:  # in-memory test backends may have no data flow
+            subscribe(callback)
 
     # -- control ---------------------------------------------------------------------------
     @needs(Scope.CONTROL, "an upload")

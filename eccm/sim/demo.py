@@ -2,7 +2,7 @@
 
 A simulated car (ELM327 emulator on a pseudo-terminal), a simulated GNSS receiver (NMEA
 on another), a local S3 server (SeaweedFS with generated access keys) and the control
-socket on 127.0.0.1, with the real daemon running on a generated config under
+socket and the web page on 127.0.0.1, with the real daemon running on a generated config under
 ``./demo-data/``. This module is CLI code: it prints what a user needs.
 """
 
@@ -27,9 +27,13 @@ from eccm.config import load
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def _free_port(preferred: int = 0) -> int:
+    """``preferred`` if it is free on 127.0.0.1, else any free port."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -102,6 +106,7 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
             return 0
         secret = secrets.token_urlsafe(32)
         port = _free_port()
+        web_port = _free_port(8080)
         config = root / "config.ini"
         values = {
             "CAR_IDENTIFIER": "demo-car",
@@ -117,6 +122,8 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
             "ENABLE_SOCKET_SERVER": "yes",
             "SOCKET_SERVER_PORT": str(port),
             "SOCKET_SERVER_SECRET": secret,
+            "ENABLE_WEB_SERVER": "yes",
+            "WEB_SERVER_PORT": str(web_port),
             "LOG_LEVEL": "INFO",
         }
         write_config(config, values)
@@ -124,6 +131,10 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
         daemon = Daemon(cfg)
         daemon.start()
         base = _caller_dir()
+        from eccm.web.loginlink import TTL, link, mint
+
+        assert daemon.web is not None
+        login = link(daemon.web.url, mint(secret, time.time()))  # after start: the daemon takes it
         query = f"{shown(Path(sys.executable).parent / 'eccm', base)} query --config {shown(config, base)}"
         print(
             "\nECCM demo is running.\n"
@@ -131,6 +142,9 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
             f"  config:       {shown(config, base)}\n"
             f"  S3 bucket:    {s3.endpoint}/{s3.bucket}  (access key {s3.access_key})\n"
             f"  socket:       127.0.0.1:{port}\n"
+            f"  web page:     {daemon.web.url}/  (log in with the secret in the config, or open\n"
+            f"                {login}\n"
+            f"                once within {TTL / 60:g} minutes; `{shown(Path(sys.executable).parent / 'eccm', base)} login-link --config {shown(config, base)}` makes another)\n"
             "  try:\n"
             f"    {query} STATUS\n"
             f"    {query} GET RPM SPEED\n"

@@ -1,0 +1,203 @@
+"""The web page's server: one asyncio loop in a thread of its own, started by the daemon.
+
+aiohttp serves HTTP(S), the WebSocket and the static files with one dependency. The loop
+only moves bytes and calls the service; whatever may wait on the car runs on bounded
+worker threads (:mod:`eccm.web.workers`), and a LIVE stream drops old updates for a slow
+browser (:mod:`eccm.web.live`): a slow or vanished browser never slows logging. The HTTP
+access log is off: a one-time login link would otherwise be written to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from eccm.clock import Clock, SystemClock
+from eccm.config import Config
+from eccm.control.authlimit import AuthLimiter
+from eccm.errors import ConfigError
+from eccm.service import Credentials, Service
+from eccm.web.api import STATIC, WebApi
+from eccm.web.auth import WebAuth
+from eccm.web.loginlink import LoginLinks, base_url
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+REPORT_SECONDS = 10.0
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"WEB_SERVER_TLS_CERT={cert!r} / WEB_SERVER_TLS_KEY={key!r} cannot be loaded: "
+            f"{exc}; expected a PEM certificate and its private key"
+        ) from exc
+    return ctx
+
+
+class WebServer:
+    """Listens on WEB_SERVER_BIND:WEB_SERVER_PORT once :meth:`start` is called.
+
+    ``service``: the daemon's service (shared with the control socket); ``limiter``: the
+    daemon's failed-authentication limiter (shared likewise); ``links``: the one-time
+    login links (made from the config's secrets if None). ``port``/``bind`` override the
+    config (tests use port 0: see :attr:`address`).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        service: Service,
+        clock: Clock | None = None,
+        *,
+        credentials: Credentials | None = None,
+        limiter: AuthLimiter | None = None,
+        links: LoginLinks | None = None,
+        bind: str | None = None,
+        port: int | None = None,
+        static: Path = STATIC,
+    ) -> None:
+        if not cfg.socket_server_secret:
+            raise ConfigError(
+                "SOCKET_SERVER_SECRET is required for the web page: make one with `eccm gen-secret`"
+            )
+        self._clock: Clock = clock or SystemClock()
+        self._bind = cfg.web_server_bind if bind is None else bind
+        self._port = cfg.web_server_port if port is None else port
+        self._ssl = (
+            tls_context(cfg.web_server_tls_cert, cfg.web_server_tls_key) if cfg.web_tls else None
+        )
+        # The daemon hands in the one set of secrets every front end accepts.
+        credentials = credentials or Credentials(
+            cfg.socket_server_secret, cfg.socket_server_read_secret
+        )
+        self.links = links or LoginLinks.for_secrets(
+            cfg.socket_server_secret, cfg.socket_server_read_secret, self._clock
+        )
+        self.limiter = limiter or AuthLimiter(self._clock)
+        auth = WebAuth(
+            credentials,
+            self.links,
+            self.limiter,
+            self._clock,
+            tls=self._ssl is not None,
+            info={"car": cfg.car_identifier, "map_tiles": cfg.web_map_tiles or None},
+            allow_plain=cfg.socket_server_allow_plain_auth,
+        )
+        self.api = WebApi(
+            service, auth, tls=self._ssl is not None, tiles=cfg.web_map_tiles, static=static
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
+        self._reporter: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._open())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._close())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="web-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT):
+            raise ConfigError("the web page did not start in time")
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, OSError):
+                raise ConfigError(
+                    f"the web page cannot listen on {self._bind}:{self._port} "
+                    f"(WEB_SERVER_BIND / WEB_SERVER_PORT): {exc.strerror or exc}; is another "
+                    "eccm running, or is the address not on this machine?"
+                ) from exc
+            raise exc
+        log.info("web page on %s (%s)", self.url, "HTTPS" if self._ssl else "plain HTTP")
+
+    async def _open(self) -> None:
+        # Open WebSockets and slow downloads get this long to end at stop.
+        runner = web.AppRunner(
+            self.api.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        self._runner = runner
+        family = socket.AF_INET6 if ":" in self._bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and ipaddress.ip_address(self._bind).is_unspecified:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((self._bind, self._port))
+        except OSError:
+            sock.close()
+            await runner.cleanup()
+            raise
+        site = web.SockSite(runner, sock, ssl_context=self._ssl)
+        await site.start()
+        name = sock.getsockname()
+        self._address = (str(name[0]), int(name[1]))
+        self._reporter = asyncio.get_running_loop().create_task(self._report())
+
+    async def _report(self) -> None:
+        """The count of the last minute's failed logins is logged even when no more come."""
+        while True:
+            await asyncio.sleep(REPORT_SECONDS)
+            self.limiter.report()
+
+    async def _close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.api.car.shutdown()
+        self.api.quick.shutdown()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._address is not None, "start() first"
+        return self._address
+
+    @property
+    def url(self) -> str:
+        """The page's base URL (``http(s)://host:port``)."""
+        host, port = self.address
+        return base_url(host, port, self._ssl is not None)
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT)
+        log.info("web page closed")

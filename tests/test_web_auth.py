@@ -1,0 +1,152 @@
+"""The web page's pure parts on a fake clock: one-time login links, sessions, the CSP."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from eccm.clock import FakeClock
+from eccm.service import ALL_SCOPES, READ_ONLY
+from eccm.web.api import csp, tile_source
+from eccm.web.auth import plain_secret_allowed
+from eccm.web.loginlink import TTL, LoginLinks, base_url, link, mint
+from eccm.web.sessions import Sessions
+
+SECRET = "a secret of at least thirty-two characters!"
+READ = "the read-only secret, also long enough, really"
+
+
+def links(clock: FakeClock) -> LoginLinks:
+    return LoginLinks.for_secrets(SECRET, READ, clock)
+
+
+def test_a_link_logs_in_once_with_the_scopes_of_its_secret() -> None:
+    clock = FakeClock()
+    taker = links(clock)
+    full, read = mint(SECRET, clock.time()), mint(READ, clock.time())
+    assert taker.take(full) == ALL_SCOPES
+    assert taker.take(full) is None  # single use
+    assert taker.take(read) == READ_ONLY
+    assert taker.take(mint("another secret entirely, as long as needed", clock.time())) is None
+
+
+def test_a_link_expires_and_cannot_come_from_the_future() -> None:
+    clock = FakeClock()
+    taker = links(clock)
+    token = mint(SECRET, clock.time())
+    clock.advance(TTL + 0.01)
+    assert taker.take(token) is None
+    assert taker.take(mint(SECRET, clock.time() + 60)) is None
+    late = mint(SECRET, clock.time())
+    clock.advance(TTL - 1)
+    assert taker.take(late) == ALL_SCOPES
+
+
+def test_a_daemon_refuses_links_made_before_it_started() -> None:
+    """It forgot which links were used: one made before it may have been."""
+    clock = FakeClock()
+    before = mint(SECRET, clock.time())
+    clock.advance(1)
+    taker = links(clock)
+    assert taker.take(before) is None
+    assert taker.take(mint(SECRET, clock.time())) == ALL_SCOPES
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "x",
+        "A" * 500,
+        "not base64 at all!",
+        "é" * 40,
+        base64.urlsafe_b64encode(b"\0" * 37).decode(),
+    ],
+)
+def test_garbage_is_no_link(token: str) -> None:
+    assert links(FakeClock()).take(token) is None
+
+
+def test_a_tampered_link_is_refused() -> None:
+    clock = FakeClock()
+    token = mint(SECRET, clock.time())
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[3] ^= 1  # a later issue time
+    forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    assert links(clock).take(forged) is None
+    assert links(clock).take(token) == ALL_SCOPES
+
+
+def test_link_urls() -> None:
+    assert link("http://127.0.0.1:8080/", "abc") == "http://127.0.0.1:8080/login/abc"
+    assert base_url("::1", 8443, True) == "https://[::1]:8443"
+    assert base_url("0.0.0.0", 80, False).endswith(":80")
+
+
+def test_sessions_expire_when_idle_and_at_their_lifetime_and_at_logout() -> None:
+    clock = FakeClock()
+    sessions = Sessions(clock, idle=60, lifetime=300, limit=3)
+    a = sessions.open(ALL_SCOPES, "10.0.0.2")
+    assert a.sid != a.csrf and len(a.sid) >= 40
+    assert a.sid not in a.caller.name  # the cookie never reaches a log line
+    for _ in range(5):
+        clock.advance(50)
+        assert sessions.get(a.sid) is a  # used: the idle time starts again
+    clock.advance(51)  # 301 s after login
+    assert sessions.get(a.sid) is None
+    b = sessions.open(READ_ONLY, "10.0.0.2")
+    clock.advance(61)
+    assert sessions.get(b.sid) is None
+    c = sessions.open(ALL_SCOPES, "10.0.0.2")
+    c.caller.clear_token = ("abcd1234", 1e9)
+    sessions.close(c.sid)
+    assert sessions.get(c.sid) is None and c.caller.clear_token is None
+    assert sessions.get(None) is None and sessions.get("made-up") is None
+
+
+def test_sessions_are_bounded_oldest_first() -> None:
+    clock = FakeClock()
+    sessions = Sessions(clock, limit=3)
+    opened = [sessions.open(ALL_SCOPES, "127.0.0.1") for _ in range(5)]
+    assert len(sessions) == 3
+    assert [sessions.get(s.sid) is not None for s in opened] == [False, False, True, True, True]
+
+
+def test_bearer_callers_keep_their_token_per_address_and_scopes() -> None:
+    sessions = Sessions(FakeClock())
+    a = sessions.bearer("127.0.0.1", ALL_SCOPES)
+    assert sessions.bearer("127.0.0.1", ALL_SCOPES) is a
+    assert sessions.bearer("127.0.0.1", READ_ONLY) is not a
+    assert sessions.bearer("10.0.0.3", ALL_SCOPES) is not a
+
+
+@pytest.mark.parametrize(
+    ("remote", "tls", "allow", "allowed"),
+    [
+        ("127.0.0.1", False, False, True),
+        ("::1", False, False, True),
+        ("::ffff:127.0.0.1", False, False, True),
+        ("192.168.4.20", False, False, False),
+        ("fe80::1", False, False, False),
+        (None, False, False, False),
+        ("192.168.4.20", True, False, True),
+        ("192.168.4.20", False, True, True),
+    ],
+)
+def test_a_secret_crosses_the_network_encrypted_only(
+    remote: str | None, tls: bool, allow: bool, allowed: bool
+) -> None:
+    assert plain_secret_allowed(remote, tls, allow) is allowed
+
+
+def test_the_csp_allows_the_page_alone_and_tiles_from_their_host() -> None:
+    policy = csp("", "127.0.0.1:8080", False)
+    assert "script-src 'self';" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert "connect-src 'self' ws://127.0.0.1:8080;" in policy
+    assert "wss://pi.local:8443" in csp("", "pi.local:8443", True)
+    assert "ws:" not in csp("", "evil; script-src *", False)  # a forged Host adds nothing
+    tiles = tile_source("https://{s}.tile.example.org:8443/{z}/{x}/{y}.png")
+    assert tiles == "https://*.tile.example.org:8443"
+    assert f"img-src 'self' data: {tiles};" in csp(tiles, "h", False)

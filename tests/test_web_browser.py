@@ -1,0 +1,406 @@
+"""The web page in a real browser: Debian's chromium, headless, against the real daemon
+(OBD link on the ELM327 emulator, GNSS from a simulated NMEA receiver, the web server on
+a free port). Skipped with the reason when chromium, chromium-driver or selenium is
+missing (``./test.sh`` installs them as root)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser_helpers import (
+    WAIT,
+    attr,
+    browser_missing,
+    chromium,
+    console,
+    errors,
+    login,
+    open_page,
+    text,
+    wait_for,
+)
+from tests.web_helpers import SECRET, WebCar, web_daemon
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or ""),
+]
+
+# A distinctive place, so the map can only show it if it came from the NMEA feed.
+CENTRE = (-33.8568, 151.2153)
+RADIUS_M = 300.0
+
+
+@dataclass
+class Car:
+    web: WebCar
+    url: str
+
+    @property
+    def emu(self) -> Any:
+        return self.web.emu
+
+    @property
+    def daemon(self) -> Any:
+        return self.web.daemon
+
+    def answer(self, name: str, pid: str, data: str) -> None:
+        """The emulated car answers mode 01 ``pid`` with ``data`` (hex) from now on."""
+        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
+
+        size = 2 + len(data.split())
+        self.emu.answer[name] = HD(ECU_R_ADDR_E) + SZ(f"{size:02X}") + DT(f"41 {pid} {data}")
+
+    def speed(self, kmh: int) -> None:
+        self.web.speed(kmh)
+
+
+@pytest.fixture(scope="module")
+def car(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Car]:
+    from eccm.sim.gnss import NmeaPty, Route
+
+    route = Route(latitude=CENTRE[0], longitude=CENTRE[1], radius=RADIUS_M)
+    with (
+        NmeaPty(route, rate_hz=2.0) as gnss,
+        web_daemon(
+            tmp_path_factory.mktemp("records"),
+            OBD_FAST_COMMANDS="RPM,SPEED,ENGINE_LOAD,THROTTLE_POS,MAF",
+            SAMPLE_INTERVAL="0.2",
+            FILE_ROTATION_SECONDS="300",
+            GPS_POSITION_MONITORING="yes",
+            GPS_INTERFACE=gnss.path,
+        ) as web,
+    ):
+        try:
+            yield Car(web, web.daemon.web.url)
+        finally:
+            web.emu.answer.clear()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
+
+
+def test_login_and_wrong_secret_refused(car: Car, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(car.url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "the login form")
+    browser.find_element(By.ID, "secret").send_keys("not the secret, but long enough to try")
+    browser.find_element(By.ID, "login-button").click()
+    wait_for(browser, lambda d: text(d, "#login-error") == "Wrong secret.", "'Wrong secret.'")
+    assert not browser.find_element(By.ID, "app").is_displayed()
+    # The refused login left no session: a reload shows the form again.
+    browser.get(car.url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "the form again")
+    # The right secret (the limiter lets a loopback address try again after its delay).
+    browser.find_element(By.ID, "secret").send_keys(SECRET)
+    browser.find_element(By.ID, "login-button").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the dashboard")
+    assert text(browser, "#car-name") == "web-car"
+    cookie = browser.get_cookie("eccm_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie.get("sameSite") == "Strict"
+    assert browser.execute_script("return document.cookie") == ""  # script cannot read it
+    # Logging out ends the session.
+    browser.find_element(By.ID, "logout").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "the form")
+    browser.get(car.url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "no session")
+
+
+def test_live_rpm_follows_the_car(car: Car, browser: Any) -> None:
+    login(browser, car.url, SECRET)
+    gauge = '#gauges [data-name="RPM"]'
+    wait_for(browser, lambda d: attr(d, gauge, "data-state") == "fresh", "a fresh RPM")
+    try:
+        for rpm in (2000, 3250):  # 41 0C A B: RPM = (256 A + B) / 4
+            raw = rpm * 4
+            car.answer("RPM", "0C", f"{raw >> 8:02X} {raw & 0xFF:02X}")
+            shown = wait_for(
+                browser,
+                lambda d, rpm=rpm: (
+                    attr(d, gauge, "data-value") == f"{rpm}"
+                    or attr(d, gauge, "data-value") == f"{rpm}.0"
+                ),
+                f"{rpm} rpm",
+            )
+            assert shown
+            # The page shows it as a current reading: younger than its staleness bound.
+            assert attr(browser, gauge, "data-state") == "fresh"
+            assert text(browser, f"{gauge} .num").replace(",", "") == str(rpm)
+        rate = browser.execute_script("return window.eccmLive.shown")
+        assert rate > 0
+    finally:
+        car.emu.answer.pop("RPM", None)
+
+
+def test_live_values_go_stale_when_the_adapter_stalls(car: Car, browser: Any) -> None:
+    login(browser, car.url, SECRET)
+    gauge = '#gauges [data-name="RPM"]'
+    wait_for(browser, lambda d: attr(d, gauge, "data-state") == "fresh", "a fresh RPM")
+    # A request that holds the adapter: no reading until it ends, the hub drops the old
+    # RPM, the LIVE messages go on without it, and the page's last value ages.
+    release = threading.Event()
+    held = car.daemon.link.submit(lambda _conn: release.wait(WAIT), timeout=WAIT, priority=True)
+    try:
+        wait_for(browser, lambda d: attr(d, gauge, "data-state") == "stale", "a stale RPM")
+        assert text(browser, f"{gauge} .num") == "—"  # never the last number
+        assert text(browser, f"{gauge} .age").startswith("stale")
+    finally:
+        release.set()
+    held.result(WAIT)
+    wait_for(browser, lambda d: attr(d, gauge, "data-state") == "fresh", "a fresh RPM again")
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat = math.radians((a[0] + b[0]) / 2)
+    dy = math.radians(a[0] - b[0]) * 6_371_000
+    dx = math.radians(a[1] - b[1]) * 6_371_000 * math.cos(lat)
+    return math.hypot(dx, dy)
+
+
+def test_map_shows_the_position_from_the_nmea_feed(car: Car, browser: Any) -> None:
+    login(browser, car.url, SECRET)
+    open_page(browser, "map")
+    pos = "#gnss-pos"
+    wait_for(browser, lambda d: attr(d, pos, "data-lat") is not None, "a position")
+    lat = float(attr(browser, pos, "data-lat") or "nan")
+    lon = float(attr(browser, pos, "data-lon") or "nan")
+    # On the simulated receiver's circle, around a place no default could give.
+    assert abs(_metres((lat, lon), CENTRE) - RADIUS_M) < 30, (lat, lon)
+    assert text(browser, "#gnss-sats") == "9" and text(browser, "#gnss-fix") == "yes"
+    # The track grows as the receiver moves, and the canvas draws it, with a scale bar.
+    wait_for(browser, lambda d: int(text(d, "#gnss-points") or 0) >= 3, "three track points")
+    assert attr(browser, "#map", "data-scale")
+    colours = browser.execute_script(
+        """
+        const c = document.getElementById('map');
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let track = 0, here = 0;
+        for (let i = 0; i < px.length; i += 4) {
+          if (px[i] === 0x4c && px[i + 1] === 0xc2 && px[i + 2] === 0xff) track++;
+          if (px[i] === 0xff && px[i + 1] === 0xb0 && px[i + 2] === 0x20) here++;
+        }
+        return [track, here];
+        """
+    )
+    assert colours[0] > 20 and colours[1] > 20, colours  # track line and position marker
+
+
+def test_dtc_clear_at_standstill_reaches_the_car_and_is_refused_while_moving(
+    car: Car, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.emulator import stored_dtcs
+
+    car.emu.counters.pop("cmd_dtc_cleared", None)
+    login(browser, car.url, SECRET)
+    try:
+        with stored_dtcs(["0143"]):
+            car.speed(0x32)
+            open_page(browser, "diagnostics")
+            wait_for(
+                browser, lambda d: attr(d, '#dtc-stored [data-code="P0143"]', "data-code"), "P0143"
+            )
+            assert "O2 Sensor Circuit Low Voltage" in text(browser, "#dtc-stored")
+            assert attr(browser, "#mil", "data-state") == "on"
+            # Moving: refused before any dialog, and nothing reaches the car.
+            browser.find_element(By.ID, "dtc-clear").click()
+            wait_for(browser, lambda d: "moving" in text(d, "#dtc-message"), "the refusal")
+            assert not browser.execute_script("return document.getElementById('clear-dialog').open")
+            assert not car.emu.counters.get("cmd_dtc_cleared")
+            # At standstill: the dialog; Cancel clears nothing.
+            car.speed(0)
+            wait_for(browser, lambda d: d.find_element(By.ID, "dtc-clear").is_enabled(), "button")
+            browser.find_element(By.ID, "dtc-clear").click()
+            wait_for(
+                browser, lambda d: d.find_element(By.ID, "clear-dialog").is_displayed(), "dialog"
+            )
+            assert "readiness" in text(browser, "#clear-warning")
+            browser.find_element(By.ID, "clear-cancel").click()
+            wait_for(browser, lambda d: "Nothing was cleared" in text(d, "#dtc-message"), "cancel")
+            assert not car.emu.counters.get("cmd_dtc_cleared")
+            # The explicit confirmation clears the codes in the car.
+            wait_for(browser, lambda d: d.find_element(By.ID, "dtc-clear").is_enabled(), "button")
+            browser.find_element(By.ID, "dtc-clear").click()
+            wait_for(
+                browser, lambda d: d.find_element(By.ID, "clear-dialog").is_displayed(), "dialog"
+            )
+            browser.find_element(By.ID, "clear-confirm").click()
+            wait_for(browser, lambda d: text(d, "#dtc-message") == "Trouble codes cleared.", "done")
+            assert car.emu.counters.get("cmd_dtc_cleared") is True
+            wait_for(browser, lambda d: "No stored code." in text(d, "#dtc-stored"), "no codes")
+    finally:
+        car.emu.answer.pop("SPEED", None)
+        car.emu.counters.pop("cmd_dtc_cleared", None)
+
+
+class _Other(http.server.BaseHTTPRequestHandler):
+    """Another site: a page whose form posts to the logger (a classic CSRF attempt)."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            "<!doctype html><title>elsewhere</title>"
+            f'<form method="post" action="{self.target}/api/upload" enctype="text/plain">'
+            '<input name="{&quot;x&quot;:&quot;" value="&quot;}">'
+            '<button id="go" type="submit">win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_cross_site_post_refused(car: Car, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, car.url, SECRET)
+    handler = type("Handler", (_Other,), {"target": car.url})
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    closed_before = car.daemon.recorder.files_closed
+    try:
+        browser.get(f"http://127.0.0.1:{other.server_address[1]}/")
+        browser.find_element(By.ID, "go").click()
+        wait_for(browser, lambda d: "ERROR" in d.find_element(By.TAG_NAME, "body").text, "a reply")
+        reply = json.loads(browser.find_element(By.TAG_NAME, "body").text)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert reply["class"] == "ERROR" and reply["code"] in ("forbidden", "noauth"), reply
+    assert car.daemon.recorder.files_closed == closed_before  # UPLOAD would close the file
+    # The session itself is untouched: the dashboard still works.
+    browser.get(car.url + "/")
+    wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the dashboard")
+
+
+def _png() -> bytes:
+    """A 256 x 256 grey PNG: what a tile server sends."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x50" * 256 for _ in range(256))
+    header = struct.pack(">IIBBBBB", 256, 256, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+class _Tiles(http.server.BaseHTTPRequestHandler):
+    asked: list[str]
+    png = b""
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.png)))
+        self.end_headers()
+        self.wfile.write(self.png)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_map_tiles_only_from_the_configured_server(tmp_path: Path, car: Car, browser: Any) -> None:
+    from eccm.sim.gnss import NmeaPty, Route
+
+    # Without WEB_MAP_TILES (the module's daemon) the map asks no server for anything.
+    login(browser, car.url, SECRET)
+    open_page(browser, "map")
+    wait_for(browser, lambda d: attr(d, "#map", "data-scale"), "the map")
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert all(name.startswith(car.url) for name in loaded), loaded
+    assert not browser.find_element("id", "map-attribution").is_displayed()
+    # With it, tiles come from that server, around the position.
+    asked: list[str] = []
+    handler = type("Handler", (_Tiles,), {"asked": asked, "png": _png()})
+    tiles = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=tiles.serve_forever, daemon=True)
+    thread.start()
+    route = Route(latitude=CENTRE[0], longitude=CENTRE[1], radius=RADIUS_M)
+    template = f"http://127.0.0.1:{tiles.server_address[1]}/tiles/{{z}}/{{x}}/{{y}}.png"
+    try:
+        with (
+            NmeaPty(route, rate_hz=2.0) as gnss,
+            web_daemon(
+                tmp_path,
+                GPS_POSITION_MONITORING="yes",
+                GPS_INTERFACE=gnss.path,
+                WEB_MAP_TILES=template,
+            ) as web,
+        ):
+            login(browser, web.daemon.web.url, SECRET)
+            open_page(browser, "map")
+            wait_for(browser, lambda d: len(asked) >= 2, "tile requests")
+            wait_for(browser, lambda d: attr(d, "#gnss-pos", "data-lat"), "a position")
+            lat = float(attr(browser, "#gnss-pos", "data-lat") or "nan")
+            lon = float(attr(browser, "#gnss-pos", "data-lon") or "nan")
+            assert "127.0.0.1" in text(browser, "#map-attribution")
+    finally:
+        tiles.shutdown()
+        tiles.server_close()
+    z = int(asked[-1].split("/")[-3])
+    n = 2**z
+    here_x = int((lon + 180) / 360 * n)
+    s = math.sin(math.radians(lat))
+    here_y = int((0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n)
+    assert 12 <= z <= 19  # a street-level view of a 600 m circle
+    assert any(p.endswith(f"/{z}/{here_x}/{here_y}.png") for p in asked), (asked, here_x, here_y)
+
+
+def test_no_error_in_the_browser_console(car: Car, browser: Any) -> None:
+    login(browser, car.url, SECRET)
+    # Before login the page asked /api/session and got its 401: expected, and read away.
+    before = [e for e in errors(console(browser)) if "/api/session" not in e]
+    assert before == []
+    for page in ("live", "map", "trip", "diagnostics", "status", "files", "live"):
+        open_page(browser, page)
+        if page == "diagnostics":
+            wait_for(browser, lambda d: text(d, "#dtc-stored") != "", "the codes")
+        if page == "files":
+            wait_for(
+                browser, lambda d: text(d, "#files-table tbody") or text(d, "#files-empty"), "files"
+            )
+    wait_for(browser, lambda d: d.execute_script("return window.eccmLive.shown") > 20, "updates")
+    assert errors(console(browser)) == []
+
+
+def test_page_assets_are_in_the_package() -> None:
+    """Works offline: nothing the page loads comes from another origin."""
+    static = Path(__file__).resolve().parents[1] / "eccm" / "web" / "static"
+    for path in static.rglob("*"):
+        if path.suffix in (".html", ".js", ".css"):
+            body = path.read_text(encoding="utf-8")
+            assert "http://" not in body.replace("http://www.w3.org", "") and "//cdn" not in body, (
+                path
+            )
+            assert "<script>" not in body and "style=" not in body, path  # nothing inline
