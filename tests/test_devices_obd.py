@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import termios
 import threading
 import tty
 from collections.abc import Callable, Iterator
@@ -89,8 +90,9 @@ class PassThrough(ScriptedDevice):
                     break
                 reply += chunk
         # Closed at the end of the test; pyserial reading a port closed under it by another
-        # thread fails with a TypeError (its file descriptor is None by then).
-        except (serial.SerialException, OSError, TypeError):
+        # thread fails with a TypeError (its file descriptor is None by then), flushing one
+        # with termios.error (a bad file descriptor).
+        except (serial.SerialException, OSError, TypeError, termios.error):
             return None
         return reply
 
