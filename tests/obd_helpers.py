@@ -9,8 +9,9 @@ from typing import Any
 from elm.obd_message import HD, SZ
 
 from eccm.clock import SystemClock
-from eccm.config import Config, parse
+from eccm.config import parse
 from eccm.hub import Hub
+from eccm.obd.settings import ObdSettings
 from eccm.sample import Layout, Sample
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
@@ -51,10 +52,11 @@ class Collector:
             return self.samples[start:]
 
 
-def config(**keys: str) -> Config:
+def config(**keys: str) -> ObdSettings:
+    """The link's settings from config.ini keys (checked by eccm.config as in the daemon)."""
     values = {"CAR_IDENTIFIER": "test-car", "TRIP_END_TIMEOUT": "1"}
     values.update(keys)
-    return parse(values)
+    return ObdSettings.from_config(parse(values))
 
 
 def make_hub() -> tuple[Hub, Collector]:

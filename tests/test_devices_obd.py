@@ -19,9 +19,10 @@ import serial
 
 import eccm.obd.adapter
 from eccm.clock import SystemClock
-from eccm.config import Config, parse
+from eccm.config import parse
 from eccm.hub import Hub
 from eccm.obd.link import ObdLink
+from eccm.obd.settings import ObdSettings
 from eccm.sample import Layout, Sample
 from tests.emulator import emulated_car
 from tests.waiting import wait_until
@@ -114,11 +115,12 @@ class Rows:
         pass
 
 
-def config(**keys: str) -> Config:
-    return parse({"CAR_IDENTIFIER": "test-car", "OBD_RECONNECT_MAX_INTERVAL": "0.5", **keys})
+def config(**keys: str) -> ObdSettings:
+    cfg = parse({"CAR_IDENTIFIER": "test-car", "OBD_RECONNECT_MAX_INTERVAL": "0.5", **keys})
+    return ObdSettings.from_config(cfg)
 
 
-def start_link(cfg: Config) -> tuple[ObdLink, Hub, Rows]:
+def start_link(cfg: ObdSettings) -> tuple[ObdLink, Hub, Rows]:
     hub = Hub(SystemClock(), max_fix_age=2.0, layout=Layout((), (), gps=False))
     rows = Rows()
     hub.add_listener(rows)
