@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from elm.obd_message import HD, SZ
 
-from eccm.clock import SystemClock
+from eccm.clock import FakeClock, SystemClock
 from eccm.config import parse
 from eccm.hub import Hub
 from eccm.obd.settings import ObdSettings
@@ -50,6 +51,39 @@ class Collector:
         self.wait_for(lambda: len(self.samples) >= start + count, f"{count} rows")
         with self._cond:
             return self.samples[start:]
+
+
+@dataclass
+class FakeTimer:
+    at: float
+    action: Callable[[], None]
+    started: bool = False
+    cancelled: bool = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeTimers:
+    """The queue's timer factory, on the fake clock: :meth:`fire_due` fires them."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.made: list[FakeTimer] = []
+
+    def __call__(self, seconds: float, action: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(self._clock.monotonic() + seconds, action)
+        self.made.append(timer)
+        return timer
+
+    def fire_due(self) -> None:
+        for timer in self.made:
+            if timer.started and not timer.cancelled and timer.at <= self._clock.monotonic():
+                timer.cancelled = True  # fires once
+                timer.action()
 
 
 def config(**keys: str) -> ObdSettings:

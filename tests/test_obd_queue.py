@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,42 +15,10 @@ from eccm.clock import FakeClock
 from eccm.errors import DeviceError
 from eccm.obd.ondemand import Job, RequestQueue
 from eccm.obd.share import MAX_START_WAIT, QUEUE_LIMIT, SHARE, AdapterBusy
+from tests.obd_helpers import FakeTimers
 
 IFACE = "/dev/obd"
 CONN = object()  # what the link thread hands each request: here only passed through
-
-
-@dataclass
-class FakeTimer:
-    at: float
-    action: Callable[[], None]
-    started: bool = False
-    cancelled: bool = False
-
-    def start(self) -> None:
-        self.started = True
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeTimers:
-    """The queue's timer factory, on the fake clock: :meth:`fire_due` fires them."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-        self.made: list[FakeTimer] = []
-
-    def __call__(self, seconds: float, action: Callable[[], None]) -> FakeTimer:
-        timer = FakeTimer(self._clock.monotonic() + seconds, action)
-        self.made.append(timer)
-        return timer
-
-    def fire_due(self) -> None:
-        for timer in self.made:
-            if timer.started and not timer.cancelled and timer.at <= self._clock.monotonic():
-                timer.cancelled = True  # fires once
-                timer.action()
 
 
 def make(clock: FakeClock, timers: FakeTimers | None = None) -> RequestQueue:
