@@ -174,29 +174,47 @@ def open_connection(settings: ObdSettings, connect: Callable[..., Any]) -> tuple
     except Exception as exc:  # python-OBD reports by logging; a raise is still the device
         return None, f"python-OBD failed to open it ({exc})"
     status = conn.status()
+    lists_values = status == OBDStatus.CAR_CONNECTED and answers_mode01(
+        {c.name: c for c in conn.supported_commands}
+    )
+    complaint = "" if lists_values else library_log.take(first_error=True) or "no answer"
+    why = explain(status, lists_values, iface, complaint, protocol)
+    if why is None:
+        return conn, ""
+    close(conn)
+    return None, why
+
+
+def explain(
+    status: str, lists_values: bool, iface: str, complaint: str, protocol: str | None
+) -> str | None:
+    """What python-OBD's connection attempt means for the user: None when it reaches the
+    car, else what to check. Pure.
+
+    ``status``: python-OBD's ``OBDStatus``; ``lists_values``: the car listed a mode 01
+    value (it answered 0100); ``iface``: OBD_INTERFACE (empty: auto-detect);
+    ``complaint``: python-OBD's first error; ``protocol``: what python-OBD was asked for.
+    """
     if status == OBDStatus.CAR_CONNECTED:
-        if answers_mode01({c.name: c for c in conn.supported_commands}):
-            return conn, ""
+        if lists_values:
+            return None
         # python-OBD calls a fixed protocol "connected" whenever the adapter does not say
         # UNABLE TO CONNECT, even when no ECU answered 0100 (ignition off).
-        close(conn)
-        return None, (
+        return (
             "the adapter answers but the car lists no value (no answer to 0100): "
             f"is the ignition on? Check OBD_PROTOCOL (now {protocol or 'auto'})"
         )
-    complaint = library_log.take(first_error=True) or "no answer"
-    close(conn)
     if status == OBDStatus.NOT_CONNECTED:
         if not iface:
-            return None, (
+            return (
                 "no ELM327 adapter found (auto-detect tries /dev/rfcomm* and "
                 "/dev/ttyUSB*): set OBD_INTERFACE to the adapter's device, e.g. /dev/obd"
             )
-        return None, (
+        return (
             f"{iface} did not answer like an ELM327 adapter ({complaint}): check that "
             "it is the OBD adapter, and OBD_BAUDRATE (empty = detect)"
         )
-    return None, (
+    return (
         f"the adapter answers but the car does not ({complaint}): is the ignition on? "
         f"Check OBD_PROTOCOL (now {protocol or 'auto'})"
     )
