@@ -1,8 +1,8 @@
 """The configuration keys the OBD link and the trouble-code poller use, and nothing else.
 
 Built once from the validated :class:`eccm.config.Config` (``ObdSettings.from_config``):
-every value here is already typed and checked, so the link has no parsing of its own.
-Tests build one directly with the few keys they care about.
+every value here is already typed and checked, so the link has no parsing of its own, and
+the defaults are config.py's alone (no field has one here).
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ UNDECODABLE_PROTOCOLS = frozenset({"B", "C"})
 class ObdSettings:
     """What the OBD side of ECCM is configured with (the keys' names in the comments)."""
 
-    interface: str = ""  # OBD_INTERFACE; empty: python-OBD looks for the adapter
-    baudrate: int | None = None  # OBD_BAUDRATE; None: detected
-    protocol: str | None = None  # OBD_PROTOCOL, "1"-"9" or "A"-"C"; None: detected
-    fast_commands: tuple[str, ...] = ("RPM", "SPEED")  # OBD_FAST_COMMANDS
-    slow_commands: tuple[str, ...] = ("ALL",)  # OBD_SLOW_COMMANDS
-    slow_interval: float = 1.0  # OBD_SLOW_INTERVAL
-    sample_interval: float = 0.2  # SAMPLE_INTERVAL
-    reconnect_max_interval: float = 10.0  # OBD_RECONNECT_MAX_INTERVAL
-    trip_end_timeout: float = 30.0  # TRIP_END_TIMEOUT
-    dtc_interval: float = 60.0  # OBD_DTC_INTERVAL
-    gps_columns: bool = False  # GPS_POSITION_MONITORING: rows have position columns
+    interface: str  # OBD_INTERFACE; empty: python-OBD looks for the adapter
+    baudrate: int | None  # OBD_BAUDRATE; None: detected
+    protocol: str | None  # OBD_PROTOCOL, "1"-"9" or "A"-"C"; None: detected
+    fast_commands: tuple[str, ...]  # OBD_FAST_COMMANDS
+    slow_commands: tuple[str, ...]  # OBD_SLOW_COMMANDS, ("ALL",) for every other value
+    slow_interval: float  # OBD_SLOW_INTERVAL
+    sample_interval: float  # SAMPLE_INTERVAL
+    reconnect_max_interval: float  # OBD_RECONNECT_MAX_INTERVAL
+    trip_end_timeout: float  # TRIP_END_TIMEOUT
+    dtc_interval: float  # OBD_DTC_INTERVAL
+    gps_columns: bool  # GPS_POSITION_MONITORING: rows have position columns
 
     @classmethod
     def from_config(cls, cfg: Config) -> ObdSettings:
