@@ -2,7 +2,7 @@
 
 Issue 10 item 1: two authenticated clients each looping `GET VIN` (VIN is supported but not
 logged, so every GET reads it from the car) took the recorder from 5 rows/s to 0. The fix
-(eccm/obd/share.py, eccm/obd/link.py) gives on-demand reads a bounded share of the
+(eccm/obd/share.py, eccm/obd/ondemand.py) gives on-demand reads a bounded share of the
 adapter's time; a request that cannot have it is answered
 `{"class":"ERROR","code":"busy",...,"retry_after":s}` and counted in STATUS `ondemand_busy`.
 

@@ -132,15 +132,17 @@ class Daemon:
 
             self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
         from eccm.obd.link import ObdLink
+        from eccm.obd.settings import ObdSettings
 
-        self.link = ObdLink(cfg, self.hub, self.clock)
+        obd_settings = ObdSettings.from_config(cfg)
+        self.link = ObdLink(obd_settings, self.hub, self.clock)
         from eccm.obd.dtc_poller import DtcPoller
 
         hub = self.hub
         self.diagnostics = DtcPoller(
             self.link,
             self.trip,
-            interval=cfg.obd_dtc_interval,
+            interval=obd_settings.dtc_interval,
             clock=self.clock,
             trip=lambda: hub.engine_trip_id,
             now=hub.now,

@@ -198,17 +198,27 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
     return parse
 
 
-def _baudrate(key: str, raw: str) -> str:
+def _baudrate(key: str, raw: str) -> int | None:
+    """A serial speed, or None (empty): python-OBD detects it."""
     v = raw.strip()
-    if v and (not v.isdigit() or not 300 <= int(v) <= 4_000_000):
+    if not v:
+        return None
+    if not v.isdigit() or not 300 <= int(v) <= 4_000_000:
         raise _bad(key, raw, "a serial speed such as 38400 or 115200, or empty for auto")
-    return v
+    return int(v)
 
 
-def _protocol(key: str, raw: str) -> str:
-    # ELM327 protocol numbers (ATSP): 1-9 and A-C; python-OBD takes the same strings.
+# ELM327 protocol numbers (ATSP): 1-9 and A-C. python-OBD takes the same strings, except B
+# and C (user-defined CAN), which it cannot decode: the OBD link detects the protocol then.
+OBD_PROTOCOLS = tuple("123456789ABC")
+
+
+def _protocol(key: str, raw: str) -> str | None:
+    """An ELM327 protocol number in capitals, or None (empty): detect the protocol."""
     v = raw.strip().upper()
-    if v and v not in tuple("123456789ABC"):
+    if not v:
+        return None
+    if v not in OBD_PROTOCOLS:
         raise _bad(key, raw, "an ELM327 protocol number 1-9 or A-C (6 = CAN 11/500), or empty")
     return v
 
@@ -417,8 +427,8 @@ class Config:
     gps_interface: str
     gps_baudrate: int
     gps_max_fix_age: float
-    obd_baudrate: str
-    obd_protocol: str
+    obd_baudrate: int | None  # None: detected
+    obd_protocol: str | None  # one of OBD_PROTOCOLS; None: detected
     obd_fast_commands: tuple[str, ...]
     obd_slow_commands: tuple[str, ...]
     obd_slow_interval: float

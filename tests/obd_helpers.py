@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from elm.obd_message import HD, SZ
 
-from eccm.clock import SystemClock
-from eccm.config import Config, parse
+from eccm.clock import FakeClock, SystemClock
+from eccm.config import parse
 from eccm.hub import Hub
+from eccm.obd.settings import ObdSettings
 from eccm.sample import Layout, Sample
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
@@ -51,10 +53,44 @@ class Collector:
             return self.samples[start:]
 
 
-def config(**keys: str) -> Config:
+@dataclass
+class FakeTimer:
+    at: float
+    action: Callable[[], None]
+    started: bool = False
+    cancelled: bool = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeTimers:
+    """The queue's timer factory, on the fake clock: :meth:`fire_due` fires them."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.made: list[FakeTimer] = []
+
+    def __call__(self, seconds: float, action: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(self._clock.monotonic() + seconds, action)
+        self.made.append(timer)
+        return timer
+
+    def fire_due(self) -> None:
+        for timer in self.made:
+            if timer.started and not timer.cancelled and timer.at <= self._clock.monotonic():
+                timer.cancelled = True  # fires once
+                timer.action()
+
+
+def config(**keys: str) -> ObdSettings:
+    """The link's settings from config.ini keys (checked by eccm.config as in the daemon)."""
     values = {"CAR_IDENTIFIER": "test-car", "TRIP_END_TIMEOUT": "1"}
     values.update(keys)
-    return parse(values)
+    return ObdSettings.from_config(parse(values))
 
 
 def make_hub() -> tuple[Hub, Collector]:

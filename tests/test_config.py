@@ -8,6 +8,7 @@ import pytest
 
 from eccm.config import KEYS, load, parse, read_raw
 from eccm.errors import ConfigError
+from eccm.obd.settings import ObdSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"CAR_IDENTIFIER": "car-1"}
@@ -138,7 +139,11 @@ def test_environment_alone_is_enough() -> None:
         ("OBD_FAST_COMMANDS", "RPM,RPMM", "RPMM"),
         ("OBD_SLOW_COMMANDS", "ALL,RPM", "ALL alone"),
         ("OBD_PROTOCOL", "Z", "1-9 or A-C"),
+        ("OBD_PROTOCOL", "auto", "or empty"),
+        ("OBD_PROTOCOL", "0", "1-9 or A-C"),
         ("OBD_BAUDRATE", "fast", "serial speed"),
+        ("OBD_BAUDRATE", "auto", "empty for auto"),
+        ("OBD_BAUDRATE", "0", "serial speed"),
         ("GPS_INTERFACE", "gpsd://", "gpsd://host:port"),
         ("CAR_IDENTIFIER", "my car", "A-Z"),
         ("CAR_IDENTIFIER", "x" * 65, "64"),
@@ -224,6 +229,41 @@ def test_read_secret_follows_the_length_rule_and_differs() -> None:
         assert full not in str(err.value)  # a secret is never echoed
     env = read_raw(None, {"ECCM_SOCKET_SERVER_READ_SECRET": reader})
     assert env["SOCKET_SERVER_READ_SECRET"] == reader
+
+
+def test_obd_speed_and_protocol_are_typed_once_here() -> None:
+    """The OBD link takes these as they are: no parsing of its own."""
+    c = cfg_of(OBD_BAUDRATE=" 38400 ", OBD_PROTOCOL="a")
+    assert c.obd_baudrate == 38400 and c.obd_protocol == "A"
+    auto = cfg_of()
+    assert auto.obd_baudrate is None and auto.obd_protocol is None
+    assert auto.effective()["OBD_BAUDRATE"] == "" and auto.effective()["OBD_PROTOCOL"] == ""
+    assert parse(c.effective()).obd_baudrate == 38400  # check-config's text reads back
+
+
+def test_the_obd_settings_carry_only_the_keys_the_link_uses() -> None:
+    c = cfg_of(
+        OBD_INTERFACE="/dev/obd",
+        OBD_BAUDRATE="115200",
+        OBD_PROTOCOL="6",
+        OBD_SLOW_INTERVAL="2",
+        OBD_DTC_INTERVAL="30",
+        GPS_POSITION_MONITORING="yes",
+    )
+    s = ObdSettings.from_config(c)
+    assert (s.interface, s.baudrate, s.protocol, s.python_obd_protocol) == (
+        "/dev/obd",
+        115200,
+        "6",
+        "6",
+    )
+    assert (s.slow_interval, s.dtc_interval, s.gps_columns) == (2.0, 30.0, True)
+    assert s.fast_commands == c.obd_fast_commands and s.slow_commands == ("ALL",)
+    assert (s.sample_interval, s.trip_end_timeout) == (c.sample_interval, c.trip_end_timeout)
+    assert s.reconnect_max_interval == c.obd_reconnect_max_interval
+    # User-defined CAN (B, C): valid for the adapter, but python-OBD cannot decode it.
+    assert ObdSettings.from_config(cfg_of(OBD_PROTOCOL="b")).python_obd_protocol is None
+    assert ObdSettings.from_config(cfg_of()).interface_shown == "(auto-detect)"
 
 
 def test_effective_configuration_masks_the_read_secret() -> None:

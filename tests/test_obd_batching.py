@@ -9,9 +9,7 @@ multi-PID requests it received, and ``sum(PID counters)`` the number of values i
 
 from __future__ import annotations
 
-import itertools
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 from elm.obd_message import ST
 
 from eccm.clock import SystemClock
-from eccm.obd.adapter import answers_mode01
+from eccm.obd.adapter import CHECKS_TO_ACCEPT, answers_mode01
 from eccm.obd.link import ObdLink
 from tests.emulator import emulated_car
 from tests.obd_helpers import WAIT, config, make_hub, refuse_multi_pid
@@ -31,8 +29,11 @@ FAST = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
 
 def snapshot(link: ObdLink, emu: Any) -> tuple[dict[str, Any], int]:
     """The emulator's counters and the rows, taken in the link thread between two rows
-    (no request in flight)."""
-    return link.submit(lambda conn: (dict(emu.counters), link.rows)).result(WAIT)
+    (no request in flight). A priority request waits its whole timeout for its turn: a
+    loaded machine makes it late, never refused."""
+    return link.submit(lambda conn: (dict(emu.counters), link.rows), WAIT, priority=True).result(
+        WAIT
+    )
 
 
 def requests_between(
@@ -142,17 +143,22 @@ def test_a_group_gap_the_car_never_fills_is_accepted_without_fallback(
         link.start()
         try:
             rows.wait_rows(3)
-            before = emu.counters.get("HYBRID_BATTERY_REMAINING", 0)
+            before = snapshot(link, emu)
             rows.wait_rows(10)
-            after = snapshot(link, emu)[0].get("HYBRID_BATTERY_REMAINING", 0)
+            after = snapshot(link, emu)
         finally:
             link.stop()
     sample = rows.samples[-1]
     assert sample.values["HYBRID_BATTERY_REMAINING"].value is None
     assert sample.values["FUEL_TYPE"].value is not None
     assert link.single_pid_groups == []
-    # Asked within the multi-PID request only: once per row, not once more on its own.
-    assert after - before <= 12
+    # Asked within the multi-PID request of each row; on its own only by the checks that
+    # accept the gap (CHECKS_TO_ACCEPT in all), not once more per row. (The emulator
+    # counts 015B under its own name for it.)
+    count = after[1] - before[1]
+    asked = after[0].get("BATT_REM_CHARGE", 0) - before[0].get("BATT_REM_CHARGE", 0)
+    assert count >= 10
+    assert count <= asked <= count + CHECKS_TO_ACCEPT
     assert not [m for m in ours(records, logging.WARNING) if "one request" in m]
 
 
@@ -221,9 +227,11 @@ def test_rates_are_published_as_facts_and_dropped_with_the_adapter() -> None:
     assert "fast_hz" not in hub.facts() and "slow_hz" not in hub.facts()
 
 
-def test_a_silent_car_is_asked_ever_less_often_up_to_the_cap(
+def test_a_silent_car_ends_its_trip_is_still_asked_and_a_new_trip_begins(
     records: pytest.LogCaptureFixture,
 ) -> None:
+    """How often a parked car is asked (ever less often, up to the cap) is the policy's,
+    tested on a fake clock in test_obd_policy; here: what the user sees happen."""
     with emulated_car() as emu:
         cfg = config(
             OBD_INTERFACE=emu.get_pty(),
@@ -241,16 +249,9 @@ def test_a_silent_car_is_asked_ever_less_often_up_to_the_cap(
             trip = rows.wait_rows(3)[-1].trip_id
             emu.set_sorted_obd_msg("engineoff")  # every request: NO DATA
             rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end")
-            # Each probe is a burst of the emulator's request counter: when do they come?
-            probes: list[float] = []
-            last = emu.counters.get("commands", 0)
-            end = time.monotonic() + 6.0
-            while time.monotonic() < end:
-                now = emu.counters.get("commands", 0)
-                if now != last and (not probes or time.monotonic() - probes[-1] > 0.5):
-                    probes.append(time.monotonic())
-                last = now
-                time.sleep(0.02)
+            assert hub.latest_values() == {}
+            asked = emu.counters.get("commands", 0)
+            wait_until(lambda: emu.counters.get("commands", 0) > asked, WAIT, "another probe")
             assert link.state == "connected"  # the adapter is there, the car is not
             emu.set_sorted_obd_msg("car")
             new = rows.wait_for(
@@ -259,12 +260,9 @@ def test_a_silent_car_is_asked_ever_less_often_up_to_the_cap(
             assert new[-1].values["RPM"].value is not None
         finally:
             link.stop()
-    # 1 s, 2 s, 2 s...: at most five probes in six seconds (a probe a second would be six),
-    # and the car is still asked.
-    assert 2 <= len(probes) <= 5, probes
-    gaps = [b - a for a, b in itertools.pairwise(probes)]
-    assert max(gaps) >= 1.5, gaps
-    assert [m for m in ours(records, logging.INFO) if "TRIP_END_TIMEOUT" in m]
+    (ended,) = [m for m in ours(records, logging.INFO) if "TRIP_END_TIMEOUT" in m]
+    assert "not answered for 1 s" in ended and "at most 2 s apart" in ended
+    assert not ours(records, logging.WARNING)
 
 
 def test_a_car_that_lists_no_mode01_value_is_not_connected() -> None:

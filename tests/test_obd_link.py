@@ -391,23 +391,3 @@ def test_python_obd_gets_the_configured_arguments_and_the_real_device(
         "check_voltage": False,
         **expected,
     }
-
-
-def test_a_request_the_link_starts_as_its_timer_fires_is_not_counted_busy() -> None:
-    """The timer of a request and the link thread race for it: when the link claims it
-    first (it runs and is answered), the timer must not count a busy refusal."""
-    from eccm.obd import link as link_module
-
-    hub, _rows = make_hub()
-    link = ObdLink(config(OBD_INTERFACE="/nonexistent"), hub, SystemClock())
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    job = link_module._Job(lambda conn: None, future)
-
-    def claimed_by_the_link_thread() -> bool:
-        job.claimed = True  # the link thread got there between the timer's look and claim
-        return False
-
-    job.claim = claimed_by_the_link_thread  # type: ignore[method-assign]
-    link._expire(job, 5.0)
-    assert link.busy_refusals == 0
-    assert not future.done()

@@ -10,7 +10,15 @@ import obd
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.obd.plan import Group, PollPlan, RateMeter, make_groups, resolve, slow_budget
+from eccm.obd.plan import (
+    Group,
+    PollPlan,
+    RateMeter,
+    make_groups,
+    request_groups,
+    resolve,
+    slow_budget,
+)
 
 # What the emulator's car supports, in part, plus python-OBD's always-supported commands.
 CAR = [
@@ -128,6 +136,16 @@ def test_names_are_packed_in_requests_of_six_and_others_go_alone() -> None:
     assert make_groups([], pid.__contains__, 6) == []
     with pytest.raises(ValueError):
         make_groups(names, pid.__contains__, 0)
+
+
+def test_groups_the_car_refused_before_are_read_one_name_per_request() -> None:
+    names = ["RPM", "SPEED", "A", "B", "C", "D", "E", "F", "G"]
+    refused = {frozenset(("RPM", "SPEED", "A", "B", "C", "D"))}
+    groups = request_groups(names, lambda n: True, lambda g: frozenset(g) in refused, 6)
+    assert groups == [("RPM",), ("SPEED",), ("A",), ("B",), ("C",), ("D",), ("E", "F", "G")]
+    assert request_groups(names, lambda n: True, lambda g: False, 6) == make_groups(
+        names, lambda n: True, 6
+    )
 
 
 def test_slow_names_are_spread_over_the_interval_in_small_batches() -> None:

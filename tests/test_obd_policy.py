@@ -313,3 +313,55 @@ def test_a_cap_below_the_base_bounds_the_first_wait_too() -> None:
     retry = Reconnection(cap=0.2)
     retry.failed(0.0)
     assert retry.delay(0.0) == 0.2
+
+
+def test_a_round_reads_slow_values_only_after_answered_fast_ones() -> None:
+    clock = FakeClock()
+    policy = make(clock)
+    now = clock.monotonic()
+    # The fast values went unanswered: a silent car is not asked for more.
+    assert policy.slow_limit(now, now, has_fast=True, fast_answered=False) == 0
+    # Answered, or no fast values at all: as many as fit before the next row.
+    fits = policy.slow_limit(now, now, has_fast=True, fast_answered=True)
+    assert fits == int(INTERVAL / policy.query_time)
+    assert policy.slow_limit(now, now, has_fast=False, fast_answered=False) == fits
+    # Past the next row already: one all the same, so slow values are still read.
+    assert policy.slow_limit(now, now + 1.0, has_fast=True, fast_answered=True) == 1
+
+
+def test_round_end_publishes_an_answered_round_with_the_bounds_before_it() -> None:
+    clock = FakeClock()
+    policy = make(clock)
+    run_until_due(policy, clock)
+    start = clock.monotonic()
+    before = policy.bounds(slow_cycle=SLOW)
+    clock.advance(1.2)
+    end = policy.round_end(start, clock.monotonic(), SLOW, asked=True, answered=True, slow_due=None)
+    assert end.row == before and not end.trip_ends
+    assert policy.round_time == pytest.approx(1.2)  # the next row's bound follows it
+    assert policy.wait(clock.monotonic(), float("inf")) is None  # overran: next at once
+
+
+def test_round_end_of_a_silent_car_ends_the_trip_once_and_probes_slower() -> None:
+    clock = FakeClock()
+    policy = make(clock)
+    ends = []
+    while clock.monotonic() < 1000.0 + TRIP_END + 5.0:
+        run_until_due(policy, clock)
+        start = clock.monotonic()
+        end = policy.round_end(start, start, SLOW, asked=True, answered=False, slow_due=None)
+        assert end.row is None
+        ends.append((start, end.trip_ends))
+    assert [at for at, ended in ends if ended] == [
+        next(at for at, _ in ends if at - 1000.0 >= TRIP_END)
+    ]
+    assert not policy.lately
+
+
+def test_round_end_with_nothing_asked_waits_for_the_next_slow_group() -> None:
+    clock = FakeClock()
+    policy = make(clock)
+    now = clock.monotonic()
+    end = policy.round_end(now, now, SLOW, asked=False, answered=False, slow_due=now + 0.7)
+    assert end.row is None and not end.trip_ends
+    assert policy.next_row == now + 0.7

@@ -99,6 +99,20 @@ def make_groups(names: Sequence[str], shareable: Callable[[str], bool], size: in
     return groups
 
 
+def request_groups(
+    names: Sequence[str],
+    shareable: Callable[[str], bool],
+    refused: Callable[[Group], bool],
+    size: int,
+) -> list[Group]:
+    """:func:`make_groups`, with each group the car ``refused`` as one request (remembered
+    from an earlier connection) read one name per request."""
+    out: list[Group] = []
+    for group in make_groups(names, shareable, size):
+        out.extend([(n,) for n in group] if refused(group) else [group])
+    return out
+
+
 class PollPlan:
     """Fast groups for every row; slow groups due in turn, each once per ``slow_interval``.
 

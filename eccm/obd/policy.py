@@ -36,6 +36,15 @@ class Bounds:
     slow: float
 
 
+@dataclass(frozen=True)
+class RoundEnd:
+    """What a finished round of reads means: a row to publish (with its bounds), the end of
+    the trip (a car silent for TRIP_END_TIMEOUT), or nothing."""
+
+    row: Bounds | None = None
+    trip_ends: bool = False
+
+
 class LinkPolicy:
     """The polling loop's decisions for one link (one per ``ObdLink``, reset per connection).
 
@@ -134,7 +143,40 @@ class LinkPolicy:
         fast = fast_max_age(self.sample_interval, self._round_time)
         return Bounds(fast, slow_max_age(self.slow_interval, slow_cycle, fast))
 
+    def slow_limit(
+        self, row_start: float, now: float, *, has_fast: bool, fast_answered: bool
+    ) -> int:
+        """How many slow groups the round begun at ``row_start`` reads after its fast ones:
+        none when the car did not answer them (a silent car is not asked more), else as
+        many as fit before the next row (at least one)."""
+        if has_fast and not fast_answered:
+            return 0
+        return self.slow_budget(row_start, now)
+
     # -- what the loop reports ----------------------------------------------------
+    def round_end(
+        self,
+        row_start: float,
+        now: float,
+        slow_cycle: float,
+        *,
+        asked: bool,
+        answered: bool,
+        slow_due: float | None,
+    ) -> RoundEnd:
+        """The round begun at ``row_start`` ended at ``now``: ``asked`` the car something,
+        got an answer (``answered``). ``slow_cycle``: ``PollPlan.cycle``; ``slow_due``: when
+        the next slow group falls due (``PollPlan.next_due``). Reports the round (see
+        :meth:`answered`, :meth:`silent`, :meth:`unasked`) and says what to do with it."""
+        if answered:
+            bounds = self.bounds(slow_cycle)  # from the rounds before this one
+            self.answered(row_start, now)
+            return RoundEnd(row=bounds)
+        if asked:
+            return RoundEnd(trip_ends=self.silent(row_start, now))
+        self.unasked(row_start, slow_due)
+        return RoundEnd()
+
     def request_took(self, seconds: float) -> None:
         """One request to the car took ``seconds``."""
         self._query_time = (1 - _SMOOTHING) * self._query_time + _SMOOTHING * seconds
