@@ -301,6 +301,11 @@ class LocalS3:
         bucket_ok = False
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
+                if self._proc.returncode == -signal.SIGINT:
+                    # A Ctrl-C sent to the terminal's process group between fork and the
+                    # child's setsid reached the server too: the user's interrupt, not a
+                    # server failure (a run under load showed it).
+                    raise KeyboardInterrupt
                 raise EccmError(
                     f"SeaweedFS exited with status {self._proc.returncode} while starting; "
                     f"see {self.log_file}"
