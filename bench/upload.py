@@ -201,7 +201,7 @@ def eccm_run(server: LocalS3, source: Path, work: Path, prefix: str, workers: in
         "S3_KEY_PREFIX": prefix,
         **server.config_values(),
     }
-    up = Uploader(eccm_config.parse(values), SystemClock(), workers=workers)
+    up = Uploader.from_config(eccm_config.parse(values), SystemClock(), workers=workers)
     t0 = time.perf_counter()
     report = up.run_once()
     elapsed = time.perf_counter() - t0

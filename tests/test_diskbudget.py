@@ -142,7 +142,7 @@ def test_the_budget_holds_while_the_server_is_unreachable(tmp_path: Path) -> Non
         MAX_LOCAL_STORAGE_MB="1",
     )
     files = _fill(tmp_path, range(1, 8), 200_000)
-    up = Uploader(cfg, FakeClock(), timeouts=S3Timeouts(connect=1, read=1, attempts=1))
+    up = Uploader.from_config(cfg, FakeClock(), timeouts=S3Timeouts(connect=1, read=1, attempts=1))
     report = up.run_once()
     assert report.error is not None and "cannot reach" in report.error
     assert report.disk is not None and report.disk.total_bytes <= MIB

@@ -90,7 +90,7 @@ def test_a_wrong_access_key_is_named_once_and_nothing_is_deleted(
 ) -> None:
     cfg = make_config(tmp_path, s3_http, S3_SERVER_AK="NOSUCHKEY0000000")
     files = [make_closed_file(tmp_path, seq=i) for i in (1, 2)]
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         for _ in range(3):
             report = up.run_once()
@@ -107,7 +107,7 @@ def test_a_bucket_created_later_is_used_without_a_restart(
     bucket = f"late{uuid.uuid4().hex[:12]}"
     cfg = make_config(tmp_path, s3_http, S3_SERVER_BUCKET=bucket, S3_SYNC_INTERVAL="1")
     files = {p.name for p in (make_closed_file(tmp_path, seq=i) for i in (1, 2, 3))}
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         up.start()
         try:
@@ -132,7 +132,7 @@ def test_a_key_that_may_put_but_not_head_keeps_the_files_then_a_fixed_key_finish
     cfg = make_config(tmp_path, s3_http, **as_identity(s3_http, WRITE_ONLY))
     f = make_closed_file(tmp_path)
     content = f.read_bytes()
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     for _ in range(2):
         report = up.run_once()
         assert report.uploaded == 0 and report.remaining == 1
@@ -146,7 +146,7 @@ def test_a_key_that_may_put_but_not_head_keeps_the_files_then_a_fixed_key_finish
 
     # The key gets its rights (here: the configuration gets a better key; a restart).
     fixed = make_config(tmp_path, s3_http, S3_KEY_PREFIX=cfg.s3_key_prefix)
-    report = Uploader(fixed, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(fixed, SystemClock(), timeouts=QUICK).run_once()
     assert report.uploaded == 1 and report.error is None
     after = data_objects(s3_http, cfg)
     assert set(after) == set(before) | {k + ".json" for k in before}
@@ -168,7 +168,7 @@ def test_a_key_without_multipart_listing_or_delete_rights_still_uploads(
         **as_identity(s3_http, READ_WRITE),
     )
     make_closed_file(tmp_path, seq=1)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     with caplog.at_level(logging.INFO, logger="eccm.upload.uploader"):
         up.start()  # the daemon's path: stale multipart uploads are looked for first
         try:
@@ -187,7 +187,7 @@ def test_a_key_without_multipart_listing_or_delete_rights_still_uploads(
 
     # The next start finds the probe object already there: conditional create still known.
     make_closed_file(tmp_path, seq=2)
-    again = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    again = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     assert again.run_once().uploaded == 1
     assert again.conditional is True
 
@@ -196,7 +196,7 @@ def test_https_against_a_plain_http_server_says_so(s3_http: LocalS3, tmp_path: P
     endpoint = f"https://127.0.0.1:{s3_http.s3_port}"  # the server speaks plain http
     cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=endpoint)
     f = make_closed_file(tmp_path)
-    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert "does not speak TLS" in (report.error or ""), report.error
     assert "S3_SERVER_ENDPOINT=http://" in (report.error or "")
     assert f.is_file()

@@ -60,7 +60,7 @@ def test_a_clock_years_behind_is_named_nothing_is_deleted_and_the_files_follow_l
     before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
     # The first request is the probe, or (probe done before the clock went wrong) the
     # conditional PUT, or the HEAD that servers without conditional create get first.
-    up = Uploader(
+    up = Uploader.from_config(
         cfg, FakeClock(start=PI_EPOCH.timestamp()), timeouts=QUICK, conditional=conditional
     )
 
@@ -98,7 +98,7 @@ def test_a_clock_a_few_minutes_off_is_no_problem(
     )
     cfg = make_config(tmp_path, s3_http)
     make_closed_file(tmp_path)
-    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert report.uploaded == 1 and report.error is None
 
 
@@ -181,7 +181,7 @@ def test_a_certificate_not_yet_valid_blames_the_clock_not_s3_verify_tls(tmp_path
             S3_VERIFY_TLS=str(cert),
         )
         f = make_closed_file(tmp_path / "rec")
-        up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+        up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
         report = up.run_once()
     finally:
         server.close()

@@ -238,7 +238,7 @@ def test_uploaders_racing_on_one_folder_put_every_file_once(
     pipes.close(gate_r)
 
     # The daemon's uploader, in this process, client built like theirs.
-    daemon = Uploader(cfg, SystemClock())
+    daemon = Uploader.from_config(cfg, SystemClock())
     daemon.client()
     reports: list[UploadReport] = []
     runner = threading.Thread(target=lambda: reports.append(daemon.run_once()), name="daemon")
@@ -312,7 +312,7 @@ def test_a_probe_deleted_by_another_process_between_our_two_puts_is_not_misread(
     taken for one (the narrow window is forced here, the race test rarely hits it)."""
     cfg = s3server.make_config(tmp_path, s3_http)
     make_closed_file(tmp_path, seq=1)
-    up = Uploader(cfg, SystemClock())
+    up = Uploader.from_config(cfg, SystemClock())
     client = up.client()
     other = s3_http.client()
     shared = probe_key(cfg.s3_key_prefix, CAR)

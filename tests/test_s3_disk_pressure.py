@@ -69,7 +69,7 @@ def test_files_the_run_can_send_are_not_evicted_before_it(
     cfg = make_config(tmp_path, s3_http, MAX_LOCAL_STORAGE_MB="1")
     files = fill(tmp_path, "20261122T021500Z", range(1, 8), 200_000)  # 1.4 MB
     with caplog.at_level(logging.INFO):
-        report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+        report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert report.uploaded == 7 and report.error is None
     assert report.disk is not None and report.disk.evicted_pending == []
     assert {f.name for f in files} <= names_in(s3_http, cfg)
@@ -100,7 +100,7 @@ def test_a_verified_data_object_always_gets_its_sidecar_whatever_the_budget_evic
     cfg = make_config(tmp_path, s3_http, S3_SERVER_BUCKET=bucket, MAX_LOCAL_STORAGE_MB="1")
     (oldest,) = fill(tmp_path, "20261120T080000Z", range(1, 2), 300_000)
 
-    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert "on PutObject" in (report.error or ""), report.error
     assert names_in(s3_http, cfg, bucket) == {oldest.name}  # data verified, no sidecar
     assert not oldest.exists() and Path(f"{oldest}.json").exists()  # waits to be finished
@@ -108,14 +108,14 @@ def test_a_verified_data_object_always_gets_its_sidecar_whatever_the_budget_evic
     # Offline for days: newer files push the budget; the oldest pending one goes.
     newer = fill(tmp_path, "20261121T080000Z", range(1, 5), 300_000)
     with caplog.at_level(logging.ERROR, logger="eccm.store.budget"):
-        report = Uploader(unreachable(cfg), SystemClock(), timeouts=QUICK).run_once()
+        report = Uploader.from_config(unreachable(cfg), SystemClock(), timeouts=QUICK).run_once()
     assert report.disk is not None and report.disk.evicted_pending == [newer[0].name]
     assert [r.getMessage() for r in caplog.records if newer[0].name in r.getMessage()]
     assert Path(f"{oldest}.json").exists(), "the sidecar of a verified data object was evicted"
 
     # Back online, with the right to write sidecars: every data object gets its sidecar.
     admin.delete_bucket_policy(Bucket=bucket)
-    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert report.error is None and report.remaining == 0
     expected = {oldest.name, *(f.name for f in newer[1:])}
     assert names_in(s3_http, cfg, bucket) == expected | {n + ".json" for n in expected}

@@ -42,7 +42,9 @@ def test_a_link_that_hangs_after_the_probe_ends_the_run_at_the_first_timeout(
     # reported as kept at ERROR level, and each one waited out its own timeout.
     link.healthy()
     cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
-    up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=1, attempts=1))
+    up = Uploader.from_config(
+        cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=1, attempts=1)
+    )
     make_closed_file(tmp_path, seq=1)
     assert up.run_once().uploaded == 1  # the probe is done, conditional create known
 
@@ -68,7 +70,7 @@ def test_many_runs_over_a_flapping_link_deliver_every_file_exactly_once(
     # One attempt per request: every fault reaches the uploader's own logic.
     # None: probed (SeaweedFS honours If-None-Match); False: as on a server that does not,
     # a HEAD before each PUT.
-    up = Uploader(
+    up = Uploader.from_config(
         cfg,
         SystemClock(),
         timeouts=S3Timeouts(connect=2, read=2, attempts=1),
@@ -187,7 +189,7 @@ def test_a_multipart_upload_cut_by_the_link_is_aborted_by_a_later_run(
     cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
     payload = bytes(range(256)) * (7 * 1024 * 1024 // 256)
     big = make_closed_file(tmp_path, gz=False, payload=payload)
-    up = Uploader(
+    up = Uploader.from_config(
         cfg,
         SystemClock(),
         timeouts=S3Timeouts(connect=2, read=5, attempts=1),
@@ -237,7 +239,9 @@ def test_a_link_that_breaks_tls_handshakes_is_a_network_failure_not_a_bad_certif
         for seq in range(1, 16):
             p = make_closed_file(tmp_path, seq=seq)
             files[p.name] = p.read_bytes()
-        up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=2, attempts=1))
+        up = Uploader.from_config(
+            cfg, SystemClock(), timeouts=S3Timeouts(connect=2, read=2, attempts=1)
+        )
         errors: set[str] = set()
         for _ in range(60):
             report = up.run_once()

@@ -212,7 +212,7 @@ def test_a_summary_is_uploaded_verified_once_under_its_trip_start_date(
     body = summary.read_bytes()
     w.write_checkpoint(doc("20261122T020000Z", complete=False))  # a trip still running
 
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     assert up.queue_length() == 2
     report = up.run_once()
     assert report.error is None and report.kept == [] and report.uploaded == 2
@@ -245,7 +245,7 @@ def test_a_summary_is_uploaded_verified_once_under_its_trip_start_date(
 def test_the_uploader_is_woken_by_a_written_summary(s3_http: LocalS3, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, s3_http, S3_SYNC_INTERVAL="3600")
     make_closed_file(tmp_path, trip=TRIP)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     up.start()
     try:
         # the first run, at start, takes the data file; the next is an hour away

@@ -68,7 +68,7 @@ def test_normal_flow_uploads_verifies_and_deletes(s3_any: LocalS3, tmp_path: Pat
     open_file.write_bytes(b"TIME_UTC\n")
     unready = make_closed_file(tmp_path, trip="20261122T030000Z", seq=9, sidecar=False)
 
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     assert up.queue_length() == 3
     report = up.run_once()
 
@@ -99,7 +99,7 @@ def test_keep_mode_moves_files_to_uploaded(s3_http: LocalS3, tmp_path: Path) -> 
     cfg = make_config(tmp_path, s3_http, S3_DELETE_AFTER_UPLOAD="no")
     f = make_closed_file(tmp_path)
     content = f.read_bytes()
-    report = Uploader(cfg, SystemClock(), timeouts=QUICK).run_once()
+    report = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once()
     assert report.uploaded == 1
     moved = tmp_path / "uploaded" / f.name
     assert moved.read_bytes() == content
@@ -109,7 +109,7 @@ def test_keep_mode_moves_files_to_uploaded(s3_http: LocalS3, tmp_path: Path) -> 
 
 def test_the_same_file_twice_makes_one_object(s3_http: LocalS3, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, s3_http)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     make_closed_file(tmp_path, seq=4)
     assert up.run_once().uploaded == 1
     before = data_keys(s3_http, cfg)
@@ -128,9 +128,9 @@ def test_different_content_under_the_same_name_is_kept_not_overwritten(
     cfg = make_config(tmp_path, s3_http)
     first = make_closed_file(tmp_path, seq=5, rows=10)
     original = first.read_bytes()
-    assert Uploader(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1
+    assert Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1
     # A server without conditional create gets a HEAD before each PUT instead.
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK, conditional=conditional)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK, conditional=conditional)
 
     other = make_closed_file(tmp_path, seq=5, rows=11)
     report = up.run_once()
@@ -145,7 +145,7 @@ def test_a_file_that_does_not_match_its_sidecar_is_kept(s3_http: LocalS3, tmp_pa
     cfg = make_config(tmp_path, s3_http)
     f = make_closed_file(tmp_path, gz=False)
     f.write_bytes(f.read_bytes() + b"bit rot\n")
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     report = up.run_once()
     assert report.uploaded == 0 and len(report.kept) == 1
     assert "does not match its sidecar" in (up.last_error or "")
@@ -157,7 +157,7 @@ def _uploader_failure(
     tmp_path: Path, cfg: Config, caplog: pytest.LogCaptureFixture
 ) -> tuple[Uploader, list[Path]]:
     files = [make_closed_file(tmp_path, seq=i) for i in (1, 2, 3)]
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     with caplog.at_level(logging.DEBUG, logger="eccm.upload.uploader"):
         for _ in range(3):
             report = up.run_once()
@@ -215,7 +215,7 @@ def test_an_unreachable_server_is_retried_later(tmp_path: Path) -> None:
         S3_SERVER_SK="s",
     )
     make_closed_file(tmp_path)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     report = up.run_once()
     assert "cannot reach" in (report.error or "") and "retried" in (report.error or "")
     assert up.queue_length() == 1
@@ -273,7 +273,7 @@ def test_run_once_returns_within_its_timeouts_when_the_server_hangs(
 ) -> None:
     cfg = _hung_config(tmp_path, hung_server.port)
     make_closed_file(tmp_path)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     result: list[object] = []
     t = threading.Thread(target=lambda: result.append(up.run_once()), daemon=True)
     t.start()
@@ -288,7 +288,9 @@ def test_run_once_returns_within_its_timeouts_when_the_server_hangs(
 def test_a_hung_server_does_not_block_the_caller(tmp_path: Path, hung_server: HungServer) -> None:
     cfg = _hung_config(tmp_path, hung_server.port)
     make_closed_file(tmp_path)
-    up = Uploader(cfg, SystemClock(), timeouts=S3Timeouts(connect=2.0, read=30.0, attempts=1))
+    up = Uploader.from_config(
+        cfg, SystemClock(), timeouts=S3Timeouts(connect=2.0, read=30.0, attempts=1)
+    )
     up.start()
     try:
         # The upload thread is now stuck waiting for an answer...
@@ -324,7 +326,7 @@ def test_server_stopped_mid_run_and_restarted_everything_arrives_once(tmp_path: 
         files = {
             p.name: p.read_bytes() for p in (make_closed_file(record, seq=i) for i in range(1, 7))
         }
-        up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+        up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
         done: list[str] = []
 
         def on_file(name: str) -> None:
@@ -365,7 +367,7 @@ def test_large_files_go_multipart_and_stale_uploads_are_aborted(
     stale = client.create_multipart_upload(Bucket=s3_http.bucket, Key=prefix + "date=x/crashed")
     payload = hashlib.sha256(b"seed").digest() * (11 * 1024 * 1024 // 32 + 7)
     big = make_closed_file(tmp_path, gz=False, payload=payload)
-    up = Uploader(
+    up = Uploader.from_config(
         cfg,
         SystemClock(),
         timeouts=S3Timeouts(connect=5, read=30, attempts=2),
@@ -408,7 +410,7 @@ def test_upload_backlog_is_the_cli_body(
 def test_wake_uploads_now_and_stop_makes_one_last_attempt(s3_http: LocalS3, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, s3_http, S3_SYNC_INTERVAL="3600", S3_SYNC_JITTER="0")
     make_closed_file(tmp_path, seq=1)
-    up = Uploader(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
     up.start()
     try:
         wait_for(lambda: up.objects_uploaded == 1, what="the run at start")
@@ -434,4 +436,4 @@ def test_empty_keys_use_boto3s_default_credential_chain(
         monkeypatch.delenv(name, raising=False)
     cfg = make_config(tmp_path, s3_http, S3_SERVER_AK="", S3_SERVER_SK="")
     make_closed_file(tmp_path)
-    assert Uploader(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1
+    assert Uploader.from_config(cfg, SystemClock(), timeouts=QUICK).run_once().uploaded == 1

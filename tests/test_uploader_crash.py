@@ -105,7 +105,7 @@ def test_sigkill_during_an_upload_loses_nothing_and_duplicates_nothing(
             assert (record / (n + ".json")).exists()  # the sidecar waits to be finished
 
     # The next run (the car boots again) finishes the job.
-    up = Uploader(cfg, SystemClock())
+    up = Uploader.from_config(cfg, SystemClock())
     report = up.run_once()
     assert report.ok, report
     objs = remote()

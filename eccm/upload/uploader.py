@@ -71,9 +71,14 @@ class Uploader:
     """The upload's thread and its status: runs when the schedule says, on ``wake()``, and
     once more at ``stop()``; ``run_once()`` for `eccm upload`. Runs never overlap."""
 
+    @classmethod
+    def from_config(cls, cfg: Config, clock: Clock, **options: Any) -> Uploader:
+        """An uploader of ``cfg``'s upload keys (nothing of the upload sees the rest)."""
+        return cls(UploadSettings.from_config(cfg), clock, **options)
+
     def __init__(
         self,
-        settings: UploadSettings | Config,
+        settings: UploadSettings,
         clock: Clock,
         *,
         timeouts: S3Timeouts = DEFAULT_TIMEOUTS,
@@ -88,9 +93,6 @@ class Uploader:
         file's upload gets there (in the worker thread that uploads it); the crash tests
         SIGKILL there. ``conditional``: whether the server honours If-None-Match, None to
         ask it once. ``log_outcome=False``: the caller reports each run's outcome itself."""
-        if isinstance(settings, Config):
-            # Narrowed at once: nothing of the upload sees the rest of the configuration.
-            settings = UploadSettings.from_config(settings)
         self.settings = settings
         self._clock = clock
         self._runner = Runner(
