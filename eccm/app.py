@@ -205,11 +205,11 @@ class Daemon:
 
     def _keep_disk_budget(self) -> None:
         """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""
-        from eccm.store.budget import enforce
+        from eccm.store.budget import DiskSettings, enforce
 
         while not self._stop.wait(DISK_CHECK_SECONDS):
             try:
-                enforce(self.cfg, self.corrected_clock)
+                enforce(DiskSettings.from_config(self.cfg), self.corrected_clock)
             except OSError as exc:
                 log.warning("disk budget check of %s failed: %s", self.cfg.record_dir, exc)
 

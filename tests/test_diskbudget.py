@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from eccm.clock import FakeClock
-from eccm.store.budget import MIB, Inventory, Item, enforce, inventory, plan_disk
+from eccm.store.budget import MIB, DiskSettings, Inventory, Item, enforce, inventory, plan_disk
 from eccm.upload.keys import DataName, parse_data_name
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
@@ -90,7 +90,7 @@ def test_enforce_on_real_files(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
     clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
     with caplog.at_level(logging.INFO, logger="eccm.store.budget"):
-        report = enforce(cfg, clock)
+        report = enforce(DiskSettings.from_config(cfg), clock)
 
     # 0.6 MB uploaded, 1 MB pending, 0.2 MB not closed: all uploaded go, then one pending.
     assert report.evicted_uploaded == 3
@@ -120,12 +120,12 @@ def test_retention_on_real_files_uses_the_trip_time(tmp_path: Path) -> None:
             stamp = time.time() - 40 * 86400
             os.utime(p, (stamp, stamp))
     clock = FakeClock(start=datetime(2026, 11, 22, tzinfo=UTC).timestamp())
-    report = enforce(cfg, clock)
+    report = enforce(DiskSettings.from_config(cfg), clock)
     assert report.expired == 2
     assert not old.exists() and not (up_dir / (orphan.name + ".json")).exists()
     assert new.exists() and pending_old.exists()
     clock.advance(2 * 86400)
-    assert enforce(cfg, clock).expired == 1 and not new.exists()
+    assert enforce(DiskSettings.from_config(cfg), clock).expired == 1 and not new.exists()
 
 
 def test_the_budget_holds_while_the_server_is_unreachable(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_an_archived_data_file_whose_sidecar_waits_goes_before_data_not_uploaded
     waiting = _fill(tmp_path, range(1, 3), 300_000)  # newer trip, not uploaded
     clock = FakeClock(start=datetime(2026, 11, 23, tzinfo=UTC).timestamp())
     with caplog.at_level(logging.INFO, logger="eccm.store.budget"):
-        report = enforce(cfg, clock)
+        report = enforce(DiskSettings.from_config(cfg), clock)
     assert report.evicted_uploaded == 1 and report.evicted_pending == []
     assert not (tmp_path / "uploaded" / done.name).exists()
     assert (tmp_path / (done.name + ".json")).exists()  # still to be uploaded: kept
@@ -180,7 +180,7 @@ def test_a_clock_jumped_decades_ahead_deletes_no_uploaded_file_for_its_age(
     up_dir = tmp_path / "uploaded"
     files = [make_closed_file(up_dir, trip=f"2026112{d}T080000Z") for d in range(3)]
     clock = FakeClock(start=datetime(2068, 12, 31, tzinfo=UTC).timestamp())
-    report = enforce(cfg, clock)
+    report = enforce(DiskSettings.from_config(cfg), clock)
     assert report.expired == 0
     assert all(p.exists() for p in files)
 
@@ -191,7 +191,7 @@ def test_a_file_this_process_saw_appear_is_not_old_whatever_both_clocks_say(
     cfg = make_config(tmp_path, None, LOCAL_RETENTION_DAYS="7")
     up_dir = tmp_path / "uploaded"
     clock = FakeClock(start=datetime(2026, 11, 22, tzinfo=UTC).timestamp())
-    enforce(cfg, clock)  # the first look: the directory is empty
+    enforce(DiskSettings.from_config(cfg), clock)  # the first look: the directory is empty
     clock.advance(60.0)
     fresh = make_closed_file(up_dir, trip="20261122T000000Z")
     # Both clocks stepped forward a month (NTP from a fake-hwclock, and GNSS with it).
@@ -199,9 +199,9 @@ def test_a_file_this_process_saw_appear_is_not_old_whatever_both_clocks_say(
     for p in (fresh, Path(f"{fresh}.json")):
         os.utime(p, (month_ago, month_ago))
     clock.set_wall(clock.time() + 31 * 86400)
-    assert enforce(cfg, clock).expired == 0 and fresh.exists()
+    assert enforce(DiskSettings.from_config(cfg), clock).expired == 0 and fresh.exists()
     clock.advance(8 * 86400.0)  # a week of monotonic time later it is old by every witness
-    assert enforce(cfg, clock).expired == 1 and not fresh.exists()
+    assert enforce(DiskSettings.from_config(cfg), clock).expired == 1 and not fresh.exists()
 
 
 def test_the_budget_still_applies_to_files_too_young_to_expire() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from eccm.clock import SystemClock
 from eccm.sim.s3 import LocalS3
-from eccm.store.budget import MIB, enforce, inventory
+from eccm.store.budget import MIB, DiskSettings, enforce, inventory
 from eccm.store.names import parse_summary_name, summary_name
 from eccm.trip.summary import SummaryWriter
 from eccm.upload.keys import car_prefix, plan, probe_key
@@ -193,7 +193,9 @@ def test_summaries_count_in_the_disk_budget_and_expire_when_uploaded(tmp_path: P
     assert old is not None and new is not None
     inv = inventory(tmp_path)
     assert sorted(i.name.name for i in inv.pending) == sorted([old.name, new.name])
-    report = enforce(cfg, SystemClock())  # over 1 MB: the oldest not-yet-uploaded goes
+    report = enforce(
+        DiskSettings.from_config(cfg), SystemClock()
+    )  # over 1 MB: the oldest not-yet-uploaded goes
     assert report.evicted_pending == [old.name]
     assert new.exists() and not old.exists()
     assert report.expired == 1

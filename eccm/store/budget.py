@@ -258,7 +258,20 @@ def _remove(item: Item) -> None:
         p.unlink(missing_ok=True)
 
 
-def enforce(cfg: Config, clock: Clock, *, evict_pending: bool = True) -> DiskReport:
+@dataclass(frozen=True)
+class DiskSettings:
+    """The keys the disk budget uses."""
+
+    record_dir: Path  # RECORD_DIRECTORY_LOCATION
+    max_local_storage_mb: float  # MAX_LOCAL_STORAGE_MB
+    local_retention_days: float  # LOCAL_RETENTION_DAYS
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DiskSettings:
+        return cls(cfg.record_dir, cfg.max_local_storage_mb, cfg.local_retention_days)
+
+
+def enforce(cfg: DiskSettings, clock: Clock, *, evict_pending: bool = True) -> DiskReport:
     """Apply LOCAL_RETENTION_DAYS and MAX_LOCAL_STORAGE_MB to the record directory.
 
     ``evict_pending=False``: delete uploaded files only (the uploader before a run: what

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from eccm.clock import Clock
 from eccm.config import Config
-from eccm.store.budget import DiskReport, enforce
+from eccm.store.budget import DiskReport, DiskSettings, enforce
 from eccm.upload.keys import car_prefix, probe_key
 
 
@@ -55,8 +55,10 @@ class UploadSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> UploadSettings:
+        disk = DiskSettings.from_config(cfg)
+
         def keep_disk(clock: Clock, *, evict_pending: bool) -> DiskReport:
-            return enforce(cfg, clock, evict_pending=evict_pending)
+            return enforce(disk, clock, evict_pending=evict_pending)
 
         return cls(
             record_dir=cfg.record_dir,
