@@ -169,7 +169,7 @@ def draw() -> Figure:
 
     server = draw_box(
         ax,
-        Box(cols[1], mid, "control → service", "TCP/TLS, HMAC, scopes\nDTC clear policy", THREAD),
+        Box(cols[1], mid, "service", "socket · web page\nscopes · DTC rules", THREAD),
     )
     rec = draw_box(
         ax, Box(cols[2], mid, "store/recorder", "rotating TSV/CSV\nfsync, atomic close", THREAD)
@@ -179,7 +179,7 @@ def draw() -> Figure:
         ax, Box(cols[4], mid, "upload/uploader", "verified, never doubled\ndisk budget", THREAD)
     )
 
-    client = draw_box(ax, Box(cols[1], low, "client", "eccm query, nc,\nfleet server", CLIENT))
+    client = draw_box(ax, Box(cols[1], low, "clients", "eccm query, nc,\nbrowser, curl", CLIENT))
     s3_left = cols[2] - BOX_W / 2
     s3_width = cols[4] + BOX_W / 2 - s3_left
     draw_box(
@@ -238,7 +238,7 @@ def draw() -> Figure:
         (THREAD, "ECCM part"),
         (FILES, "files on the Pi"),
         (CLOUD, "cloud storage"),
-        (CLIENT, "socket client"),
+        (CLIENT, "client"),
     )
     for i, ((fill, edge), text) in enumerate(legend):
         y = 4.55 - i * 0.5
