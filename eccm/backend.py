@@ -34,9 +34,13 @@ from eccm.service import (
     dtc_codes,
     from_link_error,
 )
+from eccm.store.budget import MIB, inventory
 from eccm.store.listing import StoredFile, list_files
 
 log = logging.getLogger(__name__)
+
+# Seconds between two looks at the record directory's size for STATUS.
+DISK_LOOK_S = 10.0
 
 # Commands of the link's `supported` table that are not values GET can name: DTC services
 # have their own command, and the PID bitmaps only say what else is supported.
@@ -190,6 +194,7 @@ class DaemonBackend:
         self._cache_key: object = None
         self._cache: tuple[ValueInfo, ...] = ()
         self._cache_lock = threading.Lock()
+        self._disk: tuple[float, int | None] | None = None  # (when, bytes) of the last look
 
     # -- values ------------------------------------------------------------------------
     def now(self) -> float:
@@ -305,7 +310,30 @@ class DaemonBackend:
             + (0 if self._gnss_source is None else self._gnss_source.rejected_times),
             "uptime_s": round(self._clock.monotonic() - self._started, 1),
             "ondemand_busy": self._busy_count(),
+            "disk_used_bytes": self._disk_used(),
+            "disk_budget_bytes": None
+            if self._cfg is None
+            else int(self._cfg.max_local_storage_mb * MIB),
         }
+
+    def _disk_used(self) -> int | None:
+        """Bytes in the record directory (uploaded/ included), as the disk budget counts them.
+
+        Looked at most every DISK_LOOK_S: a dashboard asks STATUS every few seconds and a
+        directory listing on an SD card is not free.
+        """
+        if self._cfg is None:
+            return None
+        now = self._clock.monotonic()
+        last = self._disk
+        if last is not None and now - last[0] < DISK_LOOK_S:
+            return last[1]
+        try:
+            used: int | None = inventory(self._cfg.record_dir).total
+        except OSError:
+            used = None
+        self._disk = (now, used)
+        return used
 
     # -- DTCs ----------------------------------------------------------------------------
     def read_dtcs(self, timeout: float) -> Mapping[str, object]:

@@ -266,6 +266,8 @@ class StatusReport(TypedDict):
     gnss_time_rejected: int
     uptime_s: float
     ondemand_busy: int
+    disk_used_bytes: int | None
+    disk_budget_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
