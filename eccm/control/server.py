@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from eccm.control.protocol import AUTH_TIMEOUT, IDLE_TIMEOUT
 from eccm.control.throttle import LogThrottle
 from eccm.errors import ConfigError
 from eccm.service import Backend, Credentials, Service
+from eccm.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +78,6 @@ def _wake(sock: socket.socket, how: int) -> None:
         socket.socket.shutdown(sock, how)
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"SOCKET_SERVER_TLS_CERT={cert!r} / SOCKET_SERVER_TLS_KEY={key!r} cannot be "
-            f"loaded: {exc}; expected a PEM certificate and its private key"
-        ) from exc
-    return ctx
-
-
 class ControlServer:
     """Listens on SOCKET_SERVER_BIND:SOCKET_SERVER_PORT once :meth:`start` is called.
 
@@ -136,7 +123,9 @@ class ControlServer:
         limits = limits or Limits()
         ctx = None
         if cfg.socket_server_tls_cert:
-            ctx = tls_context(cfg.socket_server_tls_cert, cfg.socket_server_tls_key)
+            ctx = server_context(
+                cfg.socket_server_tls_cert, cfg.socket_server_tls_key, "SOCKET_SERVER"
+            )
         self._ssl = ctx
         self._admission = Admission(cfg.socket_server_max_clients)
         self._stopping = threading.Event()

@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import ssl
 import threading
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from eccm.config import Config
 from eccm.control.authlimit import AuthLimiter
 from eccm.errors import ConfigError
 from eccm.service import Credentials, Service
+from eccm.tls import server_context
 from eccm.web.api import STATIC, WebApi
 from eccm.web.auth import WebAuth
 from eccm.web.loginlink import LoginLinks, base_url
@@ -33,19 +33,6 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 REPORT_SECONDS = 10.0
-
-
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"WEB_SERVER_TLS_CERT={cert!r} / WEB_SERVER_TLS_KEY={key!r} cannot be loaded: "
-            f"{exc}; expected a PEM certificate and its private key"
-        ) from exc
-    return ctx
 
 
 class WebServer:
@@ -78,7 +65,9 @@ class WebServer:
         self._bind = cfg.web_server_bind if bind is None else bind
         self._port = cfg.web_server_port if port is None else port
         self._ssl = (
-            tls_context(cfg.web_server_tls_cert, cfg.web_server_tls_key) if cfg.web_tls else None
+            server_context(cfg.web_server_tls_cert, cfg.web_server_tls_key, "WEB_SERVER")
+            if cfg.web_tls
+            else None
         )
         # The daemon hands in the one set of secrets every front end accepts.
         credentials = credentials or Credentials(
