@@ -168,6 +168,14 @@ class WebServer:
             self._reporter.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        # What the runner's shutdown left (a WebSocket handler and its LIVE tasks cancelled
+        # mid-wait) ends here, before the loop closes: else asyncio reports tasks destroyed
+        # while pending.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=STOP_TIMEOUT / 2)
         self.api.car.shutdown()
         self.api.quick.shutdown()
 
