@@ -25,8 +25,8 @@ from eccm.sample import Layout
 from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
-    from eccm.control.authlimit import AuthLimiter
     from eccm.backend import DaemonBackend
+    from eccm.control.authlimit import AuthLimiter
     from eccm.control.server import ControlServer
     from eccm.gnss.source import GnssSource
     from eccm.mqtt.publisher import MqttPublisher
