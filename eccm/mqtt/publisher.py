@@ -65,6 +65,7 @@ class MqttPublisher:
         self._next_dtc = float("-inf")
         self._entities_key: object = None
         self.keepalive = keepalive_for(cfg.mqtt_interval)
+        self.attempts = 0  # connection attempts so far (a figure for tests and logs)
         self.actions = Actions(
             service,
             self.caller,
@@ -134,6 +135,7 @@ class MqttPublisher:
 
     def _connect(self, now: float) -> None:
         self._state = "connecting"
+        self.attempts += 1
         try:
             self._client.connect(self._host, self._port, keepalive=self.keepalive)
         except Exception as exc:

@@ -1,0 +1,347 @@
+"""MQTT end to end (SPEC §8): the daemon on the ELM327 emulator publishing to a real
+mosquitto (password file, ACL, TLS listener with a self-made CA), read by a real client."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eccm.config import Config, parse
+from eccm.mqtt.publisher import MqttPublisher
+from eccm.service import Service
+from tests.mqtt_helpers import CAR_PASSWORD, CAR_USER, WAIT, Broker, Watcher
+from tests.s3server import self_signed_cert
+from tests.waiting import wait_until
+
+CAR = "mqtt-car"
+P = f"eccm/{CAR}"
+INTERVAL = 1.0
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The broker's certificate (its own CA) and key, and another CA that did not sign it."""
+    folder = tmp_path_factory.mktemp("mqtt-tls")
+    cert, key = self_signed_cert(folder / "broker")
+    other, _ = self_signed_cert(folder / "other")
+    return cert, key, other
+
+
+@pytest.fixture(scope="module")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, certs: tuple[Path, Path, Path]
+) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosquitto"), tls=(certs[0], certs[1])).start()
+    yield b
+    b.stop()
+
+
+@dataclass
+class Running:
+    emu: Any
+    daemon: Any
+    cfg: Config
+    watcher: Watcher
+
+    @property
+    def service(self) -> Service:
+        assert self.daemon.service is not None
+        return self.daemon.service
+
+    def speed(self, kmh: int) -> None:
+        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
+
+        self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
+        wait_until(
+            lambda: (
+                (r := self.daemon.hub.latest_values().get("SPEED")) is not None and r.value == kmh
+            ),
+            timeout=WAIT,
+            what=f"the hub to see {kmh} km/h",
+        )
+
+
+def mqtt_keys(broker: Broker, **extra: str) -> dict[str, str]:
+    return {
+        "MQTT_BROKER": broker.url,
+        "MQTT_USERNAME": CAR_USER,
+        "MQTT_PASSWORD": CAR_PASSWORD,
+        "MQTT_INTERVAL": str(INTERVAL),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def running(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    from eccm.app import Daemon
+    from eccm.sim.car import emulated_car
+
+    watcher = Watcher(broker)
+    with emulated_car("car") as emu:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": CAR,
+                "OBD_INTERFACE": emu.get_pty(),
+                "OBD_FAST_COMMANDS": "RPM,SPEED",
+                "OBD_SLOW_COMMANDS": "COOLANT_TEMP,FUEL_LEVEL",
+                "SAMPLE_INTERVAL": "0.1",
+                "RECORD_DIRECTORY_LOCATION": str(tmp_path_factory.mktemp("records")),
+                **mqtt_keys(
+                    broker, MQTT_VALUES="SPEED,RPM,COOLANT_TEMP", MQTT_ALLOW_COMMANDS="yes"
+                ),
+            }
+        )
+        daemon = Daemon(cfg)
+        daemon.start()
+        try:
+            wait_until(
+                lambda: daemon.hub.latest_values().get("RPM"), timeout=WAIT, what="a first row"
+            )
+            yield Running(emu, daemon, cfg, watcher)
+        finally:
+            emu.answer.pop("SPEED", None)
+            daemon.stop()
+            watcher.close()
+
+
+def test_discovery_carries_what_home_assistant_requires(running: Running) -> None:
+    w = running.watcher
+    speed = w.wait_for(
+        f"homeassistant/sensor/eccm_{CAR}/speed/config",
+        lambda m: "serial_number" in m.json()["device"],  # once the VIN is known
+    ).json()
+    assert speed["unique_id"] == f"eccm_{CAR}_speed"
+    assert speed["state_topic"] == f"{P}/state"
+    assert speed["availability_topic"] == f"{P}/availability"
+    assert speed["unit_of_measurement"] == "km/h" and speed["device_class"] == "speed"
+    assert speed["state_class"] == "measurement"
+    device = speed["device"]
+    assert device["identifiers"] == [f"eccm_{CAR}"] and device["sw_version"]
+    assert device["serial_number"] == running.daemon.hub.facts()["vin"]
+    coolant = w.wait_for(f"homeassistant/sensor/eccm_{CAR}/coolant_temp/config").json()
+    assert (coolant["unit_of_measurement"], coolant["device_class"]) == ("°C", "temperature")
+    mil = w.wait_for(f"homeassistant/binary_sensor/eccm_{CAR}/mil/config").json()
+    assert mil["state_topic"] == f"{P}/dtc" and mil["device_class"] == "problem"
+    tracker = w.wait_for(f"homeassistant/device_tracker/eccm_{CAR}/position/config").json()
+    assert tracker["json_attributes_topic"] == f"{P}/gnss"
+    for name in ("upload_queue", "last_error"):
+        entity = w.wait_for(f"homeassistant/sensor/eccm_{CAR}/{name}/config").json()
+        assert entity["state_topic"] == f"{P}/status"
+    # Values not in MQTT_VALUES have no entity.
+    assert not w.on(f"homeassistant/sensor/eccm_{CAR}/fuel_level/config")
+
+
+def test_state_arrives_at_the_interval_with_the_emulators_values(running: Running) -> None:
+    w = running.watcher
+    seen = len(w.on(f"{P}/state"))
+    w.wait_for(f"{P}/state", after=seen + 3)
+    states = [m.json() for m in w.on(f"{P}/state")[seen:]]
+    assert all(list(s) == ["time", "SPEED", "RPM", "COOLANT_TEMP"] for s in states)
+    driving = [s for s in states if s["RPM"] is not None]
+    assert driving and all(isinstance(s["RPM"], float) and 0 <= s["SPEED"] <= 255 for s in driving)
+    times = [datetime.fromisoformat(s["time"].replace("Z", "+00:00")) for s in states]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.8 * INTERVAL  # never faster than the interval
+    assert w.wait_for(f"{P}/availability").payload == b"online"
+    status = w.wait_for(f"{P}/status", lambda m: m.json()["obd"] == "connected").json()
+    assert status["class"] == "STATUS" and status["trip"] and status["last_error"] is None
+    assert w.wait_for(f"{P}/gnss").json() == {"fix": False}  # GPS is off
+    dtc = w.wait_for(f"{P}/dtc").json()
+    assert dtc["class"] == "DTC" and dtc["mil"] is False and dtc["stored"] == []
+
+
+def test_commands_obeyed_when_allowed_dtc_clear_at_standstill(running: Running) -> None:
+    from tests.emulator import stored_dtcs
+
+    w, emu = running.watcher, running.emu
+    emu.counters.pop("cmd_dtc_cleared", None)
+    with stored_dtcs(["0143"]):
+        before = len(w.on(f"{P}/cmd/result"))
+        w.publish(f"{P}/cmd", "dtc_read")
+        reply = w.wait_for(f"{P}/cmd/result", after=before).json()
+        assert reply["class"] == "DTC" and [d["code"] for d in reply["stored"]] == ["P0143"]
+        # P/dtc follows (on change).
+        w.wait_for(f"{P}/dtc", lambda m: m.json()["mil"] is True)
+        running.speed(40)
+        w.publish(f"{P}/cmd", "dtc_clear")
+        assert w.wait_for(f"{P}/cmd/result", after=before + 1).json()["code"] == "vehicle_moving"
+        running.speed(0)
+        w.publish(f"{P}/cmd", "dtc_clear")
+        confirm = w.wait_for(f"{P}/cmd/result", after=before + 2).json()
+        assert confirm["class"] == "CONFIRM" and not emu.counters.get("cmd_dtc_cleared")
+        w.publish(f"{P}/cmd", f"dtc_clear confirm {confirm['token']}")
+        done = w.wait_for(f"{P}/cmd/result", after=before + 3).json()
+        assert done == {"class": "DTC_CLEARED", "ok": True, "ecu": "44"}
+        assert emu.counters.get("cmd_dtc_cleared") is True
+        w.publish(f"{P}/cmd", "upload")
+        upload = w.wait_for(f"{P}/cmd/result", after=before + 4).json()
+        assert upload["code"] == "forbidden"  # S3 is off here: the socket's very reply
+        w.publish(f"{P}/cmd", "reboot")
+        assert w.wait_for(f"{P}/cmd/result", after=before + 5).json()["code"] == "unknown_command"
+    emu.answer.pop("SPEED", None)
+
+
+def test_commands_refused_when_off(running: Running, broker: Broker) -> None:
+    """A second publisher on the daemon's service, with MQTT_ALLOW_COMMANDS=no."""
+    emu = running.emu
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "quiet-car",
+            **mqtt_keys(broker, MQTT_HOMEASSISTANT="no"),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    w = Watcher(broker, "eccm/quiet-car/#")
+    try:
+        running.speed(0)
+        emu.counters.pop("cmd_dtc_cleared", None)
+        w.wait_for("eccm/quiet-car/availability", lambda m: m.payload == b"online")
+        for command in ("dtc_clear", "upload", "dtc_read"):
+            before = len(w.on("eccm/quiet-car/cmd/result"))
+            w.publish("eccm/quiet-car/cmd", command)
+            reply = w.wait_for("eccm/quiet-car/cmd/result", after=before).json()
+            assert reply["class"] == "ERROR" and reply["code"] == "forbidden"
+            assert "MQTT_ALLOW_COMMANDS" in reply["message"]
+        assert not emu.counters.get("cmd_dtc_cleared")
+    finally:
+        emu.answer.pop("SPEED", None)
+        w.close()
+        publisher.stop()
+
+
+def test_wrong_password_one_clear_line_and_last_error(
+    running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="eccm.mqtt")
+    cfg = parse(
+        {"CAR_IDENTIFIER": "locked-car", **mqtt_keys(broker, MQTT_PASSWORD="not-the-password")}
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.attempts >= 3, timeout=WAIT, what="three attempts")
+    finally:
+        publisher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors  # one line, not one per attempt
+    assert "MQTT_USERNAME" in errors[0] and "MQTT_PASSWORD" in errors[0]
+    assert "not-the-password" not in caplog.text
+    assert publisher.last_error == errors[0]
+
+
+def test_tls_with_a_self_made_ca(
+    running: Running,
+    broker: Broker,
+    certs: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cert, _key, other = certs
+    w = Watcher(broker, "eccm/tls-car/#")
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "tls-car",
+            **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(cert)),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        w.wait_for("eccm/tls-car/availability", lambda m: m.payload == b"online")
+        state = w.wait_for("eccm/tls-car/state").json()
+        assert "RPM" in state and publisher.last_error is None
+    finally:
+        publisher.stop()
+        w.close()
+    caplog.set_level(logging.INFO, logger="eccm.mqtt")
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "tls-car",
+            **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(other)),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="two attempts")
+    finally:
+        publisher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "MQTT_CA_FILE" in errors[0] and str(other) in errors[0], errors
+    assert "not trusted" in errors[0]
+
+
+def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker: Broker) -> None:
+    """Last here: the module's broker goes down and comes back on the same port."""
+    daemon = running.daemon
+    publisher = daemon.mqtt
+    assert publisher is not None
+    wait_until(lambda: publisher.connected, timeout=WAIT, what="the publisher to connect")
+    running.watcher.close()
+    broker.stop()
+    rows = daemon.hub.rows
+    wait_until(lambda: not publisher.connected, timeout=WAIT, what="the publisher to notice")
+    # Logging goes on while the broker is away, and STATUS says why nothing is published.
+    wait_until(lambda: daemon.hub.rows >= rows + 20, timeout=WAIT, what="rows while down")
+    status = wait_until(
+        lambda: (s := running.service.status(publisher.caller))["last_error"] and s,
+        timeout=WAIT,
+        what="last_error in STATUS",
+    )
+    assert "MQTT_BROKER" in str(status["last_error"])
+    broker.start()
+    w = Watcher(broker, f"{P}/#")
+    try:
+        wait_until(lambda: publisher.connected, timeout=WAIT, what="the publisher to reconnect")
+        assert w.wait_for(f"{P}/availability").payload == b"online"
+        fresh = w.wait_for(f"{P}/state", lambda m: not m.retain)
+        assert fresh.json()["RPM"] is not None
+        assert running.service.status(publisher.caller)["last_error"] is None
+    finally:
+        w.close()
+
+
+def test_sigkill_turns_availability_offline(broker: Broker, tmp_path: Path) -> None:
+    """The last will: a daemon killed without a word (a power cut) shows offline within
+    1.5 keep-alives (5 s at MQTT_INTERVAL=1)."""
+    config = tmp_path / "config.ini"
+    values = {
+        "CAR_IDENTIFIER": "killed-car",
+        "OBD_INTERFACE": str(tmp_path / "no-adapter"),  # no car needed: MQTT runs anyway
+        "FILE_RECORDING": "no",
+        **mqtt_keys(broker),
+    }
+    config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+    w = Watcher(broker, "eccm/killed-car/#")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        w.wait_for("eccm/killed-car/availability", lambda m: m.payload == b"online")
+        seen = len(w.on("eccm/killed-car/availability"))
+        proc.kill()
+        proc.wait(WAIT)
+        gone = w.wait_for("eccm/killed-car/availability", after=seen)
+        assert gone.payload == b"offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        w.close()
+    # Retained: a client that comes later learns it too.
+    late = Watcher(broker, "eccm/killed-car/availability")
+    try:
+        assert late.wait_for("eccm/killed-car/availability").payload == b"offline"
+    finally:
+        late.close()
