@@ -345,3 +345,36 @@ def test_sigkill_turns_availability_offline(broker: Broker, tmp_path: Path) -> N
         assert late.wait_for("eccm/killed-car/availability").payload == b"offline"
     finally:
         late.close()
+
+
+def test_demo_publishes_to_the_broker_on_its_command_line(broker: Broker, tmp_path: Path) -> None:
+    """`eccm demo --mqtt mqtt://user:password@host:port`: the simulated car on the broker."""
+    w = Watcher(broker, "eccm/demo-car/#")
+    url = f"mqtt://{CAR_USER}:{CAR_PASSWORD}@127.0.0.1:{broker.port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eccm.cli",
+            "demo",
+            "--duration",
+            "300",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--mqtt",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        state = w.wait_for("eccm/demo-car/state", lambda m: m.json()["RPM"] is not None).json()
+        assert isinstance(state["SPEED"], float)
+        gnss = w.wait_for("eccm/demo-car/gnss", lambda m: "latitude" in m.json()).json()
+        assert isinstance(gnss["latitude"], float) and gnss["gps_accuracy"] is not None
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=WAIT)
+        w.close()
+    assert proc.returncode == 0
+    assert b"mosquitto_sub" in out and CAR_PASSWORD.encode() not in out
