@@ -281,7 +281,8 @@ def test_tls_with_a_self_made_ca(
 
 
 def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker: Broker) -> None:
-    """Last here: the module's broker goes down and comes back on the same port."""
+    """The module's broker goes down and comes back on the same port (the tests above use
+    the fixture's watcher, which this one closes)."""
     daemon = running.daemon
     publisher = daemon.mqtt
     assert publisher is not None
@@ -378,3 +379,28 @@ def test_demo_publishes_to_the_broker_on_its_command_line(broker: Broker, tmp_pa
         w.close()
     assert proc.returncode == 0
     assert b"mosquitto_sub" in out and CAR_PASSWORD.encode() not in out
+
+
+def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(
+    running: Running, broker: Broker
+) -> None:
+    """A config of the car left retained by an earlier run with more values goes away."""
+    old = "homeassistant/sensor/eccm_trim-car/fuel_level/config"
+    w = Watcher(broker, "homeassistant/+/eccm_trim-car/#")
+    w.publish(old, '{"unique_id": "eccm_trim-car_fuel_level"}', retain=True)
+    w.wait_for(old)
+    cfg = parse({"CAR_IDENTIFIER": "trim-car", **mqtt_keys(broker, MQTT_VALUES="SPEED")})
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        assert w.wait_for(old, lambda m: m.payload == b"").retain is False  # deleted
+        w.wait_for("homeassistant/sensor/eccm_trim-car/speed/config")
+    finally:
+        publisher.stop()
+        w.close()
+    late = Watcher(broker, "homeassistant/+/eccm_trim-car/#")
+    try:
+        late.wait_for("homeassistant/sensor/eccm_trim-car/speed/config")
+        assert not late.on(old)  # no retained config left for it
+    finally:
+        late.close()
