@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -311,39 +312,42 @@ def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker
         w.close()
 
 
-def test_sigkill_turns_availability_offline(broker: Broker, tmp_path: Path) -> None:
-    """The last will: a daemon killed without a word (a power cut) shows offline within
-    1.5 keep-alives (5 s at MQTT_INTERVAL=1)."""
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_a_daemon_gone_without_a_word_turns_availability_offline(
+    broker: Broker, tmp_path: Path, how: str
+) -> None:
+    """The last will. SIGKILL: the kernel closes the socket, the broker sends the will at
+    once. SIGSTOP: the socket stays open and silent, as in a power cut; the broker sends
+    the will after 1.5 keep-alives (5 s at MQTT_INTERVAL=1)."""
+    car = f"gone-{how.lower()}"
     config = tmp_path / "config.ini"
     values = {
-        "CAR_IDENTIFIER": "killed-car",
+        "CAR_IDENTIFIER": car,
         "OBD_INTERFACE": str(tmp_path / "no-adapter"),  # no car needed: MQTT runs anyway
         "FILE_RECORDING": "no",
         **mqtt_keys(broker),
     }
     config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
-    w = Watcher(broker, "eccm/killed-car/#")
+    topic = f"eccm/{car}/availability"
+    w = Watcher(broker, topic)
     proc = subprocess.Popen(
         [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        w.wait_for("eccm/killed-car/availability", lambda m: m.payload == b"online")
-        seen = len(w.on("eccm/killed-car/availability"))
+        w.wait_for(topic, lambda m: m.payload == b"online")
+        seen = len(w.on(topic))
+        proc.send_signal(getattr(signal, how))
+        assert w.wait_for(topic, after=seen).payload == b"offline"
+    finally:
         proc.kill()
         proc.wait(WAIT)
-        gone = w.wait_for("eccm/killed-car/availability", after=seen)
-        assert gone.payload == b"offline"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(WAIT)
         w.close()
     # Retained: a client that comes later learns it too.
-    late = Watcher(broker, "eccm/killed-car/availability")
+    late = Watcher(broker, topic)
     try:
-        assert late.wait_for("eccm/killed-car/availability").payload == b"offline"
+        assert late.wait_for(topic).payload == b"offline"
     finally:
         late.close()
 
