@@ -151,7 +151,8 @@ def test_state_arrives_at_the_interval_with_the_emulators_values(running: Runnin
     assert driving and all(isinstance(s["RPM"], float) and 0 <= s["SPEED"] <= 255 for s in driving)
     times = [datetime.fromisoformat(s["time"].replace("Z", "+00:00")) for s in states]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.8 * INTERVAL  # never faster than the interval
+    # Never a burst: a late message is followed by the next at least half an interval on.
+    assert min(gaps) >= 0.4 * INTERVAL
     assert w.wait_for(f"{P}/availability").payload == b"online"
     status = w.wait_for(f"{P}/status", lambda m: m.json()["obd"] == "connected").json()
     assert status["class"] == "STATUS" and status["trip"] and status["last_error"] is None

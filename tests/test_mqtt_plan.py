@@ -105,7 +105,8 @@ def test_interval_keeps_its_cadence_without_bursts() -> None:
     assert plan.due(100.0) and not plan.due(104.9) and plan.due(105.0)
     assert plan.wait(106.0) == pytest.approx(4.0)
     assert plan.due(130.0)  # a stall: one message, not five to catch up
-    assert not plan.due(134.0) and plan.due(135.0)
+    assert not plan.due(132.4) and plan.due(132.5)  # then at least half an interval apart
+    assert not plan.due(137.4) and plan.due(137.5)  # and the cadence again
 
 
 def test_state_sent_when_changed_else_once_per_heartbeat() -> None:

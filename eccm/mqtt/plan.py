@@ -80,9 +80,12 @@ class Plan:
         """Whether the interval's state and position are due; if so the next is scheduled."""
         if now < self._next_tick:
             return False
-        # Keep the cadence (no drift), but never a burst to catch up after a stall.
-        following = self._next_tick + self.interval
-        self._next_tick = following if following > now else now + self.interval
+        # Keep the cadence (no drift), but never a burst to catch up after a stall: two
+        # messages are at least half an interval apart.
+        if self._next_tick == float("-inf"):  # the first one (after a connect)
+            self._next_tick = now + self.interval
+        else:
+            self._next_tick = max(self._next_tick + self.interval, now + self.interval / 2)
         return True
 
     def wait(self, now: float) -> float:
