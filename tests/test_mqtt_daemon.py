@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -409,3 +410,27 @@ def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(
         assert not late.on(old)  # no retained config left for it
     finally:
         late.close()
+
+
+def test_a_peer_that_never_answers_connect_is_named(running: Running) -> None:
+    """A port that takes the TCP connection and stays silent (not a broker, or a hung one):
+    one line, STATUS-ready, and the publisher keeps trying without blocking anything."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads
+        port = silent.getsockname()[1]
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "mute-car",
+                "MQTT_BROKER": f"mqtt://127.0.0.1:{port}",
+                "MQTT_INTERVAL": "1",
+            }
+        )
+        publisher = MqttPublisher(cfg, running.service)
+        publisher.start()
+        try:
+            error = wait_until(lambda: publisher.last_error, timeout=WAIT, what="the problem")
+            assert "did not answer MQTT's CONNECT" in error and "MQTT_BROKER" in error
+            wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="another attempt")
+        finally:
+            publisher.stop()

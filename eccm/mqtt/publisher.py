@@ -66,6 +66,7 @@ class MqttPublisher:
         self._entities_key: object = None
         self.keepalive = keepalive_for(cfg.mqtt_interval)
         self.attempts = 0  # connection attempts so far (a figure for tests and logs)
+        self._connect_started = 0.0
         self.actions = Actions(
             service,
             self.caller,
@@ -126,6 +127,12 @@ class MqttPublisher:
                 rc = self._client.loop(LOOP_STEP)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self._state != "down":
                     self._lost(f"connection lost ({paho.error_string(rc)})")
+            if self._state == "connecting" and now - self._connect_started > self.keepalive:
+                # TCP (and TLS) up, but no CONNACK: not a broker, or one that hangs.
+                self._problem(self._no_connack(f"nothing in {self.keepalive} s"))
+                self._state = "down"
+                self._client.disconnect()
+                self._reconnect.failed(now)
             self._drain()
             try:
                 self._tick(self._clock.monotonic())
@@ -135,6 +142,7 @@ class MqttPublisher:
 
     def _connect(self, now: float) -> None:
         self._state = "connecting"
+        self._connect_started = now
         self.attempts += 1
         try:
             self._client.connect(self._host, self._port, keepalive=self.keepalive)
@@ -145,11 +153,21 @@ class MqttPublisher:
 
     def _lost(self, reason: str) -> None:
         was_up = self._state == "up"
+        if self._state == "connecting":
+            # TCP (and TLS) were up, but no CONNACK came: not a broker, or a hung one.
+            self._problem(self._no_connack(reason))
         self._state = "down"
         self._plan.on_disconnect()
         delay = self._reconnect.failed(self._clock.monotonic())
         if was_up:
             log.warning("MQTT: %s from %s; reconnecting in %.1f s", reason, self.broker, delay)
+
+    def _no_connack(self, reason: str) -> str:
+        return (
+            f"MQTT broker {self.broker} took the connection but did not answer MQTT's "
+            f"CONNECT ({reason}): is it an MQTT broker, with mqtt:// or mqtts:// as it "
+            "expects (MQTT_BROKER)?"
+        )
 
     def _goodbye(self) -> None:
         """A clean stop: ``offline`` now (the last will is for the unclean ones)."""
