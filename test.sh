@@ -11,13 +11,15 @@ fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
 
 # The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
-# downloads a browser at test time): installed here once when running as root.
-if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } \
+# downloads a browser at test time), the MQTT tests Debian's mosquitto broker: installed
+# here once when running as root.
+if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \
+    || [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ]; } \
     && command -v apt-get >/dev/null; then
-    echo "== apt-get install chromium chromium-driver"
+    echo "== apt-get install chromium chromium-driver mosquitto"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        chromium chromium-driver >/dev/null
+        chromium chromium-driver mosquitto >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check eccm tests bench && .venv/bin/ruff format --check eccm tests bench

@@ -25,9 +25,11 @@ from eccm.sample import Layout
 from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
+    from eccm.backend import DaemonBackend
     from eccm.control.authlimit import AuthLimiter
     from eccm.control.server import ControlServer
     from eccm.gnss.source import GnssSource
+    from eccm.mqtt.publisher import MqttPublisher
     from eccm.obd.dtc_poller import DtcPoller
     from eccm.obd.link import ObdLink
     from eccm.service import Credentials, Service
@@ -79,6 +81,8 @@ class Daemon:
         self.link: ObdLink | None = None
         self.server: ControlServer | None = None
         self.web: WebServer | None = None
+        self.mqtt: MqttPublisher | None = None
+        self.backend: DaemonBackend | None = None
         self.trip: TripComputer | None = None
         self.summaries: SummaryWriter | None = None
         self.diagnostics: DtcPoller | None = None
@@ -170,6 +174,14 @@ class Daemon:
                 credentials=self.credentials,
                 limiter=self.auth_limiter,
             )
+        if cfg.mqtt_enabled:
+            from eccm.mqtt.publisher import MqttPublisher
+
+            assert self.service is not None and self.backend is not None
+            self.mqtt = MqttPublisher(cfg, self.service, self.clock)
+            # A refused login or certificate shows in STATUS's last_error.
+            mqtt = self.mqtt
+            self.backend.add_error_source(lambda: mqtt.last_error)
 
     def _build_service(self) -> None:
         """The one service every front end calls (the socket now, the web page and MQTT
@@ -191,6 +203,7 @@ class Daemon:
             trip=self.trip,
             gnss=self.gnss,
         )
+        self.backend = backend
         self.service = Service(
             backend, self.clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
         )
@@ -258,6 +271,8 @@ class Daemon:
             self.server.start()
         if self.web is not None:
             self.web.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
         log.info(
             "ECCM running: car %s, recording %s, GNSS %s, S3 %s, socket %s",
             self.cfg.car_identifier,
@@ -279,6 +294,8 @@ class Daemon:
         t0 = time.monotonic()
         self._stop.set()
         log.info("stopping")
+        if self.mqtt is not None:
+            self.mqtt.stop()
         if self.web is not None:
             self.web.stop()
         if self.server is not None:

@@ -195,6 +195,8 @@ class DaemonBackend:
         self._cache: tuple[ValueInfo, ...] = ()
         self._cache_lock = threading.Lock()
         self._disk: tuple[float, int | None] | None = None  # (when, bytes) of the last look
+        # Other parts' current problems (the MQTT publisher's broker refusal), for STATUS.
+        self._error_sources: list[Callable[[], str | None]] = []
 
     # -- values ------------------------------------------------------------------------
     def now(self) -> float:
@@ -300,7 +302,8 @@ class DaemonBackend:
             "last_upload": None if up is None else up.last_upload,
             # A recording problem (full disk) matters more than an upload one.
             "last_error": (rec.last_error if rec is not None else None)
-            or (None if up is None else up.last_error),
+            or (None if up is None else up.last_error)
+            or self._other_error(),
             "gnss": gnss,
             "time_source": self._hub.timebase.source,
             # Impossible GNSS values left empty (out of range, position jumps) and GNSS
@@ -386,7 +389,19 @@ class DaemonBackend:
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._hub.add_listener(_OnSample(callback))
 
+    def add_error_source(self, source: Callable[[], str | None]) -> None:
+        """``source()`` (quick, any thread) gives a part's current problem or None; STATUS
+        shows it as ``last_error`` when recording and uploads have none."""
+        self._error_sources.append(source)
+
     # -- helpers -----------------------------------------------------------------------
+    def _other_error(self) -> str | None:
+        for source in self._error_sources:
+            text = source()
+            if text:
+                return text
+        return None
+
     def _refuse_busy(self, why: str, retry_after: float) -> Busy:
         with self._busy_lock:
             self._busy += 1

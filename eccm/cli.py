@@ -223,7 +223,7 @@ def cmd_login_link(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from eccm.sim.demo import run_demo
 
-    return run_demo(duration=args.duration, directory=args.dir)
+    return run_demo(duration=args.duration, directory=args.dir, mqtt=args.mqtt)
 
 
 def _seconds(text: str) -> float:
@@ -293,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
     d.add_argument("--dir", default="demo-data", help="working directory (default: demo-data)")
+    d.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="also publish to this MQTT broker: mqtt[s]://[user:password@]host[:port] "
+        "(or set ECCM_MQTT_BROKER and the other ECCM_MQTT_* variables)",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

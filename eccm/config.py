@@ -335,6 +335,56 @@ def _gps_interface(key: str, raw: str) -> str:
     return v
 
 
+# -- MQTT (SPEC §8) ----------------------------------------------------------------------
+_MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+# A topic level: no MQTT wildcard, no NUL, no blank (a blank topic works but surprises
+# every tool that splits on spaces).
+_TOPIC_LEVEL = re.compile(r"[^/+#\x00\s]+")
+_CAR_PLACEHOLDER = "{CAR_IDENTIFIER}"
+
+
+def _mqtt_broker(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not v:
+        return ""
+    if "://" not in v:
+        v = "mqtt://" + v
+    parts = urlsplit(v)
+    expected = "mqtt://host[:port] or mqtts://host[:port] (TLS), or empty for no MQTT"
+    if parts.scheme not in _MQTT_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
+        raise _bad(key, raw, expected)
+    if parts.username or parts.password:
+        raise _bad(key, raw, expected + " (user and password go in MQTT_USERNAME/MQTT_PASSWORD)")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise _bad(key, raw, "a broker URL with a port from 1 to 65535") from None
+    return v.rstrip("/")
+
+
+def _topic(key: str, raw: str) -> str:
+    """An MQTT topic prefix; ``{CAR_IDENTIFIER}`` stands for the car's id."""
+    v = raw.strip()
+    levels = v.replace(_CAR_PLACEHOLDER, "car").split("/")
+    if not v or len(v) > 200 or not all(_TOPIC_LEVEL.fullmatch(level) for level in levels):
+        raise _bad(
+            key,
+            raw,
+            "an MQTT topic such as eccm/{CAR_IDENTIFIER}: levels separated by '/', none "
+            "empty, no + # or blanks, no leading or trailing '/'",
+        )
+    return v
+
+
+def _client_id(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._{}-]{1,128}", v):
+        raise _bad(
+            key, raw, "1 to 128 characters from A-Z a-z 0-9 . _ - (e.g. eccm-{CAR_IDENTIFIER})"
+        )
+    return v
+
+
 @dataclass(frozen=True)
 class KeySpec:
     default: str
@@ -403,6 +453,17 @@ KEYS: dict[str, KeySpec] = {
     "WEB_SERVER_TLS_CERT": KeySpec("", _path_or_empty, "PEM certificate of the web page (empty = plain HTTP)"),
     "WEB_SERVER_TLS_KEY": KeySpec("", _path_or_empty, "PEM private key of the web page"),
     "WEB_MAP_TILES": KeySpec("", _tile_url, "map tile URL with {z} {x} {y}, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (empty = no tiles: the track alone)"),
+    "MQTT_BROKER": KeySpec("", _mqtt_broker, "mqtt://host[:1883] or mqtts://host[:8883] of an MQTT broker (empty = no MQTT)"),
+    "MQTT_USERNAME": KeySpec("", _text, "user name at the broker (empty = anonymous)"),
+    "MQTT_PASSWORD": KeySpec("", _text, "password at the broker", secret=True),
+    "MQTT_CA_FILE": KeySpec("", _path_or_empty, "CA bundle that signed the broker's certificate, for mqtts:// (empty = the system's)"),
+    "MQTT_CLIENT_ID": KeySpec("eccm-{CAR_IDENTIFIER}", _client_id, "MQTT client id"),
+    "MQTT_TOPIC_PREFIX": KeySpec("eccm/{CAR_IDENTIFIER}", _topic, "first levels of every topic"),
+    "MQTT_VALUES": KeySpec("SPEED,RPM,COOLANT_TEMP,FUEL_LEVEL,ENGINE_LOAD", _obd_commands(False), "values in the state message (logged python-OBD names)"),
+    "MQTT_INTERVAL": KeySpec("5", _number(0.5, 86400), "seconds between state messages"),
+    "MQTT_HOMEASSISTANT": KeySpec("yes", _bool, "publish Home Assistant discovery messages"),
+    "MQTT_DISCOVERY_PREFIX": KeySpec("homeassistant", _topic, "Home Assistant's discovery prefix"),
+    "MQTT_ALLOW_COMMANDS": KeySpec("no", _bool, "obey upload, dtc_read and dtc_clear on {prefix}/cmd"),
     "LOG_LEVEL": KeySpec("INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
 }  # fmt: skip
 
@@ -465,6 +526,17 @@ class Config:
     web_server_tls_cert: str
     web_server_tls_key: str
     web_map_tiles: str
+    mqtt_broker: str
+    mqtt_username: str
+    mqtt_password: str
+    mqtt_ca_file: str
+    mqtt_client_id: str
+    mqtt_topic_prefix: str
+    mqtt_values: tuple[str, ...]
+    mqtt_interval: float
+    mqtt_homeassistant: bool
+    mqtt_discovery_prefix: str
+    mqtt_allow_commands: bool
     log_level: str
 
     @property
@@ -489,6 +561,27 @@ class Config:
     @property
     def web_tls(self) -> bool:
         return bool(self.web_server_tls_cert)
+
+    @property
+    def mqtt_enabled(self) -> bool:
+        return bool(self.mqtt_broker)
+
+    @property
+    def mqtt_address(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of MQTT_BROKER."""
+        parts = urlsplit(self.mqtt_broker)
+        tls = parts.scheme == "mqtts"
+        return parts.hostname or "", parts.port or _MQTT_SCHEMES[parts.scheme], tls
+
+    @property
+    def mqtt_prefix(self) -> str:
+        """MQTT_TOPIC_PREFIX with the car's id put in."""
+        return self.mqtt_topic_prefix.replace(_CAR_PLACEHOLDER, self.car_identifier)
+
+    @property
+    def mqtt_client(self) -> str:
+        """MQTT_CLIENT_ID with the car's id put in."""
+        return self.mqtt_client_id.replace(_CAR_PLACEHOLDER, self.car_identifier)
 
     def effective(self, mask_secrets: bool = True) -> dict[str, str]:
         """KEY → value as text, in template order, secrets masked (for check-config)."""
@@ -614,6 +707,26 @@ def _web_checks(cfg: Config) -> None:
         )
 
 
+def _mqtt_checks(cfg: Config) -> None:
+    """MQTT (SPEC §8): keys that only make sense together."""
+    if not cfg.mqtt_enabled:
+        return
+    _, _, tls = cfg.mqtt_address
+    if cfg.mqtt_ca_file and not tls:
+        raise ConfigError(
+            f"MQTT_CA_FILE={cfg.mqtt_ca_file!r} is set but MQTT_BROKER={cfg.mqtt_broker!r} "
+            "is plain: write mqtts://host[:8883] to use TLS, or leave MQTT_CA_FILE empty"
+        )
+    if cfg.mqtt_password and not cfg.mqtt_username:
+        raise ConfigError("MQTT_PASSWORD is set but MQTT_USERNAME is empty: give the user name too")
+    if "{CAR_IDENTIFIER}" in cfg.mqtt_discovery_prefix:
+        raise _bad(
+            "MQTT_DISCOVERY_PREFIX",
+            cfg.mqtt_discovery_prefix,
+            "Home Assistant's discovery prefix (homeassistant unless changed there)",
+        )
+
+
 def parse(values: Mapping[str, str]) -> Config:
     """Validate raw KEY → text pairs (already merged with the environment)."""
     kwargs: dict[str, Any] = {}
@@ -623,6 +736,7 @@ def parse(values: Mapping[str, str]) -> Config:
     cfg = Config(**kwargs)
     _cross_checks(cfg)
     _web_checks(cfg)
+    _mqtt_checks(cfg)
     return cfg
 
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -71,7 +72,28 @@ def _caller_dir() -> Path:
     return Path(os.environ.get("ECCM_INVOKED_FROM") or os.getcwd()).resolve()
 
 
-def run_demo(duration: float | None, directory: str = "demo-data") -> int:
+def mqtt_values(url: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The demo's MQTT keys: the ECCM_MQTT_* variables, and ``--mqtt URL`` (whose
+    ``user:password@``, handy on a command line, becomes MQTT_USERNAME/MQTT_PASSWORD)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    values = {
+        name[len("ECCM_") :]: value
+        for name, value in environ.items()
+        if name.startswith("ECCM_MQTT_")
+    }
+    if url:
+        parts = urlsplit(url if "://" in url else "mqtt://" + url)
+        if parts.username is not None:
+            values["MQTT_USERNAME"] = unquote(parts.username)
+            values["MQTT_PASSWORD"] = unquote(parts.password or "")
+            host = parts.netloc.rpartition("@")[2]
+            url = urlunsplit((parts.scheme, host, parts.path, "", ""))
+        values["MQTT_BROKER"] = url
+    return values
+
+
+def run_demo(duration: float | None, directory: str = "demo-data", mqtt: str | None = None) -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
     from eccm.sim.car import emulated_car
@@ -125,6 +147,7 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
             "ENABLE_WEB_SERVER": "yes",
             "WEB_SERVER_PORT": str(web_port),
             "LOG_LEVEL": "INFO",
+            **mqtt_values(mqtt, os.environ),
         }
         write_config(config, values)
         cfg = load(config, environ={})
@@ -136,12 +159,20 @@ def run_demo(duration: float | None, directory: str = "demo-data") -> int:
         assert daemon.web is not None
         login = link(daemon.web.url, mint(secret, time.time()))  # after start: the daemon takes it
         query = f"{shown(Path(sys.executable).parent / 'eccm', base)} query --config {shown(config, base)}"
+        mqtt_line = ""
+        if cfg.mqtt_enabled:
+            host, mqtt_port, _tls = cfg.mqtt_address
+            mqtt_line = (
+                f"  MQTT:         {cfg.mqtt_broker}, topics {cfg.mqtt_prefix}/# (watch them with\n"
+                f"                mosquitto_sub -h {host} -p {mqtt_port} -t '{cfg.mqtt_prefix}/#' -v)\n"
+            )
         print(
             "\nECCM demo is running.\n"
             f"  data files:   {shown(records, base)}  (the open file; closed files move to uploaded/ once in the bucket)\n"
             f"  config:       {shown(config, base)}\n"
             f"  S3 bucket:    {s3.endpoint}/{s3.bucket}  (access key {s3.access_key})\n"
             f"  socket:       127.0.0.1:{port}\n"
+            f"{mqtt_line}"
             f"  web page:     {daemon.web.url}/  (log in with the secret in the config, or open\n"
             f"                {login}\n"
             f"                once within {TTL / 60:g} minutes; `{shown(Path(sys.executable).parent / 'eccm', base)} login-link --config {shown(config, base)}` makes another)\n"

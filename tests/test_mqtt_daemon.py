@@ -1,0 +1,436 @@
+"""MQTT end to end (SPEC §8): the daemon on the ELM327 emulator publishing to a real
+mosquitto (password file, ACL, TLS listener with a self-made CA), read by a real client."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eccm.config import Config, parse
+from eccm.mqtt.publisher import MqttPublisher
+from eccm.service import Service
+from tests.mqtt_helpers import CAR_PASSWORD, CAR_USER, WAIT, Broker, Watcher
+from tests.s3server import self_signed_cert
+from tests.waiting import wait_until
+
+CAR = "mqtt-car"
+P = f"eccm/{CAR}"
+INTERVAL = 1.0
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The broker's certificate (its own CA) and key, and another CA that did not sign it."""
+    folder = tmp_path_factory.mktemp("mqtt-tls")
+    cert, key = self_signed_cert(folder / "broker")
+    other, _ = self_signed_cert(folder / "other")
+    return cert, key, other
+
+
+@pytest.fixture(scope="module")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, certs: tuple[Path, Path, Path]
+) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosquitto"), tls=(certs[0], certs[1])).start()
+    yield b
+    b.stop()
+
+
+@dataclass
+class Running:
+    emu: Any
+    daemon: Any
+    cfg: Config
+    watcher: Watcher
+
+    @property
+    def service(self) -> Service:
+        assert self.daemon.service is not None
+        return self.daemon.service
+
+    def speed(self, kmh: int) -> None:
+        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
+
+        self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
+        wait_until(
+            lambda: (
+                (r := self.daemon.hub.latest_values().get("SPEED")) is not None and r.value == kmh
+            ),
+            timeout=WAIT,
+            what=f"the hub to see {kmh} km/h",
+        )
+
+
+def mqtt_keys(broker: Broker, **extra: str) -> dict[str, str]:
+    return {
+        "MQTT_BROKER": broker.url,
+        "MQTT_USERNAME": CAR_USER,
+        "MQTT_PASSWORD": CAR_PASSWORD,
+        "MQTT_INTERVAL": str(INTERVAL),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def running(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    from eccm.app import Daemon
+    from eccm.sim.car import emulated_car
+
+    watcher = Watcher(broker)
+    with emulated_car("car") as emu:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": CAR,
+                "OBD_INTERFACE": emu.get_pty(),
+                "OBD_FAST_COMMANDS": "RPM,SPEED",
+                "OBD_SLOW_COMMANDS": "COOLANT_TEMP,FUEL_LEVEL",
+                "SAMPLE_INTERVAL": "0.1",
+                "RECORD_DIRECTORY_LOCATION": str(tmp_path_factory.mktemp("records")),
+                **mqtt_keys(
+                    broker, MQTT_VALUES="SPEED,RPM,COOLANT_TEMP", MQTT_ALLOW_COMMANDS="yes"
+                ),
+            }
+        )
+        daemon = Daemon(cfg)
+        daemon.start()
+        try:
+            wait_until(
+                lambda: daemon.hub.latest_values().get("RPM"), timeout=WAIT, what="a first row"
+            )
+            yield Running(emu, daemon, cfg, watcher)
+        finally:
+            emu.answer.pop("SPEED", None)
+            daemon.stop()
+            watcher.close()
+
+
+def test_discovery_carries_what_home_assistant_requires(running: Running) -> None:
+    w = running.watcher
+    speed = w.wait_for(
+        f"homeassistant/sensor/eccm_{CAR}/speed/config",
+        lambda m: "serial_number" in m.json()["device"],  # once the VIN is known
+    ).json()
+    assert speed["unique_id"] == f"eccm_{CAR}_speed"
+    assert speed["state_topic"] == f"{P}/state"
+    assert speed["availability_topic"] == f"{P}/availability"
+    assert speed["unit_of_measurement"] == "km/h" and speed["device_class"] == "speed"
+    assert speed["state_class"] == "measurement"
+    device = speed["device"]
+    assert device["identifiers"] == [f"eccm_{CAR}"] and device["sw_version"]
+    assert device["serial_number"] == running.daemon.hub.facts()["vin"]
+    coolant = w.wait_for(f"homeassistant/sensor/eccm_{CAR}/coolant_temp/config").json()
+    assert (coolant["unit_of_measurement"], coolant["device_class"]) == ("°C", "temperature")
+    mil = w.wait_for(f"homeassistant/binary_sensor/eccm_{CAR}/mil/config").json()
+    assert mil["state_topic"] == f"{P}/dtc" and mil["device_class"] == "problem"
+    tracker = w.wait_for(f"homeassistant/device_tracker/eccm_{CAR}/position/config").json()
+    assert tracker["json_attributes_topic"] == f"{P}/gnss"
+    for name in ("upload_queue", "last_error"):
+        entity = w.wait_for(f"homeassistant/sensor/eccm_{CAR}/{name}/config").json()
+        assert entity["state_topic"] == f"{P}/status"
+    # Values not in MQTT_VALUES have no entity.
+    assert not w.on(f"homeassistant/sensor/eccm_{CAR}/fuel_level/config")
+
+
+def test_state_arrives_at_the_interval_with_the_emulators_values(running: Running) -> None:
+    w = running.watcher
+    seen = len(w.on(f"{P}/state"))
+    w.wait_for(f"{P}/state", after=seen + 3)
+    states = [m.json() for m in w.on(f"{P}/state")[seen:]]
+    assert all(list(s) == ["time", "SPEED", "RPM", "COOLANT_TEMP"] for s in states)
+    driving = [s for s in states if s["RPM"] is not None]
+    assert driving and all(isinstance(s["RPM"], float) and 0 <= s["SPEED"] <= 255 for s in driving)
+    times = [datetime.fromisoformat(s["time"].replace("Z", "+00:00")) for s in states]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    # Never a burst: a late message is followed by the next at least half an interval on.
+    assert min(gaps) >= 0.4 * INTERVAL
+    assert w.wait_for(f"{P}/availability").payload == b"online"
+    status = w.wait_for(f"{P}/status", lambda m: m.json()["obd"] == "connected").json()
+    assert status["class"] == "STATUS" and status["trip"] and status["last_error"] is None
+    assert w.wait_for(f"{P}/gnss").json() == {"fix": False}  # GPS is off
+    dtc = w.wait_for(f"{P}/dtc").json()
+    assert dtc["class"] == "DTC" and dtc["mil"] is False and dtc["stored"] == []
+
+
+def test_commands_obeyed_when_allowed_dtc_clear_at_standstill(running: Running) -> None:
+    from tests.emulator import stored_dtcs
+
+    w, emu = running.watcher, running.emu
+    emu.counters.pop("cmd_dtc_cleared", None)
+    with stored_dtcs(["0143"]):
+        before = len(w.on(f"{P}/cmd/result"))
+        w.publish(f"{P}/cmd", "dtc_read")
+        reply = w.wait_for(f"{P}/cmd/result", after=before).json()
+        assert reply["class"] == "DTC" and [d["code"] for d in reply["stored"]] == ["P0143"]
+        # P/dtc follows (on change).
+        w.wait_for(f"{P}/dtc", lambda m: m.json()["mil"] is True)
+        running.speed(40)
+        w.publish(f"{P}/cmd", "dtc_clear")
+        assert w.wait_for(f"{P}/cmd/result", after=before + 1).json()["code"] == "vehicle_moving"
+        running.speed(0)
+        w.publish(f"{P}/cmd", "dtc_clear")
+        confirm = w.wait_for(f"{P}/cmd/result", after=before + 2).json()
+        assert confirm["class"] == "CONFIRM" and not emu.counters.get("cmd_dtc_cleared")
+        w.publish(f"{P}/cmd", f"dtc_clear confirm {confirm['token']}")
+        done = w.wait_for(f"{P}/cmd/result", after=before + 3).json()
+        assert done == {"class": "DTC_CLEARED", "ok": True, "ecu": "44"}
+        assert emu.counters.get("cmd_dtc_cleared") is True
+        w.publish(f"{P}/cmd", "upload")
+        upload = w.wait_for(f"{P}/cmd/result", after=before + 4).json()
+        assert upload["code"] == "forbidden"  # S3 is off here: the socket's very reply
+        w.publish(f"{P}/cmd", "reboot")
+        assert w.wait_for(f"{P}/cmd/result", after=before + 5).json()["code"] == "unknown_command"
+    emu.answer.pop("SPEED", None)
+
+
+def test_commands_refused_when_off(running: Running, broker: Broker) -> None:
+    """A second publisher on the daemon's service, with MQTT_ALLOW_COMMANDS=no."""
+    emu = running.emu
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "quiet-car",
+            **mqtt_keys(broker, MQTT_HOMEASSISTANT="no"),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    w = Watcher(broker, "eccm/quiet-car/#")
+    try:
+        running.speed(0)
+        emu.counters.pop("cmd_dtc_cleared", None)
+        w.wait_for("eccm/quiet-car/availability", lambda m: m.payload == b"online")
+        for command in ("dtc_clear", "upload", "dtc_read"):
+            before = len(w.on("eccm/quiet-car/cmd/result"))
+            w.publish("eccm/quiet-car/cmd", command)
+            reply = w.wait_for("eccm/quiet-car/cmd/result", after=before).json()
+            assert reply["class"] == "ERROR" and reply["code"] == "forbidden"
+            assert "MQTT_ALLOW_COMMANDS" in reply["message"]
+        assert not emu.counters.get("cmd_dtc_cleared")
+    finally:
+        emu.answer.pop("SPEED", None)
+        w.close()
+        publisher.stop()
+
+
+def test_wrong_password_one_clear_line_and_last_error(
+    running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="eccm.mqtt")
+    cfg = parse(
+        {"CAR_IDENTIFIER": "locked-car", **mqtt_keys(broker, MQTT_PASSWORD="not-the-password")}
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.attempts >= 3, timeout=WAIT, what="three attempts")
+    finally:
+        publisher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors  # one line, not one per attempt
+    assert "MQTT_USERNAME" in errors[0] and "MQTT_PASSWORD" in errors[0]
+    assert "not-the-password" not in caplog.text
+    assert publisher.last_error == errors[0]
+
+
+def test_tls_with_a_self_made_ca(
+    running: Running,
+    broker: Broker,
+    certs: tuple[Path, Path, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cert, _key, other = certs
+    w = Watcher(broker, "eccm/tls-car/#")
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "tls-car",
+            **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(cert)),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        w.wait_for("eccm/tls-car/availability", lambda m: m.payload == b"online")
+        state = w.wait_for("eccm/tls-car/state").json()
+        assert "RPM" in state and publisher.last_error is None
+    finally:
+        publisher.stop()
+        w.close()
+    caplog.set_level(logging.INFO, logger="eccm.mqtt")
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "tls-car",
+            **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(other)),
+        }
+    )
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="two attempts")
+    finally:
+        publisher.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "MQTT_CA_FILE" in errors[0] and str(other) in errors[0], errors
+    assert "not trusted" in errors[0]
+
+
+def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker: Broker) -> None:
+    """The module's broker goes down and comes back on the same port (the tests above use
+    the fixture's watcher, which this one closes)."""
+    daemon = running.daemon
+    publisher = daemon.mqtt
+    assert publisher is not None
+    wait_until(lambda: publisher.connected, timeout=WAIT, what="the publisher to connect")
+    running.watcher.close()
+    broker.stop()
+    rows = daemon.hub.rows
+    wait_until(lambda: not publisher.connected, timeout=WAIT, what="the publisher to notice")
+    # Logging goes on while the broker is away, and STATUS says why nothing is published.
+    wait_until(lambda: daemon.hub.rows >= rows + 20, timeout=WAIT, what="rows while down")
+    status = wait_until(
+        lambda: (s := running.service.status(publisher.caller))["last_error"] and s,
+        timeout=WAIT,
+        what="last_error in STATUS",
+    )
+    assert "MQTT_BROKER" in str(status["last_error"])
+    broker.start()
+    w = Watcher(broker, f"{P}/#")
+    try:
+        wait_until(lambda: publisher.connected, timeout=WAIT, what="the publisher to reconnect")
+        assert w.wait_for(f"{P}/availability").payload == b"online"
+        fresh = w.wait_for(f"{P}/state", lambda m: not m.retain)
+        assert fresh.json()["RPM"] is not None
+        assert running.service.status(publisher.caller)["last_error"] is None
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_a_daemon_gone_without_a_word_turns_availability_offline(
+    broker: Broker, tmp_path: Path, how: str
+) -> None:
+    """The last will. SIGKILL: the kernel closes the socket, the broker sends the will at
+    once. SIGSTOP: the socket stays open and silent, as in a power cut; the broker sends
+    the will after 1.5 keep-alives (5 s at MQTT_INTERVAL=1)."""
+    car = f"gone-{how.lower()}"
+    config = tmp_path / "config.ini"
+    values = {
+        "CAR_IDENTIFIER": car,
+        "OBD_INTERFACE": str(tmp_path / "no-adapter"),  # no car needed: MQTT runs anyway
+        "FILE_RECORDING": "no",
+        **mqtt_keys(broker),
+    }
+    config.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
+    topic = f"eccm/{car}/availability"
+    w = Watcher(broker, topic)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        w.wait_for(topic, lambda m: m.payload == b"online")
+        seen = len(w.on(topic))
+        proc.send_signal(getattr(signal, how))
+        assert w.wait_for(topic, after=seen).payload == b"offline"
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+        w.close()
+    # Retained: a client that comes later learns it too.
+    late = Watcher(broker, topic)
+    try:
+        assert late.wait_for(topic).payload == b"offline"
+    finally:
+        late.close()
+
+
+def test_demo_publishes_to_the_broker_on_its_command_line(broker: Broker, tmp_path: Path) -> None:
+    """`eccm demo --mqtt mqtt://user:password@host:port`: the simulated car on the broker."""
+    w = Watcher(broker, "eccm/demo-car/#")
+    url = f"mqtt://{CAR_USER}:{CAR_PASSWORD}@127.0.0.1:{broker.port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "eccm.cli",
+            "demo",
+            "--duration",
+            "300",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--mqtt",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        state = w.wait_for("eccm/demo-car/state", lambda m: m.json()["RPM"] is not None).json()
+        assert isinstance(state["SPEED"], float)
+        gnss = w.wait_for("eccm/demo-car/gnss", lambda m: "latitude" in m.json()).json()
+        assert isinstance(gnss["latitude"], float) and gnss["gps_accuracy"] is not None
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=WAIT)
+        w.close()
+    assert proc.returncode == 0
+    assert b"mosquitto_sub" in out and CAR_PASSWORD.encode() not in out
+
+
+def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(
+    running: Running, broker: Broker
+) -> None:
+    """A config of the car left retained by an earlier run with more values goes away."""
+    old = "homeassistant/sensor/eccm_trim-car/fuel_level/config"
+    w = Watcher(broker, "homeassistant/+/eccm_trim-car/#")
+    w.publish(old, '{"unique_id": "eccm_trim-car_fuel_level"}', retain=True)
+    w.wait_for(old)
+    cfg = parse({"CAR_IDENTIFIER": "trim-car", **mqtt_keys(broker, MQTT_VALUES="SPEED")})
+    publisher = MqttPublisher(cfg, running.service)
+    publisher.start()
+    try:
+        assert w.wait_for(old, lambda m: m.payload == b"").retain is False  # deleted
+        w.wait_for("homeassistant/sensor/eccm_trim-car/speed/config")
+    finally:
+        publisher.stop()
+        w.close()
+    late = Watcher(broker, "homeassistant/+/eccm_trim-car/#")
+    try:
+        late.wait_for("homeassistant/sensor/eccm_trim-car/speed/config")
+        assert not late.on(old)  # no retained config left for it
+    finally:
+        late.close()
+
+
+def test_a_peer_that_never_answers_connect_is_named(running: Running) -> None:
+    """A port that takes the TCP connection and stays silent (not a broker, or a hung one):
+    one line, STATUS-ready, and the publisher keeps trying without blocking anything."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshakes; nobody ever reads
+        port = silent.getsockname()[1]
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "mute-car",
+                "MQTT_BROKER": f"mqtt://127.0.0.1:{port}",
+                "MQTT_INTERVAL": "1",
+            }
+        )
+        publisher = MqttPublisher(cfg, running.service)
+        publisher.start()
+        try:
+            error = wait_until(lambda: publisher.last_error, timeout=WAIT, what="the problem")
+            assert "did not answer MQTT's CONNECT" in error and "MQTT_BROKER" in error
+            wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="another attempt")
+        finally:
+            publisher.stop()
