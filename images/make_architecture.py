@@ -169,7 +169,7 @@ def draw() -> Figure:
 
     server = draw_box(
         ax,
-        Box(cols[1], mid, "service", "socket · web page\nscopes · DTC rules", THREAD),
+        Box(cols[1], mid, "service", "socket · web · MQTT\nscopes · DTC rules", THREAD),
     )
     rec = draw_box(
         ax, Box(cols[2], mid, "store/recorder", "rotating TSV/CSV\nfsync, atomic close", THREAD)
@@ -179,7 +179,9 @@ def draw() -> Figure:
         ax, Box(cols[4], mid, "upload/uploader", "verified, never doubled\ndisk budget", THREAD)
     )
 
-    client = draw_box(ax, Box(cols[1], low, "clients", "eccm query, nc,\nbrowser, curl", CLIENT))
+    client = draw_box(
+        ax, Box(cols[1], low, "clients", "eccm query, nc, curl,\nbrowser, MQTT broker", CLIENT)
+    )
     s3_left = cols[2] - BOX_W / 2
     s3_width = cols[4] + BOX_W / 2 - s3_left
     draw_box(
