@@ -36,6 +36,7 @@ from eccm.service import (
 )
 from eccm.store.budget import MIB, inventory
 from eccm.store.listing import StoredFile, list_files
+from eccm.trip.track import TrackKeeper
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ class DaemonBackend:
         self._disk: tuple[float, int | None] | None = None  # (when, bytes) of the last look
         # Other parts' current problems (the MQTT publisher's broker refusal), for STATUS.
         self._error_sources: list[Callable[[], str | None]] = []
+        # The running trip's positions, for a map opened mid-drive.
+        self._track = TrackKeeper()
+        hub.add_listener(self._track)
 
     # -- values ------------------------------------------------------------------------
     def now(self) -> float:
@@ -379,6 +383,9 @@ class DaemonBackend:
         if self._trip is None:
             return {"active": False, "trip": None, "previous": None}
         return self._trip.live()
+
+    def track(self) -> tuple[str | None, Sequence[tuple[float, float]]]:
+        return self._track.snapshot()
 
     # -- files and changes -------------------------------------------------------------
     def files(self) -> Sequence[StoredFile]:

@@ -72,6 +72,11 @@ def trip(report: Mapping[str, object]) -> dict[str, object]:
     return {"class": "TRIP", **{k: plain_tree(v) for k, v in report.items()}}
 
 
+def track(trip: str | None, points: Sequence[tuple[float, float]]) -> dict[str, object]:
+    """The running trip's positions as [latitude, longitude] pairs, oldest first."""
+    return {"class": "TRACK", "trip": trip, "points": [[lat, lon] for lat, lon in points]}
+
+
 def dtc(report: DtcReport) -> dict[str, object]:
     def codes(entries: Sequence[Dtc]) -> list[dict[str, str]]:
         return [{"code": d.code, "description": d.description} for d in entries]

@@ -341,6 +341,10 @@ class Backend(Protocol):
         """Closed data files and trip summaries of the record directory (none without one)."""
         ...
 
+    def track(self) -> tuple[str | None, Sequence[tuple[float, float]]]:
+        """(running trip id, its positions as (latitude, longitude), oldest first)."""
+        ...
+
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (quick, any thread) whenever new values are in: a front end
         that streams them pushes at once instead of polling. A backend without a data
@@ -573,6 +577,10 @@ class Service:
     @needs(Scope.READ, "the trip computer")
     def trip(self, caller: Caller) -> Mapping[str, object]:
         return self._backend.trip()
+
+    @needs(Scope.READ, "the trip's track")
+    def track(self, caller: Caller) -> tuple[str | None, Sequence[tuple[float, float]]]:
+        return self._backend.track()
 
     @needs(Scope.READ, "reading trouble codes")
     def dtc_report(self, caller: Caller) -> DtcReport:

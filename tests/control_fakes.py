@@ -123,6 +123,9 @@ class FakeBackend:
     def trip(self) -> Mapping[str, object]:
         return {"active": False, "trip": None, "previous": None}
 
+    def track(self) -> tuple[str | None, Sequence[tuple[float, float]]]:
+        return None, ()
+
 
 def proof(nonce: str, secret: str = SECRET) -> str:
     return hmac_proof(secret, nonce)

@@ -30,6 +30,7 @@ GETS = [
     "/api/values",
     "/api/values?names=RPM",
     "/api/gnss",
+    "/api/track",
     "/api/trip",
     "/api/dtc",
     "/api/supported",
@@ -189,6 +190,8 @@ def test_values_supported_gnss_trip_and_dtc(car: WebCar) -> None:
     assert http.get("/api/gnss").json == {"class": "GNSS", "fix": False}
     trip = http.get("/api/trip").json
     assert trip["class"] == "TRIP" and trip["active"] is True
+    # No receiver here: the running trip's track is empty.
+    assert http.get("/api/track").json == {"class": "TRACK", "trip": trip["trip"], "points": []}
     car.emu.counters.pop("cmd_dtc_cleared", None)
     with stored_dtcs(["0143", "0196"]):
         dtc = http.get("/api/dtc").json

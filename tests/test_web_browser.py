@@ -196,6 +196,19 @@ def test_map_shows_the_position_from_the_nmea_feed(car: Car, browser: Any) -> No
         """
     )
     assert colours[0] > 20 and colours[1] > 20, colours  # track line and position marker
+    # A page opened mid-drive (here: reloaded with nothing remembered) gets the trip's track
+    # from the logger at once, not only the points it sees from then on.
+    browser.execute_script("sessionStorage.clear(); window.eccmOld = true; location.reload();")
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "return window.eccmOld === undefined && document.readyState === 'complete'"
+        ),
+        "the reload",
+    )
+    open_page(browser, "map")
+    loaded = wait_for(browser, lambda d: attr(d, "#map", "data-track-loaded"), "the track")
+    assert int(loaded) >= 3
 
 
 def test_dtc_clear_at_standstill_reaches_the_car_and_is_refused_while_moving(

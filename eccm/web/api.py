@@ -113,6 +113,7 @@ class WebApi:
                 web.get("/api/values", self.values),
                 web.get("/api/gnss", self._read(self._gnss)),
                 web.get("/api/trip", self._read(self._trip)),
+                web.get("/api/track", self._read(self._track)),
                 web.get("/api/supported", self._read(self._supported)),
                 web.get("/api/files", self._read(self._files)),
                 web.get("/api/files/{name}", self.download),
@@ -197,6 +198,9 @@ class WebApi:
 
     def _trip(self, caller: Any) -> dict[str, object]:
         return replies.trip(self._service.trip(caller))
+
+    def _track(self, caller: Any) -> dict[str, object]:
+        return replies.track(*self._service.track(caller))
 
     def _supported(self, caller: Any) -> dict[str, object]:
         return replies.supported(self._service.supported(caller))

@@ -3,6 +3,7 @@
 // tile URL (WEB_MAP_TILES), so the page works with no internet at all.
 import { fitCanvas, cssVar } from "./canvas.js";
 import { num } from "./format.js";
+import { get } from "./api.js";
 
 const TILE = 256;
 const EARTH_M = 40075016.686; // equator circumference: metres per world width at zoom 0
@@ -28,6 +29,8 @@ export class MapPage {
     this.attribution = root.querySelector("#map-attribution");
     this.track = []; // [lat, lon]
     this.trip = null;
+    this.loadedFor = null; // the trip whose logger track was loaded
+    this.loading = false;
     this.position = null; // the last GNSS reply
     this.tiles = null; // URL template from the logger, or null
     this.images = new Map();
@@ -66,12 +69,40 @@ export class MapPage {
     sessionStorage.setItem(TRACK_KEY, JSON.stringify({ trip: this.trip, track: this.track.slice(-MAX_POINTS) }));
   }
 
-  // The trip the logger records: a new trip starts a new track.
+  // The trip the logger records: a new trip starts a new track, and the logger's own
+  // track of it (GET /api/track) comes first, so that a page opened mid-drive shows where
+  // the car has been, not only what it sees from now on.
   setTrip(trip) {
-    if (trip && trip !== this.trip) {
+    if (!trip) return;
+    if (trip !== this.trip) {
       this.trip = trip;
       this.track = [];
       this.save();
+      this.loadedFor = null;
+    }
+    if (this.loadedFor !== trip && !this.loading) this.loadTrack(trip);
+  }
+
+  async loadTrack(trip) {
+    this.loading = true;
+    try {
+      const reply = await get("/api/track");
+      if (reply.trip !== trip || trip !== this.trip) return;
+      const last = this.track[this.track.length - 1];
+      const points = reply.points.map(([lat, lon]) => [lat, lon]);
+      // What this page saw after the logger's last kept point stays at the end.
+      if (last && points.length && (last[0] !== points[points.length - 1][0] || last[1] !== points[points.length - 1][1])) {
+        points.push(last);
+      }
+      if (points.length >= this.track.length) this.track = points.slice(-MAX_POINTS);
+      this.loadedFor = trip;
+      this.canvas.dataset.trackLoaded = String(reply.points.length);
+      this.save();
+      this.draw();
+    } catch (err) {
+      // Tried again at the next trip poll.
+    } finally {
+      this.loading = false;
     }
   }
 
