@@ -179,13 +179,14 @@ class Client:
         return self.reply()
 
     def ask_patiently(self, text: str, attempts: int = 20) -> Reply:
-        """``ask``, asked again after each ``busy`` reply's ``retry_after``, as a client
-        should (a loaded machine's adapter share may turn an on-demand read away)."""
+        """``ask``, asked again after a ``busy`` reply (after its ``retry_after``) or an
+        ``obd_timeout``, as a client should: on a loaded machine the adapter's share may
+        turn an on-demand read (the speed a DTC clear checks) away, or answer it late."""
         for _ in range(attempts - 1):
             reply = self.ask(text)
-            if reply.get("code") != "busy":
+            if reply.get("code") not in ("busy", "obd_timeout"):
                 return reply
-            time.sleep(float(reply.get("retry_after", 0.1)))
+            time.sleep(float(reply.get("retry_after", 0.5)))
         return self.ask(text)
 
     def hello(self) -> Reply:

@@ -342,10 +342,13 @@ def test_dtc_clear_token_expires(at_standstill: Car) -> None:
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
-        token = c.ask_patiently("DTC CLEAR")["token"]
+        reply = c.ask_patiently("DTC CLEAR")
+        assert reply["class"] == "CONFIRM", reply
         clock.offset += 30.5
-        assert c.ask_patiently(f"DTC CLEAR CONFIRM {token}")["code"] == "confirm_invalid"
-        token = c.ask_patiently("DTC CLEAR")["token"]
+        assert c.ask_patiently(f"DTC CLEAR CONFIRM {reply['token']}")["code"] == "confirm_invalid"
+        reply = c.ask_patiently("DTC CLEAR")
+        assert reply["class"] == "CONFIRM", reply
+        token = reply["token"]
         clock.offset += 29.0
         assert c.ask_patiently(f"DTC CLEAR CONFIRM {token}")["class"] == "DTC_CLEARED"
         c.close()
