@@ -93,8 +93,11 @@ class Daemon:
         cfg = self.cfg
         if cfg.file_recording:
             from eccm.store.recorder import Recorder, used_trip_ids
+            from eccm.store.settings import RecordSettings
 
-            self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
+            self.recorder = Recorder(
+                RecordSettings.from_config(cfg), self.clock, facts=self.hub.facts
+            )
             self.hub.add_listener(self.recorder)
             # An earlier run's trip ids stay taken (a Pi without a clock may boot to the
             # same time twice): read before any part starts writing or moving files.

@@ -265,7 +265,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
     cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
     trips: list[str] = []
     for day in range(150):  # every trip: a fresh boot, a fresh hub, files uploaded + deleted
-        rec = Recorder(cfg, FakeClock())
+        rec = Recorder.from_config(cfg, FakeClock())
         clock = FakeClock(start=boot)
         hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
         hub.reserve_trip_ids(used_trip_ids(tmp_path, "car", ".tsv"))  # as the daemon does
@@ -275,7 +275,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
         for seq in range(1, 4 if day % 7 else 12):
             assert next_seq("car", trip, rec._known_names()) == seq
             rec._ledger_add(f"car_{trip}_{seq:04d}.tsv")
-    rec = Recorder(cfg, FakeClock())
+    rec = Recorder.from_config(cfg, FakeClock())
     lines = (tmp_path / ".eccm-sequence").read_text().splitlines()
     assert len(lines) < 150 + 3 * keep, "the ledger must stay bounded"
     assert used_trip_ids(tmp_path, "car", ".tsv") >= set(trips)
@@ -286,7 +286,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
 
 def test_a_ledger_line_torn_by_a_power_cut_does_not_swallow_the_next_name(tmp_path: Path) -> None:
     cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
-    rec = Recorder(cfg, FakeClock())
+    rec = Recorder.from_config(cfg, FakeClock())
     (tmp_path / ".eccm-sequence").write_text("car_20261122T010000Z_0001.tsv\ncar_2026112")
     rec._ledger_add("car_20261122T020000Z_0001.tsv")
     assert "20261122T020000Z" in used_trip_ids(tmp_path, "car", ".tsv")
@@ -301,7 +301,7 @@ def test_rotation_and_flushing_follow_the_monotonic_clock_whatever_ntp_does(
 
     cfg = config(tmp_path, FILE_ROTATION_SECONDS="10", FILE_FLUSH_INTERVAL="1")
     clock = FakeClock(start=TRUE)
-    rec = Recorder(cfg, clock)
+    rec = Recorder.from_config(cfg, clock)
     rec.start()
     try:
         rec.on_sample(sample(0))

@@ -151,7 +151,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         old_level = logger.level
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
-        rec = Recorder(cfg, clock)
+        rec = Recorder.from_config(cfg, clock)
         backend = DaemonBackend(
             cfg=cfg, hub=Hub(clock, 2.0, LAYOUT), link=None, recorder=rec, clock=clock
         )
