@@ -182,7 +182,9 @@ def in_process() -> Iterator[int]:
             "SOCKET_SERVER_MAX_CLIENTS": "16",
         }
     )
-    server = ControlServer(cfg, DaemonBackend(cfg=cfg, hub=hub, link=None), clock, port=0)
+    server = ControlServer.from_config(
+        cfg, DaemonBackend(cfg=cfg, hub=hub, link=None), clock, port=0
+    )
     server.start()
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()

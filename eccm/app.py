@@ -153,10 +153,11 @@ class Daemon:
         self._build_service()
         if cfg.enable_socket_server:
             from eccm.control.server import ControlServer
+            from eccm.control.settings import ControlSettings
 
             assert self.service is not None
             self.server = ControlServer(
-                cfg,
+                ControlSettings.from_config(cfg),
                 self.service,
                 self.clock,
                 credentials=self.credentials,

@@ -338,7 +338,7 @@ def test_dtc_clear_token_expires(at_standstill: Car) -> None:
     clock = OffsetClock()
     d = car.daemon
     backend = DaemonBackend(cfg=car.cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = ControlServer(car.cfg, backend, clock, port=0)
+    server = ControlServer.from_config(car.cfg, backend, clock, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
@@ -357,7 +357,7 @@ def test_dtc_clear_forbidden_by_config(car: Car) -> None:
     d = car.daemon
     cfg = parse({**car.cfg.effective(mask_secrets=False), "SOCKET_SERVER_ALLOW_DTC_CLEAR": "no"})
     backend = DaemonBackend(cfg=cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = ControlServer(cfg, backend, port=0)
+    server = ControlServer.from_config(cfg, backend, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
@@ -392,7 +392,7 @@ def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None
     backend = DaemonBackend(
         cfg=car.cfg, hub=d.hub, link=d.link, recorder=d.recorder, uploader=uploader
     )
-    server = ControlServer(car.cfg, backend, port=0)
+    server = ControlServer.from_config(car.cfg, backend, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()

@@ -58,7 +58,7 @@ class World:
         self.clients: list[Client] = []
 
     def serve(self, cfg: Config | None = None, **limits: Any) -> tuple[str, int]:
-        server = ControlServer(
+        server = ControlServer.from_config(
             cfg or make_config(),
             self.backend,
             self.clock,
@@ -394,7 +394,7 @@ def test_a_burst_of_connects_waits_in_the_listen_queue_without_syn_retransmits(
 # -- configuration problems ----------------------------------------------------------------
 def test_port_in_use_is_a_config_error(world: World) -> None:
     _host, port = world.serve()
-    server = ControlServer(make_config(), world.backend, port=port)
+    server = ControlServer.from_config(make_config(), world.backend, port=port)
     with pytest.raises(ConfigError, match="SOCKET_SERVER_PORT"):
         server.start()
 
@@ -404,7 +404,7 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
     junk.write_text("not a certificate\n")
     cfg = make_config(SOCKET_SERVER_TLS_CERT=str(junk), SOCKET_SERVER_TLS_KEY=str(junk))
     with pytest.raises(ConfigError, match="SOCKET_SERVER_TLS_CERT"):
-        ControlServer(cfg, FakeBackend(SystemClock()))
+        ControlServer.from_config(cfg, FakeBackend(SystemClock()))
 
 
 # -- TLS -----------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class World:
         self.clients: list[Client] = []
 
     def serve(self, cfg: Config | None = None, **limits: Any) -> tuple[str, int]:
-        server = ControlServer(
+        server = ControlServer.from_config(
             cfg or make_config(), self.backend, self.clock, port=0, limits=Limits(**limits)
         )
         server.start()
