@@ -165,10 +165,11 @@ class Daemon:
             )
         if cfg.enable_web_server:
             from eccm.web.server import WebServer
+            from eccm.web.settings import WebSettings
 
             assert self.service is not None
             self.web = WebServer(
-                cfg,
+                WebSettings.from_config(cfg),
                 self.service,
                 self.clock,
                 credentials=self.credentials,

@@ -391,7 +391,7 @@ def test_https_with_a_self_signed_certificate(car: WebCar, tls_cert: tuple[Path,
         }
     )
     backend = DaemonBackend(cfg=cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = WebServer(cfg, Service(backend, d.clock), port=0)
+    server = WebServer.from_config(cfg, Service(backend, d.clock), port=0)
     server.start()
     try:
         assert server.url.startswith("https://127.0.0.1:")
