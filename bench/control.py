@@ -146,6 +146,7 @@ def in_process() -> Iterator[int]:
     from eccm.control.server import ControlServer
     from eccm.hub import Hub
     from eccm.sample import Layout, Reading
+    from eccm.store.budget import DiskSettings
 
     clock = SystemClock()
     names = ("RPM", "SPEED", "THROTTLE_POS", "ENGINE_LOAD", "MAF", "INTAKE_PRESSURE")
@@ -183,7 +184,7 @@ def in_process() -> Iterator[int]:
         }
     )
     server = ControlServer.from_config(
-        cfg, DaemonBackend(cfg=cfg, hub=hub, link=None), clock, port=0
+        cfg, DaemonBackend(disk=DiskSettings.from_config(cfg), hub=hub, link=None), clock, port=0
     )
     server.start()
     feeder = threading.Thread(target=feed, daemon=True)

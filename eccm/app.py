@@ -184,10 +184,11 @@ class Daemon:
         from eccm.control.authlimit import AuthLimiter
         from eccm.errors import ConfigError
         from eccm.service import Credentials, Service
+        from eccm.store.budget import DiskSettings
 
         cfg = self.cfg
         backend = DaemonBackend(
-            cfg=cfg,
+            disk=DiskSettings.from_config(cfg),
             hub=self.hub,
             link=self.link,
             recorder=self.recorder,
