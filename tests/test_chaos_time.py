@@ -18,10 +18,11 @@ from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.store.recorder import Recorder, used_trip_ids
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
-from eccm.trip.computer import Trip, TripComputer, TripSettings
+from eccm.trip.computer import Trip, TripComputer
 from eccm.trip.segment import REDATE_STEP
 from tests.listeners import Events
 from tests.nmea_sentences import good_fix
+from tests.trip_helpers import trip_settings
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
@@ -157,7 +158,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
     None
 ):
     clock, hub, events = hub_at(TRUE - TEN_YEARS)
-    trip = Trip("x", TripSettings())
+    trip = Trip("x", trip_settings())
     for _ in range(11):
         trip.add(engine_row(hub, clock))
         clock.advance(1.0)
@@ -168,7 +169,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
 
     # a smaller step (30 s) keeps the trip; its computer counts the real time that passed
     clock2, hub2, events2 = hub_at(TRUE)
-    trip2 = Trip("y", TripSettings())
+    trip2 = Trip("y", trip_settings())
     for _ in range(5):
         trip2.add(engine_row(hub2, clock2))
         clock2.advance(1.0)
@@ -186,7 +187,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
 def test_a_trip_across_the_gnss_correction_keeps_its_time_and_distance() -> None:
     # Smaller than REDATE_STEP, so one trip: the interval across the correction counts.
     clock, hub, _events = hub_at(TRUE - 40.0)
-    trip = Trip("z", TripSettings())
+    trip = Trip("z", trip_settings())
     for i in range(10):
         if i == 5:
             for f in confirmed(clock, TRUE + clock.monotonic() - 500.0):
@@ -234,7 +235,7 @@ def test_the_trip_summary_is_checkpointed_every_few_seconds_of_monotonic_time() 
     """A power cut (the usual end of a trip in a car) costs at most that much summary."""
     checkpoints: list[dict[str, Any]] = []
     computer = TripComputer(
-        TripSettings(), car="car", on_checkpoint=checkpoints.append, checkpoint_every=10.0
+        trip_settings(), car="car", on_checkpoint=checkpoints.append, checkpoint_every=10.0
     )
     # 00:00:05 to 00:00:29 of one minute; the wall clock is stepped once (NTP) mid-way
     clock, hub, _events = hub_at(1_795_000_000.0 - 1_795_000_000.0 % 60 + 5)
