@@ -417,7 +417,7 @@ def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None
 
 def test_eccm_query_against_the_daemon(car: Car, capsys: pytest.CaptureFixture[str]) -> None:
     host, port = car.address
-    assert run_query(car.cfg, host, port, False, None, ["GET", "RPM"], SECRET) == 0
+    assert run_query(host, port, False, None, ["GET", "RPM"], SECRET) == 0
     assert json.loads(capsys.readouterr().out)["class"] == "VALUES"
 
 
