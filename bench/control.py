@@ -146,6 +146,7 @@ def in_process() -> Iterator[int]:
     from eccm.control.server import ControlServer
     from eccm.hub import Hub
     from eccm.sample import Layout, Reading
+    from eccm.store.budget import DiskSettings
 
     clock = SystemClock()
     names = ("RPM", "SPEED", "THROTTLE_POS", "ENGINE_LOAD", "MAF", "INTAKE_PRESSURE")
@@ -182,7 +183,9 @@ def in_process() -> Iterator[int]:
             "SOCKET_SERVER_MAX_CLIENTS": "16",
         }
     )
-    server = ControlServer(cfg, DaemonBackend(cfg=cfg, hub=hub, link=None), clock, port=0)
+    server = ControlServer.from_config(
+        cfg, DaemonBackend(disk=DiskSettings.from_config(cfg), hub=hub, link=None), clock, port=0
+    )
     server.start()
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()

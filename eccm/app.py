@@ -97,8 +97,11 @@ class Daemon:
         cfg = self.cfg
         if cfg.file_recording:
             from eccm.store.recorder import Recorder, used_trip_ids
+            from eccm.store.settings import RecordSettings
 
-            self.recorder = Recorder(cfg, self.clock, facts=self.hub.facts)
+            self.recorder = Recorder(
+                RecordSettings.from_config(cfg), self.clock, facts=self.hub.facts
+            )
             self.hub.add_listener(self.recorder)
             # An earlier run's trip ids stay taken (a Pi without a clock may boot to the
             # same time twice): read before any part starts writing or moving files.
@@ -154,10 +157,11 @@ class Daemon:
         self._build_service()
         if cfg.enable_socket_server:
             from eccm.control.server import ControlServer
+            from eccm.control.settings import ControlSettings
 
             assert self.service is not None
             self.server = ControlServer(
-                cfg,
+                ControlSettings.from_config(cfg),
                 self.service,
                 self.clock,
                 credentials=self.credentials,
@@ -165,10 +169,11 @@ class Daemon:
             )
         if cfg.enable_web_server:
             from eccm.web.server import WebServer
+            from eccm.web.settings import WebSettings
 
             assert self.service is not None
             self.web = WebServer(
-                cfg,
+                WebSettings.from_config(cfg),
                 self.service,
                 self.clock,
                 credentials=self.credentials,
@@ -191,10 +196,11 @@ class Daemon:
         from eccm.control.authlimit import AuthLimiter
         from eccm.errors import ConfigError
         from eccm.service import Credentials, Service
+        from eccm.store.budget import DiskSettings
 
         cfg = self.cfg
         backend = DaemonBackend(
-            cfg=cfg,
+            disk=DiskSettings.from_config(cfg),
             hub=self.hub,
             link=self.link,
             recorder=self.recorder,

@@ -18,7 +18,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 from eccm.clock import Clock
-from eccm.config import Config
 from eccm.errors import DeviceError
 from eccm.gnss.fix import Fix
 from eccm.hub import Hub
@@ -34,7 +33,7 @@ from eccm.service import (
     dtc_codes,
     from_link_error,
 )
-from eccm.store.budget import MIB, inventory
+from eccm.store.budget import MIB, DiskSettings, inventory
 from eccm.store.listing import StoredFile, list_files
 from eccm.trip.track import TrackKeeper
 
@@ -168,7 +167,7 @@ class DaemonBackend:
     def __init__(
         self,
         *,
-        cfg: Config | None = None,
+        disk: DiskSettings | None = None,
         hub: Hub,
         link: LinkLike | None,
         recorder: RecorderLike | None = None,
@@ -179,7 +178,8 @@ class DaemonBackend:
         gnss: GnssLike | None = None,
     ) -> None:
         self._gnss_source = gnss
-        self._cfg = cfg
+        # The record directory and its budget, for STATUS and the file list (None: neither).
+        self._disk_settings = disk
         self._trip = trip
         self._hub = hub
         self._link = link
@@ -319,8 +319,8 @@ class DaemonBackend:
             "ondemand_busy": self._busy_count(),
             "disk_used_bytes": self._disk_used(),
             "disk_budget_bytes": None
-            if self._cfg is None
-            else int(self._cfg.max_local_storage_mb * MIB),
+            if self._disk_settings is None
+            else int(self._disk_settings.max_local_storage_mb * MIB),
         }
 
     def _disk_used(self) -> int | None:
@@ -329,14 +329,14 @@ class DaemonBackend:
         Looked at most every DISK_LOOK_S: a dashboard asks STATUS every few seconds and a
         directory listing on an SD card is not free.
         """
-        if self._cfg is None:
+        if self._disk_settings is None:
             return None
         now = self._clock.monotonic()
         last = self._disk
         if last is not None and now - last[0] < DISK_LOOK_S:
             return last[1]
         try:
-            used: int | None = inventory(self._cfg.record_dir).total
+            used: int | None = inventory(self._disk_settings.record_dir).total
         except OSError:
             used = None
         self._disk = (now, used)
@@ -389,9 +389,9 @@ class DaemonBackend:
 
     # -- files and changes -------------------------------------------------------------
     def files(self) -> Sequence[StoredFile]:
-        if self._cfg is None or self._recorder is None:
+        if self._disk_settings is None or self._recorder is None:
             return ()
-        return list_files(self._cfg.record_dir)
+        return list_files(self._disk_settings.record_dir)
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._hub.add_listener(_OnSample(callback))

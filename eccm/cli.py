@@ -115,7 +115,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     # --read-only: the secret of the read scope, for a dashboard or a shared account.
     key = "SOCKET_SERVER_READ_SECRET" if args.read_only else "SOCKET_SERVER_SECRET"
     secret = os.environ.get(f"ECCM_{key}") or (getattr(cfg, key.lower()) if cfg else None)
-    return run_query(cfg, host, port, tls, args.cafile, list(args.words), secret, secret_key=key)
+    return run_query(host, port, tls, args.cafile, list(args.words), secret, secret_key=key)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

@@ -96,7 +96,9 @@ def main() -> int:
     # With a file size limit the clock is fake, so the retry backoff passes in rows, not
     # in seconds of wall time.
     clock: Clock = FakeClock() if args.fsize else SystemClock()
-    rec = Recorder(cfg, clock, facts=lambda: {"vin": "VF1TEST0000000001"}, step_hook=hook)
+    rec = Recorder.from_config(
+        cfg, clock, facts=lambda: {"vin": "VF1TEST0000000001"}, step_hook=hook
+    )
     rec.start()
     if args.fsize:
         import resource

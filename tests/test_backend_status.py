@@ -9,7 +9,7 @@ from eccm.clock import FakeClock
 from eccm.config import parse
 from eccm.hub import Hub
 from eccm.sample import Layout
-from eccm.store.budget import MIB
+from eccm.store.budget import MIB, DiskSettings
 
 
 def test_status_gives_the_disk_in_use_against_the_budget(tmp_path: Path) -> None:
@@ -21,7 +21,9 @@ def test_status_gives_the_disk_in_use_against_the_budget(tmp_path: Path) -> None
         }
     )
     clock = FakeClock()
-    backend = DaemonBackend(cfg=cfg, hub=Hub(clock, 2.0, Layout((), (), False)), link=None)
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(cfg), hub=Hub(clock, 2.0, Layout((), (), False)), link=None
+    )
     (tmp_path / "my-car_20261203T100000Z_0001.tsv.gz").write_bytes(b"x" * 1000)
     (tmp_path / "uploaded").mkdir()
     (tmp_path / "uploaded" / "my-car_20261202T100000Z_0001.tsv.gz").write_bytes(b"x" * 500)

@@ -18,10 +18,11 @@ from eccm.hub import Hub
 from eccm.sample import Layout, Reading, Sample, trip_id_for
 from eccm.store.recorder import Recorder, used_trip_ids
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
-from eccm.trip.computer import Trip, TripComputer, TripSettings
+from eccm.trip.computer import Trip, TripComputer
 from eccm.trip.segment import REDATE_STEP
 from tests.listeners import Events
 from tests.nmea_sentences import good_fix
+from tests.trip_helpers import trip_settings
 
 LAYOUT = Layout(fast=("RPM", "SPEED"), slow=(), gps=True)
 TRUE = 1_795_000_000.0  # 2026-11-18
@@ -157,7 +158,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
     None
 ):
     clock, hub, events = hub_at(TRUE - TEN_YEARS)
-    trip = Trip("x", TripSettings())
+    trip = Trip("x", trip_settings())
     for _ in range(11):
         trip.add(engine_row(hub, clock))
         clock.advance(1.0)
@@ -168,7 +169,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
 
     # a smaller step (30 s) keeps the trip; its computer counts the real time that passed
     clock2, hub2, events2 = hub_at(TRUE)
-    trip2 = Trip("y", TripSettings())
+    trip2 = Trip("y", trip_settings())
     for _ in range(5):
         trip2.add(engine_row(hub2, clock2))
         clock2.advance(1.0)
@@ -186,7 +187,7 @@ def test_ntp_stepping_a_clock_without_gnss_mid_trip_redates_the_trip_without_abs
 def test_a_trip_across_the_gnss_correction_keeps_its_time_and_distance() -> None:
     # Smaller than REDATE_STEP, so one trip: the interval across the correction counts.
     clock, hub, _events = hub_at(TRUE - 40.0)
-    trip = Trip("z", TripSettings())
+    trip = Trip("z", trip_settings())
     for i in range(10):
         if i == 5:
             for f in confirmed(clock, TRUE + clock.monotonic() - 500.0):
@@ -234,7 +235,7 @@ def test_the_trip_summary_is_checkpointed_every_few_seconds_of_monotonic_time() 
     """A power cut (the usual end of a trip in a car) costs at most that much summary."""
     checkpoints: list[dict[str, Any]] = []
     computer = TripComputer(
-        TripSettings(), car="car", on_checkpoint=checkpoints.append, checkpoint_every=10.0
+        trip_settings(), car="car", on_checkpoint=checkpoints.append, checkpoint_every=10.0
     )
     # 00:00:05 to 00:00:29 of one minute; the wall clock is stepped once (NTP) mid-way
     clock, hub, _events = hub_at(1_795_000_000.0 - 1_795_000_000.0 % 60 + 5)
@@ -265,7 +266,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
     cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
     trips: list[str] = []
     for day in range(150):  # every trip: a fresh boot, a fresh hub, files uploaded + deleted
-        rec = Recorder(cfg, FakeClock())
+        rec = Recorder.from_config(cfg, FakeClock())
         clock = FakeClock(start=boot)
         hub = Hub(clock, max_fix_age=2.0, layout=LAYOUT)
         hub.reserve_trip_ids(used_trip_ids(tmp_path, "car", ".tsv"))  # as the daemon does
@@ -275,7 +276,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
         for seq in range(1, 4 if day % 7 else 12):
             assert next_seq("car", trip, rec._known_names()) == seq
             rec._ledger_add(f"car_{trip}_{seq:04d}.tsv")
-    rec = Recorder(cfg, FakeClock())
+    rec = Recorder.from_config(cfg, FakeClock())
     lines = (tmp_path / ".eccm-sequence").read_text().splitlines()
     assert len(lines) < 150 + 3 * keep, "the ledger must stay bounded"
     assert used_trip_ids(tmp_path, "car", ".tsv") >= set(trips)
@@ -286,7 +287,7 @@ def test_a_pi_booting_to_the_same_time_every_day_never_reuses_a_trip_id_or_a_fil
 
 def test_a_ledger_line_torn_by_a_power_cut_does_not_swallow_the_next_name(tmp_path: Path) -> None:
     cfg = parse({"CAR_IDENTIFIER": "car", "RECORD_DIRECTORY_LOCATION": str(tmp_path)})
-    rec = Recorder(cfg, FakeClock())
+    rec = Recorder.from_config(cfg, FakeClock())
     (tmp_path / ".eccm-sequence").write_text("car_20261122T010000Z_0001.tsv\ncar_2026112")
     rec._ledger_add("car_20261122T020000Z_0001.tsv")
     assert "20261122T020000Z" in used_trip_ids(tmp_path, "car", ".tsv")
@@ -301,7 +302,7 @@ def test_rotation_and_flushing_follow_the_monotonic_clock_whatever_ntp_does(
 
     cfg = config(tmp_path, FILE_ROTATION_SECONDS="10", FILE_FLUSH_INTERVAL="1")
     clock = FakeClock(start=TRUE)
-    rec = Recorder(cfg, clock)
+    rec = Recorder.from_config(cfg, clock)
     rec.start()
     try:
         rec.on_sample(sample(0))

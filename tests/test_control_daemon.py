@@ -27,6 +27,7 @@ from eccm.gnss.fix import Fix
 from eccm.hub import Hub
 from eccm.sample import Layout, Reading
 from eccm.service import READ_ONLY, Caller, ServiceError
+from eccm.store.budget import DiskSettings
 from tests.control_fakes import SECRET, Client
 from tests.waiting import wait_until
 
@@ -337,8 +338,10 @@ def test_dtc_clear_token_expires(at_standstill: Car) -> None:
     car = at_standstill
     clock = OffsetClock()
     d = car.daemon
-    backend = DaemonBackend(cfg=car.cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = ControlServer(car.cfg, backend, clock, port=0)
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(car.cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = ControlServer.from_config(car.cfg, backend, clock, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
@@ -359,8 +362,10 @@ def test_dtc_clear_token_expires(at_standstill: Car) -> None:
 def test_dtc_clear_forbidden_by_config(car: Car) -> None:
     d = car.daemon
     cfg = parse({**car.cfg.effective(mask_secrets=False), "SOCKET_SERVER_ALLOW_DTC_CLEAR": "no"})
-    backend = DaemonBackend(cfg=cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = ControlServer(cfg, backend, port=0)
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = ControlServer.from_config(cfg, backend, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
@@ -393,9 +398,13 @@ def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None
     assert d.recorder is not None
     uploader = _Uploader(car.cfg.record_dir)
     backend = DaemonBackend(
-        cfg=car.cfg, hub=d.hub, link=d.link, recorder=d.recorder, uploader=uploader
+        disk=DiskSettings.from_config(car.cfg),
+        hub=d.hub,
+        link=d.link,
+        recorder=d.recorder,
+        uploader=uploader,
     )
-    server = ControlServer(car.cfg, backend, port=0)
+    server = ControlServer.from_config(car.cfg, backend, port=0)
     server.start()
     try:
         c = Client(server.address, timeout=WAIT).auth()
@@ -411,7 +420,7 @@ def test_upload_closes_the_current_file_and_wakes_the_uploader(car: Car) -> None
 
 def test_eccm_query_against_the_daemon(car: Car, capsys: pytest.CaptureFixture[str]) -> None:
     host, port = car.address
-    assert run_query(car.cfg, host, port, False, None, ["GET", "RPM"], SECRET) == 0
+    assert run_query(host, port, False, None, ["GET", "RPM"], SECRET) == 0
     assert json.loads(capsys.readouterr().out)["class"] == "VALUES"
 
 

@@ -58,7 +58,7 @@ class World:
         self.clients: list[Client] = []
 
     def serve(self, cfg: Config | None = None, **limits: Any) -> tuple[str, int]:
-        server = ControlServer(
+        server = ControlServer.from_config(
             cfg or make_config(),
             self.backend,
             self.clock,
@@ -394,7 +394,7 @@ def test_a_burst_of_connects_waits_in_the_listen_queue_without_syn_retransmits(
 # -- configuration problems ----------------------------------------------------------------
 def test_port_in_use_is_a_config_error(world: World) -> None:
     _host, port = world.serve()
-    server = ControlServer(make_config(), world.backend, port=port)
+    server = ControlServer.from_config(make_config(), world.backend, port=port)
     with pytest.raises(ConfigError, match="SOCKET_SERVER_PORT"):
         server.start()
 
@@ -404,7 +404,7 @@ def test_unreadable_tls_files_are_a_config_error(tmp_path: Path) -> None:
     junk.write_text("not a certificate\n")
     cfg = make_config(SOCKET_SERVER_TLS_CERT=str(junk), SOCKET_SERVER_TLS_KEY=str(junk))
     with pytest.raises(ConfigError, match="SOCKET_SERVER_TLS_CERT"):
-        ControlServer(cfg, FakeBackend(SystemClock()))
+        ControlServer.from_config(cfg, FakeBackend(SystemClock()))
 
 
 # -- TLS -----------------------------------------------------------------------------------
@@ -507,24 +507,24 @@ def test_readme_hmac_one_liner_matches(world: World) -> None:
 # -- eccm query ----------------------------------------------------------------------------
 def test_query_prints_the_reply(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     host, port = world.serve()
-    assert run_query(None, host, port, False, None, ["get", "RPM"], SECRET) == 0
+    assert run_query(host, port, False, None, ["get", "RPM"], SECRET) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and json.loads(out[0])["values"]["RPM"]["value"] == 850.0
-    assert run_query(None, host, port, False, None, ["GET", "NOPE"], SECRET) == 1
+    assert run_query(host, port, False, None, ["GET", "NOPE"], SECRET) == 1
     assert json.loads(capsys.readouterr().out)["code"] == "unknown_value"
 
 
 def test_query_errors_are_one_clear_line(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     host, port = world.serve()
-    assert run_query(None, host, port, False, None, ["STATUS"], "wrong") == 2
+    assert run_query(host, port, False, None, ["STATUS"], "wrong") == 2
     assert "check the secret" in capsys.readouterr().err
-    assert run_query(None, host, port, False, None, ["STATUS"], None) == 2
+    assert run_query(host, port, False, None, ["STATUS"], None) == 2
     assert "ECCM_SOCKET_SERVER_SECRET" in capsys.readouterr().err
     free = socket.socket()
     free.bind(("127.0.0.1", 0))
     unused = free.getsockname()[1]
     free.close()
-    assert run_query(None, host, unused, False, None, ["STATUS"], SECRET) == 2
+    assert run_query(host, unused, False, None, ["STATUS"], SECRET) == 2
     assert "cannot connect" in capsys.readouterr().err
 
 
@@ -545,7 +545,7 @@ def test_query_waits_for_an_auth_held_back_for_another_connection(
     probe.hello()
     refused = probe.ask(f"AUTH HMAC {'0' * 64}")
     assert refused["code"] == "busy" and refused["retry_after"] >= 1
-    assert run_query(None, host, port, False, None, ["PING"], SECRET) == 0
+    assert run_query(host, port, False, None, ["PING"], SECRET) == 0
     out = capsys.readouterr()
     assert json.loads(out.out.splitlines()[-1]) == {"class": "PONG"}
     assert "authentication refused" not in out.err
@@ -556,11 +556,11 @@ def test_query_dtc_clear_asks_for_confirmation(
 ) -> None:
     host, port = world.serve()
     monkeypatch.setattr("sys.stdin", io.StringIO("no\n"))
-    assert run_query(None, host, port, False, None, ["DTC", "CLEAR"], SECRET) == 1
+    assert run_query(host, port, False, None, ["DTC", "CLEAR"], SECRET) == 1
     assert world.backend.clears == 0
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
-    assert run_query(None, host, port, False, None, ["DTC", "CLEAR"], SECRET) == 0
+    assert run_query(host, port, False, None, ["DTC", "CLEAR"], SECRET) == 0
     classes = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
     assert classes == ["CONFIRM", "DTC_CLEARED"]
     assert world.backend.clears == 1
@@ -582,7 +582,7 @@ def test_query_watch_streams_until_ctrl_c(world: World, capsys: pytest.CaptureFi
         return original()
 
     world.backend.values = counting  # type: ignore[method-assign]
-    assert run_query(None, host, port, False, None, ["WATCH", "RPM", "EVERY", "0.1"], SECRET) == 0
+    assert run_query(host, port, False, None, ["WATCH", "RPM", "EVERY", "0.1"], SECRET) == 0
     classes = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
     assert classes[0] == "WATCH" and classes.count("LIVE") >= 2
 
@@ -591,9 +591,9 @@ def test_query_over_tls(
     world: World, certificate: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _host, port = world.serve(_tls_config(certificate))
-    assert run_query(None, "localhost", port, True, certificate[0], ["PING"], SECRET) == 0
+    assert run_query("localhost", port, True, certificate[0], ["PING"], SECRET) == 0
     assert json.loads(capsys.readouterr().out) == {"class": "PONG"}
-    assert run_query(None, "localhost", port, True, None, ["PING"], SECRET) == 2
+    assert run_query("localhost", port, True, None, ["PING"], SECRET) == 2
     assert "--cafile" in capsys.readouterr().err
 
 

@@ -56,7 +56,7 @@ def started() -> Iterator[Callable[..., Recorder]]:
     made: list[Recorder] = []
 
     def make(cfg: Config, clock: FakeClock, **kw: object) -> Recorder:
-        rec = Recorder(cfg, clock, **kw)  # type: ignore[arg-type]
+        rec = Recorder.from_config(cfg, clock, **kw)  # type: ignore[arg-type]
         rec.start()
         made.append(rec)
         return rec
@@ -252,7 +252,7 @@ def test_an_idle_file_is_closed_when_it_is_old_enough(
 ) -> None:
     cfg = cfg_for(tmp_path, FILE_ROTATION_SECONDS="60")
     closed: list[Path] = []
-    rec = Recorder(cfg, clock)
+    rec = Recorder.from_config(cfg, clock)
     rec.add_closed_listener(closed.append)
     rec.start()
     try:
@@ -395,8 +395,8 @@ def test_sequence_continues_after_files_in_uploaded_and_deleted_ones(
 # -- lifecycle and errors --------------------------------------------------------------
 def test_stop_is_idempotent_and_later_samples_are_ignored(tmp_path: Path, clock: FakeClock) -> None:
     cfg = cfg_for(tmp_path)
-    Recorder(cfg, clock).stop()  # never started
-    rec = Recorder(cfg, clock)
+    Recorder.from_config(cfg, clock).stop()  # never started
+    rec = Recorder.from_config(cfg, clock)
     rec.start()
     rec.on_sample(sample(0))
     rec.stop()
@@ -409,7 +409,7 @@ def test_stop_is_idempotent_and_later_samples_are_ignored(tmp_path: Path, clock:
 
 
 def test_file_recording_off_writes_nothing(tmp_path: Path, clock: FakeClock) -> None:
-    rec = Recorder(cfg_for(tmp_path, FILE_RECORDING="no"), clock)
+    rec = Recorder.from_config(cfg_for(tmp_path, FILE_RECORDING="no"), clock)
     rec.on_sample(sample(0))
     assert rec.queued == 0
 
@@ -417,7 +417,7 @@ def test_file_recording_off_writes_nothing(tmp_path: Path, clock: FakeClock) -> 
 def test_a_full_queue_drops_rows_and_says_so_once(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rec = Recorder(cfg_for(tmp_path), clock, queue_size=5)  # not started: nobody drains
+    rec = Recorder.from_config(cfg_for(tmp_path), clock, queue_size=5)  # not started: nobody drains
     with caplog.at_level(logging.ERROR, logger="eccm.store.recorder"):
         for i in range(12):
             rec.on_sample(sample(i))
@@ -452,7 +452,7 @@ def test_an_unusable_directory_drops_rows_logs_once_and_recovers(
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the record directory should be")
     cfg = config(blocker / "rec", FILE_FLUSH_INTERVAL="0")
-    rec = Recorder(cfg, clock)
+    rec = Recorder.from_config(cfg, clock)
     with caplog.at_level(logging.ERROR, logger="eccm.store.recorder"):
         rec.start()  # recovery fails too, without raising
         try:
@@ -504,7 +504,7 @@ def test_recover_cuts_a_partial_last_line_and_closes_the_file(
     cfg = cfg_for(tmp_path)
     full = expected_bytes(range(6))
     write_part(cfg.record_dir, STEM, full + b"2023-11-14T22:13:21.200Z\tcrash-c")
-    rec = Recorder(cfg, clock)
+    rec = Recorder.from_config(cfg, clock)
     closed: list[Path] = []
     rec.add_closed_listener(closed.append)
     path = cfg.record_dir / (STEM + ".gz")
@@ -532,7 +532,7 @@ def test_recover_drops_a_tail_of_zeros_left_by_a_power_cut(
     cfg = cfg_for(tmp_path, FILE_COMPRESSION="none")
     full = expected_bytes(range(3))
     write_part(cfg.record_dir, STEM, full + b"2023-11-14T22:1" + b"\0" * 4096 + b"\n")
-    assert Recorder(cfg, clock).recover() == [cfg.record_dir / STEM]
+    assert Recorder.from_config(cfg, clock).recover() == [cfg.record_dir / STEM]
     assert (cfg.record_dir / STEM).read_bytes() == full
     assert sidecar_of(cfg.record_dir / STEM)["rows"] == 3
 
@@ -547,14 +547,14 @@ def test_recover_removes_a_part_without_a_complete_row(
 ) -> None:
     cfg = cfg_for(tmp_path)
     write_part(cfg.record_dir, STEM, body)
-    assert Recorder(cfg, clock).recover() == []
+    assert Recorder.from_config(cfg, clock).recover() == []
     assert files(cfg.record_dir) == []
 
 
 def test_recover_without_meta_still_names_the_columns(tmp_path: Path, clock: FakeClock) -> None:
     cfg = cfg_for(tmp_path)
     write_part(cfg.record_dir, STEM, expected_bytes(range(2)), meta=False)
-    [path] = Recorder(cfg, clock).recover()
+    [path] = Recorder.from_config(cfg, clock).recover()
     doc = sidecar_of(path)
     assert [c["name"] for c in doc["columns"]] == LAYOUT.header
     assert doc["time_source"] == "unknown"
@@ -584,7 +584,7 @@ def test_recover_finishes_interrupted_closes_and_leaves_other_files_alone(
     for name in foreign:
         (d / name).write_bytes(b"not ours\n")
 
-    closed = Recorder(cfg, clock).recover()
+    closed = Recorder.from_config(cfg, clock).recover()
     assert sorted(p.name for p in closed) == [a + ".gz", b + ".gz", c + ".gz"]
     assert files(d) == sorted(
         [*foreign, *(n + ".gz" for n in (a, b, c, e)), *(n + ".gz.json" for n in (a, b, c, e))]
@@ -602,7 +602,7 @@ def test_recover_keeps_a_corrupt_gzip_out_of_the_upload(tmp_path: Path, clock: F
     cfg = cfg_for(tmp_path)
     cfg.record_dir.mkdir(parents=True)
     (cfg.record_dir / (STEM + ".gz")).write_bytes(b"\x1f\x8b garbage")
-    assert Recorder(cfg, clock).recover() == []
+    assert Recorder.from_config(cfg, clock).recover() == []
     assert files(cfg.record_dir) == [STEM + ".gz.corrupt"]
 
 

@@ -87,7 +87,7 @@ def test_sigkill_mid_write_then_recovery_keeps_every_complete_row(tmp_path: Path
     assert not on_disk.endswith(b"\n")
     complete = on_disk.count(b"\n") - 1
 
-    rec = Recorder(config(d), FakeClock())
+    rec = Recorder.from_config(config(d), FakeClock())
     closed = rec.recover()
     path = d / f"{STEM}.tsv.gz"
     assert closed == [path]
@@ -128,7 +128,7 @@ def test_kill_inside_the_close_sequence_then_recovery_completes_it(
             proc.wait()
     assert proc.returncode == -signal.SIGKILL, err
 
-    closed = Recorder(config(d, FILE_COMPRESSION=compression), FakeClock()).recover()
+    closed = Recorder.from_config(config(d, FILE_COMPRESSION=compression), FakeClock()).recover()
     name = f"{STEM}.tsv.gz" if compression == "gzip" else f"{STEM}.tsv"
     path = d / name
     # The close had finished except for dropping the meta file: nothing to announce.

@@ -29,6 +29,7 @@ import pytest
 from eccm.backend import DaemonBackend
 from eccm.clock import FakeClock
 from eccm.hub import Hub
+from eccm.store.budget import DiskSettings
 from eccm.store.recorder import Recorder
 from eccm.trip.summary import SummaryWriter
 from tests.recorder_writer import CAR, LAYOUT, T0, config, expected_row, sample
@@ -151,9 +152,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         old_level = logger.level
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
-        rec = Recorder(cfg, clock)
+        rec = Recorder.from_config(cfg, clock)
         backend = DaemonBackend(
-            cfg=cfg, hub=Hub(clock, 2.0, LAYOUT), link=None, recorder=rec, clock=clock
+            disk=DiskSettings.from_config(cfg),
+            hub=Hub(clock, 2.0, LAYOUT),
+            link=None,
+            recorder=rec,
+            clock=clock,
         )
         out = Run()
         try:

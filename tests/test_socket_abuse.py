@@ -75,7 +75,7 @@ class World:
         self.clients: list[Client] = []
 
     def serve(self, cfg: Config | None = None, **limits: Any) -> tuple[str, int]:
-        server = ControlServer(
+        server = ControlServer.from_config(
             cfg or make_config(), self.backend, self.clock, port=0, limits=Limits(**limits)
         )
         server.start()
@@ -472,7 +472,7 @@ def test_query_waits_out_a_held_back_auth_and_says_why(
     monkeypatch.setattr(query_client, "AUTH_NOTICE", 0.1)
     result: list[int] = []
     runner = threading.Thread(
-        target=lambda: result.append(run_query(None, *addr, False, None, ["PING"], SECRET))
+        target=lambda: result.append(run_query(*addr, False, None, ["PING"], SECRET))
     )
     runner.start()
     try:
@@ -488,10 +488,10 @@ def test_query_without_tls_on_a_tls_port_says_to_add_it(
     world: World, certificate: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _host, port = world.serve(tls_config(certificate), auth_timeout=1.0)
-    assert run_query(None, "localhost", port, False, None, ["PING"], SECRET) == 2
+    assert run_query("localhost", port, False, None, ["PING"], SECRET) == 2
     assert "add --tls" in capsys.readouterr().err
     # --cafile alone means TLS: there is nothing else to trust a certificate for.
-    assert run_query(None, "localhost", port, False, certificate[0], ["PING"], SECRET) == 0
+    assert run_query("localhost", port, False, certificate[0], ["PING"], SECRET) == 0
     assert capsys.readouterr().out.strip() == '{"class":"PONG"}'
 
 
@@ -502,11 +502,11 @@ def test_query_says_which_certificate_problem_it_is(
     were both answered with advice that could not help (pass --cafile; is eccm running?)."""
     cert, key = self_signed(tmp_path, "DNS:my-car.local")
     _host, port = world.serve(make_config(SOCKET_SERVER_TLS_CERT=cert, SOCKET_SERVER_TLS_KEY=key))
-    assert run_query(None, "127.0.0.1", port, True, cert, ["PING"], SECRET) == 2
+    assert run_query("127.0.0.1", port, True, cert, ["PING"], SECRET) == 2
     err = capsys.readouterr().err
     assert "mismatch" in err and "subjectAltName" in err and "pass the certificate" not in err
     missing = str(tmp_path / "no-such.pem")
-    assert run_query(None, "127.0.0.1", port, True, missing, ["PING"], SECRET) == 2
+    assert run_query("127.0.0.1", port, True, missing, ["PING"], SECRET) == 2
     err = capsys.readouterr().err
     assert f"--cafile {missing} cannot be read" in err and "is eccm running" not in err
 
@@ -514,7 +514,7 @@ def test_query_says_which_certificate_problem_it_is(
 def test_query_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
     """Found: --port 70000 was taken for port 4464 (getaddrinfo keeps 16 bits)."""
     for port in (70000, 0, -1):
-        assert run_query(None, "127.0.0.1", port, False, None, ["PING"], SECRET) == 2
+        assert run_query("127.0.0.1", port, False, None, ["PING"], SECRET) == 2
         assert "is not a TCP port" in capsys.readouterr().err
 
 

@@ -18,6 +18,7 @@ from eccm.store.ledger import LEDGER, Ledger
 from eccm.store.recorder import DiskTrouble, RotatingWriter
 from eccm.store.recovery import Leftovers, Recovery, leftover_stems
 from eccm.store.rotation import Reason
+from eccm.store.settings import RecordSettings
 from eccm.store.writer import FileWriter, Sealer
 
 T0 = 1_700_000_000.0
@@ -84,7 +85,7 @@ class Parts:
             sealer=sealer,
         )
         self.files = RotatingWriter(
-            config,
+            RecordSettings.from_config(config),
             clock,
             writer=writer,
             recovery=self.recovery,

@@ -21,6 +21,7 @@ from eccm.trip.computer import (
     haversine_m,
     maf_from_map,
 )
+from tests.trip_helpers import trip_settings
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, a minute boundary
 LAYOUT = Layout(fast=("RPM", "SPEED", "MAF"), slow=(), gps=True)
@@ -80,7 +81,7 @@ def drive(settings: TripSettings, samples: Iterator[Sample] | list[Sample]) -> d
     return totals
 
 
-GAS = TripSettings()
+GAS = trip_settings()
 
 
 # -- distance and time -----------------------------------------------------------------
@@ -213,7 +214,7 @@ def test_gnss_only_rows_give_gnss_distance_but_no_obd_figures() -> None:
 
 # -- fuel --------------------------------------------------------------------------------
 def test_constant_maf_gives_the_fuel_economy_and_cost() -> None:
-    settings = TripSettings(fuel_price=1.80)
+    settings = trip_settings(fuel_price=1.80)
     t = drive(settings, [sample(x, SPEED=60, RPM=2000, MAF=10.0) for x in rows(360.0)])
     # 10 g/s of air at 14.7:1 for 360 s is 244.9 g of gasoline; at 745 g/L, 0.3287 L.
     litres = 10.0 / 14.7 * 360 / GASOLINE_G_PER_L
@@ -227,7 +228,7 @@ def test_constant_maf_gives_the_fuel_economy_and_cost() -> None:
 
 
 def test_diesel_uses_its_own_ratio_and_density() -> None:
-    t = drive(TripSettings(fuel_type="diesel"), [sample(x, MAF=29.0) for x in rows(3600.0, 1.0)])
+    t = drive(trip_settings(fuel_type="diesel"), [sample(x, MAF=29.0) for x in rows(3600.0, 1.0)])
     assert t["fuel_l"] == pytest.approx(29.0 / 14.5 * 3600 / DIESEL_G_PER_L, abs=1e-4)
     assert t["distance_km"] is None and t["l_per_100km"] is None
     assert t["fuel_cost"] is None  # no FUEL_PRICE
@@ -241,7 +242,7 @@ def test_fuel_rate_wins_over_maf() -> None:
 
 
 def test_speed_density_from_map_with_known_inputs() -> None:
-    settings = TripSettings(displacement_l=2.0, volumetric_efficiency=0.85)
+    settings = trip_settings(displacement_l=2.0, volumetric_efficiency=0.85)
     # The same physics in SI units step by step: air density at MAP and IAT (ideal gas),
     # the volume a four-stroke engine draws per second (half its displacement per turn).
     pa, kelvin, rpm = 100_000.0, 298.15, 3000.0
@@ -277,13 +278,13 @@ def test_map_needs_the_displacement_and_the_intake_temperature() -> None:
         GAS, [sample(x, RPM=2000, INTAKE_PRESSURE=60.0, INTAKE_TEMP=20.0) for x in rows(10)]
     )
     assert no_disp["fuel_l"] is None and no_disp["fuel_method"] is None
-    settings = TripSettings(displacement_l=1.6)
+    settings = trip_settings(displacement_l=1.6)
     no_iat = drive(settings, [sample(x, RPM=2000, INTAKE_PRESSURE=60.0) for x in rows(10)])
     assert no_iat["fuel_l"] is None
 
 
 def test_no_maf_and_no_map_means_no_fuel_but_the_rest() -> None:
-    t = drive(TripSettings(fuel_price=2.0), [sample(x, SPEED=50, RPM=1900) for x in rows(36.0)])
+    t = drive(trip_settings(fuel_price=2.0), [sample(x, SPEED=50, RPM=1900) for x in rows(36.0)])
     assert t["distance_km"] == pytest.approx(0.5, abs=1e-4)
     for key in ("fuel_l", "fuel_method", "avg_fuel_rate_lph", "l_per_100km", "mpg_us", "fuel_cost"):
         assert t[key] is None, key
@@ -311,7 +312,7 @@ def test_the_listener_writes_a_summary_when_the_trip_ends() -> None:
     finished: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
     computer = TripComputer(
-        TripSettings(fuel_price=1.5, summary_commands=("RPM", "SPEED")),
+        trip_settings(fuel_price=1.5, summary_commands=("RPM", "SPEED")),
         car="car-1",
         facts=lambda: {"vin": "VIN123", "obd": "connected"},
         on_checkpoint=checkpoints.append,

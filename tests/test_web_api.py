@@ -20,6 +20,7 @@ import pytest
 
 from eccm.backend import DaemonBackend
 from eccm.service import Service
+from eccm.store.budget import DiskSettings
 from eccm.web.server import WebServer
 from tests.emulator import stored_dtcs
 from tests.waiting import wait_until
@@ -393,8 +394,10 @@ def test_https_with_a_self_signed_certificate(car: WebCar, tls_cert: tuple[Path,
             "web_server_tls_key": str(key),
         }
     )
-    backend = DaemonBackend(cfg=cfg, hub=d.hub, link=d.link, recorder=d.recorder)
-    server = WebServer(cfg, Service(backend, d.clock), port=0)
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = WebServer.from_config(cfg, Service(backend, d.clock), port=0)
     server.start()
     try:
         assert server.url.startswith("https://127.0.0.1:")

@@ -21,8 +21,6 @@ import threading
 import time
 from typing import IO, Any
 
-from eccm.config import Config
-
 CONNECT_TIMEOUT = 10.0
 REPLY_TIMEOUT = 30.0  # a DTC read on a slow car takes up to 15 s on the daemon's side
 # After failed attempts from an address the daemon holds its next AUTH back, up to 60 s
@@ -103,7 +101,6 @@ def _confirm(prompt_in: IO[str], interactive: bool) -> bool:
 
 
 def run_query(
-    cfg: Config | None,
     host: str,
     port: int,
     tls: bool,

@@ -16,18 +16,22 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from eccm.clock import Clock, SystemClock
-from eccm.config import Config
 from eccm.control.admission import Admission, Slot
 from eccm.control.authlimit import FAILURES_PER_MINUTE, AuthLimiter
 from eccm.control.authlimit import address_key as address_key
 from eccm.control.connection import Connection, Rejecter, Shared
 from eccm.control.protocol import AUTH_TIMEOUT, IDLE_TIMEOUT
+from eccm.control.settings import ControlSettings
 from eccm.control.throttle import LogThrottle
 from eccm.errors import ConfigError
 from eccm.service import Backend, Credentials, Service
 from eccm.tls import server_context
+
+if TYPE_CHECKING:
+    from eccm.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +89,21 @@ class ControlServer:
     server's own over a bare ``Backend``, with SOCKET_SERVER_ALLOW_DTC_CLEAR).
     ``credentials``: the secrets and their scopes, shared likewise (None: from the config:
     SOCKET_SERVER_SECRET with every scope, SOCKET_SERVER_READ_SECRET with ``read`` only).
-    ``port``/``bind`` override the config (tests use port 0: see :attr:`address`).
+    ``port``/``bind`` override the settings (tests use port 0: see :attr:`address`).
     ``limiter``: the failed-authentication limiter to share with another front end (one
     of this server's own, from ``limits``, if None).
     """
 
+    @classmethod
+    def from_config(
+        cls, cfg: Config, service: Service | Backend, clock: Clock | None = None, **options: Any
+    ) -> ControlServer:
+        """A server of ``cfg``'s socket keys (nothing of the server sees the rest)."""
+        return cls(ControlSettings.from_config(cfg), service, clock, **options)
+
     def __init__(
         self,
-        cfg: Config,
+        settings: ControlSettings,
         service: Service | Backend,
         clock: Clock | None = None,
         *,
@@ -102,32 +113,28 @@ class ControlServer:
         limits: Limits | None = None,
         limiter: AuthLimiter | None = None,
     ) -> None:
-        if not cfg.socket_server_secret:
+        if not settings.secret:
             raise ConfigError(
                 "SOCKET_SERVER_SECRET is required for the control socket: make one with "
                 "`eccm gen-secret`"
             )
-        self._cfg = cfg
+        self._settings = settings
         self._clock: Clock = clock or SystemClock()
         if not isinstance(service, Service):
-            service = Service(
-                service, self._clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
-            )
+            service = Service(service, self._clock, allow_dtc_clear=settings.allow_dtc_clear)
         if credentials is None:
             try:
-                credentials = Credentials(cfg.socket_server_secret, cfg.socket_server_read_secret)
+                credentials = Credentials(settings.secret, settings.read_secret)
             except ValueError as exc:  # config.py refuses these already
                 raise ConfigError(f"control socket secrets: {exc}") from None
-        self._bind = cfg.socket_server_bind if bind is None else bind
-        self._port = cfg.socket_server_port if port is None else port
+        self._bind = settings.bind if bind is None else bind
+        self._port = settings.port if port is None else port
         limits = limits or Limits()
         ctx = None
-        if cfg.socket_server_tls_cert:
-            ctx = server_context(
-                cfg.socket_server_tls_cert, cfg.socket_server_tls_key, "SOCKET_SERVER"
-            )
+        if settings.tls_cert:
+            ctx = server_context(settings.tls_cert, settings.tls_key, "SOCKET_SERVER")
         self._ssl = ctx
-        self._admission = Admission(cfg.socket_server_max_clients)
+        self._admission = Admission(settings.max_clients)
         self._stopping = threading.Event()
         self._shared = Shared(
             service=service,
@@ -149,7 +156,7 @@ class ControlServer:
             idle_timeout=limits.idle_timeout,
             max_unread=limits.max_unread,
         )
-        self._rejecter = Rejecter(cfg.socket_server_max_clients, ctx, self._stopping)
+        self._rejecter = Rejecter(settings.max_clients, ctx, self._stopping)
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         # Closing a socket does not reliably wake a thread blocked on it: stop() writes here.
@@ -182,7 +189,7 @@ class ControlServer:
             host,
             port,
             "TLS" if self._ssl else "plain TCP",
-            self._cfg.socket_server_max_clients,
+            self._settings.max_clients,
         )
 
     @property
@@ -269,7 +276,7 @@ class ControlServer:
             cid,
             slot,
             peer,
-            plain_auth=is_loopback(host) or self._cfg.socket_server_allow_plain_auth,
+            plain_auth=is_loopback(host) or self._settings.allow_plain_auth,
         )
         slot.thread = threading.Thread(target=connection.serve, name=f"control-{peer}", daemon=True)
         slot.thread.start()

@@ -23,17 +23,21 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eccm.clock import Clock
-from eccm.config import Config
 from eccm.sample import Sample
 from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.store.ledger import LEDGER, Ledger
 from eccm.store.names import trip_ids
 from eccm.store.recovery import Leftovers, RecordDirError, Recovery, fsync_quiet, leftover_stems
 from eccm.store.rotation import Reason, RotationPolicy, flush_due
+from eccm.store.settings import RecordSettings
 from eccm.store.sidecar import StepHook
 from eccm.store.writer import FileWriter, OpenFile, Sealer
+
+if TYPE_CHECKING:
+    from eccm.config import Config
 
 __all__ = [
     "LEDGER",
@@ -150,7 +154,7 @@ class RotatingWriter:
 
     def __init__(
         self,
-        cfg: Config,
+        settings: RecordSettings,
         clock: Clock,
         *,
         writer: FileWriter,
@@ -159,10 +163,10 @@ class RotatingWriter:
         trouble: DiskTrouble,
         notify: ClosedListener,
     ) -> None:
-        self.cfg = cfg
+        self.settings = settings
         self.clock = clock
-        self._dir = cfg.record_dir
-        self._policy = RotationPolicy(cfg.file_rotation_seconds, cfg.file_rotation_max_bytes)
+        self._dir = settings.record_dir
+        self._policy = RotationPolicy(settings.rotation_seconds, settings.rotation_max_bytes)
         self._writer = writer
         self._recovery = recovery
         self._drops = drops
@@ -183,7 +187,7 @@ class RotatingWriter:
         if f is not None:
             if self._policy.idle(f.state(), now) is not None:
                 self.close(Reason.AGE)
-            elif f.dirty and flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+            elif f.dirty and flush_due(self.settings.flush_interval, f.last_flush, now):
                 try:
                     f.sync(self.clock.monotonic())
                 except OSError as exc:
@@ -224,7 +228,7 @@ class RotatingWriter:
             self.settled = True
             f.note_time_source(sample.time_source)
             self.rows_in_file = f.stats.rows
-            if flush_due(self.cfg.file_flush_interval, f.last_flush, now):
+            if flush_due(self.settings.flush_interval, f.last_flush, now):
                 f.sync(self.clock.monotonic())
         except OSError as exc:
             where = self.open.part.name if self.open else str(self._dir)
@@ -328,7 +332,7 @@ class Recorder:
 
     def __init__(
         self,
-        cfg: Config,
+        settings: RecordSettings,
         clock: Clock,
         facts: Callable[[], Mapping[str, str]] | None = None,
         *,
@@ -337,12 +341,12 @@ class Recorder:
     ) -> None:
         """``step_hook`` is called with each step name of the close sequence
         (sidecar.STEPS); crash tests use it to die at a chosen point."""
-        self.cfg = cfg
+        self.settings = settings
         self.clock = clock
         hook: StepHook = step_hook or (lambda step: None)
-        self._dir = cfg.record_dir
-        self._ext = cfg.monitoring_file_extension
-        car, sep = cfg.car_identifier, cfg.separator
+        self._dir = settings.record_dir
+        self._ext = settings.ext
+        car, sep = settings.car, settings.separator
         self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=queue_size)
         self._listeners: list[ClosedListener] = []
         self._lock = threading.Lock()
@@ -356,7 +360,7 @@ class Recorder:
         sealer = Sealer(
             car=car,
             ext=self._ext,
-            compression=cfg.file_compression,
+            compression=settings.compression,
             hook=hook,
             rows_dropped=lambda: self._drops.total,
         )
@@ -374,7 +378,7 @@ class Recorder:
             sealer=sealer,
         )
         self._files = RotatingWriter(
-            cfg,
+            settings,
             clock,
             writer=writer,
             recovery=self._recovery,
@@ -382,6 +386,11 @@ class Recorder:
             trouble=self._trouble,
             notify=self._notify,
         )
+
+    @classmethod
+    def from_config(cls, cfg: Config, clock: Clock, **options: Any) -> Recorder:
+        """A recorder of ``cfg``'s recording keys (nothing of the recorder sees the rest)."""
+        return cls(RecordSettings.from_config(cfg), clock, **options)
 
     # -- public API --------------------------------------------------------------------
     @property
@@ -430,7 +439,7 @@ class Recorder:
         with self._lock:
             self._thread = thread
         thread.start()
-        if not self.cfg.file_recording:
+        if not self.settings.recording:
             log.info("FILE_RECORDING=no: no data files are written")
 
     def recover(self) -> list[Path]:
@@ -467,7 +476,7 @@ class Recorder:
 
     def on_sample(self, sample: Sample) -> None:
         """Queue a row; never waits for the disk (called from the OBD thread)."""
-        if self._stopped or not self.cfg.file_recording:
+        if self._stopped or not self.settings.recording:
             return
         try:
             self._queue.put_nowait(("sample", sample))

@@ -53,7 +53,6 @@ EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 DEFAULT_MAX_GAP = 5.0  # seconds: a longer interval between two rows is a gap
 GNSS_STILL_MPS = 0.5  # below this a receiver's speed is jitter: position noise is not distance
 MIN_ECONOMY_KM = 0.1  # no L/100 km or MPG over less than this: 20 m at 1 L/h reads 5000 L/100 km
-DEFAULT_SUMMARY_COMMANDS = ("RPM", "SPEED", "ENGINE_LOAD", "THROTTLE_POS", "COOLANT_TEMP", "MAF")
 
 # Unit of each quantity we read, as python-OBD names it, → (scale, offset) to ours.
 # ``None``: a plain number without unit is taken in python-OBD's own unit.
@@ -142,12 +141,15 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 # -- settings --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TripSettings:
-    fuel_type: str = "gasoline"
-    fuel_price: float | None = None  # per litre; None: no cost
-    displacement_l: float | None = None  # None: no estimate from MAP
-    volumetric_efficiency: float = 0.85
-    max_gap: float = DEFAULT_MAX_GAP
-    summary_commands: tuple[str, ...] = DEFAULT_SUMMARY_COMMANDS
+    """What the trip computer is configured with (the keys' names in the comments; the
+    defaults are config.py's alone)."""
+
+    fuel_type: str  # FUEL_TYPE
+    fuel_price: float | None  # FUEL_PRICE, per litre; None: no cost
+    displacement_l: float | None  # ENGINE_DISPLACEMENT_L; None: no estimate from MAP
+    volumetric_efficiency: float  # VOLUMETRIC_EFFICIENCY
+    max_gap: float  # from SAMPLE_INTERVAL: a longer interval between two rows is a gap
+    summary_commands: tuple[str, ...]  # SUMMARY_COMMANDS
 
     @property
     def afr(self) -> float:

@@ -15,11 +15,11 @@ import logging
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from eccm.clock import Clock, SystemClock
-from eccm.config import Config
 from eccm.control.authlimit import AuthLimiter
 from eccm.errors import ConfigError
 from eccm.service import Credentials, Service
@@ -27,6 +27,10 @@ from eccm.tls import server_context
 from eccm.web.api import STATIC, WebApi
 from eccm.web.auth import WebAuth
 from eccm.web.loginlink import LoginLinks, base_url
+from eccm.web.settings import WebSettings
+
+if TYPE_CHECKING:
+    from eccm.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +44,20 @@ class WebServer:
 
     ``service``: the daemon's service (shared with the control socket); ``limiter``: the
     daemon's failed-authentication limiter (shared likewise); ``links``: the one-time
-    login links (made from the config's secrets if None). ``port``/``bind`` override the
-    config (tests use port 0: see :attr:`address`).
+    login links (made from the settings' secrets if None). ``port``/``bind`` override the
+    settings (tests use port 0: see :attr:`address`).
     """
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, service: Service, clock: Clock | None = None, **options: Any
+    ) -> WebServer:
+        """A server of ``cfg``'s web keys (nothing of the server sees the rest)."""
+        return cls(WebSettings.from_config(cfg), service, clock, **options)
 
     def __init__(
         self,
-        cfg: Config,
+        settings: WebSettings,
         service: Service,
         clock: Clock | None = None,
         *,
@@ -57,24 +68,22 @@ class WebServer:
         port: int | None = None,
         static: Path = STATIC,
     ) -> None:
-        if not cfg.socket_server_secret:
+        if not settings.secret:
             raise ConfigError(
                 "SOCKET_SERVER_SECRET is required for the web page: make one with `eccm gen-secret`"
             )
         self._clock: Clock = clock or SystemClock()
-        self._bind = cfg.web_server_bind if bind is None else bind
-        self._port = cfg.web_server_port if port is None else port
+        self._bind = settings.bind if bind is None else bind
+        self._port = settings.port if port is None else port
         self._ssl = (
-            server_context(cfg.web_server_tls_cert, cfg.web_server_tls_key, "WEB_SERVER")
-            if cfg.web_tls
+            server_context(settings.tls_cert, settings.tls_key, "WEB_SERVER")
+            if settings.tls_cert
             else None
         )
         # The daemon hands in the one set of secrets every front end accepts.
-        credentials = credentials or Credentials(
-            cfg.socket_server_secret, cfg.socket_server_read_secret
-        )
+        credentials = credentials or Credentials(settings.secret, settings.read_secret)
         self.links = links or LoginLinks.for_secrets(
-            cfg.socket_server_secret, cfg.socket_server_read_secret, self._clock
+            settings.secret, settings.read_secret, self._clock
         )
         self.limiter = limiter or AuthLimiter(self._clock)
         auth = WebAuth(
@@ -83,11 +92,11 @@ class WebServer:
             self.limiter,
             self._clock,
             tls=self._ssl is not None,
-            info={"car": cfg.car_identifier, "map_tiles": cfg.web_map_tiles or None},
-            allow_plain=cfg.socket_server_allow_plain_auth,
+            info={"car": settings.car, "map_tiles": settings.map_tiles or None},
+            allow_plain=settings.allow_plain_auth,
         )
         self.api = WebApi(
-            service, auth, tls=self._ssl is not None, tiles=cfg.web_map_tiles, static=static
+            service, auth, tls=self._ssl is not None, tiles=settings.map_tiles, static=static
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
