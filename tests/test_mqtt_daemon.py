@@ -155,8 +155,11 @@ def test_state_arrives_at_the_interval_with_the_emulators_values(running: Runnin
     # Never a burst: a late message is followed by the next at least half an interval on.
     assert min(gaps) >= 0.4 * INTERVAL
     assert w.wait_for(f"{P}/availability").payload == b"online"
-    status = w.wait_for(f"{P}/status", lambda m: m.json()["obd"] == "connected").json()
-    assert status["class"] == "STATUS" and status["trip"] and status["last_error"] is None
+    # The link says "connected" a moment before the trip begins: wait for both.
+    status = w.wait_for(
+        f"{P}/status", lambda m: m.json()["obd"] == "connected" and m.json()["trip"]
+    ).json()
+    assert status["class"] == "STATUS" and status["last_error"] is None
     assert w.wait_for(f"{P}/gnss").json() == {"fix": False}  # GPS is off
     dtc = w.wait_for(f"{P}/dtc").json()
     assert dtc["class"] == "DTC" and dtc["mil"] is False and dtc["stored"] == []
