@@ -181,9 +181,10 @@ class Daemon:
             )
         if cfg.mqtt_enabled:
             from eccm.mqtt.publisher import MqttPublisher
+            from eccm.mqtt.settings import MqttSettings
 
             assert self.service is not None and self.backend is not None
-            self.mqtt = MqttPublisher(cfg, self.service, self.clock)
+            self.mqtt = MqttPublisher(MqttSettings.from_config(cfg), self.service, self.clock)
             # A refused login or certificate shows in STATUS's last_error.
             mqtt = self.mqtt
             self.backend.add_error_source(lambda: mqtt.last_error)

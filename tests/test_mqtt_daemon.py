@@ -205,7 +205,7 @@ def test_commands_refused_when_off(running: Running, broker: Broker) -> None:
             **mqtt_keys(broker, MQTT_HOMEASSISTANT="no"),
         }
     )
-    publisher = MqttPublisher(cfg, running.service)
+    publisher = MqttPublisher.from_config(cfg, running.service)
     publisher.start()
     w = Watcher(broker, "eccm/quiet-car/#")
     try:
@@ -232,7 +232,7 @@ def test_wrong_password_one_clear_line_and_last_error(
     cfg = parse(
         {"CAR_IDENTIFIER": "locked-car", **mqtt_keys(broker, MQTT_PASSWORD="not-the-password")}
     )
-    publisher = MqttPublisher(cfg, running.service)
+    publisher = MqttPublisher.from_config(cfg, running.service)
     publisher.start()
     try:
         wait_until(lambda: publisher.attempts >= 3, timeout=WAIT, what="three attempts")
@@ -259,7 +259,7 @@ def test_tls_with_a_self_made_ca(
             **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(cert)),
         }
     )
-    publisher = MqttPublisher(cfg, running.service)
+    publisher = MqttPublisher.from_config(cfg, running.service)
     publisher.start()
     try:
         w.wait_for("eccm/tls-car/availability", lambda m: m.payload == b"online")
@@ -275,7 +275,7 @@ def test_tls_with_a_self_made_ca(
             **mqtt_keys(broker, MQTT_BROKER=broker.tls_url, MQTT_CA_FILE=str(other)),
         }
     )
-    publisher = MqttPublisher(cfg, running.service)
+    publisher = MqttPublisher.from_config(cfg, running.service)
     publisher.start()
     try:
         wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="two attempts")
@@ -399,7 +399,7 @@ def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(
     w.publish(old, '{"unique_id": "eccm_trim-car_fuel_level"}', retain=True)
     w.wait_for(old)
     cfg = parse({"CAR_IDENTIFIER": "trim-car", **mqtt_keys(broker, MQTT_VALUES="SPEED")})
-    publisher = MqttPublisher(cfg, running.service)
+    publisher = MqttPublisher.from_config(cfg, running.service)
     publisher.start()
     try:
         assert w.wait_for(old, lambda m: m.payload == b"").retain is False  # deleted
@@ -429,7 +429,7 @@ def test_a_peer_that_never_answers_connect_is_named(running: Running) -> None:
                 "MQTT_INTERVAL": "1",
             }
         )
-        publisher = MqttPublisher(cfg, running.service)
+        publisher = MqttPublisher.from_config(cfg, running.service)
         publisher.start()
         try:
             error = wait_until(lambda: publisher.last_error, timeout=WAIT, what="the problem")

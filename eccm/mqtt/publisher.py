@@ -28,6 +28,7 @@ from eccm.mqtt import discovery, payloads
 from eccm.mqtt.actions import Actions, scopes_for
 from eccm.mqtt.payloads import BadCommand, parse_command
 from eccm.mqtt.plan import Discovery, Message, Plan, Problems, Reconnect, failure_text, refusal_text
+from eccm.mqtt.settings import MqttSettings
 from eccm.mqtt.topics import Topics
 from eccm.service import Caller, Service, ServiceError
 
@@ -44,16 +45,24 @@ def keepalive_for(interval: float) -> int:
 
 
 class MqttPublisher:
-    def __init__(self, cfg: Config, service: Service, clock: Clock | None = None) -> None:
-        self._cfg = cfg
+    @classmethod
+    def from_config(
+        cls, cfg: Config, service: Service, clock: Clock | None = None
+    ) -> MqttPublisher:
+        return cls(MqttSettings.from_config(cfg), service, clock)
+
+    def __init__(
+        self, settings: MqttSettings, service: Service, clock: Clock | None = None
+    ) -> None:
+        self._settings = cfg = settings
         self._service = service
         self._clock: Clock = clock or SystemClock()
-        self.topics = Topics(cfg.mqtt_prefix, cfg.mqtt_discovery_prefix, cfg.car_identifier)
-        host, port, tls = cfg.mqtt_address
+        self.topics = Topics(cfg.prefix, cfg.discovery_prefix, cfg.car)
+        host, port, tls = cfg.host, cfg.port, cfg.tls
         self._host, self._port = host, port
-        self.broker = cfg.mqtt_broker
-        self.caller = Caller("mqtt", scopes_for(cfg.mqtt_allow_commands))
-        self._plan = Plan(cfg.mqtt_interval)
+        self.broker = cfg.broker
+        self.caller = Caller("mqtt", scopes_for(cfg.allow_commands))
+        self._plan = Plan(cfg.interval)
         self._discovery = Discovery()
         self._reconnect = Reconnect()
         self._problems = Problems()
@@ -64,26 +73,26 @@ class MqttPublisher:
         self._dtc_body: dict[str, object] | None = None
         self._next_dtc = float("-inf")
         self._entities_key: object = None
-        self.keepalive = keepalive_for(cfg.mqtt_interval)
+        self.keepalive = keepalive_for(cfg.interval)
         self.attempts = 0  # connection attempts so far (a figure for tests and logs)
         self._connect_started = 0.0
         self.actions = Actions(
             service,
             self.caller,
-            allow_commands=cfg.mqtt_allow_commands,
+            allow_commands=cfg.allow_commands,
             on_result=lambda body: self._post(
                 lambda: self._send(self._plan.result(self.topics.cmd_result, body))
             ),
             on_dtc=lambda body: self._post(lambda: self._on_dtc(body)),
         )
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True
         )
         client.will_set(self.topics.availability, payloads.OFFLINE, qos=1, retain=True)
-        if cfg.mqtt_username:
-            client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
         if tls:
-            ctx = ssl.create_default_context(cafile=cfg.mqtt_ca_file or None)
+            ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             client.tls_set_context(ctx)
         client.max_queued_messages_set(MAX_QUEUED)
@@ -148,7 +157,7 @@ class MqttPublisher:
             self._client.connect(self._host, self._port, keepalive=self.keepalive)
         except Exception as exc:
             self._state = "down"
-            self._problem(failure_text(exc, self.broker, self._cfg.mqtt_ca_file))
+            self._problem(failure_text(exc, self.broker, self._settings.ca_file))
             self._reconnect.failed(now)
 
     def _lost(self, reason: str) -> None:
@@ -208,7 +217,7 @@ class MqttPublisher:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            self._problem(refusal_text(str(reason), self.broker, self._cfg.mqtt_username))
+            self._problem(refusal_text(str(reason), self.broker, self._settings.username))
             self._state = "down"
             self._plan.on_disconnect()
             self._reconnect.failed(self._clock.monotonic())
@@ -221,7 +230,7 @@ class MqttPublisher:
         else:
             log.info("MQTT: connected to %s", self.broker)
         client.subscribe(self.topics.cmd, qos=1)
-        if self._cfg.mqtt_homeassistant:
+        if self._settings.homeassistant:
             client.subscribe(self.topics.discovery_filter, qos=1)
         self._discovery.reset()
         self._entities_key = None
@@ -268,7 +277,7 @@ class MqttPublisher:
             answer = service.values(caller, None, read_missing=False)
             send(
                 self._plan.offer_periodic(
-                    topics.state, payloads.state(answer, self._cfg.mqtt_values), now
+                    topics.state, payloads.state(answer, self._settings.values), now
                 )
             )
             send(
@@ -282,10 +291,10 @@ class MqttPublisher:
         except ServiceError as exc:
             log.debug("MQTT tick: %s (%s)", exc.code, exc.message)
             return
-        if self._plan.connected and self._cfg.mqtt_homeassistant:
+        if self._plan.connected and self._settings.homeassistant:
             self._publish_discovery(status.get("vin"))
         if status.get("obd") == "connected" and now >= self._next_dtc:
-            self._next_dtc = now + self._cfg.obd_dtc_interval
+            self._next_dtc = now + self._settings.dtc_interval
             self.actions.refresh_dtc()
 
     def _publish_discovery(self, vin: object) -> None:
@@ -295,7 +304,7 @@ class MqttPublisher:
             return
         self._entities_key = key
         infos = {v.name: v for v in catalogue}
-        values = [_describe(name, infos.get(name)) for name in self._cfg.mqtt_values]
+        values = [_describe(name, infos.get(name)) for name in self._settings.values]
         wanted = discovery.entities(self.topics, values, vin if isinstance(vin, str) else None)
         self._send(self._discovery.update(discovery.config_topics(self.topics, wanted)))
 
