@@ -68,6 +68,7 @@ EXPECTED_SCOPES = {
     "position": Scope.READ,
     "status": Scope.READ,
     "trip": Scope.READ,
+    "track": Scope.READ,
     "dtc_report": Scope.READ,
     "files": Scope.READ,
     "file": Scope.READ,
