@@ -1,4 +1,5 @@
-"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo.
+"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo, and
+the report commands (trips, report, fleet, schema: SPEC §9).
 
 The only module (with the query and demo bodies it calls) that prints: everything else
 logs. The uploader reports each file through a callback and returns its report; `eccm
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, tzinfo
 from types import FrameType
 
 from eccm import __version__
@@ -226,6 +228,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, directory=args.dir, mqtt=args.mqtt)
 
 
+def cmd_trips(args: argparse.Namespace) -> int:
+    from eccm.report.logbook import as_csv, as_json, as_table, selected
+    from eccm.report.open import logbook, open_source
+
+    source = open_source(args.source, args.bucket, lambda: _load(args.config), "trips")
+    entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
+    if not entries:
+        what = f" of car {args.car}" if args.car else ""
+        print(f"eccm trips: no trip summary{what} in {source.description}", file=sys.stderr)
+        return 1
+    render = {"table": as_table, "csv": as_csv, "json": as_json}[args.format]
+    sys.stdout.write(render(entries, args.tz))
+    return 0
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-03-01") from None
+
+
+def _zone(text: str) -> tzinfo:
+    if text == "local":
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None
+        return zone
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time zone (e.g. UTC, local, Europe/Berlin)"
+        ) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -289,6 +328,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="a link that grants the read scope only (signed with SOCKET_SERVER_READ_SECRET)",
     )
     ll.set_defaults(func=cmd_login_link)
+
+    def with_source(sp: argparse.ArgumentParser) -> None:
+        where = sp.add_mutually_exclusive_group()
+        where.add_argument(
+            "--from",
+            dest="source",
+            metavar="DIR",
+            help="a record folder (closed files and uploaded/; default: RECORD_DIRECTORY_LOCATION)",
+        )
+        where.add_argument(
+            "--bucket",
+            action="store_true",
+            help="read the bucket, with the S3 settings of the configuration",
+        )
+        with_config(sp)
+
+    t = sub.add_parser("trips", help="the logbook: one line per trip")
+    with_source(t)
+    t.add_argument("--car", help="only this car")
+    t.add_argument("--since", type=_date, metavar="DATE", help="trips from this day on")
+    t.add_argument("--until", type=_date, metavar="DATE", help="trips up to this day")
+    t.add_argument(
+        "--tz",
+        type=_zone,
+        default=UTC,
+        metavar="ZONE",
+        help="time zone of times and days: UTC (default), local, or a name like Europe/Berlin",
+    )
+    t.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    t.set_defaults(func=cmd_trips)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
