@@ -16,9 +16,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from types import FrameType
+from typing import Any
 
 from eccm import __version__
 from eccm.config import Config, load
@@ -243,6 +244,39 @@ def cmd_trips(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from eccm.report import need
+    from eccm.report.open import open_source, report_html
+
+    need("matplotlib", "report")  # before any file is read: say so at once
+    source = open_source(args.source, args.bucket, lambda: _load(args.config), "report")
+    car = args.car
+    if car is None and args.bucket:
+        car = _load(args.config).car_identifier  # the bucket holds a fleet: this car's trips
+    bars: list[Any] = []
+
+    def progress(total: int) -> Callable[[], None]:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=total, unit="file", file=sys.stderr, disable=not args.bucket)
+        bars.append(bar)
+        return lambda: bar.update(1)
+
+    try:
+        page, ref = report_html(source, args.trip, car, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(page)
+    except OSError as exc:
+        print(f"eccm report: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: trip {ref.trip} of {ref.car}")
+    return 0
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -358,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--format", choices=("table", "csv", "json"), default="table")
     t.set_defaults(func=cmd_trips)
+
+    rp = sub.add_parser("report", help="one trip as a self-contained HTML page")
+    rp.add_argument("trip", nargs="?", default="latest", help="trip id (default: latest)")
+    with_source(rp)
+    rp.add_argument("--car", help="the car (default: any in a folder, this car's in the bucket)")
+    rp.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write")
+    rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")

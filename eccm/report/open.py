@@ -10,7 +10,7 @@ from eccm.config import Config
 from eccm.report import ReportError
 from eccm.report.datafile import parse
 from eccm.report.logbook import Ends, Entry, ends_of, entry
-from eccm.report.source import BucketSource, FolderSource, Source, load_summary
+from eccm.report.source import BucketSource, FolderSource, Ref, Source, load_summary
 
 
 def bucket_source(cfg: Config, command: str) -> BucketSource:
@@ -64,3 +64,52 @@ def logbook(source: Source, car: str | None) -> list[Entry]:
         except (KeyError, ValueError, TypeError) as exc:
             raise ReportError(f"{ref.name} is not a trip summary ECCM can read ({exc})") from None
     return out
+
+
+def pick_summary(source: Source, trip: str, car: str | None) -> Ref:
+    """The summary of ``trip`` (or the latest trip) of ``car`` (or of any car)."""
+    refs = [r for r in source.summaries() if car is None or r.car == car]
+    whose = f" of car {car}" if car else ""
+    if not refs:
+        raise ReportError(f"no trip summary{whose} in {source.description}")
+    if trip == "latest":
+        return max(refs, key=lambda r: (r.trip, r.car))
+    found = [r for r in refs if r.trip == trip]
+    if not found:
+        latest = max(r.trip for r in refs)
+        raise ReportError(
+            f"no trip {trip}{whose} in {source.description} (the latest is {latest}; "
+            "`eccm trips` lists them)"
+        )
+    if len(found) > 1:
+        cars = ", ".join(sorted(r.car for r in found))
+        raise ReportError(f"trip {trip} exists for several cars ({cars}): name one with --car")
+    return found[0]
+
+
+def report_html(
+    source: Source,
+    trip: str,
+    car: str | None,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+) -> tuple[str, Ref]:
+    """The HTML of a trip's report, and the summary it came from. ``progress(n)`` is told
+    the number of data files and returns what to call after each (the CLI's bar)."""
+    from eccm.report.figures import figures
+    from eccm.report.page import FileInfo, render
+    from eccm.report.series import series
+
+    ref = pick_summary(source, trip, car)
+    doc = load_summary(source, ref)
+    files = source.data_files(ref.car, ref.trip)
+    step = progress(len(files)) if progress is not None else None
+    rows = []
+    infos = []
+    for f in files:
+        got = parse(source.read(f))
+        rows.extend(got)
+        infos.append(FileInfo(f.name, f.size, len(got), f.uploaded))
+        if step is not None:
+            step()
+    plots = figures(series(rows, doc.get("settings") or {}))
+    return render(doc, plots, infos), ref

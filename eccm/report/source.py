@@ -29,6 +29,7 @@ class Ref:
     name: str
     where: str
     size: int = 0
+    uploaded: bool = False  # under uploaded/, or in the bucket
 
 
 def _seq(ref: Ref) -> int:
@@ -73,7 +74,9 @@ class FolderSource:
             parsed = parse_data_name(f.name) if kind == "data" else parse_summary_name(f.name)
             if parsed is not None:
                 # A name both at the top and under uploaded/ is one file: keep one copy.
-                out.setdefault(f.name, Ref(parsed.car, parsed.trip, f.name, str(f.path), f.size))
+                out.setdefault(
+                    f.name, Ref(parsed.car, parsed.trip, f.name, str(f.path), f.size, f.uploaded)
+                )
         return sorted(out.values())
 
     def summaries(self) -> list[Ref]:
@@ -134,7 +137,7 @@ class BucketSource:
             name = key.rsplit("/", 1)[-1]
             parsed = parse_data_name(name) if kind == "data" else parse_summary_name(name)
             if parsed is not None:
-                out.append(Ref(parsed.car, parsed.trip, name, key, size))
+                out.append(Ref(parsed.car, parsed.trip, name, key, size, True))
         return sorted(out)
 
     def summaries(self) -> list[Ref]:
