@@ -277,6 +277,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from eccm.report.fleet import as_csv, as_table
+    from eccm.report.open import fleet_rows
+
+    if not args.bucket:
+        print("eccm fleet: reads the bucket only: add --bucket", file=sys.stderr)
+        return 2
+    rows = fleet_rows(_load(args.config), args.since)
+    sys.stdout.write(as_csv(rows) if args.format == "csv" else as_table(rows))
+    return 0
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -399,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--car", help="the car (default: any in a folder, this car's in the bucket)")
     rp.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write")
     rp.set_defaults(func=cmd_report)
+
+    f = sub.add_parser("fleet", help="per car and day: rows, hours, km, fuel, trouble codes")
+    f.add_argument("--bucket", action="store_true", help="read the bucket (the only source)")
+    with_config(f)
+    f.add_argument("--since", type=_date, metavar="DATE", help="days from this one on (UTC)")
+    f.add_argument("--format", choices=("table", "csv"), default="table")
+    f.set_defaults(func=cmd_fleet)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")

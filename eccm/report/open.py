@@ -4,10 +4,12 @@ record folder) and reading the logbook from it: the thin I/O around the pure par
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from eccm.config import Config
-from eccm.report import ReportError
+from eccm.report import ReportError, need
 from eccm.report.datafile import parse
 from eccm.report.logbook import Ends, Entry, ends_of, entry
 from eccm.report.source import BucketSource, FolderSource, Ref, Source, load_summary
@@ -113,3 +115,45 @@ def report_html(
             step()
     plots = figures(series(rows, doc.get("settings") or {}))
     return render(doc, plots, infos), ref
+
+
+def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
+    """``eccm fleet``'s lines: DuckDB with httpfs over the bucket's closed objects."""
+    from eccm.report import fleet
+    from eccm.upload.s3client import is_aws
+    from eccm.upload.settings import UploadSettings
+
+    duckdb = need("duckdb", "fleet")
+    extension = fleet.httpfs_path(duckdb.__version__)
+    source = bucket_source(cfg, "fleet")
+    data, summaries = fleet.pick(source.keys(), since)
+    if not data and not summaries:
+        after = f" from {since}" if since else ""
+        raise ReportError(f"no data files or trip summaries{after} in {source.description}")
+    settings = UploadSettings.from_config(cfg)
+    if not settings.access_key:
+        raise ReportError(
+            "eccm fleet reads the bucket with S3_SERVER_AK and S3_SERVER_SK: set them in the "
+            "configuration (or ECCM_S3_SERVER_AK / ECCM_S3_SERVER_SK)"
+        )
+    url = f"s3://{source.bucket}/"
+    try:
+        conn = duckdb.connect()
+        conn.execute(f"LOAD '{extension}'")
+        if settings.verify_tls is False:
+            conn.execute("SET enable_server_cert_verification = false")
+        conn.execute(
+            fleet.s3_secret_sql(
+                settings.endpoint,
+                settings.region,
+                settings.access_key,
+                settings.secret_key,
+                path_style=not is_aws(settings.endpoint),
+            )
+        )
+        return fleet.run(
+            conn, fleet.fleet_sql([url + k for k in data], [url + k for k in summaries])
+        )
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"DuckDB could not read {source.description}: {first}") from None

@@ -131,6 +131,13 @@ class BucketSource:
             self._listing = out
         return self._listing
 
+    def keys(self) -> list[str]:
+        return [key for key, _size in self._objects()]
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
     def _refs(self, kind: str) -> list[Ref]:
         out: list[Ref] = []
         for key, size in self._objects():
