@@ -289,6 +289,20 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from eccm.report.open import open_source, schema_text
+
+    cfg: Config | None = None
+    path = _config_path(args.config)
+    if args.config or args.bucket or os.path.exists(path):
+        cfg = load(path)
+    source = None
+    if args.source is not None or args.bucket or cfg is not None:
+        source = open_source(args.source, args.bucket, lambda: _load(args.config), "schema")
+    sys.stdout.write(schema_text(args.engine, source, cfg, args.car, args.location))
+    return 0
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -418,6 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--since", type=_date, metavar="DATE", help="days from this one on (UTC)")
     f.add_argument("--format", choices=("table", "csv"), default="table")
     f.set_defaults(func=cmd_fleet)
+
+    sc = sub.add_parser("schema", help="table definitions of the bucket for a query engine")
+    sc.add_argument("--engine", choices=("duckdb", "athena", "trino", "spark"), required=True)
+    with_source(sc)
+    sc.add_argument("--car", help="the columns of this car's files (default: every car's)")
+    sc.add_argument(
+        "--location",
+        metavar="URL",
+        help="s3://bucket/prefix/ (default: S3_SERVER_BUCKET and S3_KEY_PREFIX)",
+    )
+    sc.set_defaults(func=cmd_schema)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")

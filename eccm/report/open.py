@@ -157,3 +157,56 @@ def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ReportError(f"DuckDB could not read {source.description}: {first}") from None
+
+
+def schema_text(
+    engine: str,
+    source: Source | None,
+    cfg: Config | None,
+    car: str | None,
+    location: str | None,
+) -> str:
+    """``eccm schema``: the columns from the newest sidecar of each car of ``source``."""
+    import dataclasses
+    import json
+
+    from eccm.report import schema
+    from eccm.store.names import SIDECAR
+
+    sidecars: list[dict[str, Any]] = []
+    names: list[str] = []
+    cars: set[str] = set()
+    if source is not None:
+        newest: dict[str, Ref] = {}
+        for s in source.summaries():
+            if car is None or s.car == car:
+                newest[s.car] = max(newest.get(s.car, s), s)
+        for ref in newest.values():
+            files = source.data_files(ref.car, ref.trip)
+            if not files:
+                continue
+            last = files[-1]
+            names.append(last.name)
+            cars.add(last.car)
+            side = dataclasses.replace(last, name=last.name + SIDECAR, where=last.where + SIDECAR)
+            try:
+                sidecars.append(json.loads(source.read(side)))
+            except (ReportError, ValueError):
+                continue  # no sidecar: the columns of the others (or the defaults)
+    if location is None:
+        if cfg is not None and cfg.s3_server_bucket:
+            prefix = cfg.s3_key_prefix.strip("/")
+            location = f"s3://{cfg.s3_server_bucket}/{prefix + '/' if prefix else ''}"
+        else:
+            location = "s3://BUCKET/car-logs/"
+    if not location.endswith("/"):
+        location += "/"
+    separator = next((str(s["separator"]) for s in sidecars if s.get("separator")), "\t")
+    layout = schema.Layout(
+        location=location,
+        columns=schema.columns_of(sidecars),
+        separator=separator,
+        ending=schema.ending_of(names) or ".tsv.gz",
+        cars=tuple(sorted(cars)),
+    )
+    return schema.definition(engine, layout)
