@@ -278,9 +278,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    from eccm.report import need
     from eccm.report.fleet import as_csv, as_table
     from eccm.report.open import fleet_rows
 
+    need("duckdb", "fleet")  # before the configuration: say so at once
     if not args.bucket:
         print("eccm fleet: reads the bucket only: add --bucket", file=sys.stderr)
         return 2
