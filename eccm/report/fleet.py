@@ -88,9 +88,10 @@ def pick(keys: Sequence[str], since: date | None) -> tuple[list[str], list[str]]
         if parsed is None:
             parsed = parse_summary_name(name)
             target = summaries
-        if parsed is None or "/date=" not in key or "/car=" not in key:
+        path = "/" + key  # an empty S3_KEY_PREFIX puts car= first
+        if parsed is None or "/date=" not in path or "/car=" not in path:
             continue
-        day = key.split("/date=", 1)[1].split("/", 1)[0]
+        day = path.split("/date=", 1)[1].split("/", 1)[0]
         if since is not None and day < since.isoformat():
             continue
         target.append(key)
