@@ -26,7 +26,12 @@ from eccm.report.page import TOTALS, _fmt
 from eccm.report.series import series
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.sim.s3 import LocalS3
-from eccm.store.names import UPLOADED_DIR, parse_data_name, parse_summary_name
+from eccm.store.names import (
+    UPLOADED_DIR,
+    parse_data_name,
+    parse_sidecar_name,
+    parse_summary_name,
+)
 from tests.browser_helpers import chromium, console, errors, require_browser
 from tests.s3_helpers import write_config
 from tests.s3server import config_values, get_object, list_objects
@@ -258,7 +263,52 @@ def test_the_other_schemas_name_every_column_of_the_sidecars(
     (side,) = [json.loads(p.read_text()) for p in sorted(drive.uploaded.glob("*.tsv.gz.json"))][-1:]
     for col in side["columns"]:
         assert re.search(rf"[`\"]{col['name'].lower()}[`\"] ", ddl), col["name"]
-    assert "partitioned by" in ddl or "partitioned_by = array['car', 'date']" in ddl
+    partitions = {
+        "athena": "partitioned by (car string, `date` string)",
+        "trino": "partitioned_by = array['car', 'date']",
+        "spark": "pathglobfilter '*.tsv.gz'",  # car= and date= found by partition discovery
+    }
+    assert partitions[engine] in ddl
+
+
+def test_the_spark_schema_reads_a_copy_of_the_bucket_layout(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pyspark in local mode (not in the report extra: ~490 MB; `pip install pyspark`)."""
+    pytest.importorskip("pyspark")
+    import shutil
+
+    from pyspark.sql import SparkSession
+
+    root = tmp_path / "bucket" / "car-logs"
+    for p in drive.uploaded.iterdir():  # data files, sidecars and the summary, as uploaded
+        parsed = parse_data_name(p.name) or parse_sidecar_name(p.name) or parse_summary_name(p.name)
+        assert parsed is not None, p.name
+        folder = root / f"car={parsed.car}" / f"date={parsed.trip_date}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / p.name)
+    argv = ["schema", "--engine", "spark", "--from", str(drive.records)]
+    assert main([*argv, "--location", root.as_uri()]) == 0
+    ddl = capsys.readouterr().out
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    try:
+        for stmt in ddl.split(";\n"):
+            body = "\n".join(x for x in stmt.splitlines() if not x.startswith("--")).strip()
+            if body:
+                spark.sql(body)
+        got = spark.sql(
+            "SELECT car, count(*) AS n, typeof(first(SPEED)) AS t FROM eccm_rows GROUP BY car"
+        ).collect()
+    finally:
+        spark.stop()
+    assert [(r["car"], r["n"], r["t"]) for r in got] == [
+        (CAR, len(all_rows(drive.uploaded)), "double")
+    ]
 
 
 def _one_line(err: str) -> None:

@@ -175,18 +175,23 @@ SELECT * FROM hive.eccm.files WHERE "$path" LIKE {_q("%" + layout.ending)};
 def spark(layout: Layout) -> str:
     cols = ",\n".join(f"  `{c.name}` {'DOUBLE' if c.numeric else 'STRING'}" for c in layout.columns)
     location = layout.location.replace("s3://", "s3a://", 1)
+    # A view of the data source rather than a catalog table: a catalog table's file
+    # listing ignores pathGlobFilter and would read the sidecars and summaries as rows.
     return f"""-- Spark SQL (spark-sql, or spark.sql(...) in pyspark); S3 through hadoop-aws (s3a://).
-CREATE TABLE IF NOT EXISTS eccm_rows (
+-- car= and date= are found as partition columns; new cars and days appear by themselves.
+CREATE OR REPLACE TEMPORARY VIEW eccm_rows (
 {cols},
   car STRING,
-  `date` STRING
+  `date` DATE
 )
 USING csv
-OPTIONS (header 'true', sep {_q(_sep_sql(layout.separator))}, pathGlobFilter {_q("*" + layout.ending)})
-PARTITIONED BY (car, `date`)
-LOCATION {_q(location)};
--- New cars and days: run after uploads.
-MSCK REPAIR TABLE eccm_rows;
+OPTIONS (
+  path {_q(location)},
+  header 'true',
+  sep {_q(_sep_sql(layout.separator))},
+  pathGlobFilter {_q("*" + layout.ending)}
+);
+-- e.g. SELECT car, `date`, count(*) AS rows FROM eccm_rows GROUP BY 1, 2;
 """
 
 
