@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 Row = dict[str, str]
 
@@ -46,7 +46,3 @@ def first_with(rows: Iterable[Row], *columns: str) -> Row | None:
         if all(number(row, c) is not None for c in columns):
             return row
     return None
-
-
-def reversed_rows(rows: list[Row]) -> Iterator[Row]:
-    return reversed(rows)
