@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv if needed, installs ECCM with its test extras, runs lint, types and tests.
+# Creates .venv if needed, installs ECCM with its test and report extras, runs lint, types
+# and tests.
 # Exit code 0 only if everything passed. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
@@ -8,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,report]"
 
 # The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
 # downloads a browser at test time), the MQTT tests Debian's mosquitto broker: installed

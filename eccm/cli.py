@@ -1,4 +1,5 @@
-"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo.
+"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo, and
+the report commands (trips, report, fleet, schema: SPEC §9).
 
 The only module (with the query and demo bodies it calls) that prints: everything else
 logs. The uploader reports each file through a callback and returns its report; `eccm
@@ -15,8 +16,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, tzinfo
 from types import FrameType
+from typing import Any
 
 from eccm import __version__
 from eccm.config import Config, load
@@ -226,6 +229,104 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, directory=args.dir, mqtt=args.mqtt)
 
 
+def cmd_trips(args: argparse.Namespace) -> int:
+    from eccm.report.logbook import as_csv, as_json, as_table, selected
+    from eccm.report.open import logbook, open_source
+
+    source = open_source(args.source, args.bucket, lambda: _load(args.config), "trips")
+    entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
+    if not entries:
+        what = f" of car {args.car}" if args.car else ""
+        print(f"eccm trips: no trip summary{what} in {source.description}", file=sys.stderr)
+        return 1
+    render = {"table": as_table, "csv": as_csv, "json": as_json}[args.format]
+    sys.stdout.write(render(entries, args.tz))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from eccm.report import need
+    from eccm.report.open import open_source, report_html
+
+    need("matplotlib", "report")  # before any file is read: say so at once
+    source = open_source(args.source, args.bucket, lambda: _load(args.config), "report")
+    car = args.car
+    if car is None and args.bucket:
+        car = _load(args.config).car_identifier  # the bucket holds a fleet: this car's trips
+    bars: list[Any] = []
+
+    def progress(total: int) -> Callable[[], None]:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        bar = tqdm(total=total, unit="file", file=sys.stderr, disable=not args.bucket)
+        bars.append(bar)
+        return lambda: bar.update(1)
+
+    try:
+        page, ref = report_html(source, args.trip, car, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(page)
+    except OSError as exc:
+        print(f"eccm report: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: trip {ref.trip} of {ref.car}")
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from eccm.report import need
+    from eccm.report.fleet import as_csv, as_table
+    from eccm.report.open import fleet_rows
+
+    need("duckdb", "fleet")  # before the configuration: say so at once
+    if not args.bucket:
+        print("eccm fleet: reads the bucket only: add --bucket", file=sys.stderr)
+        return 2
+    rows = fleet_rows(_load(args.config), args.since)
+    sys.stdout.write(as_csv(rows) if args.format == "csv" else as_table(rows))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from eccm.report.open import open_source, schema_text
+
+    cfg: Config | None = None
+    path = _config_path(args.config)
+    if args.config or args.bucket or os.path.exists(path):
+        cfg = load(path)
+    source = None
+    if args.source is not None or args.bucket or cfg is not None:
+        source = open_source(args.source, args.bucket, lambda: _load(args.config), "schema")
+    sys.stdout.write(schema_text(args.engine, source, cfg, args.car, args.location))
+    return 0
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-03-01") from None
+
+
+def _zone(text: str) -> tzinfo:
+    if text == "local":
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None
+        return zone
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time zone (e.g. UTC, local, Europe/Berlin)"
+        ) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -289,6 +390,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="a link that grants the read scope only (signed with SOCKET_SERVER_READ_SECRET)",
     )
     ll.set_defaults(func=cmd_login_link)
+
+    def with_source(sp: argparse.ArgumentParser) -> None:
+        where = sp.add_mutually_exclusive_group()
+        where.add_argument(
+            "--from",
+            dest="source",
+            metavar="DIR",
+            help="a record folder (closed files and uploaded/; default: RECORD_DIRECTORY_LOCATION)",
+        )
+        where.add_argument(
+            "--bucket",
+            action="store_true",
+            help="read the bucket, with the S3 settings of the configuration",
+        )
+        with_config(sp)
+
+    t = sub.add_parser("trips", help="the logbook: one line per trip")
+    with_source(t)
+    t.add_argument("--car", help="only this car")
+    t.add_argument("--since", type=_date, metavar="DATE", help="trips from this day on")
+    t.add_argument("--until", type=_date, metavar="DATE", help="trips up to this day")
+    t.add_argument(
+        "--tz",
+        type=_zone,
+        default=UTC,
+        metavar="ZONE",
+        help="time zone of times and days: UTC (default), local, or a name like Europe/Berlin",
+    )
+    t.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    t.set_defaults(func=cmd_trips)
+
+    rp = sub.add_parser("report", help="one trip as a self-contained HTML page")
+    rp.add_argument("trip", nargs="?", default="latest", help="trip id (default: latest)")
+    with_source(rp)
+    rp.add_argument("--car", help="the car (default: any in a folder, this car's in the bucket)")
+    rp.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write")
+    rp.set_defaults(func=cmd_report)
+
+    f = sub.add_parser("fleet", help="per car and day: rows, hours, km, fuel, trouble codes")
+    f.add_argument("--bucket", action="store_true", help="read the bucket (the only source)")
+    with_config(f)
+    f.add_argument("--since", type=_date, metavar="DATE", help="days from this one on (UTC)")
+    f.add_argument("--format", choices=("table", "csv"), default="table")
+    f.set_defaults(func=cmd_fleet)
+
+    sc = sub.add_parser("schema", help="table definitions of the bucket for a query engine")
+    sc.add_argument("--engine", choices=("duckdb", "athena", "trino", "spark"), required=True)
+    with_source(sc)
+    sc.add_argument("--car", help="the columns of this car's files (default: every car's)")
+    sc.add_argument(
+        "--location",
+        metavar="URL",
+        help="s3://bucket/prefix/ (default: S3_SERVER_BUCKET and S3_KEY_PREFIX)",
+    )
+    sc.set_defaults(func=cmd_schema)
 
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")

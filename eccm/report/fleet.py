@@ -1,0 +1,156 @@
+"""``eccm fleet``: per car and day, rows, driving hours, km, fuel and trouble codes, by
+DuckDB over the bucket.
+
+Pure SQL here (:func:`fleet_sql`), given the objects to read: the data files for the rows,
+the trip summaries for the figures (the trip computer's integration, not a second one in
+SQL), both by their ``car=``/``date=`` partitions. The object list comes from the bucket's
+listing (eccm/report/source.py), so an open, temp or foreign object is never read. A trip
+that crosses midnight (UTC) counts on the day it started, as its summary is filed.
+The thin I/O (:func:`run`) connects DuckDB to the bucket with httpfs loaded from its PyPI
+package: nothing downloads at run time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from eccm.report import ReportError, need
+from eccm.store.names import parse_data_name, parse_summary_name
+
+COLUMNS = ("car", "date", "trips", "rows", "hours", "km", "fuel_l", "dtcs")
+
+_CAR = r"regexp_extract(filename, '/car=([^/]+)/', 1)"
+_DATE = r"regexp_extract(filename, '/date=([^/]+)/', 1)"
+
+
+def _list(urls: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
+
+
+def _num(path: str) -> str:
+    return f"CAST(json_extract(content, '{path}') AS DOUBLE)"
+
+
+def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
+    """One query: a line per car and date found in either list, oldest first."""
+    if data_urls:
+        rows = (
+            f"SELECT {_CAR} AS car, {_DATE} AS date, count(*) AS rows FROM read_csv("
+            f"{_list(data_urls)}, header = true, all_varchar = true, union_by_name = true, "
+            "filename = true) GROUP BY ALL"
+        )
+    else:
+        rows = "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, 0::BIGINT AS rows WHERE false"
+    codes = (
+        "list_concat(json_extract_string(content, '$.diagnostics.state.stored[*].code'), "
+        "json_extract_string(content, '$.diagnostics.state.pending[*].code'), "
+        "json_extract_string(content, '$.diagnostics.events[*].code'))"
+    )
+    if summary_urls:
+        trips = (
+            f"SELECT {_CAR} AS car, {_DATE} AS date, count(*) AS trips, "
+            f"sum(coalesce({_num('$.totals.moving_s')}, 0)) / 3600 AS hours, "
+            f"sum(coalesce({_num('$.totals.distance_km')}, 0)) AS km, "
+            f"sum(coalesce({_num('$.totals.fuel_l')}, 0)) AS fuel_l, "
+            f"list_distinct(flatten(list({codes}))) AS codes "
+            f"FROM read_text({_list(summary_urls)}) GROUP BY ALL"
+        )
+    else:
+        trips = (
+            "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, 0::BIGINT AS trips, "
+            "0.0 AS hours, 0.0 AS km, 0.0 AS fuel_l, []::VARCHAR[] AS codes WHERE false"
+        )
+    return (
+        f"WITH data_rows AS ({rows}), trips AS ({trips})\n"
+        "SELECT car, date, coalesce(trips, 0) AS trips, coalesce(rows, 0) AS rows, "
+        "round(coalesce(hours, 0), 3) AS hours, round(coalesce(km, 0), 3) AS km, "
+        "round(coalesce(fuel_l, 0), 3) AS fuel_l, "
+        "array_to_string(list_sort(list_filter(coalesce(codes, []), c -> c IS NOT NULL)), ' ') "
+        "AS dtcs\n"
+        "FROM data_rows FULL OUTER JOIN trips USING (car, date) ORDER BY car, date"
+    )
+
+
+def pick(keys: Sequence[str], since: date | None) -> tuple[list[str], list[str]]:
+    """The data files and summaries among the bucket's keys, from ``since`` on."""
+    data: list[str] = []
+    summaries: list[str] = []
+    for key in keys:
+        name = key.rsplit("/", 1)[-1]
+        parsed: Any = parse_data_name(name)
+        target = data
+        if parsed is None:
+            parsed = parse_summary_name(name)
+            target = summaries
+        path = "/" + key  # an empty S3_KEY_PREFIX puts car= first
+        if parsed is None or "/date=" not in path or "/car=" not in path:
+            continue
+        day = path.split("/date=", 1)[1].split("/", 1)[0]
+        if since is not None and day < since.isoformat():
+            continue
+        target.append(key)
+    return sorted(data), sorted(summaries)
+
+
+def httpfs_path(duckdb_version: str) -> Path:
+    pkg = need("duckdb_extension_httpfs", "fleet")
+    folder = Path(str(pkg.__file__)).parent / "extensions"
+    path = folder / f"v{duckdb_version}" / "httpfs.duckdb_extension"
+    if not path.exists():
+        found = ", ".join(sorted(p.name for p in folder.glob("v*"))) or "none"
+        raise ReportError(
+            f"duckdb {duckdb_version} needs the httpfs extension of the same version "
+            f"(duckdb-extension-httpfs has {found}): reinstall the report extra"
+        )
+    return path
+
+
+def s3_secret_sql(endpoint: str, region: str, key_id: str, secret: str, path_style: bool) -> str:
+    """DuckDB's S3 settings for an endpoint given as ECCM's S3_SERVER_ENDPOINT."""
+    url = urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+
+    def q(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    return (
+        "CREATE OR REPLACE SECRET eccm_bucket (TYPE s3, "
+        f"KEY_ID {q(key_id)}, SECRET {q(secret)}, REGION {q(region)}, "
+        f"ENDPOINT {q(url.netloc)}, USE_SSL {'true' if url.scheme == 'https' else 'false'}, "
+        f"URL_STYLE {q('path' if path_style else 'vhost')})"
+    )
+
+
+def run(conn: Any, sql: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = conn.execute(sql).fetchall()
+    return rows
+
+
+def as_csv(rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def as_table(rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(COLUMNS)] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    numeric = {2, 3, 4, 5, 6}
+    out = []
+    for n, r in enumerate(cells):
+        out.append(
+            "  ".join(
+                c.rjust(w) if i in numeric and n else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out) + "\n"

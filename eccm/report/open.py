@@ -1,0 +1,212 @@
+"""Opening the source the user named (``--from DIR``, ``--bucket`` or the configuration's
+record folder) and reading the logbook from it: the thin I/O around the pure parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from eccm.config import Config
+from eccm.report import ReportError, need
+from eccm.report.datafile import parse
+from eccm.report.logbook import Ends, Entry, ends_of, entry
+from eccm.report.source import BucketSource, FolderSource, Ref, Source, load_summary
+
+
+def bucket_source(cfg: Config, command: str) -> BucketSource:
+    """The bucket of the configuration, through the uploader's settings and client."""
+    from eccm.upload.s3client import build_client, classify
+    from eccm.upload.settings import UploadSettings
+
+    settings = UploadSettings.from_config(cfg)
+    if not settings.enabled:
+        raise ReportError(
+            f"--bucket: S3_SERVER_ENDPOINT is empty in the configuration, so there is no "
+            f"bucket to read: set it (and S3_SERVER_BUCKET), or use eccm {command} --from DIR"
+        )
+
+    def explain(exc: BaseException) -> str:
+        # The uploader's sentence names the cause; its tail is about files it keeps.
+        return classify(exc, settings).message.split("; files are kept")[0]
+
+    return BucketSource(build_client(settings), settings.bucket, settings.key_prefix, explain)
+
+
+def open_source(
+    folder: str | None, bucket: bool, load_cfg: Callable[[], Config], command: str
+) -> Source:
+    if folder is not None:
+        return FolderSource(Path(folder))
+    cfg = load_cfg()
+    if bucket:
+        return bucket_source(cfg, command)
+    return FolderSource(cfg.record_dir)
+
+
+def trip_ends(source: Source, car: str, trip: str) -> Ends:
+    """Positions and odometer at both ends, from the first and the last data file."""
+    files = source.data_files(car, trip)
+    if not files:
+        return Ends()
+    first = parse(source.read(files[0]))
+    last = first if len(files) == 1 else parse(source.read(files[-1]))
+    return ends_of(first, last)
+
+
+def logbook(source: Source, car: str | None) -> list[Entry]:
+    out = []
+    for ref in source.summaries():
+        if car is not None and ref.car != car:
+            continue
+        doc = load_summary(source, ref)
+        try:
+            out.append(entry(doc, trip_ends(source, ref.car, ref.trip)))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ReportError(f"{ref.name} is not a trip summary ECCM can read ({exc})") from None
+    return out
+
+
+def pick_summary(source: Source, trip: str, car: str | None) -> Ref:
+    """The summary of ``trip`` (or the latest trip) of ``car`` (or of any car)."""
+    refs = [r for r in source.summaries() if car is None or r.car == car]
+    whose = f" of car {car}" if car else ""
+    if not refs:
+        raise ReportError(f"no trip summary{whose} in {source.description}")
+    if trip == "latest":
+        return max(refs, key=lambda r: (r.trip, r.car))
+    found = [r for r in refs if r.trip == trip]
+    if not found:
+        latest = max(r.trip for r in refs)
+        raise ReportError(
+            f"no trip {trip}{whose} in {source.description} (the latest is {latest}; "
+            "`eccm trips` lists them)"
+        )
+    if len(found) > 1:
+        cars = ", ".join(sorted(r.car for r in found))
+        raise ReportError(f"trip {trip} exists for several cars ({cars}): name one with --car")
+    return found[0]
+
+
+def report_html(
+    source: Source,
+    trip: str,
+    car: str | None,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+) -> tuple[str, Ref]:
+    """The HTML of a trip's report, and the summary it came from. ``progress(n)`` is told
+    the number of data files and returns what to call after each (the CLI's bar)."""
+    from eccm.report.figures import figures
+    from eccm.report.page import FileInfo, render
+    from eccm.report.series import series
+
+    ref = pick_summary(source, trip, car)
+    doc = load_summary(source, ref)
+    files = source.data_files(ref.car, ref.trip)
+    step = progress(len(files)) if progress is not None else None
+    rows = []
+    infos = []
+    for f in files:
+        got = parse(source.read(f))
+        rows.extend(got)
+        infos.append(FileInfo(f.name, f.size, len(got), f.uploaded))
+        if step is not None:
+            step()
+    plots = figures(series(rows, doc.get("settings") or {}))
+    return render(doc, plots, infos), ref
+
+
+def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
+    """``eccm fleet``'s lines: DuckDB with httpfs over the bucket's closed objects."""
+    from eccm.report import fleet
+    from eccm.upload.s3client import is_aws
+    from eccm.upload.settings import UploadSettings
+
+    duckdb = need("duckdb", "fleet")
+    extension = fleet.httpfs_path(duckdb.__version__)
+    source = bucket_source(cfg, "fleet")
+    data, summaries = fleet.pick(source.keys(), since)
+    if not data and not summaries:
+        after = f" from {since}" if since else ""
+        raise ReportError(f"no data files or trip summaries{after} in {source.description}")
+    settings = UploadSettings.from_config(cfg)
+    if not settings.access_key:
+        raise ReportError(
+            "eccm fleet reads the bucket with S3_SERVER_AK and S3_SERVER_SK: set them in the "
+            "configuration (or ECCM_S3_SERVER_AK / ECCM_S3_SERVER_SK)"
+        )
+    url = f"s3://{source.bucket}/"
+    try:
+        conn = duckdb.connect()
+        conn.execute(f"LOAD '{extension}'")
+        if settings.verify_tls is False:
+            conn.execute("SET enable_server_cert_verification = false")
+        conn.execute(
+            fleet.s3_secret_sql(
+                settings.endpoint,
+                settings.region,
+                settings.access_key,
+                settings.secret_key,
+                path_style=not is_aws(settings.endpoint),
+            )
+        )
+        return fleet.run(
+            conn, fleet.fleet_sql([url + k for k in data], [url + k for k in summaries])
+        )
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReportError(f"DuckDB could not read {source.description}: {first}") from None
+
+
+def schema_text(
+    engine: str,
+    source: Source | None,
+    cfg: Config | None,
+    car: str | None,
+    location: str | None,
+) -> str:
+    """``eccm schema``: the columns from the newest sidecar of each car of ``source``."""
+    import dataclasses
+    import json
+
+    from eccm.report import schema
+    from eccm.store.names import SIDECAR
+
+    sidecars: list[dict[str, Any]] = []
+    names: list[str] = []
+    cars: set[str] = set()
+    if source is not None:
+        newest: dict[str, Ref] = {}
+        for s in source.summaries():
+            if car is None or s.car == car:
+                newest[s.car] = max(newest.get(s.car, s), s)
+        for ref in newest.values():
+            files = source.data_files(ref.car, ref.trip)
+            if not files:
+                continue
+            last = files[-1]
+            names.append(last.name)
+            cars.add(last.car)
+            side = dataclasses.replace(last, name=last.name + SIDECAR, where=last.where + SIDECAR)
+            try:
+                sidecars.append(json.loads(source.read(side)))
+            except (ReportError, ValueError):
+                continue  # no sidecar: the columns of the others (or the defaults)
+    if location is None:
+        if cfg is not None and cfg.s3_server_bucket:
+            prefix = cfg.s3_key_prefix.strip("/")
+            location = f"s3://{cfg.s3_server_bucket}/{prefix + '/' if prefix else ''}"
+        else:
+            location = "s3://BUCKET/car-logs/"
+    if not location.endswith("/"):
+        location += "/"
+    separator = next((str(s["separator"]) for s in sidecars if s.get("separator")), "\t")
+    layout = schema.Layout(
+        location=location,
+        columns=schema.columns_of(sidecars),
+        separator=separator,
+        ending=schema.ending_of(names) or ".tsv.gz",
+        cars=tuple(sorted(cars)),
+    )
+    return schema.definition(engine, layout)

@@ -1,0 +1,211 @@
+"""``eccm schema``: table definitions of the bucket's layout for DuckDB, Athena, Trino and
+Spark (SPEC §4: ``{prefix}/car=.../date=.../{file}``, Hive partitions).
+
+Pure text from a :class:`Layout`: the columns and their types come from the sidecars
+(a column with a unit is a number, else text, as SPEC §3 writes them), the separator and
+the file ending from the files themselves. The data folders also hold the sidecars
+(``.json``) and trip summaries: each definition reads the data files only (a glob, a path
+filter, or a view over the engine's ``$path``).
+
+Engines that map a text file's columns by position (Athena, Trino, Spark) need files
+whose header is this column list: a car that reports other commands has other columns,
+and gets its own table (``--car``). DuckDB matches columns by name (``union_by_name``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ENGINES = ("duckdb", "athena", "trino", "spark")
+# Columns without a unit that still hold numbers (SPEC §3's GPS columns).
+_NUMERIC_WITHOUT_UNIT = {"GPS_FIX_QUALITY", "GPS_SATELLITES", "GPS_HDOP"}
+DEFAULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("TIME_UTC", ""),
+    ("CAR_ID", ""),
+    ("TRIP_ID", ""),
+    ("RPM", "revolutions_per_minute"),
+    ("SPEED", "kilometer_per_hour"),
+    ("THROTTLE_POS", "percent"),
+    ("ENGINE_LOAD", "percent"),
+    ("MAF", "gps"),
+    ("INTAKE_PRESSURE", "kilopascal"),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    numeric: bool
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    location: str  # s3://bucket/prefix/ (ends with '/')
+    columns: tuple[Column, ...]
+    separator: str = "\t"
+    ending: str = ".tsv.gz"  # of the data files' names
+    cars: tuple[str, ...] = ()  # known cars (Athena's projection enum); empty: injected
+
+
+def column_of(doc: Mapping[str, Any]) -> Column:
+    name = str(doc["name"])
+    numeric = bool(doc.get("unit")) or name in _NUMERIC_WITHOUT_UNIT
+    return Column(name, numeric, str(doc.get("description") or ""))
+
+
+def columns_of(sidecars: Iterable[Mapping[str, Any]]) -> tuple[Column, ...]:
+    """The columns of the sidecars, in the order of the first file that has each."""
+    seen: dict[str, Column] = {}
+    for side in sidecars:
+        for c in side.get("columns") or []:
+            col = column_of(c)
+            seen.setdefault(col.name, col)
+    if not seen:
+        return tuple(column_of({"name": n, "unit": u}) for n, u in DEFAULT_COLUMNS)
+    return tuple(seen.values())
+
+
+def _sep_sql(sep: str) -> str:
+    return {"\t": "\\t"}.get(sep, sep.replace("'", "''"))
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb(layout: Layout) -> str:
+    types = ", ".join(
+        f"{_q(c.name)}: {_q('DOUBLE' if c.numeric else 'VARCHAR')}"
+        for c in layout.columns
+        if c.name != "TIME_UTC"
+    )
+    data = f"{layout.location}car=*/date=*/*{layout.ending}"
+    summaries = f"{layout.location}car=*/date=*/*_summary.json"
+    return f"""-- DuckDB (httpfs; pip install duckdb duckdb-extension-httpfs, or INSTALL httpfs).
+-- S3 access: CREATE SECRET (TYPE s3, KEY_ID '...', SECRET '...', REGION '...',
+--   ENDPOINT 'host:port', URL_STYLE 'path', USE_SSL true);
+CREATE OR REPLACE VIEW eccm_rows AS
+SELECT * REPLACE (CAST(TIME_UTC AS TIMESTAMPTZ) AS TIME_UTC)
+FROM read_csv('{data}',
+  delim = E'{_sep_sql(layout.separator)}', header = true, union_by_name = true,
+  hive_partitioning = true, hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}},
+  types = {{{types}}});
+
+CREATE OR REPLACE VIEW eccm_trips AS
+SELECT car, date, * EXCLUDE (car, date)
+FROM read_json('{summaries}', hive_partitioning = true, union_by_name = true,
+  hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}});
+
+-- e.g. SELECT car, date, count(*) AS rows, max(SPEED) FROM eccm_rows GROUP BY ALL ORDER BY ALL;
+--      SELECT car, trip, totals.distance_km, totals.fuel_l FROM eccm_trips ORDER BY trip;
+"""
+
+
+def _hive_columns(layout: Layout, string: str, double: str, quote: str) -> str:
+    lines = []
+    for c in layout.columns:
+        kind = double if c.numeric else string
+        comment = f" COMMENT {_q(c.description)}" if c.description else ""
+        lines.append(f"  {quote}{c.name.lower()}{quote} {kind}{comment}")
+    return ",\n".join(lines)
+
+
+def athena(layout: Layout) -> str:
+    template = layout.location + "car=${car}/date=${date}/"
+    if layout.cars:
+        car_projection = (
+            f"  'projection.car.type' = 'enum',\n"
+            f"  'projection.car.values' = {_q(','.join(layout.cars))},\n"
+        )
+    else:
+        car_projection = "  'projection.car.type' = 'injected',\n"
+    return f"""-- Amazon Athena. Partition projection: no MSCK REPAIR, no crawler; new days appear by themselves.
+CREATE EXTERNAL TABLE IF NOT EXISTS eccm_files (
+{_hive_columns(layout, "string", "double", "`")}
+)
+PARTITIONED BY (car string, `date` string)
+ROW FORMAT DELIMITED FIELDS TERMINATED BY {_q(_sep_sql(layout.separator))}
+STORED AS TEXTFILE
+LOCATION {_q(layout.location)}
+TBLPROPERTIES (
+  'skip.header.line.count' = '1',
+  'projection.enabled' = 'true',
+{car_projection}  'projection.date.type' = 'date',
+  'projection.date.format' = 'yyyy-MM-dd',
+  'projection.date.range' = '2020-01-01,NOW',
+  'projection.date.interval' = '1',
+  'projection.date.interval.unit' = 'DAYS',
+  'storage.location.template' = {_q(template)}
+);
+
+-- The folders also hold sidecars and trip summaries (.json): read the data files only.
+CREATE OR REPLACE VIEW eccm_rows AS
+SELECT * FROM eccm_files WHERE "$path" LIKE {_q("%" + layout.ending)};
+
+-- e.g. SELECT car, "date", count(*) AS rows FROM eccm_rows WHERE "date" >= '2026-03-01' GROUP BY 1, 2;
+"""
+
+
+def trino(layout: Layout) -> str:
+    sep = "U&'\\0009'" if layout.separator == "\t" else _q(layout.separator)
+    return f"""-- Trino, Hive connector (catalog hive, schema eccm; S3 set in the catalog's properties).
+CREATE TABLE IF NOT EXISTS hive.eccm.files (
+{_hive_columns(layout, "varchar", "double", '"')},
+  car varchar,
+  "date" varchar
+)
+WITH (
+  external_location = {_q(layout.location)},
+  format = 'TEXTFILE',
+  textfile_field_separator = {sep},
+  skip_header_line_count = 1,
+  partitioned_by = ARRAY['car', 'date']
+);
+-- New cars and days: run after uploads (or set hive.partition-projection-enabled).
+CALL hive.system.sync_partition_metadata('eccm', 'files', 'ADD');
+
+CREATE OR REPLACE VIEW hive.eccm.rows AS
+SELECT * FROM hive.eccm.files WHERE "$path" LIKE {_q("%" + layout.ending)};
+"""
+
+
+def spark(layout: Layout) -> str:
+    cols = ",\n".join(f"  `{c.name}` {'DOUBLE' if c.numeric else 'STRING'}" for c in layout.columns)
+    location = layout.location.replace("s3://", "s3a://", 1)
+    # A view of the data source rather than a catalog table: a catalog table's file
+    # listing ignores pathGlobFilter and would read the sidecars and summaries as rows.
+    return f"""-- Spark SQL (spark-sql, or spark.sql(...) in pyspark); S3 through hadoop-aws (s3a://).
+-- car= and date= are found as partition columns; new cars and days appear by themselves.
+CREATE OR REPLACE TEMPORARY VIEW eccm_rows (
+{cols},
+  car STRING,
+  `date` DATE
+)
+USING csv
+OPTIONS (
+  path {_q(location)},
+  header 'true',
+  sep {_q(_sep_sql(layout.separator))},
+  pathGlobFilter {_q("*" + layout.ending)}
+);
+-- e.g. SELECT car, `date`, count(*) AS rows FROM eccm_rows GROUP BY 1, 2;
+"""
+
+
+def definition(engine: str, layout: Layout) -> str:
+    return {"duckdb": duckdb, "athena": athena, "trino": trino, "spark": spark}[engine](layout)
+
+
+def ending_of(names: Sequence[str]) -> str | None:
+    """``.tsv.gz`` (or the like) of the first data file name among ``names``."""
+    from eccm.store.names import parse_data_name
+
+    for name in names:
+        parsed = parse_data_name(name)
+        if parsed is not None:
+            stem = name.split("_")[-1]  # 0001.tsv.gz
+            return stem[stem.index(".") :]
+    return None

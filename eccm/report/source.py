@@ -1,0 +1,163 @@
+"""Where the report commands read trips from: a record folder or the bucket.
+
+Both give the same things, named by :mod:`eccm.store.names`: the trip summaries
+(``{CAR}_{TRIP}_summary.json``) and the closed data files of a trip, oldest first. The
+folder is read as the web page's Files list reads it (eccm/store/listing.py: the top level
+and ``uploaded/``); the bucket through the uploader's settings and boto3 client, under
+``{S3_KEY_PREFIX}/car=.../date=.../``. Encrypted objects (``.age``) are not read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from eccm.report import ReportError
+from eccm.store.listing import list_files
+from eccm.store.names import parse_data_name, parse_summary_name
+
+
+@dataclass(frozen=True, order=True)
+class Ref:
+    """One file of a source: its name and where to read it (a path or an S3 key)."""
+
+    car: str
+    trip: str
+    name: str
+    where: str
+    size: int = 0
+    uploaded: bool = False  # under uploaded/, or in the bucket
+
+
+def _seq(ref: Ref) -> int:
+    parsed = parse_data_name(ref.name)
+    return parsed.seq if parsed is not None else 0
+
+
+class Source(Protocol):
+    description: str
+
+    def summaries(self) -> list[Ref]: ...
+
+    def data_files(self, car: str, trip: str) -> list[Ref]: ...
+
+    def read(self, ref: Ref) -> bytes: ...
+
+
+def load_summary(source: Source, ref: Ref) -> dict[str, Any]:
+    try:
+        doc = json.loads(source.read(ref))
+    except ValueError as exc:
+        raise ReportError(f"{ref.name} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{ref.name} is not a trip summary")
+    return doc
+
+
+class FolderSource:
+    """A record folder: closed files at the top level and under ``uploaded/``."""
+
+    def __init__(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise ReportError(f"{folder} is not a folder")
+        self.folder = folder
+        self.description = str(folder)
+
+    def _refs(self, kind: str) -> list[Ref]:
+        out: dict[str, Ref] = {}
+        for f in list_files(self.folder):
+            if f.kind != kind:
+                continue
+            parsed = parse_data_name(f.name) if kind == "data" else parse_summary_name(f.name)
+            if parsed is not None:
+                # A name both at the top and under uploaded/ is one file: keep one copy.
+                out.setdefault(
+                    f.name, Ref(parsed.car, parsed.trip, f.name, str(f.path), f.size, f.uploaded)
+                )
+        return sorted(out.values())
+
+    def summaries(self) -> list[Ref]:
+        return self._refs("summary")
+
+    def data_files(self, car: str, trip: str) -> list[Ref]:
+        refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
+        return sorted(refs, key=_seq)
+
+    def read(self, ref: Ref) -> bytes:
+        try:
+            return Path(ref.where).read_bytes()
+        except OSError as exc:
+            raise ReportError(f"cannot read {ref.where}: {exc.strerror}") from None
+
+
+class BucketSource:
+    """The objects of the bucket under ``{S3_KEY_PREFIX}/``, through the uploader's client.
+
+    ``cars``: the cars to list (None: every ``car=`` partition of the prefix).
+    """
+
+    def __init__(
+        self, client: Any, bucket: str, key_prefix: str, explain: Callable[[BaseException], str]
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = key_prefix.strip("/") + "/" if key_prefix.strip("/") else ""
+        self._explain = explain
+        self._listing: list[tuple[str, int]] | None = None
+        self.description = f"s3://{bucket}/{self._prefix}"
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # botocore's errors: one sentence from the uploader's words
+            raise ReportError(self._explain(exc)) from None
+
+    def _objects(self) -> list[tuple[str, int]]:
+        if self._listing is None:
+            out: list[tuple[str, int]] = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._prefix
+            )
+
+            def walk() -> None:
+                for page in pages:
+                    for obj in page.get("Contents", []):
+                        out.append((str(obj["Key"]), int(obj.get("Size", 0))))
+
+            self._call(walk)
+            self._listing = out
+        return self._listing
+
+    def keys(self) -> list[str]:
+        return [key for key, _size in self._objects()]
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def _refs(self, kind: str) -> list[Ref]:
+        out: list[Ref] = []
+        for key, size in self._objects():
+            name = key.rsplit("/", 1)[-1]
+            parsed = parse_data_name(name) if kind == "data" else parse_summary_name(name)
+            if parsed is not None:
+                out.append(Ref(parsed.car, parsed.trip, name, key, size, True))
+        return sorted(out)
+
+    def summaries(self) -> list[Ref]:
+        return self._refs("summary")
+
+    def data_files(self, car: str, trip: str) -> list[Ref]:
+        refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
+        return sorted(refs, key=_seq)
+
+    def read(self, ref: Ref) -> bytes:
+        def get() -> bytes:
+            body = self._client.get_object(Bucket=self._bucket, Key=ref.where)["Body"]
+            return bytes(body.read())
+
+        data: bytes = self._call(get)
+        return data

@@ -1,0 +1,104 @@
+"""The logbook (eccm trips): pure rows from summaries and the ends of the data, and the
+command on a record folder written like the recorder's (its distance and fuel are the
+summary's)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from eccm.cli import main
+from eccm.report.logbook import COLUMNS, Ends, as_csv, as_table, ends_of, entry, selected
+from tests.report_helpers import HEADER, summary, write_trip
+
+CAR = "van-1"
+TRIP = "20260301T081500Z"
+
+
+def row(t: str, lat: str = "", lon: str = "", odo: str = "") -> list[str]:
+    return [t, CAR, TRIP, "900", "30", odo, lat, lon]
+
+
+def test_ends_take_the_first_and_last_known_position_and_odometer() -> None:
+    first = [row("2026-03-01T08:15:00.000Z"), row("2026-03-01T08:15:01.000Z", "48.1", "11.5")]
+    last = [
+        row("2026-03-01T08:25:00.000Z", "48.2", "11.6", "12345"),
+        row("2026-03-01T08:25:01.000Z", odo="12350"),
+    ]
+
+    def dicts(rows: list[list[str]]) -> list[dict[str, str]]:
+        return [dict(zip(HEADER, r, strict=True)) for r in rows]
+
+    ends = ends_of(dicts(first), dicts(last))
+    assert (ends.start_lat, ends.start_lon, ends.end_lat, ends.end_lon) == (48.1, 11.5, 48.2, 11.6)
+    assert (ends.odometer_start_km, ends.odometer_end_km) == (None, 12350.0)
+
+
+def test_mil_and_new_codes_come_from_the_events() -> None:
+    doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")
+    doc["diagnostics"]["events"] += [
+        {"time": "2026-03-01T08:20:00.000Z", "event": "mil_on"},
+        {
+            "time": "2026-03-01T08:20:00.000Z",
+            "event": "dtc_added",
+            "kind": "stored",
+            "code": "P0301",
+            "description": "Cylinder 1 Misfire",
+        },
+    ]
+    e = entry(doc, Ends())
+    assert e.mil is True and e.new_dtcs == ("P0301",)
+    assert e.distance_km == 5.25 and e.fuel_l == 0.4
+    line = next(csv.DictReader(io.StringIO(as_csv([e], UTC))))
+    assert list(line) == COLUMNS
+    assert line["mil"] == "yes" and line["new_dtcs"] == "P0301" and line["distance_km"] == "5.25"
+
+
+def test_dates_are_chosen_in_the_given_zone() -> None:
+    # 23:30 UTC on 1 March is 2 March in Berlin.
+    late = entry(summary(CAR, TRIP, "2026-03-01T23:30:00.000Z", "2026-03-01T23:50:00.000Z"), Ends())
+    berlin = ZoneInfo("Europe/Berlin")
+    assert selected([late], date(2026, 3, 2), None, berlin) == [late]
+    assert selected([late], date(2026, 3, 2), None, UTC) == []
+    assert "2026-03-02 00:30" in as_table([late], berlin)
+
+
+def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "records"
+    doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")
+    write_trip(
+        records / "uploaded",
+        CAR,
+        TRIP,
+        [
+            [row("2026-03-01T08:15:00.000Z", "48.1", "11.5", "100")],
+            [row("2026-03-01T08:25:00.000Z", "48.2", "11.6", "106")],
+        ],
+        doc,
+    )
+    assert main(["trips", "--from", str(records), "--format", "json"]) == 0
+    (got,) = json.loads(capsys.readouterr().out)
+    assert got["distance_km"] == doc["totals"]["distance_km"]
+    assert got["fuel_l"] == doc["totals"]["fuel_l"]
+    assert (got["odometer_start_km"], got["odometer_end_km"]) == (100.0, 106.0)
+    assert (got["end_lat"], got["end_lon"]) == (48.2, 11.6)
+    assert main(["trips", "--from", str(records), "--since", "2026-03-02"]) == 1
+    assert "no trip summary" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setup", ["empty", "missing"])
+def test_trips_bad_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str
+) -> None:
+    folder = tmp_path / "records"
+    if setup == "empty":
+        folder.mkdir()
+    assert main(["trips", "--from", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
