@@ -191,6 +191,7 @@ class Daemon:
         from eccm.control.authlimit import AuthLimiter
         from eccm.errors import ConfigError
         from eccm.service import Credentials, Service
+        from eccm.store.audit import AuditWriter
 
         cfg = self.cfg
         backend = DaemonBackend(
@@ -205,7 +206,10 @@ class Daemon:
         )
         self.backend = backend
         self.service = Service(
-            backend, self.clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
+            backend,
+            self.clock,
+            allow_dtc_clear=cfg.socket_server_allow_dtc_clear,
+            audit=AuditWriter(cfg.record_dir, cfg.car_identifier),
         )
         if cfg.socket_server_secret:
             try:

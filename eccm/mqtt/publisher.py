@@ -52,7 +52,10 @@ class MqttPublisher:
         host, port, tls = cfg.mqtt_address
         self._host, self._port = host, port
         self.broker = cfg.mqtt_broker
-        self.caller = Caller("mqtt", scopes_for(cfg.mqtt_allow_commands))
+        # The client is whoever may publish to the command topics: the broker knows, not us.
+        self.caller = Caller(
+            "mqtt", scopes_for(cfg.mqtt_allow_commands), front="mqtt", address=f"{host}:{port}"
+        )
         self._plan = Plan(cfg.mqtt_interval)
         self._discovery = Discovery()
         self._reconnect = Reconnect()

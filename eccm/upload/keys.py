@@ -26,7 +26,7 @@ from eccm.store.names import (
     SummaryName,
     parse_data_name,
     parse_sidecar_name,
-    parse_summary_name,
+    parse_single_name,
 )
 
 # Lives under the car's own prefix (a narrow IAM policy may allow nothing else); the
@@ -81,7 +81,7 @@ def plan(names: Iterable[str]) -> Plan:
     for name in present:
         if name.endswith(PART):
             continue
-        sm = parse_summary_name(name)
+        sm = parse_single_name(name)
         if sm is not None:
             summaries.append(sm)
             continue
