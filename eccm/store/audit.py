@@ -18,8 +18,9 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from eccm.config import Config
 from eccm.sample import iso_utc
-from eccm.store.names import audit_name
+from eccm.store.names import AGE, audit_name
 from eccm.store.sidecar import write_atomic
 
 log = logging.getLogger(__name__)
@@ -63,3 +64,12 @@ class AuditWriter:
             if not any((self._dir / (name + s)).exists() for s in ("", suffix)):
                 return self._dir / (name + suffix)
         raise OSError(f"no free name for an audit record near {iso_utc(epoch)}")
+
+
+def audit_seal(cfg: Config) -> Seal | None:
+    """Encryption of audit records when FILE_ENCRYPTION_RECIPIENTS is set."""
+    if not cfg.file_encryption_recipients:
+        return None
+    from eccm.store.encrypt import Encryptor
+
+    return AGE, Encryptor(cfg.record_dir, cfg.file_encryption_recipients).seal_bytes

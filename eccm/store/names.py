@@ -23,6 +23,9 @@ TMP = ".tmp"
 UPLOADED_DIR = "uploaded"
 SUMMARY_SUFFIX = "_summary.json"
 AUDIT_SUFFIX = "_dtc-clear.json"
+# Appended to a closed file encrypted for FILE_ENCRYPTION_RECIPIENTS (x.tsv.gz.age, its
+# sidecar x.tsv.gz.age.json); ".age.tmp" while it is written.
+AGE = ".age"
 
 # The parts of a name. A car id is checked harder by the configuration (a letter or digit
 # first); names written under older rules must still be recognised, uploaded and expired.
@@ -141,11 +144,11 @@ _SUFFIXES = frozenset(
 
 
 _SUMMARY_NAME = re.compile(
-    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(SUMMARY_SUFFIX)
+    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(SUMMARY_SUFFIX) + r"(?:\.age)?"
 )
 _DATA_NAME = re.compile(
     f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})_(?P<seq>{SEQ_PATTERN})"
-    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?"
+    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?(?P<age>\.age)?"
 )
 
 
@@ -227,7 +230,7 @@ def parse_summary_name(name: str) -> SummaryName | None:
 
 
 _AUDIT_NAME = re.compile(
-    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(AUDIT_SUFFIX)
+    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(AUDIT_SUFFIX) + r"(?:\.age)?"
 )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from eccm.errors import UploadError
 from eccm.store.names import (
+    AGE,
     PART,
     SIDECAR,
     DataName,
@@ -67,14 +68,17 @@ class Plan:
         return jobs
 
 
-def plan(names: Iterable[str]) -> Plan:
+def plan(names: Iterable[str], *, encrypted: bool = False) -> Plan:
     """Sort the names found at the top level of the record directory.
 
     A sidecar without its data file is what a crash between archiving the data file and
     archiving the sidecar leaves behind; the uploader finishes that job once the bucket
-    confirms the data object.
+    confirms the data object. ``encrypted`` (FILE_ENCRYPTION_RECIPIENTS set): only
+    ``.age`` files and their sidecars; a plaintext file not yet sealed is never planned.
     """
     present = set(names)
+    if encrypted:
+        present = {n for n in present if n.endswith(AGE) or n.endswith(AGE + SIDECAR)}
     ready: list[DataName] = []
     orphans: list[DataName] = []
     summaries: list[SummaryName] = []
@@ -173,6 +177,8 @@ def parse_sidecar(raw: bytes, data_name: str) -> SidecarInfo:
 
 
 def content_type(name: str) -> str:
+    if name.endswith(AGE):
+        return "application/octet-stream"  # age's binary format
     if name.endswith(".gz"):
         # Not Content-Encoding: gzip, which makes HTTP clients unpack on download and the
         # bytes would no longer match the sha256.
