@@ -273,7 +273,9 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from eccm.sim.demo import run_demo
 
-    return run_demo(duration=args.duration, directory=args.dir, mqtt=args.mqtt)
+    return run_demo(
+        duration=args.duration, directory=args.dir, mqtt=args.mqtt, encrypt=args.encrypt
+    )
 
 
 def _seconds(text: str) -> float:
@@ -366,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also publish to this MQTT broker: mqtt[s]://[user:password@]host[:port] "
         "(or set ECCM_MQTT_BROKER and the other ECCM_MQTT_* variables)",
+    )
+    d.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt closed files: makes a key pair in the demo folder and says where",
     )
     d.set_defaults(func=cmd_demo)
     return p
