@@ -257,7 +257,7 @@ class Daemon:
     def _seal_on_close(self, summaries: SummaryWriter | None) -> None:
         """Encrypt each closed file and summary as soon as it is final (issue 15): these
         listeners come before the uploader's, which only ever sends the .age files."""
-        from eccm.store.encrypt import seal_pending
+        from eccm.crypto.encrypt import seal_pending
 
         folder, keys = self.cfg.record_dir, self.cfg.file_encryption_recipients
 
@@ -278,7 +278,7 @@ class Daemon:
             self.summaries.start()
         if self.cfg.file_encryption_recipients:
             # What a power cut left half-sealed, or plaintext from before encryption was on.
-            from eccm.store.encrypt import seal_pending
+            from eccm.crypto.encrypt import seal_pending
 
             seal_pending(self.cfg.record_dir, self.cfg.file_encryption_recipients)
         if self.uploader is not None:

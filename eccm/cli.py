@@ -224,7 +224,7 @@ def cmd_login_link(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from eccm.store.decrypt import keygen
+    from eccm.crypto.decrypt import keygen
 
     recipient = keygen(Path(args.output))
     # The recipient alone on stdout (a script takes it); the advice on stderr.
@@ -240,13 +240,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_decrypt(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from eccm.store.decrypt import DecryptFailed, decrypt_file, load_identities
+    from eccm.crypto.decrypt import DecryptFailed, decrypt_file, load_identities
 
     identities = load_identities(Path(args.identity))
     out_dir = Path(args.out) if args.out else None
     files = [Path(f) for f in args.files]
     if args.bucket is not None:
-        from eccm.store.decrypt import download_encrypted
+        from eccm.crypto.decrypt import download_encrypted
         from eccm.upload.s3client import build_client
         from eccm.upload.settings import UploadSettings
 

@@ -1,4 +1,4 @@
-"""Run one sealing pass of store/encrypt.py over a folder and SIGKILL this process at a
+"""Run one sealing pass of crypto/encrypt.py over a folder and SIGKILL this process at a
 chosen step (the crash tests of tests/test_encryption.py run it as a subprocess).
 
     python tests/encrypt_run.py FOLDER RECIPIENT --die-at STEP
@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from eccm.store.encrypt import Encryptor
+from eccm.crypto.encrypt import Encryptor
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import pytest
 
 from eccm import config as eccm_config
 from eccm.cli import main
+from eccm.crypto.encrypt import LOCK_NAME, STEPS, Encryptor
 from eccm.errors import ConfigError
 from eccm.sim.s3 import LocalS3
-from eccm.store.encrypt import LOCK_NAME, STEPS, Encryptor
 from eccm.upload.keys import plan, probe_key
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 from tests.waiting import wait_until

@@ -158,7 +158,7 @@ def run_demo(
         }
         key_line = ""
         if encrypt:
-            from eccm.store.decrypt import keygen
+            from eccm.crypto.decrypt import keygen
 
             # A new pair each run (this run's files only); in a car the private key is
             # made on another computer and never copied to the Pi.

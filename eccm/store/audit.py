@@ -70,6 +70,6 @@ def audit_seal(cfg: Config) -> Seal | None:
     """Encryption of audit records when FILE_ENCRYPTION_RECIPIENTS is set."""
     if not cfg.file_encryption_recipients:
         return None
-    from eccm.store.encrypt import Encryptor
+    from eccm.crypto.encrypt import Encryptor
 
     return AGE, Encryptor(cfg.record_dir, cfg.file_encryption_recipients).seal_bytes

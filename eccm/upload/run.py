@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from eccm.clock import Clock
+from eccm.crypto.encrypt import seal_pending
 from eccm.store.budget import MIB, list_files
-from eccm.store.encrypt import seal_pending
 from eccm.store.sidecar import StepHook
 from eccm.upload.files import FileSender
 from eccm.upload.keys import Job, plan

@@ -39,7 +39,7 @@ class UploadSettings:
     # The store owns the budget (MAX_LOCAL_STORAGE_MB, LOCAL_RETENTION_DAYS); bound to its
     # keys here, the uploader only says when. None: no budget (settings made by hand).
     keep_disk: DiskKeeper | None = field(default=None, repr=False, compare=False)
-    # FILE_ENCRYPTION_RECIPIENTS: with any, only .age files are uploaded (store/encrypt.py
+    # FILE_ENCRYPTION_RECIPIENTS: with any, only .age files are uploaded (crypto/encrypt.py
     # seals the plaintext ones first).
     recipients: tuple[str, ...] = ()
 
