@@ -23,6 +23,7 @@ from eccm.crypto.encrypt import LOCK_NAME, STEPS, Encryptor
 from eccm.errors import ConfigError
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import plan, probe_key
+from tests.s3_helpers import write_config
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
 from tests.waiting import wait_until
 
@@ -230,6 +231,14 @@ def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_th
             audit = json.loads(age_decrypt(key, local))
             assert audit["outcome"] == "refused" and audit["front_end"] == "socket"
     assert rows_seen > 0
+    # eccm decrypt --bucket: every .age under the prefix, into its partition folders.
+    config = write_config(tmp_path / "config.ini", values)
+    out = tmp_path / "fetched"
+    args = ["decrypt", "--config", str(config), "-i", str(key), "-o", str(out)]
+    assert main([*args, "--bucket", cfg.s3_key_prefix]) == 0
+    fetched = sorted(p.name for p in out.rglob("*.tsv.gz"))
+    assert fetched and all(f"car={CAR}" in str(p) for p in out.rglob("*.tsv.gz"))
+    assert len(fetched) == len([k for k in objs if k.endswith(".tsv.gz.age")])
     for path in rec.rglob("*"):
         if path.is_file():
             assert not any(row_marker in v for v in _plain_views(path.read_bytes())), path
