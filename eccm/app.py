@@ -197,6 +197,11 @@ class Daemon:
         from eccm.store.audit import AuditWriter, audit_seal
 
         cfg = self.cfg
+        audit = AuditWriter(cfg.record_dir, cfg.car_identifier, seal=audit_seal(cfg))
+        try:
+            audit.recover()
+        except OSError as exc:
+            log.error("audit records left by a power cut not recovered: %s", exc)
         backend = DaemonBackend(
             cfg=cfg,
             hub=self.hub,
@@ -212,7 +217,7 @@ class Daemon:
             backend,
             self.clock,
             allow_dtc_clear=cfg.socket_server_allow_dtc_clear,
-            audit=AuditWriter(cfg.record_dir, cfg.car_identifier, seal=audit_seal(cfg)),
+            audit=audit,
         )
         if cfg.socket_server_secret:
             try:

@@ -674,18 +674,24 @@ class Service:
                 f"for {self.token_ttl:g} s): send DTC CLEAR again"
             )
         before: DtcReport | None = None
+        rid = secrets.token_hex(8)  # the "sending" record and the final one are one record
         try:
             self._clear_allowed()
             # The evidence a clear erases, for the audit record: unreadable, nothing is cleared.
             before = DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout, detail=True))
+            # Durable before mode 04 goes out: a power cut during the clear (the ignition
+            # turned off) still leaves the evidence, its outcome "sending".
+            self._record(caller, "sending", before, record_id=rid)
             result = self._backend.clear_dtcs(self._dtc_timeout)
         except ServiceError as exc:
             log.warning(
                 "DTC clear confirmed by %s not done: %s (%s)", caller.name, exc.code, exc.message
             )
-            self._record(caller, "refused" if before is None else "failed", before, refusal=exc)
+            outcome = "refused" if before is None else "failed"
+            self._record(caller, outcome, before, refusal=exc, record_id=rid)
             raise
-        self._record(caller, "cleared" if result.ok else "not_acknowledged", before, result)
+        outcome = "cleared" if result.ok else "not_acknowledged"
+        self._record(caller, outcome, before, result, record_id=rid)
         log.warning(
             "DTC clear confirmed by %s sent to the car: the ECU answered %r (%s)",
             caller.name,
@@ -701,12 +707,14 @@ class Service:
         before: DtcReport | None = None,
         result: ClearResult | None = None,
         refusal: ServiceError | None = None,
+        record_id: str | None = None,
     ) -> None:
         """Hand the audit record of a clear (or its refusal) to the audit sink; a failure
         to write it is logged, never raised over the ECU's answer."""
         if self._audit is None:
             return
         record: dict[str, object] = {
+            "id": record_id or secrets.token_hex(8),
             "time": self._backend.now(),
             "outcome": outcome,
             "front_end": caller.front or None,

@@ -128,3 +128,20 @@ def test_a_socket_clear_and_a_refusal_leave_audit_records_in_the_bucket(
     assert before["freeze_frame"]["DTC_RPM"]["value"] == reply["freeze_frame"]["DTC_RPM"]["value"]
     assert before["readiness"]["MISFIRE_MONITORING"] == {"available": True, "complete": True}
     assert cleared["time"].endswith("Z")
+
+
+def test_a_clear_cut_short_by_a_power_cut_keeps_its_evidence(tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path, CAR)
+    sending = {"id": "a1", "time": 1_795_000_000.0, "outcome": "sending", "before": {"x": 1}}
+    part = writer(sending)
+    assert part.name.endswith("_dtc-clear.json.part")
+    assert plan([part.name]).jobs() == []  # never uploaded half-way
+    final = writer({**sending, "outcome": "cleared", "time": 1_795_000_002.0})
+    assert final.name == part.name.removesuffix(".part") and not part.exists()
+    assert json.loads(final.read_text())["outcome"] == "cleared"
+    # A power cut between the two: the next start keeps the "sending" record.
+    cut = AuditWriter(tmp_path, CAR)({**sending, "id": "b2", "time": 1_795_000_100.0})
+    assert AuditWriter(tmp_path, CAR).recover() == [cut.with_name(cut.name.removesuffix(".part"))]
+    kept = json.loads(cut.with_name(cut.name.removesuffix(".part")).read_text())
+    assert kept["outcome"] == "sending" and kept["before"] == {"x": 1}
+    assert not list(tmp_path.glob("*.part"))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from eccm.config import Config
 from eccm.sample import iso_utc
-from eccm.store.names import AGE, audit_name
-from eccm.store.sidecar import write_atomic
+from eccm.store.names import AGE, PART, audit_name, parse_audit_name
+from eccm.store.sidecar import fsync_dir, remove, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,20 @@ Seal = tuple[str, Callable[[bytes], bytes]]
 
 
 class AuditWriter:
-    """Writes each record it is given; the service calls it from a front end's thread."""
+    """Writes each record it is given; the service calls it from a front end's thread.
+
+    A record with outcome "sending" (written before mode 04 goes out) is kept as
+    ``<name>.part``, which the uploader ignores; the final record of the same ``id`` takes
+    its name and replaces it. :meth:`recover` (at start-up) turns a ``.part`` that a power
+    cut left into its final name: the clear's evidence is kept, its answer unknown.
+    """
 
     def __init__(self, record_dir: Path, car: str, seal: Seal | None = None) -> None:
         self._dir = record_dir
         self._car = car
         self._seal = seal
         self._lock = threading.Lock()  # two clears at once must not take the same name
+        self._pending: dict[object, Path] = {}  # record id -> its final path
 
     def __call__(self, record: Mapping[str, object]) -> Path:
         when = record.get("time")
@@ -51,17 +58,46 @@ class AuditWriter:
         if self._seal is not None:
             suffix, seal = self._seal
             data = seal(data)
+        rid, outcome = record.get("id"), record.get("outcome")
         with self._lock:
             os.makedirs(self._dir, exist_ok=True)
-            path = self._free_path(epoch, suffix)
+            path = self._pending.pop(rid, None) or self._free_path(epoch, suffix)
+            part = path.with_name(path.name + PART)
+            if outcome == "sending":
+                self._pending[rid] = path
+                write_atomic(part, data)
+                return part
             write_atomic(path, data)
-        log.warning("audit record of a DTC clear (%s) written: %s", record.get("outcome"), path)
+            if remove(part):
+                fsync_dir(self._dir)
+        log.warning("audit record of a DTC clear (%s) written: %s", outcome, path)
         return path
+
+    def recover(self) -> list[Path]:
+        """Give each ``.part`` a power cut left its final name (start-up, before any clear)."""
+        done: list[Path] = []
+        try:
+            names = os.listdir(self._dir)
+        except FileNotFoundError:
+            return done
+        for name in names:
+            final = name.removesuffix(PART)
+            if final == name or parse_audit_name(final) is None:
+                continue
+            if (self._dir / final).exists():
+                remove(self._dir / name)  # the final record was written: the part is stale
+            else:
+                os.replace(self._dir / name, self._dir / final)
+                log.warning("audit record of a DTC clear cut short by a power cut kept: %s", final)
+                done.append(self._dir / final)
+            fsync_dir(self._dir)
+        return done
 
     def _free_path(self, epoch: float, suffix: str) -> Path:
         for bump in range(MAX_BUMP):
             name = audit_name(self._car, epoch + bump)
-            if not any((self._dir / (name + s)).exists() for s in ("", suffix)):
+            taken = ("", suffix, PART, suffix + PART)
+            if not any((self._dir / (name + s)).exists() for s in taken):
                 return self._dir / (name + suffix)
         raise OSError(f"no free name for an audit record near {iso_utc(epoch)}")
 
