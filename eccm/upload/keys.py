@@ -29,6 +29,7 @@ from eccm.store.names import (
     parse_sidecar_name,
     parse_single_name,
 )
+from eccm.store.names import parse_summary_name as parse_summary_name  # tests import it here
 
 # Lives under the car's own prefix (a narrow IAM policy may allow nothing else); the
 # leading underscore makes Hive, Spark, Athena and Trino skip it, and it matches no
