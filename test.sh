@@ -12,15 +12,16 @@ fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,report]"
 
 # The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
-# downloads a browser at test time), the MQTT tests Debian's mosquitto broker: installed
-# here once when running as root.
+# downloads a browser at test time), the MQTT tests Debian's mosquitto broker, the
+# encryption tests decrypt with Debian's age: installed here once when running as root.
 if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \
-    || [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ]; } \
+    || [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ] \
+    || [ ! -x /usr/bin/age ]; } \
     && command -v apt-get >/dev/null; then
-    echo "== apt-get install chromium chromium-driver mosquitto"
+    echo "== apt-get install chromium chromium-driver mosquitto age"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        chromium chromium-driver mosquitto >/dev/null
+        chromium chromium-driver mosquitto age >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check eccm tests bench && .venv/bin/ruff format --check eccm tests bench

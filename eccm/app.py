@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -124,6 +125,8 @@ class Daemon:
             checkpoint_every=SUMMARY_CHECKPOINT_SECONDS,
         )
         self.hub.add_listener(self.trip)
+        if cfg.file_encryption_recipients:
+            self._seal_on_close(writer)
         if cfg.s3_enabled:
             from eccm.upload.settings import UploadSettings
             from eccm.upload.uploader import Uploader
@@ -197,9 +200,15 @@ class Daemon:
         from eccm.control.authlimit import AuthLimiter
         from eccm.errors import ConfigError
         from eccm.service import Credentials, Service
+        from eccm.store.audit import AuditWriter, audit_seal
         from eccm.store.budget import DiskSettings
 
         cfg = self.cfg
+        audit = AuditWriter(cfg.record_dir, cfg.car_identifier, seal=audit_seal(cfg))
+        try:
+            audit.recover()
+        except OSError as exc:
+            log.error("audit records left by a power cut not recovered: %s", exc)
         backend = DaemonBackend(
             disk=DiskSettings.from_config(cfg),
             hub=self.hub,
@@ -212,7 +221,10 @@ class Daemon:
         )
         self.backend = backend
         self.service = Service(
-            backend, self.clock, allow_dtc_clear=cfg.socket_server_allow_dtc_clear
+            backend,
+            self.clock,
+            allow_dtc_clear=cfg.socket_server_allow_dtc_clear,
+            audit=audit,
         )
         if cfg.socket_server_secret:
             try:
@@ -254,6 +266,21 @@ class Daemon:
             self._last_gnss_row = now
             self.hub.emit(engine=False)
 
+    def _seal_on_close(self, summaries: SummaryWriter | None) -> None:
+        """Encrypt each closed file and summary as soon as it is final (issue 15): these
+        listeners come before the uploader's, which only ever sends the .age files."""
+        from eccm.crypto.encrypt import seal_pending
+
+        folder, keys = self.cfg.record_dir, self.cfg.file_encryption_recipients
+
+        def seal(_path: Path) -> None:
+            seal_pending(folder, keys)
+
+        if self.recorder is not None:
+            self.recorder.add_closed_listener(seal)
+        if summaries is not None:
+            summaries.add_written_listener(seal)
+
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
         self._build()
@@ -261,6 +288,11 @@ class Daemon:
             self.recorder.start()
         if self.summaries is not None:
             self.summaries.start()
+        if self.cfg.file_encryption_recipients:
+            # What a power cut left half-sealed, or plaintext from before encryption was on.
+            from eccm.crypto.encrypt import seal_pending
+
+            seal_pending(self.cfg.record_dir, self.cfg.file_encryption_recipients)
         if self.uploader is not None:
             self.uploader.start()
         elif self.recorder is not None:

@@ -59,7 +59,7 @@ class LinkLike(Protocol):
 
     def read(self, name: str, timeout: float = ...) -> Future[Reading]: ...
 
-    def read_dtcs(self, timeout: float = ...) -> Future[dict[str, Any]]: ...
+    def read_dtcs(self, timeout: float = ..., *, detail: bool = ...) -> Future[dict[str, Any]]: ...
 
     def clear_dtcs(self, timeout: float = ...) -> Future[str]: ...
 
@@ -343,20 +343,25 @@ class DaemonBackend:
         return used
 
     # -- DTCs ----------------------------------------------------------------------------
-    def read_dtcs(self, timeout: float) -> Mapping[str, object]:
+    def read_dtcs(self, timeout: float, *, detail: bool = False) -> Mapping[str, object]:
         link = self._require_link()
         if not self._dtc.acquire(blocking=False):
             raise self._refuse_busy("another DTC request is running", 1.0)
         try:
-            raw = self._wait(link.read_dtcs(timeout), timeout, "reading DTCs")
+            future = link.read_dtcs(timeout, detail=True) if detail else link.read_dtcs(timeout)
+            raw = self._wait(future, timeout, "reading DTCs")
         finally:
             self._dtc.release()
         mil = raw.get("mil")
-        return {
+        out: dict[str, object] = {
             "mil": mil if isinstance(mil, bool) else None,  # None: the car does not say
             "stored": dtc_codes(raw.get("stored")),
             "pending": dtc_codes(raw.get("pending")),
         }
+        for extra in ("readiness", "freeze_frame"):
+            if extra in raw:
+                out[extra] = raw[extra]
+        return out
 
     def clear_dtcs(self, timeout: float) -> ClearResult:
         link = self._require_link()

@@ -1,5 +1,5 @@
-"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo, and
-the report commands (trips, report, fleet, schema: SPEC §9).
+"""The `eccm` command: run, check-config, query, upload, gen-secret, login-link, demo,
+keygen, decrypt, and the report commands (trips, report, fleet, schema: SPEC §9).
 
 The only module (with the query and demo bodies it calls) that prints: everything else
 logs. The uploader reports each file through a callback and returns its report; `eccm
@@ -223,10 +223,61 @@ def cmd_login_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eccm.crypto.decrypt import keygen
+
+    recipient = keygen(Path(args.output))
+    # The recipient alone on stdout (a script takes it); the advice on stderr.
+    print(
+        f"identity (private key) written to {args.output}, readable by you only: keep it "
+        "off the car. Public key for FILE_ENCRYPTION_RECIPIENTS:",
+        file=sys.stderr,
+    )
+    print(recipient)
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eccm.crypto.decrypt import DecryptFailed, decrypt_file, load_identities
+
+    identities = load_identities(Path(args.identity))
+    out_dir = Path(args.out) if args.out else None
+    files = [Path(f) for f in args.files]
+    if args.bucket is not None:
+        from eccm.crypto.decrypt import download_encrypted
+        from eccm.upload.s3client import build_client
+        from eccm.upload.settings import UploadSettings
+
+        settings = UploadSettings.from_config(_load(args.config))
+        if not settings.enabled:
+            raise EccmError("--bucket needs S3_SERVER_ENDPOINT and S3_SERVER_BUCKET in the config")
+        out_dir = out_dir or Path(".")
+        files += download_encrypted(build_client(settings), settings.bucket, args.bucket, out_dir)
+        out_dir = None  # each next to its downloaded .age, in its partition folder
+    if not files:
+        raise EccmError("nothing to decrypt: name .age files or --bucket PREFIX")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in files:
+        try:
+            print(decrypt_file(path, identities, out_dir))
+        except DecryptFailed as exc:
+            print(f"eccm decrypt: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from eccm.sim.demo import run_demo
 
-    return run_demo(duration=args.duration, directory=args.dir, mqtt=args.mqtt)
+    return run_demo(
+        duration=args.duration, directory=args.dir, mqtt=args.mqtt, encrypt=args.encrypt
+    )
 
 
 def cmd_trips(args: argparse.Namespace) -> int:
@@ -446,6 +497,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.set_defaults(func=cmd_schema)
 
+    k = sub.add_parser("keygen", help="make an age key pair for FILE_ENCRYPTION_RECIPIENTS")
+    k.add_argument("-o", "--output", required=True, metavar="FILE", help="identity file to write")
+    k.set_defaults(func=cmd_keygen)
+
+    x = sub.add_parser("decrypt", help="decrypt .age files (local, or downloaded from the bucket)")
+    with_config(x)
+    x.add_argument(
+        "-i", "--identity", default="key.txt", metavar="FILE", help="identity file (key.txt)"
+    )
+    x.add_argument("-o", "--out", metavar="DIR", help="write here (default: next to each file)")
+    x.add_argument(
+        "--bucket",
+        metavar="PREFIX",
+        help="download every .age object under this S3 key prefix first (S3 settings of --config)",
+    )
+    x.add_argument("files", nargs="*", metavar="FILE", help="x.tsv.gz.age ... (sidecars checked)")
+    x.set_defaults(func=cmd_decrypt)
+
     d = sub.add_parser("demo", help="the whole pipeline on a simulated car (no hardware)")
     d.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
     d.add_argument("--dir", default="demo-data", help="working directory (default: demo-data)")
@@ -454,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also publish to this MQTT broker: mqtt[s]://[user:password@]host[:port] "
         "(or set ECCM_MQTT_BROKER and the other ECCM_MQTT_* variables)",
+    )
+    d.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt closed files: makes a key pair in the demo folder and says where",
     )
     d.set_defaults(func=cmd_demo)
     return p

@@ -170,6 +170,24 @@ def _endpoint(key: str, raw: str) -> str:
     return v.rstrip("/")
 
 
+# An age X25519 recipient: "age1" and 58 bech32 characters (the data part's alphabet).
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")
+
+
+def _age_recipients(key: str, raw: str) -> tuple[str, ...]:
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    for k in keys:
+        if k.upper().startswith("AGE-SECRET-KEY-"):
+            # Never echo a private key back into a log or a terminal.
+            raise ConfigError(
+                f"{key}: this is an age private key (AGE-SECRET-KEY-...); put the public "
+                "key here (age1..., printed by `eccm keygen`) and keep the private one off the Pi"
+            )
+        if not _AGE_RECIPIENT.fullmatch(k):
+            raise _bad(key, raw, "comma-separated age public keys such as age1ql3z7hjy54pw3...")
+    return tuple(dict.fromkeys(keys))
+
+
 def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
     def parse(key: str, raw: str) -> tuple[str, ...]:
         v = raw.strip()
@@ -433,6 +451,7 @@ KEYS: dict[str, KeySpec] = {
     "FILE_ROTATION_MAX_BYTES": KeySpec("16777216", _number(1024, 1 << 40, integer=True), "close the file at this size"),
     "FILE_FLUSH_INTERVAL": KeySpec("1.0", _number(0, 3600), "seconds between flush+fsync of the open file"),
     "FILE_COMPRESSION": KeySpec("gzip", _compression, "gzip or none, applied to closed files"),
+    "FILE_ENCRYPTION_RECIPIENTS": KeySpec("", _age_recipients, "age public keys (age1...) closed files are encrypted for (empty = off)"),
     "S3_KEY_PREFIX": KeySpec("car-logs", _s3_prefix, "first part of every S3 key"),
     "S3_SYNC_INTERVAL": KeySpec("60", _number(1, 86400), "seconds between upload runs"),
     "S3_SYNC_JITTER": KeySpec("15", _number(0, 86400), "random 0..N seconds added to each upload run"),
@@ -506,6 +525,7 @@ class Config:
     file_rotation_max_bytes: int
     file_flush_interval: float
     file_compression: str
+    file_encryption_recipients: tuple[str, ...]
     s3_key_prefix: str
     s3_sync_interval: float
     s3_sync_jitter: float

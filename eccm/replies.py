@@ -81,12 +81,15 @@ def dtc(report: DtcReport) -> dict[str, object]:
     def codes(entries: Sequence[Dtc]) -> list[dict[str, str]]:
         return [{"code": d.code, "description": d.description} for d in entries]
 
-    return {
+    out: dict[str, object] = {
         "class": "DTC",
         "mil": report.mil,
         "stored": codes(report.stored),
         "pending": codes(report.pending),
     }
+    if report.freeze_frame is not None:  # only when the car keeps one (SPEC §5)
+        out["freeze_frame"] = dict(report.freeze_frame)
+    return out
 
 
 def confirm(answer: ClearConfirm) -> dict[str, object]:

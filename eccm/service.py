@@ -232,15 +232,32 @@ class DtcReport:
     mil: bool | None  # None: the car does not say
     stored: tuple[Dtc, ...]
     pending: tuple[Dtc, ...]
+    # Mode 02 frame 0 as python-OBD decodes it ({name: {value, unit}}); None: none read.
+    freeze_frame: Mapping[str, object] | None = None
+    # Readiness monitors of 01 01 ({name: {available, complete}}); None: not read.
+    readiness: Mapping[str, object] | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object]) -> DtcReport:
         mil = raw.get("mil")
+        frame, ready = raw.get("freeze_frame"), raw.get("readiness")
         return cls(
             mil if isinstance(mil, bool) else None,
             tuple(Dtc(**c) for c in dtc_codes(raw.get("stored"))),
             tuple(Dtc(**c) for c in dtc_codes(raw.get("pending"))),
+            frame if isinstance(frame, Mapping) and frame else None,
+            ready if isinstance(ready, Mapping) else None,
         )
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as JSON-ready fields (an audit record's ``before``)."""
+        return {
+            "mil": self.mil,
+            "stored": [{"code": d.code, "description": d.description} for d in self.stored],
+            "pending": [{"code": d.code, "description": d.description} for d in self.pending],
+            "freeze_frame": None if self.freeze_frame is None else dict(self.freeze_frame),
+            "readiness": None if self.readiness is None else dict(self.readiness),
+        }
 
 
 class StatusReport(TypedDict):
@@ -321,8 +338,9 @@ class Backend(Protocol):
         """The fields of a STATUS reply (a :class:`StatusReport` from the real daemon)."""
         ...
 
-    def read_dtcs(self, timeout: float) -> Mapping[str, object]:
-        """{"mil": bool, "stored": [{"code", "description"}], "pending": [...]}."""
+    def read_dtcs(self, timeout: float, *, detail: bool = False) -> Mapping[str, object]:
+        """{"mil": bool, "stored": [{"code", "description"}], "pending": [...]}; with
+        ``detail`` also "readiness" and, when the car keeps one, "freeze_frame"."""
         ...
 
     def clear_dtcs(self, timeout: float) -> ClearResult:
@@ -354,15 +372,21 @@ class Backend(Protocol):
 
 # -- callers and their secrets ---------------------------------------------------------------
 class Caller:
-    """Who calls: a name for log lines (``peer``: the client's address) and its scopes.
+    """Who calls: a name for log lines (``peer``: the client's address) and its scopes;
+    ``front`` (socket, web, mqtt) and ``address`` (the client's, when the front end knows
+    it) for the audit record of a DTC clear.
 
     A front end makes one per authenticated session. It carries that session's pending
     DTC-clear token, so that a token works only for the caller who asked for it.
     """
 
-    def __init__(self, name: str, scopes: Iterable[Scope]) -> None:
+    def __init__(
+        self, name: str, scopes: Iterable[Scope], *, front: str = "", address: str | None = None
+    ) -> None:
         self.name = name
         self.scopes = frozenset(scopes)
+        self.front = front
+        self.address = address
         # The pending DTC-clear token and its monotonic expiry (the service sets it).
         self.clear_token: tuple[str, float] | None = None
 
@@ -472,8 +496,12 @@ class Service:
         read_timeout: float = READ_TIMEOUT,
         dtc_timeout: float = DTC_TIMEOUT,
         token_ttl: float = TOKEN_TTL,
+        audit: Callable[[Mapping[str, object]], object] | None = None,
     ) -> None:
         self._backend = backend
+        # Where the audit record of each clear and refusal goes (store/audit.py writes
+        # it as a file next to the data files); None: the log lines only.
+        self._audit = audit
         self._clock = clock
         self._allow_clear = allow_dtc_clear
         self._read_timeout = read_timeout
@@ -584,7 +612,7 @@ class Service:
 
     @needs(Scope.READ, "reading trouble codes")
     def dtc_report(self, caller: Caller) -> DtcReport:
-        return DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout))
+        return DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout, detail=True))
 
     @needs(Scope.READ, "the list of files")
     def files(self, caller: Caller) -> Sequence[StoredFile]:
@@ -620,6 +648,7 @@ class Service:
             self._clear_allowed()
         except ServiceError as exc:
             log.info("DTC clear requested by %s refused: %s", caller.name, exc.code)
+            self._record(caller, "refused", refusal=exc)
             raise
         token = secrets.token_hex(4)
         caller.clear_token = (token, self._clock.monotonic() + self.token_ttl)
@@ -644,14 +673,25 @@ class Service:
                 "no such token in this session, or it expired (a token works once, "
                 f"for {self.token_ttl:g} s): send DTC CLEAR again"
             )
+        before: DtcReport | None = None
+        rid = secrets.token_hex(8)  # the "sending" record and the final one are one record
         try:
             self._clear_allowed()
+            # The evidence a clear erases, for the audit record: unreadable, nothing is cleared.
+            before = DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout, detail=True))
+            # Durable before mode 04 goes out: a power cut during the clear (the ignition
+            # turned off) still leaves the evidence, its outcome "sending".
+            self._record(caller, "sending", before, record_id=rid)
             result = self._backend.clear_dtcs(self._dtc_timeout)
         except ServiceError as exc:
             log.warning(
                 "DTC clear confirmed by %s not done: %s (%s)", caller.name, exc.code, exc.message
             )
+            outcome = "refused" if before is None else "failed"
+            self._record(caller, outcome, before, refusal=exc, record_id=rid)
             raise
+        outcome = "cleared" if result.ok else "not_acknowledged"
+        self._record(caller, outcome, before, result, record_id=rid)
         log.warning(
             "DTC clear confirmed by %s sent to the car: the ECU answered %r (%s)",
             caller.name,
@@ -659,6 +699,40 @@ class Service:
             "acknowledged" if result.ok else "not acknowledged",
         )
         return result
+
+    def _record(
+        self,
+        caller: Caller,
+        outcome: str,
+        before: DtcReport | None = None,
+        result: ClearResult | None = None,
+        refusal: ServiceError | None = None,
+        record_id: str | None = None,
+    ) -> None:
+        """Hand the audit record of a clear (or its refusal) to the audit sink; a failure
+        to write it is logged, never raised over the ECU's answer."""
+        if self._audit is None:
+            return
+        record: dict[str, object] = {
+            "id": record_id or secrets.token_hex(8),
+            "time": self._backend.now(),
+            "outcome": outcome,
+            "front_end": caller.front or None,
+            "client": caller.address,
+            "caller": caller.name,
+            "scopes": scope_names(caller.scopes),
+            "clear": "mode 04: every ECU's stored and pending codes, freeze frame, readiness",
+            "before": None if before is None else before.as_dict(),
+            "ecu_answer": None if result is None else result.answer,
+            "acknowledged": None if result is None else result.ok,
+            "refused": None
+            if refusal is None
+            else {"code": refusal.code, "message": refusal.message},
+        }
+        try:
+            self._audit(record)
+        except Exception:
+            log.exception("the audit record of a DTC clear by %s was not written", caller.name)
 
     def _clear_allowed(self) -> None:
         """Raise unless a clear may go to the car now."""

@@ -103,7 +103,7 @@ class FakeBackend:
             "odd": float("nan"),
         }
 
-    def read_dtcs(self, timeout: float) -> Mapping[str, object]:
+    def read_dtcs(self, timeout: float, *, detail: bool = False) -> Mapping[str, object]:
         if self.dtc_gate is not None:
             self.dtc_waiting.set()
             self.dtc_gate.wait(60.0)

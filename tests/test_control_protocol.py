@@ -1008,7 +1008,7 @@ def test_a_session_closed_while_a_call_runs_drops_its_reply() -> None:
 def test_a_call_that_crashes_is_a_server_error(caplog: pytest.LogCaptureFixture) -> None:
     p = authed()
 
-    def broken(timeout: float) -> Any:
+    def broken(timeout: float, **kw: Any) -> Any:
         raise RuntimeError("kaput")
 
     p.backend.read_dtcs = broken  # type: ignore[method-assign]

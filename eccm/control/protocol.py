@@ -417,7 +417,7 @@ class Session:
     def _settle(self, outcome: Outcome) -> None:
         match outcome:
             case Granted(_method, scopes):
-                self._caller = Caller(self.peer, scopes)
+                self._caller = Caller(self.peer, scopes, front="socket", address=self.peer)
                 self._fire(Event.AUTH_OK)
                 self._last_request = self._clock.monotonic()
                 self._send({"class": "AUTH", "ok": True, "scopes": scope_names(scopes)})

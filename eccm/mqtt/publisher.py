@@ -61,7 +61,10 @@ class MqttPublisher:
         host, port, tls = cfg.host, cfg.port, cfg.tls
         self._host, self._port = host, port
         self.broker = cfg.broker
-        self.caller = Caller("mqtt", scopes_for(cfg.allow_commands))
+        # The client is whoever may publish to the command topics: the broker knows, not us.
+        self.caller = Caller(
+            "mqtt", scopes_for(cfg.allow_commands), front="mqtt", address=f"{host}:{port}"
+        )
         self._plan = Plan(cfg.interval)
         self._discovery = Discovery()
         self._reconnect = Reconnect()

@@ -206,14 +206,16 @@ class ObdLink:
                 return refused
         return self.submit(job, timeout, kind=f"read {key}")
 
-    def read_dtcs(self, timeout: float = 5.0) -> concurrent.futures.Future[dict[str, Any]]:
-        """{"mil": bool | None, "stored": [{code, description}], "pending": [...]}
-        (see :func:`eccm.obd.requests.read_dtcs`)."""
+    def read_dtcs(
+        self, timeout: float = 5.0, *, detail: bool = False
+    ) -> concurrent.futures.Future[dict[str, Any]]:
+        """{"mil": bool | None, "stored": [{code, description}], "pending": [...]}, with
+        ``detail`` readiness and freeze frame too (see :func:`eccm.obd.requests.read_dtcs`)."""
         poller = self._poller
         return self.submit(
-            lambda conn: requests.read_dtcs(conn, poller.supported),
+            lambda conn: requests.read_dtcs(conn, poller.supported, detail=detail),
             timeout,
-            kind="dtc read",
+            kind="dtc detail" if detail else "dtc read",
             priority=True,
         )
 

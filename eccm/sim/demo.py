@@ -46,7 +46,9 @@ def _count_data_objects(s3: Any) -> int:
         count += sum(
             1
             for o in page.get("Contents", [])
-            if "/date=" in o["Key"] and not o["Key"].endswith(".json")
+            # An encrypted data file is x.tsv.gz.age; its sidecar, a summary or an audit
+            # record (encrypted or not) ends in .json before .age.
+            if "/date=" in o["Key"] and not o["Key"].removesuffix(".age").endswith(".json")
         )
     return count
 
@@ -93,7 +95,12 @@ def mqtt_values(url: str | None, environ: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
-def run_demo(duration: float | None, directory: str = "demo-data", mqtt: str | None = None) -> int:
+def run_demo(
+    duration: float | None,
+    directory: str = "demo-data",
+    mqtt: str | None = None,
+    encrypt: bool = False,
+) -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
     from eccm.sim.car import emulated_car
@@ -149,6 +156,19 @@ def run_demo(duration: float | None, directory: str = "demo-data", mqtt: str | N
             "LOG_LEVEL": "INFO",
             **mqtt_values(mqtt, os.environ),
         }
+        key_line = ""
+        if encrypt:
+            from eccm.crypto.decrypt import keygen
+
+            # A new pair each run (this run's files only); in a car the private key is
+            # made on another computer and never copied to the Pi.
+            key = root / "key.txt"
+            key.unlink(missing_ok=True)
+            values["FILE_ENCRYPTION_RECIPIENTS"] = keygen(key)
+            key_line = (
+                f"  encryption:   on; private key {shown(key, _caller_dir())} (decrypt with "
+                f"`eccm decrypt -i {shown(key, _caller_dir())} FILE.age` or `age -d -i ...`)\n"
+            )
         write_config(config, values)
         cfg = load(config, environ={})
         daemon = Daemon(cfg)
@@ -173,6 +193,7 @@ def run_demo(duration: float | None, directory: str = "demo-data", mqtt: str | N
             f"  S3 bucket:    {s3.endpoint}/{s3.bucket}  (access key {s3.access_key})\n"
             f"  socket:       127.0.0.1:{port}\n"
             f"{mqtt_line}"
+            f"{key_line}"
             f"  web page:     {daemon.web.url}/  (log in with the secret in the config, or open\n"
             f"                {login}\n"
             f"                once within {TTL / 60:g} minutes; `{shown(Path(sys.executable).parent / 'eccm', base)} login-link --config {shown(config, base)}` makes another)\n"

@@ -45,7 +45,7 @@ from eccm.store.names import (
     DataName,
     parse_data_name,
     parse_sidecar_name,
-    parse_summary_name,
+    parse_single_name,
 )
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _group(folder: Path, names: Sequence[str], uploaded: bool) -> tuple[list[Ite
         if name.endswith(PART):
             other += _size(folder / name)
             continue
-        sm = parse_summary_name(name)
+        sm = parse_single_name(name)
         if sm is not None:
             # Sorted with its trip, ahead of the trip's data files (seq 0).
             key = DataName(trip=sm.trip, seq=0, car=sm.car, name=name)

@@ -22,6 +22,10 @@ META = ".part.meta.json"
 TMP = ".tmp"
 UPLOADED_DIR = "uploaded"
 SUMMARY_SUFFIX = "_summary.json"
+AUDIT_SUFFIX = "_dtc-clear.json"
+# Appended to a closed file encrypted for FILE_ENCRYPTION_RECIPIENTS (x.tsv.gz.age, its
+# sidecar x.tsv.gz.age.json); ".age.tmp" while it is written.
+AGE = ".age"
 
 # The parts of a name. A car id is checked harder by the configuration (a letter or digit
 # first); names written under older rules must still be recognised, uploaded and expired.
@@ -140,11 +144,11 @@ _SUFFIXES = frozenset(
 
 
 _SUMMARY_NAME = re.compile(
-    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(SUMMARY_SUFFIX)
+    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(SUMMARY_SUFFIX) + r"(?:\.age)?"
 )
 _DATA_NAME = re.compile(
     f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})_(?P<seq>{SEQ_PATTERN})"
-    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?"
+    r"(?P<ext>\.[A-Za-z0-9]{1,10})(?P<gz>\.gz)?(?P<age>\.age)?"
 )
 
 
@@ -223,6 +227,39 @@ def parse_summary_name(name: str) -> SummaryName | None:
     except ValueError:
         return None
     return SummaryName(trip=m["trip"], car=m["car"], name=name)
+
+
+_AUDIT_NAME = re.compile(
+    f"(?P<car>{CAR_PATTERN})_(?P<trip>{TRIP_PATTERN})" + re.escape(AUDIT_SUFFIX) + r"(?:\.age)?"
+)
+
+
+def audit_name(car: str, when: float) -> str:
+    """``{CAR}_{YYYYMMDDTHHMMSSZ}_dtc-clear.json``: the audit record of a trouble-code clear
+    (or of its refusal) at UTC epoch ``when``."""
+    stamp = datetime.fromtimestamp(int(when), UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{car}_{stamp}{AUDIT_SUFFIX}"
+
+
+def parse_audit_name(name: str) -> SummaryName | None:
+    """An audit record's name taken apart (its time in ``trip``), or None.
+
+    A SummaryName, since it travels like one: written atomically, complete once it exists,
+    uploaded on its own to the partition of its date.
+    """
+    m = _AUDIT_NAME.fullmatch(name)
+    if m is None:
+        return None
+    try:
+        datetime.strptime(m["trip"], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return SummaryName(trip=m["trip"], car=m["car"], name=name)
+
+
+def parse_single_name(name: str) -> SummaryName | None:
+    """A file that travels alone, without a sidecar: a trip summary or an audit record."""
+    return parse_summary_name(name) or parse_audit_name(name)
 
 
 def trip_ids(car: str, names: Iterable[str]) -> set[str]:

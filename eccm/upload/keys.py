@@ -20,14 +20,16 @@ from typing import Any, Literal
 
 from eccm.errors import UploadError
 from eccm.store.names import (
+    AGE,
     PART,
     SIDECAR,
     DataName,
     SummaryName,
     parse_data_name,
     parse_sidecar_name,
-    parse_summary_name,
+    parse_single_name,
 )
+from eccm.store.names import parse_summary_name as parse_summary_name  # tests import it here
 
 # Lives under the car's own prefix (a narrow IAM policy may allow nothing else); the
 # leading underscore makes Hive, Spark, Athena and Trino skip it, and it matches no
@@ -67,21 +69,24 @@ class Plan:
         return jobs
 
 
-def plan(names: Iterable[str]) -> Plan:
+def plan(names: Iterable[str], *, encrypted: bool = False) -> Plan:
     """Sort the names found at the top level of the record directory.
 
     A sidecar without its data file is what a crash between archiving the data file and
     archiving the sidecar leaves behind; the uploader finishes that job once the bucket
-    confirms the data object.
+    confirms the data object. ``encrypted`` (FILE_ENCRYPTION_RECIPIENTS set): only
+    ``.age`` files and their sidecars; a plaintext file not yet sealed is never planned.
     """
     present = set(names)
+    if encrypted:
+        present = {n for n in present if n.endswith(AGE) or n.endswith(AGE + SIDECAR)}
     ready: list[DataName] = []
     orphans: list[DataName] = []
     summaries: list[SummaryName] = []
     for name in present:
         if name.endswith(PART):
             continue
-        sm = parse_summary_name(name)
+        sm = parse_single_name(name)
         if sm is not None:
             summaries.append(sm)
             continue
@@ -173,6 +178,8 @@ def parse_sidecar(raw: bytes, data_name: str) -> SidecarInfo:
 
 
 def content_type(name: str) -> str:
+    if name.endswith(AGE):
+        return "application/octet-stream"  # age's binary format
     if name.endswith(".gz"):
         # Not Content-Encoding: gzip, which makes HTTP clients unpack on download and the
         # bytes would no longer match the sha256.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from eccm.clock import Clock
+from eccm.crypto.encrypt import seal_pending
 from eccm.store.budget import MIB, list_files
 from eccm.store.sidecar import StepHook
 from eccm.upload.files import FileSender
@@ -42,7 +43,7 @@ class RunAborted(Exception):
 
 def queue_length(settings: UploadSettings) -> int:
     """Closed files (and trip summaries) waiting for upload, sidecars to finish included."""
-    return plan(list_files(settings.record_dir)).waiting
+    return plan(list_files(settings.record_dir), encrypted=bool(settings.recipients)).waiting
 
 
 class Runner:
@@ -162,7 +163,9 @@ class Runner:
     ) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        jobs = plan(list_files(self._s.record_dir)).jobs()
+        if self._s.recipients:
+            seal_pending(self._s.record_dir, self._s.recipients)
+        jobs = plan(list_files(self._s.record_dir), encrypted=bool(self._s.recipients)).jobs()
         if not jobs:
             return  # idle: no request at all, so an offline car logs nothing
         store = self._ready_store()

@@ -39,6 +39,9 @@ class UploadSettings:
     # The store owns the budget (MAX_LOCAL_STORAGE_MB, LOCAL_RETENTION_DAYS); bound to its
     # keys here, the uploader only says when. None: no budget (settings made by hand).
     keep_disk: DiskKeeper | None = field(default=None, repr=False, compare=False)
+    # FILE_ENCRYPTION_RECIPIENTS: with any, only .age files are uploaded (crypto/encrypt.py
+    # seals the plaintext ones first).
+    recipients: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -74,4 +77,5 @@ class UploadSettings:
             sync_interval=cfg.s3_sync_interval,
             sync_jitter=cfg.s3_sync_jitter,
             keep_disk=keep_disk,
+            recipients=cfg.file_encryption_recipients,
         )

@@ -68,7 +68,7 @@ class Sessions:
             oldest.caller.forget()
         sid = secrets.token_urlsafe(32)
         now = self._clock.monotonic()
-        caller = Caller(f"web {address} session {label(sid)}", scopes)
+        caller = Caller(f"web {address} session {label(sid)}", scopes, front="web", address=address)
         session = WebSession(sid, secrets.token_urlsafe(32), caller, now, now)
         self._by_id[sid] = session
         return session
@@ -97,7 +97,7 @@ class Sessions:
         key = (address, scopes)
         caller = self._bearers.pop(key, None)
         if caller is None:
-            caller = Caller(f"web {address} (bearer)", scopes)
+            caller = Caller(f"web {address} (bearer)", scopes, front="web", address=address)
         self._bearers[key] = caller  # most recent last
         while len(self._bearers) > BEARER_CALLERS:
             self._bearers.popitem(last=False)[1].forget()

@@ -1,0 +1,230 @@
+"""Closed files encrypted for their reader (FILE_ENCRYPTION_RECIPIENTS, issue 15).
+
+A car's log says where a person was, minute by minute: with recipients set, every closed
+data file, trip summary and DTC-clear audit record is encrypted in the age format
+(pyrage; the ``age`` tool decrypts it) after compression, and only the ``.age`` file is
+uploaded. The private key never lives on the Pi.
+
+One idempotent pass, :meth:`Encryptor.seal_all`, looks at the top level of the record
+directory and takes each file one step further, so that the same code finishes any state
+a power cut leaves (it runs at start-up, after each close, and before each upload run).
+For a data file ``x.tsv.gz`` with its sidecar ``x.tsv.gz.json`` the steps are:
+
+1. ``x.tsv.gz.age.tmp`` written and fsynced, renamed to ``x.tsv.gz.age``, folder fsynced
+   (an ``.age`` that exists is complete; a leftover ``.tmp`` is deleted and redone);
+2. its sidecar ``x.tsv.gz.age.json``, written atomically: size and sha256 of the ``.age``
+   and nothing personal (no VIN, no times finer than the file name's: a date);
+3. the plaintext ``x.tsv.gz`` removed, then its sidecar ``x.tsv.gz.json``.
+
+The plaintext goes only once the ``.age`` and its sidecar are durable; and the uploader,
+with recipients set, plans ``.age`` files only (``keys.plan(encrypted=True)``), so no
+state between two steps uploads a plaintext byte. Summaries and audit records have no
+sidecar: step 1, then the plaintext removed. A file lock serialises passes of the daemon
+and of an ``eccm upload`` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from eccm import __version__
+from eccm.store.names import (
+    AGE,
+    SIDECAR,
+    TMP,
+    parse_data_name,
+    parse_single_name,
+)
+from eccm.store.sidecar import StepHook, file_digest, fsync_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".eccm-encrypt.lock"
+
+# Steps of sealing one file, for crash tests (a hook may kill the process at each).
+AGE_TMP = "age_tmp"  # the .age.tmp is written and fsynced, not renamed
+AGE_RENAMED = "age_renamed"  # the .age is in place and durable
+AGE_SIDECAR = "age_sidecar"  # its sidecar is durable
+PLAIN_DATA_GONE = "plain_data_gone"  # the plaintext data file (or summary) is removed
+STEPS = (AGE_TMP, AGE_RENAMED, AGE_SIDECAR, PLAIN_DATA_GONE)
+
+# Sidecar fields kept for an encrypted file: what the uploader checks and what a reader
+# needs to decrypt and parse it; nothing that says where or exactly when.
+_KEPT = ("schema_version", "car", "trip", "columns", "compression", "separator")
+
+
+def _no_hook(step: str) -> None:
+    pass
+
+
+def recipients_of(keys: Sequence[str]) -> list[Any]:
+    """pyrage recipients of ``age1...`` strings (config.py has checked their form)."""
+    from pyrage import x25519
+
+    return [x25519.Recipient.from_str(k) for k in keys]
+
+
+class Encryptor:
+    """Seals the closed files of ``record_dir`` for ``keys`` (age recipients)."""
+
+    def __init__(self, record_dir: Path, keys: Sequence[str], hook: StepHook = _no_hook) -> None:
+        if not keys:
+            raise ValueError("no recipients: encryption is off")
+        self._dir = record_dir
+        self._keys = tuple(keys)
+        self._recipients = recipients_of(keys)
+        self._hook = hook
+
+    def seal_bytes(self, data: bytes) -> bytes:
+        """``data`` encrypted (an audit record, sealed before it touches the disk)."""
+        import pyrage
+
+        out: bytes = pyrage.encrypt(data, self._recipients)
+        return out
+
+    def seal_all(self) -> int:
+        """One pass over the record directory; the number of files sealed or finished.
+        OSError (a full disk) leaves the rest for the next pass."""
+        done = 0
+        with self._locked():
+            try:
+                names = set(os.listdir(self._dir))
+            except FileNotFoundError:
+                return 0
+            for name in sorted(names):
+                if name.endswith(AGE + TMP):
+                    # Never renamed: incomplete, and its plaintext is still here.
+                    with contextlib.suppress(FileNotFoundError):
+                        (self._dir / name).unlink()
+                        log.info("removed an unfinished encryption: %s", name)
+            names = set(os.listdir(self._dir))
+            for name in sorted(names):
+                if name.endswith(AGE):
+                    continue
+                if parse_single_name(name) is not None:
+                    self._seal_single(name, names)
+                    done += 1
+                elif parse_data_name(name) is not None and name + SIDECAR in names:
+                    self._seal_data(name, names)
+                    done += 1
+                elif name.endswith(SIDECAR) and parse_data_name(name[: -len(SIDECAR)]):
+                    plain = name[: -len(SIDECAR)]
+                    if plain not in names and plain + AGE + SIDECAR in names:
+                        # Step 3 cut short: the encrypted pair is complete.
+                        self._remove(name)
+                        done += 1
+        return done
+
+    # -- one file ------------------------------------------------------------------------
+    def _seal_single(self, name: str, names: set[str]) -> None:
+        if name + AGE not in names:
+            self._encrypt(self._dir / name)
+        self._remove(name)
+        self._hook(PLAIN_DATA_GONE)
+        log.info("encrypted %s", name + AGE)
+
+    def _seal_data(self, name: str, names: set[str]) -> None:
+        plain = self._dir / name
+        sealed = self._dir / (name + AGE)
+        if name + AGE + SIDECAR not in names:
+            if name + AGE not in names:
+                self._encrypt(plain)
+            side = json.loads((self._dir / (name + SIDECAR)).read_text(encoding="utf-8"))
+            write_atomic(
+                sealed.with_name(sealed.name + SIDECAR),
+                encode_sidecar(neutral_sidecar(side, sealed)),
+            )
+            self._hook(AGE_SIDECAR)
+        self._remove(name)
+        self._hook(PLAIN_DATA_GONE)
+        self._remove(name + SIDECAR)
+        log.info("encrypted %s", sealed.name)
+
+    def _encrypt(self, plain: Path) -> None:
+        import pyrage
+
+        target = plain.with_name(plain.name + AGE)
+        tmp = target.with_name(target.name + TMP)
+        try:
+            with plain.open("rb") as src, tmp.open("wb") as dst:
+                pyrage.encrypt_io(src, _Sink(dst), self._recipients)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._hook(AGE_TMP)
+        os.replace(tmp, target)
+        fsync_dir(self._dir)
+        self._hook(AGE_RENAMED)
+
+    def _remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._dir / name).unlink()
+        fsync_dir(self._dir)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        os.makedirs(self._dir, exist_ok=True)
+        fd = os.open(self._dir / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+class _Sink(io.RawIOBase):
+    """A binary file as pyrage's writer wants it (write returns the count)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self._f.write(b)
+        return len(b)
+
+
+def neutral_sidecar(plain: dict[str, Any], sealed: Path) -> dict[str, Any]:
+    """The sidecar of an encrypted file: size and sha256 of the ``.age`` for the
+    uploader's checks, the columns to read it once decrypted; no VIN, no protocol, no
+    positions, no time finer than a date (the partition the uploader puts it in)."""
+    sha256, size = file_digest(sealed)
+    doc = {k: plain[k] for k in _KEPT if k in plain}
+    first = plain.get("first_time")
+    doc.update(
+        {
+            "file": sealed.name,
+            "encryption": "age",
+            "first_time": first[:10] if isinstance(first, str) and len(first) >= 10 else None,
+            "size": size,
+            "sha256": sha256,
+            "eccm_version": __version__,
+        }
+    )
+    return doc
+
+
+def encode_sidecar(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+
+
+def seal_pending(record_dir: Path, keys: Sequence[str]) -> None:
+    """Seal what is left in plaintext (a close whose encryption failed, files written
+    before encryption was turned on); a failure is logged and left for the next pass."""
+    try:
+        Encryptor(record_dir, keys).seal_all()
+    except (OSError, ValueError) as exc:
+        log.warning("encrypting closed files in %s failed (retried later): %s", record_dir, exc)

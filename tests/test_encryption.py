@@ -1,0 +1,244 @@
+"""Files encrypted for their reader (issue 15, SPEC §4): age format via pyrage, read back
+with Debian's `age` tool and with `eccm decrypt`; a SIGKILL at each step of the sealing
+never leaves a plaintext file for the uploader and never loses one."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eccm import config as eccm_config
+from eccm.cli import main
+from eccm.crypto.encrypt import LOCK_NAME, STEPS, Encryptor
+from eccm.errors import ConfigError
+from eccm.sim.s3 import LocalS3
+from eccm.upload.keys import plan, probe_key
+from tests.s3_helpers import write_config
+from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = Path(__file__).with_name("encrypt_run.py")
+AGE_TOOL = shutil.which("age")
+needs_age = pytest.mark.skipif(
+    AGE_TOOL is None, reason="Debian's age is not installed (./test.sh installs it as root)"
+)
+TRIP = "20261122T021500Z"
+WAIT = 60.0  # generous: the suite shares two cores with other work
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def keypair(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, str]:
+    key = folder / "key.txt"
+    assert main(["keygen", "-o", str(key)]) == 0
+    recipient = capsys.readouterr().out.strip()
+    return key, recipient
+
+
+def age_decrypt(key: Path, path: Path) -> bytes:
+    assert AGE_TOOL is not None
+    done = subprocess.run(
+        [AGE_TOOL, "-d", "-i", str(key), str(path)], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_recipients_are_checked_and_a_private_key_is_refused_without_echo(tmp_path: Path) -> None:
+    good = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+    cfg = eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS=f" {good} ,{good}"))
+    assert cfg.file_encryption_recipients == (good,)
+    assert eccm_config.parse(config_values(tmp_path)).file_encryption_recipients == ()
+    secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+    with pytest.raises(ConfigError, match="FILE_ENCRYPTION_RECIPIENTS") as err:
+        eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS=secret))
+    assert secret not in str(err.value) and "private key" in str(err.value)
+    with pytest.raises(ConfigError, match="FILE_ENCRYPTION_RECIPIENTS"):
+        eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS="age1nope"))
+
+
+@needs_age
+def test_sealed_files_decrypt_with_age_and_eccm_to_the_exact_plaintext(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, recipient = keypair(tmp_path, capsys)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    rec = tmp_path / "rec"
+    data = make_closed_file(rec, rows=300)
+    original = data.read_bytes()
+    summary = rec / f"{CAR}_{TRIP}_summary.json"
+    summary.write_text(json.dumps({"trip": TRIP, "distance_km": 12.5}) + "\n")
+    summary_bytes = summary.read_bytes()
+    assert Encryptor(rec, [recipient]).seal_all() == 2
+    assert sorted(os.listdir(rec)) == sorted(
+        [LOCK_NAME, data.name + ".age", data.name + ".age.json", summary.name + ".age"]
+    )
+    sealed = rec / (data.name + ".age")
+    assert age_decrypt(key, sealed) == original
+    assert age_decrypt(key, rec / (summary.name + ".age")) == summary_bytes
+    side = json.loads((rec / (data.name + ".age.json")).read_text())
+    assert side["file"] == sealed.name and side["size"] == sealed.stat().st_size
+    assert side["first_time"] == "2026-11-22"  # a date, nothing finer
+    assert not {"vin", "last_time", "rows", "time_source"} & set(side)
+    out = tmp_path / "out"
+    assert main(["decrypt", "-i", str(key), "-o", str(out), str(sealed)]) == 0
+    assert (out / data.name).read_bytes() == original
+    # A wrong identity: a clear message, exit 1, nothing written.
+    (tmp_path / "other").mkdir()
+    other, _ = keypair(tmp_path / "other", capsys)
+    assert main(["decrypt", "-i", str(other), "-o", str(tmp_path / "o2"), str(sealed)]) == 1
+    assert "no identity of the key file opens it" in capsys.readouterr().err
+    assert not list((tmp_path / "o2").glob("*"))
+    # A file that does not match its sidecar is refused before it is read.
+    with sealed.open("ab") as f:
+        f.write(b"x")
+    assert main(["decrypt", "-i", str(key), "-o", str(tmp_path / "o3"), str(sealed)]) == 1
+    assert "does not match its sidecar" in capsys.readouterr().err
+
+
+def _only_sealed_planned(rec: Path) -> None:
+    names = os.listdir(rec)
+    for job in plan(names, encrypted=True).jobs():
+        assert job.name.name.endswith(".age"), job
+
+
+@needs_age
+@pytest.mark.parametrize("kind", ["data", "summary"])
+@pytest.mark.parametrize("step", [s for s in STEPS])
+def test_sigkill_at_each_step_of_sealing_uploads_no_plaintext_and_loses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str, kind: str
+) -> None:
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    if kind == "data":
+        plain = make_closed_file(rec, rows=2000)
+    else:
+        rec.mkdir()
+        plain = rec / f"{CAR}_{TRIP}_summary.json"
+        plain.write_text(json.dumps({"trip": TRIP}) + "\n")
+    original = plain.read_bytes()
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(rec), recipient, "--die-at", step],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if kind == "summary" and step == "age_sidecar":
+        assert proc.returncode == 3  # a summary has no sidecar: the step never comes
+    else:
+        assert proc.returncode == -9, proc.stderr
+    _only_sealed_planned(rec)  # what an uploader would send now: never plaintext
+    Encryptor(rec, [recipient]).seal_all()  # the next start finishes the job
+    expected = {LOCK_NAME, plain.name + ".age"} | (
+        {plain.name + ".age.json"} if kind == "data" else set()
+    )
+    assert set(os.listdir(rec)) == expected
+    assert age_decrypt(key, rec / (plain.name + ".age")) == original
+
+
+def _plain_views(raw: bytes) -> list[bytes]:
+    """The bytes as stored and, if they are gzip, unpacked: a row hides in either."""
+    views = [raw]
+    with contextlib.suppress(OSError, EOFError):
+        views.append(gzip.decompress(raw))
+    return views
+
+
+@needs_age
+def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_the_folder(
+    s3_http: LocalS3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
+
+    from eccm.app import Daemon
+    from tests.control_fakes import SECRET, Client
+    from tests.emulator import emulated_car
+
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "records"
+    with emulated_car() as emu:
+        values = config_values(
+            rec,
+            s3_http,
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_FAST_COMMANDS="RPM,SPEED",
+            OBD_SLOW_COMMANDS="COOLANT_TEMP",
+            SAMPLE_INTERVAL="0.05",
+            ENABLE_SOCKET_SERVER="yes",
+            SOCKET_SERVER_PORT=str(_free_port()),
+            SOCKET_SERVER_SECRET=SECRET,
+            FILE_ENCRYPTION_RECIPIENTS=recipient,
+        )
+        cfg = eccm_config.parse(values)
+        d = Daemon(cfg)
+        d.start()
+        try:
+            wait_until(lambda: d.hub.rows > 20, timeout=WAIT, what="rows")
+            emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT("41 0D 32")
+            c = Client(("127.0.0.1", cfg.socket_server_port), timeout=WAIT).auth()
+            wait_until(
+                lambda: c.ask("DTC CLEAR").get("code") == "vehicle_moving",
+                timeout=WAIT,
+                what="a clear refused while moving",
+            )
+            assert c.ask("UPLOAD")["class"] == "UPLOAD"
+            prefix = cfg.s3_key_prefix
+
+            def uploaded() -> dict[str, int] | None:
+                objs = list_objects(s3_http, prefix)
+                data = [k for k in objs if k.endswith(".tsv.gz.age")]
+                side = [k for k in objs if k.endswith(".tsv.gz.age.json")]
+                audit = [k for k in objs if k.endswith("_dtc-clear.json.age")]
+                return objs if data and side and audit else None
+
+            wait_until(uploaded, timeout=WAIT, what="an encrypted file and audit in the bucket")
+        finally:
+            emu.answer.pop("SPEED", None)
+            d.stop()
+    objs = list_objects(s3_http, cfg.s3_key_prefix)
+    objs.pop(probe_key(cfg.s3_key_prefix, CAR), None)
+    assert objs and all(k.endswith((".age", ".age.json")) for k in objs), sorted(objs)
+    row_marker = f"Z\t{CAR}\t".encode()  # TIME_UTC, CAR_ID, ...: a row of the data file
+    rows_seen = 0
+    for k in objs:
+        raw = get_object(s3_http, k)
+        assert not any(row_marker in v for v in _plain_views(raw)), k
+        if k.endswith(".tsv.gz.age"):
+            local = tmp_path / "obj.age"
+            local.write_bytes(raw)
+            text = gzip.decompress(age_decrypt(key, local))
+            assert text.startswith(b"TIME_UTC\tCAR_ID\tTRIP_ID\tRPM\tSPEED")
+            rows_seen += text.count(row_marker)
+        if k.endswith("_dtc-clear.json.age"):
+            local = tmp_path / "audit.age"
+            local.write_bytes(raw)
+            audit = json.loads(age_decrypt(key, local))
+            assert audit["outcome"] == "refused" and audit["front_end"] == "socket"
+    assert rows_seen > 0
+    # eccm decrypt --bucket: every .age under the prefix, into its partition folders.
+    config = write_config(tmp_path / "config.ini", values)
+    out = tmp_path / "fetched"
+    args = ["decrypt", "--config", str(config), "-i", str(key), "-o", str(out)]
+    assert main([*args, "--bucket", cfg.s3_key_prefix]) == 0
+    fetched = sorted(p.name for p in out.rglob("*.tsv.gz"))
+    assert fetched and all(f"car={CAR}" in str(p) for p in out.rglob("*.tsv.gz"))
+    assert len(fetched) == len([k for k in objs if k.endswith(".tsv.gz.age")])
+    for path in rec.rglob("*"):
+        if path.is_file():
+            assert not any(row_marker in v for v in _plain_views(path.read_bytes())), path
