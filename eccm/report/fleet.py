@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from eccm.report import ReportError, need
-from eccm.store.names import parse_data_name, parse_summary_name
+from eccm.store.names import AGE, parse_data_name, parse_summary_name
 
 COLUMNS = ("car", "date", "trips", "rows", "hours", "km", "fuel_l", "dtcs")
 
@@ -83,6 +83,8 @@ def pick(keys: Sequence[str], since: date | None) -> tuple[list[str], list[str]]
     summaries: list[str] = []
     for key in keys:
         name = key.rsplit("/", 1)[-1]
+        if name.endswith(AGE):
+            continue  # encrypted: only its owner reads it (eccm decrypt, then query)
         parsed: Any = parse_data_name(name)
         target = data
         if parsed is None:

@@ -201,10 +201,10 @@ def definition(engine: str, layout: Layout) -> str:
 
 def ending_of(names: Sequence[str]) -> str | None:
     """``.tsv.gz`` (or the like) of the first data file name among ``names``."""
-    from eccm.store.names import parse_data_name
+    from eccm.store.names import AGE, parse_data_name
 
     for name in names:
-        parsed = parse_data_name(name)
+        parsed = None if name.endswith(AGE) else parse_data_name(name)
         if parsed is not None:
             stem = name.split("_")[-1]  # 0001.tsv.gz
             return stem[stem.index(".") :]

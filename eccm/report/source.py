@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from eccm.report import ReportError
 from eccm.store.listing import list_files
-from eccm.store.names import parse_data_name, parse_summary_name
+from eccm.store.names import AGE, parse_data_name, parse_summary_name
 
 
 @dataclass(frozen=True, order=True)
@@ -69,8 +69,8 @@ class FolderSource:
     def _refs(self, kind: str) -> list[Ref]:
         out: dict[str, Ref] = {}
         for f in list_files(self.folder):
-            if f.kind != kind:
-                continue
+            if f.kind != kind or f.name.endswith(AGE):
+                continue  # an encrypted file is read after `eccm decrypt`
             parsed = parse_data_name(f.name) if kind == "data" else parse_summary_name(f.name)
             if parsed is not None:
                 # A name both at the top and under uploaded/ is one file: keep one copy.
@@ -142,6 +142,8 @@ class BucketSource:
         out: list[Ref] = []
         for key, size in self._objects():
             name = key.rsplit("/", 1)[-1]
+            if name.endswith(AGE):
+                continue  # an encrypted object is read after `eccm decrypt --bucket`
             parsed = parse_data_name(name) if kind == "data" else parse_summary_name(name)
             if parsed is not None:
                 out.append(Ref(parsed.car, parsed.trip, name, key, size, True))
