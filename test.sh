@@ -9,19 +9,22 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,report]"
+# The report and spark extras: `eccm report`/`fleet` and the Spark schema's test (pyspark
+# in local mode; ~490 MB, installed once into .venv).
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,report,spark]"
 
 # The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
 # downloads a browser at test time), the MQTT tests Debian's mosquitto broker, the
-# encryption tests decrypt with Debian's age: installed here once when running as root.
+# encryption tests decrypt with Debian's age, pyspark runs on Debian's Java: installed here
+# once when running as root.
 if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \
     || [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ] \
-    || [ ! -x /usr/bin/age ]; } \
+    || [ ! -x /usr/bin/age ] || ! command -v java >/dev/null; } \
     && command -v apt-get >/dev/null; then
-    echo "== apt-get install chromium chromium-driver mosquitto age"
+    echo "== apt-get install chromium chromium-driver mosquitto age default-jre-headless"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        chromium chromium-driver mosquitto age >/dev/null
+        chromium chromium-driver mosquitto age default-jre-headless >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check eccm tests bench && .venv/bin/ruff format --check eccm tests bench
