@@ -183,9 +183,11 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
             raise _bad(key, raw, "either ALL alone or a list of command names")
         # Names are python-OBD's own (the same the socket uses): a typo must not pass
         # silently, so unknown ones are refused here rather than dropped at run time.
-        import obd  # imported late: half a second that only this key pays
+        # python-OBD's names without importing python-OBD (half a second before the
+        # first row): eccm/obd/names.py.
+        from eccm.obd.names import has_name
 
-        unknown = [n for n in names if not obd.commands.has_name(n)]
+        unknown = [n for n in names if not has_name(n)]
         if unknown:
             raise _bad(
                 key,
