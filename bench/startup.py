@@ -13,7 +13,7 @@ plain python-OBD connect (obd.OBD(port, protocol="6")) in a fresh interpreter, f
 process start. Then one `python -X importtime` run of `eccm run` is summed by top-level
 package (cumulative microseconds of the imports the daemon did before its first row).
 
-    .venv/bin/python bench/startup.py [--runs 3]
+    .venv/bin/python bench/startup.py [--runs 3] [--old /tmp/eccm-old]
 """
 
 from __future__ import annotations
@@ -105,10 +105,11 @@ def first_rows(records: Path, deadline: float) -> tuple[float | None, float | No
     return first, None
 
 
-def one_run(cfg: Path, records: Path, extra: list[str] | None = None) -> tuple[float, float]:
-    args = [PYTHON, *(extra or []), "-m", "eccm.cli", "run", "--config", str(cfg)]
+def one_run(cfg: Path, records: Path, tree: str | None = None) -> tuple[float, float]:
+    args = [PYTHON, "-m", "eccm.cli", "run", "--config", str(cfg)]
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
     t0 = time.monotonic()
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env, cwd=tree)
     try:
         first, engine = first_rows(records, t0 + 60)
     finally:
@@ -155,6 +156,11 @@ def importtime(cfg: Path, records: Path) -> dict[str, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per set-up (alternated)")
+    ap.add_argument(
+        "--old",
+        help="another ECCM source tree (e.g. `git archive` of an older commit) to run, "
+        "alternated with this one, for a before/after in the same run",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir, emulated_car() as emu:
         tmp = Path(tmpdir)
@@ -162,13 +168,17 @@ def main() -> int:
         gnss = NmeaPty(Route(), rate_hz=1.0)
         gnss.start()
         try:
-            results: dict[str, list[tuple[float, float]]] = {"recording": [], "everything": []}
+            setups = ["recording", "everything"]
+            if args.old:
+                setups += ["old recording", "old everything"]
+            results: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
             connects: list[float] = []
             for _ in range(args.runs):
                 connects.append(adapter_connect(port))
                 for name in results:
-                    cfg, records = config(tmp, port, gnss.path, name == "everything")
-                    results[name].append(one_run(cfg, records))
+                    cfg, records = config(tmp, port, gnss.path, name.endswith("everything"))
+                    tree = args.old if name.startswith("old") else None
+                    results[name].append(one_run(cfg, records, tree))
                     time.sleep(1.5)  # the daemon's stop resets the adapter
             cfg, records = config(tmp, port, gnss.path, False)
             totals = importtime(cfg, records)
@@ -183,8 +193,8 @@ def main() -> int:
     print(f"ELM327 emulator (OBD_PROTOCOL=6), simulated GNSS at 1 Hz, {args.runs} runs each")
     print(f"python-OBD alone, process start to connected adapter: {span(connects)}")
     for name, runs in results.items():
-        print(f"{name:10} first row written:  {span([r[0] for r in runs])}")
-        print(f"{name:10} first engine row:   {span([r[1] for r in runs])}")
+        print(f"{name:14} first row written:  {span([r[0] for r in runs])}")
+        print(f"{name:14} first engine row:   {span([r[1] for r in runs])}")
     print()
     print("python -X importtime, `eccm run` (recording) to its first row, by package:")
     total = sum(totals.values())
