@@ -238,3 +238,15 @@ def test_the_cache_keeps_answers_apart_and_stays_bounded() -> None:
     readings = [cache.reading(rpm, _answer(rpm, bytes([0, n])), 0.0).value for n in range(8)]
     assert readings == [n / 4 for n in range(8)]
     assert len(cache) <= 2
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 0.25]))
+def test_a_float_cell_is_the_same_formatted_again(value: float) -> None:
+    from eccm.sample import _float_cell
+
+    assert format_value(value) == _float_cell(value)
+    assert format_value(value) == _float_cell(value)  # the second time from the cache
+
+
+def test_zero_and_minus_zero_keep_their_cells() -> None:
+    assert [format_value(v) for v in (-0.0, 0.0, -0.0, 0.0)] == ["-0", "0", "-0", "0"]
