@@ -106,7 +106,7 @@ def format_value(value: Plain) -> str:
 # each distinct float is formatted once. Bounded: past the bound, new floats are
 # formatted each time.
 _FLOAT_CELLS: dict[float, str] = {}
-_FLOAT_CELLS_MAX = 16384
+_FLOAT_CELLS_MAX = 4096
 
 
 def _float_cell(value: float) -> str:

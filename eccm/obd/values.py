@@ -218,8 +218,8 @@ def _sequence_text(items: Sequence[object]) -> str:
 
 
 # Distinct answers a ReadingCache keeps before it starts again: RPM alone has 65,536
-# possible answers, a parked value one; a few thousand cover a drive's usual values.
-CACHE_SIZE = 4096
+# possible answers, a parked value one; two thousand cover most of a drive's values.
+CACHE_SIZE = 2048
 
 
 class ReadingCache:
