@@ -1,8 +1,10 @@
 """Wiring only: build the parts from a Config, start them in order, stop them in reverse.
 
-Start order follows the data flow backwards, so that nothing is produced before its
-consumer listens: recorder (which first recovers leftovers of a power cut), trip summary
-writer (likewise), uploader, GNSS, OBD, trouble-code poller, control socket. Stop order
+Start order puts the first row first: recorder (which first recovers leftovers of a power
+cut), trip summary writer (likewise) and GNSS are built and started before python-OBD,
+boto3 or the front ends' libraries are imported, so GNSS rows are written while the rest
+starts; then OBD, the uploader, the trouble-code poller, the control socket, the web page
+and MQTT. A file closed before the uploader listens is found by its first scan. Stop order
 is the reverse, and ends with the hub closing the current file and ending the trip (the
 trip computer hands its summary to the writer), the writer's bounded last write, and the
 uploader's one bounded last attempt.
@@ -14,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -52,14 +55,43 @@ DISK_CHECK_SECONDS = 60.0
 SUMMARY_CHECKPOINT_SECONDS = 10.0
 
 
+class CommandInfo(Mapping[str, tuple[str, str]]):
+    """(unit, description) of named commands, found through python-OBD on first use.
+
+    The first layout's units are only read when its first file is sealed: importing
+    python-OBD (pint and numpy with it, half a second on a Pi) must not come before the
+    first GNSS row.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self._lock = threading.Lock()
+        self._info: dict[str, tuple[str, str]] | None = None
+
+    def _load(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            if self._info is None:
+                import obd
+
+                from eccm.obd.values import describe
+
+                self._info = {name: describe(obd.commands[name]) for name in self._names}
+            return self._info
+
+    def __getitem__(self, name: str) -> tuple[str, str]:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
 def initial_layout(cfg: Config) -> Layout:
     """Columns used until the car tells which commands it supports."""
-    import obd
-
-    from eccm.obd.values import describe
-
     slow = () if cfg.obd_slow_commands == ("ALL",) else cfg.obd_slow_commands
-    info = {name: describe(obd.commands[name]) for name in (*cfg.obd_fast_commands, *slow)}
+    info = CommandInfo((*cfg.obd_fast_commands, *slow))
     return Layout(fast=cfg.obd_fast_commands, slow=slow, gps=cfg.gps_position_monitoring, info=info)
 
 
@@ -94,7 +126,9 @@ class Daemon:
         self._disk_thread: threading.Thread | None = None
 
     # -- building ----------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build_recording(self) -> None:
+        """The parts a GNSS row goes through: none imports python-OBD, boto3 or aiohttp,
+        so they start (and the first file opens) while the rest is still importing."""
         cfg = self.cfg
         if cfg.file_recording:
             from eccm.store.recorder import Recorder, used_trip_ids
@@ -127,6 +161,14 @@ class Daemon:
         self.hub.add_listener(self.trip)
         if cfg.file_encryption_recipients:
             self._seal_on_close(writer)
+        if cfg.gps_position_monitoring:
+            from eccm.gnss.source import GnssSource
+
+            self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        writer = self.summaries
         if cfg.s3_enabled:
             from eccm.upload.settings import UploadSettings
             from eccm.upload.uploader import Uploader
@@ -137,10 +179,6 @@ class Daemon:
                 self.recorder.add_closed_listener(lambda _path: uploader.wake())
             if writer is not None:
                 writer.add_written_listener(lambda _path: uploader.wake())
-        if cfg.gps_position_monitoring:
-            from eccm.gnss.source import GnssSource
-
-            self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
         from eccm.obd.link import ObdLink
         from eccm.obd.settings import ObdSettings
 
@@ -149,6 +187,7 @@ class Daemon:
         from eccm.obd.dtc_poller import DtcPoller
 
         hub = self.hub
+        assert self.trip is not None  # _build_recording
         self.diagnostics = DtcPoller(
             self.link,
             self.trip,
@@ -283,11 +322,19 @@ class Daemon:
 
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
-        self._build()
+        # Recording first, then the OBD link (python-OBD imports while GNSS rows are
+        # written), then the uploader and the front ends: every second before the first
+        # row is a second of the drive not logged.
+        self._build_recording()
         if self.recorder is not None:
             self.recorder.start()
         if self.summaries is not None:
             self.summaries.start()
+        if self.gnss is not None:
+            self.gnss.start()
+        self._build()
+        assert self.link is not None
+        self.link.start()
         if self.cfg.file_encryption_recipients:
             # What a power cut left half-sealed, or plaintext from before encryption was on.
             from eccm.crypto.encrypt import seal_pending
@@ -300,10 +347,6 @@ class Daemon:
                 target=self._keep_disk_budget, name="eccm-disk", daemon=True
             )
             self._disk_thread.start()
-        if self.gnss is not None:
-            self.gnss.start()
-        assert self.link is not None
-        self.link.start()
         if self.diagnostics is not None:
             self.diagnostics.start()
         if self.server is not None:

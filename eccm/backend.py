@@ -293,6 +293,8 @@ class DaemonBackend:
             "obd": self.obd_state(),
             "protocol": facts.get("protocol"),
             "adapter": facts.get("adapter"),
+            # The car battery at the adapter (ATRV, volts): a parked car's drain shows here.
+            "elm_voltage": _number(facts.get("elm_voltage")),
             "vin": facts.get("vin"),
             "fast_hz": _number(facts.get("fast_hz")),
             "slow_hz": _number(facts.get("slow_hz")),

@@ -201,9 +201,11 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
             raise _bad(key, raw, "either ALL alone or a list of command names")
         # Names are python-OBD's own (the same the socket uses): a typo must not pass
         # silently, so unknown ones are refused here rather than dropped at run time.
-        import obd  # imported late: half a second that only this key pays
+        # python-OBD's names without importing python-OBD (half a second before the
+        # first row): eccm/obd/names.py.
+        from eccm.obd.names import has_name
 
-        unknown = [n for n in names if not obd.commands.has_name(n)]
+        unknown = [n for n in names if not has_name(n)]
         if unknown:
             raise _bad(
                 key,
@@ -447,6 +449,7 @@ KEYS: dict[str, KeySpec] = {
     "VOLUMETRIC_EFFICIENCY": KeySpec("0.85", _number(0.1, 2.0), "volumetric efficiency of the engine, for fuel from MAP"),
     "SUMMARY_COMMANDS": KeySpec("RPM,SPEED,ENGINE_LOAD,THROTTLE_POS,COOLANT_TEMP,MAF", _obd_commands(False), "commands summarised per minute in the trip summary"),
     "OBD_DTC_INTERVAL": KeySpec("60", _number(5, 86400), "seconds between two reads of the trouble codes and the MIL"),
+    "LOW_BATTERY_VOLTAGE": KeySpec("11.8", _number(0, 100), "volts (the adapter's ATRV) below which a parked car's battery gets one WARNING"),
     "FILE_ROTATION_SECONDS": KeySpec("300", _number(1, 86400), "close the file after this many seconds"),
     "FILE_ROTATION_MAX_BYTES": KeySpec("16777216", _number(1024, 1 << 40, integer=True), "close the file at this size"),
     "FILE_FLUSH_INTERVAL": KeySpec("1.0", _number(0, 3600), "seconds between flush+fsync of the open file"),
@@ -521,6 +524,7 @@ class Config:
     volumetric_efficiency: float
     summary_commands: tuple[str, ...]
     obd_dtc_interval: float
+    low_battery_voltage: float
     file_rotation_seconds: float
     file_rotation_max_bytes: int
     file_flush_interval: float

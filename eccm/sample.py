@@ -91,13 +91,31 @@ def format_value(value: Plain) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return ""
-        # Rounded to 7 decimals: beyond the resolution of any OBD scaling or of a fix
-        # (1 cm), and it keeps 16.862745098039216 from bloating every row.
-        text = repr(round(value, 7))
-        return text[:-2] if text.endswith(".0") else text
+        cell = _FLOAT_CELLS.get(value)
+        if cell is None:
+            cell = _float_cell(value)
+            # Zero is left out (-0.0 == 0.0 would share one cell, "-0" or "0"), and so
+            # are NaN and infinities (an empty cell; NaN never finds itself).
+            if value and cell and len(_FLOAT_CELLS) < _FLOAT_CELLS_MAX:
+                _FLOAT_CELLS[value] = cell
+        return cell
     return value
+
+
+# A row's values repeat from row to row (the same answers decode to the same floats):
+# each distinct float is formatted once. Bounded: past the bound, new floats are
+# formatted each time.
+_FLOAT_CELLS: dict[float, str] = {}
+_FLOAT_CELLS_MAX = 4096
+
+
+def _float_cell(value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    # Rounded to 7 decimals: beyond the resolution of any OBD scaling or of a fix
+    # (1 cm), and it keeps 16.862745098039216 from bloating every row.
+    text = repr(round(value, 7))
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,7 @@ class StatusReport(TypedDict):
     obd: str
     protocol: str | None
     adapter: str | None
+    elm_voltage: float | None
     vin: str | None
     fast_hz: float | None
     slow_hz: float | None

@@ -320,5 +320,5 @@ def test_the_daemon_never_reuses_the_trip_id_of_an_earlier_runs_file(tmp_path: P
     taken = trip_id_for(clock.time())
     (tmp_path / "uploaded" / f"car_{taken}_0001.tsv.gz").write_bytes(b"")
     daemon = Daemon(cfg, clock)
-    daemon._build()  # wiring only: no thread starts
+    daemon._build_recording()  # wiring only: no thread starts
     assert daemon.hub.begin_trip() == trip_id_for(clock.time() + 1.0)

@@ -27,13 +27,12 @@ from eccm.clock import Clock
 from eccm.obd.multipid import (
     Answer,
     ResponseCounts,
-    decode,
     is_pid_value,
     pid_request,
     split_answer,
 )
 from eccm.obd.plan import Group
-from eccm.obd.values import reading_of
+from eccm.obd.values import ReadingCache, reading_of
 from eccm.sample import Reading
 
 log = logging.getLogger(__name__)
@@ -178,6 +177,7 @@ class PidReader:
         self.fallbacks = fallbacks if fallbacks is not None else Fallbacks()
         self.counts = counts if counts is not None else ResponseCounts()
         self._undecodable = undecodable if undecodable is not None else set()
+        self._cache = ReadingCache()
         self._raw: dict[bytes, Any] = {}
         self._unresponsive: str | None = None
 
@@ -323,8 +323,7 @@ class PidReader:
             if cmd.name not in answer.messages:
                 continue
             try:
-                (response,) = decode(answer, [cmd]).values()
-                out[cmd.name] = reading_of(response, at)
+                out[cmd.name] = self._cache.reading(cmd, answer.messages[cmd.name], at)
             except Exception as exc:  # an odd answer the decoder cannot take: unknown
                 if cmd.name not in self._undecodable:
                     self._undecodable.add(cmd.name)

@@ -149,10 +149,16 @@ def _check_device(iface: str, baudrate: int | None) -> tuple[str | None, str]:
     return port, ""
 
 
-def open_connection(settings: ObdSettings, connect: Callable[..., Any]) -> tuple[Any | None, str]:
+def open_connection(
+    settings: ObdSettings,
+    connect: Callable[..., Any],
+    adapter_only: Callable[[Any], None] | None = None,
+) -> tuple[Any | None, str]:
     """A connection that reaches the car, or None and what the user should check.
 
-    ``connect`` builds the python-OBD connection (``obd.OBD`` in the daemon).
+    ``connect`` builds the python-OBD connection (``obd.OBD`` in the daemon);
+    ``adapter_only(conn)`` is called before a connection is closed whose adapter answers
+    but whose car does not (a parked car: the battery voltage is read then).
     """
     iface = settings.interface
     port: str | None = None
@@ -181,6 +187,8 @@ def open_connection(settings: ObdSettings, connect: Callable[..., Any]) -> tuple
     why = explain(status, lists_values, iface, complaint, protocol)
     if why is None:
         return conn, ""
+    if adapter_only is not None and status != OBDStatus.NOT_CONNECTED:
+        adapter_only(conn)
     close(conn)
     return None, why
 
@@ -218,3 +226,16 @@ def explain(
         f"the adapter answers but the car does not ({complaint}): is the ignition on? "
         f"Check OBD_PROTOCOL (now {protocol or 'auto'})"
     )
+
+
+def read_voltage(conn: Any) -> float | None:
+    """The adapter's reading of the car battery (ATRV), in volts; None without one.
+
+    ``force``: ATRV is the adapter's own command, asked whether or not the car answers.
+    """
+    try:
+        value = conn.query(obd.commands.ELM_VOLTAGE, force=True).value
+    except Exception:  # an adapter gone mid-read: the link finds out by itself
+        return None
+    magnitude = getattr(value, "magnitude", value)
+    return float(magnitude) if isinstance(magnitude, int | float) else None

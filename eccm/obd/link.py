@@ -31,10 +31,12 @@ from eccm.clock import Clock
 from eccm.errors import DeviceError
 from eccm.hub import Hub
 from eccm.obd import requests
+from eccm.obd.battery import BatteryWatch
 from eccm.obd.connection import (
     adopt_library_log,
     close,
     open_connection,
+    read_voltage,
     warn_undecodable_protocol,
 )
 from eccm.obd.ondemand import RequestQueue
@@ -47,6 +49,12 @@ from eccm.sample import Reading
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How often the adapter's battery voltage (ATRV, one command to the adapter, none to the
+# car) is read at most: while the engine runs, and while it is off (then only when the link
+# asks the car anyway, so a parked car is woken no more often for it).
+VOLTAGE_RUNNING_EVERY = 60.0
+VOLTAGE_OFF_EVERY = 5.0
 
 CONNECTING = "connecting"
 CONNECTED = "connected"
@@ -80,8 +88,17 @@ class ObdLink:
             clock, self.interface, self._wake.set, first_guess=FIRST_QUERY_TIME
         )
         self._out = Publisher(hub, clock, settings.slow_interval)
+        self._battery = BatteryWatch(settings.low_battery_voltage)
+        self._next_voltage = float("-inf")
         self._poller = Poller(
-            settings, hub, clock, self._requests, self._out, self._wake, self._stopping
+            settings,
+            hub,
+            clock,
+            self._requests,
+            self._out,
+            self._wake,
+            self._stopping,
+            battery=self._note_voltage,
         )
 
     # -- what others read ----------------------------------------------------------
@@ -126,6 +143,11 @@ class ObdLink:
     def single_pid_groups(self) -> list[frozenset[str]]:
         """Groups of names the car refused in one request, read one by one since."""
         return self._poller.single_pid_groups
+
+    @property
+    def elm_voltage(self) -> float | None:
+        """The car battery's voltage at the adapter's last ATRV (None: not read yet)."""
+        return self._battery.volts
 
     @property
     def running(self) -> bool:
@@ -240,7 +262,11 @@ class ObdLink:
             if delay > 0 and self._stopping.wait(delay):
                 break
             self._set_state(CONNECTING)
-            conn, problem = open_connection(self._settings, self._connect)
+            conn, problem = open_connection(
+                self._settings,
+                self._connect,
+                adapter_only=lambda c: self._note_voltage(c, engine_running=False),
+            )
             if self._stopping.is_set():
                 close(conn)
                 break
@@ -279,6 +305,19 @@ class ObdLink:
                     lost,
                 )
                 retry.lost(self._clock.monotonic())
+
+    def _note_voltage(self, conn: Any, engine_running: bool) -> None:
+        """Read ATRV now and then (see VOLTAGE_*_EVERY), publish it, warn of a low battery."""
+        now = self._clock.monotonic()
+        if now < self._next_voltage:
+            return
+        self._next_voltage = now + (VOLTAGE_RUNNING_EVERY if engine_running else VOLTAGE_OFF_EVERY)
+        volts = read_voltage(conn)
+        if volts is not None:
+            self._out.voltage(volts)
+        warning = self._battery.reading(volts, now, engine_running)
+        if warning is not None:
+            log.warning(warning)
 
     def _teardown(self, conn: Any) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ timeout for ECUs that will never answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,12 @@ def is_pid_value(cmd: Any) -> bool:
 
 def pid_request(cmds: Sequence[Any], count: int | None = None) -> bytes:
     """The request for these mode 01 commands (``b"010C0D"``), with the count digit if any."""
+    return _pid_request(tuple(cmds), count)
+
+
+# A row asks the same few groups again and again: each request is built once.
+@functools.lru_cache(maxsize=256)
+def _pid_request(cmds: tuple[Any, ...], count: int | None) -> bytes:
     if not 1 <= len(cmds) <= MAX_PIDS:
         raise ValueError(f"a mode 01 request carries 1 to {MAX_PIDS} PIDs, not {len(cmds)}")
     if not all(is_pid_value(c) for c in cmds):

@@ -45,6 +45,7 @@ class Poller:
         publisher: Publisher,
         wake: threading.Event,
         stopping: threading.Event,
+        battery: Callable[[Any, bool], None] | None = None,
     ) -> None:
         self._settings = settings
         self._hub = hub
@@ -53,6 +54,8 @@ class Poller:
         self._out = publisher
         self._wake = wake
         self._stopping = stopping
+        # ``battery(conn, engine_running)``: reads the adapter's voltage when it is due.
+        self._battery = battery or (lambda _conn, _running: None)
         self.policy = LinkPolicy(
             settings.sample_interval,
             settings.trip_end_timeout,
@@ -118,6 +121,7 @@ class Poller:
         protocol = str(conn.protocol_name() or "") or None
         protocol_id = str(conn.protocol_id() or "")
         adapter = plain(conn.query(obd.commands.ELM_VERSION).value)
+        self._battery(conn, self._out.engine_trip)
         vin = self.query(conn, supported["VIN"]).value if "VIN" in supported else None
         saved = save_time(conn)
         self._out.learnt(protocol, adapter, vin)
@@ -191,6 +195,7 @@ class Poller:
             lost = self._round(reader, plan, now)
             if lost is not None:
                 return lost
+            self._battery(conn, self._out.engine_trip)
 
     def _round(self, reader: PidReader, plan: PollPlan, row_start: float) -> str | None:
         """One round of reads begun at ``row_start``: the loss reason, or None."""

@@ -56,6 +56,10 @@ class Publisher:
         if vin is not None:
             self._hub.set_fact("vin", str(vin))
 
+    def voltage(self, volts: float) -> None:
+        """The adapter's battery reading (ATRV): STATUS, sidecars and trip summaries."""
+        self._hub.set_fact("elm_voltage", f"{volts:.1f}")
+
     def rates(self) -> None:
         self._hub.set_fact("fast_hz", f"{self.fast_rate:.1f}")
         self._hub.set_fact("slow_hz", f"{self.slow_rate:.2f}")

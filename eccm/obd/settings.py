@@ -32,6 +32,7 @@ class ObdSettings:
     reconnect_max_interval: float  # OBD_RECONNECT_MAX_INTERVAL
     trip_end_timeout: float  # TRIP_END_TIMEOUT
     dtc_interval: float  # OBD_DTC_INTERVAL
+    low_battery_voltage: float  # LOW_BATTERY_VOLTAGE
     gps_columns: bool  # GPS_POSITION_MONITORING: rows have position columns
 
     @classmethod
@@ -47,6 +48,7 @@ class ObdSettings:
             reconnect_max_interval=cfg.obd_reconnect_max_interval,
             trip_end_timeout=cfg.trip_end_timeout,
             dtc_interval=cfg.obd_dtc_interval,
+            low_battery_voltage=cfg.low_battery_voltage,
             gps_columns=cfg.gps_position_monitoring,
         )
 

@@ -215,3 +215,39 @@ def _sequence_text(items: Sequence[object]) -> str:
     parts = [t for t in (_text(i) for i in items) if t]
     joiner = "; " if any(" " in p for p in parts) else " "
     return joiner.join(parts)
+
+
+# Distinct answers a ReadingCache keeps before it starts again: RPM alone has 65,536
+# possible answers, a parked value one; two thousand cover most of a drive's values.
+CACHE_SIZE = 2048
+
+
+class ReadingCache:
+    """The Reading of an answer, decoded by python-OBD once per distinct answer.
+
+    python-OBD's decoders are the source of truth (units, scaling), but each decode
+    builds pint Quantities and formats their units: most of the CPU of a row. A decoder's
+    result depends only on the command and the bytes of its messages (and the ECU that
+    sent them), so the same answer is decoded once and its value and unit reused.
+    tests/test_obd_values.py checks, over every mode 01 value, that a cached reading is
+    the one python-OBD's decoding gives.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._known: dict[tuple[str, tuple[tuple[int, bytes], ...]], tuple[Plain, str | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def reading(self, cmd: Any, messages: Sequence[Message], at: float) -> Reading:
+        """What ``reading_of(cmd(messages), at)`` gives; a decoder's error is raised."""
+        key = (cmd.name, tuple((m.ecu, bytes(m.data)) for m in messages))
+        known = self._known.get(key)
+        if known is None:
+            fresh = reading_of(cmd(list(messages)), at)
+            if len(self._known) >= self.size:
+                self._known.clear()
+            self._known[key] = (fresh.value, fresh.unit)
+            return fresh
+        return Reading(known[0], known[1], at)

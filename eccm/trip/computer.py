@@ -683,7 +683,7 @@ class TripComputer:
             "minutes": minutes,
             "diagnostics": run.dtc.to_json(),
         }
-        for key in ("vin", "protocol", "adapter"):
+        for key in ("vin", "protocol", "adapter", "elm_voltage"):
             if facts.get(key):
                 doc[key] = facts[key]
         doc["eccm_version"] = __version__

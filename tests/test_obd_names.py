@@ -1,0 +1,17 @@
+"""The static list of python-OBD command names is python-OBD's own."""
+
+from __future__ import annotations
+
+import obd
+
+from eccm.obd import names
+
+
+def test_the_names_are_python_obds() -> None:
+    theirs = {key for key in vars(obd.commands) if obd.commands.has_name(key)}
+    assert theirs == names.COMMAND_NAMES
+
+
+def test_has_name_answers_as_python_obd() -> None:
+    for name in ("RPM", "ELM_VOLTAGE", "rpm", "NOPE", "modes", ""):
+        assert names.has_name(name) == bool(obd.commands.has_name(name))
