@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 from dataclasses import dataclass, replace
 
 from eccm.clock import Clock
+
+# GPS counts weeks modulo 1024. A receiver whose firmware predates a rollover (some u-blox
+# 6/7, SiRF) reports a date 1024 weeks (19.6 years) early, e.g. 2007 in 2026; its RMC date
+# says nothing else about it. As gpsd does, a pivot from the build date tells the two apart.
+GPS_ROLLOVER = dt.timedelta(weeks=1024)
+# No receiver fix can be older than this release: an earlier date is a rolled-over week.
+RELEASE_PIVOT = dt.date(2025, 1, 1)
+# Any date, corrected or not, must fall before the pivot plus one rollover period: beyond
+# it a receiver's 10-bit week is ambiguous anyway (gpsd believes the same window from its
+# build date), and pynmea2 reads a two-digit year up to 2068 ("311268").
+DATE_HORIZON = GPS_ROLLOVER
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,13 @@ import pynmea2
 from eccm.clock import Clock
 from eccm.gnss.fix import (
     ALTITUDE_RANGE,
+    DATE_HORIZON,
+    GPS_ROLLOVER,
     MAX_HDOP,
     MAX_QUALITY,
     MAX_SATELLITES,
     MAX_SPEED,
+    RELEASE_PIVOT,
     DropCounter,
     Fix,
     bounded,
@@ -40,12 +43,9 @@ MAX_SENTENCE = 512
 # GGA sentences in a row without an RMC before saying the date (and GNSS time) is missing.
 NO_DATE_AFTER = 10
 
-# GPS counts weeks modulo 1024. A receiver whose firmware predates a rollover (some u-blox
-# 6/7, SiRF) reports a date 1024 weeks (19.6 years) early, e.g. 2007 in 2026; its RMC date
-# says nothing else about it. As gpsd does, a pivot from the build date tells the two apart.
-GPS_ROLLOVER = dt.timedelta(weeks=1024)
-# No receiver fix can be older than this release: an earlier date is a rolled-over week.
-RELEASE_PIVOT = dt.date(2025, 1, 1)
+# GPS_ROLLOVER, RELEASE_PIVOT and DATE_HORIZON live in eccm.gnss.fix (gpsd's reports are
+# held to the same horizon); imported above and kept as names of this module.
+
 # A bound on the loop: from the pivot, three rollovers reach back to 1966, before GPS; a
 # date still early after them is not a rollover, and stays as the receiver said it.
 MAX_ROLLOVERS = 3
@@ -54,10 +54,6 @@ MAX_ROLLOVERS = 3
 # and rejects 1980-01-06, the GPS epoch a receiver reports before it knows the week
 # number, which three rollovers would otherwise carry to 2038-11-21.
 ROLLOVER_HORIZON = dt.timedelta(days=3652)
-# Any date, corrected or not, must fall before the pivot plus one rollover period: beyond
-# it a receiver's 10-bit week is ambiguous anyway (gpsd believes the same window from its
-# build date), and pynmea2 reads a two-digit year up to 2068 ("311268").
-DATE_HORIZON = GPS_ROLLOVER
 
 _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
