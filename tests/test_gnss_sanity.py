@@ -71,7 +71,11 @@ def test_minutes_just_under_60_are_a_position() -> None:
     assert fix.latitude == pytest.approx(47 + 59.9999 / 60) and decoder.dropped == 0
 
 
-@pytest.mark.parametrize("knots", ["-5.0", "9.9e299", "400.0"], ids=["negative", "huge", "400kn"])
+@pytest.mark.parametrize(
+    "knots",
+    ["-5.0", "9.9e299", "400.0", "nan", "inf"],
+    ids=["negative", "huge", "400kn", "nan", "inf"],  # nan, inf: the whole RMC was skipped
+)
 def test_an_impossible_speed_is_left_empty(knots: str) -> None:
     fix, decoder = decode(rmc(knots=knots))
     assert fix.speed is None and fix.has_position and decoder.dropped == 1
@@ -81,6 +85,8 @@ def test_an_impossible_speed_is_left_empty(knots: str) -> None:
     ("field", "kwargs"),
     [
         ("satellites", {"sats": "1000000000"}),
+        ("altitude", {"alt": "nan"}),
+        ("hdop", {"hdop": "inf"}),
         ("quality", {"quality": "9"}),
         ("altitude", {"alt": "-99999"}),
         ("altitude", {"alt": "1e300"}),
@@ -94,6 +100,20 @@ def test_impossible_gga_fields_are_left_empty_and_the_position_kept(
     assert getattr(fix, field) is None
     assert fix.has_position and fix.time_utc is not None
     assert decoder.dropped == 1
+
+
+def test_satellites_summed_over_talkers_are_bounded_too() -> None:
+    """Found (audit of issue 10 item 5): GPGGA, GLGGA and GAGGA of one epoch with 99
+    satellites each (each within its field) wrote GPS_SATELLITES 297."""
+    per_talker = b"".join(
+        sentence(f"{talker}GGA,110640.00,4807.038,N,01131.000,E,1,99,0.9,545.4,M,46.9,M,,")
+        for talker in ("GP", "GL", "GA")
+    )
+    decoder = NmeaDecoder(FakeClock())
+    fixes = decoder.feed(rmc() + per_talker)
+    assert fixes and all(f.satellites in (None, 99) for f in fixes), [f.satellites for f in fixes]
+    assert fixes[-1].satellites is None and fixes[-1].has_position
+    assert decoder.dropped >= 1
 
 
 def test_plausible_extremes_are_kept() -> None:

@@ -370,7 +370,8 @@ class NmeaDecoder:
             speed=ep.speed,
             track=ep.track,
             quality=ep.quality,
-            satellites=_satellites(ep.satellites),
+            # Summed over the talkers of the epoch: bounded as a whole too.
+            satellites=self._count(_satellites(ep.satellites), MAX_SATELLITES, "satellites"),
             hdop=ep.hdop,
             received=received,
             received_wall=received_wall,
@@ -431,12 +432,12 @@ def _time_field(value: object) -> dt.time | None:
 
 
 def _number(value: object) -> float | None:
+    # "nan" and "inf" come back as they are: the range checks (bounded) leave the field
+    # empty and count it, and the rest of the sentence is kept.
     if value is None or value == "":
         return None
     if isinstance(value, str | int | float | Decimal):
-        v = float(value)
-        if math.isfinite(v):
-            return v
+        return float(value)
     raise ValueError(f"bad number {value!r}")
 
 
@@ -444,7 +445,7 @@ def _integer(value: object) -> int | None:
     v = _number(value)
     if v is None:
         return None
-    if v != int(v) or v < 0:
+    if not math.isfinite(v) or v != int(v) or v < 0:
         raise ValueError(f"bad count {value!r}")
     return int(v)
 
