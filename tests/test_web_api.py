@@ -8,9 +8,11 @@ import gzip
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,21 @@ import aiohttp
 import pytest
 
 from eccm.backend import DaemonBackend
+from eccm.control.client import hmac_proof
 from eccm.service import Service
 from eccm.store.budget import DiskSettings
 from eccm.web.server import WebServer
 from tests.emulator import stored_dtcs
 from tests.waiting import wait_until
-from tests.web_helpers import READ_SECRET, SECRET, WAIT, Http, WebCar, web_daemon
+from tests.web_helpers import (
+    READ_SECRET,
+    SECRET,
+    WAIT,
+    Http,
+    WebCar,
+    free_port,
+    web_daemon,
+)
 
 GETS = [
     "/api/status",
@@ -123,6 +134,38 @@ def test_login_wrong_secret_then_right_then_logout(car: WebCar) -> None:
     assert http.post("/api/logout").json == {"class": "LOGOUT", "ok": True}
     assert not http.cookies
     error(http.get("/api/status"), 401, "noauth")
+
+
+def test_the_web_login_and_the_socket_share_one_failure_limiter(tmp_path: Path) -> None:
+    """Issue 10 item 4: the web page's login shares the socket's limiter, so a guesser gains
+    nothing by switching door. After three wrong web logins from loopback its next attempt
+    is held 4 s whichever door it comes through, and only one attempt of the address is
+    held at a time: of a right socket AUTH and a right web login sent together, one waits
+    out the delay and gets in, the other is refused busy at once. (With a limiter of the
+    web page's own, both got in at once: nothing failed on the socket.)"""
+    port = free_port()
+    records = tmp_path / "records"
+    with web_daemon(records, ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_PORT=str(port)) as car:
+        http = car.http()
+        for _ in range(3):  # at once, then held 1 s, then 2 s
+            error(http.login("not the secret"), 401, "auth_failed")
+        outcomes: dict[str, str] = {}
+
+        def web_login() -> None:
+            reply = car.http().login()
+            outcomes["web"] = "ok" if reply.status == 200 else reply.json["code"]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            lines = sock.makefile("rwb")
+            hello = json.loads(lines.readline())
+            lines.write(f"AUTH HMAC {hmac_proof(SECRET, hello['nonce'])}\n".encode())
+            lines.flush()
+            other = threading.Thread(target=web_login)
+            other.start()
+            reply = json.loads(lines.readline())
+            outcomes["socket"] = "ok" if reply.get("ok") else str(reply.get("code"))
+            other.join(WAIT)
+        assert sorted(outcomes.values()) == ["busy", "ok"], outcomes
 
 
 def test_the_read_secret_logs_in_with_the_read_scope_only(car: WebCar) -> None:
