@@ -4,6 +4,7 @@ the ELM327 emulator, spoken to by real HTTP and WebSocket clients over real sock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import http.client
 import json
@@ -465,3 +466,54 @@ def test_https_with_a_self_signed_certificate(car: WebCar, tls_cert: tuple[Path,
             plain.get("/api/status")
     finally:
         server.stop()
+
+
+# -- the listen queue (issue 10 item 7, for the web page too) ----------------------------
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux TCP_INFO")
+def test_a_burst_of_connects_to_the_page_waits_in_the_listen_queue(car: WebCar) -> None:
+    """Issue 10 item 7 found listen(16) on the socket; the page had aiohttp's default
+    queue of 128. With the page's event loop held still, 200 back-to-back connects must
+    all be completed by the kernel: none left in SYN-SENT, none retransmitted (a dropped
+    SYN is only sent again after 1 s)."""
+    d = car.daemon
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(car.cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = WebServer.from_config(car.cfg, Service(backend, d.clock), port=0)
+    server.start()
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:  # runs on the page's loop: nothing is accepted meanwhile
+        held.set()
+        release.wait(WAIT)
+
+    socks: list[socket.socket] = []
+    try:
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(hold)
+        assert held.wait(WAIT)
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", server.address[1]))
+
+        def tcp_state(s: socket.socket) -> tuple[int, int]:
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            return info[0], int.from_bytes(info[100:104], "little")
+
+        def in_syn_sent() -> int:
+            return sum(tcp_state(s)[0] != 1 for s in socks)  # 1: TCP_ESTABLISHED
+
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: in_syn_sent() == 0, timeout=20.0)
+        stuck = in_syn_sent()
+        retransmitted = sum(tcp_state(s)[1] > 0 for s in socks)
+    finally:
+        release.set()
+        for s in socks:
+            s.close()
+        server.stop()
+    assert (stuck, retransmitted) == (0, 0)
