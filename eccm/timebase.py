@@ -20,6 +20,12 @@ GNSS time is adopted (the first anchor, or a step away from the anchor) only onc
 clock (their ``time_utc - received`` within :data:`AGREE` seconds). A fix that disagrees
 and is not confirmed is ignored and counted in :attr:`TimeBase.rejected`; a receiver that
 keeps disagreeing is logged once, until its time is adopted again.
+
+Nor may fixes that each agree with the one before walk the time away: the anchor follows
+an earlier-looking fix at once only up to ``threshold`` (plus ``DRIFT``) beyond where it
+was adopted, since a fix's latency can make it look that much late, never more. A fix
+further ahead is a candidate step like any other (found: epochs each 1.9 s ahead of the
+last were all "within the threshold" and moved the stamps 570 s in a minute, silently).
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class TimeBase:
         self._threshold = threshold
         self._anchor: float | None = None  # GNSS epoch minus monotonic time
         self._anchored_at = 0.0  # monotonic time of the last anchor update
+        # The anchor when it was adopted (first anchor or a step), and when: the anchor may
+        # move forward at once only to threshold + DRIFT after that beyond it.
+        self._adopted = 0.0
+        self._adopted_at = 0.0
         self._offset = 0.0  # GNSS minus system, when the system clock is off; else 0
         self._lock = threading.Lock()
         # Measurements (time_utc - received) of consecutive epochs that disagree with the
@@ -81,7 +91,11 @@ class TimeBase:
                 return  # another sentence of the same epoch (RMC, then GGA): no new witness
             self._last_time = fix.time_utc
             anchor = self._anchor
-            if anchor is not None and abs(measured - anchor) <= self._threshold:
+            if (
+                anchor is not None
+                and abs(measured - anchor) <= self._threshold
+                and measured <= self._ceiling(fix.received)
+            ):
                 # The epochs that disagreed before this one were outliers after all.
                 self.rejected += len(self._candidate)
                 self._candidate.clear()
@@ -103,12 +117,19 @@ class TimeBase:
                 elif self._warned:
                     log.info("GNSS time is consistent again: adopted")
                 anchor = max(self._candidate)
+                self._adopted, self._adopted_at = anchor, fix.received
                 self._candidate.clear()
                 self._disagreeing = 0
                 self._warned = False
             self._anchor = anchor
             self._anchored_at = fix.received
         self.stamp(fix.received_wall, fix.received)
+
+    def _ceiling(self, at: float) -> float:
+        """The furthest ahead the anchor may be followed at once at monotonic ``at``: the
+        latency of the fixes it was adopted from (at most the threshold) and the monotonic
+        clock's drift since. Called under the lock."""
+        return self._adopted + self._threshold + DRIFT * max(0.0, at - self._adopted_at)
 
     def _confirmed(self, measured: float, measured_at: float) -> bool:
         """Add an epoch that disagrees with the anchor to the candidate; True once enough

@@ -19,6 +19,7 @@ from eccm.clock import FakeClock, SystemClock
 from eccm.gnss.fix import Fix
 from eccm.gnss.gpsd import MAX_LINE, WATCH_COMMAND, GpsdDecoder
 from eccm.gnss.source import GnssSource
+from eccm.timebase import CONFIRM_EPOCHS, TimeBase
 
 # What gpsd 3.25 sends after ?WATCH (shapes from https://gpsd.gitlab.io/gpsd/gpsd_json.html).
 VERSION = {
@@ -303,3 +304,60 @@ def test_no_gpsd_listening_is_a_warning_not_a_traceback(caplog: pytest.LogCaptur
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "is gpsd running" in warnings[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_gpsd_time_past_the_horizon_is_no_time_even_when_epochs_agree(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found (audit of issue 10 item 2): gpsd's times were taken as they came, so a gpsd
+    reporting 2068 (pynmea2's reading of "311268", the RMC date issue 10 found) at the pace
+    of the clock was adopted once three epochs agreed: rows stamped 2068. As an RMC date,
+    a gpsd time on or after the pivot plus one rollover period is no time; the position is
+    kept, each one is counted, one warning says it."""
+    server = FakeGpsd(lambda n: line(DEVICES) + line(WATCH) + line(SKY))
+    clock = SystemClock()
+    timebase = TimeBase()
+    fixes: list[Fix] = []
+
+    def on_fix(fix: Fix) -> None:
+        timebase.observe(fix)
+        fixes.append(fix)
+
+    source = GnssSource(f"gpsd://127.0.0.1:{server.port}", 9600, on_fix, clock)
+    far = calendar.timegm((2068, 12, 31, 10, 0, 0, 0, 0, 0))
+    start = clock.monotonic()
+    with caplog.at_level(logging.WARNING, logger="eccm.gnss.gpsd"):
+        source.start()
+        try:
+            wait_for(lambda: bool(server._clients) and source.connected)
+            for i in range(2 * CONFIRM_EPOCHS):
+                # A gpsd whose clock runs with ours: the epochs agree with each other and
+                # with the monotonic clock, so only the date can tell.
+                when = far + (clock.monotonic() - start)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+                tpv = {**TPV, "time": f"{stamp}.{int(when % 1 * 1000):03d}Z"}
+                server._clients[0].sendall(line(tpv))
+                wait_for(lambda i=i: len(fixes) == i + 1)
+        finally:
+            source.stop()
+            server.close()
+    assert all(f.time_utc is None and f.has_position for f in fixes)
+    assert timebase.source == "system" and timebase.offset == 0.0
+    assert source.rejected_times == 2 * CONFIRM_EPOCHS
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "2068-12-31" in warning and "ignored" in warning
+
+
+@pytest.mark.parametrize(
+    ("when", "kept"),
+    [
+        ("2044-08-16T23:59:59Z", True),
+        ("2044-08-17T00:00:00Z", False),
+        ("2038-11-21T00:00:00Z", True),
+    ],
+)
+def test_the_gpsd_horizon_is_the_rmc_dates(when: str, kept: bool) -> None:
+    decoder = GpsdDecoder(FakeClock())
+    (fix,) = decoder.feed(line({**TPV, "time": when}))
+    assert (fix.time_utc is not None) is kept
+    assert decoder.rejected_times == (0 if kept else 1)

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import operator
+import random
 
 import pytest
 
@@ -70,7 +71,11 @@ def test_minutes_just_under_60_are_a_position() -> None:
     assert fix.latitude == pytest.approx(47 + 59.9999 / 60) and decoder.dropped == 0
 
 
-@pytest.mark.parametrize("knots", ["-5.0", "9.9e299", "400.0"], ids=["negative", "huge", "400kn"])
+@pytest.mark.parametrize(
+    "knots",
+    ["-5.0", "9.9e299", "400.0", "nan", "inf"],
+    ids=["negative", "huge", "400kn", "nan", "inf"],  # nan, inf: the whole RMC was skipped
+)
 def test_an_impossible_speed_is_left_empty(knots: str) -> None:
     fix, decoder = decode(rmc(knots=knots))
     assert fix.speed is None and fix.has_position and decoder.dropped == 1
@@ -80,6 +85,8 @@ def test_an_impossible_speed_is_left_empty(knots: str) -> None:
     ("field", "kwargs"),
     [
         ("satellites", {"sats": "1000000000"}),
+        ("altitude", {"alt": "nan"}),
+        ("hdop", {"hdop": "inf"}),
         ("quality", {"quality": "9"}),
         ("altitude", {"alt": "-99999"}),
         ("altitude", {"alt": "1e300"}),
@@ -93,6 +100,20 @@ def test_impossible_gga_fields_are_left_empty_and_the_position_kept(
     assert getattr(fix, field) is None
     assert fix.has_position and fix.time_utc is not None
     assert decoder.dropped == 1
+
+
+def test_satellites_summed_over_talkers_are_bounded_too() -> None:
+    """Found (audit of issue 10 item 5): GPGGA, GLGGA and GAGGA of one epoch with 99
+    satellites each (each within its field) wrote GPS_SATELLITES 297."""
+    per_talker = b"".join(
+        sentence(f"{talker}GGA,110640.00,4807.038,N,01131.000,E,1,99,0.9,545.4,M,46.9,M,,")
+        for talker in ("GP", "GL", "GA")
+    )
+    decoder = NmeaDecoder(FakeClock())
+    fixes = decoder.feed(rmc() + per_talker)
+    assert fixes and all(f.satellites in (None, 99) for f in fixes), [f.satellites for f in fixes]
+    assert fixes[-1].satellites is None and fixes[-1].has_position
+    assert decoder.dropped >= 1
 
 
 def test_plausible_extremes_are_kept() -> None:
@@ -202,3 +223,37 @@ def test_a_new_place_is_accepted_once_consecutive_fixes_confirm_it() -> None:
     assert results == [False] * (CONFIRM_FIXES - 1) + [True] * 3
     assert drops.total == CONFIRM_FIXES - 1
     assert JUMP_MARGIN < 50_000
+
+
+@pytest.mark.parametrize("step_km", [1.0, 0.1], ids=["18000kmh", "1800kmh"])
+def test_a_position_walked_away_in_small_steps_is_dropped(step_km: float) -> None:
+    """Found (audit of issue 10 item 5): each fix 1 km on from the last was within reach of
+    it (MAX_SPEED x 0.2 s + JUMP_MARGIN), so 5 Hz of them wrote a track of 300 km in a
+    minute, none dropped: the 1,000 km jump of the issue, taken in steps. The margin is a
+    fix's error, not a distance each fix may add."""
+    clock = FakeClock()
+    drops = DropCounter(clock)
+    flt = PositionFilter(drops)
+    lat, written = 45.0, []
+    for _ in range(300):  # a minute at 5 Hz
+        clock.advance(0.2)
+        lat += step_km / KM_PER_DEG
+        fix = flt.check(at(clock, lat))
+        if fix.has_position:
+            assert fix.latitude is not None
+            written.append(fix.latitude)
+    assert len(written) <= 30, len(written)
+    assert (max(written) - 45.0) * KM_PER_DEG < 5.0  # not 300 km, not 30 km
+    assert drops.total == 300 - len(written)
+
+
+def test_a_fast_noisy_car_at_5_hz_loses_no_position() -> None:
+    """What the anchors must not do: a car at 90 % of MAX_SPEED whose fixes scatter by
+    +-150 m (a street canyon) keeps every position."""
+    clock = FakeClock()
+    flt = PositionFilter(DropCounter(clock))
+    rng = random.Random(3)
+    for i in range(3000):  # ten minutes at 5 Hz
+        clock.advance(0.2)
+        lat = 45.0 + (0.9 * MAX_SPEED * 0.2 * i / 1000 + rng.uniform(-0.15, 0.15)) / KM_PER_DEG
+        assert flt.check(at(clock, lat)).has_position, i

@@ -110,6 +110,46 @@ def test_a_mad_receiver_is_logged_once_ignored_then_trusted_again_after_consiste
     )
 
 
+def test_epochs_each_a_little_ahead_of_the_last_do_not_walk_the_time_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found (audit of issue 10 item 2): every epoch 1.9 s ahead of the one before was
+    "within the threshold" of the anchor, which followed it at once: 5 Hz of them moved the
+    stamps 570 s in a minute, with nothing counted or logged. The anchor follows an
+    earlier-looking fix only as far as a fix's latency explains (the threshold)."""
+    clock = FakeClock(start=TRUE, monotonic_start=500.0)  # the Pi's clock is right
+    tb = TimeBase()
+    for _ in range(5):
+        clock.advance(0.2)
+        tb.observe(fix(clock, TRUE + clock.monotonic() - 500.0))
+    lead = 0.0
+    with caplog.at_level(logging.INFO, logger="eccm.timebase"):
+        for _ in range(300):  # a minute at 5 Hz
+            clock.advance(0.2)
+            lead += 1.9
+            tb.observe(fix(clock, TRUE + clock.monotonic() - 500.0 + lead))
+            stamp, source = tb.stamp(clock.time(), clock.monotonic())
+            assert abs(stamp - clock.time()) <= 2.0 and source == "system", lead
+    assert tb.rejected >= 290
+    noisy = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(noisy) == 1 and "ignored" in noisy[0], noisy
+
+
+def test_a_fix_whose_latency_shrank_still_moves_the_anchor_forward_at_once() -> None:
+    """What the anchor's forward follow is for: the epochs it was adopted from were read
+    late (0.8 s), a later one quickly; the stamps take the earlier-looking time at once."""
+    clock = FakeClock(start=TRUE - 86_400.0, monotonic_start=500.0)
+    tb = TimeBase()
+    for _ in range(CONFIRM_EPOCHS):
+        clock.advance(1.0)
+        tb.observe(fix(clock, TRUE + clock.monotonic() - 500.0, latency=0.8))
+    clock.advance(1.0)
+    tb.observe(fix(clock, TRUE + clock.monotonic() - 500.0, latency=0.05))
+    expected = TRUE + clock.monotonic() - 500.0 - 0.05
+    assert tb.stamp(clock.time(), clock.monotonic())[0] == pytest.approx(expected)
+    assert tb.rejected == 0
+
+
 # ---------------------------------------------------------------- the decoder's dates
 def sentence(body: str) -> bytes:
     checksum = functools.reduce(operator.xor, body.encode("ascii"), 0)

@@ -4,13 +4,16 @@ the ELM327 emulator, spoken to by real HTTP and WebSocket clients over real sock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,21 @@ import aiohttp
 import pytest
 
 from eccm.backend import DaemonBackend
+from eccm.control.client import hmac_proof
 from eccm.service import Service
 from eccm.store.budget import DiskSettings
 from eccm.web.server import WebServer
 from tests.emulator import stored_dtcs
 from tests.waiting import wait_until
-from tests.web_helpers import READ_SECRET, SECRET, WAIT, Http, WebCar, web_daemon
+from tests.web_helpers import (
+    READ_SECRET,
+    SECRET,
+    WAIT,
+    Http,
+    WebCar,
+    free_port,
+    web_daemon,
+)
 
 GETS = [
     "/api/status",
@@ -123,6 +135,38 @@ def test_login_wrong_secret_then_right_then_logout(car: WebCar) -> None:
     assert http.post("/api/logout").json == {"class": "LOGOUT", "ok": True}
     assert not http.cookies
     error(http.get("/api/status"), 401, "noauth")
+
+
+def test_the_web_login_and_the_socket_share_one_failure_limiter(tmp_path: Path) -> None:
+    """Issue 10 item 4: the web page's login shares the socket's limiter, so a guesser gains
+    nothing by switching door. After three wrong web logins from loopback its next attempt
+    is held 4 s whichever door it comes through, and only one attempt of the address is
+    held at a time: of a right socket AUTH and a right web login sent together, one waits
+    out the delay and gets in, the other is refused busy at once. (With a limiter of the
+    web page's own, both got in at once: nothing failed on the socket.)"""
+    port = free_port()
+    records = tmp_path / "records"
+    with web_daemon(records, ENABLE_SOCKET_SERVER="yes", SOCKET_SERVER_PORT=str(port)) as car:
+        http = car.http()
+        for _ in range(3):  # at once, then held 1 s, then 2 s
+            error(http.login("not the secret"), 401, "auth_failed")
+        outcomes: dict[str, str] = {}
+
+        def web_login() -> None:
+            reply = car.http().login()
+            outcomes["web"] = "ok" if reply.status == 200 else reply.json["code"]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            lines = sock.makefile("rwb")
+            hello = json.loads(lines.readline())
+            lines.write(f"AUTH HMAC {hmac_proof(SECRET, hello['nonce'])}\n".encode())
+            lines.flush()
+            other = threading.Thread(target=web_login)
+            other.start()
+            reply = json.loads(lines.readline())
+            outcomes["socket"] = "ok" if reply.get("ok") else str(reply.get("code"))
+            other.join(WAIT)
+        assert sorted(outcomes.values()) == ["busy", "ok"], outcomes
 
 
 def test_the_read_secret_logs_in_with_the_read_scope_only(car: WebCar) -> None:
@@ -422,3 +466,54 @@ def test_https_with_a_self_signed_certificate(car: WebCar, tls_cert: tuple[Path,
             plain.get("/api/status")
     finally:
         server.stop()
+
+
+# -- the listen queue (issue 10 item 7, for the web page too) ----------------------------
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux TCP_INFO")
+def test_a_burst_of_connects_to_the_page_waits_in_the_listen_queue(car: WebCar) -> None:
+    """Issue 10 item 7 found listen(16) on the socket; the page had aiohttp's default
+    queue of 128. With the page's event loop held still, 200 back-to-back connects must
+    all be completed by the kernel: none left in SYN-SENT, none retransmitted (a dropped
+    SYN is only sent again after 1 s)."""
+    d = car.daemon
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(car.cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = WebServer.from_config(car.cfg, Service(backend, d.clock), port=0)
+    server.start()
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:  # runs on the page's loop: nothing is accepted meanwhile
+        held.set()
+        release.wait(WAIT)
+
+    socks: list[socket.socket] = []
+    try:
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(hold)
+        assert held.wait(WAIT)
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", server.address[1]))
+
+        def tcp_state(s: socket.socket) -> tuple[int, int]:
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            return info[0], int.from_bytes(info[100:104], "little")
+
+        def in_syn_sent() -> int:
+            return sum(tcp_state(s)[0] != 1 for s in socks)  # 1: TCP_ESTABLISHED
+
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: in_syn_sent() == 0, timeout=20.0)
+        stuck = in_syn_sent()
+        retransmitted = sum(tcp_state(s)[1] > 0 for s in socks)
+    finally:
+        release.set()
+        for s in socks:
+            s.close()
+        server.stop()
+    assert (stuck, retransmitted) == (0, 0)

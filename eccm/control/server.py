@@ -27,6 +27,7 @@ from eccm.control.protocol import AUTH_TIMEOUT, IDLE_TIMEOUT
 from eccm.control.settings import ControlSettings
 from eccm.control.throttle import LogThrottle
 from eccm.errors import ConfigError
+from eccm.listen import listen_backlog
 from eccm.service import Backend, Credentials, Service
 from eccm.tls import server_context
 
@@ -54,22 +55,6 @@ def is_loopback(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.is_loopback
     return ip.is_loopback
-
-
-def listen_backlog() -> int:
-    """The longest listen queue the system allows (net.core.somaxconn).
-
-    A short queue drops the SYNs of a burst of connects, which the client sends again only
-    after a second (found: listen(16) and 200 connects: 11 of them waited 1.02 s). The
-    kernel caps the queue at somaxconn whatever we ask; the queue costs memory only for
-    connections actually waiting in it.
-    """
-    try:
-        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as f:
-            value = int(f.read().strip())
-    except (OSError, ValueError):
-        return socket.SOMAXCONN
-    return max(value, socket.SOMAXCONN)
 
 
 def _wake(sock: socket.socket, how: int) -> None:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 
 from eccm.clock import Clock
+
+# GPS counts weeks modulo 1024. A receiver whose firmware predates a rollover (some u-blox
+# 6/7, SiRF) reports a date 1024 weeks (19.6 years) early, e.g. 2007 in 2026; its RMC date
+# says nothing else about it. As gpsd does, a pivot from the build date tells the two apart.
+GPS_ROLLOVER = dt.timedelta(weeks=1024)
+# No receiver fix can be older than this release: an earlier date is a rolled-over week.
+RELEASE_PIVOT = dt.date(2025, 1, 1)
+# Any date, corrected or not, must fall before the pivot plus one rollover period: beyond
+# it a receiver's 10-bit week is ambiguous anyway (gpsd believes the same window from its
+# build date), and pynmea2 reads a two-digit year up to 2068 ("311268").
+DATE_HORIZON = GPS_ROLLOVER
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,17 @@ JUMP_MARGIN = 1000.0  # metres
 # accepted place although it is too far from the last one (a car towed or carried on a
 # ferry, or a first fix that was itself the wrong one).
 CONFIRM_FIXES = 3
+# The fixes that confirm a new place agree with its first one to within this (plus
+# MAX_SPEED): fixes of one receiver a second apart differ by metres, tens in a canyon.
+CONFIRM_MARGIN = 200.0  # metres
+# ...over at least this long: a walk faster than MAX_SPEED + CONFIRM_MARGIN / CONFIRM_SPAN
+# never agrees with its own first fix (at 5 Hz, three fixes span only 0.4 s).
+CONFIRM_SPAN = 2.0  # seconds
+# A position must be within reach of the accepted ones of the last ANCHOR_WINDOW seconds
+# (one kept every ANCHOR_EVERY s), so that a walk of steps each within JUMP_MARGIN of the
+# last cannot outrun MAX_SPEED by more than JUMP_MARGIN / ANCHOR_WINDOW for long.
+ANCHOR_WINDOW = 60.0  # seconds
+ANCHOR_EVERY = 5.0  # seconds
 # Drops are logged at most this often, with their counts.
 DROP_LOG_SECONDS = 60.0
 
@@ -125,11 +149,19 @@ class PositionFilter:
     may be what is wrong). A place too far away becomes the accepted one once
     :data:`CONFIRM_FIXES` fixes in a row agree on it, so a car moved while the logger was
     blind, or a wrong first fix, is not rejected for ever.
+
+    JUMP_MARGIN is a fix's own error, not a distance each fix may add: a position must also
+    be within reach of the accepted ones of the last :data:`ANCHOR_WINDOW` seconds (one kept
+    every :data:`ANCHOR_EVERY` s), and a new place's fixes within reach of its first one
+    with :data:`CONFIRM_MARGIN`. Found: fixes each 1 km on from the last were all within
+    reach of it, and 5 Hz of them wrote 300 km in a minute (18,000 km/h), none dropped.
     """
 
     def __init__(self, drops: DropCounter) -> None:
         self._drops = drops
         self._last: Fix | None = None
+        self._anchors: deque[Fix] = deque()  # accepted fixes, oldest first
+        self._first: Fix | None = None  # the first fix at a new place
         self._candidate: Fix | None = None
         self._confirmations = 0
 
@@ -137,16 +169,27 @@ class PositionFilter:
         if fix.latitude is None or fix.longitude is None:
             return fix
         last = self._last
-        if last is None or _reachable(last, fix):
+        if last is None or (
+            _reachable(last, fix) and all(_reachable(a, fix) for a in self._anchors)
+        ):
             self._accept(fix)
             return fix
-        cand = self._candidate
-        if cand is not None and _reachable(cand, fix):
+        first, cand = self._first, self._candidate
+        if (
+            first is not None
+            and cand is not None
+            and _reachable(cand, fix, CONFIRM_MARGIN)
+            and _reachable(first, fix, CONFIRM_MARGIN)
+        ):
             self._confirmations += 1
         else:
-            self._confirmations = 1
+            self._first, self._confirmations = fix, 1
         self._candidate = fix
-        if self._confirmations >= CONFIRM_FIXES:
+        assert self._first is not None
+        if (
+            self._confirmations >= CONFIRM_FIXES
+            and fix.received - self._first.received >= CONFIRM_SPAN
+        ):
             assert last.latitude is not None and last.longitude is not None
             log.info(
                 "GNSS: the position moved %.1f km in %.0f s; %d fixes in a row confirm it",
@@ -154,6 +197,7 @@ class PositionFilter:
                 fix.received - last.received,
                 CONFIRM_FIXES,
             )
+            self._anchors.clear()  # a new place: the old track says nothing about it
             self._accept(fix)
             return fix
         self._drops.drop("position jump", (fix.latitude, fix.longitude))
@@ -161,14 +205,19 @@ class PositionFilter:
 
     def _accept(self, fix: Fix) -> None:
         self._last = fix
-        self._candidate = None
+        self._first = self._candidate = None
         self._confirmations = 0
+        anchors = self._anchors
+        while anchors and fix.received - anchors[0].received > ANCHOR_WINDOW:
+            anchors.popleft()
+        if not anchors or fix.received - anchors[-1].received >= ANCHOR_EVERY:
+            anchors.append(fix)
 
 
-def _reachable(a: Fix, b: Fix) -> bool:
+def _reachable(a: Fix, b: Fix, margin: float = JUMP_MARGIN) -> bool:
     assert a.latitude is not None and a.longitude is not None
     assert b.latitude is not None and b.longitude is not None
     elapsed = max(0.0, b.received - a.received)
     return distance(a.latitude, a.longitude, b.latitude, b.longitude) <= (
-        MAX_SPEED * elapsed + JUMP_MARGIN
+        MAX_SPEED * elapsed + margin
     )

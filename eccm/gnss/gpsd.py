@@ -16,9 +16,11 @@ from typing import Any
 from eccm.clock import Clock
 from eccm.gnss.fix import (
     ALTITUDE_RANGE,
+    DATE_HORIZON,
     MAX_HDOP,
     MAX_SATELLITES,
     MAX_SPEED,
+    RELEASE_PIVOT,
     DropCounter,
     Fix,
     bounded,
@@ -43,9 +45,17 @@ class GpsdDecoder:
     :meth:`feed` never raises.
     """
 
-    def __init__(self, clock: Clock, drops: DropCounter | None = None) -> None:
+    def __init__(
+        self, clock: Clock, drops: DropCounter | None = None, pivot: dt.date = RELEASE_PIVOT
+    ) -> None:
         self._clock = clock
         self._drops = drops or DropCounter(clock)  # values out of physical range
+        # gpsd resolved the week rollover against its own build date, so its time is not
+        # moved here; but a time at or after pivot + DATE_HORIZON is no time (as an RMC
+        # date there is): found, gpsd's 2068 was adopted once three epochs agreed.
+        self._horizon = dt.datetime.combine(pivot + DATE_HORIZON, dt.time(), dt.UTC).timestamp()
+        self._warned_time = False
+        self.rejected_times = 0  # TPV times past the horizon: no time from them
         self.sentences = 0  # JSON reports understood (any class)
         self.skipped = 0
         self._buffer = bytearray()
@@ -129,7 +139,7 @@ class GpsdDecoder:
 
     def _tpv(self, report: dict[str, Any], received: float, received_wall: float) -> Fix:
         mode = _integer(report.get("mode")) or 0
-        time_utc = _time(report.get("time"))
+        time_utc = self._plausible(_time(report.get("time")))
         lat = _number(report.get("lat"))
         lon = _number(report.get("lon"))
         positioned = mode >= 2 and lat is not None and lon is not None
@@ -156,6 +166,23 @@ class GpsdDecoder:
             received=received,
             received_wall=received_wall,
         )
+
+    def _plausible(self, time_utc: float | None) -> float | None:
+        if time_utc is None or time_utc < self._horizon:
+            return time_utc
+        self.rejected_times += 1
+        when = dt.datetime.fromtimestamp(time_utc, dt.UTC).isoformat()
+        if not self._warned_time:
+            self._warned_time = True  # once: gpsd says it at every report
+            log.warning(
+                "gpsd reports the time %s, which is no plausible time for this release "
+                "(not on or after %s): its time is ignored; the position is kept",
+                when,
+                dt.datetime.fromtimestamp(self._horizon, dt.UTC).date().isoformat(),
+            )
+        else:
+            log.debug("gpsd: implausible time %s ignored", when)
+        return None
 
 
 def _number(value: object) -> float | None:

@@ -19,10 +19,13 @@ import pynmea2
 from eccm.clock import Clock
 from eccm.gnss.fix import (
     ALTITUDE_RANGE,
+    DATE_HORIZON,
+    GPS_ROLLOVER,
     MAX_HDOP,
     MAX_QUALITY,
     MAX_SATELLITES,
     MAX_SPEED,
+    RELEASE_PIVOT,
     DropCounter,
     Fix,
     bounded,
@@ -40,12 +43,9 @@ MAX_SENTENCE = 512
 # GGA sentences in a row without an RMC before saying the date (and GNSS time) is missing.
 NO_DATE_AFTER = 10
 
-# GPS counts weeks modulo 1024. A receiver whose firmware predates a rollover (some u-blox
-# 6/7, SiRF) reports a date 1024 weeks (19.6 years) early, e.g. 2007 in 2026; its RMC date
-# says nothing else about it. As gpsd does, a pivot from the build date tells the two apart.
-GPS_ROLLOVER = dt.timedelta(weeks=1024)
-# No receiver fix can be older than this release: an earlier date is a rolled-over week.
-RELEASE_PIVOT = dt.date(2025, 1, 1)
+# GPS_ROLLOVER, RELEASE_PIVOT and DATE_HORIZON live in eccm.gnss.fix (gpsd's reports are
+# held to the same horizon); imported above and kept as names of this module.
+
 # A bound on the loop: from the pivot, three rollovers reach back to 1966, before GPS; a
 # date still early after them is not a rollover, and stays as the receiver said it.
 MAX_ROLLOVERS = 3
@@ -54,10 +54,6 @@ MAX_ROLLOVERS = 3
 # and rejects 1980-01-06, the GPS epoch a receiver reports before it knows the week
 # number, which three rollovers would otherwise carry to 2038-11-21.
 ROLLOVER_HORIZON = dt.timedelta(days=3652)
-# Any date, corrected or not, must fall before the pivot plus one rollover period: beyond
-# it a receiver's 10-bit week is ambiguous anyway (gpsd believes the same window from its
-# build date), and pynmea2 reads a two-digit year up to 2068 ("311268").
-DATE_HORIZON = GPS_ROLLOVER
 
 _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
@@ -374,7 +370,8 @@ class NmeaDecoder:
             speed=ep.speed,
             track=ep.track,
             quality=ep.quality,
-            satellites=_satellites(ep.satellites),
+            # Summed over the talkers of the epoch: bounded as a whole too.
+            satellites=self._count(_satellites(ep.satellites), MAX_SATELLITES, "satellites"),
             hdop=ep.hdop,
             received=received,
             received_wall=received_wall,
@@ -435,12 +432,12 @@ def _time_field(value: object) -> dt.time | None:
 
 
 def _number(value: object) -> float | None:
+    # "nan" and "inf" come back as they are: the range checks (bounded) leave the field
+    # empty and count it, and the rest of the sentence is kept.
     if value is None or value == "":
         return None
     if isinstance(value, str | int | float | Decimal):
-        v = float(value)
-        if math.isfinite(v):
-            return v
+        return float(value)
     raise ValueError(f"bad number {value!r}")
 
 
@@ -448,7 +445,7 @@ def _integer(value: object) -> int | None:
     v = _number(value)
     if v is None:
         return None
-    if v != int(v) or v < 0:
+    if not math.isfinite(v) or v != int(v) or v < 0:
         raise ValueError(f"bad count {value!r}")
     return int(v)
 

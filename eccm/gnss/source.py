@@ -22,9 +22,9 @@ import serial
 from eccm.backoff import Backoff
 from eccm.clock import Clock
 from eccm.errors import ConfigError, DeviceError
-from eccm.gnss.fix import DropCounter, Fix, PositionFilter
+from eccm.gnss.fix import RELEASE_PIVOT, DropCounter, Fix, PositionFilter
 from eccm.gnss.gpsd import WATCH_COMMAND, GpsdDecoder
-from eccm.gnss.nmea import RELEASE_PIVOT, NmeaDecoder
+from eccm.gnss.nmea import NmeaDecoder
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class FixDecoder(Protocol):
 
 
 def _rejected_times(decoder: FixDecoder | None) -> int:
-    # Only the NMEA decoder judges dates; gpsd's reports come with gpsd's own time.
+    # Times the decoder found implausible (an RMC date, a gpsd time past the horizon).
     return int(getattr(decoder, "rejected_times", 0)) if decoder is not None else 0
 
 
@@ -258,9 +258,10 @@ class GnssSource:
     def _session(self) -> None:
         """Open and read until stop(); DeviceError when the receiver fails."""
         port = self._open()
-        # No pivot for gpsd: it resolves the week rollover itself, against its own build.
+        # gpsd resolves the week rollover itself, against its own build: the pivot only
+        # bounds its times from above.
         decoder: FixDecoder = (
-            GpsdDecoder(self._clock, self._drops)
+            GpsdDecoder(self._clock, self._drops, self._pivot)
             if self._gpsd is not None
             else NmeaDecoder(self._clock, self._pivot, self._drops)
         )

@@ -22,6 +22,7 @@ from aiohttp import web
 from eccm.clock import Clock, SystemClock
 from eccm.control.authlimit import AuthLimiter
 from eccm.errors import ConfigError
+from eccm.listen import listen_backlog
 from eccm.service import Credentials, Service
 from eccm.tls import server_context
 from eccm.web.api import STATIC, WebApi
@@ -160,7 +161,7 @@ class WebServer:
             sock.close()
             await runner.cleanup()
             raise
-        site = web.SockSite(runner, sock, ssl_context=self._ssl)
+        site = web.SockSite(runner, sock, ssl_context=self._ssl, backlog=listen_backlog())
         await site.start()
         name = sock.getsockname()
         self._address = (str(name[0]), int(name[1]))
