@@ -98,13 +98,20 @@ def errors(entries: list[dict[str, Any]]) -> list[str]:
 
 def wait_for(driver: Any, check: Callable[[Any], T | None], what: str, timeout: float = WAIT) -> T:
     """The first true answer of ``check(driver)``; fails naming ``what`` after ``timeout``."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A check finds its elements anew at every poll, so an element replaced between
+    # the find and the read (a form's POST navigating the page) is only a poll too early.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        result: T = WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-            lambda d: check(d) or None
-        )
+        result: T = WebDriverWait(
+            driver, timeout, poll_frequency=0.05, ignored_exceptions=ignored
+        ).until(lambda d: check(d) or None)
     except TimeoutException:
         pytest.fail(f"the page did not show {what} within {timeout:g} s")
     return result
