@@ -10,16 +10,20 @@ connected, as a dashboard would) gives the rows written, so a run that was not a
 rate shows. Printed: the table, the peak, and the growth of RSS and fds between minute
 ``--from`` (default 5) and the end.
 
+With ``--s3`` uploads are on too: a local SeaweedFS (not counted: it is the server) gets
+each file as it closes, once a minute.
+
 With ``--old DIR`` (an older source tree, e.g. from `git archive`) runs of it alternate
 with this tree's, ``--rounds`` times, so that both see the same machine load.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--every 30] [--from 5]
+    .venv/bin/python bench/soak.py [--minutes 30] [--every 30] [--from 5] [--s3]
     .venv/bin/python bench/soak.py --minutes 5 --old /tmp/eccm-old --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import shutil
@@ -38,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.control import SECRET, Conn, free_port, wait_for  # noqa: E402
 from eccm.sim.car import emulated_car  # noqa: E402
 from eccm.sim.gnss import NmeaPty, Route  # noqa: E402
+from eccm.sim.s3 import LocalS3  # noqa: E402
 
 PYTHON = str(ROOT / ".venv/bin/python")
 
@@ -53,6 +58,7 @@ class Sample:
     rows: int  # STATUS rows_total
     dropped: int  # STATUS rows_dropped
     obd: str
+    upload_queue: int  # STATUS upload_queue (files waiting; with --s3)
 
 
 @dataclass
@@ -125,7 +131,7 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
     return None, ""
 
 
-def config(tmp: Path, pty: str, gnss: str, socket_port: int, mqtt: str) -> Path:
+def config(tmp: Path, pty: str, gnss: str, socket_port: int, mqtt: str, s3: LocalS3 | None) -> Path:
     lines = [
         "[DEFAULT]",
         "CAR_IDENTIFIER=bench",
@@ -145,20 +151,24 @@ def config(tmp: Path, pty: str, gnss: str, socket_port: int, mqtt: str) -> Path:
     ]
     if mqtt:
         lines.append(f"MQTT_BROKER={mqtt}")
+    if s3 is not None:
+        lines += [f"{k}={v}" for k, v in s3.config_values().items()]
     cfg = tmp / "config.ini"
     cfg.write_text("\n".join(lines) + "\n")
     return cfg
 
 
-def one_run(name: str, tree: Path | None, minutes: float, every: float) -> Run:
+def one_run(name: str, tree: Path | None, minutes: float, every: float, s3: bool) -> Run:
     run = Run(name, minutes)
-    with tempfile.TemporaryDirectory() as tmpdir, emulated_car() as emu:
-        tmp = Path(tmpdir)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        emu = stack.enter_context(emulated_car())
+        server = stack.enter_context(LocalS3(tmp / "s3", bucket="soak")) if s3 else None
         broker, url = start_broker(tmp)
         gnss = NmeaPty(Route(), rate_hz=1.0)
         gnss.start()
         port = free_port()
-        cfg = config(tmp, os.path.realpath(emu.get_pty()), gnss.path, port, url)
+        cfg = config(tmp, os.path.realpath(emu.get_pty()), gnss.path, port, url, server)
         env = dict(os.environ, PYTHONPATH=str(tree)) if tree else None
         proc = subprocess.Popen(
             [PYTHON, "-m", "eccm.cli", "run", "--config", str(cfg)], env=env, cwd=tree
@@ -182,6 +192,7 @@ def one_run(name: str, tree: Path | None, minutes: float, every: float) -> Run:
                         int(status.get("rows_total") or 0),
                         int(status.get("rows_dropped") or 0),
                         str(status.get("obd")),
+                        int(status.get("upload_queue") or 0),
                     )
                 )
             run.numpy = maps_numpy(proc.pid)
@@ -194,7 +205,8 @@ def one_run(name: str, tree: Path | None, minutes: float, every: float) -> Run:
             if broker is not None:
                 broker.terminate()
                 broker.wait(10)
-    run.tree = f"{name}{', MQTT' if url else ', no MQTT (mosquitto not installed)'}"
+    mqtt = ", MQTT" if url else ", no MQTT (mosquitto not installed)"
+    run.tree = f"{name}{mqtt}{', S3 uploads' if s3 else ''}"
     return run
 
 
@@ -205,14 +217,17 @@ def report(run: Run, since: float) -> tuple[float, float, float]:
         f"\n{run.tree}: eccm run at SAMPLE_INTERVAL=0, socket and web on, {run.minutes:g} min, "
         f"exit {run.exit_code}, numpy loaded: {'yes' if run.numpy else 'no'}"
     )
-    print(f"{'minute':>7} {'RSS MB':>8} {'peak MB':>8} {'fds':>5} {'thr':>4} {'rows/s':>7}  obd")
+    print(
+        f"{'minute':>7} {'RSS MB':>8} {'peak MB':>8} {'fds':>5} {'thr':>4} {'rows/s':>7} "
+        f"{'to upload':>9}  obd"
+    )
     prev_rows, prev_t = 0, 0.0
     for x in s:
         rate = (x.rows - prev_rows) / max(1e-9, (x.minute - prev_t) * 60)
         prev_rows, prev_t = x.rows, x.minute
         print(
             f"{x.minute:7.1f} {x.rss:8.1f} {x.peak:8.1f} {x.fds:5d} {x.threads:4d} "
-            f"{rate:7.0f}  {x.obd}{'' if x.processes == 1 else f' ({x.processes} processes)'}"
+            f"{rate:7.0f} {x.upload_queue:9d}  {x.obd}{'' if x.processes == 1 else f' ({x.processes} processes)'}"
         )
     window = [x for x in s if x.minute >= since] or s[-1:]
     base, last = window[0], s[-1]
@@ -235,6 +250,7 @@ def main() -> int:
     ap.add_argument("--from", dest="since", type=float, default=5.0, help="minute of the base")
     ap.add_argument("--old", type=Path, help="an older source tree to alternate with")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each tree (with --old)")
+    ap.add_argument("--s3", action="store_true", help="uploads to a local SeaweedFS too")
     args = ap.parse_args()
     trees: dict[str, Path | None] = {"this tree": None}
     if args.old:
@@ -242,7 +258,7 @@ def main() -> int:
     results: list[tuple[str, float, float, float]] = []
     for _ in range(args.rounds if args.old else 1):
         for name, tree in trees.items():
-            run = one_run(name, tree, args.minutes, args.every)
+            run = one_run(name, tree, args.minutes, args.every, args.s3)
             results.append((name, *report(run, args.since)))
             sys.stdout.flush()
     if args.old:
