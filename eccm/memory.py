@@ -9,7 +9,11 @@ process was at 70 MB, of which:
   threads) and a threshold for mmap that rises with every large block freed, after which
   large blocks come from the heap and leave it fragmented when freed.
 
-Both are set only for `eccm run`: the report commands use numpy, and a test process
+Even so the heap's free space grew by some 0.1 MB a minute at full rate (free pieces
+between blocks still in use, which glibc gives back only when asked): a thread asks it,
+``malloc_trim``, once a minute.
+
+All of it is only for `eccm run`: the report commands use numpy, and a test process
 imports what it likes.
 """
 
@@ -19,6 +23,7 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,10 @@ ARENA_MAX = 2
 # Setting it also keeps the trim threshold at its 128 KiB: free heap tops are given back.
 MMAP_THRESHOLD = 128 * 1024
 
+# How often the heap's free pages are given back to the system (malloc_trim): it walks
+# the heap (a millisecond or two for ECCM's), and the heap grows slowly.
+TRIM_EVERY = 60.0
+
 # Each is set unless the environment already says (the documented glibc variables).
 _MALLOPTS = (
     ("MALLOC_ARENA_MAX", M_ARENA_MAX, ARENA_MAX),
@@ -43,9 +52,11 @@ _MALLOPTS = (
 
 
 def lean_daemon() -> None:
-    """Both settings below, for the daemon; call before any thread starts."""
+    """The settings below, for the daemon; call before any other thread starts."""
     keep_numpy_out()
     tune_malloc()
+    if _glibc() is not None:
+        HeapTrimmer(TRIM_EVERY).start()
 
 
 def keep_numpy_out() -> bool:
@@ -64,13 +75,10 @@ def tune_malloc() -> list[str]:
     environment variable is set; nothing on another C library. Returns the names of the
     variables whose setting was made. Before threads start: the arena limit applies to
     arenas not yet made."""
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return []
-    if not hasattr(libc, "gnu_get_libc_version"):
-        return []  # musl has a mallopt that ignores everything
+    mallopt = libc.mallopt
     made = []
     for env, param, value in _MALLOPTS:
         if env in os.environ:
@@ -80,3 +88,44 @@ def tune_malloc() -> list[str]:
         else:
             log.debug("glibc refused mallopt(%d, %d)", param, value)
     return made
+
+
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the system (glibc's malloc_trim); whether glibc
+    gave any back."""
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(ctypes.c_size_t(0)))
+
+
+class HeapTrimmer:
+    """A daemon thread calling :func:`trim_heap` every ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.trims = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eccm-heap-trim", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            trim_heap()
+            self.trims += 1
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (musl has a mallopt that ignores everything, and no
+    malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not all(hasattr(libc, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")):
+        return None
+    return libc

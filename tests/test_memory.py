@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.waiting import wait_until
+
 # Every mode 01/02 value python-OBD decodes, for a few answers each, as repr of (value,
 # unit): what the daemon would log. ``BLOCK`` says whether numpy is kept out first.
 DECODE_ALL = """
@@ -85,3 +87,21 @@ def test_glibc_takes_the_malloc_settings_and_the_environment_has_the_last_word()
     assert _run(code, env=env).split() == ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"]
     # A user's MALLOC_ARENA_MAX (the documented glibc variable) is not overridden.
     assert _run(code, env={**env, "MALLOC_ARENA_MAX": "4"}).split() == ["MALLOC_MMAP_THRESHOLD_"]
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_the_heap_trimmer_gives_free_pages_back_now_and_then() -> None:
+    from eccm.memory import HeapTrimmer, trim_heap
+
+    # Free pages inside the heap: many blocks freed, one kept at the end of them.
+    blocks = [bytearray(4000) for _ in range(5000)]
+    keep = blocks[-1]
+    del blocks
+    assert isinstance(trim_heap(), bool)
+    trimmer = HeapTrimmer(0.01)
+    trimmer.start()
+    try:
+        wait_until(lambda: trimmer.trims >= 2, 10, "two trims")
+    finally:
+        trimmer.stop()
+    assert keep == bytearray(4000)
