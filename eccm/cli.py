@@ -65,6 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_early_signal)
     signal.signal(signal.SIGINT, on_early_signal)
+    # Before python-OBD (pint) is imported and before any thread starts: see eccm.memory.
+    from eccm.memory import lean_daemon
+
+    lean_daemon()
     cfg = _load(args.config)
     setup_logging(cfg.log_level)
     from eccm.app import Daemon

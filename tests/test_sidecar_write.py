@@ -42,8 +42,15 @@ def test_sidecar_facts_are_typed_as_status_gives_them(tmp_path: Path) -> None:
         columns=[],
         compression="none",
         separator="\t",
-        facts={"fast_hz": "5.0", "slow_hz": "0.98", "obd": "connected", "protocol": "CAN"},
+        facts={
+            "fast_hz": "5.0",
+            "slow_hz": "0.98",
+            "obd": "connected",
+            "protocol": "CAN",
+            "elm_voltage": "12.4",
+        },
         recovered=False,
     )
     assert doc["fast_hz"] == 5.0 and doc["slow_hz"] == 0.98
+    assert doc["elm_voltage"] == 12.4  # the car battery at the adapter (ATRV), as in STATUS
     assert doc["obd"] == "connected" and doc["protocol"] == "CAN"

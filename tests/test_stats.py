@@ -18,6 +18,8 @@ from eccm.trip.minutes import (
     minute_start,
     numeric,
     summarize,
+    summarize_tally,
+    tally,
 )
 
 # OBD values are bounded (RPM < 16384, MAF < 656 g/s...): magnitudes well inside what
@@ -53,6 +55,52 @@ def test_summary_matches_the_statistics_module(xs: list[float]) -> None:
     # population figures, exact fractions in the statistics module
     assert close(s["variance"], float(statistics.pvariance(xs)), scale * scale)
     assert close(s["stdev"], statistics.pstdev(xs), scale)
+
+
+def list_summary(values: list[float]) -> dict[str, object]:
+    """The summary as it was computed from the list of a minute's values (before the
+    tally): the reference the tally must reproduce digit for digit."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    variance = math.fsum((x - mean) ** 2 for x in values) / n
+
+    def rounded(x: float) -> float:
+        r = round(x, DIGITS)
+        return 0.0 if r == 0 else r
+
+    return {
+        "count": n,
+        "mean": rounded(mean),
+        "median": rounded(statistics.median(values)),
+        "mode": rounded(statistics.mode(values)),
+        "stdev": rounded(math.sqrt(variance)),
+        "variance": rounded(variance),
+        "min": rounded(min(values)),
+        "max": rounded(max(values)),
+    }
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(values, st.lists(st.sampled_from([0.0, -0.0, 0.25, -0.25, 1e-7, 3.0]), min_size=1))
+)
+def test_the_tally_gives_the_figures_of_the_list_exactly(xs: list[float]) -> None:
+    floats = [float(x) for x in xs]
+    ours = summarize_tally(tally(floats))
+    assert json.dumps(ours) == json.dumps(list_summary(floats))  # as written: -0.0 too
+
+
+def test_a_full_rate_minute_is_kept_as_a_tally() -> None:
+    # 50,000 rows of a two-byte value (RPM, quarter steps) keep one entry per distinct
+    # value, not one per row.
+    table = MinuteTable(["RPM"])
+    rpms = [800.0 + (i % 400) * 0.25 for i in range(50_000)]
+    for i, rpm in enumerate(rpms):
+        table.add(120.0 + i / 1000, {"RPM": rpm})
+    assert len(table._counts["RPM"]) == 400
+    cur = table.current()
+    assert cur is not None
+    assert json.dumps(cur["values"]["RPM"]) == json.dumps(list_summary(rpms))  # type: ignore[index]
 
 
 def test_known_minute() -> None:

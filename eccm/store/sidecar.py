@@ -29,9 +29,13 @@ from eccm.store.names import GZ, META, SIDECAR, TMP
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-FACT_KEYS = ("obd", "vin", "protocol", "adapter", "fast_hz", "slow_hz")
+FACT_KEYS = ("obd", "vin", "protocol", "adapter", "elm_voltage", "fast_hz", "slow_hz")
 # Facts that are numbers: the hub keeps every fact as text, a sidecar gives them as STATUS does.
-NUMERIC_FACTS = frozenset({"fast_hz", "slow_hz"})
+NUMERIC_FACTS = frozenset({"elm_voltage", "fast_hz", "slow_hz"})
+# Files are read in blocks of this size to be hashed and compressed: below glibc's mmap
+# threshold, so the block is reused from the heap rather than mapped anew (1 MiB blocks
+# made every rotation of a full-rate file cost a few MB of RSS for a moment).
+CHUNK = 64 * 1024
 
 # Points of the close sequence a crash test can stop at (see StepHook).
 SYNCED = "synced"  # .part flushed and fsynced, still named .part
@@ -98,7 +102,7 @@ def file_digest(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
@@ -181,7 +185,8 @@ def columns_info(layout_columns: Iterable[tuple[str, str, str]]) -> list[dict[st
 
 
 def pick_facts(facts: Mapping[str, str]) -> dict[str, str]:
-    """vin/protocol/adapter and the achieved rates, whatever case the link used for the key."""
+    """vin/protocol/adapter, the car battery at the adapter and the achieved rates, whatever
+    case the link used for the key."""
     out: dict[str, str] = {}
     for key, value in facts.items():
         low = key.lower()
@@ -211,7 +216,7 @@ def compress(plain: Path, hook: StepHook = _no_hook) -> Path:
         with gzip.GzipFile(
             filename=plain.name, mode="wb", fileobj=raw, compresslevel=6, mtime=0
         ) as z:
-            shutil.copyfileobj(src, z, 1 << 20)
+            shutil.copyfileobj(src, z, CHUNK)
         raw.flush()
         os.fsync(raw.fileno())
     hook(GZIP_WRITTEN)

@@ -5,14 +5,21 @@ mode, stdev, variance, min and max of the values the rows carried in that minute
 counts once per name; empty, text and non-finite values are not counted). stdev and
 variance are those of the population (divided by n, as numpy does by default): they are
 defined for a minute of a single row, and a minute is the whole population it describes.
+
+A minute keeps each distinct value once, with how often it came (a tally), rather than
+every value: at full rate a minute is some 50,000 rows, while an OBD value has at most
+65,536 codes (one or two data bytes) and a minute of driving shows a few hundred of them.
+A list per name grew by megabytes each minute and left the heap fragmented when it was
+freed; the figures are the same, from the same values (see ``summarize_tally``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from eccm.sample import Plain
 
@@ -42,24 +49,63 @@ def summarize(values: Sequence[float]) -> dict[str, Stat]:
     Every field but count is None when there is no value. The mode of values that are all
     different is the first of them (as ``statistics.mode``).
     """
-    n = len(values)
+    return summarize_tally(tally(values))
+
+
+def tally(values: Iterable[float]) -> dict[float, int]:
+    """How often each value came, in the order values first came (a minute's storage)."""
+    counts: dict[float, int] = {}
+    for x in values:
+        counts[x] = counts.get(x, 0) + 1
+    return counts
+
+
+def summarize_tally(counts: Mapping[float, int]) -> dict[str, Stat]:
+    """:func:`summarize` of the values that ``counts`` tallies (in first-seen order).
+
+    The same figures as from the list of values: fsum is exact whatever the order of its
+    terms, so repeating each value (and each squared deviation) as often as it came gives
+    the same sums; the median is read off the sorted distinct values by position; the mode
+    is the first-seen of the most frequent, as ``statistics.mode``. (0.0 and -0.0 share a
+    key; every figure is rounded through ``_round``, which writes both as 0.0.)
+    """
+    n = sum(counts.values())
     if n == 0:
         return {"count": 0, **{f: None for f in FIELDS[1:]}}
     # Two passes with fsum rather than statistics.pvariance: its exact fraction arithmetic
     # costs milliseconds per name and minute on a Raspberry Pi, in the polling thread,
     # for no digit that survives the rounding.
-    mean = math.fsum(values) / n
-    variance = math.fsum((x - mean) ** 2 for x in values) / n
+    mean = math.fsum(_repeated(counts.items())) / n
+    variance = math.fsum(_repeated(((x - mean) ** 2, c) for x, c in counts.items())) / n
     return {
         "count": n,
         "mean": _round(mean),
-        "median": _round(statistics.median(values)),
-        "mode": _round(statistics.mode(values)),
+        "median": _round(_median(counts, n)),
+        "mode": _round(max(counts.items(), key=itemgetter(1))[0]),
         "stdev": _round(math.sqrt(variance)),
         "variance": _round(variance),
-        "min": _round(min(values)),
-        "max": _round(max(values)),
+        "min": _round(min(counts)),
+        "max": _round(max(counts)),
     }
+
+
+def _repeated(pairs: Iterable[tuple[float, int]]) -> Iterable[float]:
+    return itertools.chain.from_iterable(itertools.repeat(x, c) for x, c in pairs)
+
+
+def _median(counts: Mapping[float, int], n: int) -> float:
+    """``statistics.median`` of the tallied values: the middle one of the sorted values,
+    or the mean of the two middle ones."""
+    wanted = (n // 2,) if n % 2 else (n // 2 - 1, n // 2)
+    found: list[float] = []
+    seen = 0
+    for x in sorted(counts):
+        seen += counts[x]
+        while len(found) < len(wanted) and wanted[len(found)] < seen:
+            found.append(x)
+        if len(found) == len(wanted):
+            break
+    return found[0] if n % 2 else (found[0] + found[1]) / 2
 
 
 def minute_start(epoch: float) -> int:
@@ -85,7 +131,7 @@ class MinuteTable:
         self._closed: list[dict[str, object]] = []
         self._minute: int | None = None
         self._rows = 0
-        self._values: dict[str, list[float]] = {}
+        self._counts: dict[str, dict[float, int]] = {}  # name → tally of the open minute
 
     def add(self, epoch: float, values: Mapping[str, Plain]) -> None:
         """One row: its time and its values by name (names not summarised are ignored)."""
@@ -95,12 +141,13 @@ class MinuteTable:
         if self._minute is None:
             self._minute = start
             self._rows = 0
-            self._values = {name: [] for name in self.names}
+            self._counts = {name: {} for name in self.names}
         self._rows += 1
         for name in self.names:
             number = numeric(values.get(name))
             if number is not None:
-                self._values[name].append(number)
+                counts = self._counts[name]
+                counts[number] = counts.get(number, 0) + 1
 
     def close(self) -> dict[str, object] | None:
         """Close the open minute (the trip ended); its summary row, or None if none was open."""
@@ -108,7 +155,7 @@ class MinuteTable:
         if row is not None:
             self._closed.append(row)
         self._minute = None
-        self._values = {}
+        self._counts = {}
         self._rows = 0
         return row
 
@@ -119,7 +166,7 @@ class MinuteTable:
         return {
             "minute": minute_label(self._minute),
             "rows": self._rows,
-            "values": {name: summarize(self._values[name]) for name in self.names},
+            "values": {name: summarize_tally(self._counts[name]) for name in self.names},
         }
 
     @property

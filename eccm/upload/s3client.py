@@ -66,7 +66,9 @@ def build_client(s: UploadSettings, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> 
         kwargs["aws_access_key_id"] = s.access_key
         kwargs["aws_secret_access_key"] = s.secret_key
     # else boto3's default chain: environment, shared files, instance profile.
-    session = boto3.session.Session()
+    from eccm.upload.models import slim_session
+
+    session = boto3.session.Session(botocore_session=slim_session())
     return session.client("s3", endpoint_url=s.endpoint, verify=verify, config=boto_cfg, **kwargs)
 
 
