@@ -33,6 +33,7 @@ from eccm.obd.multipid import (
 )
 from eccm.obd.plan import Group
 from eccm.obd.values import ReadingCache, reading_of
+from eccm.obd.wire import Wire
 from eccm.sample import Reading
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ class PidReader:
         self._cache = ReadingCache()
         self._raw: dict[bytes, Any] = {}
         self._unresponsive: str | None = None
+        self._gone: str | None = None  # the port failed under the wire
+        self._wire = Wire.attach(conn)
 
     def shareable(self, name: str) -> bool:
         """May share a request with other names (a mode 01 PID)."""
@@ -303,10 +306,18 @@ class PidReader:
             )
             self._raw[request] = raw
         started = self._clock.monotonic()
-        response = self._conn.query(raw, force=True)
-        if not response.messages:
+        wire = self._wire
+        if wire is not None and wire.usable(raw.header):
+            reply = wire.exchange(request, READ_SILENCE)
+            if reply.gone is not None:
+                self._gone = reply.gone
+            messages = wire.protocol()(reply.lines)
+        else:
+            # python-OBD sets the header first (and logs what it does).
+            messages = self._conn.query(raw, force=True).messages
+        if not messages:
             self._check_silence(started)
-        return split_answer(response.messages or [], cmds)
+        return split_answer(messages or [], cmds)
 
     def _check_silence(self, started: float) -> None:
         # Nothing at all after the line stayed silent for READ_SILENCE: an adapter that
@@ -333,6 +344,8 @@ class PidReader:
     def _lost(self, answer: Answer | None) -> str | None:
         if self._conn.status() == OBDStatus.NOT_CONNECTED:
             return "disconnected"
+        if self._gone is not None:
+            return self._gone
         if self._unresponsive is not None:
             return self._unresponsive
         if answer is not None:
