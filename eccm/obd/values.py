@@ -18,6 +18,7 @@ from obd import decoders
 from obd.OBDResponse import Status
 from obd.protocols.protocol import Message
 
+from eccm.obd.multipid import Part, messages_of
 from eccm.sample import Plain, Reading
 
 # Decoders of mode 01 PIDs that do not give a value worth a column: the support bitmaps,
@@ -235,7 +236,7 @@ class ReadingCache:
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._known: dict[tuple[str, tuple[tuple[int, bytes], ...]], tuple[Plain, str | None]] = {}
+        self._known: dict[tuple[Any, ...], tuple[Plain, str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._known)
@@ -245,9 +246,27 @@ class ReadingCache:
         key = (cmd.name, tuple((m.ecu, bytes(m.data)) for m in messages))
         known = self._known.get(key)
         if known is None:
-            fresh = reading_of(cmd(list(messages)), at)
-            if len(self._known) >= self.size:
-                self._known.clear()
-            self._known[key] = (fresh.value, fresh.unit)
-            return fresh
+            return self._decode(key, cmd, list(messages), at)
         return Reading(known[0], known[1], at)
+
+    def reading_of_parts(self, cmd: Any, parts: Sequence[Part], at: float) -> Reading:
+        """The same for the parts of a cut answer (``multipid.split_answer``): their
+        messages are made only for an answer not decoded before."""
+        if len(parts) == 1:
+            ecu, data, _frames = parts[0]
+            key: tuple[Any, ...] = (cmd.name, ((ecu, data),))
+        else:
+            key = (cmd.name, tuple((ecu, data) for ecu, data, _frames in parts))
+        known = self._known.get(key)
+        if known is None:
+            return self._decode(key, cmd, messages_of(parts), at)
+        return Reading(known[0], known[1], at)
+
+    def _decode(
+        self, key: tuple[Any, ...], cmd: Any, messages: list[Message], at: float
+    ) -> Reading:
+        fresh = reading_of(cmd(messages), at)
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[key] = (fresh.value, fresh.unit)
+        return fresh

@@ -129,5 +129,10 @@ class MinuteTable:
         return list(self._closed)
 
     @property
+    def closed_count(self) -> int:
+        """How many minutes are closed (without copying them, for every row)."""
+        return len(self._closed)
+
+    @property
     def last_closed(self) -> dict[str, object] | None:
         return self._closed[-1] if self._closed else None
