@@ -343,7 +343,7 @@ class PidReader:
             reply = wire.exchange(request, READ_SILENCE)
             if reply.gone is not None:
                 self._gone = reply.gone
-            messages = wire.protocol()(reply.lines)
+            messages = wire.parser()(reply.lines)
         else:
             # python-OBD sets the header first (and logs what it does).
             messages = self._conn.query(raw, force=True).messages

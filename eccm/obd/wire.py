@@ -7,9 +7,9 @@ first one byte, then what is waiting), strips NULs with a regular expression, wa
 the output to drain (tcdrain) and checks every character of every line for hex. For the
 requests of every row (several mode 01 PIDs at once) :class:`Wire` does the same exchange
 on python-OBD's already open port: write the request, read in blocks until the prompt
-``>``, cut the lines exactly as python-OBD does (:func:`lines_of`). Frames are still
-parsed into messages by python-OBD's own protocol object (ISO-TP reassembly, the ECU map
-it built at connection). Everything else (connecting, discovery, DTCs, on-demand reads,
+``>``, cut the lines exactly as python-OBD does (:func:`lines_of`), and parse them into
+python-OBD's messages as its protocol object does, with the ECU map it built at
+connection (:mod:`eccm.obd.can`). Everything else (connecting, discovery, DTCs, on-demand reads,
 the adapter's own commands) goes through python-OBD's ``query``.
 
 The exchange keeps the link's guards: a line silent for ``silence`` seconds ends the
@@ -24,11 +24,15 @@ import logging
 import os
 import select
 import termios
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import serial
+from obd.protocols.protocol import Message
 from obd.utils import OBDStatus
+
+from eccm.obd.can import parser_for
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class Wire:
         self._fd = fd
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        self._protocol: Any = interface._ELM327__protocol
+        self._parser = parser_for(self._protocol)
 
     @classmethod
     def attach(cls, conn: Any) -> Wire | None:
@@ -99,9 +105,14 @@ class Wire:
             and self._conn._OBD__last_header == header
         )
 
-    def protocol(self) -> Any:
-        """python-OBD's protocol object of this connection (frames into messages)."""
-        return self._interface._ELM327__protocol
+    def parser(self) -> Callable[[Sequence[str]], list[Message]]:
+        """Lines into python-OBD messages, as this connection's protocol object makes them
+        (:func:`eccm.obd.can.parse` on CAN, the object itself on the older protocols)."""
+        protocol = self._interface._ELM327__protocol
+        if protocol is not self._protocol:
+            self._protocol = protocol
+            self._parser = parser_for(protocol)
+        return self._parser
 
     def exchange(self, request: bytes, silence: float) -> Reply:
         """Send ``request`` and read the answer up to the prompt, or until the line was
@@ -112,7 +123,7 @@ class Wire:
             # taken for this one's (python-OBD flushes the input the same way).
             termios.tcflush(fd, termios.TCIFLUSH)
             self._write(request + b"\r", silence)
-        except OSError as exc:
+        except (OSError, termios.error) as exc:  # termios.error is not an OSError
             return Reply([], f"device disconnected while writing ({exc})")
         buffer = b""
         wait_ms = max(1, int(silence * 1000))
