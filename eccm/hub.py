@@ -238,13 +238,12 @@ class Hub:
 
     def _fresh(self, mono: float) -> dict[str, Reading]:
         """Values young enough at ``mono``. Called under the lock."""
-        fast = self._fast_names
-        out: dict[str, Reading] = {}
-        for name, reading in self._values.items():
-            limit = self._fast_age if name in fast else self._slow_age
-            if mono - reading.at <= limit:
-                out[name] = reading
-        return out
+        fast, fast_age, slow_age = self._fast_names, self._fast_age, self._slow_age
+        return {
+            name: reading
+            for name, reading in self._values.items()
+            if mono - reading.at <= (fast_age if name in fast else slow_age)
+        }
 
     def facts(self) -> dict[str, str]:
         with self._lock:

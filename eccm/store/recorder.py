@@ -55,8 +55,9 @@ _LEDGER_KEEP = 512  # recent names kept whole in the ledger (ledger.py)
 _LEDGER_TRIPS = 20_000
 _TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
 # Seconds the writer lets rows gather once it is writing (see mailbox.py): a row reaches
-# its file at most this much later, far within FILE_FLUSH_INTERVAL's own delay.
-_ROW_BATCH = 0.1
+# its file at most this much later, never later than FILE_FLUSH_INTERVAL asks for it to
+# be on the disk (0: each row at once).
+_ROW_BATCH = 0.25
 _REPORT_EVERY = 60.0  # seconds between two lines about dropped rows or disk trouble
 # A retry on a disk that is visibly still full or read-only costs one statvfs
 # (_looks_writable), not the recovery of the files left behind.
@@ -537,6 +538,7 @@ class Recorder:
     def _run(self) -> None:
         files = self._files
         mailbox = self._queue
+        batch = min(_ROW_BATCH, self.settings.flush_interval)
         while True:
             item = mailbox.get(_TICK)
             kind = ""
@@ -549,8 +551,8 @@ class Recorder:
                 if kind == "sample":
                     assert isinstance(arg, Sample)
                     files.write(arg)
-                    if not mailbox:
-                        mailbox.nap(_ROW_BATCH)
+                    if batch > 0 and not mailbox:
+                        mailbox.nap(batch)
                 elif kind == "trip_end":
                     files.trip_end(arg)
                 elif kind == "rotate":
