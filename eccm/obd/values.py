@@ -253,8 +253,8 @@ class ReadingCache:
         """The same for the parts of a cut answer (``multipid.split_answer``): their
         messages are made only for an answer not decoded before."""
         if len(parts) == 1:
-            ecu, data, _frames = parts[0]
-            key: tuple[Any, ...] = (cmd.name, ((ecu, data),))
+            part = parts[0]
+            key: tuple[Any, ...] = (cmd.name, ((part[0], part[1]),))
         else:
             key = (cmd.name, tuple((ecu, data) for ecu, data, _frames in parts))
         known = self._known.get(key)
