@@ -71,18 +71,39 @@ def parse(lines: Sequence[str], id_bits: int, ecu_map: Mapping[int, int]) -> lis
 
 def _frame(raw: str, id_bits: int) -> Frame | None:
     """CANProtocol.parse_frame: None where it drops the frame."""
-    frame = Frame(raw)
-    if id_bits == 11:
-        raw = "00000" + raw  # 11-bit headers padded to 32 bits
-    if len(raw) & 1:
+    padded = "00000" + raw if id_bits == 11 else raw  # 11-bit headers padded to 32 bits
+    if len(padded) & 1:
         return None  # odd
-    data = bytearray(unhexlify(raw))
+    data = unhexlify(padded)
     if not 6 <= len(data) <= 12:
         return None  # too short for a PCI byte and one more, or too long
+    pci = data[4]
+    kind = pci & 0xF0
+    seq_index = 0
+    if kind == _SF:
+        data_len: int | None = pci & 0x0F
+        if data_len == 0:
+            return None
+    elif kind == _FF:
+        data_len = ((pci & 0x0F) << 8) + data[5]
+        if data_len == 0:
+            return None
+    elif kind == _CF:
+        data_len = None
+        seq_index = pci & 0x0F
+    else:
+        return None  # unknown PCI frame type
+    # Every attribute Frame.__init__ sets, each set once (the frame is kept).
+    frame = Frame.__new__(Frame)
+    frame.raw = raw
+    frame.data = bytearray(data[4:])
+    frame.type = kind
+    frame.seq_index = seq_index
+    frame.data_len = data_len
     if id_bits == 11:
         frame.priority = data[2] & 0x0F
-        frame.addr_mode = data[3] & 0xF0
-        if frame.addr_mode == 0xD0:
+        frame.addr_mode = mode = data[3] & 0xF0
+        if mode == 0xD0:
             frame.rx_id = data[3] & 0x0F
             frame.tx_id = _TESTER
         elif data[3] & 0x08:
@@ -96,20 +117,6 @@ def _frame(raw: str, id_bits: int) -> Frame | None:
         frame.addr_mode = data[1]
         frame.rx_id = data[2]
         frame.tx_id = data[3]
-    body = frame.data = data[4:]
-    kind = frame.type = body[0] & 0xF0
-    if kind == _SF:
-        frame.data_len = body[0] & 0x0F
-        if frame.data_len == 0:
-            return None
-    elif kind == _FF:
-        frame.data_len = ((body[0] & 0x0F) << 8) + body[1]
-        if frame.data_len == 0:
-            return None
-    elif kind == _CF:
-        frame.seq_index = body[0] & 0x0F
-    else:
-        return None  # unknown PCI frame type
     return frame
 
 

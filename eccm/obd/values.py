@@ -98,8 +98,29 @@ def describe(cmd: Any, sample: object = None) -> tuple[str, str]:
 def to_reading(value: object, at: float) -> Reading:
     """A python-OBD value as a Reading: a number with its unit apart, or text, or None."""
     if isinstance(value, obd.Unit.Quantity):
-        return Reading(_number(value.magnitude), str(value.units), at)
+        return Reading(_number(value.magnitude), unit_text(value), at)
     return Reading(plain(value), None, at)
+
+
+# Unit texts by pint's unit container: formatting a unit ("revolutions_per_minute") costs
+# pint more than decoding the value, and a handful of units cover every command.
+_UNIT_TEXTS: dict[object, str] = {}
+
+
+def unit_text(quantity: Any) -> str:
+    """``str(quantity.units)``, formatted once per unit."""
+    key = getattr(quantity, "_units", None)
+    if key is None:
+        return str(quantity.units)
+    try:
+        return _UNIT_TEXTS[key]
+    except KeyError:
+        if len(_UNIT_TEXTS) >= 256:  # python-OBD has a few dozen units: never in practice
+            _UNIT_TEXTS.clear()
+        text = _UNIT_TEXTS[key] = str(quantity.units)
+        return text
+    except TypeError:  # not hashable after all: no cache
+        return str(quantity.units)
 
 
 def reading_of(response: Any, at: float) -> Reading:

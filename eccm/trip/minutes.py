@@ -97,10 +97,16 @@ class MinuteTable:
             self._rows = 0
             self._values = {name: [] for name in self.names}
         self._rows += 1
+        table = self._values
         for name in self.names:
-            number = numeric(values.get(name))
+            value = values.get(name)
+            if type(value) is float:  # the usual value: numeric() without a call
+                if math.isfinite(value):
+                    table[name].append(value)
+                continue
+            number = numeric(value)
             if number is not None:
-                self._values[name].append(number)
+                table[name].append(number)
 
     def close(self) -> dict[str, object] | None:
         """Close the open minute (the trip ended); its summary row, or None if none was open."""
