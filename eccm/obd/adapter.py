@@ -1,11 +1,14 @@
 """How the OBD link's requests reach the car, through python-OBD's own connection.
 
 python-OBD sends one command per request. ``PidReader`` sends a group of mode 01 PIDs
-(up to six on CAN) as one request through python-OBD's ``query`` (its serial handling,
-its header logic, its protocol objects that parse frames into messages), cuts the answer
-per PID (``multipid``) and decodes each value with python-OBD's own decoder. It appends
-the ELM327 response-count digit once an answer showed how many lines come back, and
-falls back to one PID per request for a group the ECU will not answer as a whole.
+(up to six on CAN) as one request on python-OBD's open port (``wire``: the same
+exchange as python-OBD's ``query``, with its header logic left in charge, and the
+frames parsed into messages as python-OBD's protocol objects parse them), cuts the
+answer per PID (``multipid``) and decodes each value with python-OBD's own decoder, once
+per distinct answer (``values.ReadingCache``). When the wire cannot be used (not a local
+serial port, another header set) the request goes through python-OBD's ``query``. It
+appends the ELM327 response-count digit once an answer showed how many lines come back,
+and falls back to one PID per request for a group the ECU will not answer as a whole.
 
 Only the link thread uses these objects (it owns the connection).
 """

@@ -252,7 +252,8 @@ class ReadingCache:
     result depends only on the command and the bytes of its messages (and the ECU that
     sent them), so the same answer is decoded once and its value and unit reused.
     tests/test_obd_values.py checks, over every mode 01 value, that a cached reading is
-    the one python-OBD's decoding gives.
+    the one python-OBD's decoding gives; tests/test_obd_can.py checks the rows' path
+    (``reading_of_parts``) on the emulator's answers to every PID its car supports.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
