@@ -32,4 +32,5 @@ class Backoff:
         return replace(self, attempt=min(self.attempt + 1, 64))
 
     def succeeded(self) -> Backoff:
-        return replace(self, attempt=0)
+        # Itself when already reset: the OBD link calls this for every row.
+        return self if self.attempt == 0 else replace(self, attempt=0)

@@ -69,6 +69,7 @@ class Hub:
         within 30 s, never end one for lack of rows)."""
         self.clock = clock
         self._layout = layout
+        self._fast_names = frozenset(layout.fast)  # of the layout, for every row
         self.timebase = timebase or TimeBase()
         self._max_fix_age = max_fix_age
         self._lock = threading.Lock()
@@ -77,6 +78,7 @@ class Hub:
         self._emit_lock = threading.Lock()
         self._closed = False
         self._listeners: list[Listener] = []
+        self._listeners_now: tuple[Listener, ...] = ()  # a copy for each row, made once
         self._values: dict[str, Reading] = {}
         # Oldest a fast / a slow engine value may be in a row or a GET (the OBD link sets
         # them from SAMPLE_INTERVAL, OBD_SLOW_INTERVAL and what it achieves).
@@ -91,6 +93,7 @@ class Hub:
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners.append(listener)
+            self._listeners_now = tuple(self._listeners)
 
     def _to_listeners(self, what: str, call: Callable[[Listener], None]) -> None:
         """``call`` every listener in turn; one that fails is logged (``what`` says in
@@ -129,6 +132,7 @@ class Hub:
         """The OBD link resolved the columns (supported fast and slow commands)."""
         with self._lock:
             self._layout = layout
+            self._fast_names = frozenset(layout.fast)
 
     @property
     def layout(self) -> Layout:
@@ -234,13 +238,12 @@ class Hub:
 
     def _fresh(self, mono: float) -> dict[str, Reading]:
         """Values young enough at ``mono``. Called under the lock."""
-        fast = set(self._layout.fast)
-        out: dict[str, Reading] = {}
-        for name, reading in self._values.items():
-            limit = self._fast_age if name in fast else self._slow_age
-            if mono - reading.at <= limit:
-                out[name] = reading
-        return out
+        fast, fast_age, slow_age = self._fast_names, self._fast_age, self._slow_age
+        return {
+            name: reading
+            for name, reading in self._values.items()
+            if mono - reading.at <= (fast_age if name in fast else slow_age)
+        }
 
     def facts(self) -> dict[str, str]:
         with self._lock:
@@ -266,31 +269,41 @@ class Hub:
         epoch, source, mono = self._stamp()
         with self._lock:
             row = self._trips.row(epoch, mono, engine)
-        trip = row.trip
-        if trip is None:
-            return None
+            trip = row.trip
+            if trip is None:
+                return None
+            if row.ended is None:
+                # The usual row: everything in one hold of the lock.
+                values = self._fresh(mono) if engine else {}
+                fix, layout = self._fix, self._layout
+                self.rows += 1
+                listeners = self._listeners_now
         if row.ended is not None:
             self._ended(row.ended, trip)
-        if engine:
             with self._lock:
                 # Judged at the row's own time: a value read long before (a slow answer
                 # after it, a busy machine) must not pass for current.
-                values = self._fresh(mono)
-        else:
-            values = {}
+                values = self._fresh(mono) if engine else {}
+                fix, layout = self._fix, self._layout
+                self.rows += 1
+                listeners = self._listeners_now
+        if fix is not None and self.clock.monotonic() - fix.received > self._max_fix_age:
+            fix = None  # as fresh_fix()
         sample = Sample(
             time=epoch,
             trip_id=trip,
             values=values,
-            fix=self.fresh_fix(),
-            layout=self.layout,
+            fix=fix,
+            layout=layout,
             time_source=source,
             engine=engine,
             mono=mono,
         )
-        with self._lock:
-            self.rows += 1
-        self._to_listeners("in on_sample", lambda listener: listener.on_sample(sample))
+        for listener in listeners:
+            try:
+                listener.on_sample(sample)
+            except Exception:
+                log.exception("listener %s failed %s", type(listener).__name__, "in on_sample")
         return sample
 
     def stop(self) -> None:

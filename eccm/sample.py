@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,8 +75,40 @@ class Sample:
 
 def iso_utc(epoch: float) -> str:
     """2026-11-22T02:20:05.123Z (milliseconds, always UTC)."""
+    if 0 <= epoch < _ISO_FAST_LIMIT:
+        # What datetime.fromtimestamp does (the fraction rounded half-even to whole
+        # microseconds, a carry into the next second), without formatting the date and
+        # time of day again for every row of the same second: strftime was a tenth of a
+        # row's cost. tests/test_sample.py compares it with the datetime way.
+        second = math.floor(epoch)
+        micro = round((epoch - second) * 1e6)
+        if micro >= 1_000_000:
+            second += 1
+            micro -= 1_000_000
+        prefix = _ISO_SECONDS.get(second)
+        if prefix is None:
+            if len(_ISO_SECONDS) >= _ISO_SECONDS_MAX:
+                _ISO_SECONDS.clear()
+            prefix = _ISO_SECONDS[second] = _iso_second(second)
+        return f"{prefix}{micro // 1000:03d}Z"
+    return _iso_utc_datetime(epoch)
+
+
+def _iso_utc_datetime(epoch: float) -> str:
     dt = datetime.fromtimestamp(epoch, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+# Up to the year 9999 (beyond, datetime raises as before); negative times take the
+# datetime way (a fraction below zero is not exact after floor).
+_ISO_FAST_LIMIT = 253_402_300_799
+# Seconds whose text is kept: the rows' and the fixes' seconds of the last minute or so.
+_ISO_SECONDS: dict[int, str] = {}
+_ISO_SECONDS_MAX = 128
 
 
 def trip_id_for(epoch: float) -> str:
@@ -139,8 +172,9 @@ class Layout:
             return GPS_UNITS[column]
         return self.info.get(column, ("", ""))
 
-    @property
+    @functools.cached_property
     def obd(self) -> tuple[str, ...]:
+        # Cached: a row's cells are taken in this order, for every row.
         return self.fast + tuple(n for n in self.slow if n not in self.fast)
 
     @property
@@ -155,6 +189,65 @@ class Layout:
             cells.append("" if reading is None else format_value(reading.value))
         if self.gps:
             cells.extend(gps_cells(sample.fix))
+        return cells
+
+
+def clean_cell(cell: str) -> str:
+    """A cell without line breaks."""
+    # One row is one line: recovery cuts a file back to its last newline, which is only
+    # safe if no cell carries a newline of its own.
+    if "\n" in cell or "\r" in cell:
+        return cell.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return cell
+
+
+_UNSET = object()
+
+
+class RowCells:
+    """The cells of rows, as ``[clean_cell(c) for c in layout.row(sample, car_id)]`` gives them,
+    for one writer.
+
+    Each column remembers its last value and cell: a value that is the very object of
+    the row before (python-OBD's decoding is cached per distinct answer, so an unchanged
+    answer hands out the same object) is not formatted again, nor is the same fix.
+    tests/test_sample.py checks the cells against ``Layout.row``.
+    """
+
+    def __init__(self) -> None:
+        self._layout: Layout | None = None
+        self._names: tuple[str, ...] = ()
+        self._last: list[tuple[object, str]] = []
+        self._fix: object = _UNSET
+        self._fix_cells: list[str] = []
+
+    def row(self, sample: Sample, car_id: str) -> list[str]:
+        layout = sample.layout
+        if layout is not self._layout:
+            self._layout = layout
+            self._names = layout.obd
+            self._last = [(_UNSET, "")] * len(self._names)
+        cells = [iso_utc(sample.time), clean_cell(car_id), clean_cell(sample.trip_id)]
+        append = cells.append
+        values = sample.values
+        last = self._last
+        for i, name in enumerate(self._names):
+            reading = values.get(name)
+            if reading is None:
+                append("")
+                continue
+            value = reading.value
+            seen, cell = last[i]
+            if value is not seen:
+                cell = clean_cell(format_value(value))
+                last[i] = (value, cell)
+            append(cell)
+        if layout.gps:
+            fix = sample.fix
+            if fix is not self._fix:
+                self._fix = fix
+                self._fix_cells = [clean_cell(c) for c in gps_cells(fix)]
+            cells.extend(self._fix_cells)
         return cells
 
 

@@ -23,6 +23,7 @@ from eccm.obd.values import (
     plain,
     reading_of,
     to_reading,
+    unit_text,
     vin_text,
 )
 from eccm.sample import format_value
@@ -250,3 +251,19 @@ def test_a_float_cell_is_the_same_formatted_again(value: float) -> None:
 
 def test_zero_and_minus_zero_keep_their_cells() -> None:
     assert [format_value(v) for v in (-0.0, 0.0, -0.0, 0.0)] == ["-0", "0", "-0", "0"]
+
+
+def test_unit_texts_are_pints_own() -> None:
+    """unit_text formats each unit once: the same text as pint formats every time."""
+    quantities = []
+    for cmd in CACHED_COMMANDS:
+        for payload in (bytes(max(0, cmd.bytes - 2)), b"\x7f" * max(0, cmd.bytes - 2)):
+            try:
+                value = cmd(_answer(cmd, payload)).value
+            except Exception:  # a decoder that cannot take this answer
+                continue
+            if isinstance(value, obd.Unit.Quantity):
+                quantities.append(value)
+    assert len({str(q.units) for q in quantities}) > 10
+    for q in quantities + quantities:  # formatted, then from the cache
+        assert unit_text(q) == str(q.units)

@@ -1,11 +1,14 @@
 """How the OBD link's requests reach the car, through python-OBD's own connection.
 
 python-OBD sends one command per request. ``PidReader`` sends a group of mode 01 PIDs
-(up to six on CAN) as one request through python-OBD's ``query`` (its serial handling,
-its header logic, its protocol objects that parse frames into messages), cuts the answer
-per PID (``multipid``) and decodes each value with python-OBD's own decoder. It appends
-the ELM327 response-count digit once an answer showed how many lines come back, and
-falls back to one PID per request for a group the ECU will not answer as a whole.
+(up to six on CAN) as one request on python-OBD's open port (``wire``: the same
+exchange as python-OBD's ``query``, with its header logic left in charge, and the
+frames parsed into messages as python-OBD's protocol objects parse them), cuts the
+answer per PID (``multipid``) and decodes each value with python-OBD's own decoder, once
+per distinct answer (``values.ReadingCache``). When the wire cannot be used (not a local
+serial port, another header set) the request goes through python-OBD's ``query``. It
+appends the ELM327 response-count digit once an answer showed how many lines come back,
+and falls back to one PID per request for a group the ECU will not answer as a whole.
 
 Only the link thread uses these objects (it owns the connection).
 """
@@ -26,13 +29,16 @@ from obd.utils import OBDStatus
 from eccm.clock import Clock
 from eccm.obd.multipid import (
     Answer,
+    Cut,
     ResponseCounts,
+    cut_for,
     is_pid_value,
     pid_request,
     split_answer,
 )
 from eccm.obd.plan import Group
 from eccm.obd.values import ReadingCache, reading_of
+from eccm.obd.wire import Wire
 from eccm.sample import Reading
 
 log = logging.getLogger(__name__)
@@ -137,6 +143,17 @@ def probe_prompt(device: str, baudrate: int | None, timeout: float | None = None
     )
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """A group's commands and requests: ``plain`` (the request without a count digit) and
+    ``cut`` are None for a command that is not a mode 01 PID (python-OBD's query)."""
+
+    cmds: tuple[Any, ...]
+    key: frozenset[str]
+    plain: bytes | None
+    cut: Cut | None
+
+
 @dataclass
 class GroupRead:
     """What reading one group gave."""
@@ -179,7 +196,10 @@ class PidReader:
         self._undecodable = undecodable if undecodable is not None else set()
         self._cache = ReadingCache()
         self._raw: dict[bytes, Any] = {}
+        self._plans: dict[Group, _Asked] = {}
         self._unresponsive: str | None = None
+        self._gone: str | None = None  # the port failed under the wire
+        self._wire = Wire.attach(conn)
 
     def shareable(self, name: str) -> bool:
         """May share a request with other names (a mode 01 PID)."""
@@ -198,18 +218,19 @@ class PidReader:
         missing names asked one by one) only when the car may be up: a car that went
         silent is not an ECU refusing several PIDs.
         """
-        cmds = [self._supported[name] for name in group]
-        if len(cmds) == 1 and not is_pid_value(cmds[0]):
+        asked = self._asked(group)
+        cmds = asked.cmds
+        if asked.plain is None:
             started = self._clock.monotonic()
             reading = query_reading(self._conn, cmds[0], self._clock, self._undecodable)
             if reading.value is None:
                 self._check_silence(started)
             return GroupRead({cmds[0].name: reading}, 1, self._lost(None))
-        answer, requests = self._ask(cmds)
+        answer, requests = self._ask(asked)
         result = GroupRead(self._readings(answer, cmds), requests, self._lost(answer))
         if result.lost is not None or len(cmds) == 1:
             return result
-        key = frozenset(group)
+        key = asked.key
         memory = self.fallbacks
         if answer.complete:
             memory.strikes.pop(key, None)
@@ -227,8 +248,24 @@ class PidReader:
         self._check(group, cmds, answer, result, car_up=now or answer.answered)
         return result
 
+    def _asked(self, group: Group) -> _Asked:
+        """What a request for ``group`` needs, made once per group and connection."""
+        asked = self._plans.get(group)
+        if asked is None:
+            cmds = tuple(self._supported[name] for name in group)
+            shared = len(cmds) > 1 or is_pid_value(cmds[0])
+            plain = pid_request(cmds) if shared else None
+            asked = _Asked(cmds, frozenset(group), plain, cut_for(cmds) if shared else None)
+            self._plans[group] = asked
+        return asked
+
     def _check(
-        self, group: Group, cmds: list[Any], answer: Answer, result: GroupRead, car_up: bool
+        self,
+        group: Group,
+        cmds: Sequence[Any],
+        answer: Answer,
+        result: GroupRead,
+        car_up: bool,
     ) -> None:
         """Ask the missing names one by one: does the ECU answer them alone?"""
         key = frozenset(group)
@@ -236,7 +273,7 @@ class PidReader:
         for cmd in cmds:
             if cmd.name not in answer.missing:
                 continue
-            single, requests = self._ask([cmd])
+            single, requests = self._ask(self._asked((cmd.name,)))
             result.requests += requests
             result.lost = self._lost(single)
             result.readings.update(self._readings(single, [cmd]))
@@ -263,18 +300,19 @@ class PidReader:
             # as good as it gets. (With the car silent nothing is learnt.)
             self.fallbacks.checks[key] = self.fallbacks.checks.get(key, 0) + 1
 
-    def _ask(self, cmds: Sequence[Any]) -> tuple[Answer, int]:
+    def _ask(self, asked: _Asked) -> tuple[Answer, int]:
         """One request (two when the counted form fails where the plain one works)."""
-        plain = pid_request(cmds)
+        cmds, plain = asked.cmds, asked.plain
+        assert plain is not None and asked.cut is not None  # mode 01 PIDs (see _asked)
         digit = self.counts.digit(plain)
-        answer = self._send(cmds, pid_request(cmds, digit))
+        answer = self._send(asked.cut, plain if digit is None else pid_request(cmds, digit))
         if digit is None:
             if answer.complete:
                 self.counts.learn(plain, answer.frames)
             return answer, 1
         if answer.complete or self._lost(answer) is not None:
             return answer, 1
-        retry = self._send(cmds, plain)
+        retry = self._send(asked.cut, plain)
         if retry.complete:
             if answer.refused and len(cmds) > 1:
                 if self.counts.several_pids:
@@ -294,7 +332,7 @@ class PidReader:
                 )
         return retry, 2
 
-    def _send(self, cmds: Sequence[Any], request: bytes) -> Answer:
+    def _send(self, cut: Cut, request: bytes) -> Answer:
         raw = self._raw.get(request)
         if raw is None:
             # decoders.drop: the answer is cut and decoded per PID, not as a whole.
@@ -303,10 +341,18 @@ class PidReader:
             )
             self._raw[request] = raw
         started = self._clock.monotonic()
-        response = self._conn.query(raw, force=True)
-        if not response.messages:
+        wire = self._wire
+        if wire is not None and wire.usable(raw.header):
+            reply = wire.exchange(request, READ_SILENCE)
+            if reply.gone is not None:
+                self._gone = reply.gone
+            messages = wire.parser()(reply.lines)
+        else:
+            # python-OBD sets the header first (and logs what it does).
+            messages = self._conn.query(raw, force=True).messages
+        if not messages:
             self._check_silence(started)
-        return split_answer(response.messages or [], cmds)
+        return split_answer(messages or [], cut)
 
     def _check_silence(self, started: float) -> None:
         # Nothing at all after the line stayed silent for READ_SILENCE: an adapter that
@@ -318,21 +364,28 @@ class PidReader:
 
     def _readings(self, answer: Answer, cmds: Sequence[Any]) -> dict[str, Reading]:
         at = self._clock.monotonic()
-        out = {c.name: Reading(None, None, at) for c in cmds}
+        parts = answer.parts
+        out: dict[str, Reading] = {}
         for cmd in cmds:
-            if cmd.name not in answer.messages:
+            name = cmd.name
+            got = parts.get(name)
+            if got is None:
+                out[name] = Reading(None, None, at)
                 continue
             try:
-                out[cmd.name] = self._cache.reading(cmd, answer.messages[cmd.name], at)
+                out[name] = self._cache.reading_of_parts(cmd, got, at)
             except Exception as exc:  # an odd answer the decoder cannot take: unknown
-                if cmd.name not in self._undecodable:
-                    self._undecodable.add(cmd.name)
-                    log.warning("cannot decode %s (logged once): %s", cmd.name, exc)
+                out[name] = Reading(None, None, at)
+                if name not in self._undecodable:
+                    self._undecodable.add(name)
+                    log.warning("cannot decode %s (logged once): %s", name, exc)
         return out
 
     def _lost(self, answer: Answer | None) -> str | None:
         if self._conn.status() == OBDStatus.NOT_CONNECTED:
             return "disconnected"
+        if self._gone is not None:
+            return self._gone
         if self._unresponsive is not None:
             return self._unresponsive
         if answer is not None:

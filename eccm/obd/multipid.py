@@ -26,6 +26,7 @@ MAX_PIDS = 6  # SAE J1979: at most six PIDs per mode 01 request
 MODE01 = 0x01
 MODE01_ANSWER = 0x41
 NEGATIVE_ANSWER = 0x7F
+_ANSWER_BYTE = bytes((MODE01_ANSWER,))
 # ELM327 protocol numbers of ISO 15765-4 (CAN 11/29 bit, 500/250 kbaud). J1939 ("A")
 # is not OBD mode 01, and the older protocols (J1850, ISO 9141-2, KWP2000) allow one PID
 # per request.
@@ -69,16 +70,30 @@ def _pid_request(cmds: tuple[Any, ...], count: int | None) -> bytes:
     return text.encode("ascii")
 
 
+# One ECU's answer to one PID, shaped like its answer to that PID alone: (the ECU, as
+# python-OBD's protocol object tagged it; the bytes 41 PID data...; the frames it came in).
+Part = tuple[int, bytes, list[Any]]
+
+
 @dataclass(frozen=True)
 class Answer:
     """One request's answer, cut per PID."""
 
-    messages: Mapping[str, list[Message]]  # name → one message per ECU that gave it
+    parts: Mapping[str, list[Part]]  # name → one part per ECU that gave it
     missing: tuple[str, ...]  # names asked that no ECU answered
     frames: int  # lines of OBD data received (what the response-count digit counts)
     adapter_text: tuple[str, ...] = ()  # lines that are not OBD data: NO DATA, ?, ...
     negative: tuple[str, ...] = ()  # negative answers as hex, e.g. "7F 01 12"
     extra: int = 0  # bytes after the last PID that belong to none asked (ignored)
+
+    @functools.cached_property
+    def messages(self) -> dict[str, list[Message]]:
+        """name → one python-OBD ``Message`` per ECU, as its answer to that PID alone.
+
+        Built when asked: the rows' values come from :class:`eccm.obd.values.ReadingCache`,
+        which makes messages only for an answer it has not decoded before.
+        """
+        return {name: messages_of(parts) for name, parts in self.parts.items()}
 
     @property
     def complete(self) -> bool:
@@ -86,7 +101,7 @@ class Answer:
 
     @property
     def answered(self) -> bool:
-        return bool(self.messages)
+        return bool(self.parts)
 
     @property
     def adapter_lost(self) -> str | None:
@@ -110,12 +125,42 @@ class Answer:
             parts.append(f"negative answer {', '.join(self.negative)}")
         if self.adapter_text:
             parts.append(" / ".join(self.adapter_text))
-        if self.messages:
+        if self.parts:
             parts.append(f"no value for {', '.join(self.missing)}")
         return "; ".join(parts) or "no answer"
 
 
-def split_answer(messages: Iterable[Message], cmds: Sequence[Any]) -> Answer:
+def messages_of(parts: Sequence[Part]) -> list[Message]:
+    """python-OBD messages of the parts of one PID (one per ECU)."""
+    out = []
+    for ecu, data, frames in parts:
+        message = Message(frames)
+        message.ecu = ecu
+        message.data = bytearray(data)
+        out.append(message)
+    return out
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How to cut an answer to some PIDs: PID → (name, data bytes), names in order."""
+
+    sizes: Mapping[int, tuple[str, int]]
+    names: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _cut(cmds: tuple[Any, ...]) -> Cut:
+    # python-OBD counts the mode and PID bytes in a command's size.
+    return Cut({c.pid: (c.name, c.bytes - 2) for c in cmds}, tuple(c.name for c in cmds))
+
+
+def cut_for(cmds: Sequence[Any]) -> Cut:
+    """The cut of an answer to ``cmds`` (made once per distinct group)."""
+    return _cut(tuple(cmds))
+
+
+def split_answer(messages: Iterable[Message], cmds: Sequence[Any] | Cut) -> Answer:
     """Cut the messages python-OBD parsed from one mode 01 answer into one list per PID.
 
     Every message (one per ECU) is walked PID by PID using python-OBD's data length of
@@ -123,8 +168,9 @@ def split_answer(messages: Iterable[Message], cmds: Sequence[Any]) -> Answer:
     what was read before stands, the rest of that message is ignored. An ECU that
     repeats a PID in its message is read once.
     """
-    by_pid = {c.pid: c for c in cmds}
-    out: dict[str, list[Message]] = {}
+    cut = cmds if isinstance(cmds, Cut) else cut_for(cmds)
+    sizes = cut.sizes
+    out: dict[str, list[Part]] = {}
     texts: list[str] = []
     negative: list[str] = []
     frames = 0
@@ -145,23 +191,26 @@ def split_answer(messages: Iterable[Message], cmds: Sequence[Any]) -> Answer:
             continue
         seen: set[int] = set()
         pos = 1
-        while pos < len(data):
+        end = len(data)
+        while pos < end:
             pid = data[pos]
-            cmd = by_pid.get(pid)
-            if cmd is None or pid in seen:
+            known = sizes.get(pid)
+            if known is None or pid in seen:
                 break
-            size = cmd.bytes - 2  # python-OBD counts the mode and PID bytes
-            chunk = data[pos + 1 : pos + 1 + size]
-            if len(chunk) < size:
+            name, size = known
+            stop = pos + 1 + size
+            if stop > end:
                 break
             seen.add(pid)
-            part = Message(message.frames)
-            part.ecu = message.ecu
-            part.data = bytearray((MODE01_ANSWER, pid)) + chunk
-            out.setdefault(cmd.name, []).append(part)
-            pos += 1 + size
-        extra += len(data) - pos
-    missing = tuple(c.name for c in cmds if c.name not in out)
+            part = (message.ecu, _ANSWER_BYTE + data[pos:stop], message.frames)
+            got = out.get(name)
+            if got is None:
+                out[name] = [part]
+            else:
+                got.append(part)
+            pos = stop
+        extra += end - pos
+    missing = tuple(name for name in cut.names if name not in out)
     return Answer(out, missing, frames, tuple(texts), tuple(negative), extra)
 
 
@@ -171,7 +220,8 @@ def decode(answer: Answer, cmds: Sequence[Any]) -> dict[str, Any]:
     Names without a value are left out. A decoder may raise on odd data: the caller
     decides what an undecodable value is.
     """
-    return {c.name: c(answer.messages[c.name]) for c in cmds if c.name in answer.messages}
+    messages = answer.messages
+    return {c.name: c(messages[c.name]) for c in cmds if c.name in messages}
 
 
 class ResponseCounts:

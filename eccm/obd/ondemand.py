@@ -183,6 +183,10 @@ class RequestQueue:
         due; ``query_time``: how long one request of the polling loop takes (the guess for
         a kind never run yet); ``lost``: the adapter is gone (stop running requests).
         Returns when to look at the queue again (inf: empty)."""
+        if not self._jobs:
+            # Nothing queued (nearly every row): no lock, no look at the adapter. A submit
+            # from now on wakes the link, which looks again.
+            return math.inf
         mono = self._clock.monotonic
         while not lost():
             now = mono()

@@ -210,19 +210,22 @@ class Poller:
             row_start, mono(), has_fast=bool(plan.fast), fast_answered=answered
         )
         batch = plan.next_batch(mono(), limit)
-        slow, slow_answered, lost = self._read_groups(reader, plan, batch, lately, answered)
-        if lost is not None:
-            return lost
+        slow_answered = False
         if batch:
+            slow, slow_answered, lost = self._read_groups(reader, plan, batch, lately, answered)
+            if lost is not None:
+                return lost
             self._out.slow_read(sum(len(g) for g in batch) / max(1, len(plan.slow_names)))
-        readings.update(slow)
+            readings.update(slow)
+        answered = answered or slow_answered
         end = policy.round_end(
             row_start,
             mono(),
             plan.cycle,
             asked=bool(readings),
-            answered=answered or slow_answered,
-            slow_due=plan.next_due(),
+            answered=answered,
+            # Only a round that asked nothing needs it (see LinkPolicy.unasked).
+            slow_due=None if answered else plan.next_due(),
         )
         if end.row is not None:
             self._out.row(readings, end.row)

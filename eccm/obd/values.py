@@ -18,6 +18,7 @@ from obd import decoders
 from obd.OBDResponse import Status
 from obd.protocols.protocol import Message
 
+from eccm.obd.multipid import Part, messages_of
 from eccm.sample import Plain, Reading
 
 # Decoders of mode 01 PIDs that do not give a value worth a column: the support bitmaps,
@@ -97,8 +98,29 @@ def describe(cmd: Any, sample: object = None) -> tuple[str, str]:
 def to_reading(value: object, at: float) -> Reading:
     """A python-OBD value as a Reading: a number with its unit apart, or text, or None."""
     if isinstance(value, obd.Unit.Quantity):
-        return Reading(_number(value.magnitude), str(value.units), at)
+        return Reading(_number(value.magnitude), unit_text(value), at)
     return Reading(plain(value), None, at)
+
+
+# Unit texts by pint's unit container: formatting a unit ("revolutions_per_minute") costs
+# pint more than decoding the value, and a handful of units cover every command.
+_UNIT_TEXTS: dict[object, str] = {}
+
+
+def unit_text(quantity: Any) -> str:
+    """``str(quantity.units)``, formatted once per unit."""
+    key = getattr(quantity, "_units", None)
+    if key is None:
+        return str(quantity.units)
+    try:
+        return _UNIT_TEXTS[key]
+    except KeyError:
+        if len(_UNIT_TEXTS) >= 256:  # python-OBD has a few dozen units: never in practice
+            _UNIT_TEXTS.clear()
+        text = _UNIT_TEXTS[key] = str(quantity.units)
+        return text
+    except TypeError:  # not hashable after all: no cache
+        return str(quantity.units)
 
 
 def reading_of(response: Any, at: float) -> Reading:
@@ -230,12 +252,13 @@ class ReadingCache:
     result depends only on the command and the bytes of its messages (and the ECU that
     sent them), so the same answer is decoded once and its value and unit reused.
     tests/test_obd_values.py checks, over every mode 01 value, that a cached reading is
-    the one python-OBD's decoding gives.
+    the one python-OBD's decoding gives; tests/test_obd_can.py checks the rows' path
+    (``reading_of_parts``) on the emulator's answers to every PID its car supports.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._known: dict[tuple[str, tuple[tuple[int, bytes], ...]], tuple[Plain, str | None]] = {}
+        self._known: dict[tuple[Any, ...], tuple[Plain, str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._known)
@@ -245,9 +268,27 @@ class ReadingCache:
         key = (cmd.name, tuple((m.ecu, bytes(m.data)) for m in messages))
         known = self._known.get(key)
         if known is None:
-            fresh = reading_of(cmd(list(messages)), at)
-            if len(self._known) >= self.size:
-                self._known.clear()
-            self._known[key] = (fresh.value, fresh.unit)
-            return fresh
+            return self._decode(key, cmd, list(messages), at)
         return Reading(known[0], known[1], at)
+
+    def reading_of_parts(self, cmd: Any, parts: Sequence[Part], at: float) -> Reading:
+        """The same for the parts of a cut answer (``multipid.split_answer``): their
+        messages are made only for an answer not decoded before."""
+        if len(parts) == 1:
+            part = parts[0]
+            key: tuple[Any, ...] = (cmd.name, ((part[0], part[1]),))
+        else:
+            key = (cmd.name, tuple((ecu, data) for ecu, data, _frames in parts))
+        known = self._known.get(key)
+        if known is None:
+            return self._decode(key, cmd, messages_of(parts), at)
+        return Reading(known[0], known[1], at)
+
+    def _decode(
+        self, key: tuple[Any, ...], cmd: Any, messages: list[Message], at: float
+    ) -> Reading:
+        fresh = reading_of(cmd(messages), at)
+        if len(self._known) >= self.size:
+            self._known.clear()
+        self._known[key] = (fresh.value, fresh.unit)
+        return fresh

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from eccm.clock import Clock
 from eccm.sample import Sample
 from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
 from eccm.store.ledger import LEDGER, Ledger
+from eccm.store.mailbox import Mailbox
 from eccm.store.names import trip_ids
 from eccm.store.recovery import Leftovers, RecordDirError, Recovery, fsync_quiet, leftover_stems
 from eccm.store.rotation import Reason, RotationPolicy, flush_due
@@ -54,6 +54,10 @@ _LEDGER_KEEP = 512  # recent names kept whole in the ledger (ledger.py)
 # Older trips keep one line each (their highest name), for years of trips.
 _LEDGER_TRIPS = 20_000
 _TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
+# Seconds the writer lets rows gather once it is writing (see mailbox.py): a row reaches
+# its file at most this much later, never later than FILE_FLUSH_INTERVAL asks for it to
+# be on the disk (0: each row at once).
+_ROW_BATCH = 0.25
 _REPORT_EVERY = 60.0  # seconds between two lines about dropped rows or disk trouble
 # A retry on a disk that is visibly still full or read-only costs one statvfs
 # (_looks_writable), not the recovery of the files left behind.
@@ -347,7 +351,7 @@ class Recorder:
         self._dir = settings.record_dir
         self._ext = settings.ext
         car, sep = settings.car, settings.separator
-        self._queue: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=queue_size)
+        self._queue: Mailbox[tuple[str, object]] = Mailbox(queue_size)
         self._listeners: list[ClosedListener] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -422,7 +426,7 @@ class Recorder:
     @property
     def queued(self) -> int:
         """Rows and requests waiting for the writer thread."""
-        return self._queue.qsize()
+        return len(self._queue)
 
     def add_closed_listener(self, fn: ClosedListener) -> None:
         """``fn(path)`` runs in the writer thread once a file and its sidecar are final."""
@@ -478,9 +482,7 @@ class Recorder:
         """Queue a row; never waits for the disk (called from the OBD thread)."""
         if self._stopped or not self.settings.recording:
             return
-        try:
-            self._queue.put_nowait(("sample", sample))
-        except queue.Full:
+        if not self._queue.put_row(("sample", sample)):
             now = self.clock.monotonic()
             self._drops.add(QUEUE, now)
             self._trouble.report(now)
@@ -513,7 +515,7 @@ class Recorder:
             thread = self._thread
         if thread is None:
             return
-        self._put(("stop", None), timeout=timeout)
+        self._put(("stop", None))
         thread.join(timeout)
         if thread.is_alive():
             log.error("the recorder thread did not finish within %.0f s", timeout)
@@ -529,19 +531,16 @@ class Recorder:
         self._names.add(name)
 
     # -- writer thread -----------------------------------------------------------------
-    def _put(self, item: tuple[str, object], timeout: float = 10.0) -> None:
-        try:
-            self._queue.put(item, timeout=timeout)
-        except queue.Full:
-            log.error("recorder queue full: %s request lost", item[0])
+    def _put(self, item: tuple[str, object]) -> None:
+        # Requests are few and never refused (rows are, when the queue is full).
+        self._queue.put(item)
 
     def _run(self) -> None:
         files = self._files
+        mailbox = self._queue
+        batch = min(_ROW_BATCH, self.settings.flush_interval)
         while True:
-            try:
-                item = self._queue.get(timeout=_TICK)
-            except queue.Empty:
-                item = None
+            item = mailbox.get(_TICK)
             kind = ""
             try:
                 if item is None:
@@ -552,6 +551,8 @@ class Recorder:
                 if kind == "sample":
                     assert isinstance(arg, Sample)
                     files.write(arg)
+                    if batch > 0 and not mailbox:
+                        mailbox.nap(batch)
                 elif kind == "trip_end":
                     files.trip_end(arg)
                 elif kind == "rotate":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from eccm.sample import Layout, Sample
+from eccm.sample import Layout, RowCells, Sample
 from eccm.store import sidecar
 from eccm.store.ledger import Ledger
 from eccm.store.names import GZ, PART, data_name, next_seq, parse_stem
@@ -28,14 +28,6 @@ from eccm.store.sidecar import FileStats, PartMeta, StepHook
 log = logging.getLogger(__name__)
 
 Facts = Callable[[], Mapping[str, str]]
-
-
-def clean(cell: str) -> str:
-    # One row is one line: recovery cuts a file back to its last newline, which is only
-    # safe if no cell carries a newline of its own.
-    if "\n" in cell or "\r" in cell:
-        return cell.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    return cell
 
 
 @dataclass
@@ -196,6 +188,7 @@ class FileWriter:
         # are written, for the size limit.
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, delimiter=separator, lineterminator="\n")
+        self._cells = RowCells()
 
     def encode(self, cells: list[str]) -> bytes:
         self._buf.seek(0)
@@ -204,7 +197,7 @@ class FileWriter:
         return self._buf.getvalue().encode("utf-8")
 
     def row(self, sample: Sample) -> tuple[list[str], bytes]:
-        cells = [clean(c) for c in sample.layout.row(sample, self._car)]
+        cells = self._cells.row(sample, self._car)
         return cells, self.encode(cells)
 
     def open(self, sample: Sample, now: float, left_behind: Callable[[Path], None]) -> OpenFile:

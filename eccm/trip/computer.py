@@ -544,16 +544,19 @@ class TripComputer:
                 run = None
             if run is None:
                 run = self._run = _Running(sample.trip_id, self.settings)
-            closed_before = len(run.minutes.closed)
+            minutes = run.minutes
+            closed_before = minutes.closed_count
             run.trip.add(sample)
-            run.minutes.add(
+            values = sample.values
+            # Only the summarised names: a row carries every logged value.
+            minutes.add(
                 sample.time,
-                {name: r.value for name, r in sample.values.items()},
+                {name: r.value for name in minutes.names if (r := values.get(name)) is not None},
             )
             at = sample.time if sample.mono is None else sample.mono
             if run.checkpointed is None:
                 run.checkpointed = at
-            if len(run.minutes.closed) != closed_before:
+            if minutes.closed_count != closed_before:
                 checkpoint = self._document(run, complete=False)
                 run.checkpointed = at
             elif self._checkpoint_every is not None and (

@@ -143,10 +143,17 @@ class MinuteTable:
             self._rows = 0
             self._counts = {name: {} for name in self.names}
         self._rows += 1
+        tallies = self._counts
         for name in self.names:
-            number = numeric(values.get(name))
+            value = values.get(name)
+            if type(value) is float:  # the usual value: numeric() without a call
+                if math.isfinite(value):
+                    counts = tallies[name]
+                    counts[value] = counts.get(value, 0) + 1
+                continue
+            number = numeric(value)
             if number is not None:
-                counts = self._counts[name]
+                counts = tallies[name]
                 counts[number] = counts.get(number, 0) + 1
 
     def close(self) -> dict[str, object] | None:
@@ -174,6 +181,11 @@ class MinuteTable:
         """Closed minutes, oldest first. Rows are never changed once closed: the list may
         be shared with a summary being written."""
         return list(self._closed)
+
+    @property
+    def closed_count(self) -> int:
+        """How many minutes are closed (without copying them, for every row)."""
+        return len(self._closed)
 
     @property
     def last_closed(self) -> dict[str, object] | None:
