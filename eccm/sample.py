@@ -140,6 +140,12 @@ class Layout:
         return self.info.get(column, ("", ""))
 
     @property
+    def described(self) -> bool:
+        """:meth:`describe` answers without waiting: the units of the OBD columns are at
+        hand. The first layout's come from python-OBD, looked up once it is imported."""
+        return bool(getattr(self.info, "ready", True))
+
+    @property
     def obd(self) -> tuple[str, ...]:
         return self.fast + tuple(n for n in self.slow if n not in self.fast)
 
