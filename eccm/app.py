@@ -178,7 +178,10 @@ class Daemon:
             self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
 
     def _build_link(self) -> ObdLink:
-        """The OBD link: imports python-OBD."""
+        """The OBD link: imports python-OBD (pint's definitions from its cache)."""
+        from eccm.obd.importing import import_python_obd
+
+        import_python_obd()
         from eccm.obd.link import ObdLink
         from eccm.obd.settings import ObdSettings
 
