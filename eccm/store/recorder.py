@@ -191,7 +191,7 @@ class RotatingWriter:
             try:
                 if f.dirty and flush_due(self.settings.flush_interval, f.last_flush, now):
                     f.sync(self.clock.monotonic())
-                self._writer.describe(f)
+                self._writer.complete_meta(f)
             except OSError as exc:
                 self._fail(f"cannot write {f.part.name}", exc)
         elif self.left.pending and self._retry_due(now):
@@ -232,7 +232,7 @@ class RotatingWriter:
             self.rows_in_file = f.stats.rows
             if flush_due(self.settings.flush_interval, f.last_flush, now):
                 f.sync(self.clock.monotonic())
-            self._writer.describe(f)
+            self._writer.complete_meta(f)
         except OSError as exc:
             where = self.open.part.name if self.open else str(self._dir)
             self._fail(f"cannot write {where}", exc)  # first: the drop is reported with it

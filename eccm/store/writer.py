@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def columns_now(layout: Layout) -> tuple[list[dict[str, str]], bool]:
     """:func:`columns_of` without waiting, and whether they are complete: while the first
     layout's OBD units are not at hand (python-OBD, which has them, imports while the
     first GNSS rows are written), those columns have an empty unit and description,
-    filled in by FileWriter.describe."""
+    filled in by FileWriter.complete_meta."""
     if layout.described:
         return columns_of(layout), True
     obd = frozenset(layout.obd)
@@ -267,20 +268,22 @@ class FileWriter:
             len(header),
             FileStats(),
             meta,
-            now,
+            # Never synced: the file's first row reaches the disk at once, the start of a
+            # drive does not wait FILE_FLUSH_INTERVAL in the writer's buffer.
+            last_flush=-math.inf,
             described=described,
         )
         log.info("recording to %s", f.part.name)
         return f
 
-    def describe(self, f: OpenFile) -> None:
+    def complete_meta(self, f: OpenFile) -> None:
         """Fill in the units and descriptions left out at ``f``'s opening, once they are
         at hand (never waits): the meta file has them for a recovery from then on."""
         if f.described or not f.layout.described:
             return
         f.meta.columns = columns_of(f.layout)
-        f.described = True
         sidecar.write_atomic(sidecar.meta_path(f.stem), f.meta.to_json())
+        f.described = True
 
     def close(self, f: OpenFile) -> Path | None:
         """Sync, rename and seal ``f``: the data file as it will be uploaded, or None when
