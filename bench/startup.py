@@ -2,11 +2,13 @@
 
 Starts the real daemon (a subprocess) against the ELM327 emulator and a simulated GNSS
 receiver, both in this process, with OBD_PROTOCOL=6 and FILE_FLUSH_INTERVAL=0 (so a row
-is on disk as soon as it is written), and polls the record directory. Two set-ups:
+is on disk as soon as it is written; --flush 1 for ECCM's default) and polls the record
+directory. Two set-ups:
 
   recording   GNSS on, recording, nothing else;
-  everything  as recording, plus S3 (an endpoint that refuses every request), the control
-              socket and the web page: they must not delay the first row.
+  everything  as recording, plus S3 (an endpoint here that closes every connection it
+              accepts, noting the first: when the uploader is up), the control socket and
+              the web page: they must not delay the first rows.
 
 The receiver sends an epoch every second whatever the daemon does, as a real one does, so
 the first GNSS row also waits for the receiver's next epoch: 0 to 1 s depending on where in
@@ -26,14 +28,14 @@ same for this tree and --old), and the phases of each run are taken apart:
 Times are seen from here: the ports' opening by polling /proc/PID/fd, the adapter's
 commands by the emulator, the receiver's epochs as written, rows by polling the file.
 For reference, the adapter's own connection time is measured on the same emulator: a
-plain python-OBD connect (obd.OBD(port, protocol="6")) in a fresh interpreter, from
-process start. Then one `python -X importtime` run of `eccm run` is summed by top-level
+plain python-OBD connect with ECCM's arguments (obd.OBD(port, protocol="6", fast=False,
+check_voltage=False)) in a fresh interpreter, from process start, each round. Then one `python -X importtime` run of `eccm run` is summed by top-level
 package (the import's own time), split into the imports done before the receiver's port is
 opened (what the first row waits for) and the rest until the first engine row. Note that
 numpy, which pint imports when it is there, is installed here by the test and report extras
 only: a Pi's install (no extra) has none.
 
-    .venv/bin/python bench/startup.py [--runs 3] [--old /tmp/eccm-old]
+    .venv/bin/python bench/startup.py [--runs 3] [--old /tmp/eccm-old] [--phases] [--flush 1]
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def free_port() -> int:
 
 
 def config(
-    tmp: Path, port: str, gnss: str, everything: bool, s3_port: int = 9
+    tmp: Path, port: str, gnss: str, everything: bool, s3_port: int = 9, flush: float = 0.0
 ) -> tuple[Path, Path]:
     records = tmp / f"records-{time.monotonic_ns()}"
     lines = [
@@ -148,7 +150,7 @@ def config(
         "GPS_POSITION_MONITORING=yes",
         f"GPS_INTERFACE={gnss}",
         f"RECORD_DIRECTORY_LOCATION={records}",
-        "FILE_FLUSH_INTERVAL=0",
+        f"FILE_FLUSH_INTERVAL={flush:g}",
         "LOG_LEVEL=WARNING",
     ]
     if everything:
@@ -396,6 +398,13 @@ def main() -> int:
         "alternated with this one, for a before/after in the same run",
     )
     ap.add_argument("--phases", action="store_true", help="print each run's phases")
+    ap.add_argument(
+        "--flush",
+        type=float,
+        default=0.0,
+        help="FILE_FLUSH_INTERVAL of the runs (default 0: every row synced as written; "
+        "1 is ECCM's default, where a row after a file's first waits up to that long)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir, emulated_car() as emu:
         tmp = Path(tmpdir)
@@ -418,7 +427,7 @@ def main() -> int:
                 obd_atz.append(atz)
                 for name in results:
                     everything = name.endswith("everything")
-                    cfg, records = config(tmp, port, receiver.path, everything, s3.port)
+                    cfg, records = config(tmp, port, receiver.path, everything, s3.port, args.flush)
                     tree = args.old if name.startswith("old") else None
                     receiver.wait_for_phase((k + 0.5) / args.runs * PERIOD)
                     ports = (os.path.realpath(receiver.path), port)
@@ -443,7 +452,7 @@ def main() -> int:
 
     print(
         f"ELM327 emulator (OBD_PROTOCOL=6), simulated GNSS at 1 Hz, {args.runs} runs each, "
-        "started at phases spread over the receiver's second"
+        f"started at phases spread over the receiver's second, FILE_FLUSH_INTERVAL={args.flush:g}"
     )
     print(
         f"python-OBD alone, process start to connected adapter: {span(connects)}; "
