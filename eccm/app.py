@@ -4,8 +4,9 @@ Start order puts the first row first: recorder (which first recovers leftovers o
 cut), trip summary writer (likewise) and GNSS are built and started before python-OBD,
 boto3 or the front ends' libraries are imported, so GNSS rows are written while the rest
 starts (the first file does not wait for python-OBD's units: see CommandInfo). Then the
-OBD link, started as soon as python-OBD is imported (the adapter's reset and the car's
-answers are waited for while the rest starts), then the uploader, the trouble-code
+OBD link, started as soon as python-OBD is imported (with pint's cache of its unit
+definitions, eccm/obd/importing.py; the adapter's reset and the car's answers are
+waited for while the rest starts), then the uploader, the trouble-code
 poller, the control socket, the web page and MQTT (eccm/frontends.py). A file closed
 before the uploader listens is found by its first scan. Stop order is the reverse, and
 ends with the hub closing the current file and ending the trip (the trip computer hands
