@@ -1,12 +1,13 @@
 """Wiring only: build the parts from a Config, start them in order, stop them in reverse.
 
-Start order puts the first row first: recorder (which first recovers leftovers of a power
-cut), trip summary writer (likewise) and GNSS are built and started before python-OBD,
-boto3 or the front ends' libraries are imported, so GNSS rows are written while the rest
-starts (the first file does not wait for python-OBD's units: see CommandInfo). Then the
-OBD link, started as soon as python-OBD is imported (with pint's cache of its unit
-definitions, eccm/obd/importing.py; the adapter's reset and the car's answers are
-waited for while the rest starts), then the uploader, the trouble-code
+Start order puts the first row first: the GNSS receiver is opened, then the recorder
+(which first recovers leftovers of a power cut) and the trip summary writer (likewise) are
+built and started (a fix that came meanwhile makes the first row then), all before
+python-OBD, boto3 or the front ends' libraries are imported, so GNSS rows are written
+while the rest starts (the first file does not wait for python-OBD's units: see
+CommandInfo). Then the OBD link, started as soon as python-OBD is imported (with pint's
+cache of its unit definitions, eccm/obd/importing.py; the adapter's reset and the car's
+answers are waited for while the rest starts), then the uploader, the trouble-code
 poller, the control socket, the web page and MQTT (eccm/frontends.py). A file closed
 before the uploader listens is found by its first scan. Stop order is the reverse, and
 ends with the hub closing the current file and ending the trip (the trip computer hands
@@ -120,6 +121,11 @@ class Daemon:
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
+        self._gnss_row_lock = threading.Lock()
+        # Clear while start() builds the recording parts: the receiver is read already,
+        # GNSS rows wait for the parts that write them (see _open_gnss_rows).
+        self._gnss_rows = threading.Event()
+        self._gnss_rows.set()
         self.recorder: Recorder | None = None
         self.uploader: Uploader | None = None
         self.gnss: GnssSource | None = None
@@ -173,9 +179,12 @@ class Daemon:
         self.hub.add_listener(self.trip)
         if cfg.file_encryption_recipients:
             self._seal_on_close(writer)
-        if cfg.gps_position_monitoring:
+
+    def _build_gnss(self) -> None:
+        if self.cfg.gps_position_monitoring:
             from eccm.gnss.source import GnssSource
 
+            cfg = self.cfg
             self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
 
     def _build_link(self) -> ObdLink:
@@ -258,7 +267,13 @@ class Daemon:
         if not fix.has_position:
             self.hub.end_idle_gnss_trip()
             return
-        if self.hub.engine_trip:
+        self._gnss_row()
+
+    def _gnss_row(self) -> None:
+        """A GNSS-only row now, unless the car answers (the OBD link writes the rows of an
+        engine trip), the recording parts are not up yet, or SAMPLE_INTERVAL has not
+        passed since the last one."""
+        if self.hub.engine_trip or not self._gnss_rows.is_set():
             return
         if self._stop.is_set():
             # Stopping: the OBD link has ended the engine trip, the receiver is closed next;
@@ -269,9 +284,19 @@ class Daemon:
             # The first epochs say the clock is off: a row now would open a trip on the
             # wrong date that ends when GNSS time is adopted, epochs later.
             return
-        if now - self._last_gnss_row >= self.cfg.sample_interval:
+        with self._gnss_row_lock:  # the GNSS thread, and start() once (_open_gnss_rows)
+            if now - self._last_gnss_row < self.cfg.sample_interval:
+                return
             self._last_gnss_row = now
-            self.hub.emit(engine=False)
+        self.hub.emit(engine=False)
+
+    def _open_gnss_rows(self) -> None:
+        """The recording parts are up: fixes make rows from now on, and a fix that came
+        while they were built makes one now (the next may be a second away)."""
+        self._gnss_rows.set()
+        fix = self.hub.fresh_fix()
+        if fix is not None and fix.has_position:
+            self._gnss_row()
 
     def _seal_on_close(self, summaries: SummaryWriter | None) -> None:
         """Encrypt each closed file and summary as soon as it is final (issue 15): these
@@ -294,13 +319,18 @@ class Daemon:
         # logged. Then the OBD link, started at once (python-OBD's connection spends a
         # second waiting on the adapter's reset while the rest starts), then the uploader
         # and the front ends, whose libraries import while the first rows are written.
+        self._gnss_rows.clear()
+        self._build_gnss()
+        if self.gnss is not None:
+            # Opened first: the receiver's next epoch may be up to a second away, and an
+            # epoch that comes while the recording parts are built is not lost.
+            self.gnss.start()
         self._build_recording()
         if self.recorder is not None:
             self.recorder.start()
         if self.summaries is not None:
             self.summaries.start()
-        if self.gnss is not None:
-            self.gnss.start()
+        self._open_gnss_rows()
         link = self._build_link()
         link.start()
         self._build_diagnostics(link)

@@ -19,12 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from eccm.app import Daemon
 from eccm.clock import FakeClock
+from eccm.config import parse
+from eccm.gnss.fix import Fix
 from eccm.sample import Layout, Sample
 from eccm.sim.car import emulated_car
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.store import sidecar
 from eccm.store.recorder import Recorder
+from tests.listeners import Events
 from tests.recorder_writer import CAR, LAYOUT, T0, TRIP, config, sample
 from tests.waiting import wait_until
 
@@ -149,6 +153,71 @@ def free_port() -> int:
         return port
 
 
+def fix_at(clock: FakeClock) -> Fix:
+    return Fix(
+        time_utc=clock.time(),
+        latitude=45.0,
+        longitude=7.0,
+        altitude=None,
+        speed=15.0,
+        track=None,
+        quality=1,
+        satellites=None,
+        hdop=None,
+        received=clock.monotonic(),
+        received_wall=clock.time(),
+    )
+
+
+def test_a_fix_that_came_while_the_recording_parts_were_built_makes_the_first_row_then(
+    tmp_path: Path,
+) -> None:
+    """The receiver is opened first; its epoch may come before the recorder listens. It
+    is not lost (the next may be a second away): it makes the first row once it does."""
+    clock = FakeClock(start=1_795_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "early",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "GPS_POSITION_MONITORING": "yes",
+            "GPS_INTERFACE": "/dev/null",
+        }
+    )
+    daemon = Daemon(cfg, clock)
+    daemon._gnss_rows.clear()  # as start() does before opening the receiver
+    events = Events()
+    daemon.hub.add_listener(events)  # the recorder's place
+    fix = fix_at(clock)
+    daemon._on_fix(fix)
+    assert events.samples == []  # the recording parts are not up
+    clock.advance(0.3)
+    daemon._open_gnss_rows()
+    assert [s.fix for s in events.samples] == [fix]
+    clock.advance(0.1)
+    daemon._on_fix(fix_at(clock))  # within SAMPLE_INTERVAL of that row
+    assert len(events.samples) == 1
+
+
+def test_no_row_from_a_stale_fix_when_the_recording_parts_are_up(tmp_path: Path) -> None:
+    clock = FakeClock(start=1_795_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "early",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "GPS_POSITION_MONITORING": "yes",
+            "GPS_INTERFACE": "/dev/null",
+        }
+    )
+    daemon = Daemon(cfg, clock)
+    daemon._gnss_rows.clear()
+    events = Events()
+    daemon.hub.add_listener(events)
+    daemon._on_fix(fix_at(clock))
+    clock.advance(cfg.gps_max_fix_age + 1.0)  # a recovery that took long
+    daemon._open_gnss_rows()
+    assert events.samples == []
+
+
 def write_config(path: Path, **values: str) -> Path:
     path.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
     return path
@@ -245,7 +314,8 @@ from pathlib import Path
 from eccm.config import load
 from eccm.app import Daemon
 daemon = Daemon(load(sys.argv[1]))
-daemon._build_recording()  # wiring only: no thread starts
+daemon._build_gnss()  # wiring only: no thread starts
+daemon._build_recording()
 print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(","))))
 """
 
