@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -145,40 +144,12 @@ class Daemon:
 
     # -- building ----------------------------------------------------------------------
     def _build_recording(self) -> None:
-        """The parts a GNSS row goes through: none imports python-OBD, boto3 or aiohttp,
-        so they start (and the first file opens) while the rest is still importing."""
-        cfg = self.cfg
-        if cfg.file_recording:
-            from eccm.store.recorder import Recorder, used_trip_ids
-            from eccm.store.settings import RecordSettings
+        """The parts a GNSS row goes through (eccm/recording.py): none imports python-OBD,
+        boto3 or aiohttp, so they start (and the first file opens) while those import."""
+        from eccm.recording import build_recording
 
-            self.recorder = Recorder(
-                RecordSettings.from_config(cfg), self.clock, facts=self.hub.facts
-            )
-            self.hub.add_listener(self.recorder)
-            # An earlier run's trip ids stay taken (a Pi without a clock may boot to the
-            # same time twice): read before any part starts writing or moving files.
-            self.hub.reserve_trip_ids(
-                used_trip_ids(cfg.record_dir, cfg.car_identifier, cfg.monitoring_file_extension)
-            )
-        from eccm.trip.computer import TripComputer, TripSettings
-
-        if cfg.file_recording:
-            from eccm.trip.summary import SummaryWriter
-
-            self.summaries = SummaryWriter(cfg.record_dir, cfg.car_identifier)
-        writer = self.summaries
-        self.trip = TripComputer(
-            TripSettings.from_config(cfg),
-            car=cfg.car_identifier,
-            facts=self.hub.facts,
-            on_checkpoint=None if writer is None else writer.checkpoint,
-            on_finished=None if writer is None else writer.finish,
-            checkpoint_every=SUMMARY_CHECKPOINT_SECONDS,
-        )
-        self.hub.add_listener(self.trip)
-        if cfg.file_encryption_recipients:
-            self._seal_on_close(writer)
+        parts = build_recording(self.cfg, self.clock, self.hub, SUMMARY_CHECKPOINT_SECONDS)
+        self.recorder, self.summaries, self.trip = parts.recorder, parts.summaries, parts.trip
 
     def _build_gnss(self) -> None:
         if self.cfg.gps_position_monitoring:
@@ -297,21 +268,6 @@ class Daemon:
         fix = self.hub.fresh_fix()
         if fix is not None and fix.has_position:
             self._gnss_row()
-
-    def _seal_on_close(self, summaries: SummaryWriter | None) -> None:
-        """Encrypt each closed file and summary as soon as it is final (issue 15): these
-        listeners come before the uploader's, which only ever sends the .age files."""
-        from eccm.crypto.encrypt import seal_pending
-
-        folder, keys = self.cfg.record_dir, self.cfg.file_encryption_recipients
-
-        def seal(_path: Path) -> None:
-            seal_pending(folder, keys)
-
-        if self.recorder is not None:
-            self.recorder.add_closed_listener(seal)
-        if summaries is not None:
-            summaries.add_written_listener(seal)
 
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
