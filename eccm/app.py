@@ -1,13 +1,18 @@
 """Wiring only: build the parts from a Config, start them in order, stop them in reverse.
 
-Start order puts the first row first: recorder (which first recovers leftovers of a power
-cut), trip summary writer (likewise) and GNSS are built and started before python-OBD,
-boto3 or the front ends' libraries are imported, so GNSS rows are written while the rest
-starts; then OBD, the uploader, the trouble-code poller, the control socket, the web page
-and MQTT. A file closed before the uploader listens is found by its first scan. Stop order
-is the reverse, and ends with the hub closing the current file and ending the trip (the
-trip computer hands its summary to the writer), the writer's bounded last write, and the
-uploader's one bounded last attempt.
+Start order puts the first row first: the GNSS receiver is opened, then the recorder
+(which first recovers leftovers of a power cut) and the trip summary writer (likewise) are
+built and started (a fix that came meanwhile makes the first row then), all before
+python-OBD, boto3 or the front ends' libraries are imported, so GNSS rows are written
+while the rest starts (the first file does not wait for python-OBD's units: see
+CommandInfo). Then the OBD link, started as soon as python-OBD is imported (with pint's
+cache of its unit definitions, eccm/obd/importing.py; the adapter's reset and the car's
+answers are waited for while the rest starts), then the uploader, the trouble-code
+poller, the control socket, the web page and MQTT (eccm/frontends.py). A file closed
+before the uploader listens is found by its first scan. Stop order is the reverse, and
+ends with the hub closing the current file and ending the trip (the trip computer hands
+its summary to the writer), the writer's bounded last write, and the uploader's one
+bounded last attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -56,11 +60,13 @@ SUMMARY_CHECKPOINT_SECONDS = 10.0
 
 
 class CommandInfo(Mapping[str, tuple[str, str]]):
-    """(unit, description) of named commands, found through python-OBD on first use.
+    """(unit, description) of named commands, found through python-OBD.
 
-    The first layout's units are only read when its first file is sealed: importing
-    python-OBD (pint and numpy with it, half a second on a Pi) must not come before the
-    first GNSS row.
+    Importing python-OBD (pint and numpy with it, half a second here, seconds on a Pi) must
+    not come before the first GNSS row: the daemon calls :meth:`load` once the OBD link
+    has imported it. Until then :attr:`ready` is False and the recorder opens its first
+    file without these units, filling them in as soon as they are (see
+    eccm/store/writer.py). Reading an item before then waits for the import.
     """
 
     def __init__(self, names: tuple[str, ...]) -> None:
@@ -68,7 +74,12 @@ class CommandInfo(Mapping[str, tuple[str, str]]):
         self._lock = threading.Lock()
         self._info: dict[str, tuple[str, str]] | None = None
 
-    def _load(self) -> dict[str, tuple[str, str]]:
+    @property
+    def ready(self) -> bool:
+        """Loaded: reading an item does not wait."""
+        return self._info is not None
+
+    def load(self) -> dict[str, tuple[str, str]]:
         with self._lock:
             if self._info is None:
                 import obd
@@ -79,13 +90,13 @@ class CommandInfo(Mapping[str, tuple[str, str]]):
             return self._info
 
     def __getitem__(self, name: str) -> tuple[str, str]:
-        return self._load()[name]
+        return self.load()[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
+        return iter(self.load())
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len(self.load())
 
 
 def initial_layout(cfg: Config) -> Layout:
@@ -103,11 +114,17 @@ class Daemon:
         # TRIP_END_TIMEOUT, as for the engine: how young a GNSS-only segment is adopted by
         # the engine trip, how long one may go without a position.
         trips = TripSegmenter(adopt_within=cfg.trip_end_timeout, gnss_timeout=cfg.trip_end_timeout)
-        self.hub = Hub(self.clock, cfg.gps_max_fix_age, initial_layout(cfg), trips=trips)
+        self._first_layout = initial_layout(cfg)
+        self.hub = Hub(self.clock, cfg.gps_max_fix_age, self._first_layout, trips=trips)
         # Ages of files are judged against trip ids, which are GNSS-corrected.
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
+        self._gnss_row_lock = threading.Lock()
+        # Clear while start() builds the recording parts: the receiver is read already,
+        # GNSS rows wait for the parts that write them (see _open_gnss_rows).
+        self._gnss_rows = threading.Event()
+        self._gnss_rows.set()
         self.recorder: Recorder | None = None
         self.uploader: Uploader | None = None
         self.gnss: GnssSource | None = None
@@ -119,7 +136,7 @@ class Daemon:
         self.trip: TripComputer | None = None
         self.summaries: SummaryWriter | None = None
         self.diagnostics: DtcPoller | None = None
-        # Built with the parts (start()): what every front end is handed.
+        # Built with the front ends (start()): what every front end is handed.
         self.service: Service | None = None
         self.credentials: Credentials | None = None  # None: no SOCKET_SERVER_SECRET
         self.auth_limiter: AuthLimiter | None = None
@@ -127,129 +144,70 @@ class Daemon:
 
     # -- building ----------------------------------------------------------------------
     def _build_recording(self) -> None:
-        """The parts a GNSS row goes through: none imports python-OBD, boto3 or aiohttp,
-        so they start (and the first file opens) while the rest is still importing."""
-        cfg = self.cfg
-        if cfg.file_recording:
-            from eccm.store.recorder import Recorder, used_trip_ids
-            from eccm.store.settings import RecordSettings
+        """The parts a GNSS row goes through (eccm/recording.py): none imports python-OBD,
+        boto3 or aiohttp, so they start (and the first file opens) while those import."""
+        from eccm.recording import build_recording
 
-            self.recorder = Recorder(
-                RecordSettings.from_config(cfg), self.clock, facts=self.hub.facts
-            )
-            self.hub.add_listener(self.recorder)
-            # An earlier run's trip ids stay taken (a Pi without a clock may boot to the
-            # same time twice): read before any part starts writing or moving files.
-            self.hub.reserve_trip_ids(
-                used_trip_ids(cfg.record_dir, cfg.car_identifier, cfg.monitoring_file_extension)
-            )
-        from eccm.trip.computer import TripComputer, TripSettings
+        parts = build_recording(self.cfg, self.clock, self.hub, SUMMARY_CHECKPOINT_SECONDS)
+        self.recorder, self.summaries, self.trip = parts.recorder, parts.summaries, parts.trip
 
-        if cfg.file_recording:
-            from eccm.trip.summary import SummaryWriter
-
-            self.summaries = SummaryWriter(cfg.record_dir, cfg.car_identifier)
-        writer = self.summaries
-        self.trip = TripComputer(
-            TripSettings.from_config(cfg),
-            car=cfg.car_identifier,
-            facts=self.hub.facts,
-            on_checkpoint=None if writer is None else writer.checkpoint,
-            on_finished=None if writer is None else writer.finish,
-            checkpoint_every=SUMMARY_CHECKPOINT_SECONDS,
-        )
-        self.hub.add_listener(self.trip)
-        if cfg.file_encryption_recipients:
-            self._seal_on_close(writer)
-        if cfg.gps_position_monitoring:
+    def _build_gnss(self) -> None:
+        if self.cfg.gps_position_monitoring:
             from eccm.gnss.source import GnssSource
 
+            cfg = self.cfg
             self.gnss = GnssSource(cfg.gps_interface, cfg.gps_baudrate, self._on_fix, self.clock)
 
-    def _build(self) -> None:
-        cfg = self.cfg
-        writer = self.summaries
-        if cfg.s3_enabled:
-            from eccm.upload.settings import UploadSettings
-            from eccm.upload.uploader import Uploader
+    def _build_link(self) -> ObdLink:
+        """The OBD link: imports python-OBD (pint's definitions from its cache)."""
+        from eccm.obd.importing import import_python_obd
 
-            self.uploader = Uploader(UploadSettings.from_config(cfg), self.corrected_clock)
-            uploader = self.uploader
-            if self.recorder is not None:
-                self.recorder.add_closed_listener(lambda _path: uploader.wake())
-            if writer is not None:
-                writer.add_written_listener(lambda _path: uploader.wake())
+        import_python_obd()
         from eccm.obd.link import ObdLink
         from eccm.obd.settings import ObdSettings
 
-        obd_settings = ObdSettings.from_config(cfg)
-        self.link = ObdLink(obd_settings, self.hub, self.clock)
+        self.link = ObdLink(ObdSettings.from_config(self.cfg), self.hub, self.clock)
+        return self.link
+
+    def _build_diagnostics(self, link: ObdLink) -> None:
+        """The trouble-code poller, and the first layout's units: python-OBD is imported."""
+        info = self._first_layout.info
+        if isinstance(info, CommandInfo):
+            info.load()  # a file opened before now has them in its meta from its next row
         from eccm.obd.dtc_poller import DtcPoller
 
         hub = self.hub
         assert self.trip is not None  # _build_recording
         self.diagnostics = DtcPoller(
-            self.link,
+            link,
             self.trip,
-            interval=obd_settings.dtc_interval,
+            interval=self.cfg.obd_dtc_interval,
             clock=self.clock,
             trip=lambda: hub.engine_trip_id,
             now=hub.now,
         )
-        self._build_service()
-        if cfg.enable_socket_server:
-            from eccm.control.server import ControlServer
-            from eccm.control.settings import ControlSettings
 
-            assert self.service is not None
-            self.server = ControlServer(
-                ControlSettings.from_config(cfg),
-                self.service,
-                self.clock,
-                credentials=self.credentials,
-                limiter=self.auth_limiter,
-            )
-        if cfg.enable_web_server:
-            from eccm.web.server import WebServer
-            from eccm.web.settings import WebSettings
+    def _build_uploader(self) -> None:
+        if not self.cfg.s3_enabled:
+            return
+        from eccm.upload.settings import UploadSettings
+        from eccm.upload.uploader import Uploader
 
-            assert self.service is not None
-            self.web = WebServer(
-                WebSettings.from_config(cfg),
-                self.service,
-                self.clock,
-                credentials=self.credentials,
-                limiter=self.auth_limiter,
-            )
-        if cfg.mqtt_enabled:
-            from eccm.mqtt.publisher import MqttPublisher
-            from eccm.mqtt.settings import MqttSettings
+        self.uploader = Uploader(UploadSettings.from_config(self.cfg), self.corrected_clock)
+        uploader = self.uploader
+        if self.recorder is not None:
+            self.recorder.add_closed_listener(lambda _path: uploader.wake())
+        if self.summaries is not None:
+            self.summaries.add_written_listener(lambda _path: uploader.wake())
 
-            assert self.service is not None and self.backend is not None
-            self.mqtt = MqttPublisher(MqttSettings.from_config(cfg), self.service, self.clock)
-            # A refused login or certificate shows in STATUS's last_error.
-            mqtt = self.mqtt
-            self.backend.add_error_source(lambda: mqtt.last_error)
+    def _build_front_ends(self) -> None:
+        """The one service every front end calls, then the socket, the web page and MQTT."""
+        from eccm.frontends import build_control, build_mqtt, build_service, build_web
 
-    def _build_service(self) -> None:
-        """The one service every front end calls (the socket now, the web page and MQTT
-        next), the one set of secrets they accept, and the one failure limiter they share
-        (a guesser gains nothing by switching door)."""
-        from eccm.backend import DaemonBackend
-        from eccm.control.authlimit import AuthLimiter
-        from eccm.errors import ConfigError
-        from eccm.service import Credentials, Service
-        from eccm.store.audit import AuditWriter, audit_seal
-        from eccm.store.budget import DiskSettings
-
-        cfg = self.cfg
-        audit = AuditWriter(cfg.record_dir, cfg.car_identifier, seal=audit_seal(cfg))
-        try:
-            audit.recover()
-        except OSError as exc:
-            log.error("audit records left by a power cut not recovered: %s", exc)
-        backend = DaemonBackend(
-            disk=DiskSettings.from_config(cfg),
+        cfg, clock = self.cfg, self.clock
+        shared = build_service(
+            cfg,
+            clock,
             hub=self.hub,
             link=self.link,
             recorder=self.recorder,
@@ -258,21 +216,11 @@ class Daemon:
             trip=self.trip,
             gnss=self.gnss,
         )
-        self.backend = backend
-        self.service = Service(
-            backend,
-            self.clock,
-            allow_dtc_clear=cfg.socket_server_allow_dtc_clear,
-            audit=audit,
-        )
-        if cfg.socket_server_secret:
-            try:
-                self.credentials = Credentials(
-                    cfg.socket_server_secret, cfg.socket_server_read_secret
-                )
-            except ValueError as exc:  # config.py refuses these already
-                raise ConfigError(f"control socket secrets: {exc}") from None
-        self.auth_limiter = AuthLimiter(self.clock)
+        self.service, self.backend = shared.service, shared.backend
+        self.credentials, self.auth_limiter = shared.credentials, shared.limiter
+        self.server = build_control(cfg, shared, clock)
+        self.web = build_web(cfg, shared, clock)
+        self.mqtt = build_mqtt(cfg, shared, clock)
 
     def _keep_disk_budget(self) -> None:
         """With S3 off nobody else applies MAX_LOCAL_STORAGE_MB: newest data still wins."""
@@ -290,7 +238,13 @@ class Daemon:
         if not fix.has_position:
             self.hub.end_idle_gnss_trip()
             return
-        if self.hub.engine_trip:
+        self._gnss_row()
+
+    def _gnss_row(self) -> None:
+        """A GNSS-only row now, unless the car answers (the OBD link writes the rows of an
+        engine trip), the recording parts are not up yet, or SAMPLE_INTERVAL has not
+        passed since the last one."""
+        if self.hub.engine_trip or not self._gnss_rows.is_set():
             return
         if self._stop.is_set():
             # Stopping: the OBD link has ended the engine trip, the receiver is closed next;
@@ -301,45 +255,48 @@ class Daemon:
             # The first epochs say the clock is off: a row now would open a trip on the
             # wrong date that ends when GNSS time is adopted, epochs later.
             return
-        if now - self._last_gnss_row >= self.cfg.sample_interval:
+        with self._gnss_row_lock:  # the GNSS thread, and start() once (_open_gnss_rows)
+            if now - self._last_gnss_row < self.cfg.sample_interval:
+                return
             self._last_gnss_row = now
-            self.hub.emit(engine=False)
+        self.hub.emit(engine=False)
 
-    def _seal_on_close(self, summaries: SummaryWriter | None) -> None:
-        """Encrypt each closed file and summary as soon as it is final (issue 15): these
-        listeners come before the uploader's, which only ever sends the .age files."""
-        from eccm.crypto.encrypt import seal_pending
-
-        folder, keys = self.cfg.record_dir, self.cfg.file_encryption_recipients
-
-        def seal(_path: Path) -> None:
-            seal_pending(folder, keys)
-
-        if self.recorder is not None:
-            self.recorder.add_closed_listener(seal)
-        if summaries is not None:
-            summaries.add_written_listener(seal)
+    def _open_gnss_rows(self) -> None:
+        """The recording parts are up: fixes make rows from now on, and a fix that came
+        while they were built makes one now (the next may be a second away)."""
+        self._gnss_rows.set()
+        fix = self.hub.fresh_fix()
+        if fix is not None and fix.has_position:
+            self._gnss_row()
 
     # -- running -----------------------------------------------------------------------
     def start(self) -> None:
-        # Recording first, then the OBD link (python-OBD imports while GNSS rows are
-        # written), then the uploader and the front ends: every second before the first
-        # row is a second of the drive not logged.
+        # Recording first: every second before the first row is a second of the drive not
+        # logged. Then the OBD link, started at once (python-OBD's connection spends a
+        # second waiting on the adapter's reset while the rest starts), then the uploader
+        # and the front ends, whose libraries import while the first rows are written.
+        self._gnss_rows.clear()
+        self._build_gnss()
+        if self.gnss is not None:
+            # Opened first: the receiver's next epoch may be up to a second away, and an
+            # epoch that comes while the recording parts are built is not lost.
+            self.gnss.start()
         self._build_recording()
         if self.recorder is not None:
             self.recorder.start()
         if self.summaries is not None:
             self.summaries.start()
-        if self.gnss is not None:
-            self.gnss.start()
-        self._build()
-        assert self.link is not None
-        self.link.start()
+        self._open_gnss_rows()
+        link = self._build_link()
+        link.start()
+        self._build_diagnostics(link)
         if self.cfg.file_encryption_recipients:
             # What a power cut left half-sealed, or plaintext from before encryption was on.
             from eccm.crypto.encrypt import seal_pending
 
             seal_pending(self.cfg.record_dir, self.cfg.file_encryption_recipients)
+        self._build_uploader()
+        self._build_front_ends()
         if self.uploader is not None:
             self.uploader.start()
         elif self.recorder is not None:

@@ -172,6 +172,12 @@ class Layout:
             return GPS_UNITS[column]
         return self.info.get(column, ("", ""))
 
+    @property
+    def described(self) -> bool:
+        """:meth:`describe` answers without waiting: the units of the OBD columns are at
+        hand. The first layout's come from python-OBD, looked up once it is imported."""
+        return bool(getattr(self.info, "ready", True))
+
     @functools.cached_property
     def obd(self) -> tuple[str, ...]:
         # Cached: a row's cells are taken in this order, for every row.

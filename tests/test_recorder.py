@@ -351,7 +351,7 @@ def test_rotate_now_returns_once_the_file_is_closed(
     wait_for(lambda: rec.current_file == f"{CAR}_{TRIP}_0002.tsv.part")
 
 
-def test_flush_waits_for_the_interval(
+def test_flush_waits_for_the_interval_after_a_files_first_row(
     tmp_path: Path, clock: FakeClock, started: Callable[..., Recorder]
 ) -> None:
     cfg = cfg_for(tmp_path, FILE_FLUSH_INTERVAL="5")
@@ -359,10 +359,15 @@ def test_flush_waits_for_the_interval(
     rec.on_sample(sample(0))
     wait_for(lambda: rec.rows_written == 1)
     part = cfg.record_dir / f"{CAR}_{TRIP}_0001.tsv.part"
-    assert part.stat().st_size == 0  # still in the writer's buffer
-    clock.advance(5.0)
-    wait_for(lambda: part.stat().st_size > 0)  # the idle writer syncs it
+    # The first row is synced at once: a start (a drive) does not wait for the interval.
     assert part.read_bytes() == expected_bytes(range(1))
+    clock.advance(1.0)
+    rec.on_sample(sample(1))
+    wait_for(lambda: rec.rows_written == 2)
+    assert part.read_bytes() == expected_bytes(range(1))  # still in the writer's buffer
+    clock.advance(5.0)
+    wait_for(lambda: part.stat().st_size > len(expected_bytes(range(1))))  # the idle sync
+    assert part.read_bytes() == expected_bytes(range(2))
 
 
 # -- names never reused ----------------------------------------------------------------

@@ -191,11 +191,13 @@ class RotatingWriter:
         if f is not None:
             if self._policy.idle(f.state(), now) is not None:
                 self.close(Reason.AGE)
-            elif f.dirty and flush_due(self.settings.flush_interval, f.last_flush, now):
-                try:
+                return
+            try:
+                if f.dirty and flush_due(self.settings.flush_interval, f.last_flush, now):
                     f.sync(self.clock.monotonic())
-                except OSError as exc:
-                    self._fail(f"cannot write {f.part.name}", exc)
+                self._writer.complete_meta(f)
+            except OSError as exc:
+                self._fail(f"cannot write {f.part.name}", exc)
         elif self.left.pending and self._retry_due(now):
             self.retry_pending()
 
@@ -234,6 +236,7 @@ class RotatingWriter:
             self.rows_in_file = f.stats.rows
             if flush_due(self.settings.flush_interval, f.last_flush, now):
                 f.sync(self.clock.monotonic())
+            self._writer.complete_meta(f)
         except OSError as exc:
             where = self.open.part.name if self.open else str(self._dir)
             self._fail(f"cannot write {where}", exc)  # first: the drop is reported with it

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,25 @@ from eccm.store.sidecar import FileStats, PartMeta, StepHook
 log = logging.getLogger(__name__)
 
 Facts = Callable[[], Mapping[str, str]]
+
+
+def columns_of(layout: Layout) -> list[dict[str, str]]:
+    """Each column's name, unit and description, for the meta and the sidecar."""
+    return sidecar.columns_info((c, *layout.describe(c)) for c in layout.header)
+
+
+def columns_now(layout: Layout) -> tuple[list[dict[str, str]], bool]:
+    """:func:`columns_of` without waiting, and whether they are complete: while the first
+    layout's OBD units are not at hand (python-OBD, which has them, imports while the
+    first GNSS rows are written), those columns have an empty unit and description,
+    filled in by FileWriter.complete_meta."""
+    if layout.described:
+        return columns_of(layout), True
+    obd = frozenset(layout.obd)
+    columns = sidecar.columns_info(
+        (c, *(("", "") if c in obd else layout.describe(c))) for c in layout.header
+    )
+    return columns, False
 
 
 @dataclass
@@ -48,6 +68,8 @@ class OpenFile:
     # the file when the disk fails (rows_on_disk).
     synced_size: int = 0
     synced_rows: int = 0
+    # The meta's columns have their units and descriptions (see columns_now).
+    described: bool = True
 
     @property
     def part(self) -> Path:
@@ -208,8 +230,9 @@ class FileWriter:
         while True:
             stem = self._dir / data_name(self._car, sample.trip_id, seq, self._ext)
             layout = sample.layout
+            columns, described = columns_now(layout)
             meta = PartMeta(
-                columns=sidecar.columns_info((c, *layout.describe(c)) for c in layout.header),
+                columns=columns,
                 separator=self._sep,
                 facts=sidecar.pick_facts(self._facts()),
             )
@@ -229,14 +252,40 @@ class FileWriter:
                 fh.close()
             left_behind(stem)
             raise
-        f = OpenFile(stem, fh, sample.trip_id, layout, now, len(header), FileStats(), meta, now)
+        f = OpenFile(
+            stem,
+            fh,
+            sample.trip_id,
+            layout,
+            now,
+            len(header),
+            FileStats(),
+            meta,
+            # Never synced: the file's first row reaches the disk at once, the start of a
+            # drive does not wait FILE_FLUSH_INTERVAL in the writer's buffer.
+            last_flush=-math.inf,
+            described=described,
+        )
         log.info("recording to %s", f.part.name)
         return f
+
+    def complete_meta(self, f: OpenFile) -> None:
+        """Fill in the units and descriptions left out at ``f``'s opening, once they are
+        at hand (never waits): the meta file has them for a recovery from then on."""
+        if f.described or not f.layout.described:
+            return
+        f.meta.columns = columns_of(f.layout)
+        sidecar.write_atomic(sidecar.meta_path(f.stem), f.meta.to_json())
+        f.described = True
 
     def close(self, f: OpenFile) -> Path | None:
         """Sync, rename and seal ``f``: the data file as it will be uploaded, or None when
         it had no rows (removed). Raises on any failure; recovery can take the files
         from whatever step it stopped at."""
+        if not f.described:
+            # Closed before python-OBD was imported: its units are waited for now.
+            f.meta.columns = columns_of(f.layout)
+            f.described = True
         try:
             f.fh.flush()
             os.fsync(f.fh.fileno())
