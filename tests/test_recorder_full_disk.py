@@ -153,6 +153,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
         rec = Recorder.from_config(cfg, clock)
+        # Rows are handed over one at a time (send): a nap for more to gather would
+        # cost a quarter of a second per row, minutes for the run.
+        rec.row_batch = 0
         backend = DaemonBackend(
             disk=DiskSettings.from_config(cfg),
             hub=Hub(clock, 2.0, LAYOUT),

@@ -355,6 +355,9 @@ class Recorder:
         self._ext = settings.ext
         car, sep = settings.car, settings.separator
         self._queue: Mailbox[tuple[str, object]] = Mailbox(queue_size)
+        # Seconds rows gather once the writer writes (_ROW_BATCH); read when it starts.
+        # 0 writes each row as it comes: tests that hand rows over one at a time.
+        self.row_batch = _ROW_BATCH
         self._listeners: list[ClosedListener] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -541,7 +544,7 @@ class Recorder:
     def _run(self) -> None:
         files = self._files
         mailbox = self._queue
-        batch = min(_ROW_BATCH, self.settings.flush_interval)
+        batch = min(self.row_batch, self.settings.flush_interval)
         while True:
             item = mailbox.get(_TICK)
             kind = ""
