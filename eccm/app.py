@@ -62,7 +62,7 @@ SUMMARY_CHECKPOINT_SECONDS = 10.0
 class CommandInfo(Mapping[str, tuple[str, str]]):
     """(unit, description) of named commands, found through python-OBD.
 
-    Importing python-OBD (pint and numpy with it, half a second here, seconds on a Pi) must
+    Importing python-OBD (pint with it, half a second here, seconds on a Pi) must
     not come before the first GNSS row: the daemon calls :meth:`load` once the OBD link
     has imported it. Until then :attr:`ready` is False and the recorder opens its first
     file without these units, filling them in as soon as they are (see

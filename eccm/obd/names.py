@@ -2,7 +2,7 @@
 
 Config keys that name commands (OBD_FAST_COMMANDS, SUMMARY_COMMANDS...) are checked
 against these names when config.ini is read, which is before the first row: importing
-python-OBD there (pint and numpy with it, half a second on a Pi) would delay the first
+python-OBD there (pint with it, half a second on a Pi) would delay the first
 GNSS row by as much. tests/test_obd_names.py checks that this list is python-OBD's own.
 """
 
