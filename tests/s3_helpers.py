@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from eccm.config import Config
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix, probe_key
 from tests.s3server import CAR, get_object, list_objects
+from tests.terminal import ECCM
 
 
 def bucket_objects(server: LocalS3, cfg: Config) -> dict[str, int]:
@@ -41,4 +41,4 @@ def write_config(path: Path, values: dict[str, str]) -> Path:
 
 
 def upload_cmd(config: Path) -> list[str]:
-    return [sys.executable, "-m", "eccm.cli", "upload", "--config", str(config)]
+    return [*ECCM, "upload", "--config", str(config)]  # Ctrl-C works (tests/terminal.py)

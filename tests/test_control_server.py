@@ -8,11 +8,9 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -565,47 +563,6 @@ def test_query_dtc_clear_asks_for_confirmation(
     classes = [json.loads(line)["class"] for line in capsys.readouterr().out.splitlines()]
     assert classes == ["CONFIRM", "DTC_CLEARED"]
     assert world.backend.clears == 1
-
-
-def test_query_watch_streams_until_ctrl_c(world: World, tmp_path: Path) -> None:
-    """`eccm query WATCH ...` in a terminal: LIVE lines until Ctrl-C, then exit 0, no
-    traceback, and the daemon sees the client go. A real process and a real SIGINT, sent
-    once the client has printed LIVE lines (so it is inside its streaming loop): the
-    in-process version signalled the test's own thread from the server's, and twice on a
-    loaded CI machine that one signal had no effect and the test hung."""
-    host, port = world.serve()
-    env = {**os.environ, "ECCM_SOCKET_SERVER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
-    env.pop("ECCM_CONFIG", None)
-    query = [sys.executable, "-m", "eccm.cli", "query", "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(
-        [*query, "WATCH", "RPM", "EVERY", "0.1"],
-        cwd=tmp_path,  # no config.ini here: the options and the environment say it all
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        classes: list[str] = []
-        while classes.count("LIVE") < 3:
-            line = proc.stdout.readline()
-            if not line:
-                err = proc.stderr.read() if proc.stderr else ""
-                pytest.fail(f"the client ended (exit {proc.wait(10)}) before 3 LIVE lines: {err}")
-            classes.append(json.loads(line)["class"])
-        assert world.server.clients == 1
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    classes += [json.loads(line)["class"] for line in out.splitlines()]
-    assert classes[0] == "WATCH" and set(classes[1:]) == {"LIVE"}
-    wait_until(lambda: world.server.clients == 0, what="the server to see the client go")
 
 
 def test_query_over_tls(

@@ -31,16 +31,11 @@ from eccm.control import client as query_client
 from eccm.control.client import hmac_proof, run_query
 from eccm.control.server import ControlServer, Limits, address_key
 from tests.control_fakes import SECRET, Client, FakeBackend
+from tests.terminal import ECCM
 from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
 OPENSSL = shutil.which("openssl")
-# `eccm` as the console script runs it, with Ctrl-C turned back into KeyboardInterrupt:
-# a test runner started in the background may hand its children an ignored SIGINT.
-ECCM = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from eccm.cli import main; sys.exit(main())"
-)
 
 
 class OffsetClock(SystemClock):
@@ -382,7 +377,7 @@ def test_query_into_a_pipe_closed_early_ends_quietly(world: World) -> None:
     blamed on the daemon."""
     _host, port = world.serve()
     proc = subprocess.Popen(
-        [sys.executable, "-c", ECCM, "query", "--port", str(port), "WATCH", "RPM", "EVERY", "0.1"],
+        [*ECCM, "query", "--port", str(port), "WATCH", "RPM", "EVERY", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
@@ -401,7 +396,7 @@ def test_query_into_a_pipe_closed_early_ends_quietly(world: World) -> None:
 def test_query_watch_ends_on_sigint_without_a_traceback(world: World) -> None:
     _host, port = world.serve()
     proc = subprocess.Popen(
-        [sys.executable, "-c", ECCM, "query", "--port", str(port), "WATCH", "EVERY", "0.1"],
+        [*ECCM, "query", "--port", str(port), "WATCH", "EVERY", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
     )  # fmt: skip
     assert proc.stdout is not None
@@ -422,7 +417,7 @@ def _in_a_terminal(argv: list[str], answer: bytes) -> tuple[int, str]:
     """Run ``argv`` on a pseudo-terminal; type ``answer`` once it asks something."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once, nothing else
-        os.execve(sys.executable, [sys.executable, "-c", ECCM, *argv], _env())
+        os.execve(sys.executable, [*ECCM, *argv], _env())
     out = b""
     answered = False
     deadline = time.monotonic() + WAIT
