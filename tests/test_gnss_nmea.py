@@ -274,8 +274,9 @@ def test_a_receiver_that_stops_sending_one_kind_still_gives_fixes(kept: str) -> 
         fields = list(RMC_FIELDS if kept == "RMC" else GGA_FIELDS)
         fields[0] = f"12000{second}.00"
         fixes += decoder.feed(render(kept, fields))
-    # One epoch waits for the missing kind; from the next on, each sentence is a fix.
-    assert len(fixes) == 3
+    # Two epochs wait for the missing kind (one lost sentence is no change of what the
+    # receiver sends); from the next on, each sentence is a fix.
+    assert len(fixes) == 2
     assert all(f.has_position for f in fixes)
 
 
@@ -398,12 +399,15 @@ def test_midnight_gga_before_the_rmc_of_the_new_day() -> None:
     rmc[0], rmc[8] = "235959.00", "311299"
     gga = list(GGA_FIELDS)
     gga[0] = "000000.00"
-    later = list(GGA_FIELDS)
-    later[0] = "000001.00"
-    # The receiver sends no RMC after midnight: its GGA epochs are dated from the last RMC.
-    fixes = decoder.feed(render("RMC", rmc) + render("GGA", gga) + render("GGA", later))
+    later, last = list(GGA_FIELDS), list(GGA_FIELDS)
+    later[0], last[0] = "000001.00", "000002.00"
+    # The receiver sends no RMC after midnight: its GGA epochs are dated from the last RMC
+    # (a fix again from the third, once the decoder has learnt that only GGA comes).
+    fixes = decoder.feed(
+        render("RMC", rmc) + render("GGA", gga) + render("GGA", later) + render("GGA", last)
+    )
     assert fixes[0].time_utc == utc(1999, 12, 31, 23, 59, 59)
-    assert fixes[1].time_utc == utc(2000, 1, 1, 0, 0, 1)
+    assert fixes[1].time_utc == utc(2000, 1, 1, 0, 0, 2)
 
 
 def test_bad_checksum_and_garbage_are_skipped_counted_and_logged(
@@ -506,3 +510,22 @@ def test_arbitrary_bytes_never_raise(parts: list[bytes]) -> None:
                 assert fix.latitude is not None and -90 <= fix.latitude <= 90
                 assert fix.longitude is not None and -180 <= fix.longitude <= 180
     assert decoder.skipped >= 0 and decoder.sentences >= 0
+
+
+def test_one_lost_sentence_gives_no_half_epoch() -> None:
+    """A GGA lost on the line (noise, a full buffer): that epoch gives no fix, and the next
+    one still waits for both kinds: no fix without altitude, none twice for one time."""
+    decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    fixes: list[Fix] = []
+    for second in range(5):
+        rmc, gga = list(RMC_FIELDS), list(GGA_FIELDS)
+        rmc[0] = gga[0] = f"12000{second}.00"
+        fixes += decoder.feed(render("RMC", rmc))
+        if second != 2:
+            fixes += decoder.feed(render("GGA", gga))
+    # The first RMC alone, then epochs 0, 1, 3 and 4, each whole.
+    assert len(fixes) == 5
+    for fix in fixes[1:]:
+        check(fix, altitude=545.4, quality=1, satellites=8, hdop=0.9)
+    times = [f.time_utc for f in fixes[1:]]
+    assert len(set(times)) == len(times)

@@ -107,14 +107,19 @@ def test_the_pivot_is_the_first_real_instant(
 
 def test_a_gga_after_midnight_is_dated_from_the_corrected_rmc() -> None:
     before_midnight = dt.datetime(2007, 4, 4, 23, 59, 59, tzinfo=dt.UTC)
-    after_midnight = before_midnight + dt.timedelta(seconds=2)
-    # The receiver sends no RMC after midnight: its GGA takes the day after the new date.
+    after_midnight = before_midnight + dt.timedelta(seconds=3)
+    second = dt.timedelta(seconds=1)
+    # The receiver sends no RMC after midnight: its GGA takes the day after the new date
+    # (a fix again from the third GGA epoch, once the decoder knows only GGA comes).
     fixes = NmeaDecoder(FakeClock()).feed(
-        rmc(before_midnight) + gga(after_midnight - dt.timedelta(seconds=1)) + gga(after_midnight)
+        rmc(before_midnight)
+        + gga(after_midnight - 2 * second)
+        + gga(after_midnight - second)
+        + gga(after_midnight)
     )
     assert fixes[0].time_utc == (before_midnight + WEEKS_1024).timestamp()
     assert fixes[-1].time_utc == (after_midnight + WEEKS_1024).timestamp()
-    assert (after_midnight + WEEKS_1024).isoformat() == "2026-11-19T00:00:01+00:00"
+    assert (after_midnight + WEEKS_1024).isoformat() == "2026-11-19T00:00:02+00:00"
 
 
 def test_unroll_gps_week_is_bounded() -> None:

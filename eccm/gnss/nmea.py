@@ -42,6 +42,9 @@ KMH = 1000.0 / 3600.0  # m/s
 MAX_SENTENCE = 512
 # GGA sentences in a row without an RMC before saying the date (and GNSS time) is missing.
 NO_DATE_AFTER = 10
+# Epochs in a row that must end incomplete before the decoder learns anew which kinds of
+# sentence the receiver sends (one lost sentence is not a change of its output).
+RELEARN_AFTER = 2
 
 # GPS_ROLLOVER, RELEASE_PIVOT and DATE_HORIZON live in eccm.gnss.fix (gpsd's reports are
 # held to the same horizon); imported above and kept as names of this module.
@@ -84,7 +87,8 @@ class NmeaDecoder:
     An epoch is complete when it holds every kind of sentence (RMC, GGA) the receiver sent
     in the last epoch that was: a fix is not handed out between the RMC and the GGA of one
     epoch, half made (no altitude, quality, satellites, HDOP). The first sentence ever, and
-    the first after the receiver changed what it sends, give a fix at once.
+    the first after the receiver changed what it sends (RELEARN_AFTER incomplete epochs in
+    a row), give a fix at once; an epoch that lost a sentence gives none.
 
     Bad input (garbage, binary frames, bad checksums, truncated or unknown sentences) is
     skipped and counted in :attr:`skipped`; :meth:`feed` never raises.
@@ -111,6 +115,7 @@ class NmeaDecoder:
         self._date: dt.date | None = None
         self._date_tod: dt.time | None = None  # time of day of the RMC that gave the date
         self._expected: frozenset[str] = frozenset()  # kinds of the last complete epoch
+        self._incomplete = 0  # epochs in a row that ended without completing
         self._gga_without_date = 0
         self._warned_no_date = False
 
@@ -206,6 +211,7 @@ class NmeaDecoder:
         if not ep.kinds >= self._expected:
             return None  # the rest of this epoch is on its way
         self._expected = frozenset(ep.kinds)
+        self._incomplete = 0
         ep.emitted = True
         return self._fix(received, received_wall)
 
@@ -226,9 +232,14 @@ class NmeaDecoder:
     def _start_epoch(self, tod: dt.time | None) -> _Epoch:
         if tod is None or tod != self._epoch.tod:
             if self._epoch.kinds and not self._epoch.emitted:
-                # The last epoch never completed: the receiver stopped sending one kind
-                # of sentence. Learn again what it sends.
-                self._expected = frozenset()
+                # The last epoch never completed. Once is a sentence lost on the line
+                # (noise, a full buffer): the next epoch still waits for both kinds, or
+                # its RMC would give a fix without altitude and quality, then its GGA a
+                # second one. Twice in a row, the receiver stopped sending one kind of
+                # sentence: learn again what it sends.
+                self._incomplete += 1
+                if self._incomplete >= RELEARN_AFTER:
+                    self._expected = frozenset()
             self._epoch = _Epoch(tod=tod)
         return self._epoch
 
