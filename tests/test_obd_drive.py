@@ -1,8 +1,9 @@
 """A drive with the OBD adapter unplugged and plugged back in, through the real daemon.
 
 The adapter is an ELM327 emulator behind a symlink (as udev names a device); unplugging
-closes it, plugging in starts another one and points the symlink to it. The GNSS receiver
-is a simulated NMEA receiver on a pseudo-terminal. Nobody touches the daemon meanwhile.
+removes the symlink (as udev does) and closes the emulator, plugging in starts another one
+and points the symlink to it. The GNSS receiver is a simulated NMEA receiver on a
+pseudo-terminal. Nobody touches the daemon meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def point(link: Path, target: str) -> None:
     tmp = link.with_name(link.name + ".new")
     tmp.symlink_to(target)
     os.replace(tmp, link)  # atomic, like udev replacing its link
+
+
+def unplug(link: Path) -> None:
+    """Remove the link before its pseudo-terminal closes, as udev removes it with the device.
+
+    A link left pointing to the closed /dev/pts/N would not stay dead: the kernel gives that
+    number to the next pseudo-terminal opened on the machine, often another test's emulator
+    or GNSS simulator (in another xdist worker), and the daemon reconnects to it during the
+    outage, sharing that emulator with the other test's own client: a row then reads the
+    other client's ATZ banner ("the adapter answered 'ELM327 v1.5'"), or that emulator
+    closes, and the link reconnects once more, a third trip.
+    """
+    link.unlink()
 
 
 def rows_of(records: Path) -> list[dict[str, str]]:
@@ -60,6 +74,7 @@ def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
         )
         daemon = Daemon(cfg)
         hub = daemon.hub
+        stopped = False
         try:
             with emulated_car() as first:
                 point(obd, first.get_pty())
@@ -67,19 +82,27 @@ def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
                 first_trip = wait_until(lambda: hub.engine_trip and hub.trip, WAIT, "a trip")
                 rows = hub.rows
                 wait_until(lambda: hub.rows >= rows + 20, WAIT, "engine rows")
+                unplug(obd)
             # Unplugged: the trip ends and GNSS rows go on in a segment of their own.
             wait_until(lambda: hub.trip not in (None, first_trip), WAIT, "GNSS-only rows")
             assert not hub.engine_trip
             rows = hub.rows
             wait_until(lambda: hub.rows >= rows + 10, WAIT, "more GNSS-only rows")
+            assert not hub.engine_trip  # nothing else took the adapter's place meanwhile
             with emulated_car() as second:
                 point(obd, second.get_pty())  # plugged in again, maybe as another device
                 wait_until(lambda: hub.engine_trip, WAIT, "the engine trip to resume")
                 second_trip = hub.trip
                 rows = hub.rows
                 wait_until(lambda: hub.rows >= rows + 20, WAIT, "engine rows again")
+                # Stopped while the second adapter is still there: unplugging it first
+                # would end the trip and, on a loaded machine, start a third one before
+                # the stop.
+                stopped = True
+                daemon.stop()
         finally:
-            daemon.stop()
+            if not stopped:
+                daemon.stop()
     assert second_trip not in (None, first_trip)
 
     rows = rows_of(records)

@@ -299,6 +299,10 @@ def test_reconnects_through_the_same_path_to_a_new_adapter(
             point(first.get_pty())
             link.start()
             trip = rows.wait_rows(3)[-1].trip_id
+            # Unplugged: udev removes the link with the device. One left pointing to the
+            # closed /dev/pts/N would lead to the next pseudo-terminal opened on the
+            # machine (the kernel reuses the number), often another test's emulator.
+            path.unlink()
         # The first adapter is gone (its pseudo-terminal closed).
         rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end with the adapter")
         wait_until(lambda: link.state != "connected", WAIT, "the link to notice")
