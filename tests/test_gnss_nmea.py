@@ -249,16 +249,22 @@ def test_one_complete_fix_per_epoch_and_counters() -> None:
     assert decoder.skipped == 0
 
 
+def epoch_at(second: int) -> tuple[bytes, bytes]:
+    """The RMC and the GGA of the epoch at 12:00:0<second>."""
+    rmc, gga = list(RMC_FIELDS), list(GGA_FIELDS)
+    rmc[0] = gga[0] = f"12000{second}.00"
+    return render("RMC", rmc), render("GGA", gga)
+
+
 def test_rows_never_get_half_an_epoch() -> None:
     """A fix between the RMC and the GGA of one epoch would lack altitude and quality."""
     decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
     fixes: list[Fix] = []
     for second in range(3):
-        rmc, gga = list(RMC_FIELDS), list(GGA_FIELDS)
-        rmc[0] = gga[0] = f"12000{second}.00"
-        fixes += decoder.feed(render("RMC", rmc))
+        rmc, gga = epoch_at(second)
+        fixes += decoder.feed(rmc)
         fixes += decoder.feed(render("VTG", ["84.4", "T", "", "M", "22.4", "N", "41.5", "K", "A"]))
-        fixes += decoder.feed(render("GGA", gga))
+        fixes += decoder.feed(gga)
     assert len(fixes) == 4  # the first RMC alone, then each complete epoch
     for fix in fixes[1:]:
         check(fix, altitude=545.4, quality=1, satellites=8, hdop=0.9, speed=22.4 * KNOT)
@@ -518,11 +524,10 @@ def test_one_lost_sentence_gives_no_half_epoch() -> None:
     decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
     fixes: list[Fix] = []
     for second in range(5):
-        rmc, gga = list(RMC_FIELDS), list(GGA_FIELDS)
-        rmc[0] = gga[0] = f"12000{second}.00"
-        fixes += decoder.feed(render("RMC", rmc))
+        rmc, gga = epoch_at(second)
+        fixes += decoder.feed(rmc)
         if second != 2:
-            fixes += decoder.feed(render("GGA", gga))
+            fixes += decoder.feed(gga)
     # The first RMC alone, then epochs 0, 1, 3 and 4, each whole.
     assert len(fixes) == 5
     for fix in fixes[1:]:
