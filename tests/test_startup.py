@@ -21,7 +21,7 @@ import pytest
 
 from eccm.app import Daemon
 from eccm.clock import FakeClock
-from eccm.config import parse
+from eccm.config import Config, parse
 from eccm.gnss.fix import Fix
 from eccm.sample import Layout, Sample
 from eccm.sim.car import emulated_car
@@ -105,16 +105,26 @@ def pending() -> tuple[PendingInfo, Layout]:
     return info, Layout(LAYOUT.fast, LAYOUT.slow, LAYOUT.gps, info=info)
 
 
-def test_a_first_file_opens_without_waiting_for_the_units_and_gets_them_with_a_later_row(
-    tmp_path: Path, pending: tuple[PendingInfo, Layout]
-) -> None:
-    info, layout = pending
+def recording_first_row(tmp_path: Path, layout: Layout) -> tuple[Config, Recorder]:
+    """A started recorder that has written the first row of ``layout`` (the caller stops it)."""
     cfg = config(tmp_path, FILE_FLUSH_INTERVAL="0", FILE_COMPRESSION="none")
     rec = Recorder.from_config(cfg, FakeClock(start=T0))
     rec.start()
     try:
         rec.on_sample(pending_sample(0, layout))
         wait_until(lambda: rec.rows_written == 1, WAIT)
+    except BaseException:
+        rec.stop()
+        raise
+    return cfg, rec
+
+
+def test_a_first_file_opens_without_waiting_for_the_units_and_gets_them_with_a_later_row(
+    tmp_path: Path, pending: tuple[PendingInfo, Layout]
+) -> None:
+    info, layout = pending
+    cfg, rec = recording_first_row(tmp_path, layout)
+    try:
         assert info.waited == 0
         # The OBD columns' units wait for python-OBD, the others are there.
         assert meta_units(cfg.record_dir) == {
@@ -134,14 +144,8 @@ def test_a_first_file_closed_before_the_units_are_known_waits_for_them(
     tmp_path: Path, pending: tuple[PendingInfo, Layout]
 ) -> None:
     info, layout = pending
-    cfg = config(tmp_path, FILE_FLUSH_INTERVAL="0", FILE_COMPRESSION="none")
-    rec = Recorder.from_config(cfg, FakeClock(start=T0))
-    rec.start()
-    try:
-        rec.on_sample(pending_sample(0, layout))
-        wait_until(lambda: rec.rows_written == 1, WAIT)
-    finally:
-        rec.stop()
+    cfg, rec = recording_first_row(tmp_path, layout)
+    rec.stop()
     assert info.waited == 1
     assert sealed_units(cfg.record_dir) == ALL_UNITS
 
