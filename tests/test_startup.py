@@ -173,12 +173,9 @@ def fix_at(clock: FakeClock) -> Fix:
     )
 
 
-def test_a_fix_that_came_while_the_recording_parts_were_built_makes_the_first_row_then(
-    tmp_path: Path,
-) -> None:
-    """The receiver is opened first; its epoch may come before the recorder listens. It
-    is not lost (the next may be a second away): it makes the first row once it does."""
-    clock = FakeClock(start=1_795_000_000.0)
+def gnss_daemon_before_start(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, Events]:
+    """A daemon with GNSS on, as start() leaves it before opening the receiver; ``Events``
+    listens where the recorder will."""
     cfg = parse(
         {
             "CAR_IDENTIFIER": "early",
@@ -191,6 +188,16 @@ def test_a_fix_that_came_while_the_recording_parts_were_built_makes_the_first_ro
     daemon._gnss_rows.clear()  # as start() does before opening the receiver
     events = Events()
     daemon.hub.add_listener(events)  # the recorder's place
+    return daemon, events
+
+
+def test_a_fix_that_came_while_the_recording_parts_were_built_makes_the_first_row_then(
+    tmp_path: Path,
+) -> None:
+    """The receiver is opened first; its epoch may come before the recorder listens. It
+    is not lost (the next may be a second away): it makes the first row once it does."""
+    clock = FakeClock(start=1_795_000_000.0)
+    daemon, events = gnss_daemon_before_start(tmp_path, clock)
     fix = fix_at(clock)
     daemon._on_fix(fix)
     assert events.samples == []  # the recording parts are not up
@@ -204,20 +211,9 @@ def test_a_fix_that_came_while_the_recording_parts_were_built_makes_the_first_ro
 
 def test_no_row_from_a_stale_fix_when_the_recording_parts_are_up(tmp_path: Path) -> None:
     clock = FakeClock(start=1_795_000_000.0)
-    cfg = parse(
-        {
-            "CAR_IDENTIFIER": "early",
-            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
-            "GPS_POSITION_MONITORING": "yes",
-            "GPS_INTERFACE": "/dev/null",
-        }
-    )
-    daemon = Daemon(cfg, clock)
-    daemon._gnss_rows.clear()
-    events = Events()
-    daemon.hub.add_listener(events)
+    daemon, events = gnss_daemon_before_start(tmp_path, clock)
     daemon._on_fix(fix_at(clock))
-    clock.advance(cfg.gps_max_fix_age + 1.0)  # a recovery that took long
+    clock.advance(daemon.cfg.gps_max_fix_age + 1.0)  # a recovery that took long
     daemon._open_gnss_rows()
     assert events.samples == []
 
