@@ -167,7 +167,8 @@ def run_demo(
             values["FILE_ENCRYPTION_RECIPIENTS"] = keygen(key)
             key_line = (
                 f"  encryption:   on; private key {shown(key, _caller_dir())} (decrypt with "
-                f"`eccm decrypt -i {shown(key, _caller_dir())} FILE.age` or `age -d -i ...`)\n"
+                f"`{shown(Path(sys.executable).parent / 'eccm', _caller_dir())} decrypt -i "
+                f"{shown(key, _caller_dir())} FILE.age` or `age -d -i ...`)\n"
             )
         write_config(config, values)
         cfg = load(config, environ={})
