@@ -143,3 +143,17 @@ def test_a_duration_that_is_not_a_positive_number_is_refused(duration: str) -> N
     assert proc.returncode == 2
     assert "not a number of seconds above 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_printed_decrypt_command_names_the_same_eccm_as_the_other_commands(
+    tmp_path: Path,
+) -> None:
+    # `eccm` alone is not on PATH after start.sh: the venv's, as the query lines print it.
+    demo = Demo(tmp_path, tmp_path, "--encrypt", "--duration", "3")
+    assert demo.wait() == 0, demo.output
+    status = next(line.strip() for line in demo.lines if line.strip().endswith(" STATUS"))
+    eccm = shlex.split(status)[0]
+    decrypt = next(line for line in demo.lines if "encryption:" in line)
+    assert f"`{eccm} decrypt -i demo-data/key.txt FILE.age`" in decrypt, decrypt
+    assert os.access(tmp_path / eccm, os.X_OK), eccm  # relative to where it was typed
