@@ -46,7 +46,6 @@ def bad(request: Request, code: str = "bad_request") -> Invalid:
     ("line", "expected"),
     [
         ("PING", Ping()),
-        ("ping and more", Ping()),  # extra words were always ignored here
         ("Help", Help()),
         ("quit", Quit()),
         ("SUPPORTED", Supported()),
@@ -83,6 +82,40 @@ def test_valid_lines(line: str, expected: Request) -> None:
 )  # fmt: skip
 def test_bad_arguments_name_their_command(line: str) -> None:
     assert bad(p(line)).word == line.split()[0].upper()
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["PING x", "ping and more", "HELP me", "HELP GET", "QUIT now", "SUPPORTED x", "GNSS x",
+     "STATUS extra", "UPLOAD x", "UPLOAD now please", "TRIP x", "status\tverbose"],
+)  # fmt: skip
+def test_a_command_that_takes_no_argument_refuses_one(line: str) -> None:
+    """Never ignored: `UPLOAD x` once started an upload, `STATUS extra` answered STATUS."""
+    word = line.split()[0].upper()
+    request = bad(p(line))
+    assert request.word == word and request.close is None
+    assert request.message == f"{word} takes no argument"
+
+
+@pytest.mark.parametrize("line", ["WATCH OFF x", "watch off rpm", "WATCH OFF EVERY 1"])
+def test_watch_off_with_a_word_after_it_names_that_word_the_slip(line: str) -> None:
+    request = bad(p(line))  # not unknown_value 'OFF': OFF is valid, what follows is not
+    assert request.word == "WATCH" and request.message == "WATCH OFF takes no argument"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["GET RPM SPEED x", "WATCH RPM SPEED EVERY 0.5", "WATCH RPM", "DTC CLEAR CONFIRM ab12cd34",
+     "AUTH HMAC 00ff", "AUTH a secret with words"],
+)  # fmt: skip
+def test_commands_that_take_arguments_still_take_them(line: str) -> None:
+    assert not isinstance(p(line), Invalid)
+
+
+def test_every_command_word_alone_is_a_request() -> None:
+    for word in COMMANDS - {"AUTH"}:
+        assert not isinstance(p(word), Invalid), word
+        assert not isinstance(p(f" {word.lower()}\t"), Invalid), word
 
 
 def test_lines_that_are_no_command_are_answered_in_any_state() -> None:

@@ -103,6 +103,46 @@ def test_session_over_tcp(world: World) -> None:
     wait_until(lambda: world.server.clients == 0, what="the server to forget the client")
 
 
+def test_an_argument_a_command_does_not_take_is_refused_over_tcp(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`UPLOAD x` once started an upload and `PING x` answered PONG: now each is refused,
+    before AUTH too, and the session goes on."""
+    uploads: list[int] = []
+    upload_now = world.backend.upload_now
+
+    def counted() -> int:
+        uploads.append(1)
+        return upload_now()
+
+    monkeypatch.setattr(world.backend, "upload_now", counted)
+    c = world.connect(world.serve())
+    nonce = c.hello()["nonce"]
+    for line in ("PING x", "HELP me", "QUIT now"):  # the commands allowed before AUTH
+        word = line.split()[0]
+        assert c.ask(line) == {
+            "class": "ERROR",
+            "code": "bad_request",
+            "message": f"{word} takes no argument",
+        }
+    assert c.ask(f"AUTH HMAC {hmac_proof(SECRET, nonce)}")["ok"] is True
+    for line in ("STATUS extra", "GNSS x", "UPLOAD x", "SUPPORTED x", "TRIP x", "QUIT x"):
+        reply = c.ask(line)
+        assert reply["code"] == "bad_request", (line, reply)
+        assert reply["message"] == f"{line.split()[0]} takes no argument"
+    assert uploads == []
+    assert c.ask("WATCH OFF x") == {
+        "class": "ERROR",
+        "code": "bad_request",
+        "message": "WATCH OFF takes no argument",
+    }
+    assert c.ask("WATCH OFF") == {"class": "WATCH", "ok": True, "watching": False}
+    assert c.ask("UPLOAD") == {"class": "UPLOAD", "queued": 3}
+    assert uploads == [1]
+    c.send("QUIT")
+    assert c.rest() == []
+
+
 def test_nc_style_pipeline_with_half_close(world: World) -> None:
     """`printf 'AUTH secret\\nGET RPM\\n' | nc -N host port`: plain AUTH from loopback."""
     addr = world.serve()
@@ -511,6 +551,11 @@ def test_query_prints_the_reply(world: World, capsys: pytest.CaptureFixture[str]
     assert len(out) == 1 and json.loads(out[0])["values"]["RPM"]["value"] == 850.0
     assert run_query(host, port, False, None, ["GET", "NOPE"], SECRET) == 1
     assert json.loads(capsys.readouterr().out)["code"] == "unknown_value"
+    # `QUIT now` is refused like any other word a command does not take, and said so.
+    assert run_query(host, port, False, None, ["QUIT", "now"], SECRET) == 1
+    assert json.loads(capsys.readouterr().out)["message"] == "QUIT takes no argument"
+    assert run_query(host, port, False, None, ["quit"], SECRET) == 0
+    assert capsys.readouterr().out == ""
 
 
 def test_query_errors_are_one_clear_line(world: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -256,7 +256,7 @@ def _session(sock: socket.socket, secret: str, command: str, words: list[str], t
         return 2
     verb = [w.upper() for w in words]
     send(command)
-    if verb[:1] == ["QUIT"]:
+    if verb == ["QUIT"]:  # `QUIT now` is refused (bad_request): its reply is read below
         return 0
     text, reply = lines.next()
     _emit(text)

@@ -2,7 +2,7 @@
 
 :func:`parse` is pure: a line of bytes (its LF or CRLF already cut off) in, a request out,
 with the arguments checked as far as the line alone can tell (WATCH's interval, the shape
-of DTC and AUTH). A line that is not a request becomes :class:`Invalid`, carrying the error
+of DTC and AUTH, no word after a command that takes none, WATCH OFF included). A line that is not a request becomes :class:`Invalid`, carrying the error
 to answer. What depends on the session (authenticated yet, plain AUTH allowed, scopes) or on
 the car (a name GET cannot read) is judged by the session and the service, not here.
 
@@ -180,6 +180,8 @@ def _auth(words: Sequence[str], text: str) -> Request:
 
 
 def _no_argument(request: Request) -> Callable[[Sequence[str], str], Request]:
+    """A command that takes no argument: one more word is ``bad_request``, never ignored
+    (``UPLOAD now`` must not start an upload as if the word were not there)."""
     word = request.word
 
     def parse_it(words: Sequence[str], _text: str) -> Request:
@@ -211,7 +213,9 @@ def _dtc(words: Sequence[str], _text: str) -> Request:
 
 def _watch(words: Sequence[str], _text: str) -> Request:
     args = [w.upper() for w in words[1:]]
-    if args == ["OFF"]:
+    if args[:1] == ["OFF"]:
+        if len(args) > 1:  # not a value named OFF: the word after it is the slip
+            return Invalid("WATCH", "bad_request", "WATCH OFF takes no argument")
         return WatchOff()
     every = WATCH_DEFAULT_INTERVAL
     if "EVERY" in args:
@@ -232,22 +236,17 @@ def _watch(words: Sequence[str], _text: str) -> Request:
     return Watch(_names(args), every)
 
 
-def _always(request: Request) -> Callable[[Sequence[str], str], Request]:
-    """Commands whose extra words are ignored, as they always were."""
-    return lambda _words, _text: request
-
-
 _PARSERS: dict[str, Callable[[Sequence[str], str], Request]] = {
     "AUTH": _auth,
-    "PING": _always(Ping()),
-    "HELP": _always(Help()),
-    "QUIT": _always(Quit()),
+    "PING": _no_argument(Ping()),
+    "HELP": _no_argument(Help()),
+    "QUIT": _no_argument(Quit()),
     "SUPPORTED": _no_argument(Supported()),
     "GET": _get,
-    "GNSS": _always(Gnss()),
-    "STATUS": _always(Status()),
+    "GNSS": _no_argument(Gnss()),
+    "STATUS": _no_argument(Status()),
     "DTC": _dtc,
-    "UPLOAD": _always(Upload()),
+    "UPLOAD": _no_argument(Upload()),
     "TRIP": _no_argument(Trip()),
     "WATCH": _watch,
 }
