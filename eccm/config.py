@@ -188,6 +188,24 @@ def _age_recipients(key: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+# The README's command (python-OBD is in the venv only; its commands print as reprs).
+_OBD_LIST_COMMAND = (
+    '.venv/bin/python -c "import obd; print([c.name for c in obd.commands[1] if c])"'
+)
+
+
+def _obd_suggestion(name: str) -> str:
+    """An unknown command name, with the known names closest to it."""
+    import difflib
+
+    from eccm.obd.names import COMMAND_NAMES
+
+    # DTC_RPM and the like are freeze-frame (mode 02) twins: offered when asked for only.
+    known = sorted(n for n in COMMAND_NAMES if name.startswith("DTC_") or not n.startswith("DTC_"))
+    close = difflib.get_close_matches(name, known, n=3)
+    return f"{name} (did you mean {' or '.join(close)}?)" if close else name
+
+
 def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
     def parse(key: str, raw: str) -> tuple[str, ...]:
         v = raw.strip()
@@ -210,8 +228,8 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
             raise _bad(
                 key,
                 raw,
-                f"python-OBD command names (unknown: {', '.join(unknown)}; "
-                "see `python -c 'import obd; print(obd.commands.modes[1])'`)",
+                f"python-OBD command names (unknown: {', '.join(map(_obd_suggestion, unknown))}; "
+                f"list them with `{_OBD_LIST_COMMAND}`)",
             )
         return tuple(dict.fromkeys(names))
 
@@ -642,11 +660,13 @@ def _loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
 
 
-def _cross_checks(cfg: Config) -> None:
+def _cross_checks(cfg: Config, values: Mapping[str, str]) -> None:
     if cfg.s3_enabled and not cfg.s3_server_bucket:
+        # The value as typed: "s3.example.com", not the "https://s3.example.com" made of it.
+        typed = values.get("S3_SERVER_ENDPOINT", "").strip()
         raise ConfigError(
             "S3_SERVER_BUCKET is required when S3_SERVER_ENDPOINT is set "
-            f"(S3_SERVER_ENDPOINT={cfg.s3_server_endpoint!r}): set the bucket name, "
+            f"(S3_SERVER_ENDPOINT={typed!r}): set the bucket name, "
             "or leave S3_SERVER_ENDPOINT empty to turn uploads off"
         )
     if bool(cfg.s3_server_ak) != bool(cfg.s3_server_sk):
@@ -751,14 +771,32 @@ def _mqtt_checks(cfg: Config) -> None:
         )
 
 
+class RawValues(dict[str, str]):
+    """KEY → text as ``read_raw`` merged it, knowing which keys came from ECCM_<KEY>."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.from_env: set[str] = set()
+
+
 def parse(values: Mapping[str, str]) -> Config:
     """Validate raw KEY → text pairs (already merged with the environment)."""
+    from_env = values.from_env if isinstance(values, RawValues) else set()
     kwargs: dict[str, Any] = {}
     for key, spec in KEYS.items():
         raw = values.get(key, spec.default)
-        kwargs[key.lower()] = spec.parse(key, raw)
+        try:
+            kwargs[key.lower()] = spec.parse(key, raw)
+        except ConfigError as exc:
+            if key not in from_env:
+                raise
+            # The file may not hold the key at all: say where the value was read.
+            raise ConfigError(
+                f"{exc} (set by the environment variable {ENV_PREFIX}{key}, which overrides "
+                "the configuration file)"
+            ) from None
     cfg = Config(**kwargs)
-    _cross_checks(cfg)
+    _cross_checks(cfg, values)
     _web_checks(cfg)
     _mqtt_checks(cfg)
     return cfg
@@ -878,15 +916,16 @@ def _parse_file(p: Path) -> dict[str, str]:
     return values
 
 
-def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
+def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> RawValues:
     """Read config.ini (if given) and overlay ECCM_<KEY> variables."""
-    values: dict[str, str] = {} if path is None else _parse_file(Path(path))
+    values = RawValues({} if path is None else _parse_file(Path(path)))
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :]
         if key in KEYS:
             values[key] = value
+            values.from_env.add(key)
         elif key.upper() in KEYS:
             # Environment names are case-sensitive: ignoring it would leave the user
             # believing a setting is in force that is not.

@@ -546,3 +546,43 @@ def test_environment_overrides_with_a_typo_or_in_lower_case_are_errors(
 def test_eccm_variables_that_are_not_keys_are_left_alone() -> None:
     env = {"ECCM_CONFIG": "x.ini", "ECCM_INVOKED_FROM": "start.sh", "ECCM_TEST_GATE": "/g"}
     assert read_raw(None, env) == {}
+
+
+def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path) -> None:
+    # config.ini holds no SAMPLE_INTERVAL: the message must say where 'abc' was read.
+    p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=x\n")
+    with pytest.raises(ConfigError) as err:
+        load(p, environ={"ECCM_SAMPLE_INTERVAL": "abc"})
+    msg = str(err.value)
+    assert msg.startswith("SAMPLE_INTERVAL='abc' is not valid: expected a number")
+    assert "environment variable ECCM_SAMPLE_INTERVAL" in msg
+    assert "\n" not in msg
+    # The same value in the file names no variable.
+    p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=x\nSAMPLE_INTERVAL=abc\n")
+    with pytest.raises(ConfigError) as err:
+        load(p, environ={})
+    assert "environment" not in str(err.value)
+
+
+@pytest.mark.parametrize("endpoint", ["s3.example.com", "https://s3.example.com/"])
+def test_an_endpoint_without_a_bucket_is_quoted_as_typed(endpoint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(S3_SERVER_ENDPOINT=endpoint)
+    assert f"S3_SERVER_ENDPOINT={endpoint!r}" in str(err.value)
+
+
+def test_an_unknown_obd_command_gets_close_names_and_a_command_that_lists_them() -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(OBD_FAST_COMMANDS="RPM,COOLANT_TMP,XYZZY")
+    msg = str(err.value)
+    assert msg.startswith("OBD_FAST_COMMANDS='RPM,COOLANT_TMP,XYZZY' is not valid")
+    assert "COOLANT_TMP (did you mean COOLANT_TEMP" in msg
+    assert "DTC_COOLANT_TEMP" not in msg  # the freeze-frame twin only when asked for
+    assert "XYZZY" in msg
+    # The README's command, which works: python-OBD is in the venv only, and names not reprs.
+    assert '.venv/bin/python -c "import obd; print([c.name for c in obd.commands[1] if c])"' in msg
+    assert "modes[1]" not in msg
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert (
+        '.venv/bin/python -c "import obd; print([c.name for c in obd.commands[1] if c])"' in readme
+    )
