@@ -71,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     lean_daemon()
     cfg = _load(args.config)
     setup_logging(cfg.log_level)
+    if (note := s3_off_note(cfg)) is not None:
+        log.warning("%s", note)
     from eccm.app import Daemon
 
     if early_stop.is_set():
@@ -85,7 +87,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print("[DEFAULT]")
     for key, value in cfg.effective(mask_secrets=True).items():
         print(f"{key}={value}")
-    for note in device_notes(cfg):
+    for note in device_notes(cfg) + setting_notes(cfg):
         print(f"eccm: note: {note}", file=sys.stderr)
     return 0
 
@@ -105,6 +107,47 @@ def device_notes(cfg: Config) -> list[str]:
             "udev rules, or set GPS_POSITION_MONITORING=no; ECCM logs without position meanwhile"
         )
     return notes
+
+
+def s3_off_note(cfg: Config) -> str | None:
+    """A bucket without an endpoint: valid (empty = S3 off, SPEC §3), but likely a slip."""
+    if cfg.s3_server_bucket and not cfg.s3_enabled:
+        return (
+            f"S3_SERVER_BUCKET={cfg.s3_server_bucket} is set but S3_SERVER_ENDPOINT is empty, "
+            "so uploads are off: set S3_SERVER_ENDPOINT (https://host[:port]) to upload"
+        )
+    return None
+
+
+def record_dir_note(cfg: Config) -> str | None:
+    """RECORD_DIRECTORY_LOCATION that cannot be created or written now. A note, not an
+    error: the folder may appear later (a USB stick mounted after boot)."""
+    path = cfg.record_dir.absolute()
+    missing = None  # the topmost folder that does not exist
+    while not path.exists():
+        missing, path = path, path.parent
+    where = f"RECORD_DIRECTORY_LOCATION={cfg.record_directory_location}"
+    if missing is None:
+        if not os.access(path, os.W_OK | os.X_OK):
+            return (
+                f"{where} is not writable now: give the user ECCM runs as the right to write there"
+            )
+        return None
+    try:
+        # The only sure test (root passes os.access on /proc): make it, and remove it again.
+        missing.mkdir()
+        missing.rmdir()
+    except OSError as exc:
+        return (
+            f"{where} cannot be created now (mkdir {missing}: {exc.strerror}): ECCM writes "
+            "no file until it can; create it, or mount the drive it is on"
+        )
+    return None
+
+
+def setting_notes(cfg: Config) -> list[str]:
+    """What is valid but will not work as it stands (a setting, not a device)."""
+    return [n for n in (s3_off_note(cfg), record_dir_note(cfg)) if n is not None]
 
 
 def cmd_query(args: argparse.Namespace) -> int:

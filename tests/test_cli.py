@@ -104,3 +104,76 @@ def test_upload_with_s3_off_says_so(tmp_path: Path) -> None:
 def test_the_template_is_a_valid_configuration() -> None:
     proc = eccm("check-config", "--config", str(ROOT / "config.ini.template"))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bucket_without_an_endpoint_gets_a_note_at_check_config_and_a_log_line_at_run(
+    tmp_path: Path,
+) -> None:
+    # Empty S3_SERVER_ENDPOINT means S3 off (SPEC §3): valid, but the bucket says it was meant.
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(
+        f"CAR_IDENTIFIER=c1\nS3_SERVER_BUCKET=car-logs\nRECORD_DIRECTORY_LOCATION={tmp_path}\n"
+    )
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "eccm: note: S3_SERVER_BUCKET=car-logs is set but S3_SERVER_ENDPOINT is empty, so "
+        "uploads are off: set S3_SERVER_ENDPOINT (https://host[:port]) to upload"
+    ]
+    # `eccm run` logs the same before the daemon starts (a stand-in daemon here).
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, eccm.app\n"
+            "class Stub:\n"
+            "    def __init__(self, cfg): pass\n"
+            "    def run(self, stop): return 0\n"
+            "eccm.app.Daemon = Stub\n"
+            "from eccm.cli import main\n"
+            "sys.exit(main(['run', '--config', sys.argv[1]]))\n",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ECCM_")},
+    )
+    assert run.returncode == 0, run.stderr
+    assert (
+        "WARNING eccm: S3_SERVER_BUCKET=car-logs is set but S3_SERVER_ENDPOINT is empty, so uploads are off"
+        in run.stderr
+    )
+
+
+def test_check_config_notes_a_record_folder_that_cannot_be_created(tmp_path: Path) -> None:
+    # A note, not an error: the folder may appear later (a USB stick mounted after boot).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(f"CAR_IDENTIFIER=c1\nRECORD_DIRECTORY_LOCATION={blocker}/records\n")
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"eccm: note: RECORD_DIRECTORY_LOCATION={blocker}/records cannot be created now "
+        f"(mkdir {blocker}/records: Not a directory): ECCM writes no file until it can; "
+        "create it, or mount the drive it is on"
+    ]
+    assert not (tmp_path / "records").exists()
+    if Path("/proc/self").exists():  # the user's trial: a folder under /proc
+        proc = eccm(
+            "check-config",
+            "--config",
+            str(cfg),
+            env={"ECCM_RECORD_DIRECTORY_LOCATION": "/proc/foo"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert (
+            "RECORD_DIRECTORY_LOCATION=/proc/foo cannot be created now (mkdir /proc/foo:"
+            in proc.stderr
+        )
+    # A folder that is missing but can be made gets no note, and is not left behind.
+    cfg.write_text(f"CAR_IDENTIFIER=c1\nRECORD_DIRECTORY_LOCATION={tmp_path}/new/records\n")
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert not (tmp_path / "new").exists()
