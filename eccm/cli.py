@@ -335,7 +335,20 @@ def cmd_trips(args: argparse.Namespace) -> int:
     entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
     if not entries:
         what = f" of car {args.car}" if args.car else ""
-        print(f"eccm trips: no trip summary{what} in {source.description}", file=sys.stderr)
+        sealed = [r for r in source.encrypted_summaries() if args.car in (None, r.car)]
+        skipped = ""
+        if sealed:
+            # Left out on purpose (no key here), but never silently: say what decrypts them.
+            ones = "summary was" if len(sealed) == 1 else "summaries were"
+            skipped = (
+                f"; {len(sealed)} encrypted trip {ones} skipped (.age): `eccm decrypt -i "
+                "KEY.txt FILE.age` (or --bucket PREFIX) reads them, then run eccm trips --from "
+                "the folder of the decrypted files"
+            )
+        print(
+            f"eccm trips: no trip summary{what} in {source.description}{skipped}",
+            file=sys.stderr,
+        )
         return 1
     render = {"table": as_table, "csv": as_csv, "json": as_json}[args.format]
     sys.stdout.write(render(entries, args.tz))

@@ -102,3 +102,42 @@ def test_trips_bad_folder_is_one_line(
     assert main(["trips", "--from", str(folder)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_trips_on_encrypted_summaries_says_how_many_it_skipped_and_what_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An --encrypt demo's folder: every summary is .age (its content is not read here).
+    records = tmp_path / "records"
+    (records / "uploaded").mkdir(parents=True)
+    for trip in (TRIP, "20260301T091500Z"):
+        (records / "uploaded" / f"{CAR}_{trip}_summary.json.age").write_bytes(b"sealed")
+    assert main(["trips", "--from", str(records)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"eccm trips: no trip summary in {records}; 2 encrypted trip summaries")
+    assert "(.age)" in err and "`eccm decrypt -i" in err
+    # --car counts that car's only.
+    assert main(["trips", "--from", str(records), "--car", "other"]) == 1
+    assert capsys.readouterr().err == f"eccm trips: no trip summary of car other in {records}\n"
+
+
+def test_the_bucket_also_counts_its_encrypted_summaries() -> None:
+    from eccm.report.source import BucketSource
+
+    keys = [
+        f"car-logs/car={CAR}/date=2026-03-01/{CAR}_{TRIP}_summary.json.age",
+        f"car-logs/car={CAR}/date=2026-03-01/{CAR}_{TRIP}_0001.tsv.gz.age",
+    ]
+
+    class Pages:
+        def paginate(self, **_kw: object) -> list[dict[str, object]]:
+            return [{"Contents": [{"Key": k, "Size": 1} for k in keys]}]
+
+    class Client:
+        def get_paginator(self, _name: str) -> Pages:
+            return Pages()
+
+    source = BucketSource(Client(), "b", "car-logs", str)
+    assert source.summaries() == []
+    assert [(r.car, r.trip) for r in source.encrypted_summaries()] == [(CAR, TRIP)]

@@ -42,6 +42,8 @@ class Source(Protocol):
 
     def summaries(self) -> list[Ref]: ...
 
+    def encrypted_summaries(self) -> list[Ref]: ...
+
     def data_files(self, car: str, trip: str) -> list[Ref]: ...
 
     def read(self, ref: Ref) -> bytes: ...
@@ -66,10 +68,10 @@ class FolderSource:
         self.folder = folder
         self.description = str(folder)
 
-    def _refs(self, kind: str) -> list[Ref]:
+    def _refs(self, kind: str, sealed: bool = False) -> list[Ref]:
         out: dict[str, Ref] = {}
         for f in list_files(self.folder):
-            if f.kind != kind or f.name.endswith(AGE):
+            if f.kind != kind or f.name.endswith(AGE) != sealed:
                 continue  # an encrypted file is read after `eccm decrypt`
             parsed = parse_data_name(f.name) if kind == "data" else parse_summary_name(f.name)
             if parsed is not None:
@@ -81,6 +83,10 @@ class FolderSource:
 
     def summaries(self) -> list[Ref]:
         return self._refs("summary")
+
+    def encrypted_summaries(self) -> list[Ref]:
+        """The ``.age`` summaries, which ``summaries`` leaves out (to say so)."""
+        return self._refs("summary", sealed=True)
 
     def data_files(self, car: str, trip: str) -> list[Ref]:
         refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
@@ -138,11 +144,11 @@ class BucketSource:
     def bucket(self) -> str:
         return self._bucket
 
-    def _refs(self, kind: str) -> list[Ref]:
+    def _refs(self, kind: str, sealed: bool = False) -> list[Ref]:
         out: list[Ref] = []
         for key, size in self._objects():
             name = key.rsplit("/", 1)[-1]
-            if name.endswith(AGE):
+            if name.endswith(AGE) != sealed:
                 continue  # an encrypted object is read after `eccm decrypt --bucket`
             parsed = parse_data_name(name) if kind == "data" else parse_summary_name(name)
             if parsed is not None:
@@ -151,6 +157,10 @@ class BucketSource:
 
     def summaries(self) -> list[Ref]:
         return self._refs("summary")
+
+    def encrypted_summaries(self) -> list[Ref]:
+        """The ``.age`` summaries, which ``summaries`` leaves out (to say so)."""
+        return self._refs("summary", sealed=True)
 
     def data_files(self, car: str, trip: str) -> list[Ref]:
         refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
