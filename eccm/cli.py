@@ -303,7 +303,14 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         if not settings.enabled:
             raise EccmError("--bucket needs S3_SERVER_ENDPOINT and S3_SERVER_BUCKET in the config")
         out_dir = out_dir or Path(".")
-        files += download_encrypted(build_client(settings), settings.bucket, args.bucket, out_dir)
+        fetched = download_encrypted(build_client(settings), settings.bucket, args.bucket, out_dir)
+        if not fetched and not files:
+            raise EccmError(
+                f"no .age object under s3://{settings.bucket}/{args.bucket}: nothing to "
+                f"decrypt (this car's objects are under {settings.car_prefix}; only files "
+                "closed while FILE_ENCRYPTION_RECIPIENTS was set are encrypted)"
+            )
+        files += fetched
         out_dir = None  # each next to its downloaded .age, in its partition folder
     if not files:
         raise EccmError("nothing to decrypt: name .age files or --bucket PREFIX")

@@ -242,3 +242,41 @@ def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_th
     for path in rec.rglob("*"):
         if path.is_file():
             assert not any(row_marker in v for v in _plain_views(path.read_bytes())), path
+
+
+def test_decrypt_bucket_with_no_age_object_says_so_for_that_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eccm.upload import s3client
+
+    listed: list[str] = []
+
+    class Pages:
+        def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, object]]:
+            listed.append(f"{Bucket}/{Prefix}")
+            # Plain objects only: the car logged before encryption was turned on.
+            return [{"Contents": [{"Key": f"{Prefix}date=2026-03-01/x_0001.tsv.gz"}]}]
+
+    class Client:
+        def get_paginator(self, _name: str) -> Pages:
+            return Pages()
+
+    monkeypatch.setattr(s3client, "build_client", lambda _settings: Client())
+    key, _ = keypair(tmp_path, capsys)
+    config = write_config(
+        tmp_path / "config.ini",
+        {
+            "CAR_IDENTIFIER": "demo-car",
+            "S3_SERVER_ENDPOINT": "http://127.0.0.1:1",
+            "S3_SERVER_BUCKET": "eccm-demo",
+        },
+    )
+    args = ["decrypt", "--config", str(config), "-i", str(key), "-o", str(tmp_path / "out")]
+    assert main([*args, "--bucket", "car-logs/car=demo-car/"]) == 1
+    assert listed == ["eccm-demo/car-logs/car=demo-car/"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        "eccm: error: no .age object under s3://eccm-demo/car-logs/car=demo-car/: nothing to decrypt"
+    ), err
+    assert "name .age files or --bucket" not in err
