@@ -165,6 +165,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     # --read-only: the secret of the read scope, for a dashboard or a shared account.
     key = "SOCKET_SERVER_READ_SECRET" if args.read_only else "SOCKET_SERVER_SECRET"
     secret = os.environ.get(f"ECCM_{key}") or (getattr(cfg, key.lower()) if cfg else None)
+    if cfg is not None and not cfg.enable_socket_server and not secret and args.host is None:
+        # The cause of the missing secret: this daemon has no control socket at all.
+        print(
+            f"eccm query: the control socket is off in {path} (ENABLE_SOCKET_SERVER=no): set "
+            "ENABLE_SOCKET_SERVER=yes and SOCKET_SERVER_SECRET (make one with `eccm "
+            "gen-secret`) there and restart eccm run",
+            file=sys.stderr,
+        )
+        return 2
     return run_query(host, port, tls, args.cafile, list(args.words), secret, secret_key=key)
 
 

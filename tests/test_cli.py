@@ -177,3 +177,20 @@ def test_check_config_notes_a_record_folder_that_cannot_be_created(tmp_path: Pat
     proc = eccm("check-config", "--config", str(cfg))
     assert proc.returncode == 0 and proc.stderr == ""
     assert not (tmp_path / "new").exists()
+
+
+def test_query_with_the_socket_off_in_the_config_says_so_rather_than_no_secret(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "config.ini"
+    cfg.write_text("CAR_IDENTIFIER=c1\nENABLE_SOCKET_SERVER=no\n")
+    proc = eccm("query", "--config", str(cfg), "STATUS")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"eccm query: the control socket is off in {cfg} (ENABLE_SOCKET_SERVER=no): set "
+        "ENABLE_SOCKET_SERVER=yes and SOCKET_SERVER_SECRET (make one with `eccm gen-secret`) "
+        "there and restart eccm run"
+    ]
+    # A daemon elsewhere (--host) is not this config's: the secret is what is missing.
+    proc = eccm("query", "--config", str(cfg), "--host", "127.0.0.1", "STATUS")
+    assert proc.returncode == 2 and "no secret" in proc.stderr
