@@ -30,6 +30,7 @@ from eccm.config import Config
 from eccm.gnss.fix import Fix
 from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
+from eccm.store.instance import InstanceLock
 from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
@@ -141,6 +142,9 @@ class Daemon:
         self.credentials: Credentials | None = None  # None: no SOCKET_SERVER_SECRET
         self.auth_limiter: AuthLimiter | None = None
         self._disk_thread: threading.Thread | None = None
+        self._instance = InstanceLock(
+            cfg.record_dir, f"RECORD_DIRECTORY_LOCATION={cfg.record_directory_location}"
+        )
 
     # -- building ----------------------------------------------------------------------
     def _build_recording(self) -> None:
@@ -275,6 +279,9 @@ class Daemon:
         # logged. Then the OBD link, started at once (python-OBD's connection spends a
         # second waiting on the adapter's reset while the rest starts), then the uploader
         # and the front ends, whose libraries import while the first rows are written.
+        # Before anything: a second ECCM on this folder would take the first one's open
+        # file for a power cut's leftover (eccm/store/instance.py).
+        self._instance.acquire()
         self._gnss_rows.clear()
         self._build_gnss()
         if self.gnss is not None:
@@ -352,10 +359,11 @@ class Daemon:
             self.summaries.stop(timeout=LAST_SUMMARY_SECONDS)
         if self.uploader is not None:
             self.uploader.stop(timeout=LAST_UPLOAD_SECONDS)
+        self._instance.release()
         log.info("stopped in %.1f s", time.monotonic() - t0)
 
     def run(self, early_stop: threading.Event | None = None) -> int:
-        """Run until SIGTERM or SIGINT; returns the exit code.
+        """Run until SIGTERM, SIGINT or SIGHUP (a closed terminal); returns the exit code.
 
         ``early_stop`` is set by the caller's own handlers when a signal came before these
         are installed (while the libraries were still importing).
@@ -365,8 +373,8 @@ class Daemon:
             log.info("received %s", signal.Signals(signum).name)
             self._stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
         if early_stop is not None and early_stop.is_set():
             log.info("stopped before it started")
             return 0

@@ -63,8 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_early_signal(_signum: int, _frame: FrameType | None) -> None:
         early_stop.set()
 
-    signal.signal(signal.SIGTERM, on_early_signal)
-    signal.signal(signal.SIGINT, on_early_signal)
+    # SIGHUP too: a terminal closed under `./start.sh` must close the file, not kill.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_early_signal)
     # Before python-OBD (pint) is imported and before any thread starts: see eccm.memory.
     from eccm.memory import lean_daemon
 

@@ -101,13 +101,30 @@ def run_demo(
     mqtt: str | None = None,
     encrypt: bool = False,
 ) -> int:
+    from eccm.store.instance import InstanceLock
+
+    root = Path(directory).resolve()
+    # A demo running in this folder would lose its files, config and S3 data to this
+    # one's clean start: refused (AlreadyRunning, one line from the CLI) before anything.
+    folder = InstanceLock(
+        root,
+        f"the demo folder {root}",
+        "stop that demo first (Ctrl-C in its terminal), or give this one another --dir",
+    )
+    folder.acquire()
+    try:
+        return _run_demo(duration, root, mqtt, encrypt)
+    finally:
+        folder.release()
+
+
+def _run_demo(duration: float | None, root: Path, mqtt: str | None, encrypt: bool) -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
     from eccm.sim.car import emulated_car
     from eccm.sim.gnss import NmeaPty, Route
     from eccm.sim.s3 import LocalS3
 
-    root = Path(directory).resolve()
     records = root / "records"
     # Each demo starts clean, so its figures describe this run only.
     for sub in (records, root / "s3"):
@@ -120,8 +137,9 @@ def run_demo(
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: closing the terminal stops the demo as Ctrl-C does.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
 
     print(f"ECCM demo: starting a local S3 server, a simulated car and a GNSS receiver in {root}")
     with (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -29,6 +30,25 @@ from types import TracebackType
 from typing import Any
 
 from eccm.errors import EccmError
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+try:
+    # Looked up here, not in the child: between fork and exec only the call runs.
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux's libc
+    _prctl = None
+
+
+def _end_with_parent() -> None:
+    """In the server's child process before exec: SIGTERM when ECCM dies, however it
+    dies (SIGKILL, a closed terminal). atexit and stop() cover only an orderly exit, and
+    the server's session of its own keeps the terminal's signals away from it; without
+    this a killed demo leaves a server holding its ports."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
+
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +301,9 @@ class LocalS3:
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
                 start_new_session=True,
+                # Linux sends it when the thread that started the server ends: servers
+                # are started from the main thread (the demo, the tests' fixtures).
+                preexec_fn=_end_with_parent,
             )
         if not self._atexit:
             atexit.register(self.stop)
