@@ -30,6 +30,7 @@ from eccm.config import Config
 from eccm.gnss.fix import Fix
 from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
+from eccm.store.columns import recall, remember
 from eccm.store.instance import InstanceLock
 from eccm.trip.segment import TripSegmenter
 
@@ -101,10 +102,15 @@ class CommandInfo(Mapping[str, tuple[str, str]]):
 
 
 def initial_layout(cfg: Config) -> Layout:
-    """Columns used until the car tells which commands it supports."""
+    """Columns used until the car tells which commands it supports: those it gave last
+    time under this configuration (eccm/store/columns.py), else the configured ones."""
+    fast = cfg.obd_fast_commands
     slow = () if cfg.obd_slow_commands == ("ALL",) else cfg.obd_slow_commands
-    info = CommandInfo((*cfg.obd_fast_commands, *slow))
-    return Layout(fast=cfg.obd_fast_commands, slow=slow, gps=cfg.gps_position_monitoring, info=info)
+    remembered = recall(cfg.record_dir, cfg.car_identifier, fast, cfg.obd_slow_commands)
+    if remembered is not None:
+        fast, slow = remembered
+    info = CommandInfo((*fast, *slow))
+    return Layout(fast=fast, slow=slow, gps=cfg.gps_position_monitoring, info=info)
 
 
 class Daemon:
@@ -117,6 +123,7 @@ class Daemon:
         trips = TripSegmenter(adopt_within=cfg.trip_end_timeout, gnss_timeout=cfg.trip_end_timeout)
         self._first_layout = initial_layout(cfg)
         self.hub = Hub(self.clock, cfg.gps_max_fix_age, self._first_layout, trips=trips)
+        self.hub.watch_layout(self._remember_columns)
         # Ages of files are judged against trip ids, which are GNSS-corrected.
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
@@ -264,6 +271,18 @@ class Daemon:
                 return
             self._last_gnss_row = now
         self.hub.emit(engine=False)
+
+    def _remember_columns(self, layout: Layout) -> None:
+        """The car's columns, for the first file of the next start (eccm/store/columns.py)."""
+        cfg = self.cfg
+        remember(
+            cfg.record_dir,
+            cfg.car_identifier,
+            cfg.obd_fast_commands,
+            cfg.obd_slow_commands,
+            layout.fast,
+            layout.slow,
+        )
 
     def _open_gnss_rows(self) -> None:
         """The recording parts are up: fixes make rows from now on, and a fix that came

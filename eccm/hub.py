@@ -87,6 +87,7 @@ class Hub:
         self._fix: Fix | None = None
         self._trips = trips or TripSegmenter()  # under the lock
         self._facts: dict[str, str] = {}
+        self._layout_watchers: list[Callable[[Layout], None]] = []
         self.rows = 0
 
     # -- listeners ---------------------------------------------------------------------
@@ -133,6 +134,17 @@ class Hub:
         with self._lock:
             self._layout = layout
             self._fast_names = frozenset(layout.fast)
+            watchers = tuple(self._layout_watchers)
+        for watcher in watchers:
+            try:
+                watcher(layout)
+            except Exception:
+                log.exception("a layout watcher failed")
+
+    def watch_layout(self, watcher: Callable[[Layout], None]) -> None:
+        """Call ``watcher`` with each layout the OBD link resolves (in the link's thread)."""
+        with self._lock:
+            self._layout_watchers.append(watcher)
 
     @property
     def layout(self) -> Layout:
