@@ -72,20 +72,31 @@ def test_a_folder_that_cannot_be_made_is_not_an_error(tmp_path: Path) -> None:
     assert InstanceLock(blocker / "records", "the folder").acquire() is False
 
 
-def test_a_second_daemon_is_refused_and_the_first_keeps_writing(tmp_path: Path) -> None:
+def gnss_daemon(tmp_path: Path, gnss: NmeaPty) -> tuple[Path, Path, Daemon]:
+    """(records, config, `eccm run` writing GNSS rows there), once its first file is open."""
     records = tmp_path / "records"
+    config = write_config(
+        tmp_path / "config.ini",
+        CAR_IDENTIFIER="lock-car",
+        OBD_INTERFACE=str(tmp_path / "no-adapter"),
+        GPS_POSITION_MONITORING="yes",
+        GPS_INTERFACE=gnss.path,
+        RECORD_DIRECTORY_LOCATION=str(records),
+    )
+    daemon = Daemon(config)
+    try:
+        wait_until(lambda: list(records.glob("*.part")), 60, "the first file")
+    except BaseException:
+        daemon.proc.kill()
+        raise
+    return records, config, daemon
+
+
+def test_a_second_daemon_is_refused_and_the_first_keeps_writing(tmp_path: Path) -> None:
     with NmeaPty(Route(), rate_hz=4.0) as gnss:
-        config = write_config(
-            tmp_path / "config.ini",
-            CAR_IDENTIFIER="lock-car",
-            OBD_INTERFACE=str(tmp_path / "no-adapter"),
-            GPS_POSITION_MONITORING="yes",
-            GPS_INTERFACE=gnss.path,
-            RECORD_DIRECTORY_LOCATION=str(records),
-        )
-        first = Daemon(config)
+        records, config, first = gnss_daemon(tmp_path, gnss)
         try:
-            open_file = wait_until(lambda: list(records.glob("*.part")), 60, "the first file")
+            open_file = list(records.glob("*.part"))
             second = subprocess.run(
                 [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
                 capture_output=True,
@@ -137,19 +148,9 @@ def test_a_second_demo_in_the_same_folder_changes_nothing(tmp_path: Path) -> Non
 
 def test_sighup_is_a_clean_stop(tmp_path: Path) -> None:
     """A terminal closed under ./start.sh sends SIGHUP: the file is closed, as on SIGTERM."""
-    records = tmp_path / "records"
     with NmeaPty(Route(), rate_hz=4.0) as gnss:
-        config = write_config(
-            tmp_path / "config.ini",
-            CAR_IDENTIFIER="hup-car",
-            OBD_INTERFACE=str(tmp_path / "no-adapter"),
-            GPS_POSITION_MONITORING="yes",
-            GPS_INTERFACE=gnss.path,
-            RECORD_DIRECTORY_LOCATION=str(records),
-        )
-        daemon = Daemon(config)
+        records, _config, daemon = gnss_daemon(tmp_path, gnss)
         try:
-            wait_until(lambda: list(records.glob("*.part")), 60, "the first file")
             daemon.proc.send_signal(signal.SIGHUP)
             code = daemon.proc.wait(timeout=60)
         finally:
