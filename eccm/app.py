@@ -275,6 +275,8 @@ class Daemon:
     def _remember_columns(self, layout: Layout) -> None:
         """The car's columns, for the first file of the next start (eccm/store/columns.py)."""
         cfg = self.cfg
+        if not cfg.file_recording:
+            return  # nothing is written into the folder
         remember(
             cfg.record_dir,
             cfg.car_identifier,
@@ -299,8 +301,10 @@ class Daemon:
         # second waiting on the adapter's reset while the rest starts), then the uploader
         # and the front ends, whose libraries import while the first rows are written.
         # Before anything: a second ECCM on this folder would take the first one's open
-        # file for a power cut's leftover (eccm/store/instance.py).
-        self._instance.acquire()
+        # file for a power cut's leftover (eccm/store/instance.py). With FILE_RECORDING=no
+        # the folder is not touched at all.
+        if self.cfg.file_recording:
+            self._instance.acquire()
         self._gnss_rows.clear()
         self._build_gnss()
         if self.gnss is not None:

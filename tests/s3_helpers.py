@@ -8,6 +8,8 @@ from pathlib import Path
 
 from eccm.config import Config
 from eccm.sim.s3 import LocalS3
+from eccm.store.columns import FILE_NAME as COLUMNS_MEMORY
+from eccm.store.instance import LOCK_NAME
 from eccm.upload.keys import car_prefix, probe_key
 from tests.s3server import CAR, get_object, list_objects
 from tests.terminal import ECCM
@@ -42,3 +44,13 @@ def write_config(path: Path, values: dict[str, str]) -> Path:
 
 def upload_cmd(config: Path) -> list[str]:
     return [*ECCM, "upload", "--config", str(config)]  # Ctrl-C works (tests/terminal.py)
+
+
+def left_behind(records: Path) -> list[str]:
+    """Files in the record folder but the daemon's lock and its memory of the car's
+    columns (both kept for the next start)."""
+    return sorted(
+        p.name
+        for p in records.iterdir()
+        if p.is_file() and p.name not in (LOCK_NAME, COLUMNS_MEMORY)
+    )

@@ -27,7 +27,7 @@ from eccm.store.budget import MIB
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests import s3server
-from tests.s3_helpers import bucket_objects
+from tests.s3_helpers import bucket_objects, left_behind
 from tests.s3server import CAR, FlakyLink, make_closed_file, make_config
 from tests.waiting import wait_until
 
@@ -196,6 +196,6 @@ def test_the_daemon_offline_under_a_tiny_budget_keeps_the_newest_data(
     assert new and all(n + ".json" in remote for n in new)
     seqs = sorted(int(n.rsplit("_", 1)[1].split(".")[0]) for n in new)
     assert seqs == list(range(1, len(seqs) + 1)), seqs
-    assert sorted(p.name for p in records.iterdir() if p.is_file()) == [".eccm-sequence"]
+    assert left_behind(records) == [".eccm-sequence"]
     assert bucket_objects(s3_http, cfg)
     assert MIB == 1048576

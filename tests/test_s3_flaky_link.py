@@ -22,7 +22,7 @@ from eccm.upload.keys import car_prefix
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests import s3server
-from tests.s3_helpers import assert_each_file_once, bucket_objects
+from tests.s3_helpers import assert_each_file_once, bucket_objects, left_behind
 from tests.s3server import CAR, FlakyLink, get_object, make_closed_file, make_config
 from tests.waiting import wait_until
 
@@ -154,7 +154,7 @@ def test_the_daemon_records_and_uploads_through_a_flapping_link(
     assert proc.returncode == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     # Nothing left behind: every closed file went up in the last attempt at the latest.
-    assert sorted(p.name for p in records.iterdir() if p.is_file()) == [".eccm-sequence"]
+    assert left_behind(records) == [".eccm-sequence"]
     objs = bucket_objects(s3_http, cfg)
     names = [k.rsplit("/", 1)[1] for k in objs]
     assert len(names) == len(set(names)), "a file under two keys"
