@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,6 +270,22 @@ def test_the_other_schemas_name_every_column_of_the_sidecars(
         "spark": "pathglobfilter '*.tsv.gz'",  # car= and date= found by partition discovery
     }
     assert partitions[engine] in ddl
+
+
+def test_a_schema_before_the_first_summary_takes_the_newest_files_columns(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A car's first trip still runs (no summary yet): its closed files say the columns,
+    not the nine defaults."""
+    for path in drive.uploaded.glob("*.tsv.gz*"):
+        shutil.copy(path, tmp_path / path.name)
+    assert not list(tmp_path.glob("*summary*"))
+    assert main(["schema", "--engine", "athena", "--from", str(tmp_path)]) == 0
+    ddl = capsys.readouterr().out.lower()
+    side = json.loads(sorted(tmp_path.glob("*.tsv.gz.json"))[-1].read_text())
+    assert len(side["columns"]) > 9
+    for col in side["columns"]:
+        assert re.search(rf"`{col['name'].lower()}` ", ddl), col["name"]
 
 
 def test_the_spark_schema_reads_a_copy_of_the_bucket_layout(

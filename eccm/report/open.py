@@ -12,7 +12,14 @@ from eccm.config import Config
 from eccm.report import ReportError, need
 from eccm.report.datafile import parse
 from eccm.report.logbook import Ends, Entry, ends_of, entry
-from eccm.report.source import BucketSource, FolderSource, Ref, Source, load_summary
+from eccm.report.source import (
+    BucketSource,
+    FolderSource,
+    Ref,
+    Source,
+    load_summary,
+    newest_data_file,
+)
 
 
 def bucket_source(cfg: Config, command: str) -> BucketSource:
@@ -181,11 +188,16 @@ def schema_text(
         for s in source.summaries():
             if car is None or s.car == car:
                 newest[s.car] = max(newest.get(s.car, s), s)
+        lasts = []
         for ref in newest.values():
             files = source.data_files(ref.car, ref.trip)
-            if not files:
-                continue
-            last = files[-1]
+            if files:
+                lasts.append(files[-1])
+        # A car without a summary yet (its first trip still runs): its newest closed file.
+        for c, last in newest_data_file(source.all_data_files()).items():
+            if c not in newest and (car is None or c == car):
+                lasts.append(last)
+        for last in lasts:
             names.append(last.name)
             cars.add(last.car)
             side = dataclasses.replace(last, name=last.name + SIDECAR, where=last.where + SIDECAR)

@@ -32,6 +32,16 @@ class Ref:
     uploaded: bool = False  # under uploaded/, or in the bucket
 
 
+def newest_data_file(refs: list[Ref]) -> dict[str, Ref]:
+    """car → its newest data file (latest trip, highest sequence number)."""
+    out: dict[str, Ref] = {}
+    for ref in refs:
+        best = out.get(ref.car)
+        if best is None or (ref.trip, _seq(ref)) > (best.trip, _seq(best)):
+            out[ref.car] = ref
+    return out
+
+
 def _seq(ref: Ref) -> int:
     parsed = parse_data_name(ref.name)
     return parsed.seq if parsed is not None else 0
@@ -45,6 +55,8 @@ class Source(Protocol):
     def encrypted_summaries(self) -> list[Ref]: ...
 
     def data_files(self, car: str, trip: str) -> list[Ref]: ...
+
+    def all_data_files(self) -> list[Ref]: ...
 
     def read(self, ref: Ref) -> bytes: ...
 
@@ -91,6 +103,9 @@ class FolderSource:
     def data_files(self, car: str, trip: str) -> list[Ref]:
         refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
         return sorted(refs, key=_seq)
+
+    def all_data_files(self) -> list[Ref]:
+        return self._refs("data")
 
     def read(self, ref: Ref) -> bytes:
         try:
@@ -165,6 +180,9 @@ class BucketSource:
     def data_files(self, car: str, trip: str) -> list[Ref]:
         refs = [r for r in self._refs("data") if r.car == car and r.trip == trip]
         return sorted(refs, key=_seq)
+
+    def all_data_files(self) -> list[Ref]:
+        return self._refs("data")
 
     def read(self, ref: Ref) -> bytes:
         def get() -> bytes:
