@@ -398,7 +398,7 @@ class DaemonBackend:
     def files(self) -> Sequence[StoredFile]:
         if self._disk_settings is None or self._recorder is None:
             return ()
-        return list_files(self._disk_settings.record_dir)
+        return list_files(self._disk_settings.record_dir, complete=True)
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._hub.add_listener(_OnSample(callback))

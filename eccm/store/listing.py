@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eccm.store.names import UPLOADED_DIR, parse_data_name, parse_summary_name
+from eccm.store.names import SIDECAR, UPLOADED_DIR, parse_data_name, parse_summary_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +36,28 @@ def _kind(name: str) -> tuple[str, str] | None:
     return None
 
 
-def list_files(record_dir: Path) -> list[StoredFile]:
+def list_files(record_dir: Path, complete: bool = False) -> list[StoredFile]:
     """Closed data files and trip summaries, newest trip first; a folder that is not
-    there (nothing recorded yet) is an empty list."""
+    there (nothing recorded yet) is an empty list.
+
+    ``complete``: a data file only with its sidecar beside it, as the uploader takes
+    them. Closing a file passes through names the listing would otherwise show for a
+    moment: ``x.tsv`` renamed from the ``.part`` before it is compressed into
+    ``x.tsv.gz`` (and removed), the plaintext before it is sealed into ``.age``.
+    """
     out: list[StoredFile] = []
     for folder, uploaded in ((record_dir, False), (record_dir / UPLOADED_DIR, True)):
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
+        names = {entry.name for entry in entries} if complete else set()
         for entry in entries:
             kind = _kind(entry.name)
             if kind is None:
                 continue
+            if complete and kind[0] == "data" and entry.name + SIDECAR not in names:
+                continue  # still being closed
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
@@ -74,7 +83,7 @@ def find_file(record_dir: Path, name: str) -> StoredFile | None:
     """The listed file called ``name`` (exactly), or None."""
     if _kind(name) is None:
         return None
-    for f in list_files(record_dir):
+    for f in list_files(record_dir, complete=True):
         if f.name == name:
             return f
     return None
