@@ -180,12 +180,21 @@ class Car:
         """The emulated car's speed from now on (emu.answer overrides a PID's answer)."""
         from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
 
+        hub = self.daemon.hub
+        since = hub.clock.monotonic()
         self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
-        wait_until(
-            lambda: _value(self.daemon.hub, "SPEED") == kmh,
-            timeout=WAIT,
-            what=f"the hub to see {kmh} km/h",
-        )
+
+        def seen() -> bool:
+            reading = hub.latest_values().get("SPEED")
+            return reading is not None and reading.value == kmh and reading.at > since
+
+        # Read after the change, then two whole rows more: a round begun before the change
+        # (its speed read then) has been published by then and cannot bring the old speed
+        # back (a loaded CI run saw DTC CLEAR refused for the previous test's 32 km/h).
+        wait_until(seen, timeout=WAIT, what=f"the hub to see {kmh} km/h")
+        rows = hub.rows
+        wait_until(lambda: hub.rows >= rows + 2, timeout=WAIT, what="two more rows")
+        wait_until(seen, timeout=WAIT, what=f"the hub to see {kmh} km/h still")
 
     def client(self) -> Client:
         return Client(self.address, timeout=WAIT).auth()

@@ -218,7 +218,21 @@ def test_a_multipart_upload_cut_by_the_link_is_aborted_by_a_later_run(
     # Awaited: once on a loaded CI machine SeaweedFS still listed one upload just after the
     # run (a finished or aborted upload leaves its listing a moment later); one never
     # aborted stays and fails this.
-    wait_until(lambda: in_progress() == [], timeout=30, what="no multipart upload left")
+    # A second loaded run still listed one after 30 s: 90 s now, and the failure says
+    # whether it is the stale upload (never aborted: a bug) or the later run's own.
+    left: list[str] = []
+
+    def none_left() -> bool:
+        left[:] = in_progress()
+        return not left
+
+    try:
+        wait_until(none_left, timeout=90, what="no multipart upload left")
+    except AssertionError:
+        kind = "the stale one, never aborted" if set(left) & set(stale) else "the later run's"
+        raise AssertionError(
+            f"multipart uploads still listed after 90 s: {left} ({kind})"
+        ) from None
     assert (
         get_object(s3_http, f"{cfg.s3_key_prefix}/car={CAR}/date=2026-11-22/{big.name}") == payload
     )
