@@ -388,6 +388,8 @@ def test_demo_publishes_to_the_broker_on_its_command_line(broker: Broker, tmp_pa
         w.close()
     assert proc.returncode == 0
     assert b"mosquitto_sub" in out and CAR_PASSWORD.encode() not in out
+    # The broker asks for a login: the printed command says so (not "not authorised").
+    assert f"-u {CAR_USER} -P 'PASSWORD'".encode() in out
 
 
 def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(

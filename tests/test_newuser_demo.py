@@ -157,3 +157,40 @@ def test_the_printed_decrypt_command_names_the_same_eccm_as_the_other_commands(
     decrypt = next(line for line in demo.lines if "encryption:" in line)
     assert f"`{eccm} decrypt -i demo-data/key.txt FILE.age`" in decrypt, decrypt
     assert os.access(tmp_path / eccm, os.X_OK), eccm  # relative to where it was typed
+
+
+class _GoneServer:
+    """The demo's S3 server after a kill: a real client to a port nobody listens on."""
+
+    bucket = "eccm-demo"
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]  # closed again: connections are refused
+
+    def client(self, timeout: float = 10.0) -> object:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+            region_name="us-east-1",
+            config=Config(connect_timeout=timeout, retries={"max_attempts": 1}),
+        )
+
+
+def test_the_demos_last_line_survives_a_killed_s3_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A user who kills the demo's SeaweedFS mid-run gets the final line, not a traceback
+    (the count of uploaded objects is then unknown: null)."""
+    from eccm.sim.demo import _count_data_objects
+
+    assert _count_data_objects(_GoneServer()) is None
+    assert "cannot count the bucket's objects" in capsys.readouterr().err

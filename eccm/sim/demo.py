@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -39,17 +40,25 @@ def _free_port(preferred: int = 0) -> int:
         return port
 
 
-def _count_data_objects(s3: Any) -> int:
-    client = s3.client()
+def _count_data_objects(s3: Any) -> int | None:
+    """Data objects in the demo's bucket; None when the server cannot be asked (it was
+    killed during the demo: the files stay in the record folder, nothing is lost)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3.client(timeout=5.0)
     count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
-        count += sum(
-            1
-            for o in page.get("Contents", [])
-            # An encrypted data file is x.tsv.gz.age; its sidecar, a summary or an audit
-            # record (encrypted or not) ends in .json before .age.
-            if "/date=" in o["Key"] and not o["Key"].removesuffix(".age").endswith(".json")
-        )
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket):
+            count += sum(
+                1
+                for o in page.get("Contents", [])
+                # An encrypted data file is x.tsv.gz.age; its sidecar, a summary or an
+                # audit record (encrypted or not) ends in .json before .age.
+                if "/date=" in o["Key"] and not o["Key"].removesuffix(".age").endswith(".json")
+            )
+    except (BotoCoreError, ClientError) as exc:
+        print(f"ECCM demo: cannot count the bucket's objects: {exc}", file=sys.stderr)
+        return None
     return count
 
 
@@ -201,9 +210,17 @@ def _run_demo(duration: float | None, root: Path, mqtt: str | None, encrypt: boo
         mqtt_line = ""
         if cfg.mqtt_enabled:
             host, mqtt_port, _tls = cfg.mqtt_address
+            login_args = ""
+            if cfg.mqtt_username:
+                # The broker asks for a login: the printed command gives the user name and
+                # asks for the password (never printed on the terminal).
+                login_args = f" -u {shlex.quote(cfg.mqtt_username)}"
+                if cfg.mqtt_password:
+                    login_args += " -P 'PASSWORD'"
             mqtt_line = (
                 f"  MQTT:         {cfg.mqtt_broker}, topics {cfg.mqtt_prefix}/# (watch them with\n"
-                f"                mosquitto_sub -h {host} -p {mqtt_port} -t '{cfg.mqtt_prefix}/#' -v)\n"
+                f"                mosquitto_sub -h {host} -p {mqtt_port}{login_args} "
+                f"-t '{cfg.mqtt_prefix}/#' -v)\n"
             )
         print(
             "\nECCM demo is running.\n"
