@@ -9,10 +9,11 @@ CommandInfo). Then the OBD link, started as soon as python-OBD is imported (with
 cache of its unit definitions, eccm/obd/importing.py; the adapter's reset and the car's
 answers are waited for while the rest starts), then the uploader, the trouble-code
 poller, the control socket, the web page and MQTT (eccm/frontends.py). A file closed
-before the uploader listens is found by its first scan. Stop order is the reverse, and
-ends with the hub closing the current file and ending the trip (the trip computer hands
-its summary to the writer), the writer's bounded last write, and the uploader's one
-bounded last attempt.
+before the uploader listens is found by its first scan. Stop order is the reverse but
+for MQTT: the front ends taking requests, the poller, the link and GNSS; then the hub
+closes the current file and ends the trip (the trip computer hands its summary to the
+writer) while MQTT still runs, so that this trip is published too; then MQTT, the
+writer's bounded last write, and the uploader's one bounded last attempt.
 """
 
 from __future__ import annotations
@@ -363,8 +364,6 @@ class Daemon:
         t0 = time.monotonic()
         self._stop.set()
         log.info("stopping")
-        if self.mqtt is not None:
-            self.mqtt.stop()
         if self.web is not None:
             self.web.stop()
         if self.server is not None:
@@ -376,7 +375,11 @@ class Daemon:
         if self.gnss is not None:
             self.gnss.stop()
         # Ends the trip: the recorder closes its file, the trip computer hands its summary
-        # to the writer, which writes it before the uploader's last attempt.
+        # to the writer, which writes it before the uploader's last attempt. Before MQTT
+        # stops, so that the trip this stop ends is published on P/trip like any other.
+        self.hub.close()
+        if self.mqtt is not None:
+            self.mqtt.stop()
         self.hub.stop()
         if self.summaries is not None:
             self.summaries.stop(timeout=LAST_SUMMARY_SECONDS)

@@ -318,13 +318,19 @@ class Hub:
                 log.exception("listener %s failed %s", type(listener).__name__, "in on_sample")
         return sample
 
-    def stop(self) -> None:
-        """Take no more rows, end the running trip and stop every listener (closing its file).
+    def close(self) -> None:
+        """Take no more rows and end the running trip (its file is closed, its summary
+        handed over), the listeners still running: the daemon's stop lets MQTT publish
+        that trip before it goes (:meth:`stop` follows).
 
         A row being emitted meanwhile is handed to the listeners first: every row counted
-        in ``rows`` reached them before they stopped.
+        in ``rows`` reached them.
         """
         with self._emit_lock:
             self._closed = True
         self.end_trip()
+
+    def stop(self) -> None:
+        """:meth:`close` (if not done yet) and stop every listener."""
+        self.close()
         self._to_listeners("to stop", lambda listener: listener.stop())

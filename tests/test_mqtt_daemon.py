@@ -439,3 +439,41 @@ def test_a_peer_that_never_answers_connect_is_named(running: Running) -> None:
             wait_until(lambda: publisher.attempts >= 2, timeout=WAIT, what="another attempt")
         finally:
             publisher.stop()
+
+
+def test_the_trip_a_stop_ends_is_published(broker: Broker, tmp_path: Path) -> None:
+    """systemctl stop (or the demo's Ctrl-C) ends the running trip: P/trip must carry it
+    like a trip ended by the car (the stop used to close MQTT before the trip ended)."""
+    from eccm.app import Daemon
+    from eccm.sim.car import emulated_car
+
+    with emulated_car("car") as emu:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "stop-car",
+                "OBD_INTERFACE": emu.get_pty(),
+                "OBD_FAST_COMMANDS": "RPM,SPEED",
+                "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
+                "SAMPLE_INTERVAL": "0.2",
+                "RECORD_DIRECTORY_LOCATION": str(tmp_path / "records"),
+                **mqtt_keys(broker),
+            }
+        )
+        w = Watcher(broker, f"{cfg.mqtt_prefix}/#")
+        daemon = Daemon(cfg)
+        daemon.start()
+        try:
+            trip = wait_until(lambda: daemon.hub.engine_trip_id, timeout=WAIT, what="a trip")
+            w.wait_for(f"{cfg.mqtt_prefix}/availability", lambda m: m.payload == b"online")
+            # Publishing settled (a state with the car's values): MQTT stops at once.
+            w.wait_for(f"{cfg.mqtt_prefix}/state", lambda m: m.json().get("RPM") is not None)
+        finally:
+            daemon.stop()
+        try:
+            got = w.wait_for(f"{cfg.mqtt_prefix}/trip", lambda m: m.json().get("trip") == trip)
+            offline = w.wait_for(
+                f"{cfg.mqtt_prefix}/availability", lambda m: m.payload == b"offline"
+            )
+            assert w.messages.index(got) < w.messages.index(offline)
+        finally:
+            w.close()

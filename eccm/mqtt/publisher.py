@@ -150,7 +150,21 @@ class MqttPublisher:
                 self._tick(self._clock.monotonic())
             except Exception:  # a bug must not end the publishing for good
                 log.exception("MQTT publisher tick failed")
+        self._last_trip()
         self._goodbye()
+
+    def _last_trip(self) -> None:
+        """Before the goodbye: the trip the daemon's stop ended (it ends it before stopping
+        MQTT) is published like any other, not lost with the stop."""
+        if self._state != "up":
+            return
+        try:
+            previous = self._service.trip(self.caller).get("previous")
+        except ServiceError:
+            return
+        if isinstance(previous, Mapping) and previous.get("trip"):
+            now = self._clock.monotonic()
+            self._send(self._plan.offer_trip(self.topics.trip, payloads.trip_end(previous), now))
 
     def _connect(self, now: float) -> None:
         self._state = "connecting"
