@@ -30,6 +30,7 @@ from eccm.sample import Layout, Reading
 from eccm.service import READ_ONLY, Caller, ServiceError
 from eccm.store.budget import DiskSettings
 from tests.control_fakes import SECRET, Client
+from tests.speed import set_speed
 from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
@@ -177,24 +178,8 @@ class Car:
     address: tuple[str, int]
 
     def speed_answer(self, kmh: int) -> None:
-        """The emulated car's speed from now on (emu.answer overrides a PID's answer)."""
-        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
-
-        hub = self.daemon.hub
-        since = hub.clock.monotonic()
-        self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
-
-        def seen() -> bool:
-            reading = hub.latest_values().get("SPEED")
-            return reading is not None and reading.value == kmh and reading.at > since
-
-        # Read after the change, then two whole rows more: a round begun before the change
-        # (its speed read then) has been published by then and cannot bring the old speed
-        # back (a loaded CI run saw DTC CLEAR refused for the previous test's 32 km/h).
-        wait_until(seen, timeout=WAIT, what=f"the hub to see {kmh} km/h")
-        rows = hub.rows
-        wait_until(lambda: hub.rows >= rows + 2, timeout=WAIT, what="two more rows")
-        wait_until(seen, timeout=WAIT, what=f"the hub to see {kmh} km/h still")
+        """The emulated car's speed from now on, once the daemon has seen it for good."""
+        set_speed(self.emu, self.daemon.hub, kmh)
 
     def client(self) -> Client:
         return Client(self.address, timeout=WAIT).auth()

@@ -22,6 +22,7 @@ from eccm.mqtt.publisher import MqttPublisher
 from eccm.service import Service
 from tests.mqtt_helpers import CAR_PASSWORD, CAR_USER, WAIT, Broker, Watcher
 from tests.s3server import self_signed_cert
+from tests.speed import set_speed
 from tests.waiting import wait_until
 
 CAR = "mqtt-car"
@@ -60,16 +61,7 @@ class Running:
         return self.daemon.service
 
     def speed(self, kmh: int) -> None:
-        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
-
-        self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
-        wait_until(
-            lambda: (
-                (r := self.daemon.hub.latest_values().get("SPEED")) is not None and r.value == kmh
-            ),
-            timeout=WAIT,
-            what=f"the hub to see {kmh} km/h",
-        )
+        set_speed(self.emu, self.daemon.hub, kmh)
 
 
 def mqtt_keys(broker: Broker, **extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from eccm.config import Config, parse
 from eccm.hub import Hub
+from tests.speed import set_speed
 from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
@@ -131,11 +132,8 @@ class WebCar:
         return Http("127.0.0.1", self.port, tls)
 
     def speed(self, kmh: int) -> None:
-        """The emulated car's speed from now on, once the daemon has seen it."""
-        from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
-
-        self.emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
-        wait_until(lambda: value(self.daemon.hub, "SPEED") == kmh, timeout=WAIT, what=f"{kmh} km/h")
+        """The emulated car's speed from now on, once the daemon has seen it for good."""
+        set_speed(self.emu, self.daemon.hub, kmh)
 
 
 def web_config(pty: str, records: Path, **keys: str) -> Config:
