@@ -23,6 +23,7 @@ from eccm.store.names import parse_audit_name, parse_single_name
 from eccm.upload.keys import plan
 from tests.control_fakes import SECRET, Client
 from tests.s3server import CAR, config_values, get_object, list_objects
+from tests.speed import set_speed
 from tests.waiting import wait_until
 
 WAIT = 60.0  # generous: the suite shares two cores with other work
@@ -78,15 +79,7 @@ def daemon(s3_http: LocalS3, tmp_path: Path) -> Iterator[tuple[Any, Any, Path]]:
 
 
 def _speed(d: Any, emu: Any, kmh: int) -> None:
-    from elm.obd_message import DT, ECU_R_ADDR_E, HD, SZ
-
-    emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT(f"41 0D {kmh:02X}")
-
-    def seen() -> bool:
-        reading = d.hub.latest_values().get("SPEED")
-        return reading is not None and reading.value == kmh
-
-    wait_until(seen, timeout=WAIT, what=f"the hub to see {kmh} km/h")
+    set_speed(emu, d.hub, kmh)
 
 
 def test_a_socket_clear_and_a_refusal_leave_audit_records_in_the_bucket(
