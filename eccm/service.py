@@ -670,9 +670,11 @@ class Service:
             log.info(
                 "DTC clear confirmation from %s refused: invalid or expired token", caller.name
             )
+            # The first step in the caller's own words (each front end names it its way).
+            again = _FIRST_STEP.get(caller.front, "DTC CLEAR")
             raise ConfirmInvalid(
                 "no such token in this session, or it expired (a token works once, "
-                f"for {self.token_ttl:g} s): send DTC CLEAR again"
+                f"for {self.token_ttl:g} s): send {again} again"
             )
         before: DtcReport | None = None
         rid = secrets.token_hex(8)  # the "sending" record and the final one are one record
@@ -778,6 +780,10 @@ class Service:
         if self._backend.obd_state() != "connected":
             hint = "the adapter is not connected, so what the car supports is not known yet"
         return UnknownValue(f"unknown value {echo(name)!r}: {hint}")
+
+
+# How each front end asks for a DTC clear's first step (for the message of a bad token).
+_FIRST_STEP = {"socket": "DTC CLEAR", "web": "the clear request", "mqtt": "dtc_clear"}
 
 
 def plain(value: object) -> Plain | bool:

@@ -282,6 +282,21 @@ def test_clear_token_expires_on_the_fake_clock_and_is_single_use() -> None:
     assert backend.clears == 1
 
 
+@pytest.mark.parametrize(
+    ("front", "again"),
+    [("socket", "send DTC CLEAR again"), ("mqtt", "send dtc_clear again"), ("web", "again")],
+)
+def test_a_bad_token_names_the_first_step_as_its_front_end_does(front: str, again: str) -> None:
+    _, _backend, service = world()
+    caller = Caller("client", ALL_SCOPES, front=front)
+    service.request_clear(caller)
+    with pytest.raises(ConfirmInvalid) as refused:
+        service.confirm_clear(caller, "0" * 32)
+    assert str(refused.value).endswith(again), str(refused.value)
+    if front != "socket":
+        assert "DTC CLEAR" not in str(refused.value)
+
+
 def test_clear_token_is_bound_to_its_caller() -> None:
     _, backend, service = world()
     a, b = full(), full()
