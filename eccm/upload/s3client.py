@@ -279,7 +279,10 @@ def classify(
         return Failure(
             "timeout",
             True,
-            f"{ep} did not answer within {timeouts.read:g} s; {_kept(True)}",
+            # botocore retries a timed-out request: say how long it really took.
+            f"{ep} did not answer within {timeouts.read:g} s"
+            + (f" ({timeouts.attempts} tries)" if timeouts.attempts > 1 else "")
+            + f"; {_kept(True)}",
         )
     if isinstance(exc, bx.ConnectionClosedError):
         return Failure(
