@@ -346,22 +346,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_trips(args: argparse.Namespace) -> int:
     from eccm.report.logbook import as_csv, as_json, as_table, selected
-    from eccm.report.open import logbook, open_source
+    from eccm.report.open import encrypted_note, logbook, open_source
 
     source = open_source(args.source, args.bucket, lambda: _load(args.config), "trips")
     entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
     if not entries:
         what = f" of car {args.car}" if args.car else ""
-        sealed = [r for r in source.encrypted_summaries() if args.car in (None, r.car)]
-        skipped = ""
-        if sealed:
-            # Left out on purpose (no key here), but never silently: say what decrypts them.
-            ones = "summary was" if len(sealed) == 1 else "summaries were"
-            skipped = (
-                f"; {len(sealed)} encrypted trip {ones} skipped (.age): `eccm decrypt -i "
-                "KEY.txt FILE.age` (or --bucket PREFIX) reads them, then run eccm trips --from "
-                "the folder of the decrypted files"
-            )
+        skipped = encrypted_note(source, args.car, "trips")
         print(
             f"eccm trips: no trip summary{what} in {source.description}{skipped}",
             file=sys.stderr,

@@ -122,6 +122,18 @@ def test_trips_on_encrypted_summaries_says_how_many_it_skipped_and_what_reads_th
     assert capsys.readouterr().err == f"eccm trips: no trip summary of car other in {records}\n"
 
 
+def test_report_on_encrypted_summaries_says_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / f"{CAR}_{TRIP}_summary.json.age").write_bytes(b"sealed")
+    assert main(["report", "--from", str(records), "-o", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert "no trip summary" in err and "1 encrypted trip summary was skipped (.age)" in err
+    assert "run eccm report --from" in err and "Traceback" not in err
+
+
 def test_the_bucket_also_counts_its_encrypted_summaries() -> None:
     from eccm.report.source import BucketSource
 

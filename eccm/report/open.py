@@ -75,12 +75,27 @@ def logbook(source: Source, car: str | None) -> list[Entry]:
     return out
 
 
+def encrypted_note(source: Source, car: str | None, command: str) -> str:
+    """What a command that found no readable summary says of the encrypted ones it left
+    out (on purpose: no key here, but never silently), or ``""``."""
+    sealed = [r for r in source.encrypted_summaries() if car in (None, r.car)]
+    if not sealed:
+        return ""
+    ones = "summary was" if len(sealed) == 1 else "summaries were"
+    return (
+        f"; {len(sealed)} encrypted trip {ones} skipped (.age): `eccm decrypt -i "
+        f"KEY.txt FILE.age` (or --bucket PREFIX) reads them, then run eccm {command} --from "
+        "the folder of the decrypted files"
+    )
+
+
 def pick_summary(source: Source, trip: str, car: str | None) -> Ref:
     """The summary of ``trip`` (or the latest trip) of ``car`` (or of any car)."""
     refs = [r for r in source.summaries() if car is None or r.car == car]
     whose = f" of car {car}" if car else ""
     if not refs:
-        raise ReportError(f"no trip summary{whose} in {source.description}")
+        note = encrypted_note(source, car, "report")
+        raise ReportError(f"no trip summary{whose} in {source.description}{note}")
     if trip == "latest":
         return max(refs, key=lambda r: (r.trip, r.car))
     found = [r for r in refs if r.trip == trip]
