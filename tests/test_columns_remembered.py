@@ -87,7 +87,11 @@ def test_the_next_trip_opens_its_first_file_with_the_cars_columns(car: str, tmp_
         def engine_rows() -> bool:
             for part in started(records):
                 lines = part.read_text(encoding="utf-8").splitlines()
-                rpm = header(part).index("RPM")
+                if "RPM" not in lines[0].split("\t"):
+                    # A loaded CI run once saw an open file without RPM: wait for one
+                    # with it (the headers are checked below).
+                    continue
+                rpm = lines[0].split("\t").index("RPM")
                 if any(line.split("\t")[rpm] for line in lines[1:] if line.count("\t") > rpm):
                     return True
             return False
