@@ -25,6 +25,8 @@ from eccm.cli import upload_backlog
 from eccm.config import parse
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.sim.s3 import LocalS3
+from eccm.store.listing import list_files
+from eccm.store.names import SIDECAR
 from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
 from tests.listeners import OffsetClock
@@ -40,6 +42,19 @@ def year(iso: str) -> int:
 
 def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def closed_sources(records: Path, trip: str) -> list[str]:
+    """The time_source of each closed data file of ``trip`` (its sidecar written)."""
+    out = []
+    for f in list_files(records, complete=True):
+        if f.kind == "data" and f.trip == trip:
+            try:
+                side = json.loads(f.path.with_name(f.name + SIDECAR).read_text())
+            except (OSError, ValueError):
+                continue  # uploaded and moved meanwhile: the next look finds it
+            out.append(str(side["time_source"]))
+    return out
 
 
 def test_a_pi_ten_years_behind_gets_true_times_names_and_partitions_from_the_first_fix(
@@ -81,8 +96,14 @@ def test_a_pi_ten_years_behind_gets_true_times_names_and_partitions_from_the_fir
                 30,
                 "a trip with the corrected time",
             )
-            closed_then = recorder.files_closed
-            wait_until(lambda: recorder.files_closed >= closed_then + 2, 60, "gnss-stamped files")
+            # Awaited by what the files say, not by a count of closings: on a loaded machine
+            # the recorder was still closing the old trip's files from its queue when the
+            # count was read, and NTP came before any file of the new trip was closed.
+            wait_until(
+                lambda: closed_sources(records, corrected_trip).count("gnss") >= 2,
+                60,
+                "two closed gnss-stamped files of the corrected trip",
+            )
             uploader = daemon.uploader
             assert uploader is not None
             true_year = time.strftime("%Y", time.gmtime())

@@ -387,6 +387,53 @@ def test_large_files_go_multipart_and_stale_uploads_are_aborted(
     assert stale["UploadId"] not in [u["UploadId"] for u in uploads]
 
 
+def test_a_sweep_that_found_stale_uploads_sweeps_again_at_the_next_run(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    # S3 says an abort may have to be repeated: a part still being stored when its upload
+    # is aborted can store itself after the abort, and the upload is listed again (seen
+    # with SeaweedFS under load, after a link broke a multipart upload mid-part).
+    cfg = make_config(tmp_path, s3_http)
+    client = s3_http.client()
+    prefix = car_prefix(cfg.s3_key_prefix, CAR)
+
+    def listed() -> set[str]:
+        page = client.list_multipart_uploads(Bucket=s3_http.bucket, Prefix=prefix)
+        return {u["UploadId"] for u in page.get("Uploads", [])}
+
+    def stale(name: str) -> str:
+        made = client.create_multipart_upload(Bucket=s3_http.bucket, Key=prefix + name)
+        return str(made["UploadId"])
+
+    # A run talks to the server (and sweeps) only when it has a file to send.
+    seq = iter(range(1, 10))
+    crashed = stale("date=x/crashed")
+    make_closed_file(tmp_path, seq=next(seq))
+    up = Uploader.from_config(cfg, SystemClock(), timeouts=S3Timeouts(connect=5, read=30))
+    up.start()  # the daemon's start: the sweep finds the crash's upload
+    try:
+        wait_for(lambda: up.objects_uploaded == 1, timeout=60, what="the first run")
+        wait_for(lambda: crashed not in listed(), timeout=60, what="the sweep at start")
+    finally:
+        up.stop()
+    again = stale("date=x/listed-again")  # as a part stored after its abort
+    make_closed_file(tmp_path, seq=next(seq))
+    up.run_once()
+    wait_for(lambda: again not in listed(), timeout=60, what="the next run's sweep")
+    wait_for(lambda: not listed(), timeout=60, what="the aborted uploads unlisted")
+    make_closed_file(tmp_path, seq=next(seq))
+    up.run_once()  # its sweep finds none: the sweeps end
+    fresh = stale("date=x/after-the-sweeps")
+    make_closed_file(tmp_path, seq=next(seq))
+    up.run_once()
+    try:
+        assert fresh in listed(), "a run after a sweep that found none must not list again"
+    finally:
+        client.abort_multipart_upload(
+            Bucket=s3_http.bucket, Key=prefix + "date=x/after-the-sweeps", UploadId=fresh
+        )
+
+
 def test_upload_backlog_is_the_cli_body(
     s3_http: LocalS3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,8 +148,11 @@ class Runner:
             if store.conditional is None:
                 store.conditional = probe_conditional_create(store, self._s.probe_key)
             if self.sweep or store.stale_parts:
-                store.abort_stale_multipart(self._s.car_prefix, self._classify)
-                self.sweep = store.stale_parts = False
+                found = store.abort_stale_multipart(self._s.car_prefix, self._classify)
+                store.stale_parts = False
+                # A sweep that found some sweeps again at the next run (an abort may have
+                # to be repeated, see abort_stale_multipart); one that found none ends it.
+                self.sweep = found > 0
         except (BotoCoreError, ClientError) as exc:
             raise RunAborted(self._classify(exc)) from exc
         return store

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import logging
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ class ObjectStore:
         # A multipart upload whose abort failed (typically the link that broke it): the
         # sweep at the start of the next run gets it (a daemon may run for weeks).
         self.stale_parts = False
+        # Uploads this store completed: a sweep soon after may still see one listed
+        # (SeaweedFS drops it from the listing a moment later), and aborting a completed
+        # upload is at best an error, at worst (a server that deletes the parts' data) harm.
+        self._completed: deque[str] = deque(maxlen=64)
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
         self._hook = hook
@@ -205,6 +210,7 @@ class ObjectStore:
                 MultipartUpload={"Parts": parts},
                 **condition,
             )
+            self._completed.append(upload_id)
         except BaseException:
             try:
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
@@ -213,20 +219,31 @@ class ObjectStore:
                 log.debug("could not abort multipart upload of %s: %s", key, exc)
             raise
 
-    def abort_stale_multipart(self, prefix: str, classify: Callable[[Exception], Failure]) -> None:
-        """Abort multipart uploads a crash left under ``prefix`` (they cost money)."""
+    def abort_stale_multipart(self, prefix: str, classify: Callable[[Exception], Failure]) -> int:
+        """Abort multipart uploads a crash left under ``prefix`` (they cost money); how
+        many were listed.
+
+        S3 says an abort may have to be repeated: a part still on its way when the upload
+        is aborted (the link broke mid-part and the server is still writing what came)
+        can store itself after the abort. SeaweedFS then lists the upload again.
+        """
         from botocore.exceptions import ClientError
 
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=prefix
             )
-            stale = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+            stale = [
+                (u["Key"], u["UploadId"])
+                for page in pages
+                for u in page.get("Uploads", [])
+                if u["UploadId"] not in self._completed
+            ]
         except ClientError as exc:
             kind = classify(exc).kind
             if kind == "other":  # a server without the listing
                 log.debug("cannot list multipart uploads: %s", exc)
-                return
+                return 0
             if kind == "access":
                 # A fleet key is often allowed PutObject/GetObject on its prefix and no
                 # more: that must not stop every upload, only this tidying.
@@ -236,7 +253,7 @@ class ObjectStore:
                     "the bucket does that",
                     error_code(exc) or http_status(exc),
                 )
-                return
+                return 0
             raise
         for key, upload_id in stale:
             try:
@@ -244,3 +261,4 @@ class ObjectStore:
                 log.info("aborted a stale multipart upload of %s", key)
             except ClientError as exc:
                 log.debug("cannot abort multipart upload of %s: %s", key, exc)
+        return len(stale)
