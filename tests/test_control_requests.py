@@ -103,6 +103,12 @@ def test_watch_off_with_a_word_after_it_names_that_word_the_slip(line: str) -> N
     assert request.word == "WATCH" and request.message == "WATCH OFF takes no argument"
 
 
+@pytest.mark.parametrize("line", ["WATCH RPM OFF", "watch rpm speed off", "WATCH RPM OFF EVERY 1"])
+def test_off_after_value_names_says_the_watch_stops_whole(line: str) -> None:
+    request = bad(p(line))  # was unknown_value 'OFF', as if OFF were a misspelt value
+    assert request.word == "WATCH" and request.message.startswith("WATCH OFF alone stops")
+
+
 @pytest.mark.parametrize(
     "line",
     ["GET RPM SPEED x", "WATCH RPM SPEED EVERY 0.5", "WATCH RPM", "DTC CLEAR CONFIRM ab12cd34",

@@ -217,6 +217,13 @@ def _watch(words: Sequence[str], _text: str) -> Request:
         if len(args) > 1:  # not a value named OFF: the word after it is the slip
             return Invalid("WATCH", "bad_request", "WATCH OFF takes no argument")
         return WatchOff()
+    if "OFF" in args:  # WATCH RPM OFF: one value cannot be stopped, the watch can
+        return Invalid(
+            "WATCH",
+            "bad_request",
+            "WATCH OFF alone stops the watch; to watch fewer values, send WATCH with the "
+            "names to keep",
+        )
     every = WATCH_DEFAULT_INTERVAL
     if "EVERY" in args:
         at = args.index("EVERY")
