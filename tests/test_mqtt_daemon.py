@@ -278,7 +278,9 @@ def test_tls_with_a_self_made_ca(
     assert "not trusted" in errors[0]
 
 
-def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker: Broker) -> None:
+def test_broker_restart_is_survived_and_logging_goes_on(
+    running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
     """The module's broker goes down and comes back on the same port (the tests above use
     the fixture's watcher, which this one closes)."""
     daemon = running.daemon
@@ -297,6 +299,8 @@ def test_broker_restart_is_survived_and_logging_goes_on(running: Running, broker
         what="last_error in STATUS",
     )
     assert "MQTT_BROKER" in str(status["last_error"])
+    lost = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert lost and "closed the connection" in lost[0], lost  # not paho's "Unspecified error"
     broker.start()
     w = Watcher(broker, f"{P}/#")
     try:

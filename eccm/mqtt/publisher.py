@@ -262,7 +262,12 @@ class MqttPublisher:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if self._state != "down" and not self._stop.is_set():
-            self._lost(f"disconnected ({reason})")
+            why = str(reason)
+            if why == "Unspecified error":
+                # paho's name for a socket that closed without MQTT's DISCONNECT: a broker
+                # that stopped (a clean mosquitto stop too) or a link that dropped.
+                why = "the broker or the network closed the connection"
+            self._lost(f"disconnected ({why})")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.topic == self.topics.cmd:
