@@ -31,6 +31,7 @@ from eccm.config import Config
 from eccm.gnss.fix import Fix
 from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
+from eccm.signals import stop_signals
 from eccm.store.columns import recall, remember
 from eccm.store.instance import InstanceLock
 from eccm.trip.segment import TripSegmenter
@@ -399,7 +400,8 @@ class Daemon:
             log.info("received %s", signal.Signals(signum).name)
             self._stop.set()
 
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # After cmd_run's early handlers, SIGHUP is in the list only if it was there.
+        for signum in stop_signals():
             signal.signal(signum, on_signal)
         if early_stop is not None and early_stop.is_set():
             log.info("stopped before it started")

@@ -63,8 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_early_signal(_signum: int, _frame: FrameType | None) -> None:
         early_stop.set()
 
-    # SIGHUP too: a terminal closed under `./start.sh` must close the file, not kill.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    # SIGHUP too: a terminal closed under `./start.sh` must close the file, not kill
+    # (unless nohup ignores it: eccm.signals).
+    from eccm.signals import stop_signals
+
+    for signum in stop_signals():
         signal.signal(signum, on_early_signal)
     # Before python-OBD (pint) is imported and before any thread starts: see eccm.memory.
     from eccm.memory import lean_daemon

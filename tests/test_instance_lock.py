@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def test_a_folder_that_cannot_be_made_is_not_an_error(tmp_path: Path) -> None:
     assert InstanceLock(blocker / "records", "the folder").acquire() is False
 
 
-def gnss_daemon(tmp_path: Path, gnss: NmeaPty) -> tuple[Path, Path, Daemon]:
+def gnss_daemon(
+    tmp_path: Path, gnss: NmeaPty, wrapper: Sequence[str] = ()
+) -> tuple[Path, Path, Daemon]:
     """(records, config, `eccm run` writing GNSS rows there), once its first file is open."""
     records = tmp_path / "records"
     config = write_config(
@@ -83,7 +86,7 @@ def gnss_daemon(tmp_path: Path, gnss: NmeaPty) -> tuple[Path, Path, Daemon]:
         GPS_INTERFACE=gnss.path,
         RECORD_DIRECTORY_LOCATION=str(records),
     )
-    daemon = Daemon(config)
+    daemon = Daemon(config, wrapper)
     try:
         wait_until(lambda: list(records.glob("*.part")), 60, "the first file")
     except BaseException:
@@ -162,6 +165,31 @@ def test_sighup_is_a_clean_stop(tmp_path: Path) -> None:
     assert "received SIGHUP" in err, err
     assert not list(records.glob("*.part")), [p.name for p in records.iterdir()]
     assert list(records.glob("*.tsv*")), [p.name for p in records.iterdir()]
+
+
+def test_sighup_under_nohup_is_ignored_as_nohup_asks(tmp_path: Path) -> None:
+    """`nohup ./start.sh &` and logging out: the logger goes on (a handler installed over
+    nohup's choice stopped it)."""
+    with NmeaPty(Route(), rate_hz=4.0) as gnss:
+        records, _config, daemon = gnss_daemon(tmp_path, gnss, ["nohup"])
+        try:
+            part = next(records.glob("*.part"))
+            size = part.stat().st_size
+
+            def grew_or_ended() -> bool:
+                try:
+                    return daemon.proc.poll() is not None or part.stat().st_size > size
+                except FileNotFoundError:
+                    return True  # closed: stopping (the assertion below says so)
+
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_until(grew_or_ended, 60, "rows after the SIGHUP")
+            assert daemon.proc.poll() is None, "".join(daemon.err)
+            err = assert_clean_stop(daemon, records)
+        finally:
+            if daemon.proc.poll() is None:
+                daemon.proc.kill()
+    assert "received SIGHUP" not in err and "received SIGTERM" in err, err
 
 
 ORPHAN = """

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from eccm.config import load
+from eccm.signals import stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ def _run_demo(duration: float | None, root: Path, mqtt: str | None, encrypt: boo
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    # SIGHUP too: closing the terminal stops the demo as Ctrl-C does.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    # SIGHUP too: closing the terminal stops the demo as Ctrl-C does (unless nohup
+    # ignores it: eccm.signals).
+    for signum in stop_signals():
         signal.signal(signum, on_signal)
 
     print(f"ECCM demo: starting a local S3 server, a simulated car and a GNSS receiver in {root}")
