@@ -153,3 +153,26 @@ def test_the_bucket_also_counts_its_encrypted_summaries() -> None:
     source = BucketSource(Client(), "b", "car-logs", str)
     assert source.summaries() == []
     assert [(r.car, r.trip) for r in source.encrypted_summaries()] == [(CAR, TRIP)]
+
+
+def test_a_data_file_cut_short_is_read_up_to_the_damage_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A copy that stopped half-way (or a card that lost the end of a file): the trip's
+    # logbook line and report come from the rows before the damage, and say which file.
+    records = tmp_path / "records"
+    doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")
+    minute = [row(f"2026-03-01T08:25:{s:02d}.000Z", "48.2", f"11.{s:03d}") for s in range(60)]
+    write_trip(records, CAR, TRIP, [[row("2026-03-01T08:15:00.000Z", "48.1", "11.5")], minute], doc)
+    last = records / f"{CAR}_{TRIP}_0002.tsv.gz"
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) * 2 // 3])
+    assert main(["trips", "--from", str(records), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    (got,) = json.loads(captured.out)
+    assert got["end_lat"] == 48.2 and 11.0 <= got["end_lon"] < 11.059  # a row before the cut
+    assert "Traceback" not in captured.err
+    assert f"{last.name}: damaged gzip" in caplog.text and "rows before the damage" in caplog.text
+    out = tmp_path / "trip.html"
+    assert main(["report", "--from", str(records), "-o", str(out)]) == 0
+    assert "damaged gzip" in out.read_text(encoding="utf-8")

@@ -3,6 +3,7 @@ record folder) and reading the logbook from it: the thin I/O around the pure par
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from eccm.config import Config
 from eccm.report import ReportError, need
-from eccm.report.datafile import parse
+from eccm.report.datafile import Row, parse_checked
 from eccm.report.logbook import Ends, Entry, ends_of, entry
 from eccm.report.source import (
     BucketSource,
@@ -20,6 +21,8 @@ from eccm.report.source import (
     load_summary,
     newest_data_file,
 )
+
+log = logging.getLogger(__name__)
 
 
 def bucket_source(cfg: Config, command: str) -> BucketSource:
@@ -52,13 +55,22 @@ def open_source(
     return FolderSource(cfg.record_dir)
 
 
+def read_rows(source: Source, ref: Ref) -> tuple[list[Row], str | None]:
+    """The rows of a data file, and what was wrong with it (said on stderr: the rows
+    before the damage are used, never silently)."""
+    rows, problem = parse_checked(source.read(ref))
+    if problem is not None:
+        log.warning("%s: %s; read the %d rows before the damage", ref.name, problem, len(rows))
+    return rows, problem
+
+
 def trip_ends(source: Source, car: str, trip: str) -> Ends:
     """Positions and odometer at both ends, from the first and the last data file."""
     files = source.data_files(car, trip)
     if not files:
         return Ends()
-    first = parse(source.read(files[0]))
-    last = first if len(files) == 1 else parse(source.read(files[-1]))
+    first, _ = read_rows(source, files[0])
+    last = first if len(files) == 1 else read_rows(source, files[-1])[0]
     return ends_of(first, last)
 
 
@@ -130,9 +142,9 @@ def report_html(
     rows = []
     infos = []
     for f in files:
-        got = parse(source.read(f))
+        got, problem = read_rows(source, f)
         rows.extend(got)
-        infos.append(FileInfo(f.name, f.size, len(got), f.uploaded))
+        infos.append(FileInfo(f.name, f.size, len(got), f.uploaded, problem))
         if step is not None:
             step()
     plots = figures(series(rows, doc.get("settings") or {}))

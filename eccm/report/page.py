@@ -47,6 +47,7 @@ class FileInfo:
     size: int
     rows: int
     uploaded: bool
+    problem: str | None = None  # a damaged file: its rows are those before the damage
 
 
 def _fmt(value: Any) -> str:
@@ -154,7 +155,9 @@ def _quality(summary: Mapping[str, Any], files: Sequence[FileInfo]) -> str:
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_fmt(v))}</td></tr>" for k, v in items)
     file_rows = "".join(
         f"<tr><td>{escape(f.name)}</td><td class='n'>{f.rows}</td><td class='n'>{f.size}</td>"
-        f"<td>{'uploaded' if f.uploaded else ''}</td></tr>"
+        f"<td>{'uploaded' if f.uploaded else ''}"
+        + (f" <span class='warn'>{escape(f.problem)}</span>" if f.problem else "")
+        + "</td></tr>"
         for f in files
     )
     return (
