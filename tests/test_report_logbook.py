@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, date
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -176,3 +177,43 @@ def test_a_data_file_cut_short_is_read_up_to_the_damage_and_named(
     out = tmp_path / "trip.html"
     assert main(["report", "--from", str(records), "-o", str(out)]) == 0
     assert "damaged gzip" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "report_code"),
+    [
+        (lambda doc: "{not json", 1),
+        (lambda doc: json.dumps({**doc, "first_time": "yesterday"}), 0),  # shown as written
+        (lambda doc: json.dumps({**doc, "diagnostics": 5, "minutes": "x"}), 1),
+    ],
+    ids=["not-json", "bad-time", "wrong-types"],
+)
+def test_a_summary_edited_by_hand_costs_only_its_own_trip(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    edit: Callable[[dict[str, object]], str],
+    report_code: int,
+) -> None:
+    records = tmp_path / "records"
+    other = "20260302T081500Z"
+    for trip, day in ((TRIP, "01"), (other, "02")):
+        doc = summary(CAR, trip, f"2026-03-{day}T08:15:00.000Z", f"2026-03-{day}T08:25:00.000Z")
+        write_trip(records, CAR, trip, [[row(f"2026-03-{day}T08:15:00.000Z")]], doc)
+    edited = records / f"{CAR}_{other}_summary.json"
+    edited.write_text(edit(json.loads(edited.read_text())))
+    assert main(["trips", "--from", str(records), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert [line["trip"] for line in csv.DictReader(io.StringIO(captured.out))] == [TRIP]
+    assert f"{edited.name} is not" in caplog.text and "left out of the logbook" in caplog.text
+    # Its report is written, or refused in one line naming it, never a traceback.
+    out = str(tmp_path / "r.html")
+    assert main(["report", other, "--from", str(records), "-o", out]) == report_code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert report_code == 0 or (err.count("\n") == 1 and edited.name in err), err
+    # Alone in its folder, its error is the command's.
+    (records / f"{CAR}_{TRIP}_summary.json").unlink()
+    assert main(["trips", "--from", str(records)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and edited.name in err, err

@@ -75,15 +75,29 @@ def trip_ends(source: Source, car: str, trip: str) -> Ends:
 
 
 def logbook(source: Source, car: str | None) -> list[Entry]:
+    """A line per readable summary. One that cannot be read (edited by hand, damaged) is
+    named on stderr and left out: it does not cost the other trips their lines; when no
+    summary can be read, its error is the command's."""
     out = []
+    unreadable: list[ReportError] = []
     for ref in source.summaries():
         if car is not None and ref.car != car:
             continue
-        doc = load_summary(source, ref)
         try:
-            out.append(entry(doc, trip_ends(source, ref.car, ref.trip)))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ReportError(f"{ref.name} is not a trip summary ECCM can read ({exc})") from None
+            doc = load_summary(source, ref)
+        except ReportError as exc:
+            unreadable.append(exc)
+            continue
+        ends = trip_ends(source, ref.car, ref.trip)
+        try:
+            out.append(entry(doc, ends))
+        except (AttributeError, KeyError, ValueError, TypeError) as exc:
+            why = f"{ref.name} is not a trip summary ECCM can read ({exc})"
+            unreadable.append(ReportError(why))
+    if unreadable and not out:
+        raise unreadable[0]
+    for problem in unreadable:
+        log.warning("%s: left out of the logbook", problem)
     return out
 
 
@@ -147,8 +161,11 @@ def report_html(
         infos.append(FileInfo(f.name, f.size, len(got), f.uploaded, problem))
         if step is not None:
             step()
-    plots = figures(series(rows, doc.get("settings") or {}))
-    return render(doc, plots, infos), ref
+    try:
+        plots = figures(series(rows, doc.get("settings") or {}))
+        return render(doc, plots, infos), ref
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:  # e.g. edited by hand
+        raise ReportError(f"{ref.name} is not a trip summary ECCM can read ({exc})") from None
 
 
 def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
