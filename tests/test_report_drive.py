@@ -389,3 +389,28 @@ def test_the_logger_imports_no_report_library() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[] []", proc.stdout + proc.stderr
+
+
+def test_the_duckdb_schema_before_the_first_summary_creates_its_views(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fleet's first trip still runs: no summary anywhere, and DuckDB refuses a view
+    over no file, so the script must not define eccm_trips yet (it did, and failed)."""
+    duckdb = pytest.importorskip("duckdb")
+    records = tmp_path / "records"
+    day = tmp_path / "bucket" / "car-logs" / f"car={CAR}" / "date=2026-03-01"
+    for folder in (records, day):
+        folder.mkdir(parents=True)
+        for path in drive.uploaded.glob("*.tsv.gz*"):
+            shutil.copy(path, folder / path.name)
+    location = str(tmp_path / "bucket" / "car-logs") + "/"
+    assert (
+        main(["schema", "--engine", "duckdb", "--from", str(records), "--location", location]) == 0
+    )
+    ddl = capsys.readouterr().out
+    conn = duckdb.connect()
+    conn.execute(ddl)
+    ((count,),) = conn.execute("SELECT count(*) FROM eccm_rows").fetchall()
+    assert count == len(all_rows(drive.uploaded)) > 0
+    assert "eccm_trips" not in {name for (name,) in conn.execute("SHOW TABLES").fetchall()}
+    assert "run\n-- eccm schema again" in ddl

@@ -227,9 +227,11 @@ def schema_text(
     sidecars: list[dict[str, Any]] = []
     names: list[str] = []
     cars: set[str] = set()
+    newest: dict[str, Ref] = {}
+    any_summary = source is None  # the views read every car's: any summary will do
     if source is not None:
-        newest: dict[str, Ref] = {}
         for s in source.summaries():
+            any_summary = True
             if car is None or s.car == car:
                 newest[s.car] = max(newest.get(s.car, s), s)
         lasts = []
@@ -264,5 +266,6 @@ def schema_text(
         separator=separator,
         ending=schema.ending_of(names) or ".tsv.gz",
         cars=tuple(sorted(cars)),
+        summaries=any_summary,
     )
     return schema.definition(engine, layout)

@@ -48,6 +48,7 @@ class Layout:
     separator: str = "\t"
     ending: str = ".tsv.gz"  # of the data files' names
     cars: tuple[str, ...] = ()  # known cars (Athena's projection enum); empty: injected
+    summaries: bool = True  # whether the source holds a trip summary yet
 
 
 def column_of(doc: Mapping[str, Any]) -> Column:
@@ -84,6 +85,20 @@ def duckdb(layout: Layout) -> str:
     )
     data = f"{layout.location}car=*/date=*/*{layout.ending}"
     summaries = f"{layout.location}car=*/date=*/*_summary.json"
+    if layout.summaries:
+        trips = f"""CREATE OR REPLACE VIEW eccm_trips AS
+SELECT car, date, * EXCLUDE (car, date)
+FROM read_json('{summaries}', hive_partitioning = true, union_by_name = true,
+  hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}});
+
+-- e.g. SELECT car, date, count(*) AS rows, max(SPEED) FROM eccm_rows GROUP BY ALL ORDER BY ALL;
+--      SELECT car, trip, totals.distance_km, totals.fuel_l FROM eccm_trips ORDER BY trip;
+"""
+    else:  # DuckDB refuses a view over no file at all
+        trips = """-- No trip summary yet (the first trip still runs), so no view eccm_trips: run
+-- eccm schema again once one is uploaded.
+-- e.g. SELECT car, date, count(*) AS rows, max(SPEED) FROM eccm_rows GROUP BY ALL ORDER BY ALL;
+"""
     return f"""-- DuckDB (httpfs; pip install duckdb duckdb-extension-httpfs, or INSTALL httpfs).
 -- S3 access: CREATE SECRET (TYPE s3, KEY_ID '...', SECRET '...', REGION '...',
 --   ENDPOINT 'host:port', URL_STYLE 'path', USE_SSL true);
@@ -94,14 +109,7 @@ FROM read_csv('{data}',
   hive_partitioning = true, hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}},
   types = {{{types}}});
 
-CREATE OR REPLACE VIEW eccm_trips AS
-SELECT car, date, * EXCLUDE (car, date)
-FROM read_json('{summaries}', hive_partitioning = true, union_by_name = true,
-  hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}});
-
--- e.g. SELECT car, date, count(*) AS rows, max(SPEED) FROM eccm_rows GROUP BY ALL ORDER BY ALL;
---      SELECT car, trip, totals.distance_km, totals.fuel_l FROM eccm_trips ORDER BY trip;
-"""
+{trips}"""
 
 
 def _hive_columns(layout: Layout, string: str, double: str, quote: str) -> str:
