@@ -217,3 +217,20 @@ def test_a_summary_edited_by_hand_costs_only_its_own_trip(
     assert main(["trips", "--from", str(records)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and edited.name in err, err
+
+
+@pytest.mark.parametrize("command", ["fleet", "trips"])
+def test_bucket_without_an_endpoint_offers_from_only_where_it_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    pytest.importorskip("duckdb")
+    config = tmp_path / "config.ini"
+    config.write_text(
+        f"[DEFAULT]\nCAR_IDENTIFIER={CAR}\nOBD_INTERFACE=/dev/null\n"
+        f"RECORD_DIRECTORY_LOCATION={tmp_path / 'records'}\n"
+    )
+    assert main([command, "--bucket", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "S3_SERVER_ENDPOINT is empty" in err, err
+    # eccm fleet has no --from: it must not be offered.
+    assert ("--from DIR" in err) == (command == "trips"), err

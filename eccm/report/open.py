@@ -32,9 +32,11 @@ def bucket_source(cfg: Config, command: str) -> BucketSource:
 
     settings = UploadSettings.from_config(cfg)
     if not settings.enabled:
+        # eccm fleet reads the bucket only: it has no --from to offer.
+        other = "" if command == "fleet" else f", or use eccm {command} --from DIR"
         raise ReportError(
             f"--bucket: S3_SERVER_ENDPOINT is empty in the configuration, so there is no "
-            f"bucket to read: set it (and S3_SERVER_BUCKET), or use eccm {command} --from DIR"
+            f"bucket to read: set it (and S3_SERVER_BUCKET){other}"
         )
 
     def explain(exc: BaseException) -> str:
