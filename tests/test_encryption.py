@@ -239,6 +239,11 @@ def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_th
     fetched = sorted(p.name for p in out.rglob("*.tsv.gz"))
     assert fetched and all(f"car={CAR}" in str(p) for p in out.rglob("*.tsv.gz"))
     assert len(fetched) == len([k for k in objs if k.endswith(".tsv.gz.age")])
+    # The README's form, one car's prefix: car= stays a folder (it was dropped: logs/date=...).
+    one_car = tmp_path / "one-car"
+    args = ["decrypt", "--config", str(config), "-i", str(key), "-o", str(one_car)]
+    assert main([*args, "--bucket", f"{cfg.s3_key_prefix}/car={CAR}/"]) == 0
+    assert sorted(p.name for p in one_car.glob(f"car={CAR}/date=*/*.tsv.gz")) == fetched
     for path in rec.rglob("*"):
         if path.is_file():
             assert not any(row_marker in v for v in _plain_views(path.read_bytes())), path

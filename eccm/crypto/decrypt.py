@@ -119,6 +119,17 @@ def decrypt_file(path: Path, identities: Sequence[Any], out_dir: Path | None = N
     return target
 
 
+def _local_name(key: str, prefix: str) -> str:
+    """Where ``key`` goes below the output folder: from its ``car=`` folder on, so that a
+    prefix of one car (``car-logs/car=my-car/``) or of one day keeps car= and date= as
+    folders; a key outside the layout, below ``prefix``."""
+    parts = key.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("car="):
+            return "/".join(parts[i:])
+    return key[len(prefix) :].lstrip("/") if key.startswith(prefix) else key
+
+
 def download_encrypted(client: Any, bucket: str, prefix: str, out_dir: Path) -> list[Path]:
     """Every ``.age`` object under ``prefix`` (and its sidecar, when there is one) into
     ``out_dir``, keeping the key's partitions as folders (car=.../date=.../): what DuckDB
@@ -130,7 +141,7 @@ def download_encrypted(client: Any, bucket: str, prefix: str, out_dir: Path) -> 
             key = str(obj["Key"])
             if not (key.endswith(AGE) or key.endswith(AGE + SIDECAR)):
                 continue
-            rel = key[len(prefix) :].lstrip("/") if key.startswith(prefix) else key
+            rel = _local_name(key, prefix)
             target = out_dir / rel
             if ".." in Path(rel).parts:
                 raise DecryptFailed(f"refusing a key that leaves the folder: {key}")
