@@ -234,3 +234,25 @@ def test_bucket_without_an_endpoint_offers_from_only_where_it_exists(
     assert err.count("\n") == 1 and "S3_SERVER_ENDPOINT is empty" in err, err
     # eccm fleet has no --from: it must not be offered.
     assert ("--from DIR" in err) == (command == "trips"), err
+
+
+def test_trips_read_the_partition_folders_that_decrypt_bucket_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # eccm decrypt --bucket car-logs/car=van-1/ -o logs: logs/car=van-1/date=.../ files.
+    logs = tmp_path / "logs"
+    doc = summary(CAR, TRIP, "2026-03-01T23:55:00.000Z", "2026-03-02T00:05:00.000Z")
+    first = logs / f"car={CAR}" / "date=2026-03-01"
+    write_trip(first, CAR, TRIP, [[row("2026-03-01T23:55:00.000Z", "48.1", "11.5")]], doc)
+    # The file closed after midnight lies under the next day.
+    second = logs / f"car={CAR}" / "date=2026-03-02"
+    second.mkdir()
+    later = [[row("2026-03-01T23:55:00.000Z")], [row("2026-03-02T00:05:00.000Z", "48.2", "11.6")]]
+    write_trip(tmp_path / "scratch", CAR, TRIP, later, doc)
+    (tmp_path / "scratch" / f"{CAR}_{TRIP}_0002.tsv.gz").rename(
+        second / f"{CAR}_{TRIP}_0002.tsv.gz"
+    )
+    for source in (logs, logs / f"car={CAR}"):
+        assert main(["trips", "--from", str(source), "--format", "json"]) == 0
+        (got,) = json.loads(capsys.readouterr().out)
+        assert (got["start_lat"], got["end_lat"]) == (48.1, 48.2), source

@@ -80,9 +80,15 @@ class FolderSource:
         self.folder = folder
         self.description = str(folder)
 
+    def _folders(self) -> list[Path]:
+        """The folder, and the partition folders that ``eccm decrypt --bucket`` writes
+        below it (car=.../date=.../, or date=.../ when it is one car's folder)."""
+        partitions = [*self.folder.glob("car=*/date=*"), *self.folder.glob("date=*")]
+        return [self.folder, *sorted(p for p in partitions if p.is_dir())]
+
     def _refs(self, kind: str, sealed: bool = False) -> list[Ref]:
         out: dict[str, Ref] = {}
-        for f in list_files(self.folder):
+        for f in (f for folder in self._folders() for f in list_files(folder)):
             if f.kind != kind or f.name.endswith(AGE) != sealed:
                 continue  # an encrypted file is read after `eccm decrypt`
             parsed = parse_data_name(f.name) if kind == "data" else parse_summary_name(f.name)
