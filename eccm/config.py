@@ -388,6 +388,8 @@ def _mqtt_broker(key: str, raw: str) -> str:
     if "://" not in v:
         v = "mqtt://" + v
     parts = urlsplit(v)
+    if parts.password:  # an error message is logged: never with the password in it
+        raw = raw.replace(f":{parts.password}@", ":***@", 1)
     expected = "mqtt://host[:port] or mqtts://host[:port] (TLS), or empty for no MQTT"
     if parts.scheme not in _MQTT_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
         raise _bad(key, raw, expected)

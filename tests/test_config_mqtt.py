@@ -48,7 +48,7 @@ def test_broker_urls(given: str, address: tuple[str, int, bool]) -> None:
     [
         ("MQTT_BROKER", "http://broker", "mqtt://host[:port] or mqtts://host[:port]"),
         ("MQTT_BROKER", "mqtt://broker:99999", "a port from 1 to 65535"),
-        ("MQTT_BROKER", "mqtt://u:p@broker", "MQTT_USERNAME/MQTT_PASSWORD"),
+        ("MQTT_BROKER", "mqtt://u@broker", "MQTT_USERNAME/MQTT_PASSWORD"),
         ("MQTT_BROKER", "mqtt://broker/topic", "mqtt://host[:port]"),
         ("MQTT_TOPIC_PREFIX", "cars/#", "no + #"),
         ("MQTT_TOPIC_PREFIX", "/eccm", "none empty"),
@@ -70,6 +70,15 @@ def test_bad_values_name_key_value_and_expectation(key: str, value: str, expecte
         cfg_of(**{"MQTT_BROKER": "mqtts://broker", key: value})
     text = str(err.value)
     assert text.startswith(f"{key}=") and repr(value) in text and expected in text
+
+
+@pytest.mark.parametrize("url", ["mqtt://car:s3cret@broker", "http://car:s3cret@broker:99999"])
+def test_a_password_in_the_broker_url_is_not_repeated_in_the_error(url: str) -> None:
+    # The error goes to the journal (eccm run) and the terminal: the URL, password masked.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(MQTT_BROKER=url)
+    text = str(err.value)
+    assert "s3cret" not in text and url.replace("s3cret", "***") in text, text
 
 
 def test_placeholders_and_lists() -> None:
