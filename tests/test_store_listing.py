@@ -16,14 +16,22 @@ def test_a_file_still_being_closed_is_not_listed_as_complete(tmp_path: Path) -> 
     summary = f"car_{TRIP}_summary.json"
     for name in (closing, done, done + ".json", summary, f"car_{TRIP}_0003.tsv.part"):
         (tmp_path / name).write_text("x")
-    (tmp_path / "uploaded").mkdir()
-    sealed = f"car_{TRIP}_0000.tsv.gz.age"
-    (tmp_path / "uploaded" / sealed).write_text("x")  # its sidecar not written yet
     complete = {f.name for f in list_files(tmp_path, complete=True)}
     assert complete == {done, summary}
-    assert {f.name for f in list_files(tmp_path)} == {closing, done, summary, sealed}
+    assert {f.name for f in list_files(tmp_path)} == {closing, done, summary}
     assert find_file(tmp_path, closing) is None
     found = find_file(tmp_path, done)
     assert found is not None and found.kind == "data"
-    (tmp_path / "uploaded" / (sealed + ".json")).write_text("{}")
+
+
+def test_an_uploaded_file_whose_sidecar_waits_for_the_link_is_listed(tmp_path: Path) -> None:
+    # The uploader moves a verified data file to uploaded/ before it sends the sidecar;
+    # with the link down the sidecar stays in the record folder, maybe for days. The file
+    # vanished from the web page's Files list meanwhile (404 on its download).
+    sealed = f"car_{TRIP}_0000.tsv.gz.age"
+    (tmp_path / "uploaded").mkdir()
+    (tmp_path / "uploaded" / sealed).write_text("x")
+    (tmp_path / (sealed + ".json")).write_text("{}")
     assert sealed in {f.name for f in list_files(tmp_path, complete=True)}
+    found = find_file(tmp_path, sealed)
+    assert found is not None and found.uploaded

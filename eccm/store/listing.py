@@ -40,10 +40,13 @@ def list_files(record_dir: Path, complete: bool = False) -> list[StoredFile]:
     """Closed data files and trip summaries, newest trip first; a folder that is not
     there (nothing recorded yet) is an empty list.
 
-    ``complete``: a data file only with its sidecar beside it, as the uploader takes
-    them. Closing a file passes through names the listing would otherwise show for a
-    moment: ``x.tsv`` renamed from the ``.part`` before it is compressed into
-    ``x.tsv.gz`` (and removed), the plaintext before it is sealed into ``.age``.
+    ``complete``: a data file in the record directory only with its sidecar beside it,
+    as the uploader takes them. Closing a file passes through names the listing would
+    otherwise show for a moment: ``x.tsv`` renamed from the ``.part`` before it is
+    compressed into ``x.tsv.gz`` (and removed), the plaintext before it is sealed into
+    ``.age``. Under ``uploaded/`` every file is complete: it is moved there once
+    verified in the bucket, before its sidecar is sent (whose upload may wait for days
+    of a dead link, the sidecar still in the record directory).
     """
     out: list[StoredFile] = []
     for folder, uploaded in ((record_dir, False), (record_dir / UPLOADED_DIR, True)):
@@ -51,12 +54,13 @@ def list_files(record_dir: Path, complete: bool = False) -> list[StoredFile]:
             entries = list(os.scandir(folder))
         except OSError:
             continue
-        names = {entry.name for entry in entries} if complete else set()
+        check = complete and not uploaded
+        names = {entry.name for entry in entries} if check else set()
         for entry in entries:
             kind = _kind(entry.name)
             if kind is None:
                 continue
-            if complete and kind[0] == "data" and entry.name + SIDECAR not in names:
+            if check and kind[0] == "data" and entry.name + SIDECAR not in names:
                 continue  # still being closed
             try:
                 if not entry.is_file(follow_symlinks=False):
