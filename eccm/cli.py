@@ -128,9 +128,16 @@ def record_dir_note(cfg: Config) -> str | None:
     error: the folder may appear later (a USB stick mounted after boot)."""
     path = cfg.record_dir.absolute()
     missing = None  # the topmost folder that does not exist
-    while not path.exists():
-        missing, path = path, path.parent
     where = f"RECORD_DIRECTORY_LOCATION={cfg.record_directory_location}"
+    try:
+        while not path.exists():
+            missing, path = path, path.parent
+    except OSError as exc:  # a folder on the way that this user may not enter
+        return (
+            f"{where} cannot be reached now ({exc.strerror}: {exc.filename}): give the "
+            "user ECCM runs as the right to enter every folder on the way; ECCM writes no "
+            "file until it can"
+        )
     if missing is None:
         if not os.access(path, os.W_OK | os.X_OK):
             return (

@@ -95,9 +95,25 @@ def _directory(key: str, raw: str) -> str:
     # "~" is expanded: a literal "~" directory in the working directory is never meant.
     v = os.path.expanduser(raw.strip()) or "."
     path = Path(v)
-    if path.exists() and not path.is_dir():
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError:
+        # A folder on the way this user may not enter (a mount point before its drive
+        # is mounted): not a config error; check-config notes it, the recorder retries.
+        is_file = False
+    if is_file:
         raise _bad(key, raw, "a directory (this path is a file); it is created when missing")
     return v
+
+
+def _is_file(key: str, raw: str, path: str) -> bool:
+    """Whether ``path`` is a file; a path this user may not reach is named as such."""
+    try:
+        return Path(path).is_file()
+    except OSError as exc:
+        raise _bad(
+            key, raw, f"a file the user ECCM runs as can reach ({exc.strerror}: {exc.filename})"
+        ) from None
 
 
 def _car_id(key: str, raw: str) -> str:
@@ -268,7 +284,7 @@ def _verify_tls(key: str, raw: str) -> bool | str:
         return True
     if low in _FALSE:
         return False
-    if not Path(v).is_file():
+    if not _is_file(key, raw, v):
         raise _bad(key, raw, "yes, no, or the path of an existing CA bundle file")
     return v
 
@@ -302,7 +318,7 @@ def _bind(key: str, raw: str) -> str:
 
 def _path_or_empty(key: str, raw: str) -> str:
     v = raw.strip()
-    if v and not Path(v).is_file():
+    if v and not _is_file(key, raw, v):
         raise _bad(key, raw, "the path of an existing PEM file, or empty")
     return v
 
@@ -849,12 +865,19 @@ def clean_value(text: str) -> str:
 
 
 def _read_text(p: Path) -> str:
-    if p.is_dir():
+    try:
+        is_dir, is_file = p.is_dir(), p.is_file()
+    except OSError as exc:  # a folder on the way this user may not enter
+        raise ConfigError(
+            f"cannot read configuration file {str(p)!r}: {exc.strerror} ({exc.filename}); "
+            "the user running ECCM must be able to enter every folder on its path"
+        ) from None
+    if is_dir:
         raise ConfigError(
             f"configuration file {str(p)!r} is a directory: give the path of the file "
             "(e.g. config.ini, a copy of config.ini.template)"
         )
-    if not p.is_file():
+    if not is_file:
         raise ConfigError(
             f"configuration file {str(p)!r} does not exist (copy config.ini.template)"
         )

@@ -6,18 +6,24 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+from tests.unprivileged import bound_by_permissions
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def eccm(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ECCM_")}
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "eccm.cli", *args],
+        [*prefix, sys.executable, "-m", "eccm.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,6 +150,25 @@ def test_a_bucket_without_an_endpoint_gets_a_note_at_check_config_and_a_log_line
         "WARNING eccm: S3_SERVER_BUCKET=car-logs is set but S3_SERVER_ENDPOINT is empty, so uploads are off"
         in run.stderr
     )
+
+
+def test_check_config_notes_a_record_folder_on_a_path_it_may_not_enter(tmp_path: Path) -> None:
+    # A root-owned 0700 mount point (or a drive automounted under /media/<user>): Python's
+    # Path.exists raised PermissionError there, a traceback from the diagnosing command.
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o000)
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(f"CAR_IDENTIFIER=c1\nRECORD_DIRECTORY_LOCATION={closed}/records\n")
+    try:
+        proc = eccm("check-config", "--config", str(cfg), prefix=bound_by_permissions())
+    finally:
+        closed.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"eccm: note: RECORD_DIRECTORY_LOCATION={closed}/records cannot be reached now "
+        f"(Permission denied: {closed}/records): give the user ECCM runs as the right to "
+        "enter every folder on the way; ECCM writes no file until it can"
+    ]
 
 
 def test_check_config_notes_a_record_folder_that_cannot_be_created(tmp_path: Path) -> None:
