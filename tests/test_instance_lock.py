@@ -20,6 +20,7 @@ import pytest
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.store.instance import LOCK_NAME, AlreadyRunning, InstanceLock
 from tests.test_chaos_sigterm import Daemon, assert_clean_stop, write_config
+from tests.unprivileged import bound_by_permissions
 from tests.waiting import wait_until
 
 HOLD = """
@@ -52,6 +53,39 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait()
+
+
+TRY = """
+import sys, time
+from pathlib import Path
+from eccm.store.instance import AlreadyRunning, InstanceLock
+try:
+    print(InstanceLock(Path(sys.argv[1]), "the folder").acquire(), flush=True)
+except AlreadyRunning as exc:
+    print("refused:", exc, flush=True)
+    sys.exit(0)
+time.sleep(600)
+"""
+
+
+def test_a_lock_file_the_user_may_not_write_still_locks(tmp_path: Path) -> None:
+    # Left by a `sudo ./start.sh` (root's, 0644; here read-only for its owner, and the
+    # processes bound by permissions when the suite runs as root): opening it for writing
+    # failed, and every later ECCM ran unguarded, two at once again.
+    lock = tmp_path / LOCK_NAME
+    lock.write_text("999999999\n")  # that earlier run's pid, long gone
+    lock.chmod(0o444)
+    command = [*bound_by_permissions(), sys.executable, "-c", TRY, str(tmp_path)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline().strip() == "True"
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.stdout.startswith("refused: another ECCM (another process)"), second
+    assert lock.read_text() == "999999999\n"
 
 
 def test_a_killed_holder_leaves_nothing_that_blocks(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ power cut, SIGKILL), so a stale lock file never keeps the logger from starting.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -57,9 +58,18 @@ class InstanceLock:
         if self._fd is not None:
             return True
         path = self.folder / LOCK_NAME
+        writable = True
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                # A lock file this user may not write (left by a `sudo ./start.sh`): flock
+                # works on a read-only descriptor too; only the pid is not written.
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                writable = False
         except OSError as exc:
             log.warning("cannot lock %s against a second ECCM: %s", self.folder, exc)
             return False
@@ -67,6 +77,8 @@ class InstanceLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_pid(fd)
+            if holder is not None and not _alive(holder):
+                holder = None  # the pid of an earlier holder (this one could not write it)
             os.close(fd)
             who = f"pid {holder}" if holder else "another process"
             raise AlreadyRunning(
@@ -78,9 +90,10 @@ class InstanceLock:
             return False
         # The holder's pid, for the message a second one prints (after the lock: a
         # refused process never writes into the file).
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return True
 
@@ -96,3 +109,13 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
