@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from eccm.config import KEYS, load, parse, read_raw
 from eccm.errors import ConfigError
 from eccm.obd.settings import ObdSettings
+from tests.unprivileged import bound_by_permissions
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"CAR_IDENTIFIER": "car-1"}
@@ -444,12 +446,29 @@ def test_unreadable_directory_and_non_utf8_files(tmp_path: Path) -> None:
         load(p, environ={})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_file_says_permission_denied(tmp_path: Path) -> None:
-    p = write(tmp_path, "CAR_IDENTIFIER=x\n")
-    p.chmod(0)
-    with pytest.raises(ConfigError, match="permission denied; make it readable"):
-        load(p, environ={})
+@pytest.mark.parametrize(
+    ("closed", "message"),
+    [("file", "permission denied; make it readable"), ("folder", "enter every folder")],
+)
+def test_an_unreadable_file_says_permission_denied(
+    tmp_path: Path, closed: str, message: str
+) -> None:
+    # In a subprocess bound by file permissions: as root (CI) the file would be read.
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    p = write(folder, "CAR_IDENTIFIER=x\n")
+    (p if closed == "file" else folder).chmod(0)
+    code = "import sys; from eccm.config import load; load(sys.argv[1], environ={})"
+    try:
+        proc = subprocess.run(
+            [*bound_by_permissions(), sys.executable, "-c", code, str(p)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert "ConfigError" in proc.stderr and message in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("bucket", ["s3://logs", "logs/cars", "my bucket", "logs!"])
