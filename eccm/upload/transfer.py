@@ -212,16 +212,19 @@ class ObjectStore:
             )
             self._completed.append(upload_id)
         except BaseException:
+            # The next run looks again either way: a part still being stored may outlive
+            # its upload's abort (see abort_stale_multipart).
+            self.stale_parts = True
             try:
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             except Exception as exc:
-                self.stale_parts = True
                 log.debug("could not abort multipart upload of %s: %s", key, exc)
             raise
 
     def abort_stale_multipart(self, prefix: str, classify: Callable[[Exception], Failure]) -> int:
         """Abort multipart uploads a crash left under ``prefix`` (they cost money); how
-        many were listed.
+        many were aborted (an abort refused, as to a key without the right, is not
+        counted: the sweeps do not go on for it).
 
         S3 says an abort may have to be repeated: a part still on its way when the upload
         is aborted (the link broke mid-part and the server is still writing what came)
@@ -255,10 +258,12 @@ class ObjectStore:
                 )
                 return 0
             raise
+        aborted = 0
         for key, upload_id in stale:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
                 log.info("aborted a stale multipart upload of %s", key)
+                aborted += 1
             except ClientError as exc:
                 log.debug("cannot abort multipart upload of %s: %s", key, exc)
-        return len(stale)
+        return aborted
