@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 # the last upload gets at most this long.
 LAST_UPLOAD_SECONDS = 10.0
 LAST_SUMMARY_SECONDS = 5.0
+# The car's columns (a small file, written by a thread of its own) at most this long.
+COLUMNS_SECONDS = 2.0
 DISK_CHECK_SECONDS = 60.0
 # The trip summary is checkpointed this often: the power cut at ignition off, the usual
 # end of a trip in a car, costs the summary at most this much of the trip.
@@ -125,6 +127,8 @@ class Daemon:
         trips = TripSegmenter(adopt_within=cfg.trip_end_timeout, gnss_timeout=cfg.trip_end_timeout)
         self._first_layout = initial_layout(cfg)
         self.hub = Hub(self.clock, cfg.gps_max_fix_age, self._first_layout, trips=trips)
+        self._columns_lock = threading.Lock()
+        self._columns_thread: threading.Thread | None = None
         self.hub.watch_layout(self._remember_columns)
         # Ages of files are judged against trip ids, which are GNSS-corrected.
         self.corrected_clock = CorrectedClock(self.hub)
@@ -275,18 +279,31 @@ class Daemon:
         self.hub.emit(engine=False)
 
     def _remember_columns(self, layout: Layout) -> None:
-        """The car's columns, for the first file of the next start (eccm/store/columns.py)."""
-        cfg = self.cfg
-        if not cfg.file_recording:
+        """The car's columns, for the first file of the next start (eccm/store/columns.py).
+
+        Written by a thread of its own: the caller is the OBD link, which never waits for
+        the SD card (a rename can wait seconds on a busy one, and the drive's first rows
+        come right after).
+        """
+        if not self.cfg.file_recording:
             return  # nothing is written into the folder
-        remember(
-            cfg.record_dir,
-            cfg.car_identifier,
-            cfg.obd_fast_commands,
-            cfg.obd_slow_commands,
-            layout.fast,
-            layout.slow,
-        )
+        thread = threading.Thread(target=self._write_columns, name="eccm-columns", daemon=True)
+        thread.start()
+        self._columns_thread = thread
+
+    def _write_columns(self) -> None:
+        cfg = self.cfg
+        with self._columns_lock:
+            # The newest layout, whichever of two quick reconnections' threads comes last.
+            layout = self.hub.layout
+            remember(
+                cfg.record_dir,
+                cfg.car_identifier,
+                cfg.obd_fast_commands,
+                cfg.obd_slow_commands,
+                layout.fast,
+                layout.slow,
+            )
 
     def _open_gnss_rows(self) -> None:
         """The recording parts are up: fixes make rows from now on, and a fix that came
@@ -386,6 +403,8 @@ class Daemon:
             self.summaries.stop(timeout=LAST_SUMMARY_SECONDS)
         if self.uploader is not None:
             self.uploader.stop(timeout=LAST_UPLOAD_SECONDS)
+        if (columns := self._columns_thread) is not None:
+            columns.join(COLUMNS_SECONDS)  # written before the folder is let go
         self._instance.release()
         log.info("stopped in %.1f s", time.monotonic() - t0)
 
