@@ -15,16 +15,17 @@ fi
 
 # The browser tests drive Debian's chromium through Debian's chromium-driver (nothing
 # downloads a browser at test time), the MQTT tests Debian's mosquitto broker, the
-# encryption tests decrypt with Debian's age, pyspark runs on Debian's Java: installed here
+# encryption tests decrypt with Debian's age, pyspark runs on Debian's Java, the gpsd tests
+# read NMEA through Debian's gpsd: installed here
 # once when running as root.
 if [ "$(id -u)" = 0 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] \
     || [ ! -x /usr/sbin/mosquitto ] || [ ! -x /usr/bin/mosquitto_passwd ] \
-    || [ ! -x /usr/bin/age ] || ! command -v java >/dev/null; } \
+    || [ ! -x /usr/bin/age ] || [ ! -x /usr/sbin/gpsd ] || ! command -v java >/dev/null; } \
     && command -v apt-get >/dev/null; then
-    echo "== apt-get install chromium chromium-driver mosquitto age default-jre-headless"
+    echo "== apt-get install chromium chromium-driver mosquitto age gpsd default-jre-headless"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        chromium chromium-driver mosquitto age default-jre-headless >/dev/null
+        chromium chromium-driver mosquitto age gpsd default-jre-headless >/dev/null
 fi
 
 echo "== ruff" && .venv/bin/ruff check eccm tests bench && .venv/bin/ruff format --check eccm tests bench
