@@ -134,7 +134,7 @@ class Daemon:
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
         self._last_gnss_row = float("-inf")
-        self._last_fix_time: float | None = None
+        self._last_epoch: tuple[float | None, float | None, float | None] | None = None
         self._gnss_row_lock = threading.Lock()
         # Clear while start() builds the recording parts: the receiver is read already,
         # GNSS rows wait for the parts that write them (see _open_gnss_rows).
@@ -256,12 +256,14 @@ class Daemon:
         if not fix.has_position:
             self.hub.end_idle_gnss_trip()
             return
-        same_epoch = fix.time_utc is not None and fix.time_utc == self._last_fix_time
-        self._last_fix_time = fix.time_utc
+        epoch = (fix.time_utc, fix.latitude, fix.longitude)
+        same_epoch = fix.time_utc is not None and epoch == self._last_epoch
+        self._last_epoch = epoch
         if same_epoch:
             # A second report of the epoch: gpsd, for its first cycles after it starts,
             # reports the RMC (no altitude) and then the GGA of one epoch. The fix is
-            # completed, the epoch keeps its one row.
+            # completed, the epoch keeps its one row. (A receiver whose time is stuck
+            # while the car moves still gets its rows: the position differs.)
             return
         self._gnss_row()
 

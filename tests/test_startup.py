@@ -9,6 +9,7 @@ first file opened before python-OBD's units are known, is tested on a Recorder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -359,3 +360,34 @@ def test_neither_the_recording_parts_nor_check_config_import_a_heavy_library(
         check=True,
     ).stdout
     assert out.strip() == "0 []"
+
+
+def test_an_epoch_reported_twice_is_one_row_a_stuck_time_with_a_moving_car_is_not(
+    tmp_path: Path,
+) -> None:
+    """gpsd's first cycles after it starts report an epoch twice, RMC then GGA (seen with
+    Debian's gpsd): the second completes the fix and writes no second row. A receiver whose
+    time stays stuck while the car moves still gets a row per fix."""
+    clock = FakeClock(start=1_795_000_000.0)
+    cfg = parse(
+        {
+            "CAR_IDENTIFIER": "epochs",
+            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
+            "GPS_POSITION_MONITORING": "yes",
+            "GPS_INTERFACE": "/dev/null",
+            "SAMPLE_INTERVAL": "0",
+        }
+    )
+    daemon = Daemon(cfg, clock)
+    events = Events()
+    daemon.hub.add_listener(events)
+    rmc = fix_at(clock)
+    daemon._on_fix(rmc)
+    gga = dataclasses.replace(rmc, altitude=240.0, satellites=9, hdop=0.9)
+    daemon._on_fix(gga)
+    assert len(events.samples) == 1
+    assert daemon.hub.fresh_fix() == gga  # completed
+    clock.advance(0.5)
+    moved = dataclasses.replace(gga, latitude=45.001, received=clock.monotonic())
+    daemon._on_fix(moved)  # the same time, the car elsewhere
+    assert len(events.samples) == 2
