@@ -174,7 +174,9 @@ def fix_at(clock: FakeClock) -> Fix:
     )
 
 
-def gnss_daemon_before_start(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, Events]:
+def gnss_daemon_before_start(
+    tmp_path: Path, clock: FakeClock, **keys: str
+) -> tuple[Daemon, Events]:
     """A daemon with GNSS on, as start() leaves it before opening the receiver; ``Events``
     listens where the recorder will."""
     cfg = parse(
@@ -183,6 +185,7 @@ def gnss_daemon_before_start(tmp_path: Path, clock: FakeClock) -> tuple[Daemon, 
             "RECORD_DIRECTORY_LOCATION": str(tmp_path),
             "GPS_POSITION_MONITORING": "yes",
             "GPS_INTERFACE": "/dev/null",
+            **keys,
         }
     )
     daemon = Daemon(cfg, clock)
@@ -369,18 +372,8 @@ def test_an_epoch_reported_twice_is_one_row_a_stuck_time_with_a_moving_car_is_no
     Debian's gpsd): the second completes the fix and writes no second row. A receiver whose
     time stays stuck while the car moves still gets a row per fix."""
     clock = FakeClock(start=1_795_000_000.0)
-    cfg = parse(
-        {
-            "CAR_IDENTIFIER": "epochs",
-            "RECORD_DIRECTORY_LOCATION": str(tmp_path),
-            "GPS_POSITION_MONITORING": "yes",
-            "GPS_INTERFACE": "/dev/null",
-            "SAMPLE_INTERVAL": "0",
-        }
-    )
-    daemon = Daemon(cfg, clock)
-    events = Events()
-    daemon.hub.add_listener(events)
+    daemon, events = gnss_daemon_before_start(tmp_path, clock, SAMPLE_INTERVAL="0")
+    daemon._open_gnss_rows()  # the recording parts are up
     rmc = fix_at(clock)
     daemon._on_fix(rmc)
     gga = dataclasses.replace(rmc, altitude=240.0, satellites=9, hdop=0.9)
