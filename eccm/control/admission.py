@@ -1,5 +1,6 @@
 """Who may connect to the control socket: the connections held, and whom a newcomer displaces
-when every slot is taken (:func:`choose_victim`, pure, with unit tests of its own)."""
+when every slot is taken (:func:`choose_victim`, pure, with unit tests of its own; the web
+page's connections follow the same rule, :mod:`eccm.web.gate`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,21 @@ import threading
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+
+class Held(Protocol):
+    """What :func:`choose_victim` reads of a held connection."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def opened(self) -> float: ...
+    @property
+    def authenticated(self) -> bool: ...
+
+
+_H = TypeVar("_H", bound=Held)
 
 
 @dataclass(eq=False)
@@ -22,7 +38,7 @@ class Slot:
     evicted: bool = False  # dropped to make room for another address; set once
 
 
-def choose_victim(slots: Collection[Slot], key: str, max_clients: int) -> tuple[bool, Slot | None]:
+def choose_victim(slots: Collection[_H], key: str, max_clients: int) -> tuple[bool, _H | None]:
     """Whether a new connection from ``key`` may come in, and whom it displaces.
 
     When every slot is taken, connections that have not authenticated yet are shared fairly
@@ -40,7 +56,7 @@ def choose_victim(slots: Collection[Slot], key: str, max_clients: int) -> tuple[
     if not per_key:
         return False, None
 
-    def oldest(k: str) -> Slot:
+    def oldest(k: str) -> _H:
         return min((s for s in waiting if s.key == k), key=lambda s: s.opened)
 
     crowd, count = max(per_key.items(), key=lambda kv: (kv[1], -oldest(kv[0]).opened))

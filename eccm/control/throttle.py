@@ -14,8 +14,11 @@ log = logging.getLogger("eccm.control.server")  # the lines are the server's
 class LogThrottle:
     """At most one log line per kind and interval; the next line counts the ones held back."""
 
-    def __init__(self, clock: Clock, interval: float = 60.0) -> None:
+    def __init__(
+        self, clock: Clock, interval: float = 60.0, logger: logging.Logger | None = None
+    ) -> None:
         self._clock = clock
+        self._log = logger or log
         self._interval = interval
         self._lock = threading.Lock()
         self._kinds: dict[str, tuple[float, int]] = {}  # kind → (logged at, held back since)
@@ -31,4 +34,4 @@ class LogThrottle:
         if held:
             msg += " (and %d more like it in the last %.0f s)"
             args = (*args, held, now - at)
-        log.log(level, msg, *args)
+        self._log.log(level, msg, *args)

@@ -27,6 +27,7 @@ from eccm.service import Credentials, Service
 from eccm.tls import server_context
 from eccm.web.api import STATIC, WebApi
 from eccm.web.auth import WebAuth
+from eccm.web.gate import Gate
 from eccm.web.loginlink import LoginLinks, base_url
 from eccm.web.settings import WebSettings
 
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 REPORT_SECONDS = 10.0
+# Seconds a connection may stay without a request, its first one included (aiohttp's own
+# default is an hour); browsers open a new one when they need it.
+KEEPALIVE = 75.0
 
 
 class WebServer:
@@ -104,6 +108,8 @@ class WebServer:
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
         self._reporter: asyncio.Task[None] | None = None
+        self._gate: Gate | None = None
+        self._listener: socket.socket | None = None
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -146,10 +152,16 @@ class WebServer:
     async def _open(self) -> None:
         # Open WebSockets and slow downloads get this long to end at stop.
         runner = web.AppRunner(
-            self.api.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            self.api.app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=KEEPALIVE,
         )
         await runner.setup()
         self._runner = runner
+        handlers = runner.server
+        assert handlers is not None  # set by setup()
         family = socket.AF_INET6 if ":" in self._bind else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -157,12 +169,16 @@ class WebServer:
             if family == socket.AF_INET6 and ipaddress.ip_address(self._bind).is_unspecified:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((self._bind, self._port))
+            sock.listen(listen_backlog())
         except OSError:
             sock.close()
             await runner.cleanup()
             raise
-        site = web.SockSite(runner, sock, ssl_context=self._ssl, backlog=listen_backlog())
-        await site.start()
+        sock.setblocking(False)
+        self._listener = sock
+        # The gate accepts: every connection passes it (and it does TLS) before aiohttp.
+        self._gate = Gate(sock, handlers, self._ssl, self._clock)
+        self._gate.start()
         name = sock.getsockname()
         self._address = (str(name[0]), int(name[1]))
         self._reporter = asyncio.get_running_loop().create_task(self._report())
@@ -176,8 +192,14 @@ class WebServer:
     async def _close(self) -> None:
         if self._reporter is not None:
             self._reporter.cancel()
+        if self._gate is not None:
+            self._gate.stop()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # gives requests and WebSockets their time to end
+        if self._gate is not None:
+            self._gate.close()
+        if self._listener is not None:
+            self._listener.close()
         # What the runner's shutdown left (a WebSocket handler and its LIVE tasks cancelled
         # mid-wait) ends here, before the loop closes: else asyncio reports tasks destroyed
         # while pending.
@@ -193,6 +215,11 @@ class WebServer:
     def address(self) -> tuple[str, int]:
         assert self._address is not None, "start() first"
         return self._address
+
+    @property
+    def connections(self) -> int:
+        """Connections the page holds now (TLS handshakes included)."""
+        return 0 if self._gate is None else self._gate.held
 
     @property
     def url(self) -> str:

@@ -1,0 +1,157 @@
+"""The web page under a hostile or careless client on the car's network: the real daemon on
+the ELM327 emulator, a second web server on its parts bound to every address, real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import select
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eccm.backend import DaemonBackend
+from eccm.service import Service
+from eccm.store.budget import DiskSettings
+from eccm.web.gate import MAX_CONNECTIONS
+from eccm.web.server import WebServer
+from tests.waiting import wait_until
+from tests.web_helpers import WAIT, WebCar, web_daemon
+
+SURPLUS = 20
+
+
+@pytest.fixture(scope="module")
+def car(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebCar]:
+    with web_daemon(tmp_path_factory.mktemp("records")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def page(car: WebCar, **keys: str) -> Iterator[WebServer]:
+    """A web server on the daemon's own parts, on every address (as for a phone)."""
+    d = car.daemon
+    cfg = type(car.cfg)(**{**car.cfg.__dict__, **keys})
+    backend = DaemonBackend(
+        disk=DiskSettings.from_config(cfg), hub=d.hub, link=d.link, recorder=d.recorder
+    )
+    server = WebServer.from_config(cfg, Service(backend, d.clock), bind="0.0.0.0", port=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def other_address() -> str | None:
+    """An address of this machine that is not loopback: another host, as the page sees it."""
+    for target in ("192.0.2.1", "10.255.255.1", "198.51.100.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((target, 9))  # UDP: only picks a route, sends nothing
+            except OSError:
+                continue
+            host = str(s.getsockname()[0])
+            if not host.startswith("127."):
+                return host
+    return None
+
+
+class Crowd:
+    """Connections that send nothing and never read, from one address."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)]
+        self.socks += [
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(count - 1)
+        ]
+        self._ended: set[socket.socket] = set()
+        self.replies = b""
+
+    def ended(self) -> int:
+        """How many the server closed (a refusal is read first)."""
+        live = [s for s in self.socks if s not in self._ended]
+        readable, _w, _x = select.select(live, [], [], 0)
+        for s in readable:
+            try:
+                data = s.recv(4096)
+            except OSError as exc:
+                assert exc.errno in (errno.ECONNRESET, errno.EPIPE), exc
+                data = b""
+            if data:
+                self.replies += data
+            else:
+                self._ended.add(s)
+        return len(self._ended)
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def test_a_crowd_of_idle_connections_gets_a_bounded_share(car: WebCar) -> None:
+    """Found: aiohttp kept every connection that sent nothing for an hour; 1,050 of them
+    from one client ran the daemon out of descriptors (the recorder dropped rows, the
+    control socket could not accept). Now the page holds at most MAX_CONNECTIONS; the
+    rest are told why (plain HTTP) and closed."""
+    with page(car) as server:
+        crowd = Crowd(server.address[1], MAX_CONNECTIONS + SURPLUS)
+        try:
+            wait_until(lambda: crowd.ended() >= SURPLUS, timeout=WAIT, what="surplus closed")
+            assert b"HTTP/1.1 503" in crowd.replies and b"too_many_clients" in crowd.replies
+            assert crowd.ended() == SURPLUS  # the first ones are kept: no self-eviction
+            assert server.connections == MAX_CONNECTIONS
+        finally:
+            crowd.close()
+        # Closed connections give their places back.
+        wait_until(lambda: server.connections == 0, timeout=WAIT, what="the places given back")
+        conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=WAIT)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_the_owner_from_another_address_displaces_the_crowd(car: WebCar) -> None:
+    owner = other_address()
+    if owner is None:
+        pytest.skip("no address on this machine besides loopback")
+    with page(car) as server:
+        crowd = Crowd(server.address[1], MAX_CONNECTIONS)
+        try:
+            conn = http.client.HTTPConnection(owner, server.address[1], timeout=WAIT)
+            conn.request("GET", "/api/session")
+            reply = conn.getresponse()
+            assert reply.status == 401 and b"noauth" in reply.read()  # served: not refused
+            conn.close()
+            wait_until(lambda: crowd.ended() >= 1, timeout=WAIT, what="the oldest dropped")
+            assert crowd.socks[0] in crowd._ended
+        finally:
+            crowd.close()
+
+
+def test_half_open_tls_handshakes_get_a_bounded_share(
+    car: WebCar, tls_cert: tuple[Path, Path]
+) -> None:
+    """TCP connections that never send a ClientHello are held connections too: beyond the
+    limit they are closed at once, not after asyncio's 60 s handshake timeout."""
+    cert, key = tls_cert
+    with page(car, web_server_tls_cert=str(cert), web_server_tls_key=str(key)) as server:
+        crowd = Crowd(server.address[1], MAX_CONNECTIONS + SURPLUS)
+        try:
+            wait_until(lambda: crowd.ended() >= SURPLUS, timeout=WAIT / 2, what="surplus closed")
+            assert server.connections == MAX_CONNECTIONS
+        finally:
+            crowd.close()
+        # The page still speaks HTTPS once they are gone.
+        wait_until(lambda: server.connections == 0, timeout=WAIT, what="the places given back")
+        ctx = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", server.address[1], timeout=WAIT, context=ctx
+        )
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
