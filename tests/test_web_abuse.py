@@ -3,15 +3,20 @@ the ELM327 emulator, a second web server on its parts bound to every address, re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import http.client
+import json
+import logging
 import select
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from eccm.backend import DaemonBackend
@@ -20,7 +25,7 @@ from eccm.store.budget import DiskSettings
 from eccm.web.gate import MAX_CONNECTIONS
 from eccm.web.server import WebServer
 from tests.waiting import wait_until
-from tests.web_helpers import WAIT, WebCar, web_daemon
+from tests.web_helpers import WAIT, Http, WebCar, web_daemon
 
 SURPLUS = 20
 
@@ -155,3 +160,39 @@ def test_half_open_tls_handshakes_get_a_bounded_share(
         conn.request("GET", "/")
         assert conn.getresponse().status == 200
         conn.close()
+
+
+# -- odd bodies --------------------------------------------------------------------------
+def test_deeply_nested_json_is_a_bad_request_not_a_traceback(
+    car: WebCar, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: 8,000 "[" as a login body (no secret needed) made json.loads raise
+    RecursionError: a 500 and a 25-line traceback in the log for every such request."""
+    http = car.http()
+    with caplog.at_level(logging.WARNING, logger="eccm"):
+        reply = http.post("/api/login", b"[" * 8000)
+        assert reply.status == 400 and reply.json["code"] == "bad_request"
+        http.login()
+        got = asyncio.run(_live_send(car, http, "[" * 4000))
+    assert got["class"] == "ERROR" and got["code"] == "bad_request"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def _live_send(car: WebCar, http: Http, text: str) -> dict[str, Any]:
+    """The first reply to ``text`` on the page's WebSocket that is not a LIVE message."""
+    headers = {
+        "Cookie": "; ".join(f"{k}={v}" for k, v in http.cookies.items()),
+        "Origin": http.origin,
+    }
+    url = f"http://127.0.0.1:{car.port}/api/live"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session,
+        session.ws_connect(url, headers=headers) as ws,
+    ):
+        await ws.send_str(text)
+        while True:
+            msg = await ws.receive(timeout=WAIT)
+            assert msg.type is aiohttp.WSMsgType.TEXT, msg
+            body: dict[str, Any] = json.loads(msg.data)
+            if body["class"] != "LIVE":
+                return body

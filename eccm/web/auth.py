@@ -250,7 +250,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object (bad_request for anything else)."""
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # 16 KiB of "[" nests deeper than Python recurses
         body = None
     if not isinstance(body, dict):
         raise BadRequest("send a JSON object")

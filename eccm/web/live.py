@@ -117,7 +117,7 @@ class LiveClient:
     def _watch(self, text: str) -> None:
         try:
             request = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # "[[[[..." nests deeper than Python recurses
             request = None
         if not isinstance(request, dict) or "watch" not in request:
             self._reply(replies.error("bad_request", 'send {"watch": [NAME, ...], "every": s}'))
