@@ -24,8 +24,9 @@ from eccm.service import Service
 from eccm.store.budget import DiskSettings
 from eccm.web.gate import MAX_CONNECTIONS
 from eccm.web.server import WebServer
+from eccm.web.sessions import LIMIT as SESSIONS
 from tests.waiting import wait_until
-from tests.web_helpers import WAIT, Http, WebCar, web_daemon
+from tests.web_helpers import READ_SECRET, WAIT, Http, WebCar, web_daemon
 
 SURPLUS = 20
 
@@ -196,3 +197,15 @@ async def _live_send(car: WebCar, http: Http, text: str) -> dict[str, Any]:
             body: dict[str, Any] = json.loads(msg.data)
             if body["class"] != "LIVE":
                 return body
+
+
+# -- sessions ----------------------------------------------------------------------------
+def test_logins_with_the_read_secret_do_not_log_the_owner_out(car: WebCar) -> None:
+    """Found: the page keeps 64 sessions and a new login ended the oldest: a passenger's
+    script logging in 64 times with the read secret logged the owner out."""
+    owner = car.http()
+    assert owner.login().status == 200
+    for _ in range(SESSIONS + 6):
+        assert car.http().login(READ_SECRET).status == 200
+    reply = owner.get("/api/session")
+    assert reply.status == 200 and reply.json["scopes"] == ["read", "control", "diagnose"]

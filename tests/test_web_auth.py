@@ -113,6 +113,20 @@ def test_sessions_are_bounded_oldest_first() -> None:
     assert [sessions.get(s.sid) is not None for s in opened] == [False, False, True, True, True]
 
 
+def test_a_flood_of_logins_ends_its_own_sessions_not_the_owners() -> None:
+    clock = FakeClock()
+    sessions = Sessions(clock, limit=4)
+    owner = sessions.open(ALL_SCOPES, "127.0.0.1")
+    phone = sessions.open(ALL_SCOPES, "10.0.0.2")
+    flood = [sessions.open(READ_ONLY, "127.0.0.1") for _ in range(10)]
+    assert sessions.get(owner.sid) is owner and sessions.get(phone.sid) is phone
+    assert [sessions.get(s.sid) is not None for s in flood[-3:]] == [False, True, True]
+    # A login of another kind takes the oldest place of the address holding the most.
+    late = sessions.open(READ_ONLY, "10.0.0.3")
+    assert sessions.get(late.sid) is late and sessions.get(owner.sid) is None
+    assert sessions.get(phone.sid) is phone
+
+
 def test_bearer_callers_keep_their_token_per_address_and_scopes() -> None:
     sessions = Sessions(FakeClock())
     a = sessions.bearer("127.0.0.1", ALL_SCOPES)

@@ -5,7 +5,8 @@ a CSRF token the page sends back with every POST, and the service :class:`Caller
 the scopes the secret grants (it carries the session's pending DTC-clear token, so a
 token works only in the session that asked for it). Sessions end after ``idle`` seconds
 unused, ``lifetime`` seconds after the login, or at logout; at most ``limit`` live at a
-time (the oldest goes first). A script's ``Authorization: Bearer`` requests get one
+time (a new login ends the oldest of its own address and scopes, else the oldest of the
+address holding the most). A script's ``Authorization: Bearer`` requests get one
 caller per address and scope set, so its DTC-clear token lasts from one request to the
 next.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from eccm.clock import Clock
@@ -64,8 +65,7 @@ class Sessions:
     def open(self, scopes: frozenset[Scope], address: str) -> WebSession:
         self._expire()
         while len(self._by_id) >= self._limit:
-            _sid, oldest = self._by_id.popitem(last=False)
-            oldest.caller.forget()
+            self.close(self._victim(scopes, address))
         sid = secrets.token_urlsafe(32)
         now = self._clock.monotonic()
         caller = Caller(f"web {address} session {label(sid)}", scopes, front="web", address=address)
@@ -102,6 +102,25 @@ class Sessions:
         while len(self._bearers) > BEARER_CALLERS:
             self._bearers.popitem(last=False)[1].forget()
         return caller
+
+    def _victim(self, scopes: frozenset[Scope], address: str) -> str:
+        """The session a new login from ``address`` with ``scopes`` ends when all are taken.
+
+        Not simply the oldest: 64 logins with the read secret (a passenger's script) would
+        log the owner out. The oldest session of the same address and scopes goes first, so
+        a flood of logins only ends its own sessions; else the oldest of the address that
+        holds the most.
+        """
+        same = [
+            sid
+            for sid, v in self._by_id.items()
+            if v.caller.address == address and v.caller.scopes == scopes
+        ]
+        if same:
+            return same[0]
+        per_address = Counter(v.caller.address for v in self._by_id.values())
+        crowd = per_address.most_common(1)[0][0]
+        return next(sid for sid, v in self._by_id.items() if v.caller.address == crowd)
 
     def _expired(self, session: WebSession, now: float) -> bool:
         return now - session.seen > self._idle or now - session.created > self._lifetime
