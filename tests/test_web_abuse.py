@@ -163,6 +163,25 @@ def test_half_open_tls_handshakes_get_a_bounded_share(
         conn.close()
 
 
+def test_plain_http_on_the_https_page_is_told_to_use_https(
+    car: WebCar, tls_cert: tuple[Path, Path]
+) -> None:
+    """Found: http:// on the HTTPS port got an empty reply (the browser says "connection
+    closed", curl "empty reply"); the control socket tells `nc` users what to do."""
+    cert, key = tls_cert
+    with page(car, web_server_tls_cert=str(cert), web_server_tls_key=str(key)) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=WAIT)
+        conn.request("GET", "/api/status")
+        reply = conn.getresponse()
+        assert reply.status == 400 and b"https://" in reply.read()
+        conn.close()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        tls = http.client.HTTPSConnection("127.0.0.1", server.address[1], timeout=WAIT, context=ctx)
+        tls.request("GET", "/")
+        assert tls.getresponse().status == 200
+        tls.close()
+
+
 # -- odd bodies --------------------------------------------------------------------------
 def test_deeply_nested_json_is_a_bad_request_not_a_traceback(
     car: WebCar, caplog: pytest.LogCaptureFixture

@@ -18,8 +18,9 @@ The gate accepts at most :data:`ACCEPT_BATCH` connections per turn of the loop: 
 accept loop takes as many as the listen queue holds (somaxconn, 4096) before any of them
 can be refused, and so ran out of descriptors in one burst even with a limit. The TLS
 handshake runs after the gate (``loop.start_tls``), within :data:`HANDSHAKE_TIMEOUT`:
-half-open handshakes are held connections like any other. Runs on the web server's event
-loop only.
+half-open handshakes are held connections like any other; a client whose first byte is no
+TLS handshake gets a plain-HTTP 400 that says to use https://. Runs on the web server's
+event loop only.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ _REFUSAL = (
     b"Connection: close\r\n\r\n" + _BUSY
 )
 
+_TLS_HANDSHAKE = b"\x16"  # the content type of the first TLS record a client sends
+_HINT = b"This port speaks HTTPS: open the page with https:// instead of http://.\n"
+_PLAIN_ON_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_HINT)).encode("ascii") + b"\r\n"
+    b"Connection: close\r\n\r\n" + _HINT
+)
+
 
 @dataclass(eq=False)
 class _Held:
@@ -73,6 +83,7 @@ class _Held:
     transport: asyncio.Transport | None = None  # the TCP one (aborting it ends TLS too)
     dropped: bool = False  # displaced before its transport was made
     authenticated: bool = False  # a web connection never is: cookies are per request
+    first_byte: asyncio.Future[bool] | None = None  # TLS: waiting for the client's first byte
 
     def ended(self) -> bool:
         if self.transport is not None:
@@ -82,8 +93,10 @@ class _Held:
     def drop(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-        else:
-            self.dropped = True  # its transport is aborted as it is made
+            return
+        self.dropped = True  # its transport is aborted as it is made
+        if self.first_byte is not None and not self.first_byte.done():
+            self.first_byte.set_result(False)  # the wait ends now and closes the socket
 
 
 class _Door(asyncio.Protocol):
@@ -242,12 +255,55 @@ class Gate:
 
     async def _open(self, held: _Held) -> None:
         assert self._loop is not None
+        if self._tls is not None and not await self._speaks_tls(held):
+            return
         try:
             await self._loop.connect_accepted_socket(lambda: _Door(self, held), held.sock)
         except OSError as exc:
             log.debug("web client %s: %s", held.peer, exc)
             held.dropped = True
             held.sock.close()
+
+    async def _speaks_tls(self, held: _Held) -> bool:
+        """Whether the client's first byte starts a TLS handshake. A browser sent to
+        http:// on the HTTPS port is told so in plain HTTP, instead of an empty reply."""
+        assert self._loop is not None
+        sock, fd = held.sock, held.sock.fileno()
+        first_byte: asyncio.Future[bool] = self._loop.create_future()
+        held.first_byte = first_byte
+
+        def readable() -> None:
+            if not first_byte.done():
+                first_byte.set_result(True)
+
+        self._loop.add_reader(fd, readable)
+        speaks = False
+        try:
+            with contextlib.suppress(TimeoutError):
+                if await asyncio.wait_for(first_byte, self._handshake_timeout):
+                    first = sock.recv(1, socket.MSG_PEEK)
+                    speaks = first[:1] == _TLS_HANDSHAKE
+                    if first and not speaks:
+                        self._plain_on_tls(held)
+        except OSError as exc:  # a reset before the first byte
+            log.debug("web client %s: %s", held.peer, exc)
+        finally:
+            self._loop.remove_reader(fd)
+            if not speaks:
+                held.dropped = True
+                sock.close()
+        return speaks
+
+    def _plain_on_tls(self, held: _Held) -> None:
+        self._throttle.log(
+            logging.INFO, "plain", "web client %s: plain HTTP on the HTTPS port", held.peer
+        )
+        with contextlib.suppress(OSError):
+            # What the client sent is read first: closing on unread data would be a reset,
+            # which can destroy the reply before the browser reads it.
+            held.sock.recv(EARLY_MAX)
+            held.sock.send(_PLAIN_ON_TLS)
+            held.sock.shutdown(socket.SHUT_WR)
 
     def opened(self, door: _Door, held: _Held) -> None:
         """``held``'s transport is made (:meth:`_Door.connection_made`)."""
@@ -266,7 +322,10 @@ class Gate:
                 door,
                 self._tls,
                 server_side=True,
-                ssl_handshake_timeout=self._handshake_timeout,
+                # One deadline from the connect, however the handshake trickles in.
+                ssl_handshake_timeout=max(
+                    0.01, self._handshake_timeout - (self._clock.monotonic() - held.opened)
+                ),
             )
         except (OSError, EOFError) as exc:  # ssl.SSLError, the timeout, a reset
             reason = getattr(exc, "reason", None) or exc or type(exc).__name__
