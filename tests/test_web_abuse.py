@@ -218,6 +218,20 @@ async def _live_send(car: WebCar, http: Http, text: str) -> dict[str, Any]:
                 return body
 
 
+def test_a_login_body_that_never_arrives_is_given_up(car: WebCar) -> None:
+    """Found: a login whose body stopped after its first byte held its connection for ever
+    (aiohttp has no time limit on a body), no secret needed."""
+    with socket.create_connection(("127.0.0.1", car.port), timeout=WAIT) as s:
+        s.sendall(
+            b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        reply = http.client.HTTPResponse(s)
+        reply.begin()
+        assert reply.status == 400
+        assert json.loads(reply.read())["code"] == "bad_request"
+
+
 # -- sessions ----------------------------------------------------------------------------
 def test_logins_with_the_read_secret_do_not_log_the_owner_out(car: WebCar) -> None:
     """Found: the page keeps 64 sessions and a new login ended the oldest: a passenger's

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 COOKIE = "eccm_session"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_SECRET = 1024
+# Seconds a request body (at most 16 KiB) may take to arrive. aiohttp has no such limit: a
+# login body sent a byte every few seconds held its connection for ever, no secret needed.
+BODY_TIMEOUT = 10.0
 
 
 def plain_secret_allowed(remote: str | None, tls: bool, allow_plain: bool) -> bool:
@@ -249,7 +252,10 @@ class WebAuth:
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object (bad_request for anything else)."""
     try:
-        body = await request.json()
+        async with asyncio.timeout(BODY_TIMEOUT):
+            body = await request.json()
+    except TimeoutError:
+        raise BadRequest(f"the request's body did not arrive within {BODY_TIMEOUT:g} s") from None
     except (ValueError, RecursionError):  # 16 KiB of "[" nests deeper than Python recurses
         body = None
     if not isinstance(body, dict):
