@@ -425,7 +425,8 @@ class Credentials:
 
     def by_hmac(self, nonce: str, proof: str) -> frozenset[Scope] | None:
         """Scopes of the secret whose HMAC-SHA256 of ``nonce`` is ``proof`` (hex)."""
-        given = proof.lower().encode("utf-8")
+        # surrogatepass: a lone surrogate (JSON's "\ud800") is a wrong secret, not a crash.
+        given = proof.lower().encode("utf-8", "surrogatepass")
         return self._match(
             lambda key: hmac.compare_digest(
                 hmac.new(key, nonce.encode("ascii"), hashlib.sha256).hexdigest().encode(), given
@@ -435,7 +436,8 @@ class Credentials:
     def by_plain(self, given: str) -> frozenset[Scope] | None:
         """Scopes of the secret ``given`` is."""
         # Digests of both, so that the comparison does not leak the secret's length.
-        digest = hashlib.sha256(given.encode("utf-8")).digest()
+        # surrogatepass: a lone surrogate (JSON's "\ud800") is a wrong secret, not a crash.
+        digest = hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest()
         return self._match(lambda key: hmac.compare_digest(hashlib.sha256(key).digest(), digest))
 
     def _match(self, check: Callable[[bytes], bool]) -> frozenset[Scope] | None:

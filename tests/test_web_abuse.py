@@ -198,6 +198,20 @@ def test_deeply_nested_json_is_a_bad_request_not_a_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_secret_no_utf_8_can_encode_is_a_wrong_secret_not_a_traceback(
+    car: WebCar, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: {"secret": "\\ud800"} (valid JSON, a lone surrogate; no secret needed) made
+    the comparison raise UnicodeEncodeError: a 500 and a traceback per request."""
+    with caplog.at_level(logging.WARNING, logger="eccm"):
+        reply = car.http().post("/api/login", b'{"secret": "\\ud800"}')
+        assert reply.status == 401 and reply.json["code"] == "auth_failed"
+        # A header's byte 0xff reaches the daemon as the surrogate \udcff.
+        reply = car.http().get("/api/status", headers={"Authorization": "Bearer \xff"})
+        assert reply.status == 401 and reply.json["code"] == "auth_failed"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def _live_send(car: WebCar, http: Http, text: str) -> dict[str, Any]:
     """The first reply to ``text`` on the page's WebSocket that is not a LIVE message."""
     headers = {
