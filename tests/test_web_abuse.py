@@ -212,6 +212,31 @@ def test_a_secret_no_utf_8_can_encode_is_a_wrong_secret_not_a_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_requests_that_are_not_http_are_one_quiet_line_not_tracebacks(
+    car: WebCar, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: a byte 0xff in the path, or Content-Length with Transfer-Encoding, made
+    aiohttp log an ERROR with a traceback (and the request line) per request."""
+    bad = [
+        b"GET /login/\xff-a-link-token HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/values?names=\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for request in bad:
+            with socket.create_connection(("127.0.0.1", car.port), timeout=WAIT) as s:
+                s.sendall(request)
+                reply = http.client.HTTPResponse(s)
+                reply.begin()
+                assert reply.status == 400
+    web = [r for r in caplog.records if r.name.startswith(("aiohttp", "eccm.web"))]
+    assert not [r for r in web if r.levelno >= logging.WARNING or r.exc_info]
+    told = [r.getMessage() for r in caplog.records if "not valid HTTP" in r.getMessage()]
+    assert len(told) == 1 and "Invalid char in url path" in told[0]  # once a minute
+    assert "token" not in caplog.text
+
+
 async def _live_send(car: WebCar, http: Http, text: str) -> dict[str, Any]:
     """The first reply to ``text`` on the page's WebSocket that is not a LIVE message."""
     headers = {

@@ -13,14 +13,17 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from eccm.clock import Clock, SystemClock
 from eccm.control.authlimit import AuthLimiter
+from eccm.control.throttle import LogThrottle
 from eccm.errors import ConfigError
 from eccm.listen import listen_backlog
 from eccm.service import Credentials, Service
@@ -42,6 +45,42 @@ REPORT_SECONDS = 10.0
 # Seconds a connection may stay without a request, its first one included (aiohttp's own
 # default is an hour); browsers open a new one when they need it.
 KEEPALIVE = 75.0
+
+
+class _ClientFaults:
+    """aiohttp's server logger, minus the tracebacks any client can cause at will.
+
+    aiohttp logs a request that is not valid HTTP (a byte 0xff in the path, both
+    Content-Length and Transfer-Encoding...) as an ERROR with a traceback: found, one
+    request of ``printf ... | nc``, no login needed, wrote 11 lines, so a client in a loop
+    floods the journal; the line also quoted the request line, which may hold a one-time
+    login link. Such a request is the client's fault and it gets its 400: one INFO line a
+    minute with a count, naming the fault, not the request. Anything else goes to aiohttp's
+    logger unchanged.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._aiohttp = logging.getLogger("aiohttp.server")
+        self._throttle = LogThrottle(clock, logger=log)
+
+    def exception(self, msg: str, *args: object, **kw: Any) -> None:
+        exc_info = kw.get("exc_info", True)
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            fault = (str(exc.message).strip().splitlines() or ["?"])[0].rstrip(":")
+            self._throttle.log(
+                logging.INFO,
+                "malformed",
+                "web client %s sent a request that is not valid HTTP (%s): answered %d",
+                args[0] if args else "?",
+                fault,
+                exc.code,
+            )
+            return
+        self._aiohttp.exception(msg, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._aiohttp, name)
 
 
 class WebServer:
@@ -157,6 +196,7 @@ class WebServer:
             access_log=None,
             shutdown_timeout=1.0,
             keepalive_timeout=KEEPALIVE,
+            logger=_ClientFaults(self._clock),
         )
         await runner.setup()
         self._runner = runner
