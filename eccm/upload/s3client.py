@@ -69,7 +69,22 @@ def build_client(s: UploadSettings, timeouts: S3Timeouts = DEFAULT_TIMEOUTS) -> 
     from eccm.upload.models import slim_session
 
     session = boto3.session.Session(botocore_session=slim_session())
-    return session.client("s3", endpoint_url=s.endpoint, verify=verify, config=boto_cfg, **kwargs)
+    client = session.client("s3", endpoint_url=s.endpoint, verify=verify, config=boto_cfg, **kwargs)
+    if not is_aws(s.endpoint):
+        client.meta.events.register("before-call.s3", _no_region_redirect)
+    return client
+
+
+def _no_region_redirect(context: dict[str, Any], **kwargs: Any) -> None:
+    """Mark a request as redirected already, so botocore's region redirector leaves it.
+
+    That redirector takes any 301/302/307 for AWS's "wrong region" answer and asks the
+    bucket's region with a HeadBucket; a hotspot's login page (a car's link meets one when
+    its data plan runs out) redirects that too, and so on until a RecursionError, after
+    hundreds of requests. An S3-compatible server has no region to redirect to (botocore
+    would send the request to amazonaws.com): its redirect is reported as such instead.
+    """
+    context.setdefault("s3_redirect", {})["redirected"] = True
 
 
 @dataclass(frozen=True)
@@ -340,6 +355,18 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, s: UploadSettings
             return _clock_failure(ep, code or str(status), skew)
     error = getattr(exc, "response", {}).get("Error", {})
     said = str(error.get("Message", ""))
+    if status in (302, 303, 307, 308) and code not in ("PermanentRedirect", "TemporaryRedirect"):
+        # Not S3's own redirect (that has an XML body and a code): a hotspot's login page,
+        # a mobile operator's "top up" page, a proxy. It goes away without a person here.
+        headers = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        location = str((headers or {}).get("location", "")) or "an unknown page"
+        return Failure(
+            "offline",
+            True,
+            f"{ep} answered with a redirect ({status}) to {_short(location, 120)}: a "
+            f"hotspot's or mobile operator's login page instead of the S3 server?; "
+            f"{_kept(True)}",
+        )
     if (
         code in ("PermanentRedirect", "IllegalLocationConstraintException")
         or status == 301
