@@ -2,12 +2,14 @@
 when its data plan runs out or a Wi-Fi hotspot wants a click first.
 
 The portal is a real HTTP server on a local port that answers every request, whatever the
-method or path, with a redirect to its login page. Nothing must be deleted, the run must
-end quickly (not after hundreds of requests), and the message must say what happened.
+method or path, with a redirect to its login page, or with the page itself (200). Nothing
+must be deleted, the run must end quickly (not after hundreds of requests), and the
+message must say what happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from eccm.clock import SystemClock
+from eccm.config import Config
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests.s3server import make_closed_file, make_config
@@ -25,7 +28,8 @@ LOGIN = "http://hotspot.example/login?from=car"
 
 
 class Portal(http.server.ThreadingHTTPServer):
-    """Redirects every request to LOGIN with ``status``; counts the requests."""
+    """Answers every request with ``status`` and a web page (a redirect to LOGIN when
+    ``status`` is a 3xx); counts the requests."""
 
     daemon_threads = True
 
@@ -54,7 +58,8 @@ class _PortalHandler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
         body = b"<html><body>Log in to continue</body></html>"
         self.send_response(self.server.status)
-        self.send_header("Location", LOGIN)
+        if 300 <= self.server.status < 400:
+            self.send_header("Location", LOGIN)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -67,18 +72,26 @@ class _PortalHandler(http.server.BaseHTTPRequestHandler):
         return None
 
 
-@pytest.fixture(params=[302, 307])
-def portal(request: pytest.FixtureRequest) -> Iterator[Portal]:
-    server = Portal(request.param)
+@contextlib.contextmanager
+def serving(status: int) -> Iterator[Portal]:
+    server = Portal(status)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
-def test_a_hotspot_login_page_keeps_the_files_and_says_so(portal: Portal, tmp_path: Path) -> None:
-    cfg = make_config(
+@pytest.fixture(params=[302, 307])
+def portal(request: pytest.FixtureRequest) -> Iterator[Portal]:
+    with serving(request.param) as server:
+        yield server
+
+
+def portal_config(tmp_path: Path, portal: Portal) -> Config:
+    return make_config(
         tmp_path,
         None,
         S3_SERVER_ENDPOINT=portal.endpoint,
@@ -86,8 +99,11 @@ def test_a_hotspot_login_page_keeps_the_files_and_says_so(portal: Portal, tmp_pa
         S3_SERVER_AK="a",
         S3_SERVER_SK="s",
     )
+
+
+def test_a_hotspot_login_page_keeps_the_files_and_says_so(portal: Portal, tmp_path: Path) -> None:
     data = make_closed_file(tmp_path)
-    up = Uploader.from_config(cfg, SystemClock(), timeouts=QUICK)
+    up = Uploader.from_config(portal_config(tmp_path, portal), SystemClock(), timeouts=QUICK)
     report = up.run_once()
     error = report.error or ""
     # botocore took any redirect for S3's "wrong region" answer and asked the portal for
@@ -97,5 +113,24 @@ def test_a_hotspot_login_page_keeps_the_files_and_says_so(portal: Portal, tmp_pa
     assert portal.requests < 20, portal.requests
     assert f"redirect ({portal.status})" in error and LOGIN in error, error
     assert "retried" in error, error
+    assert data.exists() and data.with_name(data.name + ".json").exists()
+    assert up.queue_length() == 1
+
+
+def test_a_hotspot_that_answers_every_request_with_its_page_is_not_taken_for_s3(
+    tmp_path: Path,
+) -> None:
+    """Some portals answer 200 and their login page to any request: a PUT "succeeds" and
+    a HEAD finds an object without the file's size or sha256. That is no bucket holding
+    other content (the message blamed two cars with the same CAR_IDENTIFIER), and the
+    answer to the conditional-create probe says nothing about the real server."""
+    data = make_closed_file(tmp_path)
+    with serving(200) as portal:
+        up = Uploader.from_config(portal_config(tmp_path, portal), SystemClock(), timeouts=QUICK)
+        report = up.run_once()
+    error = report.error or ""
+    assert "not an S3 server" in error and "login page" in error, error
+    assert "retried" in error, error
+    assert not any("CAR_IDENTIFIER" in k for k in report.kept), report.kept
     assert data.exists() and data.with_name(data.name + ".json").exists()
     assert up.queue_length() == 1

@@ -22,7 +22,14 @@ from eccm.upload.files import FileSender
 from eccm.upload.keys import Job, plan
 from eccm.upload.outcome import LOGGER_NAME, FileKept, UploadReport, aborts_run
 from eccm.upload.probe import probe_conditional_create
-from eccm.upload.s3client import DEFAULT_TIMEOUTS, Failure, S3Timeouts, build_client, classify
+from eccm.upload.s3client import (
+    DEFAULT_TIMEOUTS,
+    Failure,
+    NotS3Answer,
+    S3Timeouts,
+    build_client,
+    classify,
+)
 from eccm.upload.settings import UploadSettings
 from eccm.upload.steps import no_hook
 from eccm.upload.transfer import ObjectStore
@@ -153,7 +160,7 @@ class Runner:
                 # A sweep that found some sweeps again at the next run (an abort may have
                 # to be repeated, see abort_stale_multipart); one that found none ends it.
                 self.sweep = found > 0
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, NotS3Answer) as exc:
             raise RunAborted(self._classify(exc)) from exc
         return store
 
@@ -195,7 +202,7 @@ class Runner:
                 kept = str(exc)
             # Before OSError: botocore's timeout and TLS errors are OSErrors too, and they
             # are the network's fault, not this file's.
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, NotS3Answer) as exc:
                 failure = self._classify(exc)
                 if aborts_run(failure):
                     with lock:

@@ -87,6 +87,15 @@ def _no_region_redirect(context: dict[str, Any], **kwargs: Any) -> None:
     context.setdefault("s3_redirect", {})["redirected"] = True
 
 
+class NotS3Answer(Exception):
+    """A 2xx answer without what every S3 server sends (an ETag on a PUT or a HEAD): a
+    web page answered in the server's place, such as a hotspot's login page."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"no ETag in the answer to a {operation}")
+        self.operation = operation
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a run stopped. ``transient`` failures are the network's; others need a person."""
@@ -283,6 +292,13 @@ def classify(
             f"the TLS certificate of {ep} is not trusted ({_tls_reason(exc)}): set "
             "S3_VERIFY_TLS to the path of the CA bundle that signed it, or fix the server's "
             f"certificate; {_kept(False)}",
+        )
+    if isinstance(exc, NotS3Answer):
+        return Failure(
+            "offline",
+            True,
+            f"{ep} answered like a web page, not an S3 server ({exc}): a hotspot's or "
+            f"mobile operator's login page instead of the S3 server?; {_kept(True)}",
         )
     if isinstance(exc, bx.ConnectTimeoutError):
         return Failure(

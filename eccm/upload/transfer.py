@@ -20,7 +20,7 @@ from typing import Any
 from eccm.store.sidecar import StepHook
 from eccm.upload.keys import content_type
 from eccm.upload.outcome import LOGGER_NAME, FileKept
-from eccm.upload.s3client import Failure, error_code, http_status
+from eccm.upload.s3client import Failure, NotS3Answer, error_code, http_status
 from eccm.upload.steps import AFTER_PUT, BEFORE_PUT, DURING_PUT
 from eccm.upload.verify import (
     Digest,
@@ -145,6 +145,8 @@ class ObjectStore:
             if is_not_found(http_status(exc), error_code(exc)):
                 return remote_state(None, size, sha256)
             raise
+        if not head.get("ETag"):
+            raise NotS3Answer("HEAD")
         return remote_state(head, size, sha256)
 
     def put(self, key: str, source: Path | bytes, digest: Digest, *, conditional: bool) -> str:
@@ -159,7 +161,7 @@ class ObjectStore:
             args["IfNoneMatch"] = "*"
         if isinstance(source, bytes):
             answer = self.client.put_object(Body=source, ContentMD5=digest.content_md5, **args)
-            return str(answer.get("ETag", ""))
+            return _etag(answer)
         self._hook(BEFORE_PUT)
         if digest.size > self._multipart_threshold:
             self._put_multipart(source, digest, args)
@@ -173,7 +175,7 @@ class ObjectStore:
             answer = self.client.put_object(
                 Body=body, ContentMD5=digest.content_md5, ContentLength=digest.size, **args
             )
-        return str(answer.get("ETag", ""))
+        return _etag(answer)
 
     def _put_multipart(self, path: Path, digest: Digest, args: dict[str, Any]) -> None:
         # Hand-written rather than boto3's upload_file: s3transfer sends no Content-MD5 per
@@ -267,3 +269,11 @@ class ObjectStore:
             except ClientError as exc:
                 log.debug("cannot abort multipart upload of %s: %s", key, exc)
         return aborted
+
+
+def _etag(answer: Any) -> str:
+    """A PUT's ETag; every S3 server sends one, a web page in its place does not."""
+    etag = str(answer.get("ETag") or "")
+    if not etag:
+        raise NotS3Answer("PUT")
+    return etag
