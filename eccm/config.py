@@ -526,6 +526,12 @@ KEYS: dict[str, KeySpec] = {
 }  # fmt: skip
 
 
+def default_separator(extension: str) -> str:
+    """The separator of files with ``extension`` when MONITORING_FILE_SEPARATION_CHARACTER
+    is empty."""
+    return {".csv": ",", ".tsv": "\t"}.get(extension.lower(), "|")
+
+
 @dataclass(frozen=True)
 class Config:
     car_identifier: str
@@ -603,8 +609,7 @@ class Config:
     def separator(self) -> str:
         if self.monitoring_file_separation_character:
             return self.monitoring_file_separation_character
-        ext = self.monitoring_file_extension.lower()
-        return {".csv": ",", ".tsv": "\t"}.get(ext, "|")
+        return default_separator(self.monitoring_file_extension)
 
     @property
     def record_dir(self) -> Path:

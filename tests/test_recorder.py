@@ -587,7 +587,9 @@ def test_recover_finishes_interrupted_closes_and_leaves_other_files_alone(
     (d / (e + ".gz")).write_bytes(gzip.compress(body))
     (d / (e + ".gz.json")).write_text('{"rows": 4}')
     (d / (e + ".part.meta.json")).write_text("{}")
-    foreign = ["notes.tsv", "other.csv.part", f"{CAR}_{TRIP}_0001.csv.part"]
+    # A {CAR}_{TRIP}_{SEQ}.csv.part is ECCM's under another extension, closed like the
+    # others (test_recorder_crash.py); these names are not ECCM's.
+    foreign = ["notes.tsv", "other.csv.part", f"{CAR}_{TRIP}_0001.csv.part.bak"]
     for name in foreign:
         (d / name).write_bytes(b"not ours\n")
 

@@ -167,3 +167,43 @@ def test_a_full_disk_drops_rows_but_every_closed_file_is_whole(tmp_path: Path) -
     assert len(order) == status["rows_written"]
     assert len(order) + status["rows_dropped"] == rows
     assert status["rows_dropped"] < rows // 2
+
+
+@pytest.mark.parametrize("meta", [True, False])
+def test_a_file_left_open_is_recovered_after_the_extension_was_changed(
+    tmp_path: Path, meta: bool
+) -> None:
+    """A power cut, then the user sets MONITORING_FILE_EXTENSION=.csv: the .tsv.part the
+    cut left is still ECCM's, and is closed and uploaded like any other (it used to stay
+    for good, never uploaded, while `eccm upload` said there was nothing to upload).
+    Without its meta file (a power cut may take it) its rows are read with the separator
+    of its own extension, not the new one."""
+    d = tmp_path / "rec"
+    proc = run_writer(d, "--ext", ".tsv", "--flush", "3600")
+    part = d / f"{STEM}.tsv.part"
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= 64 * 1024):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the writer wrote nothing"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    if not meta:
+        sidecar.meta_path(d / f"{STEM}.tsv").unlink()
+    on_disk = part.read_bytes()
+
+    rec = Recorder.from_config(config(d, MONITORING_FILE_EXTENSION=".csv"), FakeClock())
+    closed = rec.recover()
+    path = d / f"{STEM}.tsv.gz"
+    assert closed == [path]
+    assert files(d) == [path.name, path.name + ".json"]
+    assert gzip.decompress(path.read_bytes()) == on_disk[: on_disk.rindex(b"\n") + 1]
+    doc = json.loads(path.with_name(path.name + ".json").read_text())
+    assert doc["separator"] == "\t" and doc["car"] == CAR and doc["trip"] == TRIP
+    assert [c["name"] for c in doc["columns"]] == LAYOUT.header
+    assert doc["rows"] == on_disk.count(b"\n") - 1 > 500
+    if meta:
+        assert check_closed(path) == [expected_row(i) for i in range(doc["rows"])]
+    assert rec.recover() == []

@@ -168,7 +168,7 @@ def test_recovery_seals_a_part_left_by_a_crash_with_the_rows_dropped_before_it(
 
     after = Parts(config, clock)
     after.drops.add(WRITE, clock.monotonic(), 2)
-    stems = leftover_stems(tmp_path, config.monitoring_file_extension)
+    stems = leftover_stems(tmp_path)
     assert stems == [f"car_{trip_id_for(T0)}_0001.tsv"]
     (path,) = after.recovery.recover_stem(tmp_path / stems[0])
     doc = sidecar_of(path)

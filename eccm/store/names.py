@@ -115,6 +115,28 @@ def stem_of(name: str, ext: str) -> str | None:
 
 
 _STEM = re.compile(f"({CAR_PATTERN})_({TRIP_PATTERN})_({SEQ_PATTERN})")
+# The extensions config.py accepts for MONITORING_FILE_EXTENSION.
+_ANY_STEM = re.compile(f"{CAR_PATTERN}_{TRIP_PATTERN}_{SEQ_PATTERN}" + r"(\.[A-Za-z0-9]{1,10})")
+_NOT_EXTENSIONS = frozenset({".part", ".json", ".gz", ".tmp"})
+
+
+def any_stem(name: str) -> str | None:
+    """:func:`stem_of` whatever the stem's extension: a file an earlier configuration (with
+    another MONITORING_FILE_EXTENSION) left open or half-closed is still ECCM's to close."""
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            stem = name[: len(name) - len(suffix)]
+            if extension_of(stem) is not None:
+                return stem
+    return None
+
+
+def extension_of(stem: str) -> str | None:
+    """``.tsv`` of ``{CAR}_{TRIP_ID}_{SEQ}.tsv``; None for any other name."""
+    m = _ANY_STEM.fullmatch(stem)
+    if m is None or m.group(1).lower() in _NOT_EXTENSIONS:
+        return None
+    return m.group(1)
 
 
 def parse_stem(stem: str, ext: str) -> tuple[str, str, int] | None:

@@ -462,7 +462,7 @@ class Recorder:
             if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError("Recorder.recover() runs before start(), not beside the writer")
         try:
-            stems = leftover_stems(self._dir, self._ext)
+            stems = leftover_stems(self._dir)
         except RecordDirError as exc:
             self._trouble.error(str(exc))
             return []

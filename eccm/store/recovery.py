@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eccm.backoff import Backoff
+from eccm.config import default_separator
 from eccm.sample import Layout
 from eccm.store import sidecar
 from eccm.store.ledger import Ledger
@@ -25,10 +26,11 @@ from eccm.store.names import (
     PART,
     SIDECAR,
     TMP,
+    any_stem,
     data_name,
+    extension_of,
     next_seq,
     parse_stem,
-    stem_of,
 )
 from eccm.store.writer import Sealer
 
@@ -51,9 +53,10 @@ class RecordDirError(Exception):
     """The record directory cannot be created or read; the message says what to do."""
 
 
-def leftover_stems(directory: Path, ext: str) -> list[str]:
-    """The stems (x.tsv) of every data file in ``directory``, open, closed or half-closed;
-    creates the directory when it is missing."""
+def leftover_stems(directory: Path) -> list[str]:
+    """The stems (x.tsv) of every data file in ``directory``, open, closed or half-closed,
+    whatever its extension (MONITORING_FILE_EXTENSION may have changed since a power cut
+    left it open); creates the directory when it is missing."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -67,7 +70,7 @@ def leftover_stems(directory: Path, ext: str) -> list[str]:
         raise RecordDirError(
             f"cannot read RECORD_DIRECTORY_LOCATION {str(directory)!r}: {exc}"
         ) from exc
-    return sorted({s for n in names if (s := stem_of(n, ext)) is not None})
+    return sorted({s for n in names if (s := any_stem(n)) is not None})
 
 
 @dataclass
@@ -150,7 +153,7 @@ class Recovery:
             sidecar.remove(meta_file)  # a meta without data: the file never got a row
             return []
         meta = sidecar.read_meta(stem)
-        separator = meta.separator if meta else self._sep
+        separator = meta.separator if meta else self._separator_of(stem)
         try:
             header, stats = sidecar.scan(source, separator)
         except (OSError, EOFError, ValueError, zlib.error, csv.Error) as exc:
@@ -172,18 +175,29 @@ class Recovery:
         columns = meta.columns if meta and [c["name"] for c in meta.columns] == header else None
         if columns is None:
             columns = sidecar.columns_info((c, *Layout((), (), True).describe(c)) for c in header)
-        parsed = parse_stem(stem.name, self._ext)
+        parsed = parse_stem(stem.name, self._ext_of(stem))
         trip = parsed[1] if parsed else ""
         facts = meta.facts if meta else {}
         path = self._sealer.seal(stem, trip, stats, columns, separator, facts, True)
         log.info("recovered %s: %d rows", path.name, stats.rows)
         return [path]
 
+    def _ext_of(self, stem: Path) -> str:
+        return extension_of(stem.name) or self._ext
+
+    def _separator_of(self, stem: Path) -> str:
+        """The configured separator for a file of the configured extension; for one an
+        earlier configuration left, its extension's default (better than a wrong guess:
+        a .tsv read with , would be one column)."""
+        ext = self._ext_of(stem)
+        return self._sep if ext == self._ext else default_separator(ext)
+
     def _move_part_aside(self, stem: Path) -> Path:
-        parsed = parse_stem(stem.name, self._ext)
+        ext = self._ext_of(stem)
+        parsed = parse_stem(stem.name, ext)
         car, trip = parsed[:2] if parsed else (self._car, "")
         seq = next_seq(car, trip, self._ledger.known_names())
-        new = stem.with_name(data_name(car, trip, seq, self._ext))
+        new = stem.with_name(data_name(car, trip, seq, ext))
         self._ledger.add(new.name)
         log.warning(
             "%s%s collides with a closed file: renamed to %s%s", stem.name, PART, new.name, PART

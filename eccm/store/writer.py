@@ -22,7 +22,7 @@ from typing import BinaryIO
 from eccm.sample import Layout, RowCells, Sample
 from eccm.store import sidecar
 from eccm.store.ledger import Ledger
-from eccm.store.names import GZ, PART, data_name, next_seq, parse_stem
+from eccm.store.names import GZ, PART, data_name, extension_of, next_seq, parse_stem
 from eccm.store.rotation import OpenState
 from eccm.store.sidecar import FileStats, PartMeta, StepHook
 
@@ -163,7 +163,7 @@ class Sealer:
             uploaded, compression = sidecar.compress(stem, self._hook), "gzip"
         else:
             uploaded, compression = stem, "none"
-        car = parse_stem(stem.name, self._ext)
+        car = parse_stem(stem.name, extension_of(stem.name) or self._ext)
         dropped = self._rows_dropped() - self._dropped_filed
         doc = sidecar.sidecar_doc(
             uploaded,
