@@ -33,6 +33,7 @@ from eccm.store.budget import DiskSettings
 from eccm.store.recorder import Recorder
 from eccm.trip.summary import SummaryWriter
 from tests.recorder_writer import CAR, LAYOUT, T0, config, expected_row, sample
+from tests.waiting import wait_until
 
 ROW_S = 0.2  # 5 rows per second, as the issue's run
 FULL_S = 76.0  # how long the disk stays full, as the issue's run
@@ -280,3 +281,42 @@ def test_the_summary_writer_logs_an_outage_once_and_its_end(
         back = [m for lvl, m in msgs if "written again" in m]
         assert len(back) == 1, msgs
         assert (disk / f"{CAR}_{trip}_summary.json.part").exists()
+
+
+def test_a_trip_ending_on_a_full_disk_gets_its_summary_once_there_is_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The end of a trip on a full disk: its summary is written once the disk has room
+    (it used to be dropped, leaving at best a checkpoint a minute old, marked incomplete),
+    by the next write that works or, with the car parked, by the writer's own retry."""
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        ended = {"trip": "20231114T221320Z", "distance_km": 12.5, "complete": True}
+        later = {"trip": "20231114T231320Z", "distance_km": 0.5}
+        # Not started: writes in the caller's thread.
+        writer = SummaryWriter(disk, CAR)
+        filler = fill(disk)
+        with caplog.at_level(logging.INFO, logger="eccm.trip.summary"):
+            writer.finish(ended)
+            assert writer.last_error is not None and "No space left" in writer.last_error
+            filler.unlink()
+            writer.checkpoint(later)  # the next trip's first checkpoint
+        summary = disk / f"{CAR}_{ended['trip']}_summary.json"
+        assert json.loads(summary.read_text()) == {**ended, "file": summary.name}
+        assert writer.last_error is None and writer.written == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(errors) == 1 and "once the disk has room" in errors[0], errors
+
+        # Started (the daemon's case), and no other write comes: the car is parked.
+        parked = {"trip": "20231115T080000Z", "distance_km": 3.0, "complete": True}
+        writer = SummaryWriter(disk, CAR)
+        writer.start()
+        try:
+            filler = fill(disk)
+            writer.finish(parked)
+            wait_until(lambda: writer.last_error is not None, what="the failed write")
+            filler.unlink()
+            path = disk / f"{CAR}_{parked['trip']}_summary.json"
+            wait_until(path.exists, timeout=30, what="the summary written by a retry")
+        finally:
+            writer.stop()
+        assert json.loads(path.read_text())["distance_km"] == 3.0

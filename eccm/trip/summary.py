@@ -7,7 +7,8 @@ of its own, so the OBD loop never waits for the SD card:
   fsync, rename), so that a power cut in the middle of a trip loses at most a minute of
   its summary;
 - when the trip ends, the summary itself (atomic), then the checkpoint is removed. A
-  summary that exists is complete: the uploader takes it as it is.
+  summary that exists is complete: the uploader takes it as it is. One the disk refuses
+  (full) is kept and written as soon as the disk has room again.
 
 At start, :meth:`SummaryWriter.recover` turns a checkpoint left by a crash or a power cut
 into the summary of that trip (``"complete": false, "recovered": true``).
@@ -37,6 +38,10 @@ from eccm.store.sidecar import fsync_dir, remove, write_atomic
 log = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 64
+# Summaries of ended trips the disk refused, kept until it has room: a few days of trips.
+_UNSAVED_MAX = 64
+# How often the writer thread tries them again when nothing else is written (a parked car).
+RETRY_S = 2.0
 
 WrittenListener = Callable[[Path], None]
 
@@ -65,6 +70,8 @@ class SummaryWriter:
         self._listeners: list[WrittenListener] = []
         self.written = 0
         self.last_error: str | None = None
+        # Final summaries a full disk refused, oldest first (writer thread only).
+        self._unsaved: list[dict[str, Any]] = []
 
     # -- names -----------------------------------------------------------------------
     def path_of(self, trip: str) -> Path:
@@ -133,13 +140,27 @@ class SummaryWriter:
     # -- writing -------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            kind, doc = self._queue.get()
+            try:
+                kind, doc = self._queue.get(timeout=RETRY_S if self._unsaved else None)
+            except queue.Empty:
+                self._retry_unsaved()
+                continue
             if kind == "stop":
+                self._retry_unsaved()
+                if self._unsaved:
+                    log.error(
+                        "the summary of %d ended trip(s) could not be written before the "
+                        "stop (the disk is full); their last checkpoints stand in for them",
+                        len(self._unsaved),
+                    )
                 return
             assert doc is not None
             self._handle(kind, doc)
 
     def _handle(self, kind: str, doc: dict[str, Any]) -> None:
+        if self._unsaved and kind == "final":
+            # After the ones that wait: their trips ended first.
+            self._retry_unsaved()
         try:
             if kind == "final":
                 self.write_final(doc)
@@ -152,15 +173,45 @@ class SummaryWriter:
             # trip) and a document that cannot be encoded (a bug) are said each time.
             if not isinstance(exc, OSError):
                 log.error("%s", message)
-            elif self.last_error is None or kind == "final":
+            elif kind == "final":
+                self._keep_unsaved(doc)
+                log.error("%s; it is written once the disk has room", message)
+            elif self.last_error is None:
                 log.error("%s; trip summaries are not saved until the disk works again", message)
             else:
                 log.debug("%s", message)
             self.last_error = message
             return
+        self._back()
+        self._retry_unsaved()
+
+    def _back(self) -> None:
         if self.last_error is not None:
             log.info("trip summaries are written again (after: %s)", self.last_error)
             self.last_error = None
+
+    def _keep_unsaved(self, doc: dict[str, Any]) -> None:
+        self._unsaved.append(doc)
+        if len(self._unsaved) > _UNSAVED_MAX:
+            lost = self._unsaved.pop(0)
+            log.error(
+                "the summary of trip %s is given up after %d later ones could not be "
+                "written either; its last checkpoint stands in for it",
+                lost.get("trip"),
+                _UNSAVED_MAX,
+            )
+
+    def _retry_unsaved(self) -> None:
+        """Write the summaries a full disk refused, oldest first, until one fails."""
+        while self._unsaved:
+            doc = self._unsaved[0]
+            try:
+                self.write_final(doc)
+            except OSError as exc:
+                log.debug("the summary of trip %s still waits: %s", doc.get("trip"), exc)
+                return
+            self._unsaved.pop(0)
+            self._back()
 
     def write_checkpoint(self, doc: Mapping[str, Any]) -> Path:
         final = self.path_of(str(doc["trip"]))
