@@ -320,3 +320,30 @@ def test_a_trip_ending_on_a_full_disk_gets_its_summary_once_there_is_room(
         finally:
             writer.stop()
         assert json.loads(path.read_text())["distance_km"] == 3.0
+
+
+def test_a_checkpoint_left_by_a_power_cut_on_a_full_disk_becomes_its_summary_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """A power cut mid-trip, and the next start finds the disk full: the checkpoint could
+    not be turned into the trip's summary, and stayed a .part (never uploaded) until the
+    start after that, even once the disk had room again."""
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        trip = "20231114T221320Z"
+        SummaryWriter(disk, CAR).write_checkpoint({"trip": trip, "distance_km": 4.0})
+        part = disk / f"{CAR}_{trip}_summary.json.part"
+        assert part.exists()
+        filler = fill(disk)
+        writer = SummaryWriter(disk, CAR)
+        writer.start()  # recovers, and fails to
+        try:
+            final = disk / f"{CAR}_{trip}_summary.json"
+            assert not final.exists()
+            filler.unlink()
+            wait_until(final.exists, timeout=30, what="the recovered summary")
+        finally:
+            writer.stop()
+        doc = json.loads(final.read_text())
+        assert doc["distance_km"] == 4.0 and doc["recovered"] is True
+        assert doc["complete"] is False
+        assert not part.exists()

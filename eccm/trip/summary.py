@@ -270,6 +270,7 @@ class SummaryWriter:
             if parse_summary_name(final_name) is None:
                 continue
             final = self._dir / final_name
+            doc: Any = None
             try:
                 if final.exists():
                     remove(path)
@@ -282,7 +283,18 @@ class SummaryWriter:
                 remove(path)
                 fsync_dir(self._dir)
             except (OSError, ValueError) as exc:
-                log.error("cannot recover the trip summary %s: %s", name, exc)
+                if isinstance(exc, OSError) and isinstance(doc, dict):
+                    # Read, not written (a full disk at start): written like an ended
+                    # trip's summary once the disk has room, not at the next start only.
+                    self._keep_unsaved(doc)
+                    log.error(
+                        "cannot recover the trip summary %s: %s; it is written once the "
+                        "disk has room",
+                        name,
+                        exc,
+                    )
+                else:
+                    log.error("cannot recover the trip summary %s: %s", name, exc)
                 continue
             log.info("recovered trip summary %s (the trip ended without a clean stop)", final_name)
             done.append(final)
