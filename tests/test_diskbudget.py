@@ -13,6 +13,7 @@ import pytest
 
 from eccm.clock import FakeClock
 from eccm.store.budget import MIB, DiskSettings, Inventory, Item, enforce, inventory, plan_disk
+from eccm.store.ledger import Ledger
 from eccm.upload.keys import DataName, parse_data_name
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
@@ -211,3 +212,29 @@ def test_the_budget_still_applies_to_files_too_young_to_expire() -> None:
     # The 5th is not expired (a witness says it is young) but goes first for the budget.
     assert p.expired == ()
     assert names(p.evict_uploaded) == names((item(5), item(27)))
+
+
+def test_over_budget_the_files_written_first_go_first_whatever_their_clock_said(
+    tmp_path: Path,
+) -> None:
+    """A Pi without a real-time clock (fake-hwclock, or none at all) and no fix yet boots
+    to a time earlier than the trips of its previous boot: the newest trip has the oldest
+    name. Offline and over budget, the files recorded first must go first (newest data
+    wins); going by the names deleted the newest drive. The ledger of names (in the order
+    they were handed out) knows which came first."""
+    cfg = make_config(tmp_path, None, MAX_LOCAL_STORAGE_MB="1", LOCAL_RETENTION_DAYS="15")
+    ledger = Ledger(tmp_path, keep=1000, trips_keep=1000)
+    # Boot 1: 2026-11-22 20:00, its clock restored by fake-hwclock; boot 2 starts again at
+    # the last save, 18:00, the same evening.
+    trips = ["20261122T200000Z", "20261122T180000Z"]
+    made = []
+    for trip in trips:
+        for seq in (1, 2):
+            ledger.add(f"{CAR}_{trip}_{seq:04d}.tsv")
+            made.append(
+                make_closed_file(tmp_path, trip=trip, seq=seq, gz=False, payload=b"r" * 300_000)
+            )
+    report = enforce(DiskSettings.from_config(cfg), FakeClock(start=NOW))
+    # 1.2 MB for a budget of 1 MiB: one file goes, the first one written.
+    assert report.evicted_pending == [made[0].name], report.evicted_pending
+    assert all(p.exists() for p in made[1:])

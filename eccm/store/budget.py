@@ -7,8 +7,11 @@ deleted.
 
 Order when over budget: uploaded files oldest first; then the oldest not-yet-uploaded
 files, each logged as an ERROR (newest data wins, like a dashcam). Open files are counted
-but never deleted. Age is the trip's start from the file name, not the file's mtime: the
-Pi has no real-time clock, and trip ids are GNSS-corrected when the clock was off.
+but never deleted. "Oldest" is the order in which the recorder named the files (its
+ledger), then the trip's start from the file name; never the file's mtime: the Pi has no
+real-time clock. A Pi without one and without a fix yet boots to a time earlier than its
+previous boot's trips (fake-hwclock restores the last save; without it, 1970): by the
+names alone, its newest drive would look oldest and be deleted first.
 
 No file is deleted for its age on the word of one clock. A clock that jumps forward (a bogus
 GNSS time, NTP stepping a fake-hwclock boot time) would make every file look old at once, and
@@ -33,13 +36,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eccm.clock import Clock
 from eccm.config import Config
+from eccm.store.ledger import Ledger
 from eccm.store.names import (
+    AGE,
+    GZ,
     PART,
     UPLOADED_DIR,
     DataName,
@@ -85,20 +91,44 @@ class DiskPlan:
     evict_pending: tuple[Item, ...]  # NOT uploaded, deleted for the budget: data lost
 
 
+def written_order(ledger: Sequence[str]) -> Callable[[Item], tuple[int, DataName]]:
+    """A sort key, oldest first: the position in ``ledger`` (the names the recorder
+    handed out, in order) of the item's file, or of its trip's last file for a summary;
+    items the ledger no longer knows (trimmed: older trips) come first, by name."""
+    position: dict[str, int] = {}
+    trip_position: dict[tuple[str, str], int] = {}
+    for i, name in enumerate(ledger):
+        position[name] = i
+        dn = parse_data_name(name)
+        if dn is not None:
+            trip_position[(dn.car, dn.trip)] = i
+
+    def key(item: Item) -> tuple[int, DataName]:
+        name = item.name
+        stem = name.name.removesuffix(AGE).removesuffix(GZ)
+        found = position.get(stem, trip_position.get((name.car, name.trip), -1))
+        return found, name
+
+    return key
+
+
 def plan_disk(
     inv: Inventory,
     budget_bytes: int,
     now: float,
     retention_days: float,
     young: frozenset[str] = frozenset(),
+    ledger: Sequence[str] = (),
 ) -> DiskPlan:
     """Pure: what to delete so that retention holds and the total fits the budget.
 
     ``young``: names of files another witness (mtime, monotonic) says are younger than the
     retention: never expired, whatever ``now`` says; the budget may still evict them.
+    ``ledger``: the recorder's names in the order it handed them out (written_order).
     """
     cutoff = now - retention_days * DAY
-    uploaded = sorted(inv.uploaded, key=lambda i: i.name)
+    oldest_first = written_order(ledger)
+    uploaded = sorted(inv.uploaded, key=oldest_first)
     expired = tuple(i for i in uploaded if i.name.trip_epoch <= cutoff and i.name.name not in young)
     expired_names = {i.name.name for i in expired}
     total = inv.total - sum(i.size for i in expired)
@@ -111,7 +141,7 @@ def plan_disk(
         evict_up.append(item)
         total -= item.size
     evict_pend: list[Item] = []
-    for item in sorted(inv.pending, key=lambda i: i.name):
+    for item in sorted(inv.pending, key=oldest_first):
         if total <= budget_bytes:
             break
         evict_pend.append(item)
@@ -284,7 +314,8 @@ def enforce(cfg: DiskSettings, clock: Clock, *, evict_pending: bool = True) -> D
     young = young_items(
         cfg.record_dir, inv, cfg.local_retention_days * DAY, clock.monotonic(), time.time()
     )
-    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days, young)
+    ledger = Ledger(cfg.record_dir, keep=0, trips_keep=0).names()
+    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days, young, ledger)
     if not evict_pending:
         dp = DiskPlan(dp.expired, dp.evict_uploaded, ())
     report = DiskReport(total_bytes=inv.total)
