@@ -134,3 +134,18 @@ def test_a_hotspot_that_answers_every_request_with_its_page_is_not_taken_for_s3(
     assert not any("CAR_IDENTIFIER" in k for k in report.kept), report.kept
     assert data.exists() and data.with_name(data.name + ".json").exists()
     assert up.queue_length() == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_a_proxy_error_page_is_a_server_failure_said_once(status: int, tmp_path: Path) -> None:
+    """A proxy or a hotspot gateway answering 502/503 with an HTML page: botocore has no
+    error code for it but the status, which the message used to repeat ("answered 503
+    503")."""
+    data = make_closed_file(tmp_path)
+    with serving(status) as portal:
+        up = Uploader.from_config(portal_config(tmp_path, portal), SystemClock(), timeouts=QUICK)
+        report = up.run_once()
+    error = report.error or ""
+    assert f"answered {status} " in error and f"{status} {status}" not in error, error
+    assert "retried" in error, error
+    assert data.exists() and up.queue_length() == 1

@@ -431,9 +431,13 @@ def _classify_answer(exc: BaseException, ep: str, bucket: str, s: UploadSettings
             f"the key needs s3:PutObject and s3:GetObject on {where} (a HEAD verifies each "
             f"upload){or_wrong}; {_kept(False)}",
         )
+    # Without an S3 error body (a proxy's or a gateway's page), botocore's code is the
+    # status again: said once.
+    answer = f"{status}" if code in ("", str(status)) else f"{status} {code}"
     if code in _SERVER_CODES or status >= 500:
-        return Failure("server", True, f"{ep} answered {status} {code}; {_kept(True)}")
-    return Failure("other", False, f"{ep} answered {status} {code} ({_short(exc)}); {_kept(False)}")
+        what = "" if code and code != str(status) else " (not an S3 error: a proxy or gateway?)"
+        return Failure("server", True, f"{ep} answered {answer}{what}; {_kept(True)}")
+    return Failure("other", False, f"{ep} answered {answer} ({_short(exc)}); {_kept(False)}")
 
 
 def _short(exc: BaseException | str, limit: int = 160) -> str:
