@@ -9,10 +9,12 @@ certificate ("not yet valid"), which must not be blamed on S3_VERIFY_TLS.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +24,11 @@ import pytest
 from eccm.clock import FakeClock, SystemClock
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix
+from eccm.upload.outcome import LOGGER_NAME
 from eccm.upload.s3client import S3Timeouts
 from eccm.upload.uploader import Uploader
 from tests.s3server import CAR, list_objects, make_closed_file, make_config
+from tests.waiting import wait_until
 
 QUICK = S3Timeouts(connect=2.0, read=5.0, attempts=1)
 PI_EPOCH = datetime(2016, 1, 1, tzinfo=UTC)  # what a Pi without network time believes
@@ -190,3 +194,21 @@ def test_a_certificate_not_yet_valid_blames_the_clock_not_s3_verify_tls(tmp_path
     assert "set the system time" in message
     assert "S3_VERIFY_TLS" not in message
     assert f.is_file() and report.remaining == 1
+
+
+def test_a_clock_years_behind_is_logged_once_not_at_every_run(
+    s3_http: LocalS3, tmp_path: Path, pi_clock: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message names the device's and the server's times, which move on between two
+    runs: each run's message differed, so the repeat suppression never held and every
+    run (each file closed wakes one) logged the same ERROR again until NTP set the clock."""
+    make_closed_file(tmp_path)
+    up = Uploader.from_config(make_config(tmp_path, s3_http), SystemClock(), timeouts=QUICK)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        first = up.run_once()
+        next_second = int(time.time()) + 1
+        wait_until(lambda: time.time() >= next_second, what="the next second")
+        second = up.run_once()
+    assert first.error and second.error and first.error != second.error
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "clock is 11 years behind" in loud[0], loud

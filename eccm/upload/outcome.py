@@ -6,6 +6,7 @@ Pure: no I/O, no thread; the time is the injected clock's monotonic time, passed
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +66,11 @@ def aborts_run(failure: Failure) -> bool:
     return failure.kind != "other" or failure.transient
 
 
+# Times in a message (a wrong clock's failure names the device's and the server's) move
+# on between two runs: the same problem all the same.
+_TIMES = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
+
+
 @dataclass
 class OutcomeLog:
     """How loudly each run's problem is logged: once, then quiet while it repeats.
@@ -86,9 +92,10 @@ class OutcomeLog:
         if not self.loud:
             return logging.DEBUG
         last = self._last
-        if last is not None and last[0] == message and now - last[1] < self.quiet_repeat:
+        same = _TIMES.sub("", message)
+        if last is not None and last[0] == same and now - last[1] < self.quiet_repeat:
             return logging.DEBUG
-        self._last = (message, now)
+        self._last = (same, now)
         return logging.WARNING if transient else logging.ERROR
 
 
