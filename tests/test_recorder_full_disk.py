@@ -29,10 +29,11 @@ import pytest
 from eccm.backend import DaemonBackend
 from eccm.clock import FakeClock
 from eccm.hub import Hub
-from eccm.store.budget import DiskSettings
+from eccm.store.budget import MIB, DiskSettings, enforce
 from eccm.store.recorder import Recorder
 from eccm.trip.summary import SummaryWriter
 from tests.recorder_writer import CAR, LAYOUT, T0, config, expected_row, sample
+from tests.s3server import make_closed_file
 from tests.waiting import wait_until
 
 ROW_S = 0.2  # 5 rows per second, as the issue's run
@@ -347,3 +348,36 @@ def test_a_checkpoint_left_by_a_power_cut_on_a_full_disk_becomes_its_summary_onc
         assert doc["distance_km"] == 4.0 and doc["recovered"] is True
         assert doc["complete"] is False
         assert not part.exists()
+
+
+def test_a_disk_filled_by_uploaded_files_is_given_room_before_the_budget_is_reached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S3_DELETE_AFTER_UPLOAD=no on a card smaller than MAX_LOCAL_STORAGE_MB (or shared
+    with the system's logs): uploaded/ filled the disk, recording stopped, and copies that
+    are safe in the bucket were kept because the budget was not reached. They go first
+    when the disk runs short of room; files not yet uploaded are never deleted for it."""
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        uploaded = [
+            make_closed_file(
+                disk / "uploaded", trip=f"20261122T0{h}0000Z", gz=False, payload=b"u" * 900_000
+            )
+            for h in range(1, 5)
+        ]
+        pending = make_closed_file(disk, trip="20261122T060000Z", gz=False, payload=b"p" * 900_000)
+        filler = fill(disk)
+        settings = DiskSettings(disk, 1024, 15, reserve_bytes=2 * MIB)
+        with caplog.at_level(logging.INFO, logger="eccm.store.budget"):
+            report = enforce(settings, FakeClock(start=T0))
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            assert free >= 2 * MIB
+            # The oldest uploaded ones, as few as give the room: 3 x 0.9 MB for 2 MiB.
+            assert report.evicted_uploaded == 3 and report.evicted_pending == []
+            assert [p.exists() for p in uploaded] == [False, False, False, True]
+            assert pending.exists() and pending.with_name(pending.name + ".json").exists()
+            # On a small card this comes back at every run: not news each time.
+            more = DiskSettings(disk, 1024, 15, reserve_bytes=8 * MIB)
+            assert enforce(more, FakeClock(start=T0)).evicted_uploaded == 1
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == 1 and "free" in said[0] and "MAX_LOCAL_STORAGE_MB" not in said[0]
+        filler.unlink()

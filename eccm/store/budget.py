@@ -58,6 +58,13 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DAY = 86400.0
+# Room the recorder needs on the file system whatever the budget says: a file being
+# closed and its compressed copy (FILE_ROTATION_MAX_BYTES is 16 MiB by default), the
+# sidecars, the ledger, the trip summaries.
+RESERVE = 64 * MIB
+ROOM_LOG_EVERY = 3600.0
+# When uploaded files last went for want of room (monotonic), per record folder: the log.
+_room_said: dict[Path, float] = {}
 
 
 @dataclass(frozen=True)
@@ -119,27 +126,32 @@ def plan_disk(
     retention_days: float,
     young: frozenset[str] = frozenset(),
     ledger: Sequence[str] = (),
+    room_needed: int = 0,
 ) -> DiskPlan:
     """Pure: what to delete so that retention holds and the total fits the budget.
 
     ``young``: names of files another witness (mtime, monotonic) says are younger than the
     retention: never expired, whatever ``now`` says; the budget may still evict them.
     ``ledger``: the recorder's names in the order it handed them out (written_order).
+    ``room_needed``: bytes the file system lacks (the disk is smaller than the budget, or
+    shared): uploaded files go for it too, files not yet uploaded only for the budget.
     """
     cutoff = now - retention_days * DAY
     oldest_first = written_order(ledger)
     uploaded = sorted(inv.uploaded, key=oldest_first)
     expired = tuple(i for i in uploaded if i.name.trip_epoch <= cutoff and i.name.name not in young)
     expired_names = {i.name.name for i in expired}
-    total = inv.total - sum(i.size for i in expired)
+    freed = sum(i.size for i in expired)
+    total = inv.total - freed
     evict_up: list[Item] = []
     for item in uploaded:
-        if total <= budget_bytes:
+        if total <= budget_bytes and freed >= room_needed:
             break
         if item.name.name in expired_names:
             continue
         evict_up.append(item)
         total -= item.size
+        freed += item.size
     evict_pend: list[Item] = []
     for item in sorted(inv.pending, key=oldest_first):
         if total <= budget_bytes:
@@ -196,6 +208,15 @@ def _group(folder: Path, names: Sequence[str], uploaded: bool) -> tuple[list[Ite
             else:
                 other += _size(folder / name)
     return items, other
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged writer may still put on the file system of ``folder``."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def list_files(folder: Path) -> list[str]:
@@ -295,6 +316,7 @@ class DiskSettings:
     record_dir: Path  # RECORD_DIRECTORY_LOCATION
     max_local_storage_mb: float  # MAX_LOCAL_STORAGE_MB
     local_retention_days: float  # LOCAL_RETENTION_DAYS
+    reserve_bytes: int = RESERVE  # free room kept by deleting uploaded files
 
     @classmethod
     def from_config(cls, cfg: Config) -> DiskSettings:
@@ -315,7 +337,9 @@ def enforce(cfg: DiskSettings, clock: Clock, *, evict_pending: bool = True) -> D
         cfg.record_dir, inv, cfg.local_retention_days * DAY, clock.monotonic(), time.time()
     )
     ledger = Ledger(cfg.record_dir, keep=0, trips_keep=0).names()
-    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days, young, ledger)
+    free = _free_bytes(cfg.record_dir)
+    room_needed = max(0, cfg.reserve_bytes - free) if free is not None else 0
+    dp = plan_disk(inv, budget, clock.time(), cfg.local_retention_days, young, ledger, room_needed)
     if not evict_pending:
         dp = DiskPlan(dp.expired, dp.evict_uploaded, ())
     report = DiskReport(total_bytes=inv.total)
@@ -331,10 +355,25 @@ def enforce(cfg: DiskSettings, clock: Clock, *, evict_pending: bool = True) -> D
     for item in dp.evict_uploaded:
         _remove(item)
         report.evicted_uploaded += 1
-    if dp.evict_uploaded:
+    if dp.evict_uploaded and inv.total - sum(i.size for i in dp.expired) > budget:
         log.warning(
             "record directory over MAX_LOCAL_STORAGE_MB=%g: deleted %d uploaded file(s), oldest first",
             cfg.max_local_storage_mb,
+            len(dp.evict_uploaded),
+        )
+    elif dp.evict_uploaded:
+        # On a small card this is every run's housekeeping: said once an hour.
+        now = clock.monotonic()
+        said = _room_said.get(cfg.record_dir)
+        loud = said is None or now - said >= ROOM_LOG_EVERY
+        if loud:
+            _room_said[cfg.record_dir] = now
+        log.log(
+            logging.WARNING if loud else logging.DEBUG,
+            "less than %.0f MB free on the disk of %s: deleted %d uploaded file(s), "
+            "oldest first (they are in the bucket)",
+            cfg.reserve_bytes / MIB,
+            cfg.record_dir,
             len(dp.evict_uploaded),
         )
     for item in dp.evict_pending:
