@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from eccm.errors import ConfigError
 
@@ -170,15 +170,24 @@ def _separator(key: str, raw: str) -> str:
     return v
 
 
+def _split_url(key: str, raw: str, url: str, expected: str) -> SplitResult:
+    """``urlsplit`` with its ValueError (an unclosed ``[`` of an IPv6 host) named as the key."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise _bad(key, raw, expected) from None
+
+
 def _endpoint(key: str, raw: str) -> str:
     v = raw.strip()
     if not v:
         return ""
     if "://" not in v:
         v = "https://" + v
-    parts = urlsplit(v)
+    expected = "https://host[:port] or http://host[:port] (or a bare host)"
+    parts = _split_url(key, raw, v, expected)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _bad(key, raw, "https://host[:port] or http://host[:port] (or a bare host)")
+        raise _bad(key, raw, expected)
     try:
         _ = parts.port
     except ValueError:
@@ -327,11 +336,11 @@ def _tile_url(key: str, raw: str) -> str:
     v = raw.strip()
     if not v:
         return ""
-    parts = urlsplit(v)
     expected = (
         "an http(s) URL of map tiles with {z}, {x} and {y}, e.g. "
         "https://tile.openstreetmap.org/{z}/{x}/{y}.png, or empty"
     )
+    parts = _split_url(key, raw, v, expected)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad(key, raw, expected)
     if any(f"{{{p}}}" not in v for p in "zxy") or re.search(r"[\s\"'<>\\]", v):
@@ -379,7 +388,7 @@ def _gps_interface(key: str, raw: str) -> str:
     if not v:
         raise _bad(key, raw, "a serial device such as /dev/gnss, or gpsd://host:port")
     if v.startswith("gpsd://"):
-        parts = urlsplit(v)
+        parts = _split_url(key, raw, v, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
         try:
             port = parts.port
         except ValueError:
@@ -403,10 +412,15 @@ def _mqtt_broker(key: str, raw: str) -> str:
         return ""
     if "://" not in v:
         v = "mqtt://" + v
-    parts = urlsplit(v)
+    expected = "mqtt://host[:port] or mqtts://host[:port] (TLS), or empty for no MQTT"
+    try:
+        parts = urlsplit(v)
+    except ValueError:
+        if "@" in raw:  # not split, so a password in it cannot be cut out: not echoed
+            raise ConfigError(f"{key} is not valid: expected {expected}") from None
+        raise _bad(key, raw, expected) from None
     if parts.password:  # an error message is logged: never with the password in it
         raw = raw.replace(f":{parts.password}@", ":***@", 1)
-    expected = "mqtt://host[:port] or mqtts://host[:port] (TLS), or empty for no MQTT"
     if parts.scheme not in _MQTT_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
         raise _bad(key, raw, expected)
     if parts.username or parts.password:

@@ -605,3 +605,26 @@ def test_an_unknown_obd_command_gets_close_names_and_a_command_that_lists_them()
     assert (
         '.venv/bin/python -c "import obd; print([c.name for c in obd.commands[1] if c])"' in readme
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("S3_SERVER_ENDPOINT", "https://[::1"),
+        ("MQTT_BROKER", "mqtt://[::1"),
+        ("GPS_INTERFACE", "gpsd://[::1"),
+        ("WEB_MAP_TILES", "https://[::1/{z}/{x}/{y}.png"),
+    ],
+)
+def test_an_unclosed_ipv6_bracket_is_a_config_error_naming_the_key(key: str, value: str) -> None:
+    # urlsplit raises ValueError ("Invalid IPv6 URL") for these: it was a traceback.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value})
+    assert f"{key}={value!r} is not valid" in str(err.value)
+
+
+def test_an_unclosed_ipv6_bracket_with_a_password_does_not_echo_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(MQTT_BROKER="mqtt://user:hunter2@[::1")
+    assert "MQTT_BROKER" in str(err.value)
+    assert "hunter2" not in str(err.value)
