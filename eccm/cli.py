@@ -313,6 +313,15 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 
     identities = load_identities(Path(args.identity))
     out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        # Before any download: a typo in -o is told at once, in words, not after the bucket.
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EccmError(
+                f"-o {args.out}: cannot make this folder ({exc.strerror or exc}): "
+                "expected a folder to write the decrypted files in"
+            ) from None
     files = [Path(f) for f in args.files]
     if args.bucket is not None:
         from eccm.crypto.decrypt import download_encrypted
@@ -334,8 +343,6 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         out_dir = None  # each next to its downloaded .age, in its partition folder
     if not files:
         raise EccmError("nothing to decrypt: name .age files or --bucket PREFIX")
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in files:
         try:

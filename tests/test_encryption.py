@@ -285,3 +285,23 @@ def test_decrypt_bucket_with_no_age_object_says_so_for_that_prefix(
         "eccm: error: no .age object under s3://eccm-demo/car-logs/car=demo-car/: nothing to decrypt"
     ), err
     assert "name .age files or --bucket" not in err
+
+
+def test_decrypt_into_an_output_folder_that_cannot_be_made_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -o naming a file (or a folder under one) was a FileExistsError/NotADirectoryError
+    # traceback from mkdir.
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    data = make_closed_file(rec, rows=3)
+    assert Encryptor(rec, [recipient]).seal_all() == 1
+    sealed = rec / (data.name + ".age")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for out in (blocker, blocker / "sub"):
+        assert main(["decrypt", "-i", str(key), "-o", str(out), str(sealed)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"eccm: error: -o {out}: cannot make this folder"), err
+        assert err.count("\n") == 1, err
+    assert blocker.read_text() == "not a folder\n"
