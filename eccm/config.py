@@ -940,10 +940,21 @@ def _parse_file(p: Path) -> dict[str, str]:
         raise ConfigError(
             f"{p} line {line}: {exc.option} is set twice (also on an earlier line): keep one"
         ) from exc
+    except configparser.MissingSectionHeaderError as exc:
+        # "[DEFAULT" with its bracket lost: not a header, and no header before it.
+        raise ConfigError(
+            f"{p} line {exc.lineno - shift}: {exc.line.strip()!r} is not a section header: "
+            "expected [DEFAULT]"
+        ) from exc
     except configparser.ParsingError as exc:
         line, content = exc.errors[0]
         with contextlib.suppress(ValueError, SyntaxError):
             content = ast.literal_eval(content)  # configparser gives the line's repr
+        if str(content).strip().startswith("["):
+            raise ConfigError(
+                f"{p} line {line - shift}: {str(content).strip()!r} is not a section header: "
+                "expected [DEFAULT]"
+            ) from exc
         raise ConfigError(
             f"{p} line {line - shift}: {str(content).strip()!r} is not a KEY=value line "
             "(a comment line starts with # or ;)"

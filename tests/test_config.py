@@ -429,6 +429,12 @@ def test_record_directory_home_is_expanded_and_a_file_is_refused(tmp_path: Path)
         ("CAR_IDENTIFIER=a\nCAR_IDENTIFIER=b\n", r"line 2: CAR_IDENTIFIER is set twice"),
         ("[DEFAULT]\nCAR_IDENTIFIER=a\ncar_identifier=b\n", r"line 3: CAR_IDENTIFIER is set twice"),
         ("CAR_IDENTIFIER=a\nFILE_RECORDING\n", r"line 2: 'FILE_RECORDING' is not a KEY=value line"),
+        # A header that lost its bracket: was an AttributeError traceback on the first line.
+        (
+            "[DEFAULT\nCAR_IDENTIFIER=a\n",
+            r"line 1: '\[DEFAULT' is not a section header: expected \[DEFAULT\]",
+        ),
+        ("# mine\n[DEFAULT\nCAR_IDENTIFIER=a\n", r"line 2: '\[DEFAULT' is not a section header"),
     ],
 )
 def test_file_mistakes_name_the_line(tmp_path: Path, text: str, message: str) -> None:
