@@ -911,13 +911,16 @@ def _read_text(p: Path) -> str:
         raise ConfigError(f"cannot read configuration file {str(p)!r}: {exc}") from exc
     try:
         # utf-8-sig: Windows editors start a UTF-8 file with a byte order mark.
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(
             f"cannot read configuration file {str(p)!r}: line {line} is not UTF-8 text "
             f"(byte 0x{data[exc.start]:02x}); save the file as UTF-8"
         ) from exc
+    # configparser splits lines on LF only: a file with CR line ends (old Mac editors) would
+    # be one line, "[DEFAULT]" and the rest silently ignored.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _parse_file(p: Path) -> dict[str, str]:

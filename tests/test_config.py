@@ -368,6 +368,9 @@ def test_trip_computer_keys_name_the_key_the_value_and_what_is_expected(
     "raw",
     [
         b"CAR_IDENTIFIER=my-car\r\nSAMPLE_INTERVAL=0.5\r\n",  # Windows line endings
+        # Old Mac line endings (CR alone): with a header, every key was silently ignored.
+        b"[DEFAULT]\rCAR_IDENTIFIER=my-car\rSAMPLE_INTERVAL=0.5\r",
+        b"CAR_IDENTIFIER=my-car\rSAMPLE_INTERVAL=0.5\r",
         b"\xef\xbb\xbf[DEFAULT]\nCAR_IDENTIFIER=my-car\nSAMPLE_INTERVAL=0.5\n",  # BOM
         b"\xef\xbb\xbfCAR_IDENTIFIER=my-car\r\nSAMPLE_INTERVAL=0.5\r\n",  # BOM, no header
         b"CAR_IDENTIFIER = my-car\nSAMPLE_INTERVAL   =   0.5\n",  # spaces around =
@@ -428,6 +431,7 @@ def test_record_directory_home_is_expanded_and_a_file_is_refused(tmp_path: Path)
     [
         ("CAR_IDENTIFIER=a\nCAR_IDENTIFIER=b\n", r"line 2: CAR_IDENTIFIER is set twice"),
         ("[DEFAULT]\nCAR_IDENTIFIER=a\ncar_identifier=b\n", r"line 3: CAR_IDENTIFIER is set twice"),
+        ("[DEFAULT]\rCAR_IDENTIFIER=a\rCAR_IDENTIFIER=b\r", r"line 3: CAR_IDENTIFIER is set twice"),
         ("CAR_IDENTIFIER=a\nFILE_RECORDING\n", r"line 2: 'FILE_RECORDING' is not a KEY=value line"),
         # A header that lost its bracket: was an AttributeError traceback on the first line.
         (
