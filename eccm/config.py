@@ -91,6 +91,21 @@ def _bucket(key: str, raw: str) -> str:
     return v
 
 
+# botocore's own check (validate_region_name: a host label, not digits alone); without it
+# a typo such as "eu west 3" only shows at the first upload, in botocore's words, retried
+# for ever without naming the key.
+_REGION = re.compile(r"(?![0-9]+$)(?!-)[A-Za-z0-9-]{0,63}(?<!-)")
+
+
+def _region(key: str, raw: str) -> str:
+    v = raw.strip()
+    if not _REGION.fullmatch(v):
+        raise _bad(
+            key, raw, "a region name such as us-east-1 or eu-west-3 (letters, digits and '-')"
+        )
+    return v
+
+
 def _directory(key: str, raw: str) -> str:
     # "~" is expanded: a literal "~" directory in the working directory is never meant.
     v = os.path.expanduser(raw.strip()) or "."
@@ -478,7 +493,7 @@ KEYS: dict[str, KeySpec] = {
     "S3_SERVER_AK": KeySpec("", _text, "S3 access key (empty = boto3's default credential chain)", secret=True, original=True),
     "S3_SERVER_SK": KeySpec("", _text, "S3 secret key", secret=True, original=True),
     "S3_SERVER_BUCKET": KeySpec("", _bucket, "S3 bucket (required when S3 is on)", original=True),
-    "S3_SERVER_REGION": KeySpec("us-east-1", _text, "S3 region", original=True),
+    "S3_SERVER_REGION": KeySpec("us-east-1", _region, "S3 region", original=True),
     "ENABLE_SOCKET_SERVER": KeySpec("no", _bool, "start the control socket", original=True),
     "SOCKET_SERVER_PORT": KeySpec("8765", _number(1, 65535, integer=True), "TCP port of the control socket", original=True),
     "SOCKET_SERVER_SECRET": KeySpec("", _text, "shared secret of the control socket (make one with: eccm gen-secret)", secret=True, original=True),

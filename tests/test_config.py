@@ -150,6 +150,10 @@ def test_environment_alone_is_enough() -> None:
         ("CAR_IDENTIFIER", "my car", "A-Z"),
         ("CAR_IDENTIFIER", "x" * 65, "64"),
         ("S3_KEY_PREFIX", "bad prefix!", "S3 key prefix"),
+        # botocore refuses these at the first upload only, without naming the key.
+        ("S3_SERVER_REGION", "eu west 3", "region name"),
+        ("S3_SERVER_REGION", "\"eu-west-3'", "region name"),
+        ("S3_SERVER_REGION", "eu-west-3-", "region name"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_expected(
@@ -638,3 +642,8 @@ def test_an_unclosed_ipv6_bracket_with_a_password_does_not_echo_it() -> None:
         cfg_of(MQTT_BROKER="mqtt://user:hunter2@[::1")
     assert "MQTT_BROKER" in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-3", "garage", "fr-par", ""])
+def test_region_names_servers_use_are_accepted(region: str) -> None:
+    assert cfg_of(S3_SERVER_REGION=region).s3_server_region == region
