@@ -49,12 +49,17 @@ def _bool(key: str, raw: str) -> bool:
     raise _bad(key, raw, "yes/no, true/false, 1/0 or on/off")
 
 
+def _bound(x: float) -> str:
+    # In full: ":g" would print 4000000 as 4e+06 and 1 << 30 as 1.07374e+09.
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _number(
     lo: float, hi: float, *, integer: bool = False, lo_open: bool = False
 ) -> Callable[[str, str], Any]:
     kind = "a whole number" if integer else "a number"
-    lo_word = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
-    expected = f"{kind} {lo_word} and at most {hi:g}"
+    lo_word = f"greater than {_bound(lo)}" if lo_open else f"at least {_bound(lo)}"
+    expected = f"{kind} {lo_word} and at most {_bound(hi)}"
 
     def parse(key: str, raw: str) -> float | int:
         text = raw.strip()

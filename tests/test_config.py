@@ -647,3 +647,21 @@ def test_an_unclosed_ipv6_bracket_with_a_password_does_not_echo_it() -> None:
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-3", "garage", "fr-par", ""])
 def test_region_names_servers_use_are_accepted(region: str) -> None:
     assert cfg_of(S3_SERVER_REGION=region).s3_server_region == region
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("GPS_BAUDRATE", "5000000", "at least 300 and at most 4000000"),
+        ("MAX_LOCAL_STORAGE_MB", "0", "at least 1 and at most 1073741824"),
+        ("FILE_ROTATION_MAX_BYTES", "10", "at least 1024 and at most 1099511627776"),
+        ("OBD_SLOW_INTERVAL", "0", "at least 0.05 and at most 3600"),
+    ],
+)
+def test_number_bounds_are_written_in_full(key: str, value: str, expected: str) -> None:
+    # They read "at most 4e+06" and "at most 1.07374e+09" (rounded) before.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value})
+    assert str(err.value).endswith(f"expected a whole number {expected}") or str(
+        err.value
+    ).endswith(f"expected a number {expected}")
