@@ -171,7 +171,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     host = args.host or (cfg.socket_server_bind if cfg else "127.0.0.1")
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
-    port = args.port or (cfg.socket_server_port if cfg else 8765)
+    # "is None", not "or": --port 0 is refused as a port, not replaced by the default.
+    port = args.port if args.port is not None else (cfg.socket_server_port if cfg else 8765)
     tls = args.tls or bool(cfg and cfg.socket_tls)
     # --read-only: the secret of the read scope, for a dashboard or a shared account.
     key = "SOCKET_SERVER_READ_SECRET" if args.read_only else "SOCKET_SERVER_SECRET"

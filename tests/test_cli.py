@@ -219,3 +219,12 @@ def test_query_with_the_socket_off_in_the_config_says_so_rather_than_no_secret(
     # A daemon elsewhere (--host) is not this config's: the secret is what is missing.
     proc = eccm("query", "--config", str(cfg), "--host", "127.0.0.1", "STATUS")
     assert proc.returncode == 2 and "no secret" in proc.stderr
+
+
+def test_query_port_0_is_refused_not_replaced_by_the_default(tmp_path: Path) -> None:
+    # `--port 0` was falsy, so the query went to SOCKET_SERVER_PORT (8765) instead.
+    proc = eccm(
+        "query", "--port", "0", "PING", cwd=tmp_path, env={"ECCM_SOCKET_SERVER_SECRET": "s"}
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "eccm query: --port 0 is not a TCP port (1 to 65535)\n"
