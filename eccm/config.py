@@ -114,6 +114,11 @@ def _region(key: str, raw: str) -> str:
 def _directory(key: str, raw: str) -> str:
     # "~" is expanded: a literal "~" directory in the working directory is never meant.
     v = os.path.expanduser(raw.strip()) or "."
+    if v.startswith("~"):
+        # "~nosuchuser/records" is left as it is: a folder named "~nosuchuser" would be
+        # made in the working directory, and the files would not be where the user looks.
+        user = v[1:].split("/", 1)[0]
+        raise _bad(key, raw, f"a directory; there is no user {user!r} for ~{user} to name")
     path = Path(v)
     try:
         is_file = path.exists() and not path.is_dir()

@@ -665,3 +665,16 @@ def test_number_bounds_are_written_in_full(key: str, value: str, expected: str) 
     assert str(err.value).endswith(f"expected a whole number {expected}") or str(
         err.value
     ).endswith(f"expected a number {expected}")
+
+
+def test_record_directory_of_an_unknown_user_is_refused() -> None:
+    # It was taken as the relative folder "~eccm-no-such-user/records" of the working directory.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(RECORD_DIRECTORY_LOCATION="~eccm-no-such-user/records")
+    assert str(err.value) == (
+        "RECORD_DIRECTORY_LOCATION='~eccm-no-such-user/records' is not valid: expected a "
+        "directory; there is no user 'eccm-no-such-user' for ~eccm-no-such-user to name"
+    )
+    assert cfg_of(RECORD_DIRECTORY_LOCATION="~root/r").record_directory_location == str(
+        Path("~root").expanduser() / "r"
+    )
