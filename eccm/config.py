@@ -318,6 +318,7 @@ def _verify_tls(key: str, raw: str) -> bool | str:
         return True
     if low in _FALSE:
         return False
+    v = os.path.expanduser(v)  # "~/ca.pem" as in RECORD_DIRECTORY_LOCATION
     if not _is_file(key, raw, v):
         raise _bad(key, raw, "yes, no, or the path of an existing CA bundle file")
     return v
@@ -351,7 +352,8 @@ def _bind(key: str, raw: str) -> str:
 
 
 def _path_or_empty(key: str, raw: str) -> str:
-    v = raw.strip()
+    # "~/cert.pem" as in RECORD_DIRECTORY_LOCATION: the file was "not existing" otherwise.
+    v = os.path.expanduser(raw.strip())
     if v and not _is_file(key, raw, v):
         raise _bad(key, raw, "the path of an existing PEM file, or empty")
     return v

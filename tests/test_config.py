@@ -678,3 +678,21 @@ def test_record_directory_of_an_unknown_user_is_refused() -> None:
     assert cfg_of(RECORD_DIRECTORY_LOCATION="~root/r").record_directory_location == str(
         Path("~root").expanduser() / "r"
     )
+
+
+@pytest.mark.parametrize(
+    "key", ["S3_VERIFY_TLS", "MQTT_CA_FILE", "SOCKET_SERVER_TLS_CERT", "WEB_SERVER_TLS_KEY"]
+)
+def test_a_file_path_under_home_may_start_with_a_tilde(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As RECORD_DIRECTORY_LOCATION does; "~/x.pem" was refused as a file that does not exist.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "x.pem").write_text("pem\n")
+    pairs = {
+        "MQTT_CA_FILE": {"MQTT_BROKER": "mqtts://broker"},
+        "SOCKET_SERVER_TLS_CERT": {"SOCKET_SERVER_TLS_KEY": str(tmp_path / "x.pem")},
+        "WEB_SERVER_TLS_KEY": {"WEB_SERVER_TLS_CERT": str(tmp_path / "x.pem")},
+    }
+    c = cfg_of(**{key: "~/x.pem", **pairs.get(key, {})})
+    assert getattr(c, key.lower()) == str(tmp_path / "x.pem")
