@@ -194,3 +194,58 @@ def test_the_demos_last_line_survives_a_killed_s3_server(
 
     assert _count_data_objects(_GoneServer()) is None
     assert "cannot count the bucket's objects" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_demos_is_refused_before_anything_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """Found: `eccm demo --dir .` in a car's own folder deleted its records/ (files not
+    uploaded yet) and overwrote its config.ini without a word."""
+    (tmp_path / "records").mkdir()
+    data = tmp_path / "records" / "my-car_20261201T000000Z_0001.tsv.gz"
+    data.write_bytes(b"not uploaded yet")
+    config = tmp_path / "config.ini"
+    config.write_text("[DEFAULT]\nCAR_IDENTIFIER=my-car\nRECORD_DIRECTORY_LOCATION=./records\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x\n")
+    for folder in (".", str(blocker), str(blocker / "sub")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "eccm.cli", "demo", "--dir", folder, "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("eccm: error: --dir "), proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert (
+        "is not a demo folder (it holds a-file, config.ini, records)"
+        in subprocess.run(
+            [sys.executable, "-m", "eccm.cli", "demo", "--dir", ".", "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        ).stderr
+    )
+    assert data.read_bytes() == b"not uploaded yet"
+    assert config.read_text().startswith("[DEFAULT]\nCAR_IDENTIFIER=my-car")
+
+
+def test_a_demos_own_folder_new_or_empty_is_taken_and_marked(tmp_path: Path) -> None:
+    from eccm.sim.demo import DEMO_MARK, claim_folder, write_config
+
+    new = tmp_path / "new" / "demo"
+    claim_folder(new)
+    assert (new / DEMO_MARK).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claim_folder(empty)
+    assert (empty / DEMO_MARK).is_file()
+    # A folder of a demo from before the mark: known by its generated config.ini.
+    older = tmp_path / "older"
+    (older / "records").mkdir(parents=True)
+    write_config(older / "config.ini", {"CAR_IDENTIFIER": "demo-car"})
+    claim_folder(older)
+    assert (older / DEMO_MARK).is_file()
