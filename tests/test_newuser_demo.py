@@ -249,3 +249,28 @@ def test_a_demos_own_folder_new_or_empty_is_taken_and_marked(tmp_path: Path) -> 
     write_config(older / "config.ini", {"CAR_IDENTIFIER": "demo-car"})
     claim_folder(older)
     assert (older / DEMO_MARK).is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mqtt://[::1", "eccm: error: --mqtt is not a broker URL: expected mqtt[s]://"),
+        ("ftp://broker", "eccm: error: MQTT_BROKER='ftp://broker' is not valid"),
+    ],
+)
+def test_a_bad_mqtt_url_is_refused_before_anything_starts(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    """Found: an unclosed IPv6 bracket was a ValueError traceback, and a bad scheme was
+    refused only after the S3 server and the car had started."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "eccm.cli", "demo", "--dir", "d", "--mqtt", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "d").exists()  # nothing made, nothing started

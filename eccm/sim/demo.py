@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from eccm.config import load
-from eccm.errors import EccmError
+from eccm.config import load, parse
+from eccm.errors import ConfigError, EccmError
 from eccm.signals import stop_signals
 from eccm.store.instance import LOCK_NAME
 
@@ -102,7 +102,11 @@ def mqtt_values(url: str | None, environ: Mapping[str, str]) -> dict[str, str]:
         if name.startswith("ECCM_MQTT_")
     }
     if url:
-        parts = urlsplit(url if "://" in url else "mqtt://" + url)
+        expected = "expected mqtt[s]://[user:password@]host[:port]"
+        try:
+            parts = urlsplit(url if "://" in url else "mqtt://" + url)
+        except ValueError:  # an unclosed "[" of an IPv6 host
+            raise EccmError(f"--mqtt is not a broker URL: {expected}") from None
         if parts.username is not None:
             values["MQTT_USERNAME"] = unquote(parts.username)
             values["MQTT_PASSWORD"] = unquote(parts.password or "")
@@ -162,6 +166,14 @@ def run_demo(
     from eccm.store.instance import InstanceLock
 
     root = Path(directory).resolve()
+    # A broker the configuration would refuse is told now, not after S3 and the car started.
+    mqtt_keys = mqtt_values(mqtt, os.environ)
+    if mqtt_keys:
+        try:
+            parse({"CAR_IDENTIFIER": "demo-car", **mqtt_keys})
+        except ConfigError as exc:
+            where = "--mqtt" if mqtt else "the ECCM_MQTT_* variables"
+            raise ConfigError(f"{exc} (from {where})") from None
     claim_folder(root)
     # A demo running in this folder would lose its files, config and S3 data to this
     # one's clean start: refused (AlreadyRunning, one line from the CLI) before anything.
@@ -172,12 +184,12 @@ def run_demo(
     )
     folder.acquire()
     try:
-        return _run_demo(duration, root, mqtt, encrypt)
+        return _run_demo(duration, root, mqtt_keys, encrypt)
     finally:
         folder.release()
 
 
-def _run_demo(duration: float | None, root: Path, mqtt: str | None, encrypt: bool) -> int:
+def _run_demo(duration: float | None, root: Path, mqtt_keys: dict[str, str], encrypt: bool) -> int:
     from eccm.app import Daemon
     from eccm.cli import setup_logging
     from eccm.sim.car import emulated_car
@@ -232,7 +244,7 @@ def _run_demo(duration: float | None, root: Path, mqtt: str | None, encrypt: boo
             "ENABLE_WEB_SERVER": "yes",
             "WEB_SERVER_PORT": str(web_port),
             "LOG_LEVEL": "INFO",
-            **mqtt_values(mqtt, os.environ),
+            **mqtt_keys,
         }
         key_line = ""
         if encrypt:
