@@ -13,6 +13,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -261,6 +262,32 @@ def cmd_gen_secret(_args: argparse.Namespace) -> int:
     return 0
 
 
+# A DNS name: labels of 1 to 63 letters, digits and '-' (not at either end), an optional
+# final dot.
+_HOST_NAME = re.compile(
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+)
+
+
+def _link_host(text: str) -> str | None:
+    """``--host`` of login-link as the URL needs it (an IPv6 address without its brackets:
+    base_url adds them), or None when it is no host: "pi.local:8080" or a blank would
+    make a link that opens nothing."""
+    import ipaddress
+
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError:
+            return None
+    return host if _HOST_NAME.fullmatch(host) else None
+
+
 def cmd_login_link(args: argparse.Namespace) -> int:
     import time
 
@@ -281,7 +308,19 @@ def cmd_login_link(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    url = base_url(args.host or cfg.web_server_bind, cfg.web_server_port, cfg.web_tls)
+    host = cfg.web_server_bind
+    if args.host:
+        checked = _link_host(args.host)
+        if checked is None:
+            print(
+                f"eccm login-link: --host {args.host!r} is not a host name or address: "
+                "expected e.g. pi.local, 192.168.4.1 or fd00::1, without a port "
+                f"(the port is WEB_SERVER_PORT={cfg.web_server_port})",
+                file=sys.stderr,
+            )
+            return 2
+        host = checked
+    url = base_url(host, cfg.web_server_port, cfg.web_tls)
     print(link(url, mint(secret, time.time())))
     print(
         f"eccm login-link: open it within {TTL / 60:g} minutes; it works once, "

@@ -228,3 +228,29 @@ def test_query_port_0_is_refused_not_replaced_by_the_default(tmp_path: Path) -> 
     )
     assert proc.returncode == 2
     assert proc.stderr == "eccm query: --port 0 is not a TCP port (1 to 65535)\n"
+
+
+def test_login_link_host_is_checked_and_ipv6_is_bracketed_once(tmp_path: Path) -> None:
+    # "[::1]" gave http://[[::1]]:8080/..., "pi.local:8080" and "bad host" links that open
+    # nothing.
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(
+        "[DEFAULT]\nCAR_IDENTIFIER=c1\nENABLE_WEB_SERVER=yes\nSOCKET_SERVER_SECRET=s3cret\n"
+    )
+    for host, start in [
+        ("[::1]", "http://[::1]:8080/login/"),
+        ("::1", "http://[::1]:8080/login/"),
+        ("pi.local", "http://pi.local:8080/login/"),
+        ("192.168.4.1", "http://192.168.4.1:8080/login/"),
+    ]:
+        proc = eccm("login-link", "--config", str(cfg), "--host", host)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(start), (host, proc.stdout)
+    for host in ("pi.local:8080", "bad host", "[pi.local]", "http://pi.local", "pi..local"):
+        proc = eccm("login-link", "--config", str(cfg), "--host", host)
+        assert proc.returncode == 2, (host, proc.stdout)
+        assert proc.stdout == ""
+        assert proc.stderr.startswith(
+            f"eccm login-link: --host {host!r} is not a host name or address"
+        ), proc.stderr
+        assert "WEB_SERVER_PORT=8080" in proc.stderr
