@@ -170,6 +170,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.config or os.path.exists(path):
         cfg = load(path)
     host = args.host or (cfg.socket_server_bind if cfg else "127.0.0.1")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # "[::1]" as in a URL: getaddrinfo knows no brackets
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     # "is None", not "or": --port 0 is refused as a port, not replaced by the default.

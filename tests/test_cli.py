@@ -254,3 +254,23 @@ def test_login_link_host_is_checked_and_ipv6_is_bracketed_once(tmp_path: Path) -
             f"eccm login-link: --host {host!r} is not a host name or address"
         ), proc.stderr
         assert "WEB_SERVER_PORT=8080" in proc.stderr
+
+
+def test_query_takes_an_ipv6_host_in_brackets(tmp_path: Path) -> None:
+    # "[::1]" (as written in URLs) was "Name or service not known".
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        port = listener.getsockname()[1]
+    # Nothing listens there now: refused, which shows the address was understood.
+    proc = eccm(
+        "query",
+        "--host",
+        "[::1]",
+        "--port",
+        str(port),
+        "PING",
+        cwd=tmp_path,
+        env={"ECCM_SOCKET_SERVER_SECRET": "s"},
+    )
+    assert proc.returncode == 2
+    assert "Connection refused" in proc.stderr, proc.stderr
