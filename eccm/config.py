@@ -271,7 +271,7 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
         # silently, so unknown ones are refused here rather than dropped at run time.
         # python-OBD's names without importing python-OBD (half a second before the
         # first row): eccm/obd/names.py.
-        from eccm.obd.names import has_name
+        from eccm.obd.names import has_name, is_value_name
 
         unknown = [n for n in names if not has_name(n)]
         if unknown:
@@ -280,6 +280,15 @@ def _obd_commands(allow_all: bool) -> Callable[[str, str], tuple[str, ...]]:
                 raw,
                 f"python-OBD command names (unknown: {', '.join(map(_obd_suggestion, unknown))}; "
                 f"list them with `{_OBD_LIST_COMMAND}`)",
+            )
+        not_values = [n for n in names if not is_value_name(n)]
+        if not_values:
+            raise _bad(
+                key,
+                raw,
+                f"names of values that can be logged (not {', '.join(not_values)}: trouble "
+                "codes, the VIN and the support bitmaps are no column; the socket's DTC and "
+                "GET read them)",
             )
         return tuple(dict.fromkeys(names))
 

@@ -696,3 +696,28 @@ def test_a_file_path_under_home_may_start_with_a_tilde(
     }
     c = cfg_of(**{key: "~/x.pem", **pairs.get(key, {})})
     assert getattr(c, key.lower()) == str(tmp_path / "x.pem")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "refused"),
+    [
+        ("OBD_FAST_COMMANDS", "RPM,GET_DTC", "GET_DTC"),
+        ("OBD_SLOW_COMMANDS", "CLEAR_DTC,vin", "CLEAR_DTC, VIN"),
+        ("SUMMARY_COMMANDS", "RPM,PIDS_A", "PIDS_A"),
+        ("MQTT_VALUES", "SPEED,STATUS", "STATUS"),
+    ],
+)
+def test_commands_that_are_no_value_are_refused_at_start(
+    key: str, value: str, refused: str
+) -> None:
+    # check-config said "valid"; the daemon dropped them with a warning once connected.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value})
+    assert str(err.value).startswith(
+        f"{key}={value!r} is not valid: expected names of values that can be logged (not {refused}:"
+    ), err.value
+
+
+def test_freeze_frame_values_and_the_adapter_voltage_stay_allowed() -> None:
+    c = cfg_of(OBD_SLOW_COMMANDS="DTC_RPM,ELM_VOLTAGE,FUEL_STATUS,O2_SENSORS")
+    assert c.obd_slow_commands == ("DTC_RPM", "ELM_VOLTAGE", "FUEL_STATUS", "O2_SENSORS")

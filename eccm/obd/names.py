@@ -306,6 +306,43 @@ COMMAND_NAMES: frozenset[str] = frozenset(
 )
 
 
+# Commands that are no value a row can hold: trouble codes (modes 03, 04, 07 and their
+# freeze-frame twins), monitors (mode 06), vehicle information (mode 09), the support
+# bitmaps and the adapter's version. Config keys that name logged values refuse them at
+# start instead of dropping them with a warning once the car answers.
+# tests/test_obd_names.py checks this against eccm.obd.values.is_loggable for every name.
+_NOT_VALUE_PREFIXES = ("MONITOR_", "MIDS_", "PIDS_", "DTC_PIDS_")
+_NOT_VALUES = frozenset(
+    (
+        "CALIBRATION_ID",
+        "CALIBRATION_ID_MESSAGE_COUNT",
+        "CLEAR_DTC",
+        "CVN",
+        "CVN_MESSAGE_COUNT",
+        "DTC_EMISSION_REQ",
+        "DTC_FREEZE_DTC",
+        "DTC_MAX_VALUES",
+        "DTC_STATUS",
+        "DTC_STATUS_DRIVE_CYCLE",
+        "ELM_VERSION",
+        "EMISSION_REQ",
+        "FREEZE_DTC",
+        "GET_CURRENT_DTC",
+        "GET_DTC",
+        "MAX_VALUES",
+        "STATUS",
+        "STATUS_DRIVE_CYCLE",
+        "VIN",
+        "VIN_MESSAGE_COUNT",
+    )
+)
+
+
+def is_value_name(name: str) -> bool:
+    """True when ``name`` is a python-OBD command whose answer can be a column."""
+    return has_name(name) and name not in _NOT_VALUES and not name.startswith(_NOT_VALUE_PREFIXES)
+
+
 def has_name(name: str) -> bool:
     """True when python-OBD has a command of this name (as ``obd.commands.has_name``)."""
     return name.isupper() and name in COMMAND_NAMES
