@@ -479,7 +479,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     source = None
     if args.source is not None or args.bucket or cfg is not None:
         source = open_source(args.source, args.bucket, lambda: _load(args.config), "schema")
-    sys.stdout.write(schema_text(args.engine, source, cfg, args.car, args.location))
+
+    def note(text: str) -> None:
+        print(f"eccm schema: {text}", file=sys.stderr)
+
+    sys.stdout.write(schema_text(args.engine, source, cfg, args.car, args.location, note))
     return 0
 
 

@@ -274,3 +274,16 @@ def test_query_takes_an_ipv6_host_in_brackets(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "Connection refused" in proc.stderr, proc.stderr
+
+
+def test_schema_says_when_no_sidecar_gave_the_columns(tmp_path: Path) -> None:
+    # An empty folder (or a --car with a typo) gave the default columns without a word.
+    proc = eccm("schema", "--engine", "duckdb", "--from", str(tmp_path), "--car", "my-cra")
+    assert proc.returncode == 0
+    assert "CREATE OR REPLACE VIEW eccm_rows" in proc.stdout
+    assert proc.stderr == (
+        f"eccm schema: no closed data file of car my-cra with a sidecar in {tmp_path} "
+        "(encrypted .age files are not read: `eccm decrypt` them first): these are the "
+        "default columns only (TIME_UTC, CAR_ID, TRIP_ID and the default fast values); run "
+        "it again once a file is closed\n"
+    )

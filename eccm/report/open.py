@@ -218,8 +218,13 @@ def schema_text(
     cfg: Config | None,
     car: str | None,
     location: str | None,
+    note: Callable[[str], None] | None = None,
 ) -> str:
-    """``eccm schema``: the columns from the newest sidecar of each car of ``source``."""
+    """``eccm schema``: the columns from the newest sidecar of each car of ``source``.
+
+    ``note`` is told when ``source`` holds no sidecar to take them from (an empty folder,
+    a --car with no file): the definition then has the default columns only.
+    """
     import dataclasses
     import json
 
@@ -253,6 +258,14 @@ def schema_text(
                 sidecars.append(json.loads(source.read(side)))
             except (ReportError, ValueError):
                 continue  # no sidecar: the columns of the others (or the defaults)
+    if source is not None and not sidecars and note is not None:
+        which = f" of car {car}" if car is not None else ""
+        note(
+            f"no closed data file{which} with a sidecar in {source.description} (encrypted "
+            ".age files are not read: `eccm decrypt` them first): these are the default "
+            "columns only (TIME_UTC, CAR_ID, TRIP_ID and the default fast values); run it "
+            "again once a file is closed"
+        )
     if location is None:
         if cfg is not None and cfg.s3_server_bucket:
             prefix = cfg.s3_key_prefix.strip("/")
