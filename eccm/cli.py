@@ -251,8 +251,7 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
         print(f"nothing to upload in {settings.record_dir}")
         return 0
     print(
-        f"uploaded {report.uploaded} file(s) to s3://{settings.bucket}/{settings.car_prefix}; "
-        "nothing left"
+        f"uploaded {report.uploaded} file(s) to {settings.destinations(report.cars)}; nothing left"
     )
     return 0
 

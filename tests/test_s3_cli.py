@@ -13,7 +13,7 @@ import pytest
 from eccm.sim.s3 import LocalS3
 from tests import s3server
 from tests.s3_helpers import assert_each_file_once, bucket_objects, upload_cmd, write_config
-from tests.s3server import CAR, FlakyLink, config_values, make_closed_file
+from tests.s3server import CAR, FlakyLink, config_values, list_objects, make_closed_file
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +117,27 @@ def test_ctrl_c_mid_upload_leaves_a_consistent_state_and_a_clear_line(
     assert list(records.iterdir()) == []
     assert_each_file_once(s3_http, cfg, files)
     assert CAR in again.stdout
+
+
+def test_files_of_an_earlier_car_identifier_are_said_to_go_under_their_own_car(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    """Found: after CAR_IDENTIFIER changed (my-car of the template, then the plate), the
+    old car's files went to car=my-car/ as their names say, but the line named the new
+    car's prefix only."""
+    records = tmp_path / "records"
+    records.mkdir()
+    values = config_values(records, s3_http)
+    config = write_config(tmp_path / "config.ini", values)
+    make_closed_file(records, car="my-car", seq=1)
+    make_closed_file(records, seq=2)
+    done = eccm_upload(config)
+    assert done.returncode == 0, done.stderr
+    prefix = values["S3_KEY_PREFIX"].strip("/")
+    bucket = values["S3_SERVER_BUCKET"]
+    first, second = sorted([CAR, "my-car"])
+    assert done.stdout == (
+        f"uploaded 2 file(s) to s3://{bucket}/{prefix}/car={first}/, "
+        f"s3://{bucket}/{prefix}/car={second}/; nothing left\n"
+    )
+    assert len(list_objects(s3_http, f"{prefix}/car=my-car/")) == 2  # data and sidecar

@@ -36,6 +36,9 @@ class UploadReport:
     error: str | None = None  # why the run stopped, as logged
     interrupted: bool = False  # out of time (the bounded last attempt at stop)
     disk: DiskReport | None = None
+    # The cars of the files verified: each file goes under the car= of its own name, which
+    # is another car than CAR_IDENTIFIER's for files written before it was changed.
+    cars: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:

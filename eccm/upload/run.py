@@ -214,6 +214,8 @@ class Runner:
             with lock:
                 if kept is not None:
                     report.kept.append(kept)
+                else:
+                    report.cars.add(job.name.car)
                 if on_file is not None:
                     on_file(job.name.name)
 

@@ -6,6 +6,7 @@ The uploader, its S3 client and its error messages see these and nothing else of
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -51,6 +52,15 @@ class UploadSettings:
     def car_prefix(self) -> str:
         """Everything this car writes lies under this prefix (ends with '/')."""
         return car_prefix(self.key_prefix, self.car)
+
+    def destinations(self, cars: Iterable[str]) -> str:
+        """Where files of ``cars`` went, for a message: this car's prefix, unless the
+        folder held files of other cars (a CAR_IDENTIFIER changed since), which went to
+        theirs."""
+        every = sorted(set(cars))
+        if set(every) <= {self.car}:
+            return f"s3://{self.bucket}/{self.car_prefix}"
+        return ", ".join(f"s3://{self.bucket}/{car_prefix(self.key_prefix, c)}" for c in every)
 
     @property
     def probe_key(self) -> str:

@@ -240,10 +240,9 @@ class Uploader:
             log.log(level, "upload: %s", message)
         if report.uploaded:
             log.info(
-                "uploaded %d file(s) (%s sent) to s3://%s/%s; %d waiting",
+                "uploaded %d file(s) (%s sent) to %s; %d waiting",
                 report.uploaded,
                 human(report.bytes_sent),
-                self.settings.bucket,
-                self.settings.car_prefix,
+                self.settings.destinations(report.cars),
                 report.remaining,
             )
