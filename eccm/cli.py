@@ -180,6 +180,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     # --read-only: the secret of the read scope, for a dashboard or a shared account.
     key = "SOCKET_SERVER_READ_SECRET" if args.read_only else "SOCKET_SERVER_SECRET"
     secret = os.environ.get(f"ECCM_{key}") or (getattr(cfg, key.lower()) if cfg else None)
+    if cfg is None and not secret:
+        # No file was read at all: "set it in the config" would not say which one.
+        print(
+            f"eccm query: no secret: no configuration file {path} (give --config PATH, "
+            f"e.g. the daemon's config.ini) and no ECCM_{key} environment variable",
+            file=sys.stderr,
+        )
+        return 2
     if cfg is not None and not cfg.enable_socket_server and not secret and args.host is None:
         # The cause of the missing secret: this daemon has no control socket at all.
         print(

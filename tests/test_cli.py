@@ -287,3 +287,13 @@ def test_schema_says_when_no_sidecar_gave_the_columns(tmp_path: Path) -> None:
         "default columns only (TIME_UTC, CAR_ID, TRIP_ID and the default fast values); run "
         "it again once a file is closed\n"
     )
+
+
+def test_query_without_any_configuration_says_which_file_it_looked_for(tmp_path: Path) -> None:
+    # It said "set SOCKET_SERVER_SECRET in the config" when no config had been read at all.
+    proc = eccm("query", "STATUS", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "eccm query: no secret: no configuration file config.ini (give --config PATH, e.g. "
+        "the daemon's config.ini) and no ECCM_SOCKET_SERVER_SECRET environment variable\n"
+    )
