@@ -52,6 +52,12 @@ def _config_path(arg: str | None) -> str:
     return arg or os.environ.get("ECCM_CONFIG") or DEFAULT_CONFIG
 
 
+def _config_named(arg: str | None) -> bool:
+    """The user named a configuration file (--config or $ECCM_CONFIG): a missing one is an
+    error, not a reason to go on without one."""
+    return bool(arg or os.environ.get("ECCM_CONFIG"))
+
+
 def _load(arg: str | None) -> Config:
     return load(_config_path(arg))
 
@@ -167,7 +173,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     cfg: Config | None = None
     path = _config_path(args.config)
-    if args.config or os.path.exists(path):
+    if _config_named(args.config) or os.path.exists(path):
         cfg = load(path)
     host = args.host or (cfg.socket_server_bind if cfg else "127.0.0.1")
     if host.startswith("[") and host.endswith("]"):
@@ -481,7 +487,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     cfg: Config | None = None
     path = _config_path(args.config)
-    if args.config or args.bucket or os.path.exists(path):
+    if _config_named(args.config) or args.bucket or os.path.exists(path):
         cfg = load(path)
     source = None
     if args.source is not None or args.bucket or cfg is not None:

@@ -297,3 +297,19 @@ def test_query_without_any_configuration_says_which_file_it_looked_for(tmp_path:
         "eccm query: no secret: no configuration file config.ini (give --config PATH, e.g. "
         "the daemon's config.ini) and no ECCM_SOCKET_SERVER_SECRET environment variable\n"
     )
+
+
+def test_a_missing_file_named_by_eccm_config_is_an_error_for_query_and_schema(
+    tmp_path: Path,
+) -> None:
+    # Both went on without any configuration, as if none had been named.
+    missing = str(tmp_path / "car.ini")
+    env = {"ECCM_CONFIG": missing, "ECCM_SOCKET_SERVER_SECRET": "s"}
+    for args in (("query", "STATUS"), ("schema", "--engine", "duckdb")):
+        proc = eccm(*args, cwd=tmp_path, env=env)
+        assert proc.returncode == 1, args
+        assert proc.stderr == (
+            f"eccm: error: configuration file {missing!r} does not exist "
+            "(copy config.ini.template)\n"
+        ), args
+        assert proc.stdout == ""

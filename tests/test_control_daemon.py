@@ -504,7 +504,8 @@ def test_eccm_query_against_the_daemon(car: Car, capsys: pytest.CaptureFixture[s
 def test_eccm_query_command_line(car: Car, tmp_path: Path) -> None:
     """The installed `eccm query`, the secret from the environment as the README says."""
     _host, port = car.address
-    env = {**os.environ, "ECCM_SOCKET_SERVER_SECRET": SECRET, "ECCM_CONFIG": str(tmp_path / "x")}
+    config = Path(__file__).with_name("data") / "query-only.ini"  # nothing of its own
+    env = {**os.environ, "ECCM_SOCKET_SERVER_SECRET": SECRET, "ECCM_CONFIG": str(config)}
     eccm = Path(sys.executable).with_name("eccm")
     if not eccm.exists():
         pytest.skip(f"the eccm command is not installed next to {sys.executable}")

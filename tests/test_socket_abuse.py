@@ -367,7 +367,9 @@ def _env() -> dict[str, str]:
     return {
         **os.environ,
         "ECCM_SOCKET_SERVER_SECRET": SECRET,
-        "ECCM_CONFIG": "/nonexistent/eccm.ini",
+        # A file of its own: a config.ini in the working directory must not be read, and
+        # a named file that is missing is an error.
+        "ECCM_CONFIG": str(Path(__file__).with_name("data") / "query-only.ini"),
         "PYTHONUNBUFFERED": "1",
     }
 
