@@ -58,6 +58,28 @@ def _config_named(arg: str | None) -> bool:
     return bool(arg or os.environ.get("ECCM_CONFIG"))
 
 
+def _source_config(arg: str | None, command: str, bucket: bool) -> Callable[[], Config]:
+    """The configuration a report command reads when --from does not say where the data
+    is: a missing default config.ini is told as such, with what to give instead."""
+
+    def load_it() -> Config:
+        path = _config_path(arg)
+        if not _config_named(arg) and not os.path.exists(path):
+            if bucket:
+                raise EccmError(
+                    f"--bucket reads the S3 settings of a configuration file, and there is "
+                    f"no {path}: give eccm {command} --bucket --config PATH"
+                )
+            raise EccmError(
+                f"no --from DIR, and no configuration file {path} to take "
+                f"RECORD_DIRECTORY_LOCATION from: give eccm {command} --from DIR (a record "
+                "folder), or --config PATH"
+            )
+        return load(path)
+
+    return load_it
+
+
 def _load(arg: str | None) -> Config:
     return load(_config_path(arg))
 
@@ -420,7 +442,9 @@ def cmd_trips(args: argparse.Namespace) -> int:
     from eccm.report.logbook import as_csv, as_json, as_table, selected
     from eccm.report.open import encrypted_note, logbook, open_source
 
-    source = open_source(args.source, args.bucket, lambda: _load(args.config), "trips")
+    source = open_source(
+        args.source, args.bucket, _source_config(args.config, "trips", args.bucket), "trips"
+    )
     entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
     if not entries:
         what = f" of car {args.car}" if args.car else ""
@@ -440,7 +464,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from eccm.report.open import open_source, report_html
 
     need("matplotlib", "report")  # before any file is read: say so at once
-    source = open_source(args.source, args.bucket, lambda: _load(args.config), "report")
+    source = open_source(
+        args.source, args.bucket, _source_config(args.config, "report", args.bucket), "report"
+    )
     car = args.car
     if car is None and args.bucket:
         car = _load(args.config).car_identifier  # the bucket holds a fleet: this car's trips

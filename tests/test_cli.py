@@ -313,3 +313,25 @@ def test_a_missing_file_named_by_eccm_config_is_an_error_for_query_and_schema(
             "(copy config.ini.template)\n"
         ), args
         assert proc.stdout == ""
+
+
+def test_report_commands_without_a_configuration_say_to_give_from_or_config(
+    tmp_path: Path,
+) -> None:
+    # They said only "configuration file 'config.ini' does not exist (copy
+    # config.ini.template)": at a desk there is none to copy, --from DIR is the way.
+    for command in ("trips", "report"):
+        extra = ("-o", "x.html") if command == "report" else ()
+        proc = eccm(command, *extra, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert proc.stderr == (
+            "eccm: error: no --from DIR, and no configuration file config.ini to take "
+            f"RECORD_DIRECTORY_LOCATION from: give eccm {command} --from DIR (a record "
+            "folder), or --config PATH\n"
+        )
+    proc = eccm("trips", "--bucket", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "eccm: error: --bucket reads the S3 settings of a configuration file, and there is "
+        "no config.ini: give eccm trips --bucket --config PATH\n"
+    )
