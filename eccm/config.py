@@ -211,8 +211,21 @@ def _endpoint(key: str, raw: str) -> str:
         v = "https://" + v
     expected = "https://host[:port] or http://host[:port] (or a bare host)"
     parts = _split_url(key, raw, v, expected)
+    if parts.username is not None or parts.password is not None:
+        # Never echoed: check-config prints this key and the daemon logs it at start.
+        raise ConfigError(
+            f"{key} holds a user name or password: expected {expected}; the keys go in "
+            "S3_SERVER_AK and S3_SERVER_SK"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad(key, raw, expected)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        # "https://s3.example.com/my-bucket": boto3 would put every key below that path.
+        raise _bad(
+            key,
+            raw,
+            expected + " alone: the bucket goes in S3_SERVER_BUCKET, a key prefix in S3_KEY_PREFIX",
+        )
     try:
         _ = parts.port
     except ValueError:

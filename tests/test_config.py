@@ -721,3 +721,24 @@ def test_commands_that_are_no_value_are_refused_at_start(
 def test_freeze_frame_values_and_the_adapter_voltage_stay_allowed() -> None:
     c = cfg_of(OBD_SLOW_COMMANDS="DTC_RPM,ELM_VOLTAGE,FUEL_STATUS,O2_SENSORS")
     assert c.obd_slow_commands == ("DTC_RPM", "ELM_VOLTAGE", "FUEL_STATUS", "O2_SENSORS")
+
+
+def test_s3_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+    # It was accepted, printed by check-config and logged at start with the secret in it.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(S3_SERVER_ENDPOINT="https://AKIA:hunter2@s3.example.com", S3_SERVER_BUCKET="b")
+    assert str(err.value).startswith("S3_SERVER_ENDPOINT holds a user name or password")
+    assert "hunter2" not in str(err.value) and "AKIA" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://s3.example.com/my-bucket", "s3.example.com/logs/", "https://h?x=1"]
+)
+def test_s3_endpoint_with_a_path_says_where_the_bucket_goes(endpoint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg_of(S3_SERVER_ENDPOINT=endpoint, S3_SERVER_BUCKET="b")
+    assert str(err.value).startswith(f"S3_SERVER_ENDPOINT={endpoint!r} is not valid")
+    assert "the bucket goes in S3_SERVER_BUCKET" in str(err.value)
+    assert cfg_of(
+        S3_SERVER_ENDPOINT="https://h:9000/", S3_SERVER_BUCKET="b"
+    ).s3_server_endpoint == ("https://h:9000")
