@@ -445,9 +445,30 @@ def cmd_trips(args: argparse.Namespace) -> int:
     source = open_source(
         args.source, args.bucket, _source_config(args.config, "trips", args.bucket), "trips"
     )
-    entries = selected(logbook(source, args.car), args.since, args.until, args.tz)
+    if args.since is not None and args.until is not None and args.since > args.until:
+        print(
+            f"eccm trips: --since {args.since} is after --until {args.until}: no day is in between",
+            file=sys.stderr,
+        )
+        return 2
+    every = logbook(source, args.car)
+    entries = selected(every, args.since, args.until, args.tz)
     if not entries:
         what = f" of car {args.car}" if args.car else ""
+        if every:
+            # There are trips, just none in those days: "no trip summary" would send the
+            # user looking for a missing folder.
+            days = " ".join(
+                f"{flag} {day}"
+                for flag, day in (("--since", args.since), ("--until", args.until))
+                if day is not None
+            )
+            print(
+                f"eccm trips: no trip{what} in {source.description} within {days} "
+                f"(its {len(every)} trip(s) lie outside; times and days in {args.tz})",
+                file=sys.stderr,
+            )
+            return 1
         skipped = encrypted_note(source, args.car, "trips")
         print(
             f"eccm trips: no trip summary{what} in {source.description}{skipped}",

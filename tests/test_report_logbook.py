@@ -89,8 +89,20 @@ def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert got["fuel_l"] == doc["totals"]["fuel_l"]
     assert (got["odometer_start_km"], got["odometer_end_km"]) == (100.0, 106.0)
     assert (got["end_lat"], got["end_lon"]) == (48.2, 11.6)
+    # Trips outside the days asked for were told as "no trip summary in ...", which sent
+    # the user looking for a missing folder.
     assert main(["trips", "--from", str(records), "--since", "2026-03-02"]) == 1
-    assert "no trip summary" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"eccm trips: no trip in {records} within --since 2026-03-02 (its 1 trip(s) lie "
+        "outside; times and days in UTC)\n"
+    )
+    assert (
+        main(["trips", "--from", str(records), "--since", "2026-03-02", "--until", "2026-03-01"])
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        "eccm trips: --since 2026-03-02 is after --until 2026-03-01: no day is in between\n"
+    )
 
 
 @pytest.mark.parametrize("setup", ["empty", "missing"])
