@@ -24,7 +24,7 @@ from typing import Any
 
 from eccm import __version__
 from eccm.config import Config, load
-from eccm.errors import EccmError
+from eccm.errors import ConfigError, EccmError
 
 log = logging.getLogger("eccm")
 
@@ -113,9 +113,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Daemon(cfg).run(early_stop)
 
 
+def check_files(cfg: Config) -> None:
+    """Load the PEM files as the daemon will: the parser only knows that they exist, and
+    `eccm run` refuses a certificate or key it cannot load (check-config said "valid")."""
+    import ssl
+
+    from eccm.tls import server_context
+
+    for prefix, cert, key in (
+        ("SOCKET_SERVER", cfg.socket_server_tls_cert, cfg.socket_server_tls_key),
+        ("WEB_SERVER", cfg.web_server_tls_cert, cfg.web_server_tls_key),
+    ):
+        if cert and key:
+            server_context(cert, key, prefix)
+    bundles = [("MQTT_CA_FILE", cfg.mqtt_ca_file)]
+    if isinstance(cfg.s3_verify_tls, str):
+        bundles.append(("S3_VERIFY_TLS", cfg.s3_verify_tls))
+    for key_name, bundle in bundles:
+        if not bundle:
+            continue
+        try:
+            ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{key_name}={bundle!r} cannot be loaded: {exc}; expected a PEM file of CA "
+                "certificates"
+            ) from None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     cfg = load(path)
+    check_files(cfg)
     print(f"# {path}: valid")
     print("[DEFAULT]")
     for key, value in cfg.effective(mask_secrets=True).items():

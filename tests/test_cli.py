@@ -335,3 +335,31 @@ def test_report_commands_without_a_configuration_say_to_give_from_or_config(
         "eccm: error: --bucket reads the S3 settings of a configuration file, and there is "
         "no config.ini: give eccm trips --bucket --config PATH\n"
     )
+
+
+def test_check_config_loads_the_pem_files_as_the_daemon_does(tmp_path: Path) -> None:
+    # check-config said "valid" for a certificate `eccm run` then refused to load.
+    from tests.s3server import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    base = "[DEFAULT]\nCAR_IDENTIFIER=c1\nENABLE_SOCKET_SERVER=yes\nSOCKET_SERVER_SECRET=s\n"
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(base + f"SOCKET_SERVER_TLS_CERT={cert}\nSOCKET_SERVER_TLS_KEY={key}\n")
+    assert eccm("check-config", "--config", str(cfg)).returncode == 0
+    cfg.write_text(base + f"SOCKET_SERVER_TLS_CERT={not_pem}\nSOCKET_SERVER_TLS_KEY={key}\n")
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(
+        f"eccm: error: SOCKET_SERVER_TLS_CERT='{not_pem}' / SOCKET_SERVER_TLS_KEY='{key}' "
+        "cannot be loaded: "
+    ), proc.stderr
+    cfg.write_text(f"[DEFAULT]\nCAR_IDENTIFIER=c1\nS3_VERIFY_TLS={not_pem}\n")
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"eccm: error: S3_VERIFY_TLS='{not_pem}' cannot be loaded: ")
+    assert proc.stderr.rstrip().endswith("expected a PEM file of CA certificates")
+    cfg.write_text(f"[DEFAULT]\nCAR_IDENTIFIER=c1\nS3_VERIFY_TLS={cert}\n")
+    assert eccm("check-config", "--config", str(cfg)).returncode == 0
