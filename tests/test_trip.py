@@ -383,13 +383,14 @@ def test_a_sample_of_a_new_trip_finishes_the_old_one() -> None:
 
 
 def test_the_summary_carries_the_car_battery_at_the_adapter() -> None:
-    """ELM_VOLTAGE (the adapter's ATRV) is in trip summaries, as the hub's facts give it."""
+    """ELM_VOLTAGE (the adapter's ATRV) is in trip summaries."""
     finished: list[dict[str, Any]] = []
     facts = {"vin": "WP0ZZZ99ZTS390000", "elm_voltage": "12.6"}
     computer = TripComputer(GAS, facts=lambda: facts, on_finished=finished.append)
     computer.on_sample(sample(T0, trip="A", SPEED=10))
     computer.stop()
-    assert finished[0]["elm_voltage"] == "12.6" and finished[0]["vin"] == "WP0ZZZ99ZTS390000"
+    # A number, as STATUS and the sidecars give it (it was the hub's text, "12.6").
+    assert finished[0]["elm_voltage"] == 12.6 and finished[0]["vin"] == "WP0ZZZ99ZTS390000"
 
 
 def test_a_failing_sink_does_not_break_the_listener(caplog: pytest.LogCaptureFixture) -> None:

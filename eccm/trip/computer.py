@@ -483,6 +483,14 @@ class Trip:
 SummarySink = Callable[[dict[str, Any]], None]
 
 
+def _finite(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _no_facts() -> Mapping[str, str]:
     return {}
 
@@ -686,9 +694,13 @@ class TripComputer:
             "minutes": minutes,
             "diagnostics": run.dtc.to_json(),
         }
-        for key in ("vin", "protocol", "adapter", "elm_voltage"):
+        for key in ("vin", "protocol", "adapter"):
             if facts.get(key):
                 doc[key] = facts[key]
+        # A number, as in STATUS and the sidecars (the hub keeps every fact as text).
+        volts = _finite(facts.get("elm_voltage"))
+        if volts is not None:
+            doc["elm_voltage"] = volts
         doc["eccm_version"] = __version__
         return doc
 
