@@ -154,6 +154,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_a_serial_device(key: str, path: str) -> str | None:
+    """A path that exists but can be no serial port (a file, a folder): a typo, not a
+    device that is still to be plugged in."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode):
+        return None
+    kind = "a folder" if stat.S_ISDIR(mode) else "a file"
+    return f"{key}={path} is {kind}, not a serial device: ECCM cannot read it; name the device"
+
+
 def device_notes(cfg: Config) -> list[str]:
     """What is valid but will not work right now (a device that is not there)."""
     notes = []
@@ -162,13 +177,17 @@ def device_notes(cfg: Config) -> list[str]:
             f"OBD_INTERFACE={cfg.obd_interface} does not exist now: plug the adapter in, "
             "or install the udev rules (udev/99-eccm.rules) that name it; ECCM waits for it"
         )
+    elif cfg.obd_interface:
+        notes.append(_not_a_serial_device("OBD_INTERFACE", cfg.obd_interface) or "")
     gps = cfg.gps_interface
     if cfg.gps_position_monitoring and not gps.startswith("gpsd://") and not os.path.exists(gps):
         notes.append(
             f"GPS_INTERFACE={gps} does not exist now: plug the receiver in, install the "
             "udev rules, or set GPS_POSITION_MONITORING=no; ECCM logs without position meanwhile"
         )
-    return notes
+    elif cfg.gps_position_monitoring and not gps.startswith("gpsd://"):
+        notes.append(_not_a_serial_device("GPS_INTERFACE", gps) or "")
+    return [n for n in notes if n]
 
 
 def s3_off_note(cfg: Config) -> str | None:

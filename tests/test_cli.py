@@ -363,3 +363,25 @@ def test_check_config_loads_the_pem_files_as_the_daemon_does(tmp_path: Path) -> 
     assert proc.stderr.rstrip().endswith("expected a PEM file of CA certificates")
     cfg.write_text(f"[DEFAULT]\nCAR_IDENTIFIER=c1\nS3_VERIFY_TLS={cert}\n")
     assert eccm("check-config", "--config", str(cfg)).returncode == 0
+
+
+def test_check_config_notes_a_device_path_that_is_a_file_or_a_folder(tmp_path: Path) -> None:
+    # A typo such as OBD_INTERFACE=/dev/serial (a folder) or a file passed as "valid" with no
+    # note, and eccm run then failed to open it every 10 s.
+    a_file = tmp_path / "obd.txt"
+    a_file.write_text("x\n")
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(
+        f"CAR_IDENTIFIER=c1\nOBD_INTERFACE={a_file}\nGPS_POSITION_MONITORING=yes\n"
+        f"GPS_INTERFACE={tmp_path}\n"
+    )
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [
+        f"eccm: note: OBD_INTERFACE={a_file} is a file, not a serial device: ECCM cannot "
+        "read it; name the device",
+        f"eccm: note: GPS_INTERFACE={tmp_path} is a folder, not a serial device: ECCM "
+        "cannot read it; name the device",
+    ]
+    cfg.write_text("CAR_IDENTIFIER=c1\nOBD_INTERFACE=/dev/null\n")  # a character device
+    assert eccm("check-config", "--config", str(cfg)).stderr == ""
