@@ -769,11 +769,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt closed files: makes a key pair in the demo folder and says where",
     )
     d.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():
+        # Which command's usage to show for an argument it does not know (see main).
+        command.set_defaults(command_parser=command)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # parse_known_args: argparse reports an unknown argument with the usage of `eccm`
+    # alone ("eccm [-h] [--version] COMMAND ..."), not of the command it was given to.
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code: int = args.func(args)
         return code

@@ -385,3 +385,14 @@ def test_check_config_notes_a_device_path_that_is_a_file_or_a_folder(tmp_path: P
     ]
     cfg.write_text("CAR_IDENTIFIER=c1\nOBD_INTERFACE=/dev/null\n")  # a character device
     assert eccm("check-config", "--config", str(cfg)).stderr == ""
+
+
+def test_an_unknown_argument_shows_the_usage_of_its_command(tmp_path: Path) -> None:
+    # It showed `usage: eccm [-h] [--version] COMMAND ...` and "eccm: error:", which
+    # does not say what the command takes.
+    proc = eccm("run", "--confg", "x.ini", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "usage: eccm run [-h] [--config PATH]\n"
+        "eccm run: error: unrecognized arguments: --confg x.ini\n"
+    )
