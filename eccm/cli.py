@@ -38,12 +38,14 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    # pint warns about python-OBD's unit redefinitions at every start ("WARNING pint.util:
+    # Redefining 'percent'"): python-OBD's doing, never a problem of the car or the
+    # configuration, so not shown even when debugging.
+    logging.getLogger("pint").setLevel(logging.ERROR)
     # python-OBD logs every failed query at WARNING/ERROR on its own logger; our link
     # reports outages once, so keep the library quiet unless debugging.
     if level != "DEBUG":
         logging.getLogger("obd").setLevel(logging.CRITICAL)
-        # pint warns about python-OBD's unit redefinitions at every start.
-        logging.getLogger("pint").setLevel(logging.ERROR)
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -396,3 +396,20 @@ def test_an_unknown_argument_shows_the_usage_of_its_command(tmp_path: Path) -> N
         "usage: eccm run [-h] [--config PATH]\n"
         "eccm run: error: unrecognized arguments: --confg x.ini\n"
     )
+
+
+def test_debug_logging_does_not_show_pints_redefinition_warnings() -> None:
+    # LOG_LEVEL=DEBUG started with three "WARNING pint.util: Redefining 'percent'" lines:
+    # python-OBD's unit table, nothing the user can act on.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from eccm.cli import setup_logging; setup_logging('DEBUG'); import obd",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Redefining" not in proc.stderr, proc.stderr
