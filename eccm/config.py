@@ -203,6 +203,14 @@ def _split_url(key: str, raw: str, url: str, expected: str) -> SplitResult:
         raise _bad(key, raw, expected) from None
 
 
+def _port_ok(parts: SplitResult) -> bool:
+    """No port, or one from 1 to 65535 (urlsplit takes ":0" and refuses only ":70000")."""
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
+
+
 def _endpoint(key: str, raw: str) -> str:
     v = raw.strip()
     if not v:
@@ -226,10 +234,8 @@ def _endpoint(key: str, raw: str) -> str:
             raw,
             expected + " alone: the bucket goes in S3_SERVER_BUCKET, a key prefix in S3_KEY_PREFIX",
         )
-    try:
-        _ = parts.port
-    except ValueError:
-        raise _bad(key, raw, "https://host[:port] with a port from 1 to 65535") from None
+    if not _port_ok(parts):
+        raise _bad(key, raw, "https://host[:port] with a port from 1 to 65535")
     return v.rstrip("/")
 
 
@@ -438,11 +444,7 @@ def _gps_interface(key: str, raw: str) -> str:
         raise _bad(key, raw, "a serial device such as /dev/gnss, or gpsd://host:port")
     if v.startswith("gpsd://"):
         parts = _split_url(key, raw, v, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
+        if not parts.hostname or not _port_ok(parts):
             raise _bad(key, raw, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
     return v
 
@@ -474,10 +476,8 @@ def _mqtt_broker(key: str, raw: str) -> str:
         raise _bad(key, raw, expected)
     if parts.username or parts.password:
         raise _bad(key, raw, expected + " (user and password go in MQTT_USERNAME/MQTT_PASSWORD)")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise _bad(key, raw, "a broker URL with a port from 1 to 65535") from None
+    if not _port_ok(parts):
+        raise _bad(key, raw, "a broker URL with a port from 1 to 65535")
     return v.rstrip("/")
 
 

@@ -742,3 +742,18 @@ def test_s3_endpoint_with_a_path_says_where_the_bucket_goes(endpoint: str) -> No
     assert cfg_of(
         S3_SERVER_ENDPOINT="https://h:9000/", S3_SERVER_BUCKET="b"
     ).s3_server_endpoint == ("https://h:9000")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("S3_SERVER_ENDPOINT", "https://s3.example.com:0"),
+        ("MQTT_BROKER", "mqtt://broker:0"),
+        ("GPS_INTERFACE", "gpsd://127.0.0.1:0"),
+    ],
+)
+def test_port_0_in_a_url_is_refused(key: str, value: str) -> None:
+    # urlsplit takes ":0" as a port; the message already said "from 1 to 65535".
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value}, S3_SERVER_BUCKET="b")
+    assert str(err.value).startswith(f"{key}={value!r} is not valid"), err.value
