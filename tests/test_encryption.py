@@ -305,3 +305,29 @@ def test_decrypt_into_an_output_folder_that_cannot_be_made_says_so_in_one_line(
         assert err.startswith(f"eccm: error: -o {out}: cannot make this folder"), err
         assert err.count("\n") == 1, err
     assert blocker.read_text() == "not a folder\n"
+
+
+def test_an_identity_file_with_a_bom_opens_and_a_binary_one_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A key saved again by a Windows editor (UTF-8 with a byte order mark) was "not an age
+    # identity file"; a binary file given as -i was a UnicodeDecodeError traceback.
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    data = make_closed_file(rec, rows=3)
+    original = data.read_bytes()
+    assert Encryptor(rec, [recipient]).seal_all() == 1
+    sealed = rec / (data.name + ".age")
+    bom = tmp_path / "key-bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + key.read_bytes().replace(b"\n", b"\r\n"))
+    out = tmp_path / "out"
+    assert main(["decrypt", "-i", str(bom), "-o", str(out), str(sealed)]) == 0
+    assert (out / data.name).read_bytes() == original
+    capsys.readouterr()
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\x00\xd0\xff" * 10)
+    assert main(["decrypt", "-i", str(binary), "-o", str(out), str(sealed)]) == 1
+    assert capsys.readouterr().err == (
+        f"eccm: error: {binary} is not an age identity file (expected AGE-SECRET-KEY-... "
+        "lines; this file is not text)\n"
+    )

@@ -54,9 +54,15 @@ def load_identities(path: Path) -> list[Any]:
     from pyrage import x25519
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a key file saved by a Windows editor starts with a byte order mark.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise EccmError(f"cannot read the identity file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise EccmError(
+            f"{path} is not an age identity file (expected AGE-SECRET-KEY-... lines; this "
+            "file is not text)"
+        ) from None
     out = []
     for line in lines:
         line = line.strip()
