@@ -51,7 +51,9 @@ def setup_logging(level: str) -> None:
 
 
 def _config_path(arg: str | None) -> str:
-    return arg or os.environ.get("ECCM_CONFIG") or DEFAULT_CONFIG
+    # expanduser: ECCM_CONFIG=~/eccm/config.ini in a systemd unit or a crontab reaches us
+    # with its "~", which no shell expanded.
+    return os.path.expanduser(arg or os.environ.get("ECCM_CONFIG") or DEFAULT_CONFIG)
 
 
 def _config_named(arg: str | None) -> bool:

@@ -413,3 +413,11 @@ def test_debug_logging_does_not_show_pints_redefinition_warnings() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Redefining" not in proc.stderr, proc.stderr
+
+
+def test_eccm_config_may_start_with_a_tilde(tmp_path: Path) -> None:
+    # A systemd Environment= or a crontab line passes "~" on as it is: "does not exist".
+    (tmp_path / "car.ini").write_text("CAR_IDENTIFIER=c1\n")
+    proc = eccm("check-config", env={"HOME": str(tmp_path), "ECCM_CONFIG": "~/car.ini"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"# {tmp_path / 'car.ini'}: valid\n")
