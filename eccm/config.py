@@ -319,7 +319,8 @@ def _baudrate(key: str, raw: str) -> int | None:
     v = raw.strip()
     if not v:
         return None
-    if not v.isdigit() or not 300 <= int(v) <= 4_000_000:
+    # len: int() refuses more than 4300 digits with a ValueError of its own.
+    if not v.isdigit() or len(v) > 7 or not 300 <= int(v) <= 4_000_000:
         raise _bad(key, raw, "a serial speed such as 38400 or 115200, or empty for auto")
     return int(v)
 

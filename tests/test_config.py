@@ -146,6 +146,7 @@ def test_environment_alone_is_enough() -> None:
         ("OBD_BAUDRATE", "fast", "serial speed"),
         ("OBD_BAUDRATE", "auto", "empty for auto"),
         ("OBD_BAUDRATE", "0", "serial speed"),
+        ("OBD_BAUDRATE", "9" * 5000, "serial speed"),  # was int()'s own ValueError
         ("GPS_INTERFACE", "gpsd://", "gpsd://host:port"),
         ("CAR_IDENTIFIER", "my car", "A-Z"),
         ("CAR_IDENTIFIER", "x" * 65, "64"),
