@@ -421,3 +421,15 @@ def test_eccm_config_may_start_with_a_tilde(tmp_path: Path) -> None:
     proc = eccm("check-config", env={"HOME": str(tmp_path), "ECCM_CONFIG": "~/car.ini"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"# {tmp_path / 'car.ini'}: valid\n")
+
+
+def test_query_host_with_an_empty_label_is_one_line(tmp_path: Path) -> None:
+    # "pi..local" was a UnicodeError traceback from the resolver's IDNA codec.
+    proc = eccm(
+        "query", "--host", "pi..local", "PING", cwd=tmp_path, env={"ECCM_SOCKET_SERVER_SECRET": "s"}
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "eccm query: --host 'pi..local' is not a host name or address: expected e.g. "
+        "127.0.0.1, pi.local or ::1\n"
+    )

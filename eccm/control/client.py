@@ -163,6 +163,14 @@ def run_query(
             file=sys.stderr,
         )
         return 2
+    except UnicodeError:
+        # The resolver's IDNA step refuses an empty or over-long label ("pi..local").
+        print(
+            f"eccm query: --host {host!r} is not a host name or address: expected e.g. "
+            "127.0.0.1, pi.local or ::1",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, ssl.SSLError) as exc:
         print(
             f"eccm query: cannot connect to {where}: {exc} (is eccm running with "
