@@ -203,6 +203,18 @@ def _split_url(key: str, raw: str, url: str, expected: str) -> SplitResult:
         raise _bad(key, raw, expected) from None
 
 
+def _host_ok(host: str | None) -> bool:
+    """An IP address or a host name whose every label is 1 to 63 characters: "pi..local"
+    reaches botocore as "Invalid endpoint" and the resolver as a UnicodeError."""
+    if not host:
+        return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return True
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return len(host) <= 253 and all(re.fullmatch(r"[\w-]{1,63}", label) for label in labels)
+
+
 def _port_ok(parts: SplitResult) -> bool:
     """No port, or one from 1 to 65535 (urlsplit takes ":0" and refuses only ":70000")."""
     try:
@@ -225,7 +237,7 @@ def _endpoint(key: str, raw: str) -> str:
             f"{key} holds a user name or password: expected {expected}; the keys go in "
             "S3_SERVER_AK and S3_SERVER_SK"
         )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not _host_ok(parts.hostname):
         raise _bad(key, raw, expected)
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         # "https://s3.example.com/my-bucket": boto3 would put every key below that path.
@@ -445,7 +457,7 @@ def _gps_interface(key: str, raw: str) -> str:
         raise _bad(key, raw, "a serial device such as /dev/gnss, or gpsd://host:port")
     if v.startswith("gpsd://"):
         parts = _split_url(key, raw, v, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
-        if not parts.hostname or not _port_ok(parts):
+        if not _host_ok(parts.hostname) or not _port_ok(parts):
             raise _bad(key, raw, "gpsd://host:port, e.g. gpsd://127.0.0.1:2947")
     return v
 
@@ -473,7 +485,11 @@ def _mqtt_broker(key: str, raw: str) -> str:
         raise _bad(key, raw, expected) from None
     if parts.password:  # an error message is logged: never with the password in it
         raw = raw.replace(f":{parts.password}@", ":***@", 1)
-    if parts.scheme not in _MQTT_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
+    if (
+        parts.scheme not in _MQTT_SCHEMES
+        or not _host_ok(parts.hostname)
+        or parts.path not in ("", "/")
+    ):
         raise _bad(key, raw, expected)
     if parts.username or parts.password:
         raise _bad(key, raw, expected + " (user and password go in MQTT_USERNAME/MQTT_PASSWORD)")

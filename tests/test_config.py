@@ -758,3 +758,29 @@ def test_port_0_in_a_url_is_refused(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as err:
         cfg_of(**{key: value}, S3_SERVER_BUCKET="b")
     assert str(err.value).startswith(f"{key}={value!r} is not valid"), err.value
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("S3_SERVER_ENDPOINT", "https://s3..example.com"),
+        ("S3_SERVER_ENDPOINT", "s3.example.com.."),
+        ("MQTT_BROKER", "mqtt://broker..lan"),
+        ("GPS_INTERFACE", "gpsd://pi..local:2947"),
+        ("S3_SERVER_ENDPOINT", "https://" + "a" * 64 + ".example.com"),
+    ],
+)
+def test_a_host_name_with_an_empty_or_long_label_is_refused(key: str, value: str) -> None:
+    # botocore answered every upload "Invalid endpoint"; the resolver raises UnicodeError.
+    with pytest.raises(ConfigError) as err:
+        cfg_of(**{key: value}, S3_SERVER_BUCKET="b")
+    assert str(err.value).startswith(f"{key}={value[:30]!r}"[:-1]), err.value  # cut at 80
+    assert "is not valid" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "host", ["s3.example.com", "s3.example.com.", "minio_1", "127.0.0.1", "[::1]", "[fd00::5]"]
+)
+def test_host_names_and_addresses_are_accepted(host: str) -> None:
+    assert cfg_of(S3_SERVER_ENDPOINT=f"http://{host}:9000", S3_SERVER_BUCKET="b").s3_enabled
+    assert cfg_of(MQTT_BROKER=f"mqtt://{host}").mqtt_enabled
