@@ -6,6 +6,12 @@
 set -euo pipefail
 # The demo prints commands to copy: relative to where the user is, not to the repository.
 export ECCM_INVOKED_FROM="$PWD"
+# A relative ECCM_CONFIG names a file from where the user typed the command, not from the
+# repository this script changes into (eccm expands a leading ~ itself).
+case "${ECCM_CONFIG:-}" in
+    "" | /* | "~"*) ;;
+    *) export ECCM_CONFIG="$PWD/$ECCM_CONFIG" ;;
+esac
 cd "$(dirname "$(readlink -f "$0")")"
 
 PYTHON=${PYTHON:-python3}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import struct
@@ -215,3 +216,42 @@ def test_drawing_script_redraws_the_picture(
     width, _ = png_size((tmp_path / "architecture.png").read_bytes())
     assert width == png_size(PNG.read_bytes())[0]
     assert (tmp_path / "architecture.svg").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("car.ini", "{cwd}/car.ini"),  # from where the user typed, not the repository
+        ("sub/car.ini", "{cwd}/sub/car.ini"),
+        ("/etc/eccm.ini", "/etc/eccm.ini"),
+        ("~/car.ini", "~/car.ini"),  # eccm expands it
+        (None, "config.ini"),  # the boot entry's own, in the repository
+    ],
+)
+def test_start_sh_takes_a_relative_eccm_config_from_where_it_was_typed(
+    tmp_path: Path, given: str | None, expected: str
+) -> None:
+    """Found: `ECCM_CONFIG=car.ini ~/eccm/start.sh` looked for ~/eccm/car.ini, since
+    start.sh changes into the repository first."""
+    install = tmp_path / "eccm"
+    (install / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(ROOT / "start.sh", install / "start.sh")
+    shutil.copy(ROOT / "pyproject.toml", install / "pyproject.toml")
+    digest = subprocess.run(
+        ["sha256sum", "pyproject.toml"], cwd=install, capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    (install / ".venv" / ".eccm-installed").write_text(digest + "\n")
+    # The installed eccm stands in as a script that says what it was given.
+    eccm = install / ".venv" / "bin" / "eccm"
+    eccm.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    eccm.chmod(0o755)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
+    if given is not None:
+        env["ECCM_CONFIG"] = given
+    done = subprocess.run(
+        [str(install / "start.sh")], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["run", "--config", expected.format(cwd=cwd)]
