@@ -302,6 +302,14 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
             file=sys.stderr,
         )
         return 2
+    if not settings.record_dir.is_dir():
+        # "nothing to upload" (exit 0) would hide a typo or a drive that is not mounted.
+        print(
+            f"eccm upload: RECORD_DIRECTORY_LOCATION={settings.record_dir} is not a folder "
+            "(a typo, or a drive not mounted?): no file to upload there",
+            file=sys.stderr,
+        )
+        return 1
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     from eccm.clock import SystemClock

@@ -141,3 +141,20 @@ def test_files_of_an_earlier_car_identifier_are_said_to_go_under_their_own_car(
         f"s3://{bucket}/{prefix}/car={second}/; nothing left\n"
     )
     assert len(list_objects(s3_http, f"{prefix}/car=my-car/")) == 2  # data and sidecar
+
+
+def test_a_record_folder_that_does_not_exist_is_not_nothing_to_upload(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    """Found: a RECORD_DIRECTORY_LOCATION typo (or a drive not mounted) printed "nothing
+    to upload in DIR" and exit 0."""
+    missing = tmp_path / "recrods"
+    config = write_config(tmp_path / "config.ini", config_values(missing, s3_http))
+    done = eccm_upload(config)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"eccm upload: RECORD_DIRECTORY_LOCATION={missing} is not a folder (a typo, or a "
+        "drive not mounted?): no file to upload there\n"
+    )
+    assert not missing.exists()
