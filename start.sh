@@ -6,12 +6,41 @@
 set -euo pipefail
 # The demo prints commands to copy: relative to where the user is, not to the repository.
 export ECCM_INVOKED_FROM="$PWD"
-# A relative ECCM_CONFIG names a file from where the user typed the command, not from the
-# repository this script changes into (eccm expands a leading ~ itself).
-case "${ECCM_CONFIG:-}" in
-    "" | /* | "~"*) ;;
-    *) export ECCM_CONFIG="$PWD/$ECCM_CONFIG" ;;
-esac
+# A relative path (ECCM_CONFIG, --config, the demo's --dir) names a file from where the
+# user typed the command, not from the repository this script changes into (eccm expands
+# a leading ~ itself).
+from_caller() {
+    case "$1" in
+        "" | /* | "~"*) printf '%s' "$1" ;;
+        *) printf '%s' "$PWD/$1" ;;
+    esac
+}
+if [ -n "${ECCM_CONFIG:-}" ]; then
+    ECCM_CONFIG="$(from_caller "$ECCM_CONFIG")"
+    export ECCM_CONFIG
+fi
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --config | --dir)
+            args+=("$1")
+            shift
+            if [ $# -gt 0 ]; then
+                args+=("$(from_caller "$1")")
+                shift
+            fi
+            ;;
+        --config=* | --dir=*)
+            args+=("${1%%=*}=$(from_caller "${1#*=}")")
+            shift
+            ;;
+        *)
+            args+=("$1")
+            shift
+            ;;
+    esac
+done
+set -- ${args[@]+"${args[@]}"}
 cd "$(dirname "$(readlink -f "$0")")"
 
 PYTHON=${PYTHON:-python3}

@@ -233,6 +233,41 @@ def test_start_sh_takes_a_relative_eccm_config_from_where_it_was_typed(
 ) -> None:
     """Found: `ECCM_CONFIG=car.ini ~/eccm/start.sh` looked for ~/eccm/car.ini, since
     start.sh changes into the repository first."""
+    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
+    if given is not None:
+        env["ECCM_CONFIG"] = given
+    cwd, out = run_start_sh(tmp_path, [], env)
+    assert out == ["run", "--config", expected.format(cwd=cwd)]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--config", "car.ini"], ["run", "--config", "config.ini", "--config", "{cwd}/car.ini"]),
+        (["--config=sub/c.ini"], ["run", "--config", "config.ini", "--config={cwd}/sub/c.ini"]),
+        (["--config", "/etc/e.ini"], ["run", "--config", "config.ini", "--config", "/etc/e.ini"]),
+        (["--config", "~/e.ini"], ["run", "--config", "config.ini", "--config", "~/e.ini"]),
+        (
+            ["--demo", "--dir", "d", "--duration", "5"],
+            ["demo", "--dir", "{cwd}/d", "--duration", "5"],
+        ),
+        (["--demo"], ["demo"]),  # the default demo-data/ stays in the repository
+        (["--config"], ["run", "--config", "config.ini", "--config"]),  # eccm says what is missing
+    ],
+)
+def test_start_sh_takes_relative_paths_on_its_command_line_from_where_they_were_typed(
+    tmp_path: Path, args: list[str], expected: list[str]
+) -> None:
+    """Found: `~/eccm/start.sh --config car.ini` looked for ~/eccm/car.ini (and the demo's
+    --dir made its folder in the repository)."""
+    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
+    cwd, out = run_start_sh(tmp_path, args, env)
+    assert out == [a.format(cwd=cwd) for a in expected]
+
+
+def run_start_sh(tmp_path: Path, args: list[str], env: dict[str, str]) -> tuple[Path, list[str]]:
+    """start.sh run from another folder, with an installed eccm that prints its arguments:
+    (that folder, the arguments eccm was given)."""
     install = tmp_path / "eccm"
     (install / ".venv" / "bin").mkdir(parents=True)
     shutil.copy(ROOT / "start.sh", install / "start.sh")
@@ -245,13 +280,19 @@ def test_start_sh_takes_a_relative_eccm_config_from_where_it_was_typed(
     eccm = install / ".venv" / "bin" / "eccm"
     eccm.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     eccm.chmod(0o755)
+    # The demo's extras count as installed: its python imports anything, weed is there.
+    for tool in ("python", "weed"):
+        (install / ".venv" / "bin" / tool).write_text("#!/bin/sh\nexit 0\n")
+        (install / ".venv" / "bin" / tool).chmod(0o755)
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
-    if given is not None:
-        env["ECCM_CONFIG"] = given
     done = subprocess.run(
-        [str(install / "start.sh")], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        [str(install / "start.sh"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["run", "--config", expected.format(cwd=cwd)]
+    return cwd, done.stdout.splitlines()
