@@ -414,3 +414,33 @@ def test_the_duckdb_schema_before_the_first_summary_creates_its_views(
     assert count == len(all_rows(drive.uploaded)) > 0
     assert "eccm_trips" not in {name for (name,) in conn.execute("SHOW TABLES").fetchall()}
     assert "run\n-- eccm schema again" in ddl
+
+
+def test_fleet_over_encrypted_objects_only_says_they_were_left_out(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: `eccm fleet --bucket` over a car that encrypts its files said "no data files
+    or trip summaries", not a word of the .age objects it had left out on purpose."""
+    pytest.importorskip("duckdb")
+    prefix = "sealed-only"
+    day = f"{prefix}/car={CAR}/date=2026-03-01"
+    client = drive.server.client()
+    keys = [
+        f"{day}/{name}"
+        for name in ("x_20260301T080000Z_0001.tsv.gz.age", "x_20260301T080000Z_summary.json.age")
+    ]
+    config = write_config(tmp_path / "sealed.ini", {})
+    config.write_text(
+        re.sub(r"S3_KEY_PREFIX=.*", f"S3_KEY_PREFIX={prefix}", drive.config.read_text())
+    )
+    try:
+        for key in keys:
+            client.put_object(Bucket=drive.server.bucket, Key=key, Body=b"age...")
+        assert main(["fleet", "--bucket", "--config", str(config)]) == 1
+    finally:  # the bucket is shared with the other tests
+        for key in keys:
+            client.delete_object(Bucket=drive.server.bucket, Key=key)
+    err = capsys.readouterr().err
+    _one_line(err)
+    assert "no data files or trip summaries" in err, err
+    assert "2 encrypted object(s) (.age) left out" in err and "eccm decrypt" in err, err

@@ -21,6 +21,7 @@ from eccm.report.source import (
     load_summary,
     newest_data_file,
 )
+from eccm.store.names import AGE
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +180,20 @@ def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
     duckdb = need("duckdb", "fleet")
     extension = fleet.httpfs_path(duckdb.__version__)
     source = bucket_source(cfg, "fleet")
-    data, summaries = fleet.pick(source.keys(), since)
+    keys = source.keys()
+    data, summaries = fleet.pick(keys, since)
     if not data and not summaries:
         after = f" from {since}" if since else ""
-        raise ReportError(f"no data files or trip summaries{after} in {source.description}")
+        # Encrypted objects are left out on purpose (no key here), never silently.
+        sealed = sum(1 for key in keys if key.endswith(AGE))
+        note = (
+            f"; {sealed} encrypted object(s) (.age) left out: fleet reads plain files only; "
+            "`eccm decrypt -i KEY.txt --bucket PREFIX -o DIR` reads them, then query the "
+            "decrypted files with DuckDB (README, Privacy)"
+            if sealed
+            else ""
+        )
+        raise ReportError(f"no data files or trip summaries{after} in {source.description}{note}")
     settings = UploadSettings.from_config(cfg)
     if not settings.access_key:
         raise ReportError(
