@@ -93,6 +93,33 @@ def test_fast_receivers_give_whole_epochs(rate_hz: float) -> None:
     assert times == sorted(times) and len(set(times)) == len(times)
 
 
+def test_a_logger_that_was_itself_held_up_does_not_blame_the_receiver(
+    raw_pty: RawPty, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: after `kill -STOP` of the daemon for 10 s and SIGCONT, the log said the
+    receiver "stopped sending for 10 s although the port is open" and reopened it: the
+    first read after the stall takes one byte of what queued meanwhile, and the silence
+    was judged on it."""
+    caplog.set_level(logging.INFO, logger="eccm.gnss")
+    clock = FakeClock()
+    got = Fixes()
+    source = GnssSource(raw_pty.path, 9600, got, clock)
+    source.start()
+    try:
+        wait_until(lambda: source.connected, WAIT, "the port to open")
+        raw_pty.write(epoch_bytes(1_795_000_000.0) + epoch_bytes(1_795_000_001.0))
+        wait_until(lambda: len(got) >= 2, WAIT, "fixes")
+        # The logger stood still for longer than the silence while the receiver went on:
+        # its sentences waited in the port.
+        clock.advance(SILENCE_WARNING + 1)
+        raw_pty.write(epoch_bytes(1_795_000_012.0) + epoch_bytes(1_795_000_013.0))
+        wait_until(lambda: len(got) >= 4, WAIT, "the queued fixes")
+        assert source.connected
+    finally:
+        source.stop()
+    assert not messages(caplog, logging.WARNING), messages(caplog, logging.WARNING)
+
+
 def test_a_receiver_that_goes_silent_without_closing_is_reopened_and_comes_back(
     raw_pty: RawPty, caplog: pytest.LogCaptureFixture
 ) -> None:

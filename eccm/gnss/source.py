@@ -271,6 +271,7 @@ class GnssSource:
         silence_warned = False
         silence_logged = False
         usable_at, usable = opened_at, 0
+        silent_reads = 0  # reads in a row that found no new sentence past the silence
         if not self._announced:
             self._announced = True
             log.info("GNSS: reading %s", self._describe())
@@ -285,6 +286,7 @@ class GnssSource:
                 now = self._clock.monotonic()
                 if decoder.sentences != usable:
                     usable_at, usable = now, decoder.sentences
+                    silent_reads = 0
                 if decoder.sentences and not self._session_had_data:
                     self._session_had_data = True
                     self._recovered()
@@ -294,6 +296,12 @@ class GnssSource:
                     # A receiver that stops talking without closing the port (a hung USB
                     # receiver, a cut data wire): its position is stale already (the hub
                     # leaves the columns empty); reopening it is what may bring it back.
+                    # Only once a read begun past the silence found nothing too: after
+                    # ECCM itself was held up (a suspended or swapping system), the first
+                    # read takes one byte of what queued meanwhile, the next one the rest.
+                    silent_reads += 1
+                    if silent_reads < 2:
+                        continue
                     raise DeviceError(
                         f"it stopped sending for {SILENCE_WARNING:.0f} s although the port "
                         "is open; reopening it"
