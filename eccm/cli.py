@@ -237,9 +237,31 @@ def record_dir_note(cfg: Config) -> str | None:
     return None
 
 
+def unlogged_notes(cfg: Config) -> list[str]:
+    """Names that SUMMARY_COMMANDS or MQTT_VALUES take from the logged values while no
+    command key logs them: valid, but they stay empty (OBD_SLOW_COMMANDS=ALL logs every
+    value the car has)."""
+    if cfg.obd_slow_commands == ("ALL",):
+        return []
+    logged = set(cfg.obd_fast_commands) | set(cfg.obd_slow_commands)
+    keys = [("SUMMARY_COMMANDS", cfg.summary_commands, "its minutes stay empty")]
+    if cfg.mqtt_broker:
+        keys.append(("MQTT_VALUES", cfg.mqtt_values, "it is never published"))
+    notes = []
+    for key, names, effect in keys:
+        for name in names:
+            if name not in logged:
+                notes.append(
+                    f"{key} names {name}, which OBD_FAST_COMMANDS and OBD_SLOW_COMMANDS do not "
+                    f"log: {effect}; add it to OBD_SLOW_COMMANDS (or set it to ALL)"
+                )
+    return notes
+
+
 def setting_notes(cfg: Config) -> list[str]:
     """What is valid but will not work as it stands (a setting, not a device)."""
-    return [n for n in (s3_off_note(cfg), record_dir_note(cfg)) if n is not None]
+    notes = [n for n in (s3_off_note(cfg), record_dir_note(cfg)) if n is not None]
+    return notes + unlogged_notes(cfg)
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -433,3 +433,30 @@ def test_query_host_with_an_empty_label_is_one_line(tmp_path: Path) -> None:
         "eccm query: --host 'pi..local' is not a host name or address: expected e.g. "
         "127.0.0.1, pi.local or ::1\n"
     )
+
+
+def test_check_config_notes_summary_and_mqtt_names_no_command_key_logs(tmp_path: Path) -> None:
+    # Valid names, but taken from the logged values: with OBD_SLOW_COMMANDS listing values,
+    # a name in neither list stayed empty in every summary and MQTT message without a word.
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(
+        "CAR_IDENTIFIER=c1\nOBD_FAST_COMMANDS=RPM,SPEED\nOBD_SLOW_COMMANDS=COOLANT_TEMP\n"
+        "SUMMARY_COMMANDS=RPM,MAF\nMQTT_VALUES=SPEED,FUEL_LEVEL\n"
+    )
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    # MQTT is off (no MQTT_BROKER): its names matter only once it is on.
+    assert proc.stderr.splitlines() == [
+        "eccm: note: SUMMARY_COMMANDS names MAF, which OBD_FAST_COMMANDS and "
+        "OBD_SLOW_COMMANDS do not log: its minutes stay empty; add it to OBD_SLOW_COMMANDS "
+        "(or set it to ALL)"
+    ]
+    cfg.write_text(cfg.read_text() + "MQTT_BROKER=mqtt://127.0.0.1:1883\n")
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(", which")[0] for line in proc.stderr.splitlines()] == [
+        "eccm: note: SUMMARY_COMMANDS names MAF",
+        "eccm: note: MQTT_VALUES names FUEL_LEVEL",
+    ]
+    cfg.write_text(cfg.read_text().replace("OBD_SLOW_COMMANDS=COOLANT_TEMP", ""))  # ALL
+    assert eccm("check-config", "--config", str(cfg)).stderr == ""
