@@ -305,6 +305,46 @@ def test_too_many_clients(world: World) -> None:
     world.still_serves(addr)
 
 
+def test_clients_of_the_read_secret_cannot_take_the_last_connection(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: clients of the read secret (a passenger's phone, a dashboard) that
+    authenticate and WATCH hold their connections for ever, authenticated clients are
+    never displaced, so SOCKET_SERVER_MAX_CLIENTS of them locked the owner out."""
+    caplog.set_level(logging.INFO, logger="eccm.control")
+    reader = "a read-only secret for the passenger, 40+ chars"
+    addr = world.serve(make_config(SOCKET_SERVER_MAX_CLIENTS="3", SOCKET_SERVER_READ_SECRET=reader))
+
+    def auth_as(secret: str) -> tuple[Client, Reply]:
+        c = world.connect(addr)
+        nonce = c.hello()["nonce"]
+        return c, c.ask(f"AUTH HMAC {hmac_proof(secret, nonce)}")
+
+    readers = [auth_as(reader) for _ in range(2)]
+    assert [r["scopes"] for _c, r in readers] == [["read"], ["read"]]
+    for c, _r in readers:
+        assert c.ask("WATCH RPM EVERY 60")["class"] == "WATCH"
+    third, refused = auth_as(reader)
+    assert refused == {
+        "class": "ERROR",
+        "code": "too_many_clients",
+        "message": "clients of the read secret hold 2 of the 3 connections; the last is kept "
+        "for the full secret",
+    }
+    assert third.rest() == []
+    assert any("the last is kept for the full secret" in r.getMessage() for r in caplog.records)
+    wait_until(lambda: world.server.clients == 2, what="the refused reader's slot to be free")
+    owner, ok = auth_as(SECRET)
+    assert ok["ok"] is True and "control" in ok["scopes"]
+    assert owner.ask("PING") == {"class": "PONG"}
+    # A reader that leaves makes room for another.
+    readers[0][0].send("QUIT")
+    readers[0][0].rest()
+    wait_until(lambda: world.server.clients == 2, what="the reader to leave")
+    _c, again = auth_as(reader)
+    assert again["scopes"] == ["read"]
+
+
 def test_a_watcher_that_never_reads_is_dropped_and_others_are_served(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -35,6 +35,7 @@ class Slot:
     opened: float  # monotonic
     thread: threading.Thread | None = None
     authenticated: bool = False
+    read_only: bool = False  # authenticated with SOCKET_SERVER_READ_SECRET
     evicted: bool = False  # dropped to make room for another address; set once
 
 
@@ -92,11 +93,21 @@ class Admission:
             self._slots[cid] = slot
             return cid, victim
 
-    def authenticated(self, slot: Slot) -> None:
-        """The slot's client authenticated: it is never displaced from now on."""
+    def authenticated(self, slot: Slot, read_only: bool = False) -> bool:
+        """The slot's client authenticated: it is never displaced from now on. False
+        (nothing changed) for a client of the read secret when such clients hold every
+        connection but one already: authenticated clients are never displaced, so the
+        last connection is kept for the full secret, or a passenger's or a dashboard's
+        watchers could lock the owner out for as long as they liked."""
         with self.lock:
+            if read_only and self.max_clients >= 2:
+                readers = sum(1 for s in self._slots.values() if s.authenticated and s.read_only)
+                if readers >= self.max_clients - 1:
+                    return False
             if not slot.evicted:
                 slot.authenticated = True
+                slot.read_only = read_only
+            return True
 
     def wrapped(self, slot: Slot, sock: socket.socket) -> None:
         """The slot's socket is now ``sock`` (the TLS wrapper owns the descriptor)."""

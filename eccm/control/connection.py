@@ -29,7 +29,7 @@ from eccm.control.authlimit import AuthLimiter
 from eccm.control.commands import Call
 from eccm.control.protocol import Session, State, encode
 from eccm.control.throttle import LogThrottle
-from eccm.service import Credentials, Service
+from eccm.service import Credentials, Scope, Service
 
 log = logging.getLogger("eccm.control.server")  # the lines are the server's, as before
 
@@ -219,7 +219,11 @@ class Connection:
             while len(out) < HIGH_WATER and session.step():
                 out += session.data_to_send()
             if not slot.authenticated and session.state in (State.READY, State.WATCHING):
-                s.admission.authenticated(slot)
+                read_only = Scope.CONTROL not in session.caller.scopes
+                if not s.admission.authenticated(slot, read_only):
+                    _tell_readers_full(sock, peer, s.admission.max_clients)
+                    finish(sock, peer, "the read secret's share is full", s.stopping)
+                    return
             if len(out) > s.max_unread:
                 log.warning(
                     "control client %s dropped: %d bytes of replies left unread", peer, len(out)
@@ -294,6 +298,29 @@ def _tell_evicted(sock: socket.socket, peer: str) -> None:
     )
     with contextlib.suppress(OSError, ValueError):
         sock.send(line)  # non-blocking, best effort: the read side is already shut
+
+
+def _tell_readers_full(sock: socket.socket, peer: str, max_clients: int) -> None:
+    """Refuse a client of the read secret in place of its AUTH reply (see
+    :meth:`Admission.authenticated`)."""
+    log.info(
+        "control client %s refused: clients of the read secret hold %d of the %d "
+        "connections (SOCKET_SERVER_MAX_CLIENTS); the last is kept for the full secret",
+        peer,
+        max_clients - 1,
+        max_clients,
+    )
+    line = encode(
+        {
+            "class": "ERROR",
+            "code": "too_many_clients",
+            "message": f"clients of the read secret hold {max_clients - 1} of the "
+            f"{max_clients} connections; the last is kept for the full secret",
+        }
+    )
+    with contextlib.suppress(OSError, ValueError):
+        sock.settimeout(2.0)  # a fresh connection's buffer takes one line at once
+        sock.sendall(line)
 
 
 def finish(sock: socket.socket, peer: str, reason: str, stopping: threading.Event) -> None:
