@@ -6,6 +6,7 @@ driven by a fake clock, so no test waits the ten seconds out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -93,6 +94,21 @@ def test_fast_receivers_give_whole_epochs(rate_hz: float) -> None:
     assert times == sorted(times) and len(set(times)) == len(times)
 
 
+@contextlib.contextmanager
+def receiving(raw_pty: RawPty, got: Fixes, clock: FakeClock) -> Iterator[GnssSource]:
+    """A source on the pty that has delivered two fixes; stopped on the way out."""
+    source = GnssSource(raw_pty.path, 9600, got, clock)
+    source.start()
+    try:
+        wait_until(lambda: source.connected, WAIT, "the port to open")
+        # 2026: an earlier date would be a GPS week rollover, with a warning of its own.
+        raw_pty.write(epoch_bytes(1_795_000_000.0) + epoch_bytes(1_795_000_001.0))
+        wait_until(lambda: len(got) >= 2, WAIT, "fixes")
+        yield source
+    finally:
+        source.stop()
+
+
 def test_a_logger_that_was_itself_held_up_does_not_blame_the_receiver(
     raw_pty: RawPty, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -103,20 +119,13 @@ def test_a_logger_that_was_itself_held_up_does_not_blame_the_receiver(
     caplog.set_level(logging.INFO, logger="eccm.gnss")
     clock = FakeClock()
     got = Fixes()
-    source = GnssSource(raw_pty.path, 9600, got, clock)
-    source.start()
-    try:
-        wait_until(lambda: source.connected, WAIT, "the port to open")
-        raw_pty.write(epoch_bytes(1_795_000_000.0) + epoch_bytes(1_795_000_001.0))
-        wait_until(lambda: len(got) >= 2, WAIT, "fixes")
+    with receiving(raw_pty, got, clock) as source:
         # The logger stood still for longer than the silence while the receiver went on:
         # its sentences waited in the port.
         clock.advance(SILENCE_WARNING + 1)
         raw_pty.write(epoch_bytes(1_795_000_012.0) + epoch_bytes(1_795_000_013.0))
         wait_until(lambda: len(got) >= 4, WAIT, "the queued fixes")
         assert source.connected
-    finally:
-        source.stop()
     assert not messages(caplog, logging.WARNING), messages(caplog, logging.WARNING)
 
 
@@ -126,13 +135,7 @@ def test_a_receiver_that_goes_silent_without_closing_is_reopened_and_comes_back(
     caplog.set_level(logging.INFO, logger="eccm.gnss")
     clock = FakeClock()
     got = Fixes()
-    source = GnssSource(raw_pty.path, 9600, got, clock)
-    source.start()
-    try:
-        wait_until(lambda: source.connected, WAIT, "the port to open")
-        # 2026: an earlier date would be a GPS week rollover, with a warning of its own.
-        raw_pty.write(epoch_bytes(1_795_000_000.0) + epoch_bytes(1_795_000_001.0))
-        wait_until(lambda: len(got) >= 2, WAIT, "fixes")
+    with receiving(raw_pty, got, clock) as source:
         # The receiver hangs: the port stays open, nothing comes.
         clock.advance(SILENCE_WARNING + 1)
         wait_until(lambda: messages(caplog, logging.WARNING), WAIT, "the warning")
@@ -147,8 +150,6 @@ def test_a_receiver_that_goes_silent_without_closing_is_reopened_and_comes_back(
             WAIT,
             "the receiver to be back",
         )
-    finally:
-        source.stop()
     assert len(messages(caplog, logging.WARNING)) == 1
     assert not messages(caplog, logging.ERROR)
 

@@ -60,17 +60,23 @@ def check_closed(path: Path, sep: str = "\t") -> list[list[str]]:
     return records[1:]
 
 
+def wait_for_a_spill(proc: subprocess.Popen[str], part: Path) -> None:
+    """Until the writer's buffer spilled 64 KiB into ``part`` (polled: the file's size
+    is the only sign of it)."""
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size >= 64 * 1024):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the writer wrote nothing"
+        time.sleep(0.01)
+
+
 def test_sigkill_mid_write_then_recovery_keeps_every_complete_row(tmp_path: Path) -> None:
     d = tmp_path / "rec"
     # No periodic flush: only the writer's buffer spills reach the file before the kill.
     proc = run_writer(d, "--flush", "3600")
     part = d / f"{STEM}.tsv.part"
     try:
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size >= 64 * 1024):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the writer wrote nothing"
-            time.sleep(0.01)
+        wait_for_a_spill(proc, part)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -182,11 +188,7 @@ def test_a_file_left_open_is_recovered_after_the_extension_was_changed(
     proc = run_writer(d, "--ext", ".tsv", "--flush", "3600")
     part = d / f"{STEM}.tsv.part"
     try:
-        deadline = time.monotonic() + 60
-        while not (part.exists() and part.stat().st_size >= 64 * 1024):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the writer wrote nothing"
-            time.sleep(0.01)
+        wait_for_a_spill(proc, part)
     finally:
         proc.kill()
         proc.wait()
