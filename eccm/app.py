@@ -19,6 +19,7 @@ writer's bounded last write, and the uploader's one bounded last attempt.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -374,13 +375,24 @@ class Daemon:
         log.info(
             "ECCM running: car %s, recording %s, GNSS %s, S3 %s, socket %s",
             self.cfg.car_identifier,
-            f"to {self.cfg.record_dir}" if self.recorder else "off",
+            self._recording_shown(),
             self.cfg.gps_interface if self.gnss else "off",
             self.cfg.s3_server_endpoint or "off",
             f"{self.cfg.socket_server_bind}:{self.cfg.socket_server_port}"
             if self.server
             else "off",
         )
+
+    def _recording_shown(self) -> str:
+        """Where the start line says rows go: a folder the recorder could not make or write
+        is said to be so there too (its ERROR line came before, and would otherwise be
+        contradicted by "recording to ...")."""
+        if self.recorder is None:
+            return "off"
+        where = self.cfg.record_dir
+        if os.path.isdir(where) and os.access(where, os.W_OK | os.X_OK):
+            return f"to {where}"
+        return f"to {where} (not writable now: rows are dropped until it is, see above)"
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -107,6 +107,39 @@ def test_a_folder_that_cannot_be_made_is_not_an_error(tmp_path: Path) -> None:
     assert InstanceLock(blocker / "records", "the folder").acquire() is False
 
 
+def test_a_record_folder_that_cannot_be_made_is_said_once_and_in_the_start_line(
+    tmp_path: Path,
+) -> None:
+    # A user's trial: RECORD_DIRECTORY_LOCATION under a file. The log said it five times
+    # (the lock, the trip ids, the summaries, the audit records, the recorder), then
+    # "ECCM running: ... recording to <it>" as if all were well.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    records = blocker / "records"
+    config = write_config(
+        tmp_path / "config.ini",
+        CAR_IDENTIFIER="nofolder-car",
+        OBD_INTERFACE=str(tmp_path / "no-adapter"),
+        RECORD_DIRECTORY_LOCATION=str(records),
+    )
+    daemon = Daemon(config)
+    try:
+        wait_until(lambda: daemon.logged("ECCM running"), 60, "the start line")
+    finally:
+        code, _took, err = daemon.sigterm()
+    assert code == 0, err
+    about = [
+        line
+        for line in err.splitlines()
+        if str(blocker) in line and (" WARNING " in line or " ERROR " in line)
+    ]
+    assert len(about) == 1, err
+    assert "cannot create RECORD_DIRECTORY_LOCATION" in about[0]
+    start = next(line for line in err.splitlines() if "ECCM running" in line)
+    assert f"recording to {records} (not writable now: rows are dropped until it is" in start
+    assert "Traceback" not in err
+
+
 def gnss_daemon(
     tmp_path: Path, gnss: NmeaPty, wrapper: Sequence[str] = ()
 ) -> tuple[Path, Path, Daemon]:

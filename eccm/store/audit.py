@@ -80,6 +80,10 @@ class AuditWriter:
             names = os.listdir(self._dir)
         except FileNotFoundError:
             return done
+        except OSError:
+            if not os.path.isdir(self._dir):
+                return done  # it cannot be made: the recorder's ERROR line says so
+            raise
         for name in names:
             final = name.removesuffix(PART)
             if final == name or parse_audit_name(final) is None:

@@ -61,6 +61,12 @@ class InstanceLock:
         writable = True
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # The recorder says so in its one ERROR line (and writes once the folder can be
+            # made): a second line here would be the same news.
+            log.debug("cannot make %s to lock it: %s", self.folder, exc)
+            return False
+        try:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:

@@ -600,7 +600,9 @@ def used_trip_ids(directory: Path, car: str, ext: str) -> frozenset[str]:
     except OSError as exc:
         # The recorder reports an unusable directory itself (and retries); the daemon
         # still starts, with trip ids unique within this run.
-        log.warning("could not read the file names in %s: %s", directory, _why(exc))
+        # A folder that is not there (it cannot be made) is the recorder's ERROR line.
+        level = logging.WARNING if os.path.isdir(directory) else logging.DEBUG
+        log.log(level, "could not read the file names in %s: %s", directory, _why(exc))
         return frozenset()
     return frozenset(trip_ids(car, names))
 

@@ -256,6 +256,8 @@ class SummaryWriter:
         except FileNotFoundError:
             return []
         except OSError as exc:
+            if not os.path.isdir(self._dir):
+                return []  # it cannot be made: the recorder's ERROR line says so
             log.error("cannot read %s for trip summaries left by a crash: %s", self._dir, exc)
             return []
         done: list[Path] = []
