@@ -30,14 +30,23 @@ from eccm.obd.wire import Wire
 REQUEST = b"010C0D1104100B"  # RPM, SPEED, THROTTLE_POS, ENGINE_LOAD, MAF, TIMING_ADVANCE
 
 
+def connect(port: str) -> obd.OBD:
+    """python-OBD on the emulator's port. Its first connection to a newly started emulator
+    sometimes fails (the adapter's reset answer comes late): a few tries, as ECCM retries."""
+    for _ in range(3):
+        conn = obd.OBD(port, protocol="6", fast=False)
+        if conn.is_connected():
+            return conn
+        conn.close()
+    raise RuntimeError("python-OBD did not connect to the emulator (3 tries)")
+
+
 def measure(delay: float, duration: float) -> dict[str, tuple[float, float]]:
     """{"bare": (ms CPU per request, requests/s), "parsed": (...)} at ``delay``."""
     out: dict[str, tuple[float, float]] = {}
     with obd_rate.emulator(delay, True) as emu:
-        conn = obd.OBD(emu.port, protocol="6", fast=False)
+        conn = connect(emu.port)
         try:
-            if not conn.is_connected():
-                raise RuntimeError("python-OBD did not connect to the emulator")
             wire = Wire.attach(conn)
             if wire is None:
                 raise RuntimeError("the emulator's port is not a local serial port")
