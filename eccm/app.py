@@ -270,9 +270,9 @@ class Daemon:
 
     def _gnss_row(self) -> None:
         """A GNSS-only row now, unless the car answers (the OBD link writes the rows of an
-        engine trip), the recording parts are not up yet, or SAMPLE_INTERVAL has not
-        passed since the last one."""
-        if self.hub.engine_trip or not self._gnss_rows.is_set():
+        engine trip: the hub drops this one), the recording parts are not up yet, or
+        SAMPLE_INTERVAL has not passed since the last one."""
+        if not self._gnss_rows.is_set():
             return
         if self._stop.is_set():
             # Stopping: the OBD link has ended the engine trip, the receiver is closed next;

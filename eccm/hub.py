@@ -19,7 +19,7 @@ from eccm.clock import Clock
 from eccm.gnss.fix import Fix
 from eccm.sample import FAST_AGE_CAP, Layout, Reading, Sample
 from eccm.timebase import TimeBase
-from eccm.trip.segment import TripEnd, TripSegmenter, Why
+from eccm.trip.segment import ENGINE_QUIET, TripEnd, TripSegmenter, Why
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ class Hub:
         with self._lock:
             self._fast_age = fast
             self._slow_age = slow
+            # A car whose rows come slowly (K-line) gets longer before position rows fill
+            # in its trip: a fast value's bound is about the time its rows take.
+            self._trips.engine_quiet = max(ENGINE_QUIET, 2 * fast)
 
     def set_layout(self, layout: Layout) -> None:
         """The OBD link resolved the columns (supported fast and slow commands)."""
@@ -267,7 +270,8 @@ class Hub:
 
         ``engine=False`` is a GNSS-only row while the car does not answer: it opens a
         GNSS-only segment (a trip of its own) when no trip runs, and is dropped (None)
-        while an engine trip runs, whose rows the OBD link writes. After :meth:`stop` no row
+        while an engine trip runs, whose rows the OBD link writes, unless the car has given
+        no row for a few seconds (see :data:`eccm.trip.segment.ENGINE_QUIET`). After :meth:`stop` no row
         is taken (None): a thread that outlived its stop (python-OBD cannot be interrupted
         mid-answer) must not count rows that the stopped recorder would never write.
         """

@@ -88,6 +88,19 @@ def test_gnss_only_rows_open_a_segment_and_are_dropped_during_an_engine_trip() -
     assert hub.emit(engine=False) is None
 
 
+def test_a_slow_car_waits_longer_before_position_rows_fill_in_its_trip() -> None:
+    clock, hub, _got = make()
+    hub.update_fix(fix_at(clock, clock.time()))
+    hub.set_max_ages(fast=2.5, slow=10.0)  # a K-line car: a row's reads take ~1.7 s
+    trip = hub.begin_trip()
+    clock.advance(4.0)
+    assert hub.emit(engine=False) is None
+    clock.advance(1.5)
+    hub.update_fix(fix_at(clock, clock.time()))
+    s = hub.emit(engine=False)
+    assert s is not None and s.trip_id == trip and s.values == {} and s.fix is not None
+
+
 def test_a_young_gnss_segment_becomes_the_start_of_the_engine_trip() -> None:
     clock, hub, got = make(adopt_within=30)
     gnss = hub.emit(engine=False)

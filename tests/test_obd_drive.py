@@ -124,3 +124,64 @@ def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
     assert all(r["GPS_LATITUDE"] and r["GPS_LONGITUDE"] for r in outage)
     assert any(r["GPS_LATITUDE"] for r in first_rows)
     assert any(r["GPS_LATITUDE"] for r in second_rows[engine.index(True) :])
+
+
+def test_a_car_that_answers_no_data_mid_drive_keeps_its_trip_and_its_track(
+    tmp_path: Path,
+) -> None:
+    """The ECU answers NO DATA for a while (a CAN bus hiccup, a module rebooting), shorter
+    than TRIP_END_TIMEOUT: the trip goes on, and the position is logged all along, in rows
+    of that trip with empty engine columns (they used to stop for up to TRIP_END_TIMEOUT)."""
+    records = tmp_path / "records"
+    with NmeaPty(ROUTE, rate_hz=5.0) as gnss, emulated_car() as emu:
+        cfg = parse(
+            {
+                "CAR_IDENTIFIER": "hiccup",
+                "OBD_INTERFACE": emu.get_pty(),
+                "OBD_PROTOCOL": "6",
+                "OBD_FAST_COMMANDS": "RPM,SPEED",
+                "OBD_SLOW_COMMANDS": "COOLANT_TEMP",
+                "GPS_POSITION_MONITORING": "yes",
+                "GPS_INTERFACE": gnss.path,
+                "RECORD_DIRECTORY_LOCATION": str(records),
+                "FILE_COMPRESSION": "none",
+                "SAMPLE_INTERVAL": "0.1",
+                "TRIP_END_TIMEOUT": "40",
+            }
+        )
+        daemon = Daemon(cfg)
+        hub = daemon.hub
+        try:
+            daemon.start()
+            trip = wait_until(lambda: hub.engine_trip and hub.trip, WAIT, "a trip")
+            rows = hub.rows
+            wait_until(lambda: hub.rows >= rows + 10, WAIT, "engine rows")
+            emu.set_sorted_obd_msg("engineoff")  # NO DATA to every request
+            try:
+                rows = hub.rows
+                # Position rows of the silent stretch: the engine trip's, and counted.
+                wait_until(lambda: hub.rows >= rows + 10, WAIT, "position rows")
+                assert hub.engine_trip and hub.trip == trip
+            finally:
+                emu.set_sorted_obd_msg("car")
+            silent_rows = hub.rows
+            wait_until(
+                lambda: hub.rows >= silent_rows + 10 and hub.latest_values(),
+                WAIT,
+                "engine rows again",
+            )
+            assert hub.trip == trip
+        finally:
+            daemon.stop()
+    rows = rows_of(records)
+    assert {r["TRIP_ID"] for r in rows} == {trip}
+    engine = [bool(r["RPM"]) for r in rows]
+    first = engine.index(True)
+    gap = engine.index(False, first)
+    back = engine.index(True, gap)
+    silent = rows[gap:back]
+    assert len(silent) >= 10
+    assert all(r["GPS_LATITUDE"] and r["GPS_LONGITUDE"] for r in silent)
+    assert all(r["RPM"] == r["SPEED"] == r["COOLANT_TEMP"] == "" for r in silent)
+    times = [r["TIME_UTC"] for r in rows]
+    assert times == sorted(times)

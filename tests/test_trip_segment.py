@@ -6,7 +6,7 @@ import pytest
 
 from eccm.clock import FakeClock
 from eccm.sample import trip_id_for
-from eccm.trip.segment import REDATE_STEP, TripEnd, TripSegmenter, Why
+from eccm.trip.segment import ENGINE_QUIET, REDATE_STEP, Row, TripEnd, TripSegmenter, Why
 
 T0 = 1_795_000_000.0  # 2026-11-18
 
@@ -65,6 +65,27 @@ def test_gnss_rows_are_dropped_while_an_engine_trip_runs() -> None:
     car.clock.advance(0.2)
     assert car.seg.row(*car.now(), engine=False).trip is None
     assert car.seg.trip == trip and car.seg.engine
+
+
+def test_gnss_rows_fill_in_the_engine_trip_while_the_car_is_silent() -> None:
+    """A car answering NO DATA or CAN ERROR keeps its trip for TRIP_END_TIMEOUT: position
+    rows were dropped all that time (up to 30 s of track lost mid-drive)."""
+    car = Car()
+    trip = car.begin()
+    car.clock.advance(0.2)
+    assert car.engine_row() == trip
+    car.clock.advance(ENGINE_QUIET - 0.1)
+    assert car.gnss_row() is None  # a car answering late, still within its pace
+    car.clock.advance(0.2)
+    row = car.seg.row(*car.now(), engine=False)
+    assert row == Row(trip=trip)  # the engine trip's, no trip ended or opened
+    assert car.seg.engine
+    car.clock.advance(1.0)
+    assert car.gnss_row() == trip
+    car.clock.advance(0.2)
+    assert car.engine_row() == trip  # the car answers again: the same trip goes on
+    car.clock.advance(0.2)
+    assert car.gnss_row() is None
 
 
 def test_a_young_gnss_segment_becomes_the_engine_trip() -> None:

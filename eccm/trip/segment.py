@@ -11,7 +11,10 @@ The rules:
 - an engine trip begins when the car answers (:meth:`TripSegmenter.begin_engine`) and ends
   when it stops answering (:meth:`TripSegmenter.end`);
 - a GNSS-only row while no trip runs opens a GNSS-only segment, a trip of its own; one
-  while an engine trip runs is dropped (the OBD link writes that trip's rows);
+  while an engine trip runs is dropped (the OBD link writes that trip's rows), unless the
+  car has given no row for ``engine_quiet`` seconds: then it is a row of the engine trip
+  (the car answers NO DATA, CAN ERROR or slowly; the trip only ends after
+  TRIP_END_TIMEOUT, and the position must not stop being logged meanwhile);
 - a GNSS-only segment that began less than ``adopt_within`` seconds before the car
   answers becomes the start of the engine trip (the adapter took that long to connect at
   start-up); an older one ends there;
@@ -37,6 +40,12 @@ from eccm.sample import trip_id_for
 # date partition must not say 2016 for rows of 2026. Smaller steps (a clock a few seconds
 # off) keep the trip; the trip computer measures durations on the monotonic clock anyway.
 REDATE_STEP = 60.0
+
+# Seconds without an engine row after which GNSS-only rows fill in the engine trip. Long
+# enough that rows of a car answering at its usual pace never mix with position rows (the
+# hub raises it for a slow car, see Hub.set_max_ages), short enough that a car silent for
+# the 30 s of TRIP_END_TIMEOUT leaves no hole in the track.
+ENGINE_QUIET = 3.0
 
 # Seconds a trip id may be moved forward to find a free one: a day of ids.
 _ID_SEARCH = 86_400
@@ -84,10 +93,12 @@ class TripSegmenter:
         adopt_within: float = 30.0,
         gnss_timeout: float | None = None,
         redate_step: float = REDATE_STEP,
+        engine_quiet: float = ENGINE_QUIET,
     ) -> None:
         """``adopt_within``: seconds a GNSS-only segment may have run and still become the
         engine trip's start. ``gnss_timeout``: seconds without a row that end a GNSS-only
-        segment (None: never)."""
+        segment (None: never). ``engine_quiet``: seconds without an engine row after
+        which GNSS-only rows belong to the running engine trip."""
         self.adopt_within = adopt_within
         self.gnss_timeout = gnss_timeout
         self._redate_step = redate_step
@@ -95,6 +106,8 @@ class TripSegmenter:
         self._engine = False
         self._started = 0.0  # monotonic time the running trip opened
         self._last_row = 0.0  # monotonic time of the last row
+        self.engine_quiet = engine_quiet
+        self._last_engine = 0.0  # monotonic time of the last engine row (or engine begin)
         # Row time minus monotonic time at the last row (or engine begin): a jump is a step.
         self._skew: float | None = None
         # Every trip id of this run, and those an earlier run used (see reserve()).
@@ -123,6 +136,7 @@ class TripSegmenter:
         which becomes the engine trip instead).
         """
         step = self._stepped(epoch, mono)
+        self._last_engine = mono
         ended = self._trip
         if (
             ended is not None
@@ -163,7 +177,9 @@ class TripSegmenter:
         long, ends the running trip first.
         """
         trip = self._trip
-        if trip is not None and self._engine and not engine:
+        if engine:
+            self._last_engine = mono
+        elif trip is not None and self._engine and mono - self._last_engine <= self.engine_quiet:
             return DROP
         step = self._stepped(epoch, mono)
         ended: TripEnd | None = None
