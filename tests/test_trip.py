@@ -371,6 +371,32 @@ def test_the_listener_writes_a_summary_when_the_trip_ends() -> None:
     assert after["previous"]["totals"] == doc["totals"]
 
 
+def test_position_rows_after_the_last_engine_row_do_not_lengthen_the_trip() -> None:
+    """With GNSS on, position rows fill in an engine trip once the car goes silent, until
+    TRIP_END_TIMEOUT ends it: at ignition off that is 30 s of a parked car, which must
+    not be counted in its duration. A silence mid-drive stays counted."""
+    finished: list[dict[str, Any]] = []
+    computer = TripComputer(GAS, on_finished=finished.append)
+    trip = "20231114T221400Z"
+    for x in rows(10.0, 1.0):
+        computer.on_sample(sample(x, trip=trip, SPEED=36, RPM=1500, MAF=5.0))
+    for x in rows(4.0, 1.0, start=T0 + 11):  # silent mid-drive: positions only
+        computer.on_sample(sample(x, trip=trip, engine=False, fix=fix_at(45.0, 7.0, x)))
+    for x in rows(5.0, 1.0, start=T0 + 16):
+        computer.on_sample(sample(x, trip=trip, SPEED=36, RPM=1500, MAF=5.0))
+    last_engine = T0 + 21
+    for x in rows(30.0, 1.0, start=last_engine + 1):  # ignition off: parked positions
+        computer.on_sample(sample(x, trip=trip, engine=False, fix=fix_at(45.1, 7.0, x)))
+    computer.on_trip_end(trip)
+    doc = finished[0]
+    assert doc["last_time"] == "2023-11-14T22:14:21.000Z"
+    assert doc["totals"]["duration_s"] == pytest.approx(21.0)
+    assert doc["rows"] == 11 + 5 + 6 and doc["engine_rows"] == 17
+    assert doc["totals"]["fuel_l"] == pytest.approx(
+        fuel_lph_from_maf(5.0, 14.7, 0.745) * 15 / 3600, abs=1e-4
+    )
+
+
 def test_a_sample_of_a_new_trip_finishes_the_old_one() -> None:
     finished: list[dict[str, Any]] = []
     computer = TripComputer(GAS, on_finished=finished.append)

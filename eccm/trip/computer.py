@@ -25,11 +25,12 @@ bound for a diesel; FUEL_RATE is the better source where the car has it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from eccm import __version__
@@ -333,9 +334,16 @@ class Trip:
     last_fix: Point | None = None
     max_speed_kmh: float | None = None
     max_rpm: float | None = None
+    # The totals at the last engine row, while position rows follow it (the car went
+    # silent): a trip that ends there ends at its last engine row (see drop_silent_tail).
+    _at_last_engine: Trip | None = field(default=None, repr=False, compare=False)
 
     def add(self, sample: Sample) -> Point:
         p = point_of(sample, self.settings, self.units)
+        if p.engine:
+            self._at_last_engine = None
+        elif self.engine_rows and self._at_last_engine is None:
+            self._at_last_engine = self._copy()
         self.rows += 1
         self.engine_rows += p.engine
         self.time_sources.add(p.time_source)
@@ -354,6 +362,24 @@ class Trip:
             self._gnss(p)
         self.last = p
         return p
+
+    def _copy(self) -> Trip:
+        snap = copy.copy(self)
+        snap.fuel_rows, snap.fuel_s = dict(self.fuel_rows), dict(self.fuel_s)
+        snap.time_sources = set(self.time_sources)
+        return snap
+
+    def drop_silent_tail(self) -> None:
+        """Forget the position rows after the last engine row: the car stopped answering
+        there (ignition off), and the TRIP_END_TIMEOUT of position rows that the hub writes
+        until the trip ends must not lengthen its duration. Rows between engine rows (a
+        car silent for a while mid-drive) stay counted."""
+        snap = self._at_last_engine
+        if snap is None:
+            return
+        for f in fields(self):
+            setattr(self, f.name, getattr(snap, f.name))
+        self._at_last_engine = None
 
     def _interval(self, a: Point, b: Point) -> None:
         dt, stepped = elapsed(a, b)
@@ -655,6 +681,7 @@ class TripComputer:
         run = self._run
         assert run is not None
         self._run = None
+        run.trip.drop_silent_tail()
         run.minutes.close()
         doc = self._document(run, complete=True)
         self._previous = {
