@@ -257,6 +257,7 @@ def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_p
     """In a car the power cut is how a trip usually ends: a trip of a few seconds past
     the checkpoint interval must leave a (recovered) summary that agrees with its rows."""
     from eccm.app import SUMMARY_CHECKPOINT_SECONDS
+    from eccm.trip.computer import FIRST_CHECKPOINT
     from eccm.trip.summary import SummaryWriter
 
     records = tmp_path / "records"
@@ -291,11 +292,14 @@ def test_a_short_trip_cut_by_the_ignition_still_gets_its_summary(car: str, tmp_p
     assert 0 < doc["rows"] <= len(rows) + 5  # +5: rows not yet flushed at the checkpoint
     assert doc["first_time"] == rows[0][0]
     assert doc["minutes"], "the minute in progress is in the checkpoint"
-    # A checkpoint comes every SUMMARY_CHECKPOINT_SECONDS, or earlier when a UTC minute
-    # closes: the first one covers at least the shorter of the two.
+    # The first checkpoint comes FIRST_CHECKPOINT (2 s) into the trip, or earlier when a
+    # UTC minute closes: it covers at least the shorter of the two.
     first = datetime.fromisoformat(rows[0][0])
     to_minute = 60 - first.second - first.microsecond / 1e6
-    assert doc["totals"]["duration_s"] >= min(SUMMARY_CHECKPOINT_SECONDS, to_minute) - 1
+    assert doc["totals"]["duration_s"] >= min(FIRST_CHECKPOINT, to_minute) - 1
+    # ... and comes well before SUMMARY_CHECKPOINT_SECONDS: a car moved a few metres and
+    # switched off has its trip in the logbook (it was left out before).
+    assert doc["totals"]["duration_s"] < SUMMARY_CHECKPOINT_SECONDS - 2
 
 
 # A daemon whose wall clock starts at the same instant at every boot, as on a Pi without a

@@ -521,6 +521,13 @@ def _no_facts() -> Mapping[str, str]:
     return {}
 
 
+# Seconds into a trip of its first checkpoint (later ones come every ``checkpoint_every``):
+# a car moved a few metres and switched off (the power cut ends the trip) still leaves a
+# summary, so the logbook lists every trip whose rows are in the files. Not at the first
+# row: a daemon killed as it starts leaves no one-row trip in the logbook.
+FIRST_CHECKPOINT = 2.0
+
+
 class _Running:
     """One trip with its minute table and trouble-code timeline."""
 
@@ -529,6 +536,7 @@ class _Running:
         self.minutes = MinuteTable(settings.summary_commands)
         self.dtc = DtcTimeline()
         self.checkpointed: float | None = None  # when the last checkpoint was handed out
+        self.checkpoints = 0  # handed out so far
 
 
 class TripComputer:
@@ -536,9 +544,10 @@ class TripComputer:
 
     ``on_checkpoint(doc)`` gets the summary so far each time a minute closes (so that a
     power cut loses at most a minute of it) and, with ``checkpoint_every``, also once the
-    trip has run that many seconds since the last checkpoint, the minute in progress
-    included: in a car the power cut at ignition off *is* the usual end of a trip, and a
-    trip shorter than a minute would otherwise leave no summary at all.
+    trip has run that many seconds since the last checkpoint (the first one sooner, after
+    :data:`FIRST_CHECKPOINT`), the minute in progress included: in a car the power cut at
+    ignition off *is* the usual end of a trip, and a trip shorter than a minute would
+    otherwise leave no summary at all.
     ``on_finished(doc)`` gets the final summary when
     the trip ends. Both run in the thread that published (the OBD link's): they must only
     hand the document over, never write it themselves. ``facts()`` gives VIN, protocol and
@@ -593,11 +602,15 @@ class TripComputer:
             if minutes.closed_count != closed_before:
                 checkpoint = self._document(run, complete=False)
                 run.checkpointed = at
-            elif self._checkpoint_every is not None and (
-                at - run.checkpointed >= self._checkpoint_every
+            elif self._checkpoint_every is not None and at - run.checkpointed >= (
+                min(FIRST_CHECKPOINT, self._checkpoint_every)
+                if run.checkpoints == 0
+                else self._checkpoint_every
             ):
                 checkpoint = self._document(run, complete=False, open_minute=True)
                 run.checkpointed = at
+            if checkpoint is not None:
+                run.checkpoints += 1
         if finished is not None:
             self._hand(self._on_finished, finished)
         if checkpoint is not None:
