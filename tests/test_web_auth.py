@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from eccm.clock import FakeClock
 from eccm.service import ALL_SCOPES, READ_ONLY
 from eccm.web.api import csp, tile_source
 from eccm.web.auth import plain_secret_allowed
+from eccm.web.keep import SessionFile
 from eccm.web.loginlink import TTL, LoginLinks, base_url, link, mint
 from eccm.web.sessions import Sessions
 
@@ -164,3 +166,29 @@ def test_the_csp_allows_the_page_alone_and_tiles_from_their_host() -> None:
     tiles = tile_source("https://{s}.tile.example.org:8443/{z}/{x}/{y}.png")
     assert tiles == "https://*.tile.example.org:8443"
     assert f"img-src 'self' data: {tiles};" in csp(tiles, "h", False)
+
+
+def test_kept_sessions_come_back_with_their_age_and_scopes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    keep = SessionFile(tmp_path, "the full secret", "the read secret")
+    first = Sessions(clock, idle=600, lifetime=3600, keep=keep)
+    a = first.open(ALL_SCOPES, "10.0.0.2")
+    b = first.open(READ_ONLY, "10.0.0.3")
+    clock.advance(500)
+    assert first.get(b.sid) is b
+    # A restart: a new process reads the file (the monotonic clock starts again at boot).
+    clock.advance(50)
+    again = Sessions(clock, idle=600, lifetime=3600, keep=keep)
+    restored = again.get(b.sid)
+    assert restored is not None and restored.csrf == b.csrf and restored.caller.scopes == READ_ONLY
+    clock.advance(51)
+    assert again.get(a.sid) is None  # 601 s idle of 600: counted across the restart
+    # A Pi without a clock may start earlier than it stopped: no time passed, not a crash.
+    clock.set_wall(clock.time() - 86400)
+    assert Sessions(clock, idle=600, lifetime=3600, keep=keep).get(b.sid) is not None
+    # Another read secret ends the sessions it opened; the full one's are not its.
+    other = SessionFile(tmp_path, "the full secret", "a new read secret")
+    assert Sessions(clock, idle=600, lifetime=3600, keep=other).get(b.sid) is None
+    # A file that is not JSON costs the sessions, not the start.
+    keep.path.write_text("{not json")
+    assert len(Sessions(clock, keep=keep)) == 0

@@ -35,6 +35,7 @@ from eccm.control.authlimit import AuthLimiter, Verdict, address_key
 from eccm.control.server import is_loopback
 from eccm.service import BadRequest, Busy, Caller, Credentials, Forbidden, Scope, scope_names
 from eccm.web.errors import http_error, json_response
+from eccm.web.keep import SessionFile
 from eccm.web.loginlink import LoginLinks
 from eccm.web.sessions import LIFETIME, Sessions, WebSession
 
@@ -70,6 +71,7 @@ class WebAuth:
         tls: bool,
         info: dict[str, object],
         allow_plain: bool = False,
+        keep: SessionFile | None = None,
     ) -> None:
         self._credentials = credentials
         self._links = links
@@ -78,7 +80,7 @@ class WebAuth:
         self._tls = tls
         self._allow_plain = allow_plain
         self._info = info  # car, map tiles: for /api/session
-        self.sessions = Sessions(clock)
+        self.sessions = Sessions(clock, keep=keep)
 
     def routes(self) -> list[web.RouteDef]:
         return [

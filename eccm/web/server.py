@@ -31,6 +31,7 @@ from eccm.tls import server_context
 from eccm.web.api import STATIC, WebApi
 from eccm.web.auth import WebAuth
 from eccm.web.gate import Gate
+from eccm.web.keep import SessionFile
 from eccm.web.loginlink import LoginLinks, base_url
 from eccm.web.settings import WebSettings
 
@@ -138,6 +139,11 @@ class WebServer:
             tls=self._ssl is not None,
             info={"car": settings.car, "map_tiles": settings.map_tiles or None},
             allow_plain=settings.allow_plain_auth,
+            keep=(
+                SessionFile(settings.session_folder, settings.secret, settings.read_secret)
+                if settings.session_folder is not None
+                else None
+            ),
         )
         self.api = WebApi(
             service, auth, tls=self._ssl is not None, tiles=settings.map_tiles, static=static

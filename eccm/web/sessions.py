@@ -15,32 +15,35 @@ Pure: time from an injected clock; used on the web server's event loop only.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import secrets
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from eccm.clock import Clock
 from eccm.service import Caller, Scope
+from eccm.web.keep import Kept, SessionFile, cookie_key
+
+log = logging.getLogger(__name__)
 
 IDLE = 12 * 3600.0
 LIFETIME = 7 * 86400.0
 LIMIT = 64
 BEARER_CALLERS = 64
+# A used session's "seen" reaches the file this often at most: a page polls every second,
+# and an SD card should not be written that often for a 12-hour idle limit.
+SEEN_EVERY = 600.0
 
 
 @dataclass(eq=False)
 class WebSession:
-    sid: str  # the cookie's value
+    sid: str  # the cookie's value ("" for a session read back from the file: never sent)
     csrf: str
     caller: Caller
     created: float  # monotonic
     seen: float  # monotonic, the last request
-
-
-def label(sid: str) -> str:
-    """A name for the session in log lines that says nothing about its cookie."""
-    return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()[:8]
+    key: str = ""  # cookie_key(sid): what the session is held (and kept) under
+    saved_seen: float = 0.0  # monotonic "seen" the file has
 
 
 class Sessions:
@@ -51,13 +54,18 @@ class Sessions:
         idle: float = IDLE,
         lifetime: float = LIFETIME,
         limit: int = LIMIT,
+        keep: SessionFile | None = None,
     ) -> None:
         self._clock = clock
         self._idle = idle
         self._lifetime = lifetime
         self._limit = limit
-        self._by_id: OrderedDict[str, WebSession] = OrderedDict()  # oldest login first
+        self._keep = keep
+        # cookie_key -> session, oldest login first
+        self._by_id: OrderedDict[str, WebSession] = OrderedDict()
         self._bearers: OrderedDict[tuple[str, frozenset[Scope]], Caller] = OrderedDict()
+        if keep is not None:
+            self._restore(keep.load())
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -65,32 +73,42 @@ class Sessions:
     def open(self, scopes: frozenset[Scope], address: str) -> WebSession:
         self._expire()
         while len(self._by_id) >= self._limit:
-            self.close(self._victim(scopes, address))
+            self._close_key(self._victim(scopes, address), save=False)
         sid = secrets.token_urlsafe(32)
+        key = cookie_key(sid)
         now = self._clock.monotonic()
-        caller = Caller(f"web {address} session {label(sid)}", scopes, front="web", address=address)
-        session = WebSession(sid, secrets.token_urlsafe(32), caller, now, now)
-        self._by_id[sid] = session
+        caller = Caller(f"web {address} session {key[:8]}", scopes, front="web", address=address)
+        session = WebSession(sid, secrets.token_urlsafe(32), caller, now, now, key, now)
+        self._by_id[key] = session
+        self._save()
         return session
 
     def get(self, sid: str | None) -> WebSession | None:
         """The live session of this cookie (its idle time starts again), or None."""
         if not sid:
             return None
-        session = self._by_id.get(sid)
+        key = cookie_key(sid)
+        session = self._by_id.get(key)
         if session is None:
             return None
         now = self._clock.monotonic()
         if self._expired(session, now):
-            self.close(sid)
+            self._close_key(key)
             return None
         session.seen = now
+        if now - session.saved_seen >= SEEN_EVERY:
+            self._save()
         return session
 
     def close(self, sid: str) -> None:
-        session = self._by_id.pop(sid, None)
+        self._close_key(cookie_key(sid))
+
+    def _close_key(self, key: str, *, save: bool = True) -> None:
+        session = self._by_id.pop(key, None)
         if session is not None:
             session.caller.forget()  # a pending DTC-clear token dies with the session
+            if save:
+                self._save()
 
     def bearer(self, address: str, scopes: frozenset[Scope]) -> Caller:
         """The caller of a script's bearer requests from ``address`` with these scopes."""
@@ -102,6 +120,41 @@ class Sessions:
         while len(self._bearers) > BEARER_CALLERS:
             self._bearers.popitem(last=False)[1].forget()
         return caller
+
+    # -- keeping -------------------------------------------------------------------------
+    def _restore(self, kept: list[Kept]) -> None:
+        """The sessions of the last run, their wall-clock times made monotonic again."""
+        wall, now = self._clock.time(), self._clock.monotonic()
+        for k in sorted(kept, key=lambda k: k.created)[-self._limit :]:
+            # A wall clock that went back since (no RTC) counts as no time passed.
+            created = now - max(0.0, wall - k.created)
+            seen = now - max(0.0, wall - k.seen)
+            caller = Caller(
+                f"web {k.address} session {k.key[:8]}", k.scopes, front="web", address=k.address
+            )
+            session = WebSession("", k.csrf, caller, created, seen, k.key, seen)
+            if not self._expired(session, now):
+                self._by_id[k.key] = session
+        if self._by_id:
+            log.info("web page: %d session(s) of the last run kept", len(self._by_id))
+
+    def _save(self) -> None:
+        if self._keep is None:
+            return
+        wall, now = self._clock.time(), self._clock.monotonic()
+        for session in self._by_id.values():
+            session.saved_seen = session.seen
+        self._keep.save(
+            Kept(
+                s.key,
+                s.csrf,
+                s.caller.scopes,
+                s.caller.address or "",
+                wall - (now - s.created),
+                wall - (now - s.seen),
+            )
+            for s in self._by_id.values()
+        )
 
     def _victim(self, scopes: frozenset[Scope], address: str) -> str:
         """The session a new login from ``address`` with ``scopes`` ends when all are taken.
@@ -127,5 +180,5 @@ class Sessions:
 
     def _expire(self) -> None:
         now = self._clock.monotonic()
-        for sid in [s for s, v in self._by_id.items() if self._expired(v, now)]:
-            self.close(sid)
+        for key in [k for k, v in self._by_id.items() if self._expired(v, now)]:
+            self._close_key(key, save=False)  # open() writes the file next

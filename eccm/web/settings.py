@@ -9,6 +9,7 @@ are config.py's alone (no field has one here).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class WebSettings:
     secret: str = field(repr=False)  # SOCKET_SERVER_SECRET: every scope
     read_secret: str = field(repr=False)  # SOCKET_SERVER_READ_SECRET: read only; empty: none
     allow_plain_auth: bool  # SOCKET_SERVER_ALLOW_PLAIN_AUTH
+    # RECORD_DIRECTORY_LOCATION: the sessions are kept there across restarts (None: not kept)
+    session_folder: Path | None
 
     @classmethod
     def from_config(cls, cfg: Config) -> WebSettings:
@@ -43,4 +46,5 @@ class WebSettings:
             secret=cfg.socket_server_secret,
             read_secret=cfg.socket_server_read_secret,
             allow_plain_auth=cfg.socket_server_allow_plain_auth,
+            session_folder=cfg.record_dir,
         )

@@ -1,0 +1,144 @@
+"""Web sessions kept on disk, so that a restart of the daemon does not log every browser out.
+
+In a car the daemon restarts at every ignition (the power is cut when the car is parked).
+Sessions held in memory alone ended with it: the phone in the car showed "log in again"
+on every drive, and over plain HTTP a phone can only log in with a one-time link made on
+the Pi itself. So the sessions are written to ``.eccm-web-sessions.json`` in the record
+folder (mode 0600) when one opens or ends, and read back at start.
+
+- No cookie is written: a session is kept under the SHA-256 of its cookie, so the file
+  lets nobody in. The CSRF token is kept (the page asks for it again after a reload).
+- Each session carries a tag of the secret that opened it (an HMAC of a fixed text under
+  that secret, which says nothing about it): a changed SOCKET_SERVER_SECRET or
+  SOCKET_SERVER_READ_SECRET ends the sessions it had opened, as a user who lost a phone
+  expects.
+- Times are wall-clock times in the file (a monotonic clock starts again at each boot).
+  A Pi has no real-time clock: a wall clock that went back since is taken as no time
+  passed (the session is kept); one that jumped forward may end a session early.
+- Failures to read or write only cost the keeping: the page logs in again, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eccm.service import ALL_SCOPES, READ_ONLY, Scope, scope_names
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = ".eccm-web-sessions.json"
+VERSION = 1
+_CONTEXT = b"eccm web session v1"
+
+
+def cookie_key(sid: str) -> str:
+    """What a session is kept under: the SHA-256 of its cookie (never the cookie)."""
+    return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
+
+
+def secret_tag(secret: str) -> str:
+    return hmac.new(secret.encode("utf-8"), _CONTEXT, hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A session as the file holds it (times are wall-clock seconds since the epoch)."""
+
+    key: str  # cookie_key of the cookie
+    csrf: str
+    scopes: frozenset[Scope]
+    address: str
+    created: float
+    seen: float
+
+
+class SessionFile:
+    """The file of :mod:`eccm.web.keep` in ``folder``, for the current secrets."""
+
+    def __init__(self, folder: Path, secret: str, read_secret: str = "") -> None:
+        self.path = folder / FILE_NAME
+        self._tags: dict[frozenset[Scope], str] = {ALL_SCOPES: secret_tag(secret)}
+        if read_secret:
+            self._tags[READ_ONLY] = secret_tag(read_secret)
+        self._failed = False
+
+    def load(self) -> list[Kept]:
+        """The sessions kept by the last run that the current secrets still open."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("web sessions of the last run not read (%s): browsers log in again", exc)
+            return []
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            return []
+        out: list[Kept] = []
+        entries = data.get("sessions")
+        for entry in entries if isinstance(entries, list) else []:
+            kept = self._parse(entry)
+            if kept is not None:
+                out.append(kept)
+        return out
+
+    def _parse(self, entry: object) -> Kept | None:
+        if not isinstance(entry, dict):
+            return None
+        names = entry.get("scopes")
+        try:
+            scopes = frozenset(Scope(n) for n in names) if isinstance(names, list) else None
+        except ValueError:
+            return None
+        if scopes is None or self._tags.get(scopes) is None:
+            return None
+        tag = entry.get("tag")
+        if not isinstance(tag, str) or not hmac.compare_digest(tag, self._tags[scopes]):
+            return None  # opened with a secret that has changed since
+        key, csrf, address = entry.get("key"), entry.get("csrf"), entry.get("address")
+        created, seen = entry.get("created"), entry.get("seen")
+        if not (isinstance(key, str) and isinstance(csrf, str) and isinstance(address, str)):
+            return None
+        if not all(isinstance(t, (int, float)) for t in (created, seen)):
+            return None
+        return Kept(key, csrf, scopes, address, float(created), float(seen))  # type: ignore[arg-type]
+
+    def save(self, sessions: Iterable[Kept]) -> None:
+        """Write the sessions whole (a power cut leaves the old file or the new one)."""
+        body = {
+            "version": VERSION,
+            "sessions": [
+                {
+                    "key": s.key,
+                    "csrf": s.csrf,
+                    "scopes": scope_names(s.scopes),
+                    "tag": self._tags[s.scopes],
+                    "address": s.address,
+                    "created": round(s.created, 3),
+                    "seen": round(s.seen, 3),
+                }
+                for s in sessions
+                if s.scopes in self._tags
+            ],
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(body, out, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self._failed:  # once: the disk is full or read-only, it stays so a while
+                log.warning("web sessions not kept for the next start: %s", exc)
+            self._failed = True
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        self._failed = False
