@@ -213,6 +213,23 @@ def test_home_assistant_entities_carry_what_discovery_requires() -> None:
     )
 
 
+def test_every_python_obd_unit_reaches_home_assistant_as_a_unit_people_read() -> None:
+    """Each mode 01 value's unit as python-OBD names it becomes Home Assistant's symbol:
+    MAF's was sent as "gps" (python-OBD's name of grams per second), read as GNSS."""
+    import obd
+
+    from eccm.obd.values import describe
+
+    readable = {"%", "°C", "kPa", "Pa", "rpm", "km/h", "°", "g/s", "V", "mA", "s", "min"}
+    readable |= {"km", "L/h", None}
+    for command in obd.commands[1]:
+        if command is None:
+            continue
+        unit, _ = describe(command)
+        shown, _cls = discovery.ha_unit(unit)
+        assert shown in readable, f"{command.name}: {unit!r} shown as {shown!r}"
+
+
 def test_reconnect_backs_off_to_a_cap_and_starts_over() -> None:
     r = Reconnect(cap=60.0, draw=lambda: 0.0)
     assert r.due(0.0)

@@ -31,6 +31,7 @@ _UNITS: Mapping[str, tuple[str, str | None]] = {
     "minute": ("min", "duration"),
     "degree": ("°", None),
     "gram_per_second": ("g/s", None),
+    "gps": ("g/s", None),  # python-OBD's own name of grams per second (MAF): not GNSS
     "lph": ("L/h", None),
     "liter_per_hour": ("L/h", None),
     "count": ("", None),
