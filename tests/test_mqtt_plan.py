@@ -65,6 +65,10 @@ def test_gnss_is_home_assistants_tracker_attributes() -> None:
         "time": "2023-11-14T22:13:20.000Z",
     }
     assert payloads.gnss(None) == {"fix": False}
+    # A receiver that gives no HDOP: no gps_accuracy at all (Home Assistant warns at a
+    # null one in every message).
+    no_hdop = Position(1.7e9, 48.1, 11.5, 520.0, 3.0, 90.0, 9, None, 1, 100)
+    assert "gps_accuracy" not in payloads.gnss(no_hdop)
 
 
 @pytest.mark.parametrize(

@@ -47,15 +47,15 @@ def gnss(pos: Position | None) -> dict[str, object]:
     a receiver's usual 5 m user range error: the receiver gives no accuracy of its own)."""
     if pos is None or pos.lat is None or pos.lon is None:
         return {"fix": False}
-    accuracy = None if pos.hdop is None else round(pos.hdop * 5.0, 1)
-    return {
-        "latitude": pos.lat,
-        "longitude": pos.lon,
-        "gps_accuracy": accuracy,
-        "altitude": pos.alt,
-        "speed": pos.speed,
-        "time": None if pos.time is None else iso_utc(pos.time),
-    }
+    body: dict[str, object] = {"latitude": pos.lat, "longitude": pos.lon}
+    if pos.hdop is not None:
+        # Left out when unknown: Home Assistant logs a warning for every message whose
+        # gps_accuracy is not a number (null included), and takes 0 without it anyway.
+        body["gps_accuracy"] = round(pos.hdop * 5.0, 1)
+    body["altitude"] = pos.alt
+    body["speed"] = pos.speed
+    body["time"] = None if pos.time is None else iso_utc(pos.time)
+    return body
 
 
 def trip_end(previous: Mapping[str, object]) -> dict[str, object]:
