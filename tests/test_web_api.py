@@ -324,6 +324,10 @@ def test_a_login_link_logs_in_once(car: WebCar, tmp_path: Path) -> None:
     session = http.get("/api/session").json
     assert session["scopes"] == ["read", "control", "diagnose"] and session["csrf"]
     assert http.get("/api/status").status == 200
+    # Tapped again by the browser it logged in: the page, not "not valid".
+    reopened = http.get(path)
+    assert reopened.status == 303 and reopened.headers["Location"] == "/"
+    assert http.get("/api/session").status == 200
     again = car.http().get(path)
     assert again.status == 401 and not again.headers.get("Set-Cookie")
     assert_csp(again)

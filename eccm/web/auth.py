@@ -178,7 +178,16 @@ class WebAuth:
 
     async def login_link(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
-        scopes = await self.check(request, lambda: self._links.take(token))
+        if self.sessions.get(request.cookies.get(COOKIE)) is not None:
+            # Logged in already: the link tapped again (from the chat it came in, or a
+            # restored tab) opens the page instead of "not valid". A fresh link still
+            # counts (a read-only session may be given a full one). No limiter: a session
+            # is no guesser, and a link is not guessable.
+            scopes = self._links.take(token)
+            if scopes is None:
+                return web.Response(status=303, headers={"Location": "/"})
+        else:
+            scopes = await self.check(request, lambda: self._links.take(token))
         if scopes is None:
             return web.Response(
                 status=401,
