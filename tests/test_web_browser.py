@@ -417,3 +417,29 @@ def test_page_assets_are_in_the_package() -> None:
                 path
             )
             assert "<script>" not in body and "style=" not in body, path  # nothing inline
+
+
+def test_live_page_says_when_the_adapter_is_not_connected(tmp_path: Path, browser: Any) -> None:
+    """An unplugged adapter showed "live" and seven dashes, and nothing to say why."""
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), tmp_path / "records"))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        login(browser, daemon.web.url, SECRET)
+        notice = "#live-notice"
+        wait_for(browser, lambda d: "not connected" in text(d, notice), "why no value shows")
+        assert "plugged in" in text(browser, notice)
+    finally:
+        daemon.stop()
+
+
+def test_live_page_has_no_notice_with_the_adapter_connected(car: Car, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, car.url, SECRET)
+    gauge = '#gauges [data-name="RPM"]'
+    wait_for(browser, lambda d: attr(d, gauge, "data-state") == "fresh", "a fresh RPM")
+    wait_for(browser, lambda d: not d.find_element(By.ID, "live-notice").is_displayed(), "none")

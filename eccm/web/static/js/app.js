@@ -112,6 +112,7 @@ async function boot() {
   every(10000, watchGauges);
   every(1000, pollGnss);
   every(1000, pollTrip);
+  every(3000, pollLink);
   every(5000, () => refreshPage(false));
   route();
 }
@@ -150,6 +151,27 @@ async function pollGnss() {
   } catch (err) {
     map.update(null);
   }
+}
+
+// Without the adapter the gauges only show "—": the Live page says why, as a phone in the
+// car has no other way to tell an unplugged adapter (or an ignition off) from a broken page.
+const LINK_TEXT = {
+  connecting: "Connecting to the OBD adapter…",
+  disconnected: "The OBD adapter is not connected: no engine values. Is it plugged in and the ignition on?",
+};
+async function pollLink() {
+  if (current !== "live") return;
+  const notice = $("live-notice");
+  let s;
+  try {
+    s = await get("/api/status");
+  } catch (err) {
+    notice.hidden = true; // the header says offline; a 401 shows the login form
+    return;
+  }
+  const text = s.obd === "connected" ? "" : LINK_TEXT[s.obd] || `OBD adapter: ${s.obd}`;
+  notice.textContent = text;
+  notice.hidden = !text;
 }
 
 // The trip computer gives what the car may not: fuel rate from MAF, instant L/100 km.
@@ -197,6 +219,7 @@ function route() {
   document.body.dataset.page = page;
   refreshPage(true);
   if (page === "live" || page === "map") pollTrip();
+  if (page === "live") pollLink();
 }
 
 window.addEventListener("hashchange", route);
