@@ -119,6 +119,39 @@ def test_login_and_wrong_secret_refused(car: Car, browser: Any) -> None:
     wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "no session")
 
 
+def test_an_ended_session_closes_the_live_feed_behind_the_login_form(
+    car: Car, browser: Any
+) -> None:
+    # A trial's find: the page showed "log in again" but kept its WebSocket open (and,
+    # once closed, reconnected every few seconds, asking for a session that had ended).
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": "const W = window.WebSocket; window.__sockets = [];"
+            "window.WebSocket = class extends W { constructor(...a) { super(...a);"
+            " window.__sockets.push(this); } };"
+        },
+    )
+    login(browser, car.url, SECRET)
+    wait_for(browser, lambda d: text(d, "#conn") == "live", "the live feed")
+    browser.delete_cookie("eccm_session")  # the session is gone (expired, secret changed)
+    wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "the form")
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "return window.__sockets.every((s) => s.readyState === WebSocket.CLOSED)"
+        ),
+        "every live socket closed",
+    )
+    opened = browser.execute_script("return window.__sockets.length")
+    assert text(browser, "#conn") == "offline"
+    # No new one behind the form: its reconnection would have come within 0.5 s.
+    browser.execute_script("return new Promise((done) => setTimeout(done, 1500))")
+    assert browser.execute_script("return window.__sockets.length") == opened
+
+
 def test_live_rpm_follows_the_car(car: Car, browser: Any) -> None:
     login(browser, car.url, SECRET)
     gauge = '#gauges [data-name="RPM"]'

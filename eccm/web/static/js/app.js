@@ -39,6 +39,9 @@ function liveMessage(msg) {
 // -- login ---------------------------------------------------------------------------------
 function showLogin(text) {
   stop();
+  // The live feed too: left open (or reconnecting every few seconds) behind the form, it
+  // asked the server again and again for a session that had ended.
+  feed.stop();
   $("app").hidden = true;
   $("tabs").hidden = true;
   $("logout").hidden = true;
