@@ -188,6 +188,7 @@ def test_home_assistant_entities_carry_what_discovery_requires() -> None:
         "fuel_status",
         "mil",
         "position",
+        "trip_end",
         "upload_queue",
         "last_error",
     }
@@ -215,6 +216,60 @@ def test_home_assistant_entities_carry_what_discovery_requires() -> None:
     assert (
         tracker.component == "device_tracker" and tracker.config["json_attributes_topic"] == T.gnss
     )
+
+
+def test_every_discovery_template_renders_eccms_own_messages() -> None:
+    """Each template of the discovery configs, rendered by Jinja (Home Assistant's template
+    engine) against a message ECCM publishes on that entity's topic, gives what Home
+    Assistant takes: a sensor's value, the MIL's ON/OFF and its attributes, and a trip
+    end as an event of a declared type with the trip's totals."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    values = [("SPEED", "kilometer_per_hour", "Vehicle Speed")]
+    found = {e.object_id: e.config for e in discovery.entities(T, values, None)}
+    answer = Values(1.7e9, {"SPEED": ValueEntry(42.0, "kilometer_per_hour", 1.7e9)})
+    previous = {
+        "trip": "20261204T101010Z",
+        "start": "2026-12-04T10:10:10.000Z",
+        "end": "2026-12-04T10:40:10.000Z",
+        "totals": {"distance_km": 12.3, "duration_s": 1800.0, "fuel_l": None},
+        "now": {"SPEED": 0},  # more than the event carries
+    }
+    messages = {
+        T.state: payloads.state(answer, ["SPEED"]),
+        T.dtc: {
+            "class": "DTC",
+            "mil": True,
+            "stored": [{"code": "P0301", "description": "Cylinder 1 Misfire Detected"}],
+            "pending": [],
+        },
+        T.status: {"class": "STATUS", "upload_queue": 3, "last_error": None},
+        T.trip: payloads.trip_end(previous),
+    }
+
+    def render(config: dict[str, object], key: str) -> str:
+        topic = config.get("state_topic") or config["json_attributes_topic"]
+        assert isinstance(topic, str) and topic in messages, topic
+        value_json = json.loads(payloads.encode(messages[topic]))
+        template = config[key]
+        assert isinstance(template, str)
+        return env.from_string(template).render(value_json=value_json)
+
+    assert render(found["speed"], "value_template") == "42.0"
+    assert render(found["mil"], "value_template") == "ON"
+    assert json.loads(render(found["mil"], "json_attributes_template")) == {
+        "stored": ["P0301"],
+        "pending": [],
+    }
+    assert render(found["upload_queue"], "value_template") == "3"
+    assert render(found["last_error"], "value_template") == "none"
+    event = found["trip_end"]
+    fired = json.loads(render(event, "value_template"))
+    assert isinstance(event["event_types"], list) and fired["event_type"] in event["event_types"]
+    assert fired["trip"] == "20261204T101010Z" and fired["totals"]["distance_km"] == 12.3
+    assert fired["end"] == "2026-12-04T10:40:10.000Z" and "now" not in fired
+    assert "json_attributes_topic" not in event  # an event's attributes come with it
 
 
 def test_every_python_obd_unit_reaches_home_assistant_as_a_unit_people_read() -> None:

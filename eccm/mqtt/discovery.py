@@ -1,5 +1,6 @@
 """Home Assistant MQTT discovery (SPEC §8): one device per car, a sensor per published
-value, the MIL, the position, the upload queue and the last error.
+value, the MIL, the position, an event at each trip's end, the upload queue and the last
+error.
 
 Every config is published retained under
 ``{MQTT_DISCOVERY_PREFIX}/<component>/eccm_{CAR}/<object>/config``; a config of this car
@@ -128,6 +129,23 @@ def entities(
             name="Position",
             json_attributes_topic=topics.gnss,
             source_type="gps",
+        )
+    )
+    out.append(
+        entity(
+            "event",
+            "trip_end",
+            name="Trip ended",
+            # P/trip is an event (not retained): Home Assistant's event entity takes it,
+            # with the trip's id, start, end and totals as the event's attributes, for an
+            # automation ("notify me of each trip's distance") without a template sensor.
+            state_topic=topics.trip,
+            event_types=["trip_end"],
+            value_template=(
+                "{{ {'event_type': 'trip_end', 'trip': value_json.trip, "
+                "'start': value_json.start, 'end': value_json.end, "
+                "'totals': value_json.totals} | tojson }}"
+            ),
         )
     )
     out.append(
