@@ -444,3 +444,51 @@ def test_fleet_over_encrypted_objects_only_says_they_were_left_out(
     _one_line(err)
     assert "no data files or trip summaries" in err, err
     assert "2 encrypted object(s) (.age) left out" in err and "eccm decrypt" in err, err
+
+
+def test_a_schema_of_a_folder_decrypt_bucket_wrote_takes_the_encrypted_sidecars_columns(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: `eccm schema --from logs` over what `eccm decrypt --bucket` wrote said "no
+    closed data file with a sidecar" and gave the nine default columns, though every
+    decrypted file lies beside its `.age.json` sidecar, which keeps the columns."""
+    sealed = tmp_path / "sealed"
+    sealed.mkdir()
+    for path in drive.uploaded.iterdir():
+        shutil.copy(path, sealed / path.name)
+    key = tmp_path / "key.txt"
+    assert main(["keygen", "-o", str(key)]) == 0
+    recipient = capsys.readouterr().out.strip()
+    from eccm.crypto.encrypt import Encryptor
+
+    assert Encryptor(sealed, [recipient]).seal_all() > 0
+    prefix = "sealed-schema"
+    client = drive.server.client()
+    keys = []
+    for path in sorted(sealed.glob("*.age*")):
+        parsed = parse_data_name(path.name.split(".age")[0]) or parse_summary_name(
+            path.name.split(".age")[0]
+        )
+        assert parsed is not None, path.name
+        keys.append(f"{prefix}/car={parsed.car}/date={parsed.trip_date}/{path.name}")
+        client.put_object(Bucket=drive.server.bucket, Key=keys[-1], Body=path.read_bytes())
+    config = write_config(tmp_path / "sealed.ini", {})
+    config.write_text(
+        re.sub(r"S3_KEY_PREFIX=.*", f"S3_KEY_PREFIX={prefix}", drive.config.read_text())
+    )
+    logs = tmp_path / "logs"
+    try:
+        argv = ["decrypt", "-i", str(key), "--bucket", f"{prefix}/", "-o", str(logs)]
+        assert main([*argv, "--config", str(config)]) == 0
+    finally:  # the bucket is shared with the other tests
+        for k in keys:
+            client.delete_object(Bucket=drive.server.bucket, Key=k)
+    capsys.readouterr()
+    assert main(["schema", "--engine", "athena", "--from", str(logs)]) == 0
+    captured = capsys.readouterr()
+    assert "default columns" not in captured.err, captured.err
+    side = json.loads(sorted(drive.uploaded.glob("*.tsv.gz.json"))[-1].read_text())
+    ddl = captured.out.lower()
+    assert len(side["columns"]) > 9
+    for col in side["columns"]:
+        assert re.search(rf"`{col['name'].lower()}` ", ddl), col["name"]

@@ -223,6 +223,26 @@ def fleet_rows(cfg: Config, since: date | None) -> list[tuple[Any, ...]]:
         raise ReportError(f"DuckDB could not read {source.description}: {first}") from None
 
 
+def _sidecar_of(source: Source, ref: Ref) -> dict[str, Any] | None:
+    """The sidecar of a data file: its own, or the one its encrypted copy left beside it
+    (``x.tsv.gz.age.json``, which keeps the columns and the separator): a folder that
+    ``eccm decrypt --bucket`` wrote holds only that one."""
+    import dataclasses
+    import json
+
+    from eccm.store.names import SIDECAR
+
+    for suffix in (SIDECAR, AGE + SIDECAR):
+        side = dataclasses.replace(ref, name=ref.name + suffix, where=ref.where + suffix)
+        try:
+            doc = json.loads(source.read(side))
+        except (ReportError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None  # no sidecar: the columns of the others (or the defaults)
+
+
 def schema_text(
     engine: str,
     source: Source | None,
@@ -236,11 +256,7 @@ def schema_text(
     ``note`` is told when ``source`` holds no sidecar to take them from (an empty folder,
     a --car with no file): the definition then has the default columns only.
     """
-    import dataclasses
-    import json
-
     from eccm.report import schema
-    from eccm.store.names import SIDECAR
 
     sidecars: list[dict[str, Any]] = []
     names: list[str] = []
@@ -264,11 +280,9 @@ def schema_text(
         for last in lasts:
             names.append(last.name)
             cars.add(last.car)
-            side = dataclasses.replace(last, name=last.name + SIDECAR, where=last.where + SIDECAR)
-            try:
-                sidecars.append(json.loads(source.read(side)))
-            except (ReportError, ValueError):
-                continue  # no sidecar: the columns of the others (or the defaults)
+            doc = _sidecar_of(source, last)
+            if doc is not None:
+                sidecars.append(doc)
     if source is not None and not sidecars and note is not None:
         which = f" of car {car}" if car is not None else ""
         note(
