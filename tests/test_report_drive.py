@@ -492,3 +492,48 @@ def test_a_schema_of_a_folder_decrypt_bucket_wrote_takes_the_encrypted_sidecars_
     assert len(side["columns"]) > 9
     for col in side["columns"]:
         assert re.search(rf"`{col['name'].lower()}` ", ddl), col["name"]
+
+
+def test_a_schema_of_cars_that_write_other_files_names_them(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: over a fleet whose cars write different files (one .csv, the others
+    .tsv.gz), `eccm schema` took the first car's format, so its view read none of the
+    other cars' rows, without a word. It now takes the format most cars write and names
+    the cars it leaves out."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for path in drive.uploaded.iterdir():
+        shutil.copy(path, folder / path.name)
+    # A car "a-csv" (sorted first) with one trip written as comma-separated, uncompressed.
+    trip = "20200101T000000Z"
+    data = f"a-csv_{trip}_0001.csv"
+    (folder / data).write_text(
+        "TIME_UTC,CAR_ID,TRIP_ID,RPM\n2020-01-01T00:00:00.000Z,a-csv,x,900\n"
+    )
+    side = {
+        "file": data,
+        "separator": ",",
+        "columns": [{"name": n, "unit": ""} for n in ("TIME_UTC", "CAR_ID", "TRIP_ID")]
+        + [{"name": "RPM", "unit": "revolutions_per_minute"}],
+    }
+    (folder / f"{data}.json").write_text(json.dumps(side))
+    # A third car writing .tsv.gz like the drive's: two cars to one, the majority wins.
+    for path in drive.uploaded.glob("*.tsv.gz*"):
+        name = path.name.replace(CAR, "b-tsv")
+        shutil.copy(path, folder / name)
+    (folder / f"b-tsv_{drive.summary['trip']}_summary.json").write_text(
+        json.dumps({**drive.summary, "car": "b-tsv"})
+    )
+    (folder / f"a-csv_{trip}_summary.json").write_text(
+        json.dumps({**drive.summary, "car": "a-csv", "trip": trip})
+    )
+    location = str(tmp_path / "bucket") + "/"
+    argv = ["schema", "--engine", "duckdb", "--from", str(folder), "--location", location]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "car=*/date=*/*.tsv.gz'" in captured.out, captured.out
+    assert "delim = E'\\t'" in captured.out
+    _one_line(captured.err)
+    assert "a-csv writes .csv (comma-separated)" in captured.err, captured.err
+    assert "--car a-csv" in captured.err and "b-tsv" not in captured.err, captured.err

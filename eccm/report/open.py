@@ -259,6 +259,7 @@ def schema_text(
     from eccm.report import schema
 
     sidecars: list[dict[str, Any]] = []
+    formats: list[tuple[str, str, str]] = []  # (car, separator, file name) of each sidecar
     names: list[str] = []
     cars: set[str] = set()
     newest: dict[str, Ref] = {}
@@ -283,6 +284,7 @@ def schema_text(
             doc = _sidecar_of(source, last)
             if doc is not None:
                 sidecars.append(doc)
+                formats.append((last.car, str(doc.get("separator") or "\t"), last.name))
     if source is not None and not sidecars and note is not None:
         which = f" of car {car}" if car is not None else ""
         note(
@@ -300,11 +302,26 @@ def schema_text(
     if not location.endswith("/"):
         location += "/"
     separator = next((str(s["separator"]) for s in sidecars if s.get("separator")), "\t")
+    ending = schema.ending_of(names) or ".tsv.gz"
+    if formats:  # the format most cars write (the first car's on a tie) ...
+        separator, ending = schema.common_format(formats)
+        # ... and its columns first: Athena, Trino and Spark read by position.
+        sidecars = [
+            doc
+            for _, doc in sorted(
+                zip(formats, sidecars, strict=True),
+                key=lambda fd: schema.format_of(fd[0]) != (separator, ending),
+            )
+        ]
+    if note is not None:
+        other = schema.other_formats(formats, separator, ending)
+        if other:
+            note(other)
     layout = schema.Layout(
         location=location,
         columns=schema.columns_of(sidecars),
         separator=separator,
-        ending=schema.ending_of(names) or ".tsv.gz",
+        ending=ending,
         cars=tuple(sorted(cars)),
         summaries=any_summary,
     )

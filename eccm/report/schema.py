@@ -217,3 +217,46 @@ def ending_of(names: Sequence[str]) -> str | None:
             stem = name.split("_")[-1]  # 0001.tsv.gz
             return stem[stem.index(".") :]
     return None
+
+
+def _format_name(separator: str, ending: str) -> str:
+    shown = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "bar"}.get(
+        separator, repr(separator)
+    )
+    return f"{ending} ({shown}-separated)"
+
+
+def format_of(entry: tuple[str, str, str]) -> tuple[str, str]:
+    """(separator, ending) of one (car, separator, data file name)."""
+    _car, sep, name = entry
+    return sep, ending_of([name]) or ".tsv.gz"
+
+
+def common_format(formats: Sequence[tuple[str, str, str]]) -> tuple[str, str]:
+    """The (separator, ending) that most cars write; on a tie, the first car's."""
+    cars: dict[tuple[str, str], set[str]] = {}
+    for entry in formats:
+        cars.setdefault(format_of(entry), set()).add(entry[0])
+    return max(cars, key=lambda f: len(cars[f]))  # max keeps the first of equals
+
+
+def other_formats(formats: Sequence[tuple[str, str, str]], separator: str, ending: str) -> str:
+    """What a definition for ``ending`` files split by ``separator`` leaves out: the cars
+    among ``formats`` (car, separator, data file name) that write their files otherwise
+    (MONITORING_FILE_EXTENSION, _SEPARATION_CHARACTER, FILE_COMPRESSION differ per car).
+    A glob of one ending with one separator reads none of their rows, and says nothing of
+    it: an empty string when every car matches."""
+    left: dict[str, str] = {}
+    for entry in formats:
+        sep, end = format_of(entry)
+        if (sep, end) != (separator, ending):
+            left.setdefault(entry[0], _format_name(sep, end))
+    if not left:
+        return ""
+    cars = ", ".join(f"{car} writes {what}" for car, what in sorted(left.items()))
+    first = sorted(left)[0]
+    return (
+        f"this definition reads {_format_name(separator, ending)} files only, so it leaves "
+        f"out the rows of the cars whose files differ ({cars}): define a table for each "
+        f"with --car (e.g. eccm schema --car {first})"
+    )
