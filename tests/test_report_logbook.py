@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -103,6 +103,24 @@ def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == (
         "eccm trips: --since 2026-03-02 is after --until 2026-03-01: no day is in between\n"
     )
+
+
+def test_the_csv_start_and_end_hold_every_row_of_the_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: the CSV logbook cut start and end to the second (08:25:00 for a last row at
+    08:25:00.212), so a join of the logbook with the rows (TIME_UTC BETWEEN start AND end)
+    lost the trip's last rows, and end - start disagreed with duration_s."""
+    times = ["2026-03-01T08:15:00.527Z", "2026-03-01T08:20:00.000Z", "2026-03-01T08:25:00.212Z"]
+    doc = summary(CAR, TRIP, times[0], times[-1], duration_s=599.685)
+    write_trip(tmp_path, CAR, TRIP, [[row(t, "48.1", "11.5") for t in times]], doc)
+    for zone in ("UTC", "Europe/Berlin"):
+        assert main(["trips", "--from", str(tmp_path), "--format", "csv", "--tz", zone]) == 0
+        (line,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+        start, end = (datetime.fromisoformat(line[k]) for k in ("start", "end"))
+        for t in times:
+            assert start <= datetime.fromisoformat(t) <= end, (t, line["start"], line["end"])
+        assert (end - start).total_seconds() == float(line["duration_s"])
 
 
 @pytest.mark.parametrize("setup", ["empty", "missing"])

@@ -150,7 +150,9 @@ def _cell(value: Any, zone: tzinfo) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, datetime):
-        return value.astimezone(zone).isoformat(timespec="seconds")
+        # Milliseconds, as TIME_UTC and the JSON logbook: cut to the second, the end fell
+        # before the trip's last rows (a join on TIME_UTC BETWEEN start AND end lost them).
+        return value.astimezone(zone).isoformat(timespec="milliseconds")
     if isinstance(value, tuple):
         return " ".join(value)
     if isinstance(value, float):
