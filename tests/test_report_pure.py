@@ -71,6 +71,34 @@ def test_fleet_sql_with_no_summaries(tmp_path: Path) -> None:
     assert got == [("a", "2026-03-01", 0, 3, 0.0, 0.0, 0.0, "")]
 
 
+def test_fleet_counts_a_trip_across_midnight_on_the_day_it_started(tmp_path: Path) -> None:
+    """Found: a trip that crossed midnight (UTC) had its km and hours on its first day but
+    the rows of its later files (partitioned by their first row) on the next day, which
+    then showed rows of 0 trips and 0 km, and --since that day kept them."""
+    duckdb = pytest.importorskip("duckdb")
+    trip = "20260301T235000Z"
+    files = {
+        f"car=a/date=2026-03-01/a_{trip}_0001.tsv.gz": 3,
+        f"car=a/date=2026-03-02/a_{trip}_0002.tsv.gz": 2,  # after midnight
+    }
+    keys = []
+    for key, n in files.items():
+        lines = ["TIME_UTC\tCAR_ID"] + [f"2026-03-01T23:5{i}:00.000Z\ta" for i in range(n)]
+        path = tmp_path / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+        keys.append(key)
+    key = f"car=a/date=2026-03-01/a_{trip}_summary.json"
+    doc = summary("a", trip, "x", "y", distance_km=20.0, fuel_l=1.5, moving_s=1800)
+    (tmp_path / key).write_text(json.dumps(doc))
+    keys.append(key)
+    data, summaries = pick(keys, None)
+    sql = fleet_sql([str(tmp_path / k) for k in data], [str(tmp_path / k) for k in summaries])
+    got = duckdb.connect().execute(sql).fetchall()
+    assert got == [("a", "2026-03-01", 1, 5, 0.5, 20.0, 1.5, "")]
+    assert pick(keys, date(2026, 3, 2)) == ([], [])
+
+
 def test_pick_keeps_the_days_from_since_on() -> None:
     keys = [
         "p/car=a/date=2026-02-28/a_20260228T080000Z_0001.tsv.gz",

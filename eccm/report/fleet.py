@@ -3,9 +3,10 @@ DuckDB over the bucket.
 
 Pure SQL here (:func:`fleet_sql`), given the objects to read: the data files for the rows,
 the trip summaries for the figures (the trip computer's integration, not a second one in
-SQL), both by their ``car=``/``date=`` partitions. The object list comes from the bucket's
-listing (eccm/report/source.py), so an open, temp or foreign object is never read. A trip
-that crosses midnight (UTC) counts on the day it started, as its summary is filed.
+SQL), by their ``car=`` partition and the day their trip started. The object list comes
+from the bucket's listing (eccm/report/source.py), so an open, temp or foreign object is
+never read. A trip that crosses midnight (UTC) counts on the day it started, rows
+included, as its summary is filed.
 The thin I/O (:func:`run`) connects DuckDB to the bucket with httpfs loaded from its PyPI
 package: nothing downloads at run time.
 """
@@ -27,6 +28,13 @@ COLUMNS = ("car", "date", "trips", "rows", "hours", "km", "fuel_l", "dtcs")
 
 _CAR = r"regexp_extract(filename, '/car=([^/]+)/', 1)"
 _DATE = r"regexp_extract(filename, '/date=([^/]+)/', 1)"
+# A data file's rows count on the day its trip started (the TRIP_ID in its name), as the
+# summary's figures do: the file's own partition is the day of its first row, so a trip
+# that crosses midnight put its later files' rows on a day with none of its km or hours.
+_TRIP_DATE = (
+    r"regexp_replace(regexp_extract(filename, '_([0-9]{8})T[0-9]{6}Z_[0-9]+[^/]*$', 1), "
+    r"'([0-9]{4})([0-9]{2})([0-9]{2})', '\1-\2-\3')"
+)
 
 
 def _list(urls: Sequence[str]) -> str:
@@ -41,7 +49,7 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
     """One query: a line per car and date found in either list, oldest first."""
     if data_urls:
         rows = (
-            f"SELECT {_CAR} AS car, {_DATE} AS date, count(*) AS rows FROM read_csv("
+            f"SELECT {_CAR} AS car, {_TRIP_DATE} AS date, count(*) AS rows FROM read_csv("
             f"{_list(data_urls)}, header = true, all_varchar = true, union_by_name = true, "
             "filename = true) GROUP BY ALL"
         )
@@ -93,7 +101,7 @@ def pick(keys: Sequence[str], since: date | None) -> tuple[list[str], list[str]]
         path = "/" + key  # an empty S3_KEY_PREFIX puts car= first
         if parsed is None or "/date=" not in path or "/car=" not in path:
             continue
-        day = path.split("/date=", 1)[1].split("/", 1)[0]
+        day = parsed.trip_date  # the day its rows and figures count on (fleet_sql)
         if since is not None and day < since.isoformat():
             continue
         target.append(key)
