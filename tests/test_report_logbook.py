@@ -70,6 +70,35 @@ def test_dates_are_chosen_in_the_given_zone() -> None:
     assert "2026-03-02 00:30" in as_table([late], berlin)
 
 
+def test_the_totals_of_trips_without_distance_or_fuel_are_empty_not_zero() -> None:
+    """Found: GNSS-only trips (no SPEED, no fuel) totalled "0.00" km and "0.00" L."""
+    gnss_only = entry(
+        summary(
+            CAR,
+            TRIP,
+            "2026-03-01T08:15:00.000Z",
+            "2026-03-01T08:25:00.000Z",
+            distance_km=None,
+            fuel_l=None,
+            l_per_100km=None,
+        ),
+        Ends(48.1, 11.5, 48.2, 11.6),
+    )
+    total = as_table([gnss_only], UTC).splitlines()[-1].split()
+    assert total == ["1", "trip(s)", "0:10:00"], total
+    known = entry(
+        summary(
+            CAR,
+            "20260301T090000Z",
+            "2026-03-01T09:00:00.000Z",
+            "2026-03-01T09:10:00.000Z",
+        ),
+        Ends(),
+    )
+    total = as_table([gnss_only, known], UTC).splitlines()[-1].split()
+    assert total == ["2", "trip(s)", "0:20:00", "5.25", "0.40"], total
+
+
 def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records = tmp_path / "records"
     doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eccm.report.fleet import fleet_sql, pick
+from eccm.report.fleet import as_csv, fleet_sql, pick
 from eccm.report.page import FileInfo, render
 from eccm.report.schema import Layout, athena, column_of, columns_of, duckdb
 from eccm.report.series import fuel_rate, series
@@ -60,7 +60,7 @@ def test_fleet_sql_counts_rows_and_sums_the_summaries(tmp_path: Path) -> None:
     assert got == [
         ("a", "2026-03-01", 1, 5, 0.5, 10.5, 0.7, "P0301"),
         ("a", "2026-03-02", 1, 4, 0.5, 2.0, 0.2, ""),
-        ("b", "2026-03-01", 0, 1, 0.0, 0.0, 0.0, ""),
+        ("b", "2026-03-01", 0, 1, None, None, None, ""),  # no summary yet: unknown
     ]
 
 
@@ -68,7 +68,7 @@ def test_fleet_sql_with_no_summaries(tmp_path: Path) -> None:
     duckdb = pytest.importorskip("duckdb")
     data, _ = _bucket(tmp_path)
     got = duckdb.connect().execute(fleet_sql(data[:1], [])).fetchall()
-    assert got == [("a", "2026-03-01", 0, 3, 0.0, 0.0, 0.0, "")]
+    assert got == [("a", "2026-03-01", 0, 3, None, None, None, "")]
 
 
 def test_fleet_counts_a_trip_across_midnight_on_the_day_it_started(tmp_path: Path) -> None:
@@ -97,6 +97,20 @@ def test_fleet_counts_a_trip_across_midnight_on_the_day_it_started(tmp_path: Pat
     got = duckdb.connect().execute(sql).fetchall()
     assert got == [("a", "2026-03-01", 1, 5, 0.5, 20.0, 1.5, "")]
     assert pick(keys, date(2026, 3, 2)) == ([], [])
+
+
+def test_fleet_leaves_what_no_summary_knows_empty(tmp_path: Path) -> None:
+    """Found: a GNSS-only car (no adapter: no SPEED, no fuel; its summary says null) showed
+    0.0 km and 0.0 L a day in `eccm fleet`, as if it had stood still."""
+    duckdb = pytest.importorskip("duckdb")
+    trip = "20260301T080000Z"
+    key = f"car=g/date=2026-03-01/g_{trip}_summary.json"
+    doc = summary("g", trip, "x", "y", distance_km=None, fuel_l=None, moving_s=0.0)
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_text(json.dumps(doc))
+    got = duckdb.connect().execute(fleet_sql([], [str(tmp_path / key)])).fetchall()
+    assert got == [("g", "2026-03-01", 1, 0, 0.0, None, None, "")]
+    assert as_csv(got).splitlines()[1] == "g,2026-03-01,1,0,0.0,,,"
 
 
 def test_pick_keeps_the_days_from_since_on() -> None:

@@ -64,8 +64,10 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
         trips = (
             f"SELECT {_CAR} AS car, {_DATE} AS date, count(*) AS trips, "
             f"sum(coalesce({_num('$.totals.moving_s')}, 0)) / 3600 AS hours, "
-            f"sum(coalesce({_num('$.totals.distance_km')}, 0)) AS km, "
-            f"sum(coalesce({_num('$.totals.fuel_l')}, 0)) AS fuel_l, "
+            # NULL (an empty cell) when no summary of the day knows it: a GNSS-only trip
+            # has no SPEED to integrate and no fuel, which is not 0 km and 0 L.
+            f"sum({_num('$.totals.distance_km')}) AS km, "
+            f"sum({_num('$.totals.fuel_l')}) AS fuel_l, "
             f"list_distinct(flatten(list({codes}))) AS codes "
             f"FROM read_text({_list(summary_urls)}) GROUP BY ALL"
         )
@@ -77,8 +79,8 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
     return (
         f"WITH data_rows AS ({rows}), trips AS ({trips})\n"
         "SELECT car, date, coalesce(trips, 0) AS trips, coalesce(rows, 0) AS rows, "
-        "round(coalesce(hours, 0), 3) AS hours, round(coalesce(km, 0), 3) AS km, "
-        "round(coalesce(fuel_l, 0), 3) AS fuel_l, "
+        # No summary for the day (its trip still runs): its figures are unknown, not 0.
+        "round(hours, 3) AS hours, round(km, 3) AS km, round(fuel_l, 3) AS fuel_l, "
         "array_to_string(list_sort(list_filter(coalesce(codes, []), c -> c IS NOT NULL)), ' ') "
         "AS dtcs\n"
         "FROM data_rows FULL OUTER JOIN trips USING (car, date) ORDER BY car, date"

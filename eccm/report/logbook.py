@@ -238,8 +238,10 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
                 " ".join(e.new_dtcs),
             ]
         )
-    total_km = sum(e.distance_km or 0.0 for e in entries)
-    total_fuel = sum(e.fuel_l or 0.0 for e in entries)
+    # The sum of the known figures; empty when no trip knows it (GNSS-only trips have no
+    # distance from SPEED and no fuel: a total of 0.00 claimed what no row said).
+    kms = [e.distance_km for e in entries if e.distance_km is not None]
+    fuels = [e.fuel_l for e in entries if e.fuel_l is not None]
     total_s = sum(e.duration_s or 0.0 for e in entries)
     costs = [e.fuel_cost for e in entries if e.fuel_cost is not None]
     rows.append(
@@ -248,11 +250,11 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
             "",
             "",
             _duration(total_s),
-            f"{total_km:.2f}",
+            f"{sum(kms):.2f}" if kms else "",
             "",
             "",
             "",
-            f"{total_fuel:.2f}",
+            f"{sum(fuels):.2f}" if fuels else "",
             "",
             f"{sum(costs):.2f}" if costs else "",
             "",
