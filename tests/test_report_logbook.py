@@ -271,8 +271,10 @@ def test_a_summary_edited_by_hand_costs_only_its_own_trip(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert report_code == 0 or (err.count("\n") == 1 and edited.name in err), err
-    # Alone in its folder, its error is the command's.
-    (records / f"{CAR}_{TRIP}_summary.json").unlink()
+    # Alone in its folder, its error is the command's (a trip with rows and no summary
+    # would have a line of its own: its files go too).
+    for path in records.glob(f"{CAR}_{TRIP}_*"):
+        path.unlink()
     assert main(["trips", "--from", str(records)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and edited.name in err, err
@@ -315,3 +317,47 @@ def test_trips_read_the_partition_folders_that_decrypt_bucket_writes(
         assert main(["trips", "--from", str(source), "--format", "json"]) == 0
         (got,) = json.loads(capsys.readouterr().out)
         assert (got["start_lat"], got["end_lat"]) == (48.1, 48.2), source
+
+
+def test_a_trip_cut_by_a_power_cut_ends_at_its_last_row_and_is_marked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trial's find: a summary recovered from its last checkpoint (109 rows, 0.27 km)
+    # stood in the logbook as the whole trip, its end 10 s before the files' last row.
+    records = tmp_path / "records"
+    doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")
+    doc.update(complete=False, recovered=True)
+    rows = [row("2026-03-01T08:15:00.000Z"), row("2026-03-01T08:25:08.500Z")]
+    write_trip(records, CAR, TRIP, [rows], doc)
+    assert main(["trips", "--from", str(records), "--format", "csv"]) == 0
+    line = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert line["end"] == "2026-03-01T08:25:08.500+00:00"  # every row lies within
+    assert line["distance_km"] == "5.25" and line["complete"] == "no"
+    assert main(["trips", "--from", str(records)]) == 0
+    table = capsys.readouterr().out
+    assert "5.25*" in table and "* cut by a power cut" in table
+
+
+def test_a_trip_with_rows_but_no_summary_has_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trip cut in its first seconds (before any checkpoint), or whose summary was lost,
+    # was not in the logbook at all; alone, "no trip summary in ..." although rows were.
+    records = tmp_path / "records"
+    other = "20260302T081500Z"
+    doc = summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z")
+    write_trip(records, CAR, TRIP, [[row("2026-03-01T08:15:00.000Z")]], doc)
+    bare = [row("2026-03-02T08:15:00.250Z", "48.1", "11.5"), row("2026-03-02T08:15:01.750Z")]
+    write_trip(records, CAR, other, [bare], {})
+    (records / f"{CAR}_{other}_summary.json").unlink()
+    assert main(["trips", "--from", str(records), "--format", "json"]) == 0
+    lines = json.loads(capsys.readouterr().out)
+    assert [e["trip"] for e in lines] == [TRIP, other]
+    cut = lines[1]
+    assert cut["complete"] is False and cut["distance_km"] is None and cut["duration_s"] is None
+    assert (cut["start"], cut["end"]) == (
+        "2026-03-02T08:15:00.250+00:00",
+        "2026-03-02T08:15:01.750+00:00",
+    )
+    assert (cut["start_lat"], cut["start_lon"]) == (48.1, 11.5)
+    assert lines[0]["complete"] is True

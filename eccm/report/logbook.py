@@ -36,6 +36,7 @@ COLUMNS = [
     "fuel_cost",
     "mil",
     "new_dtcs",
+    "complete",
 ]
 
 
@@ -49,6 +50,28 @@ class Ends:
     end_lon: float | None = None
     odometer_start_km: float | None = None
     odometer_end_km: float | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """The times of a trip's first and last rows in its data files (None: no row)."""
+
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+def span_of(first_rows: Sequence[Row], last_rows: Sequence[Row]) -> Span:
+    """First and last row times of a trip from the rows of its first and last data file."""
+
+    def at(rows: Iterable[Row]) -> datetime | None:
+        for row in rows:
+            try:
+                return parse_time(row["TIME_UTC"])
+            except (KeyError, ValueError):
+                continue
+        return None
+
+    return Span(at(first_rows), at(reversed(last_rows)))
 
 
 def ends_of(first_rows: Sequence[Row], last_rows: Sequence[Row]) -> Ends:
@@ -87,6 +110,9 @@ class Entry:
     fuel_cost: float | None
     mil: bool
     new_dtcs: tuple[str, ...]
+    # False: the summary was recovered after a power cut (its figures stop at its last
+    # checkpoint, at most 10 s before the rows do), or the trip has rows but no summary.
+    complete: bool = True
 
 
 def parse_time(text: str) -> datetime:
@@ -112,14 +138,21 @@ def mil_and_new_codes(summary: dict[str, Any]) -> tuple[bool, tuple[str, ...]]:
     return mil, tuple(codes)
 
 
-def entry(summary: dict[str, Any], ends: Ends) -> Entry:
+def entry(summary: dict[str, Any], ends: Ends, span: Span | None = None) -> Entry:
     totals = summary.get("totals") or {}
     mil, codes = mil_and_new_codes(summary)
+    complete = summary.get("complete") is not False
+    end = parse_time(summary["last_time"])
+    if not complete and span is not None and span.last is not None and span.last > end:
+        # A summary recovered from its last checkpoint ends before the rows the files kept:
+        # the logbook's end is the last row's, so TIME_UTC BETWEEN start AND end holds them.
+        end = span.last
     return Entry(
+        complete=complete,
         car=str(summary["car"]),
         trip=str(summary["trip"]),
         start=parse_time(summary["first_time"]),
-        end=parse_time(summary["last_time"]),
+        end=end,
         duration_s=_float(totals.get("duration_s")),
         distance_km=_float(totals.get("distance_km")),
         fuel_l=_float(totals.get("fuel_l")),
@@ -127,6 +160,28 @@ def entry(summary: dict[str, Any], ends: Ends) -> Entry:
         fuel_cost=_float(totals.get("fuel_cost")),
         mil=mil,
         new_dtcs=codes,
+        **asdict(ends),
+    )
+
+
+def without_summary(car: str, trip: str, ends: Ends, span: Span) -> Entry | None:
+    """A trip whose rows are in the files but that has no summary (cut by a power cut in
+    its first seconds, or its summary lost): its times and ends, no figures."""
+    if span.first is None or span.last is None:
+        return None
+    return Entry(
+        car=car,
+        trip=trip,
+        start=span.first,
+        end=span.last,
+        duration_s=None,
+        distance_km=None,
+        fuel_l=None,
+        l_per_100km=None,
+        fuel_cost=None,
+        mil=False,
+        new_dtcs=(),
+        complete=False,
         **asdict(ends),
     )
 
@@ -217,6 +272,7 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
         "new codes",
     ]
     rows: list[list[str]] = []
+    cut = CUT_MARK if any(not e.complete for e in entries) else ""
     for e in entries:
         odo = ""
         if e.odometer_start_km is not None and e.odometer_end_km is not None:
@@ -227,7 +283,7 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
                 e.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
                 e.end.astimezone(zone).strftime("%H:%M"),
                 _duration(e.duration_s),
-                _km(e.distance_km, 2),
+                _km(e.distance_km, 2) + ("" if e.complete else CUT_MARK).rjust(len(cut)),
                 _place(e.start_lat, e.start_lon),
                 _place(e.end_lat, e.end_lon),
                 odo,
@@ -274,4 +330,13 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in rows[:-1]]
     out += [line(["-" * w for w in widths]), line(rows[-1])]
+    if cut:
+        out.append(CUT_NOTE)
     return "\n".join(out) + "\n"
+
+
+CUT_MARK = "*"
+CUT_NOTE = (
+    "* cut by a power cut: the figures stop at the summary's last checkpoint (at most 10 s "
+    "before the rows do); none: the trip has rows but no summary"
+)

@@ -12,7 +12,7 @@ from typing import Any
 from eccm.config import Config
 from eccm.report import ReportError, need
 from eccm.report.datafile import Row, parse_checked
-from eccm.report.logbook import Ends, Entry, ends_of, entry
+from eccm.report.logbook import Ends, Entry, Span, ends_of, entry, span_of, without_summary
 from eccm.report.source import (
     BucketSource,
     FolderSource,
@@ -67,14 +67,15 @@ def read_rows(source: Source, ref: Ref) -> tuple[list[Row], str | None]:
     return rows, problem
 
 
-def trip_ends(source: Source, car: str, trip: str) -> Ends:
-    """Positions and odometer at both ends, from the first and the last data file."""
+def trip_ends(source: Source, car: str, trip: str) -> tuple[Ends, Span]:
+    """Positions and odometer at both ends, and the first and last row times, from the
+    first and the last data file."""
     files = source.data_files(car, trip)
     if not files:
-        return Ends()
+        return Ends(), Span()
     first, _ = read_rows(source, files[0])
     last = first if len(files) == 1 else read_rows(source, files[-1])[0]
-    return ends_of(first, last)
+    return ends_of(first, last), span_of(first, last)
 
 
 def logbook(source: Source, car: str | None) -> list[Entry]:
@@ -83,20 +84,30 @@ def logbook(source: Source, car: str | None) -> list[Entry]:
     summary can be read, its error is the command's."""
     out = []
     unreadable: list[ReportError] = []
+    # Trips with a summary (readable or not, or sealed): the others are listed from their rows.
+    summarised = {(r.car, r.trip) for r in source.encrypted_summaries()}
     for ref in source.summaries():
         if car is not None and ref.car != car:
             continue
+        summarised.add((ref.car, ref.trip))
         try:
             doc = load_summary(source, ref)
         except ReportError as exc:
             unreadable.append(exc)
             continue
-        ends = trip_ends(source, ref.car, ref.trip)
+        ends, span = trip_ends(source, ref.car, ref.trip)
         try:
-            out.append(entry(doc, ends))
+            out.append(entry(doc, ends, span))
         except (AttributeError, KeyError, ValueError, TypeError) as exc:
             why = f"{ref.name} is not a trip summary ECCM can read ({exc})"
             unreadable.append(ReportError(why))
+    bare = sorted({(r.car, r.trip) for r in source.all_data_files()} - summarised)
+    for trip_car, trip in bare:
+        if car is not None and trip_car != car:
+            continue
+        found = without_summary(trip_car, trip, *trip_ends(source, trip_car, trip))
+        if found is not None:
+            out.append(found)
     if unreadable and not out:
         raise unreadable[0]
     for problem in unreadable:
