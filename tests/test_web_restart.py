@@ -13,7 +13,7 @@ import pytest
 
 from eccm.web.keep import FILE_NAME
 from tests.browser_helpers import attr, browser_missing, chromium, login, text, wait_for
-from tests.web_helpers import SECRET, free_port, web_daemon
+from tests.web_helpers import READ_SECRET, SECRET, free_port, web_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +75,37 @@ def test_a_session_survives_a_restart_but_not_a_changed_secret(tmp_path: Path) -
             who.port = car.port
         assert client.get("/api/session").status == 401
         assert reader.get("/api/session").status == 401
+
+
+def test_a_session_written_into_the_file_by_someone_without_the_secret_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    """Whoever may write the record folder (a share, a second user) but knows no secret
+    copies the tag of a kept session onto a cookie of their own, or onto more scopes than
+    the session had: after a restart neither opens the page."""
+    import hashlib
+    import json
+
+    records = tmp_path / "records"
+    with web_daemon(records) as car:
+        reader = car.http()
+        assert reader.login(READ_SECRET).status == 200
+        owner = car.http()
+        assert owner.login().status == 200
+    kept = records / FILE_NAME
+    body = json.loads(kept.read_text())
+    full = next(s for s in body["sessions"] if "control" in s["scopes"])
+    read = next(s for s in body["sessions"] if s["scopes"] == ["read"])
+    mine = "a cookie the intruder chose"
+    forged = dict(full, key=hashlib.sha256(mine.encode()).hexdigest(), csrf="x")
+    # The reader's own session, claiming the owner's scopes with the owner's tag.
+    raised = dict(read, scopes=full["scopes"], tag=full["tag"])
+    body["sessions"] = [forged, raised]
+    kept.write_text(json.dumps(body))
+    with web_daemon(records) as car:
+        intruder = car.http()
+        intruder.cookies["eccm_session"] = mine
+        assert intruder.get("/api/session").status == 401
+        reader.port = car.port
+        reply = reader.get("/api/session")
+        assert reply.status == 401 or reply.json["scopes"] == ["read"], reply.json

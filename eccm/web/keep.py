@@ -8,10 +8,13 @@ folder (mode 0600) when one opens or ends, and read back at start.
 
 - No cookie is written: a session is kept under the SHA-256 of its cookie, so the file
   lets nobody in. The CSRF token is kept (the page asks for it again after a reload).
-- Each session carries a tag of the secret that opened it (an HMAC of a fixed text under
-  that secret, which says nothing about it): a changed SOCKET_SERVER_SECRET or
-  SOCKET_SERVER_READ_SECRET ends the sessions it had opened, as a user who lost a phone
-  expects.
+- Each session carries a tag: an HMAC, under a key derived from the secret that opened
+  it, of the session's cookie digest, scopes and login time. A changed SOCKET_SERVER_SECRET
+  or SOCKET_SERVER_READ_SECRET ends the sessions it had opened, as a user who lost a phone
+  expects; and whoever may write the folder (a share, another user) but knows no secret
+  cannot make an entry of their own: a tag copied onto another cookie's digest, onto more
+  scopes or onto a later login time does not match (version 1 had one tag per secret, which
+  any entry could copy: its files are not read).
 - Times are wall-clock times in the file (a monotonic clock starts again at each boot).
   A Pi has no real-time clock: a wall clock that went back since is taken as no time
   passed (the session is kept); one that jumped forward may end a session early.
@@ -35,8 +38,8 @@ from eccm.service import ALL_SCOPES, READ_ONLY, Scope, scope_names
 log = logging.getLogger(__name__)
 
 FILE_NAME = ".eccm-web-sessions.json"
-VERSION = 1
-_CONTEXT = b"eccm web session v1"
+VERSION = 2
+_CONTEXT = b"eccm web session v2"
 
 
 def cookie_key(sid: str) -> str:
@@ -44,8 +47,16 @@ def cookie_key(sid: str) -> str:
     return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
 
 
-def secret_tag(secret: str) -> str:
-    return hmac.new(secret.encode("utf-8"), _CONTEXT, hashlib.sha256).hexdigest()[:32]
+def tag_key(secret: str) -> bytes:
+    """The key of the tags of the sessions ``secret`` opened (derived for this use alone)."""
+    return hmac.new(secret.encode("utf-8"), _CONTEXT, hashlib.sha256).digest()
+
+
+def session_tag(key: bytes, cookie: str, scopes: frozenset[Scope], created: float) -> str:
+    """The tag of one kept session: binds its cookie digest, its scopes and its login time,
+    so that an entry cannot lend its tag to another cookie, more scopes or a longer life."""
+    text = f"{cookie}\n{','.join(scope_names(scopes))}\n{round(created, 3):.3f}"
+    return hmac.new(key, text.encode("ascii", "replace"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,9 @@ class SessionFile:
 
     def __init__(self, folder: Path, secret: str, read_secret: str = "") -> None:
         self.path = folder / FILE_NAME
-        self._tags: dict[frozenset[Scope], str] = {ALL_SCOPES: secret_tag(secret)}
+        self._keys: dict[frozenset[Scope], bytes] = {ALL_SCOPES: tag_key(secret)}
         if read_secret:
-            self._tags[READ_ONLY] = secret_tag(read_secret)
+            self._keys[READ_ONLY] = tag_key(read_secret)
         self._failed = False
 
     def load(self) -> list[Kept]:
@@ -97,18 +108,18 @@ class SessionFile:
             scopes = frozenset(Scope(n) for n in names) if isinstance(names, list) else None
         except ValueError:
             return None
-        if scopes is None or self._tags.get(scopes) is None:
+        if scopes is None or scopes not in self._keys:
             return None
-        tag = entry.get("tag")
-        if not isinstance(tag, str) or not hmac.compare_digest(tag, self._tags[scopes]):
-            return None  # opened with a secret that has changed since
         key, csrf, address = entry.get("key"), entry.get("csrf"), entry.get("address")
-        created, seen = entry.get("created"), entry.get("seen")
+        created, seen, tag = entry.get("created"), entry.get("seen"), entry.get("tag")
         if not (isinstance(key, str) and isinstance(csrf, str) and isinstance(address, str)):
             return None
-        if not all(isinstance(t, (int, float)) for t in (created, seen)):
+        if not isinstance(created, (int, float)) or not isinstance(seen, (int, float)):
             return None
-        return Kept(key, csrf, scopes, address, float(created), float(seen))  # type: ignore[arg-type]
+        right = session_tag(self._keys[scopes], key, scopes, float(created))
+        if not isinstance(tag, str) or not hmac.compare_digest(tag, right):
+            return None  # a secret changed since, or the entry was not written by the daemon
+        return Kept(key, csrf, scopes, address, float(created), float(seen))
 
     def save(self, sessions: Iterable[Kept]) -> None:
         """Write the sessions whole (a power cut leaves the old file or the new one)."""
@@ -119,13 +130,13 @@ class SessionFile:
                     "key": s.key,
                     "csrf": s.csrf,
                     "scopes": scope_names(s.scopes),
-                    "tag": self._tags[s.scopes],
+                    "tag": session_tag(self._keys[s.scopes], s.key, s.scopes, s.created),
                     "address": s.address,
                     "created": round(s.created, 3),
                     "seen": round(s.seen, 3),
                 }
                 for s in sessions
-                if s.scopes in self._tags
+                if s.scopes in self._keys
             ],
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
