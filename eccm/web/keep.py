@@ -19,6 +19,10 @@ folder (mode 0600) when one opens or ends, and read back at start.
   A Pi has no real-time clock: a wall clock that went back since is taken as no time
   passed (the session is kept); one that jumped forward may end a session early.
 - Failures to read or write only cost the keeping: the page logs in again, as before.
+- The folder may be writable by others (a share): the file is read only if it is a regular
+  file (not a symlink, FIFO or device: a FIFO hung the start, a link to /dev/zero ate the
+  memory) of at most :data:`MAX_BYTES`, and written through a fresh temporary file
+  (``O_EXCL | O_NOFOLLOW``: a planted ``.tmp`` symlink made the daemon overwrite its target).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import hmac
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 FILE_NAME = ".eccm-web-sessions.json"
 VERSION = 2
 _CONTEXT = b"eccm web session v2"
+# 64 sessions take about 30 KB: anything much larger was not written by the daemon.
+MAX_BYTES = 1024 * 1024
 
 
 def cookie_key(sid: str) -> str:
@@ -84,10 +91,10 @@ class SessionFile:
     def load(self) -> list[Kept]:
         """The sessions kept by the last run that the current secrets still open."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self._read())
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("web sessions of the last run not read (%s): browsers log in again", exc)
             return []
         if not isinstance(data, dict) or data.get("version") != VERSION:
@@ -99,6 +106,18 @@ class SessionFile:
             if kept is not None:
                 out.append(kept)
         return out
+
+    def _read(self) -> str:
+        """The file's text: a regular file of at most MAX_BYTES, no symlink followed."""
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below).
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as src:
+            info = os.fstat(src.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{self.path} is not a regular file")
+            if info.st_size > MAX_BYTES:
+                raise OSError(f"{self.path} is larger than {MAX_BYTES} bytes")
+            return src.read(MAX_BYTES + 1).decode("utf-8")
 
     def _parse(self, entry: object) -> Kept | None:
         if not isinstance(entry, dict):
@@ -141,7 +160,10 @@ class SessionFile:
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # a leftover of a power cut, or planted: never written through
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(body, out, separators=(",", ":"))
             os.replace(tmp, self.path)
