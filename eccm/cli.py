@@ -108,8 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     lean_daemon()
     cfg = _load(args.config)
     setup_logging(cfg.log_level)
-    if (note := s3_off_note(cfg)) is not None:
-        log.warning("%s", note)
+    for note in (s3_off_note(cfg), exposed_config_note(_config_path(args.config))):
+        if note is not None:
+            log.warning("%s", note)
     from eccm.app import Daemon
 
     if early_stop.is_set():
@@ -153,7 +154,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print("[DEFAULT]")
     for key, value in cfg.effective(mask_secrets=True).items():
         print(f"{key}={value}")
-    for note in device_notes(cfg) + setting_notes(cfg):
+    exposed = exposed_config_note(path)
+    for note in device_notes(cfg) + setting_notes(cfg) + ([exposed] if exposed else []):
         print(f"eccm: note: {note}", file=sys.stderr)
     return 0
 
@@ -202,6 +204,28 @@ def s3_off_note(cfg: Config) -> str | None:
             "so uploads are off: set S3_SERVER_ENDPOINT (https://host[:port]) to upload"
         )
     return None
+
+
+def exposed_config_note(path: str) -> str | None:
+    """A configuration file holding secrets that other users of the machine may read (or
+    write): ``cp config.ini.template config.ini`` under the usual umask makes it 0644, and
+    every account on the Pi (a web server's, a guest's) then has the S3 key and the
+    socket's secret. Only the file's own secrets count: ones from the environment do not."""
+    import stat
+
+    from eccm.config import secrets_in_file
+
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        keys = secrets_in_file(path)
+    except (OSError, EccmError):
+        return None  # no file (or unreadable): load() has said so already
+    if not keys or not mode & 0o006:
+        return None
+    return (
+        f"{path} holds {', '.join(keys)} and other users of this machine may read it "
+        f"(mode {mode:04o}): chmod 600 {path}"
+    )
 
 
 def record_dir_note(cfg: Config) -> str | None:

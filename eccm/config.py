@@ -1063,5 +1063,12 @@ def read_raw(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) ->
     return values
 
 
+def secrets_in_file(path: str | os.PathLike[str]) -> list[str]:
+    """The secret keys (S3 keys, the socket's secrets, the MQTT password) that the file
+    itself sets to something, sorted: whoever may read the file has them."""
+    values = _parse_file(Path(path))
+    return sorted(k for k, v in values.items() if KEYS[k].secret and v.strip())
+
+
 def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
     return parse(read_raw(path, os.environ if environ is None else environ))

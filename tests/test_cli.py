@@ -460,3 +460,60 @@ def test_check_config_notes_summary_and_mqtt_names_no_command_key_logs(tmp_path:
     ]
     cfg.write_text(cfg.read_text().replace("OBD_SLOW_COMMANDS=COOLANT_TEMP", ""))  # ALL
     assert eccm("check-config", "--config", str(cfg)).stderr == ""
+
+
+def test_a_configuration_with_secrets_that_others_may_read_gets_a_note_and_a_warning(
+    tmp_path: Path,
+) -> None:
+    # `cp config.ini.template config.ini` under the usual umask 022 makes it 0644: every
+    # user of the Pi (and any service account) read the S3 key and the socket's secret.
+    cfg = tmp_path / "config.ini"
+    cfg.write_text(
+        "CAR_IDENTIFIER=c1\nSOCKET_SERVER_SECRET=topsecret\nS3_SERVER_SK=sk-in-the-file\nS3_SERVER_AK=ak\n"
+        f"RECORD_DIRECTORY_LOCATION={tmp_path}\n"
+    )
+    cfg.chmod(0o644)
+    proc = eccm("check-config", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    note = (
+        f"eccm: note: {cfg} holds S3_SERVER_AK, S3_SERVER_SK, SOCKET_SERVER_SECRET and other users of "
+        f"this machine may read it (mode 0644): chmod 600 {cfg}"
+    )
+    assert note in proc.stderr.splitlines(), proc.stderr
+    assert "topsecret" not in proc.stderr and "sk-in-the-file" not in proc.stderr
+    cfg.chmod(0o600)
+    assert "chmod" not in eccm("check-config", "--config", str(cfg)).stderr
+    # A file without secrets (they come from the environment) may be read by anyone.
+    public = tmp_path / "public.ini"
+    public.write_text(f"CAR_IDENTIFIER=c1\nRECORD_DIRECTORY_LOCATION={tmp_path}\n")
+    public.chmod(0o644)
+    proc = eccm(
+        "check-config",
+        "--config",
+        str(public),
+        env={"ECCM_S3_SERVER_SK": "x", "ECCM_S3_SERVER_AK": "y"},
+    )
+    assert "chmod" not in proc.stderr, proc.stderr
+    # `eccm run` says it in its log before the daemon starts (a stand-in daemon here).
+    cfg.chmod(0o604)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, eccm.app\n"
+            "class Stub:\n"
+            "    def __init__(self, cfg): pass\n"
+            "    def run(self, stop): return 0\n"
+            "eccm.app.Daemon = Stub\n"
+            "from eccm.cli import main\n"
+            "sys.exit(main(['run', '--config', sys.argv[1]]))\n",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ECCM_")},
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"WARNING eccm: {cfg} holds S3_SERVER_AK, S3_SERVER_SK" in run.stderr, run.stderr
+    assert "(mode 0604)" in run.stderr
