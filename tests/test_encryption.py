@@ -331,3 +331,38 @@ def test_an_identity_file_with_a_bom_opens_and_a_binary_one_is_one_line(
         f"eccm: error: {binary} is not an age identity file (expected AGE-SECRET-KEY-... "
         "lines; this file is not text)\n"
     )
+
+
+def test_a_fifo_or_a_symlink_named_as_a_closed_file_is_left_alone_and_does_not_stop_sealing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever may write the record folder (a share) plants a FIFO named as a trip summary:
+    the pass opened it and waited for a writer for ever, holding the lock, on the
+    recorder's thread after a close: recording stopped and every later file stayed in
+    plaintext. A symlink named as a data file had its target (config.ini, with the
+    secrets) encrypted, uploaded and the link removed."""
+    import threading
+
+    _, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    data = make_closed_file(rec, rows=20)
+    os.mkfifo(rec / f"{CAR}_20261122T021600Z_summary.json")
+    secret = tmp_path / "config.ini"
+    secret.write_text("SOCKET_SERVER_SECRET=not for the bucket\n")
+    linked = rec / f"{CAR}_20261122T021700Z_0001.tsv.gz"
+    linked.symlink_to(secret)
+    (rec / (linked.name + ".json")).write_text("{}\n")
+    (rec / f"{CAR}_20261122T021800Z_summary.json").symlink_to(secret)
+    done: list[int] = []
+    sealing = threading.Thread(
+        target=lambda: done.append(Encryptor(rec, [recipient]).seal_all()), daemon=True
+    )
+    sealing.start()
+    sealing.join(WAIT / 2)
+    assert done, "the sealing pass hangs on the FIFO"
+    names = set(os.listdir(rec))
+    assert data.name + ".age" in names and data.name not in names  # the real one is sealed
+    # Nothing of the planted ones is sealed (so none is uploaded), and they are left as found.
+    planted = ("T021600Z", "T021700Z", "T021800Z")
+    assert not [n for n in names if n.endswith(".age") and any(t in n for t in planted)]
+    assert linked.is_symlink()

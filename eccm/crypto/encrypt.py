@@ -21,6 +21,12 @@ with recipients set, plans ``.age`` files only (``keys.plan(encrypted=True)``), 
 state between two steps uploads a plaintext byte. Summaries and audit records have no
 sidecar: step 1, then the plaintext removed. A file lock serialises passes of the daemon
 and of an ``eccm upload`` beside it.
+
+Only regular files are sealed, opened without following a symlink: the folder may be
+writable by others (a share). A FIFO named as a summary was opened and waited on for ever
+(holding the lock, on the recorder's thread after a close: recording stopped, and every
+later file stayed in plaintext); a symlink named as a data file had its target (the
+config.ini, say) encrypted, uploaded and the link removed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import io
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,11 +117,13 @@ class Encryptor:
                 if name.endswith(AGE):
                     continue
                 if parse_single_name(name) is not None:
-                    self._seal_single(name, names)
-                    done += 1
+                    if self._regular(name):
+                        self._seal_single(name, names)
+                        done += 1
                 elif parse_data_name(name) is not None and name + SIDECAR in names:
-                    self._seal_data(name, names)
-                    done += 1
+                    if self._regular(name) and self._regular(name + SIDECAR):
+                        self._seal_data(name, names)
+                        done += 1
                 elif name.endswith(SIDECAR) and parse_data_name(name[: -len(SIDECAR)]):
                     plain = name[: -len(SIDECAR)]
                     if plain not in names and plain + AGE + SIDECAR in names:
@@ -124,6 +133,25 @@ class Encryptor:
         return done
 
     # -- one file ------------------------------------------------------------------------
+    def _regular(self, name: str) -> bool:
+        """Whether ``name`` is a regular file (not a symlink, FIFO, device or folder): the
+        others are no file ECCM wrote, and are left as they are, with a warning."""
+        try:
+            mode = os.lstat(self._dir / name).st_mode
+        except FileNotFoundError:
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if name not in _warned and len(_warned) < _WARNED_MAX:
+            _warned.add(name)
+            log.warning(
+                "%s in %s is not a regular file (a symlink, a FIFO...): not encrypted, not "
+                "uploaded; ECCM never writes one, remove it",
+                name,
+                self._dir,
+            )
+        return False
+
     def _seal_single(self, name: str, names: set[str]) -> None:
         if name + AGE not in names:
             self._encrypt(self._dir / name)
@@ -137,7 +165,8 @@ class Encryptor:
         if name + AGE + SIDECAR not in names:
             if name + AGE not in names:
                 self._encrypt(plain)
-            side = json.loads((self._dir / (name + SIDECAR)).read_text(encoding="utf-8"))
+            with _open_regular(self._dir / (name + SIDECAR)) as src:
+                side = json.loads(src.read().decode("utf-8"))
             write_atomic(
                 sealed.with_name(sealed.name + SIDECAR),
                 encode_sidecar(neutral_sidecar(side, sealed)),
@@ -153,11 +182,15 @@ class Encryptor:
 
         target = plain.with_name(plain.name + AGE)
         tmp = target.with_name(target.name + TMP)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover, or planted: never written through
         try:
-            with plain.open("rb") as src, tmp.open("wb") as dst:
-                pyrage.encrypt_io(src, _Sink(dst), self._recipients)
-                dst.flush()
-                os.fsync(dst.fileno())
+            with _open_regular(plain) as src:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as dst:
+                    pyrage.encrypt_io(src, _Sink(dst), self._recipients)
+                    dst.flush()
+                    os.fsync(dst.fileno())
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -181,6 +214,26 @@ class Encryptor:
             yield
         finally:
             os.close(fd)
+
+
+# Names already warned about (a planted file stays until someone removes it: one line,
+# not one per pass); bounded, as a folder may be filled with them.
+_warned: set[str] = set()
+_WARNED_MAX = 1000
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file: no symlink followed, and a FIFO
+    is not waited on (O_NONBLOCK) but refused; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 class _Sink(io.RawIOBase):
