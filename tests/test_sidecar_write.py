@@ -54,3 +54,17 @@ def test_sidecar_facts_are_typed_as_status_gives_them(tmp_path: Path) -> None:
     assert doc["fast_hz"] == 5.0 and doc["slow_hz"] == 0.98
     assert doc["elm_voltage"] == 12.4  # the car battery at the adapter (ATRV), as in STATUS
     assert doc["obd"] == "connected" and doc["protocol"] == "CAN"
+
+
+def test_a_symlink_planted_as_the_temporary_file_is_not_written_through(tmp_path: Path) -> None:
+    # A record folder others may write (a share): `x.json.tmp` made a link to a file of
+    # the daemon's user had that file overwritten with the sidecar.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not ECCM's\n")
+    folder = tmp_path / "records"
+    folder.mkdir()
+    target = folder / "car_20261122T021500Z_0001.tsv.gz.json"
+    (folder / (target.name + ".tmp")).symlink_to(victim)
+    write_atomic(target, b'{"ok": true}\n')
+    assert victim.read_text() == "not ECCM's\n"
+    assert target.read_bytes() == b'{"ok": true}\n' and not target.is_symlink()

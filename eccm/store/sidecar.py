@@ -73,8 +73,12 @@ def write_atomic(
 ) -> None:
     """temp + fsync + rename + fsync of the directory: readers see all or nothing."""
     tmp = path.with_name(path.name + TMP)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a power cut's leftover, or a symlink planted in a shared folder
     try:
-        with open(tmp, "wb") as f:
+        # O_EXCL | O_NOFOLLOW: a fresh file, never written through a link someone put there.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
