@@ -198,12 +198,21 @@ class Layout:
         return cells
 
 
-def clean_cell(cell: str) -> str:
-    """A cell without line breaks."""
+def clean_cell(cell: str, separator: str = "\t") -> str:
+    """A cell without line breaks, without ``separator`` and without double quotes, so that
+    the csv module never has to quote it."""
     # One row is one line: recovery cuts a file back to its last newline, which is only
     # safe if no cell carries a newline of its own.
     if "\n" in cell or "\r" in cell:
-        return cell.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+        cell = cell.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    # A quoted cell ("Closed loop, using oxygen sensor feedback ..." of FUEL_STATUS in a
+    # .csv file) splits in two in every reader that does not unquote: Athena's and Trino's
+    # TEXTFILE tables, Hive, cut, awk. Every later column of the row then holds its
+    # neighbour's value. Text cells are words for people: ';' (or ',') reads the same.
+    if separator in cell:
+        cell = cell.replace(separator, "," if separator == ";" else ";")
+    if '"' in cell:
+        cell = cell.replace('"', "'")
     return cell
 
 
@@ -211,8 +220,8 @@ _UNSET = object()
 
 
 class RowCells:
-    """The cells of rows, as ``[clean_cell(c) for c in layout.row(sample, car_id)]`` gives them,
-    for one writer.
+    """The cells of rows, as ``[clean_cell(c, separator) for c in layout.row(sample, car_id)]``
+    gives them, for one writer.
 
     Each column remembers its last value and cell: a value that is the very object of
     the row before (python-OBD's decoding is cached per distinct answer, so an unchanged
@@ -220,7 +229,8 @@ class RowCells:
     tests/test_sample.py checks the cells against ``Layout.row``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, separator: str = "\t") -> None:
+        self._sep = separator
         self._layout: Layout | None = None
         self._names: tuple[str, ...] = ()
         self._last: list[tuple[object, str]] = []
@@ -233,7 +243,8 @@ class RowCells:
             self._layout = layout
             self._names = layout.obd
             self._last = [(_UNSET, "")] * len(self._names)
-        cells = [iso_utc(sample.time), clean_cell(car_id), clean_cell(sample.trip_id)]
+        sep = self._sep
+        cells = [iso_utc(sample.time), clean_cell(car_id, sep), clean_cell(sample.trip_id, sep)]
         append = cells.append
         values = sample.values
         last = self._last
@@ -245,14 +256,14 @@ class RowCells:
             value = reading.value
             seen, cell = last[i]
             if value is not seen:
-                cell = clean_cell(format_value(value))
+                cell = clean_cell(format_value(value), sep)
                 last[i] = (value, cell)
             append(cell)
         if layout.gps:
             fix = sample.fix
             if fix is not self._fix:
                 self._fix = fix
-                self._fix_cells = [clean_cell(c) for c in gps_cells(fix)]
+                self._fix_cells = [clean_cell(c, sep) for c in gps_cells(fix)]
             cells.extend(self._fix_cells)
         return cells
 

@@ -111,9 +111,12 @@ def rows(draw: st.DrawFn) -> list[Sample]:
 
 
 @settings(max_examples=150)
-@given(rows(), st.sampled_from(["car", "car\nid"]))
-def test_row_cells_are_the_layouts_cells_cleaned(samples: list[Sample], car: str) -> None:
-    cells = RowCells()
+@given(rows(), st.sampled_from(["car", "car\nid"]), st.sampled_from(["\t", ",", ";", "|"]))
+def test_row_cells_are_the_layouts_cells_cleaned(samples: list[Sample], car: str, sep: str) -> None:
+    cells = RowCells(sep)
     for sample in samples:
-        expected = [clean_cell(c) for c in sample.layout.row(sample, car)]
-        assert cells.row(sample, car) == expected
+        expected = [clean_cell(c, sep) for c in sample.layout.row(sample, car)]
+        row = cells.row(sample, car)
+        assert row == expected
+        # Nothing the csv module would have to quote.
+        assert not any(sep in c or '"' in c or "\n" in c or "\r" in c for c in row)

@@ -210,7 +210,7 @@ class FileWriter:
         # are written, for the size limit.
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, delimiter=separator, lineterminator="\n")
-        self._cells = RowCells()
+        self._cells = RowCells(separator)
 
     def encode(self, cells: list[str]) -> bytes:
         self._buf.seek(0)
