@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from eccm.clock import SystemClock
+from eccm.clock import FakeClock, SystemClock
 from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import car_prefix
 from eccm.upload.s3client import S3Timeouts
+from eccm.upload.schedule import FAILURE_BACKOFF_CAP
 from eccm.upload.uploader import Uploader
 from tests import s3server
 from tests.s3_helpers import assert_each_file_once, bucket_objects, left_behind
@@ -279,3 +281,29 @@ def test_a_link_that_breaks_tls_handshakes_is_a_network_failure_not_a_bad_certif
         assert_each_file_once(s3_https, cfg, files)
     finally:
         link.close()
+
+
+def test_a_long_outage_is_logged_once_an_hour_and_its_end_once(
+    s3_http: LocalS3, link: FlakyLink, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: the same failure was logged again after a minute, less than the retry
+    # backoff (up to 5 minutes): a car without a link for a night logged one WARNING per
+    # retry, and nothing when uploads worked again.
+    cfg = make_config(tmp_path, s3_http, S3_SERVER_ENDPOINT=link.endpoint)
+    clock = FakeClock()
+    up = Uploader.from_config(cfg, clock, timeouts=S3Timeouts(connect=2, read=2, attempts=1))
+    make_closed_file(tmp_path, seq=1)
+    link.down()
+    caplog.set_level(logging.INFO, logger="eccm.upload.uploader")
+    for _ in range(24):  # two hours of retries at the longest backoff
+        assert not up.run_once().ok
+        clock.advance(FAILURE_BACKOFF_CAP)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 2, [r.getMessage() for r in loud]
+    assert "still failing: 13 failed run(s) in 60 min" in loud[1].getMessage()
+
+    caplog.clear()
+    link.healthy()
+    assert up.run_once().ok
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert "upload: uploads work again after 24 failed run(s) in 2.0 h" in said

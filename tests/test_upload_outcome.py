@@ -13,6 +13,7 @@ from eccm.clock import FakeClock
 from eccm.store.budget import MIB
 from eccm.upload.outcome import QUIET_REPEAT, OutcomeLog, UploadReport, aborts_run, human
 from eccm.upload.s3client import Failure
+from eccm.upload.schedule import FAILURE_BACKOFF_CAP
 
 
 def test_a_verified_file_counts_what_was_sent_and_a_found_one_counts_as_already_there() -> None:
@@ -61,7 +62,8 @@ def test_a_failure_is_logged_once_then_quietly_while_it_repeats() -> None:
     outcome = OutcomeLog()
 
     def level(message: str | None, transient: bool = True) -> int | None:
-        return outcome.level(message, transient=transient, now=clock.monotonic())
+        line = outcome.entry(message, transient=transient, now=clock.monotonic())
+        return None if line is None else line[0]
 
     assert level("offline") == logging.WARNING
     clock.advance(QUIET_REPEAT / 2)
@@ -74,20 +76,56 @@ def test_a_failure_is_logged_once_then_quietly_while_it_repeats() -> None:
     assert level("offline") == logging.WARNING
 
 
-def test_a_good_run_makes_the_next_failure_news_again() -> None:
+def test_a_failure_retried_at_the_longest_backoff_is_not_logged_at_every_retry() -> None:
+    # Regression: the quiet time was one minute, shorter than the backoff (up to 5 min):
+    # a car offline overnight logged the same WARNING every few minutes.
     clock = FakeClock()
     outcome = OutcomeLog()
-    assert outcome.level("offline", transient=True, now=clock.monotonic()) == logging.WARNING
+    lines = []
+    for _ in range(12 * 3):  # three hours of retries every 5 minutes
+        line = outcome.entry("offline", transient=True, now=clock.monotonic())
+        assert line is not None
+        if line[0] > logging.DEBUG:
+            lines.append(line[1])
+        clock.advance(FAILURE_BACKOFF_CAP)
+    assert lines[0] == "offline"
+    # One reminder an hour, which says how long it has lasted.
+    assert len(lines) == 3
+    assert lines[1] == (
+        "offline (still failing: 13 failed run(s) in 60 min; next reminder in 60 min)"
+    )
+
+
+def test_a_good_run_after_failures_says_so_once_and_the_next_failure_is_news() -> None:
+    clock = FakeClock()
+    outcome = OutcomeLog()
+    assert outcome.entry("offline", transient=True, now=clock.monotonic()) == (
+        logging.WARNING,
+        "offline",
+    )
+    clock.advance(300)
+    assert outcome.entry("offline", transient=True, now=clock.monotonic()) == (
+        logging.DEBUG,
+        "offline",
+    )
+    clock.advance(300)
+    assert outcome.entry(None, transient=False, now=clock.monotonic()) == (
+        logging.INFO,
+        "uploads work again after 2 failed run(s) in 10 min",
+    )
+    assert outcome.entry(None, transient=False, now=clock.monotonic()) is None
     clock.advance(1)
-    assert outcome.level(None, transient=False, now=clock.monotonic()) is None
-    clock.advance(1)
-    assert outcome.level("offline", transient=True, now=clock.monotonic()) == logging.WARNING
+    line = outcome.entry("offline", transient=True, now=clock.monotonic())
+    assert line == (logging.WARNING, "offline")
 
 
 def test_a_caller_that_prints_the_outcome_gets_the_log_copy_at_debug() -> None:
     outcome = OutcomeLog(loud=False)
     for now in (0.0, 1000.0):
-        assert outcome.level("bucket missing", transient=False, now=now) == logging.DEBUG
+        line = outcome.entry("bucket missing", transient=False, now=now)
+        assert line is not None and line[0] == logging.DEBUG
+    line = outcome.entry(None, transient=False, now=2000.0)
+    assert line is not None and line[0] == logging.DEBUG
 
 
 def test_sizes_read_as_kilobytes_or_megabytes() -> None:

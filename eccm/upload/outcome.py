@@ -18,8 +18,10 @@ from eccm.upload.s3client import Failure
 LOGGER_NAME = "eccm.upload.uploader"
 
 # The same failure again within this many seconds is logged at DEBUG: a car offline for a
-# day retries every few minutes and must not fill its log with one sentence.
-QUIET_REPEAT = 60.0
+# day retries every few minutes (the backoff reaches 5 minutes) and must not fill its log
+# with one sentence; once an hour a reminder says it goes on. A shorter window (it was a
+# minute) is shorter than the backoff itself, and every retry was logged again.
+QUIET_REPEAT = 3600.0
 
 
 class FileKept(Exception):
@@ -72,11 +74,13 @@ def aborts_run(failure: Failure) -> bool:
 # Times in a message (a wrong clock's failure names the device's and the server's) move
 # on between two runs: the same problem all the same.
 _TIMES = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
+_TRANSIENT = "\0transient"  # the key of every transient failure (no message is this)
 
 
 @dataclass
 class OutcomeLog:
-    """How loudly each run's problem is logged: once, then quiet while it repeats.
+    """How loudly each run's problem is logged: once, then quiet while it repeats, with a
+    reminder every ``quiet_repeat`` seconds, and one line when uploads work again.
 
     ``loud=False``: the caller reports the outcome itself (`eccm upload` prints it), so the
     log's copy goes to DEBUG instead of interleaving with the progress bar.
@@ -85,21 +89,50 @@ class OutcomeLog:
     loud: bool = True
     quiet_repeat: float = QUIET_REPEAT
     _last: tuple[str, float] | None = None
+    # The failing streak: monotonic time of its first failed run, and its failed runs.
+    _since: float | None = None
+    _failed_runs: int = 0
 
-    def level(self, message: str | None, *, transient: bool, now: float) -> int | None:
-        """The level for ``message`` at monotonic ``now``; None: a good run, nothing to log
-        (and the next failure is news again)."""
+    def entry(self, message: str | None, *, transient: bool, now: float) -> tuple[int, str] | None:
+        """The level and text of the log line for a run that ended at monotonic ``now``
+        with ``message`` (None: a good run); None: nothing to log."""
         if message is None:
-            self._last = None
-            return None
+            since, runs = self._since, self._failed_runs
+            self._last, self._since, self._failed_runs = None, None, 0
+            if since is None:
+                return None
+            text = f"uploads work again after {runs} failed run(s) in {_duration(now - since)}"
+            return (logging.INFO if self.loud else logging.DEBUG), text
+        if self._since is None:
+            self._since = now
+        self._failed_runs += 1
         if not self.loud:
-            return logging.DEBUG
+            return logging.DEBUG, message
+        level = logging.WARNING if transient else logging.ERROR
         last = self._last
-        same = _TIMES.sub("", message)
-        if last is not None and last[0] == same and now - last[1] < self.quiet_repeat:
-            return logging.DEBUG
+        # The network's failures are one problem however they are worded: a link that is
+        # down answers "connection reset" at one retry and "did not answer within 10 s" or
+        # "dropped before the answer" at the next (a 503 now and then is the same).
+        same = _TRANSIENT if transient else _TIMES.sub("", message)
+        if last is not None and last[0] == same:
+            if now - last[1] < self.quiet_repeat:
+                return logging.DEBUG, message
+            self._last = (same, now)
+            return level, (
+                f"{message} (still failing: {self._failed_runs} failed run(s) in "
+                f"{_duration(now - self._since)}; next reminder in {_duration(self.quiet_repeat)})"
+            )
         self._last = (same, now)
-        return logging.WARNING if transient else logging.ERROR
+        return level, message
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def human(size: int) -> str:

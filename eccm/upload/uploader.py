@@ -235,9 +235,9 @@ class Uploader:
         message = report.problem()
         self.last_error = message
         transient = failure is not None and failure.transient
-        level = self._outcome_log.level(message, transient=transient, now=self._clock.monotonic())
-        if level is not None:
-            log.log(level, "upload: %s", message)
+        line = self._outcome_log.entry(message, transient=transient, now=self._clock.monotonic())
+        if line is not None:
+            log.log(line[0], "upload: %s", line[1])
         if report.uploaded:
             log.info(
                 "uploaded %d file(s) (%s sent) to %s; %d waiting",
