@@ -319,13 +319,17 @@ def test_the_spark_schema_reads_a_copy_of_the_bucket_layout(
             if body:
                 spark.sql(body)
         got = spark.sql(
-            "SELECT car, count(*) AS n, typeof(first(SPEED)) AS t FROM eccm_rows GROUP BY car"
+            "SELECT car, count(*) AS n, typeof(first(SPEED)) AS t, typeof(min(TIME_UTC)) AS tt,"
+            " date_format(min(TIME_UTC), \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\") AS first,"
+            " count(TIME_UTC) AS times FROM eccm_rows GROUP BY car"
         ).collect()
     finally:
         spark.stop()
-    assert [(r["car"], r["n"], r["t"]) for r in got] == [
-        (CAR, len(all_rows(drive.uploaded)), "double")
-    ]
+    rows = all_rows(drive.uploaded)
+    assert [(r["car"], r["n"], r["t"]) for r in got] == [(CAR, len(rows), "double")]
+    # TIME_UTC is a timestamp, as in DuckDB's view, and every row's parses.
+    assert (got[0]["tt"], got[0]["times"]) == ("timestamp", len(rows))
+    assert got[0]["first"] == min(r["TIME_UTC"] for r in rows)
 
 
 def _one_line(err: str) -> None:

@@ -154,6 +154,8 @@ CREATE OR REPLACE VIEW eccm_rows AS
 SELECT * FROM eccm_files WHERE "$path" LIKE {_q("%" + layout.ending)};
 
 -- e.g. SELECT car, "date", count(*) AS rows FROM eccm_rows WHERE "date" >= '2026-03-01' GROUP BY 1, 2;
+-- time_utc and gps_time_utc are text (ISO 8601, UTC, with Z), which sorts as time; as a
+-- timestamp: from_iso8601_timestamp(time_utc).
 """
 
 
@@ -177,11 +179,24 @@ CALL hive.system.sync_partition_metadata('eccm', 'files', 'ADD');
 
 CREATE OR REPLACE VIEW hive.eccm.rows AS
 SELECT * FROM hive.eccm.files WHERE "$path" LIKE {_q("%" + layout.ending)};
+-- time_utc and gps_time_utc are text (ISO 8601, UTC, with Z), which sorts as time; as a
+-- timestamp: from_iso8601_timestamp(time_utc).
 """
 
 
+# ISO 8601 UTC with milliseconds and Z (SPEC §3): Spark's CSV reader parses them as they
+# are (its default timestampFormat takes the Z), so they are timestamps, as in DuckDB's view.
+_TIME_COLUMNS = {"TIME_UTC", "GPS_TIME_UTC"}
+
+
+def _spark_type(c: Column) -> str:
+    if c.name in _TIME_COLUMNS:
+        return "TIMESTAMP"
+    return "DOUBLE" if c.numeric else "STRING"
+
+
 def spark(layout: Layout) -> str:
-    cols = ",\n".join(f"  `{c.name}` {'DOUBLE' if c.numeric else 'STRING'}" for c in layout.columns)
+    cols = ",\n".join(f"  `{c.name}` {_spark_type(c)}" for c in layout.columns)
     location = layout.location.replace("s3://", "s3a://", 1)
     # A view of the data source rather than a catalog table: a catalog table's file
     # listing ignores pathGlobFilter and would read the sidecars and summaries as rows.
