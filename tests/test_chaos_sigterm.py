@@ -144,7 +144,7 @@ def test_sigterm_while_the_adapter_connects_and_the_s3_server_hangs(
         )
         daemon = Daemon(config)
         # GNSS rows are being written while the adapter connects and an upload hangs
-        wait_until(lambda: list(records.glob("*.part")), 60, "GNSS rows in an open file")
+        wait_until(lambda: list(records.glob("*.tsv.part")), 60, "GNSS rows in an open file")
         wait_until(lambda: hung.accepted > 0, 60, "the uploader stuck on the server")
         err = assert_clean_stop(daemon, records)
     assert "stopped in" in err

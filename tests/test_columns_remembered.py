@@ -61,7 +61,7 @@ def header(path: Path) -> list[str]:
 
 def started(records: Path) -> list[Path]:
     """Open files whose header is on disk."""
-    return [p for p in records.glob("*.part") if "\n" in p.read_text(encoding="utf-8")]
+    return [p for p in records.glob("*.tsv.part") if "\n" in p.read_text(encoding="utf-8")]
 
 
 def test_the_next_trip_opens_its_first_file_with_the_cars_columns(car: str, tmp_path: Path) -> None:

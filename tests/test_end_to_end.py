@@ -178,7 +178,7 @@ def test_a_power_cut_loses_at_most_the_flush_interval_and_the_next_start_recover
         proc.kill()  # SIGKILL: as the ignition cutting the power
         proc.wait(timeout=30)
     flushed = lines_on_disk()
-    assert list(records.glob("*.part")), "the open file should be left behind by a power cut"
+    assert list(records.glob("*.tsv.part")), "the open file should be left behind by a power cut"
 
     # The next start recovers the leftover file before recording anew.
     proc = daemon(config)

@@ -151,7 +151,7 @@ def test_the_daemon_logs_the_route_read_through_gpsd(gpsd: Gpsd, tmp_path: Path)
     try:
 
         def rows() -> int:
-            files = [*records.glob("*.part"), *records.glob("*.tsv")]
+            files = [*records.glob("*.tsv.part"), *records.glob("*.tsv")]
             return sum(p.read_text(encoding="utf-8").count("\n") - 1 for p in files)
 
         wait_until(lambda: records.exists() and rows() >= 4, 60, "GNSS rows via gpsd")

@@ -155,7 +155,7 @@ def gnss_daemon(
     )
     daemon = Daemon(config, wrapper)
     try:
-        wait_until(lambda: list(records.glob("*.part")), 60, "the first file")
+        wait_until(lambda: list(records.glob("*.tsv.part")), 60, "the first file")
     except BaseException:
         daemon.proc.kill()
         raise
@@ -166,7 +166,7 @@ def test_a_second_daemon_is_refused_and_the_first_keeps_writing(tmp_path: Path) 
     with NmeaPty(Route(), rate_hz=4.0) as gnss:
         records, config, first = gnss_daemon(tmp_path, gnss)
         try:
-            open_file = list(records.glob("*.part"))
+            open_file = list(records.glob("*.tsv.part"))
             second = subprocess.run(
                 [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
                 capture_output=True,
@@ -243,7 +243,7 @@ def test_sighup_under_nohup_is_ignored_as_nohup_asks(tmp_path: Path) -> None:
     with NmeaPty(Route(), rate_hz=4.0) as gnss:
         records, _config, daemon = gnss_daemon(tmp_path, gnss, ["nohup"])
         try:
-            part = next(records.glob("*.part"))
+            part = next(records.glob("*.tsv.part"))
             size = part.stat().st_size
 
             def grew_or_ended() -> bool:
