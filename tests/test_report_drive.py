@@ -6,6 +6,7 @@ checked against the trip summary and a direct count of the rows."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -541,3 +542,34 @@ def test_a_schema_of_cars_that_write_other_files_names_them(
     _one_line(captured.err)
     assert "a-csv writes .csv (comma-separated)" in captured.err, captured.err
     assert "--car a-csv" in captured.err and "b-tsv" not in captured.err, captured.err
+
+
+def test_a_schema_for_a_positional_engine_names_a_first_file_with_other_columns(
+    drive: Drive, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two trials' find: a car's first drive leaves a first file with the GNSS columns
+    only (the adapter was not connected yet); Athena, Trino and Spark read columns by
+    position, so its latitudes came back as an engine value, without a word."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for path in drive.uploaded.iterdir():
+        shutil.copy(path, folder / path.name)
+    gnss = ["TIME_UTC", "CAR_ID", "TRIP_ID", "GPS_TIME_UTC", "GPS_LATITUDE", "GPS_LONGITUDE"]
+    first = f"{CAR}_20200101T000000Z_0001.tsv.gz"
+    (folder / first).write_bytes(gzip.compress(("\t".join(gnss) + "\n").encode()))
+    side = {"file": first, "separator": "\t", "columns": [{"name": n, "unit": ""} for n in gnss]}
+    (folder / f"{first}.json").write_text(json.dumps(side))
+    for engine in ("athena", "trino", "spark"):
+        assert main(["schema", "--engine", engine, "--from", str(folder)]) == 0
+        err = capsys.readouterr().err
+        _one_line(err)
+        assert f"car {CAR}'s first file {first} (6 columns)" in err, err
+        assert f"{engine} reads the columns of a file by position" in err, err
+    # DuckDB reads by name: nothing to say; nor when the first file's columns are the
+    # definition's first ones (the positional engines read the missing ones as NULL).
+    assert main(["schema", "--engine", "duckdb", "--from", str(folder)]) == 0
+    assert "by position" not in capsys.readouterr().err
+    (folder / first).unlink()
+    (folder / f"{first}.json").unlink()
+    assert main(["schema", "--engine", "athena", "--from", str(folder)]) == 0
+    assert "by position" not in capsys.readouterr().err

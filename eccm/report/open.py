@@ -336,4 +336,45 @@ def schema_text(
         cars=tuple(sorted(cars)),
         summaries=any_summary,
     )
+    if note is not None and source is not None and engine in POSITIONAL_ENGINES:
+        shifted = shifted_first_files(source, car, [c.name for c in layout.columns])
+        if shifted:
+            note(
+                f"{'; '.join(shifted)}: {engine} reads the columns of a file by position, "
+                "so its values would land in other columns of the table (GNSS values "
+                "read as engine values). Such a file comes from a car's first drive, "
+                "before its columns were known, or from a change of OBD_FAST_COMMANDS/"
+                "OBD_SLOW_COMMANDS: keep it out of the table's location, or query it with "
+                "--engine duckdb, which reads columns by name"
+            )
     return schema.definition(engine, layout)
+
+
+# Engines whose text tables read a file's columns by position, not by its header's names.
+POSITIONAL_ENGINES = frozenset({"athena", "trino", "spark"})
+
+
+def shifted_first_files(source: Source, car: str | None, columns: list[str]) -> list[str]:
+    """Each car's oldest data file whose columns are not the first of ``columns`` (the
+    definition's), as "car C's file F (n columns)". One sidecar per car is read: a car's
+    first file is the one a first drive (GNSS rows before the adapter connected) leaves
+    with fewer, other columns."""
+    oldest: dict[str, Ref] = {}
+    for ref in source.all_data_files():
+        if car is not None and ref.car != car:
+            continue
+        best = oldest.get(ref.car)
+        if best is None or (ref.trip, ref.name) < (best.trip, best.name):
+            oldest[ref.car] = ref
+    out = []
+    for c, ref in sorted(oldest.items()):
+        doc = _sidecar_of(source, ref)
+        cols = (doc or {}).get("columns")
+        names = (
+            [str(x.get("name")) for x in cols if isinstance(x, dict)]
+            if isinstance(cols, list)
+            else []
+        )
+        if names and names != columns[: len(names)]:
+            out.append(f"car {c}'s first file {ref.name} ({len(names)} columns)")
+    return out
