@@ -192,3 +192,18 @@ def test_kept_sessions_come_back_with_their_age_and_scopes(tmp_path: Path) -> No
     # A file that is not JSON costs the sessions, not the start.
     keep.path.write_text("{not json")
     assert len(Sessions(clock, keep=keep)) == 0
+
+
+def test_a_session_opened_over_plain_http_ends_when_the_page_turns_to_tls(
+    tmp_path: Path,
+) -> None:
+    # A security review's find: a cookie sent in clear (no Secure flag, seen by anyone on
+    # the car's Wi-Fi) still opened the page after WEB_SERVER_TLS_CERT was set.
+    clock = FakeClock()
+    plain = SessionFile(tmp_path, "the full secret")
+    session = Sessions(clock, keep=plain).open(ALL_SCOPES, "10.0.0.2")
+    assert Sessions(clock, keep=plain).get(session.sid) is not None  # a plain restart
+    tls = SessionFile(tmp_path, "the full secret", tls=True)
+    assert Sessions(clock, keep=tls).get(session.sid) is None
+    over_tls = Sessions(clock, keep=tls).open(ALL_SCOPES, "10.0.0.2")
+    assert Sessions(clock, keep=tls).get(over_tls.sid) is not None  # a TLS restart

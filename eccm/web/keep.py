@@ -54,9 +54,14 @@ def cookie_key(sid: str) -> str:
     return hashlib.sha256(sid.encode("ascii", "replace")).hexdigest()
 
 
-def tag_key(secret: str) -> bytes:
-    """The key of the tags of the sessions ``secret`` opened (derived for this use alone)."""
-    return hmac.new(secret.encode("utf-8"), _CONTEXT, hashlib.sha256).digest()
+def tag_key(secret: str, tls: bool = False) -> bytes:
+    """The key of the tags of the sessions ``secret`` opened (derived for this use alone).
+
+    The transport is part of it: a cookie that went over plain HTTP (no Secure flag, seen
+    by anyone on the network) opens nothing once the page is served over TLS.
+    """
+    context = _CONTEXT + (b" tls" if tls else b" plain")
+    return hmac.new(secret.encode("utf-8"), context, hashlib.sha256).digest()
 
 
 def session_tag(key: bytes, cookie: str, scopes: frozenset[Scope], created: float) -> str:
@@ -81,11 +86,14 @@ class Kept:
 class SessionFile:
     """The file of :mod:`eccm.web.keep` in ``folder``, for the current secrets."""
 
-    def __init__(self, folder: Path, secret: str, read_secret: str = "") -> None:
+    def __init__(
+        self, folder: Path, secret: str, read_secret: str = "", *, tls: bool = False
+    ) -> None:
+        """``tls``: the page is served over TLS now (sessions opened over plain HTTP end)."""
         self.path = folder / FILE_NAME
-        self._keys: dict[frozenset[Scope], bytes] = {ALL_SCOPES: tag_key(secret)}
+        self._keys: dict[frozenset[Scope], bytes] = {ALL_SCOPES: tag_key(secret, tls)}
         if read_secret:
-            self._keys[READ_ONLY] = tag_key(read_secret)
+            self._keys[READ_ONLY] = tag_key(read_secret, tls)
         self._failed = False
 
     def load(self) -> list[Kept]:

@@ -140,7 +140,12 @@ class WebServer:
             info={"car": settings.car, "map_tiles": settings.map_tiles or None},
             allow_plain=settings.allow_plain_auth,
             keep=(
-                SessionFile(settings.session_folder, settings.secret, settings.read_secret)
+                SessionFile(
+                    settings.session_folder,
+                    settings.secret,
+                    settings.read_secret,
+                    tls=self._ssl is not None,
+                )
                 if settings.session_folder is not None
                 else None
             ),
