@@ -40,6 +40,7 @@ from eccm.sim.s3 import LocalS3  # noqa: E402
 
 PYTHON = str(ROOT / ".venv/bin/python")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+TMPFS_MB = 0  # --tmpfs
 
 
 def cpu_seconds(pid: int) -> float:
@@ -67,6 +68,15 @@ class Bench:
     def __init__(self, tmp: Path, stack: contextlib.ExitStack) -> None:
         self.tmp = tmp
         self.records = tmp / "records"
+        if TMPFS_MB:
+            # A small file system of its own (root only), so that a phase can fill it.
+            fs = tmp / "fs"
+            fs.mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MB}m", "tmpfs", fs], check=True
+            )
+            stack.callback(subprocess.run, ["umount", "-l", str(fs)], check=False)
+            self.records = fs / "records"
         self.obd = tmp / "obd"
         self.gps = tmp / "gps"
         self.log = tmp / "daemon.log"
@@ -209,6 +219,17 @@ class Bench:
         )
         self.s3.start()
 
+    def disk_cycle(self, down: float) -> None:
+        """The record folder's file system full for ``down`` seconds (needs --tmpfs)."""
+        filler = self.records.parent / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < down:
+            self.row(f"full {time.monotonic() - t0:4.0f}s", min(10.0, down))
+        filler.unlink()
+
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -239,7 +260,10 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=3.0, help="seconds measured after a cycle")
     ap.add_argument("--warm-up", type=float, default=15.0)
     ap.add_argument("--phases", default="obd,gnss,mqtt,web,control,s3")
+    ap.add_argument("--tmpfs", type=int, default=0, help="MB of a tmpfs record folder (root)")
     args = ap.parse_args()
+    global TMPFS_MB
+    TMPFS_MB = args.tmpfs
     with bench() as b:
         time.sleep(args.warm_up)
         b.row("start", args.idle)
