@@ -473,3 +473,45 @@ def test_the_trip_a_stop_ends_is_published(broker: Broker, tmp_path: Path) -> No
             assert w.messages.index(got) < w.messages.index(offline)
         finally:
             w.close()
+
+
+def test_a_twin_with_the_same_client_id_is_said_once_and_backed_off(
+    running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another client with our MQTT_CLIENT_ID (a second Pi cloned with the same
+    CAR_IDENTIFIER) takes the connection over each time it reconnects, so the broker drops
+    ours a moment after accepting it. Found: the backoff started over at every CONNACK, so
+    the publisher reconnected every ~2 s for good, logging a WARNING and an INFO each time
+    (57 lines a minute)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from eccm.mqtt.plan import FLAPPING
+
+    caplog.set_level(logging.INFO, logger="eccm.mqtt")
+    cfg = parse({"CAR_IDENTIFIER": "twin-car", **mqtt_keys(broker)})
+    twin = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client)
+    twin.username_pw_set(CAR_USER, CAR_PASSWORD)
+    twin.reconnect_delay_set(1, 1)  # a twin that comes back at once, every time
+    publisher = MqttPublisher.from_config(cfg, running.service)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.connected, timeout=WAIT, what="the first connection")
+        twin.connect("127.0.0.1", broker.port, keepalive=30)
+        twin.loop_start()
+        try:
+            wait_until(lambda: publisher.attempts >= 5, timeout=WAIT, what="four takeovers")
+            # The backoff grew (1, 2, 4, 8 s and on) instead of starting over.
+            assert publisher.reconnect_delay >= 8.0 * 0.99
+        finally:
+            twin.loop_stop()
+            twin.disconnect()
+        error = publisher.last_error
+        assert error is not None and "MQTT_CLIENT_ID='eccm-twin-car'" in error
+    finally:
+        publisher.stop()
+    # A drop or two look like a broker's restart; then it is the twin, said once.
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) <= FLAPPING + 1 and "MQTT_CLIENT_ID" in loud[-1], loud
+    connected = [r.getMessage() for r in caplog.records if "connected to" in r.getMessage()]
+    assert len(connected) <= FLAPPING + 1, connected

@@ -11,6 +11,7 @@ import pytest
 from eccm.mqtt import discovery, payloads
 from eccm.mqtt.payloads import BadCommand, Command, parse_command
 from eccm.mqtt.plan import (
+    STABLE,
     Discovery,
     Message,
     Plan,
@@ -295,8 +296,13 @@ def test_reconnect_backs_off_to_a_cap_and_starts_over() -> None:
     delays = [r.failed(0.0) for _ in range(10)]
     assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and max(delays) == 60.0
     assert not r.due(59.0) and r.due(60.0)
-    r.succeeded()
-    assert r.failed(100.0) == 1.0
+    # Connected, then dropped at once (another client took the client id over): the
+    # backoff goes on growing; only a connection that held STABLE s starts it over.
+    r.succeeded(100.0)
+    assert r.failed(101.0) == 60.0
+    r.succeeded(200.0)
+    assert not r.held(200.0 + STABLE - 1) and r.held(200.0 + STABLE)
+    assert r.failed(200.0 + STABLE) == 1.0
     jittered = Reconnect(cap=60.0, draw=lambda: 0.99)
     assert 1.0 < jittered.failed(0.0) <= 1.25
 

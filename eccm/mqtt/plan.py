@@ -24,6 +24,13 @@ from eccm.mqtt import payloads
 HEARTBEAT = 60.0  # seconds: an unchanged state is repeated this often at most
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 60.0
+# Seconds a connection must hold before it counts as a good one: only then does the backoff
+# start over. A broker that takes the connection and drops it at once (another client with
+# the same client id takes it over, every time it reconnects) otherwise had ECCM reconnect
+# every ~2 s for good, logging two lines each time: 86,000 lines a day.
+STABLE = 30.0
+# Short connections in a row that make it the broker's habit (said once), not a restart.
+FLAPPING = 2
 # STATUS fields that change on every row or second: not a reason for a message.
 _VOLATILE_STATUS = frozenset(
     {"rows", "rows_total", "uptime_s", "fast_hz", "slow_hz", "ondemand_busy", "gnss_dropped"}
@@ -184,25 +191,41 @@ class Discovery:
 
 
 class Reconnect:
-    """When to try the broker again: at once, then a capped, jittered backoff."""
+    """When to try the broker again: at once, then a capped, jittered backoff that starts
+    over only after a connection held for :data:`STABLE` seconds."""
 
     def __init__(self, cap: float = RECONNECT_CAP, draw: Callable[[], float] | None = None) -> None:
         self._backoff = Backoff(base=RECONNECT_BASE, cap=cap, jitter=0.25)
         self._draw = draw
         self.next_attempt = float("-inf")
+        self.last_delay = 0.0
+        self._up_since: float | None = None
+        self.short = 0  # connections in a row that the broker dropped before STABLE s
 
     def due(self, now: float) -> bool:
         return now >= self.next_attempt
 
+    def held(self, now: float) -> bool:
+        """Has the current connection been up for STABLE seconds?"""
+        return self._up_since is not None and now - self._up_since >= STABLE
+
     def failed(self, now: float) -> float:
         """A connection failed or was lost at ``now``: the delay before the next try."""
+        if self.held(now):
+            self._backoff = self._backoff.succeeded()
+            self.short = 0
+        elif self._up_since is not None:
+            self.short += 1
+        self._up_since = None
         self._backoff = self._backoff.failed()
         delay = self._backoff.delay(None if self._draw is None else self._draw())
         self.next_attempt = now + delay
+        self.last_delay = delay
         return delay
 
-    def succeeded(self) -> None:
-        self._backoff = self._backoff.succeeded()
+    def succeeded(self, now: float) -> None:
+        """Connected (the broker accepted) at ``now``."""
+        self._up_since = now
 
 
 class Problems:

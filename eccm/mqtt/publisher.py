@@ -27,7 +27,17 @@ from eccm.config import Config
 from eccm.mqtt import discovery, payloads
 from eccm.mqtt.actions import Actions, scopes_for
 from eccm.mqtt.payloads import BadCommand, parse_command
-from eccm.mqtt.plan import Discovery, Message, Plan, Problems, Reconnect, failure_text, refusal_text
+from eccm.mqtt.plan import (
+    FLAPPING,
+    STABLE,
+    Discovery,
+    Message,
+    Plan,
+    Problems,
+    Reconnect,
+    failure_text,
+    refusal_text,
+)
 from eccm.mqtt.settings import MqttSettings
 from eccm.mqtt.topics import Topics
 from eccm.service import Caller, Service, ServiceError
@@ -79,6 +89,9 @@ class MqttPublisher:
         self.keepalive = keepalive_for(cfg.interval)
         self.attempts = 0  # connection attempts so far (a figure for tests and logs)
         self._connect_started = 0.0
+        # The problem in STATUS is a connection the broker drops at once: it is over only
+        # once a connection has held STABLE seconds, not at the next CONNACK.
+        self._flapping = False
         self.actions = Actions(
             service,
             self.caller,
@@ -109,6 +122,11 @@ class MqttPublisher:
     def last_error(self) -> str | None:
         """The broker's refusal or the connection failure, for STATUS (None: connected)."""
         return self._problems.last_error
+
+    @property
+    def reconnect_delay(self) -> float:
+        """Seconds the last reconnection waited (or waits): a figure for tests and STATUS."""
+        return self._reconnect.last_delay
 
     @property
     def connected(self) -> bool:
@@ -145,6 +163,10 @@ class MqttPublisher:
                 self._state = "down"
                 self._client.disconnect()
                 self._reconnect.failed(now)
+            if self._flapping and self._state == "up" and self._reconnect.held(now):
+                self._flapping = False
+                self._problems.clear()
+                log.info("MQTT: the connection to %s holds again", self.broker)
             self._drain()
             try:
                 self._tick(self._clock.monotonic())
@@ -178,15 +200,26 @@ class MqttPublisher:
             self._reconnect.failed(now)
 
     def _lost(self, reason: str) -> None:
+        now = self._clock.monotonic()
         was_up = self._state == "up"
+        held = self._reconnect.held(now)
         if self._state == "connecting":
             # TCP (and TLS) were up, but no CONNACK came: not a broker, or a hung one.
             self._problem(self._no_connack(reason))
         self._state = "down"
         self._plan.on_disconnect()
-        delay = self._reconnect.failed(self._clock.monotonic())
-        if was_up:
+        delay = self._reconnect.failed(now)
+        if was_up and (held or self._reconnect.short < FLAPPING):
             log.warning("MQTT: %s from %s; reconnecting in %.1f s", reason, self.broker, delay)
+        elif was_up:
+            # Said once (Problems), however often it happens: the backoff grows meanwhile.
+            self._problem(
+                f"MQTT broker {self.broker} drops the connection within {STABLE:g} s of "
+                f"accepting it ({reason}): does another client use MQTT_CLIENT_ID="
+                f"{self._settings.client_id!r} (a second Pi with the same CAR_IDENTIFIER)? "
+                "Reconnecting ever less often, up to once a minute",
+                flapping=True,
+            )
 
     def _no_connack(self, reason: str) -> str:
         return (
@@ -225,7 +258,9 @@ class MqttPublisher:
         for m in messages:
             self._client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
 
-    def _problem(self, text: str) -> None:
+    def _problem(self, text: str, *, flapping: bool = False) -> None:
+        # Another problem (the broker gone, a refusal) is over at the next CONNACK.
+        self._flapping = flapping
         if self._problems.report(text):
             log.error("%s", text)
 
@@ -241,8 +276,10 @@ class MqttPublisher:
             client.disconnect()
             return
         self._state = "up"
-        self._reconnect.succeeded()
-        if self._problems.clear():
+        self._reconnect.succeeded(self._clock.monotonic())
+        if self._flapping:
+            pass  # said once the connection holds (_run), not at every CONNACK
+        elif self._problems.clear():
             log.info("MQTT: connected to %s again", self.broker)
         else:
             log.info("MQTT: connected to %s", self.broker)
