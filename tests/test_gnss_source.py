@@ -261,3 +261,55 @@ def test_start_twice_is_an_error(tmp_path: Path) -> None:
             source.start()
     finally:
         source.stop()
+
+
+def test_a_receiver_that_keeps_dropping_out_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loose USB connector: the receiver goes and comes back every few seconds. Found:
+    each drop-out logged a WARNING and an INFO (17,000 lines a day at one every 10 s)."""
+    from eccm.gnss.source import FLAPPING
+
+    link = tmp_path / "gnss"
+    lines = stream("sirfstarv-nmea.log").splitlines(keepends=True)
+    data = b"".join(lines[:20])
+    got = Collector()
+    source = GnssSource(str(link), 9600, got, SystemClock(), max_backoff=0.2, pivot=REPLAY_PIVOT)
+    ptys: list[Pty] = []
+    drops = 8
+
+    def plug_in() -> Pty:
+        pty = Pty()
+        ptys.append(pty)
+        tmp_link = tmp_path / "gnss.new"
+        tmp_link.symlink_to(pty.path)
+        tmp_link.replace(link)
+        return pty
+
+    pty = plug_in()  # there at the start: the first drop-out is the first line
+    with caplog.at_level(logging.DEBUG, logger="eccm.gnss.source"):
+        source.start()
+        try:
+            for i in range(drops):
+                if i:
+                    pty = plug_in()
+                wait_for(lambda: source.connected)
+                n = len(got)
+                pty.write(data)  # data: the receiver is back for good, as far as it knows
+                wait_for(lambda n=n: len(got) > n)  # type: ignore[misc]
+                link.unlink()
+                pty.unplug()
+                wait_for(lambda: not source.connected)
+        finally:
+            source.stop()
+            for pty in ptys:
+                pty.unplug()
+    records = [r for r in caplog.records if r.name == "eccm.gnss.source"]
+    loud = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    back = [r for r in records if r.levelno >= logging.INFO and "is back" in r.getMessage()]
+    # A drop-out is news; from the FLAPPING-th one in a row "keeps dropping out", once
+    # (it was a WARNING per drop-out and an INFO per return: 8 + 7 lines).
+    assert len(loud) == FLAPPING, loud
+    assert "keeps dropping out" in loud[-1]
+    assert len(back) == FLAPPING - 1, [r.getMessage() for r in back]
+    assert sum("dropped out again" in r.getMessage() for r in records) == drops - FLAPPING

@@ -32,6 +32,10 @@ GPSD_DEFAULT_PORT = 2947
 READ_TIMEOUT = 0.5  # seconds a read may block: bounds how long stop() waits for the thread
 CONNECT_TIMEOUT = 1.5  # gpsd connect; kept short for the same reason
 SILENCE_WARNING = 10.0  # seconds open without one usable sentence before saying so
+# A receiver whose data lasted less than STABLE seconds, FLAPPING times in a row, has a loose
+# connector or cable: said once instead of a WARNING and an INFO per drop-out.
+STABLE = 60.0
+FLAPPING = 2
 
 
 class FixDecoder(Protocol):
@@ -178,6 +182,9 @@ class GnssSource:
         self._drops = DropCounter(clock)
         self._positions = PositionFilter(self._drops)
         self._outage_since: float | None = None
+        self._back_since: float | None = None  # monotonic: the receiver's data came back
+        self._short_sessions = 0  # sessions in a row that ended within STABLE s of data
+        self._flapping = False  # said once: outages and returns go to DEBUG meanwhile
         self._announced = False
         self._session_had_data = False
 
@@ -345,8 +352,32 @@ class GnssSource:
         return f"{self._interface} at {self._baudrate} baud"
 
     def _outage(self, reason: str) -> None:
-        if self._outage_since is None:
-            self._outage_since = self._clock.monotonic()
+        if self._outage_since is not None:
+            log.debug("GNSS receiver still unavailable: %s", reason)
+            return
+        now = self._clock.monotonic()
+        self._outage_since = now
+        back, self._back_since = self._back_since, None
+        if back is not None and now - back < STABLE:
+            self._short_sessions += 1
+        else:
+            self._short_sessions = 0
+            self._flapping = False
+        if self._flapping:
+            log.debug("GNSS receiver %s dropped out again: %s", self._interface, reason)
+        elif self._short_sessions >= FLAPPING:
+            # A loose connector or cable: two lines per drop-out, for hours, said once.
+            self._flapping = True
+            log.warning(
+                "GNSS receiver %s keeps dropping out (%s; %d times within %.0f s of coming "
+                "back): a loose connector or cable? Not logged again until it stays %.0f s",
+                self._interface,
+                reason,
+                self._short_sessions + 1,
+                STABLE,
+                STABLE,
+            )
+        else:
             log.warning(
                 "GNSS receiver %s unavailable: %s%s Logging continues without position; "
                 "retrying in the background (every %.0f s at most).",
@@ -355,12 +386,12 @@ class GnssSource:
                 "" if reason.endswith((".", "?", "!")) else ".",
                 self._backoff.cap,
             )
-        else:
-            log.debug("GNSS receiver still unavailable: %s", reason)
 
     def _recovered(self) -> None:
+        self._back_since = self._clock.monotonic()
         if self._outage_since is not None:
-            log.info(
+            log.log(
+                logging.DEBUG if self._flapping else logging.INFO,
                 "GNSS receiver %s is back after %.1f s",
                 self._interface,
                 self._clock.monotonic() - self._outage_since,
