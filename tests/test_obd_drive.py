@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import os
 from pathlib import Path
+
+import pytest
 
 from eccm.app import Daemon
 from eccm.config import parse
@@ -52,8 +55,9 @@ def rows_of(records: Path) -> list[dict[str, str]]:
 
 
 def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="eccm.obd")
     obd = tmp_path / "obd"
     records = tmp_path / "records"
     with NmeaPty(ROUTE, rate_hz=5.0) as gnss:
@@ -124,6 +128,10 @@ def test_unplugging_the_adapter_mid_drive_gives_one_gnss_log_and_two_trips(
     assert all(r["GPS_LATITUDE"] and r["GPS_LONGITUDE"] for r in outage)
     assert any(r["GPS_LATITUDE"] for r in first_rows)
     assert any(r["GPS_LATITUDE"] for r in second_rows[engine.index(True) :])
+    # What the adapter is was learnt once: the emulator takes no response count after
+    # several PIDs, which was found (a refused request, an INFO line) at each connection.
+    refusals = [r for r in caplog.records if "does not take a response count" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]
 
 
 def test_a_car_that_answers_no_data_mid_drive_keeps_its_trip_and_its_track(

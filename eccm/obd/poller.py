@@ -19,7 +19,7 @@ from eccm.clock import Clock
 from eccm.hub import Hub
 from eccm.obd.adapter import Fallbacks, PidReader, bound_reads, query_reading, save_time
 from eccm.obd.connection import is_lost, loss_reason
-from eccm.obd.multipid import MAX_PIDS, allows_multi_pid
+from eccm.obd.multipid import MAX_PIDS, ResponseCounts, allows_multi_pid
 from eccm.obd.ondemand import RequestQueue
 from eccm.obd.plan import Group, PollPlan, request_groups, resolve
 from eccm.obd.policy import LinkPolicy
@@ -71,6 +71,10 @@ class Poller:
         self._undecodable: set[str] = set()
         # Groups the car would not answer as one request: kept across reconnections.
         self._fallbacks = Fallbacks()
+        # What the adapter makes of the response-count digit, and the lines each request
+        # brings: kept too (learnt anew at every reconnection, an adapter that refuses the
+        # digit cost a refused request and an INFO line each time the car came back).
+        self._counts = ResponseCounts()
 
     @property
     def supported(self) -> dict[str, Any]:
@@ -129,7 +133,12 @@ class Poller:
             self._supported = supported
             self._protocol = protocol
         reader = PidReader(
-            conn, supported, self._clock, fallbacks=self._fallbacks, undecodable=self._undecodable
+            conn,
+            supported,
+            self._clock,
+            fallbacks=self._fallbacks,
+            undecodable=self._undecodable,
+            counts=self._counts,
         )
         multi = allows_multi_pid(protocol_id)
         if not multi:
