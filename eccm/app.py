@@ -335,6 +335,11 @@ class Daemon:
         # the folder is not touched at all.
         if self.cfg.file_recording:
             self._instance.acquire()
+            if self.cfg.file_encryption_recipients:
+                # Before the first file opens: it is plaintext until it is closed and sealed.
+                from eccm.crypto.encrypt import keep_folder_private
+
+                keep_folder_private(self.cfg.record_dir)
         self._gnss_rows.clear()
         self._build_gnss()
         if self.gnss is not None:

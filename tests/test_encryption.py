@@ -172,6 +172,8 @@ def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_th
 
     key, recipient = keypair(tmp_path, capsys)
     rec = tmp_path / "records"
+    rec.mkdir(mode=0o755)
+    rec.chmod(0o755)  # as the usual umask makes it: every account may enter and read
     with emulated_car() as emu:
         values = config_values(
             rec,
@@ -189,6 +191,9 @@ def test_a_daemon_with_encryption_on_leaves_no_plaintext_row_in_the_bucket_or_th
         d = Daemon(cfg)
         d.start()
         try:
+            # The open file is plaintext: the folder is the owner's alone (a security
+            # review's find: the running trip was readable by every account of the Pi).
+            assert stat.S_IMODE(rec.stat().st_mode) == 0o700
             wait_until(lambda: d.hub.rows > 20, timeout=WAIT, what="rows")
             emu.answer["SPEED"] = HD(ECU_R_ADDR_E) + SZ("03") + DT("41 0D 32")
             c = Client(("127.0.0.1", cfg.socket_server_port), timeout=WAIT).auth()

@@ -281,3 +281,43 @@ def seal_pending(record_dir: Path, keys: Sequence[str]) -> None:
         Encryptor(record_dir, keys).seal_all()
     except (OSError, ValueError) as exc:
         log.warning("encrypting closed files in %s failed (retried later): %s", record_dir, exc)
+
+
+def keep_folder_private(record_dir: Path) -> None:
+    """With encryption on, the record folder is made the owner's alone (0700).
+
+    The open data file and the summary's checkpoint are the only plaintext, and they are
+    created with the usual umask (0644): in a folder other accounts of the Pi may enter,
+    they could read the running trip. A folder this user does not own, or a file system
+    without modes (a FAT stick), is left as it is, with a warning.
+    """
+    try:
+        record_dir.mkdir(parents=True, exist_ok=True)
+        info = os.stat(record_dir)
+    except OSError:
+        return  # the recorder says why it cannot write there
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        if info.st_uid != os.getuid():
+            raise PermissionError("owned by another user")
+        os.chmod(record_dir, mode & 0o700 | 0o700)
+        if stat.S_IMODE(os.stat(record_dir).st_mode) & 0o077:
+            raise PermissionError("its file system keeps the mode")
+    except OSError as exc:
+        log.warning(
+            "cannot make RECORD_DIRECTORY_LOCATION=%s the owner's alone (%s): with "
+            "FILE_ENCRYPTION_RECIPIENTS set, its open file is plaintext that other users of "
+            "this machine may read (mode %04o)",
+            record_dir,
+            getattr(exc, "strerror", None) or exc,
+            mode,
+        )
+        return
+    log.info(
+        "RECORD_DIRECTORY_LOCATION=%s is now the owner's alone (mode 0700, was %04o): its "
+        "open file is the only plaintext",
+        record_dir,
+        mode,
+    )
