@@ -928,17 +928,25 @@ _EMPTY_WITH_COMMENT = re.compile(
 )
 
 
+# Opening quote -> its closing one. Typographic quotes come with a value copied from a web
+# page or a word processor ("KEY=“my secret”"): kept, they became part of a secret or an
+# id without a word.
+_QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", "„": "“", "«": "»"}
+
+
 def clean_value(text: str) -> str:
     """A value as written in config.ini, without its quotes and its inline comment.
 
     ``KEY="my car" ; note`` gives ``my car``; ``KEY=0.5 # fast`` gives ``0.5``. A comment
     starts at ; or # after white space, so ``MONITORING_FILE_SEPARATION_CHARACTER=;`` stays
-    a semicolon. One pair of surrounding quotes is removed: configparser keeps them, and a
-    path or an id in quotes is never meant to contain them.
+    a semicolon. One pair of surrounding quotes is removed (typographic ones too):
+    configparser keeps them, and a path, an id or a secret in quotes is never meant to
+    contain them.
     """
     v = text.strip()
-    if v[:1] in ('"', "'"):
-        end = v.find(v[0], 1)
+    close = _QUOTE_PAIRS.get(v[:1])
+    if close is not None:
+        end = v.find(close, 1)
         if end > 0:
             rest = v[end + 1 :].strip()
             if not rest or rest[0] in ";#":

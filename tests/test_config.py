@@ -420,6 +420,16 @@ def test_a_quoted_path_with_spaces_and_a_comment(tmp_path: Path) -> None:
     assert load(p, environ={}).record_directory_location == "/data/my records"
 
 
+@pytest.mark.parametrize("quoted", ["“my-car”", "”my-car”", "‘my-car’", "„my-car“", "«my-car»"])
+def test_typographic_quotes_around_a_value_are_removed_like_plain_ones(
+    tmp_path: Path, quoted: str
+) -> None:
+    # A value copied from a web page or a word processor: the quotes became part of the
+    # id (and of a secret, without a word, which then matched no client's).
+    p = write(tmp_path, f"CAR_IDENTIFIER={quoted} ; the van\n")
+    assert load(p, environ={}).car_identifier == "my-car"
+
+
 def test_record_directory_home_is_expanded_and_a_file_is_refused(tmp_path: Path) -> None:
     home = load(None, environ={"ECCM_CAR_IDENTIFIER": "x", "ECCM_RECORD_DIRECTORY_LOCATION": "~/r"})
     assert home.record_directory_location == str(Path.home() / "r")
