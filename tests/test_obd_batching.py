@@ -269,3 +269,50 @@ def test_a_car_that_lists_no_mode01_value_is_not_connected() -> None:
     base = {c.name: c for c in obd.commands.base_commands()}
     assert not answers_mode01(base)  # what python-OBD supports without the car
     assert answers_mode01({**base, "RPM": obd.commands.RPM})
+
+
+def test_a_clone_refusing_the_count_digit_costs_one_request_and_one_line_for_good(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    """An ELM327 "v2.1" clone answers "?" to any request with the response-count digit.
+    On a car read one PID per request (K-line, or an ECU refusing several PIDs) that is
+    found out once for the adapter, not once per PID and again after each reconnection."""
+    with emulated_car() as emu:
+        refuse_multi_pid(emu)
+        emu.ObdMessage["default"]["CLONE_NO_COUNT"] = {
+            "Request": "^01([0-9A-F]{2})+[0-9A-F]$",  # a PID request with a count digit
+            "Descr": "a clone adapter that does not know the response-count digit",
+            "Response": ST("?"),
+            "Priority": 1,
+        }
+        emu.set_sorted_obd_msg()
+        cfg = config(
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_PROTOCOL="6",
+            OBD_FAST_COMMANDS=",".join(FAST),
+            OBD_SLOW_COMMANDS="",
+            SAMPLE_INTERVAL="0.02",
+            OBD_RECONNECT_MAX_INTERVAL="0.5",
+        )
+        hub, rows = make_hub()
+        link = ObdLink(cfg, hub, SystemClock())
+        link.start()
+        try:
+            wait_until(lambda: link.single_pid_groups, WAIT, "the fallback")
+            trip = rows.wait_rows(5)[-1].trip_id
+            rpm = emu.answer["RPM"]
+            emu.answer["RPM"] = ST("UNABLE TO CONNECT")  # the link starts over
+            rows.wait_for(lambda: trip in rows.trip_ends, "the trip to end")
+            emu.answer["RPM"] = rpm
+            rows.wait_for(
+                lambda: len([s for s in rows.samples if s.trip_id != trip]) >= 5,
+                "rows of a new trip",
+            )
+            refused = emu.counters.get("CLONE_NO_COUNT", 0)
+        finally:
+            link.stop()
+    assert refused == 1
+    lines = [m for m in ours(records, logging.INFO) if "response-count digit" in m]
+    assert len(lines) == 1
+    assert "?" in lines[0] and "every request" in lines[0]
+    assert rows.samples[-1].values["RPM"].value == 0x1AF8 / 4

@@ -324,6 +324,19 @@ class PidReader:
                         plain.decode(),
                         digit,
                     )
+            elif answer.refused:
+                # "?" to one PID and its digit: the adapter (a clone, or one older than
+                # v1.3) does not know the digit at all. Asking each request once more would
+                # cost a request and a log line per PID (dozens on a one-PID-per-request car).
+                if self.counts.enabled:
+                    self.counts.enabled = False
+                    log.info(
+                        "the adapter does not take the ELM327 response-count digit (it "
+                        "answered %s to %s%X): sending every request without one",
+                        answer.problem(),
+                        plain.decode(),
+                        digit,
+                    )
             elif self.counts.refuse(plain):
                 log.info(
                     "the adapter answered %s with a response count as %s: sending it without",

@@ -232,8 +232,9 @@ class ResponseCounts:
     most lines a complete answer brought so far (ECUs that answer only sometimes are
     waited for), learnt from a request without the digit and used from the next one on.
     A request whose counted form the adapter refuses or that then comes back incomplete
-    is never counted again (an adapter older than v1.3 or a clone that does not know the
-    digit answers "?").
+    is never counted again. An adapter that answers "?" to the digit after one PID (older
+    than v1.3, or a clone that does not know it) has ``enabled`` turned off by the reader:
+    no request is counted any more.
     """
 
     def __init__(self, enabled: bool = True) -> None:
