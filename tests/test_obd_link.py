@@ -14,6 +14,7 @@ from typing import Any
 
 import obd
 import pytest
+from elm.obd_message import DT, HD, SZ
 
 from eccm.clock import SystemClock
 from eccm.errors import DeviceError
@@ -210,6 +211,22 @@ def test_clear_dtcs_reaches_the_car_and_reports_its_answer(car: Car) -> None:
         assert after["stored"] == [] and after["mil"] is False
     finally:
         car.emu.counters.pop("cmd_dtc_cleared", None)
+
+
+def test_a_clear_the_car_refuses_is_not_logged_as_cleared(car: Car) -> None:
+    """Many ECUs refuse mode 04 with the engine running (7F 04 22): the log must say the
+    codes are still there, and why, not 'cleared'."""
+    car.emu.answer["CLEAR_DIAG_TC"] = HD("7E8") + SZ("03") + DT("7F 04 22")
+    seen = len(car.log.records)
+    try:
+        answer = car.link.clear_dtcs().result(WAIT)
+    finally:
+        del car.emu.answer["CLEAR_DIAG_TC"]
+    assert answer == "7F 04 22"
+    lines = [r.getMessage() for r in car.log.records[seen:] if r.levelno >= logging.WARNING]
+    assert len(lines) == 1
+    assert "not cleared" in lines[0] and "7F 04 22" in lines[0]
+    assert "switch the engine off" in lines[0]
 
 
 def test_trip_ends_when_the_car_stops_answering_and_a_new_one_begins(car: Car) -> None:

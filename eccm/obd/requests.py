@@ -104,8 +104,23 @@ def clear_dtcs(conn: Any) -> str:
     if not answers:
         raise DeviceError("obd_timeout: the car did not answer the request to clear")
     text = "; ".join(answers)
-    log.warning("diagnostic trouble codes cleared on request; the car answered %s", text)
+    if all(a.replace(" ", "").startswith("44") for a in answers):
+        log.warning("diagnostic trouble codes cleared on request; the car answered %s", text)
+    else:
+        # A refusal ("7F 04 22") or a partial clear (one ECU of two): the line must not
+        # say the codes are gone while the car kept them.
+        log.warning(
+            "request to clear the diagnostic trouble codes: the car answered %s, codes not "
+            "cleared%s",
+            text,
+            _CONDITIONS_HINT if "7F 04 22" in text else "",
+        )
     return text
+
+
+# Negative answer 0x22 (conditionsNotCorrect) to mode 04: most ECUs clear only with the
+# ignition on and the engine stopped.
+_CONDITIONS_HINT = " (conditions not correct: switch the engine off, ignition on, and try again)"
 
 
 def _dtcs(conn: Any, cmd: Any, what: str) -> list[dict[str, str]]:
