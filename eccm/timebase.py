@@ -69,6 +69,8 @@ class TimeBase:
         self._candidate: list[float] = []
         self._candidate_at = 0.0  # monotonic time of its last epoch
         self._last_time: float | None = None  # time_utc of the last epoch seen
+        # Monotonic time of the first fix with a position, timed or not (see settling).
+        self._first_position_at: float | None = None
         self._disagreeing = 0  # epochs in a row not adopted
         self._warned = False
         # Epochs whose time was ignored: outliers and candidates that never got confirmed
@@ -77,11 +79,12 @@ class TimeBase:
 
     def observe(self, fix: Fix) -> None:
         """Learn GNSS time from a fix that carries a full date and time and a position."""
-        if (
-            fix.time_utc is None
-            or not fix.has_position
-            or (fix.quality is not None and fix.quality <= 0)
-        ):
+        if not fix.has_position or (fix.quality is not None and fix.quality <= 0):
+            return
+        if fix.time_utc is None:
+            with self._lock:
+                if self._first_position_at is None:
+                    self._first_position_at = fix.received
             return
         # The GPS week rollover is already resolved in the fix: by NmeaDecoder for a serial
         # receiver, by gpsd itself for gpsd. Correcting here again would move gpsd's time.
@@ -159,14 +162,26 @@ class TimeBase:
     def settling(self, system_epoch: float, monotonic: float) -> bool:
         """True while no GNSS time is adopted yet and the epochs being confirmed say the
         system clock is off by more than the threshold: a row stamped now would be on a
-        clock about to step (a trip on the wrong date, ended epochs later). False once
+        clock about to step (a trip on the wrong date, ended epochs later); also before any
+        epoch with a time came, for SETTLE_GAP seconds from the first position (a GGA
+        without a date came first: the RMC is on its way). False once
         adopted, while the epochs agree with the system clock, once the receiver was
         found to disagree with itself (MAD_AFTER epochs), and once no epoch came for
         SETTLE_GAP seconds (fixes without a time, dates rejected): rows then go on on the
         system clock."""
         with self._lock:
-            if self._anchor is not None or not self._candidate:
+            if self._anchor is not None:
                 return False
+            if not self._candidate:
+                # No epoch with a time yet. Receivers that send GGA (no date) before RMC in
+                # every epoch (SiRFstarV, Telit) give a first fix with a position and no
+                # time; the RMC that tells whether the clock is off comes within the epoch.
+                first = self._first_position_at
+                return (
+                    self._last_time is None
+                    and first is not None
+                    and monotonic - first <= SETTLE_GAP
+                )
             if self._disagreeing >= MAD_AFTER or monotonic - self._candidate_at > SETTLE_GAP:
                 return False
             return abs(self._candidate[-1] + monotonic - system_epoch) > self._threshold

@@ -7,6 +7,7 @@ move past a plausible horizon, or that lies too far ahead, gives no time at all.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -205,6 +206,22 @@ def test_rows_wait_for_the_confirmation_of_a_clock_that_is_off_but_not_for_ever(
     tb2 = TimeBase()
     epochs(tb2, right, TRUE - 1.0, 1)
     assert not tb2.settling(right.time(), right.monotonic())
+
+
+def test_a_first_fix_without_a_time_holds_rows_until_its_rmc_but_not_for_ever() -> None:
+    """SiRFstarV and Telit send GGA (no date) before RMC: the first fix has a position and
+    no time. Rows wait for the RMC, not for ever (a receiver that sends no RMC at all)."""
+    clock = FakeClock(start=TRUE - 86_400.0, monotonic_start=500.0)
+    tb = TimeBase()
+    tb.observe(dataclasses.replace(fix(clock, TRUE), time_utc=None))
+    assert tb.settling(clock.time(), clock.monotonic())
+    epochs(tb, clock, TRUE, 1)  # its RMC says the clock is off: wait for confirmation
+    assert tb.settling(clock.time(), clock.monotonic())
+    gga_only = TimeBase()
+    gga_only.observe(dataclasses.replace(fix(clock, TRUE), time_utc=None))
+    clock.advance(2.5)
+    gga_only.observe(dataclasses.replace(fix(clock, TRUE), time_utc=None))
+    assert not gga_only.settling(clock.time(), clock.monotonic())
 
 
 def test_only_epochs_really_ignored_count_as_rejected() -> None:
