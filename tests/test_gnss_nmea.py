@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from eccm.clock import FakeClock
 from eccm.gnss.fix import Fix
 from eccm.gnss.nmea import KNOT, MAX_SENTENCE, NmeaDecoder
-from tests.nmea_sentences import REPLAY_PIVOT
+from tests.nmea_sentences import REPLAY_PIVOT, sentence
 
 DATA = Path(__file__).parent / "data" / "nmea"
 CAPTURES = (
@@ -74,6 +74,32 @@ def check(fix: Fix, **expected: float | int | None) -> None:
 
 
 # ---------------------------------------------------------------- real captures
+def test_haicom_2d_fix_has_no_altitude() -> None:
+    """The Haicom's first fixes are 2D (GSA mode 2, sent every third epoch) and its GGA
+    repeats 3.0 m meanwhile: GPS_ALTITUDE said 3 m (gpsd, on the same bytes, none)."""
+    lines = by_line("haicom-305N.log")
+    fixes = [f for _, got in lines for f in got if f.has_position]
+    by_time = {round(f.time_utc or 0, 1): f for f in fixes}
+    for second in (4.8, 5.8, 6.8, 7.8, 8.8, 9.8):  # GSA mode 2 at 09:53:04 and 09:53:07
+        fix = by_time[round(utc(2007, 4, 8, 9, 53, second), 1)]
+        assert fix.altitude is None and fix.has_position and fix.quality == 1, fix
+    # GSA mode 3 in the epoch of 09:53:10: altitude again, the GGA's.
+    check(by_time[round(utc(2007, 4, 8, 9, 53, 10.8), 1)], altitude=3.0)
+    check(by_time[round(utc(2007, 4, 8, 9, 53, 11.8), 1)], altitude=4.1)
+
+
+def test_a_2d_mode_that_is_no_longer_said_is_not_held() -> None:
+    clock = FakeClock()
+    decoder = NmeaDecoder(clock, REPLAY_PIVOT)
+    decoder.feed(stream("haicom-305N.log").split(b"$GPGGA,095310")[0])  # last GSA: 2D
+    clock.advance(6.0)
+    (fix,) = decoder.feed(
+        sentence("GPGGA,095317.800,2712.6400,S,15303.1170,E,1,05,07.5,4.5,M,42.2,M,,")
+        + sentence("GPRMC,095317.800,A,2712.6400,S,15303.1170,E,0.00,0.00,080407,,,A")
+    )
+    assert fix.altitude == 4.5
+
+
 def test_haicom_no_fix_first_then_merged_rmc_and_gga_of_one_epoch() -> None:
     first = fix_after(
         "haicom-305N.log", "$GPRMC,095255.810,V,2712.6404,S,15303.1201,E,0.00,0.00,080407,,,A*6E"

@@ -46,6 +46,12 @@ NO_DATE_AFTER = 10
 # sentence the receiver sends (one lost sentence is not a change of its output).
 RELEARN_AFTER = 2
 
+# Seconds a GSA's fix mode stands for the epochs after it: receivers send GSA every epoch
+# or every few (the Haicom HI-305N every third); one that stopped saying 2D is not held to.
+GSA_VALID = 5.0
+# GSA fix mode of a 2D fix: no altitude solved (the receiver repeats an old or assumed one).
+MODE_2D = 2
+
 # GPS_ROLLOVER, RELEASE_PIVOT and DATE_HORIZON live in eccm.gnss.fix (gpsd's reports are
 # held to the same horizon); imported above and kept as names of this module.
 
@@ -118,6 +124,8 @@ class NmeaDecoder:
         self._incomplete = 0  # epochs in a row that ended without completing
         self._gga_without_date = 0
         self._warned_no_date = False
+        self._mode: int | None = None  # fix mode of the last GSA (1 none, 2 2D, 3 3D)
+        self._mode_at = 0.0  # monotonic time it came
 
     @property
     def dropped(self) -> int:
@@ -196,6 +204,9 @@ class NmeaDecoder:
                 kind = "GGA"
             elif isinstance(msg, pynmea2.VTG):
                 self._vtg(msg)
+                return None
+            elif isinstance(msg, pynmea2.GSA):
+                self._mode, self._mode_at = _integer(msg.mode_fix_type), received
                 return None
             else:
                 return None
@@ -373,11 +384,16 @@ class NmeaDecoder:
     def _fix(self, received: float, received_wall: float) -> Fix:
         ep = self._epoch
         positioned = ep.valid and ep.latitude is not None and ep.longitude is not None
+        # A 2D fix solves no altitude, yet GGA still carries one (the Haicom HI-305N
+        # repeats 3.0 m until its first 3D fix): it is unknown, as gpsd reports it (no
+        # altitude below mode 3). The last GSA says; it may come after the sentence that
+        # completes the epoch (u-blox), then the mode is one epoch late.
+        two_d = self._mode == MODE_2D and received - self._mode_at <= GSA_VALID
         return Fix(
             time_utc=None if ep.timeless else self._epoch_seconds(ep.tod),
             latitude=ep.latitude if positioned else None,
             longitude=ep.longitude if positioned else None,
-            altitude=ep.altitude,
+            altitude=None if two_d else ep.altitude,
             speed=ep.speed,
             track=ep.track,
             quality=ep.quality,
