@@ -245,7 +245,8 @@ def test_beidou_no_fix_at_first_gives_no_position() -> None:
         latitude=dm(31, 14.8789),
         longitude=dm(121, 35.2442),
         altitude=153.8,
-        satellites=6,
+        # GPGGA says 6 (GPS only), GNGNS 7: 6 GPS and 1 BeiDou used, as its GNGSA list.
+        satellites=7,
         hdop=1.2,
         quality=1,
     )
@@ -258,6 +259,17 @@ def test_beidou_no_fix_at_first_gives_no_position() -> None:
         track=167.42,
         altitude=153.8,
     )
+
+
+def test_a_gns_without_a_time_does_not_cut_the_epoch() -> None:
+    decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    decoder.feed(stream("beidou-gb.log"))
+    got = decoder.feed(
+        sentence("GPGGA,053234.438,3114.8821,N,12135.2428,E,1,06,1.2,167.2,M,8.3,M,,0000")
+        + sentence("GNGNS,,3114.8821,N,12135.2428,E,ANNA,07,1.2,167.2,8.3,,0000")
+        + sentence("GNRMC,053234.438,A,3114.8821,N,12135.2428,E,0.07,167.42,020315,,,A")
+    )
+    assert len(got) == 1 and got[0].altitude == 167.2 and got[0].satellites == 7
 
 
 def test_one_complete_fix_per_epoch_and_counters() -> None:

@@ -205,6 +205,9 @@ class NmeaDecoder:
             elif isinstance(msg, pynmea2.VTG):
                 self._vtg(msg)
                 return None
+            elif isinstance(msg, pynmea2.GNS):
+                self._gns(msg)
+                return None
             elif isinstance(msg, pynmea2.GSA):
                 self._mode, self._mode_at = _integer(msg.mode_fix_type), received
                 return None
@@ -336,6 +339,18 @@ class NmeaDecoder:
         if altitude is not None:
             ep.altitude = altitude
         _set_position(ep, lat, lon)
+
+    def _gns(self, msg: pynmea2.GNS) -> None:
+        # Receivers that send a GGA per constellation's talker also send GNS, whose count
+        # is the satellites used by every constellation: the SiRF-TriG's GPGGA says 6, its
+        # GNGNS 7 (6 GPS and 1 BeiDou, as its two GNGSA list). Only the count is taken: the
+        # GGA of the epoch has the rest, and the epoch completes on GGA and RMC as before.
+        satellites = self._count(_integer(msg.num_sats), MAX_SATELLITES, "satellites")
+        tod = _time_field(msg.timestamp)
+        # Without a time it cannot start an epoch: it would cut the one under way in two.
+        ep = self._epoch if tod is None else self._start_epoch(tod)
+        if satellites is not None and msg.talker == "GN":
+            ep.satellites["GN"] = satellites
 
     def _vtg(self, msg: pynmea2.VTG) -> None:
         # VTG carries no time: it belongs to the epoch of the sentences just before it.
