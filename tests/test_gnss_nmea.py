@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from eccm.clock import FakeClock
 from eccm.gnss.fix import Fix
-from eccm.gnss.nmea import KNOT, MAX_SENTENCE, NmeaDecoder
+from eccm.gnss.nmea import KNOT, MAX_SENTENCE, UNCHECKED_TO_TRUST, NmeaDecoder
 from tests.nmea_sentences import REPLAY_PIVOT, sentence
 
 DATA = Path(__file__).parent / "data" / "nmea"
@@ -572,3 +572,42 @@ def test_one_lost_sentence_gives_no_half_epoch() -> None:
         check(fix, altitude=545.4, quality=1, satellites=8, hdop=0.9)
     times = [f.time_utc for f in fixes[1:]]
     assert len(set(times)) == len(times)
+
+
+def _without_checksums(data: bytes) -> bytes:
+    return b"".join(
+        line.split(b"*")[0] + b"\r\n" if line.startswith(b"$") else line
+        for line in data.splitlines()
+    )
+
+
+def test_a_receiver_that_sends_no_checksums_is_read_after_a_second_of_sentences() -> None:
+    # A trial's find: such a receiver (gpsd takes it) gave nothing at all, and after 10 s
+    # the log sent its user to GPS_BAUDRATE.
+    checked = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    unchecked = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    want = checked.feed(stream("sirfstarv-nmea.log"))
+    got = unchecked.feed(_without_checksums(stream("sirfstarv-nmea.log")))
+    assert unchecked.trusts_unchecked and not checked.trusts_unchecked
+    assert len(want) - 2 <= len(got) <= len(want)  # the first sentences wait for trust
+
+    def full(f: Fix) -> tuple[object, ...]:
+        return (f.time_utc, f.latitude, f.longitude, f.altitude, f.speed, f.satellites)
+
+    # The first fix taken may be half an epoch (as from a decoder started mid-stream).
+    assert [full(f) for f in got[1:]] == [full(f) for f in want[len(want) - len(got) + 1 :]]
+    assert (got[0].time_utc, got[0].latitude) == (
+        want[len(want) - len(got)].time_utc,
+        want[len(want) - len(got)].latitude,
+    )
+
+
+def test_a_sentence_without_a_checksum_among_checked_ones_is_noise() -> None:
+    decoder = NmeaDecoder(FakeClock(), REPLAY_PIVOT)
+    rmc, gga = epoch_at(1)
+    bogus = rmc.split(b"*")[0].replace(b"12000", b"13000") + b"\r\n"
+    fixes = []
+    for _ in range(UNCHECKED_TO_TRUST + 2):
+        fixes += decoder.feed(rmc + bogus + gga)
+    assert not decoder.trusts_unchecked
+    assert all(f.time_utc == fixes[0].time_utc for f in fixes)  # never the bogus 13:00:01

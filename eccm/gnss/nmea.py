@@ -68,6 +68,12 @@ _TERMINATORS = b"\r\n$"
 _WHITESPACE = frozenset(b" \t\r\n\x00")
 
 
+# Well-formed sentences without a checksum in a row after which a receiver is taken to send
+# none (a second of a 5-sentence receiver).
+UNCHECKED_TO_TRUST = 5
+_said = {"unchecked": False}
+
+
 @dataclass
 class _Epoch:
     """What the sentences of one epoch (one time of day) said so far."""
@@ -126,6 +132,10 @@ class NmeaDecoder:
         self._warned_no_date = False
         self._mode: int | None = None  # fix mode of the last GSA (1 none, 2 2D, 3 3D)
         self._mode_at = 0.0  # monotonic time it came
+        # A receiver that sends no checksums at all (some older or configured ones; gpsd
+        # takes them): its sentences are taken once UNCHECKED_TO_TRUST in a row parsed.
+        self._unchecked_run = 0
+        self.trusts_unchecked = False
 
     @property
     def dropped(self) -> int:
@@ -188,12 +198,32 @@ class NmeaDecoder:
 
     # ------------------------------------------------------------------ sentences
     def _handle(self, raw: bytes, received: float, received_wall: float) -> Fix | None:
+        unchecked = b"*" not in raw
         try:
             line = raw.decode("ascii")
-            msg = pynmea2.parse(line, check=True)
+            # A sentence with a checksum is always checked; one without is taken only from
+            # a receiver that never sends one (line noise seldom parses, and the values
+            # then pass the same range and jump checks as any other).
+            msg = pynmea2.parse(line, check=not unchecked)
         except Exception as e:  # a third-party parser fed hostile bytes: nothing may escape
+            self._unchecked_run = 0
             self._skip("unusable sentence", f"{raw[:100]!r}: {e}")
             return None
+        if not unchecked:
+            self._unchecked_run = 0
+        elif not self.trusts_unchecked:
+            self._unchecked_run += 1
+            if self._unchecked_run < UNCHECKED_TO_TRUST:
+                self._skip("sentence without a checksum", repr(raw[:100]))
+                return None
+            self.trusts_unchecked = True
+            # INFO once per process (a receiver that is reopened says the same again).
+            log.log(
+                logging.DEBUG if _said["unchecked"] else logging.INFO,
+                "NMEA: the receiver sends its sentences without checksums; they are taken "
+                "as they come (a sentence with a checksum is still checked)",
+            )
+            _said["unchecked"] = True
         self.sentences += 1
         try:
             if isinstance(msg, pynmea2.RMC):
