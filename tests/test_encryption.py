@@ -371,3 +371,28 @@ def test_a_fifo_or_a_symlink_named_as_a_closed_file_is_left_alone_and_does_not_s
     planted = ("T021600Z", "T021700Z", "T021800Z")
     assert not [n for n in names if n.endswith(".age") and any(t in n for t in planted)]
     assert linked.is_symlink()
+
+
+def test_files_decrypted_into_an_output_folder_keep_their_sidecar_for_eccm_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `eccm decrypt -o DIR FILE.age` wrote the data file alone: the .age.json sidecar (its
+    # columns and separator) stayed behind, so `eccm schema --from DIR` fell back to the
+    # default columns and told the user to decrypt the files they had just decrypted.
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    data = make_closed_file(rec, rows=5)
+    assert Encryptor(rec, [recipient]).seal_all() == 1
+    sealed = rec / (data.name + ".age")
+    out = tmp_path / "out"
+    assert main(["decrypt", "-i", str(key), "-o", str(out), str(sealed)]) == 0
+    capsys.readouterr()
+    assert (out / (sealed.name + ".json")).read_bytes() == (
+        rec / (sealed.name + ".json")
+    ).read_bytes()
+    monkeypatch.chdir(tmp_path)  # no config.ini here: schema reads the folder alone
+    monkeypatch.delenv("ECCM_CONFIG", raising=False)
+    assert main(["schema", "--engine", "duckdb", "--from", str(out)]) == 0
+    got = capsys.readouterr()
+    assert "no closed data file" not in got.err, got.err
+    assert "'COOLANT_TEMP'" in got.out, got.out  # the file's own columns, not the defaults

@@ -99,11 +99,13 @@ def plain_name(name: str) -> str:
 
 def decrypt_file(path: Path, identities: Sequence[Any], out_dir: Path | None = None) -> Path:
     """Decrypt ``path`` (``x.tsv.gz.age``) to ``x.tsv.gz`` next to it or in ``out_dir``;
-    a sidecar ``x.tsv.gz.age.json`` beside it is checked first."""
+    a sidecar ``x.tsv.gz.age.json`` beside it is checked first, and goes with the file
+    into ``out_dir`` (its columns and separator are what ``eccm schema`` reads)."""
     import pyrage
 
     sidecar = path.with_name(path.name + SIDECAR)
-    if sidecar.exists():
+    has_sidecar = sidecar.exists()
+    if has_sidecar:
         check_sidecar(path, sidecar)
     target = (out_dir or path.parent) / plain_name(path.name)
     tmp = target.with_name(target.name + TMP)
@@ -122,7 +124,21 @@ def decrypt_file(path: Path, identities: Sequence[Any], out_dir: Path | None = N
             tmp.unlink()
         raise DecryptFailed(f"cannot decrypt {path.name}: {exc.strerror or exc}") from None
     os.replace(tmp, target)
+    copy = target.with_name(sidecar.name)
+    if has_sidecar and copy != sidecar:
+        _copy_atomically(sidecar, copy)
     return target
+
+
+def _copy_atomically(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + TMP)
+    try:
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DecryptFailed(f"cannot copy the sidecar {src.name}: {exc.strerror or exc}") from None
 
 
 def _local_name(key: str, prefix: str) -> str:
