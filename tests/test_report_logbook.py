@@ -361,3 +361,7 @@ def test_a_trip_with_rows_but_no_summary_has_its_line(
     )
     assert (cut["start_lat"], cut["start_lon"]) == (48.1, 11.5)
     assert lines[0]["complete"] is True
+    # The same line for a trip that still runs (its summary comes when it ends): the
+    # note under the table said only "cut by a power cut" of it (the demo's running trip).
+    assert main(["trips", "--from", str(records)]) == 0
+    assert "still running" in capsys.readouterr().out

@@ -338,5 +338,6 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
 CUT_MARK = "*"
 CUT_NOTE = (
     "* cut by a power cut: the figures stop at the summary's last checkpoint (at most 10 s "
-    "before the rows do); none: the trip has rows but no summary"
+    "before the rows do); none: the trip has rows but no summary yet (still running: its "
+    "summary is written when it ends; or cut in its first 2 s, or its summary lost)"
 )
