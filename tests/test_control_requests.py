@@ -131,6 +131,13 @@ def test_lines_that_are_no_command_are_answered_in_any_state() -> None:
     assert http.word is None and http.close == "HTTP request" and "HTTP" in http.message
 
 
+@pytest.mark.parametrize("value", ["0.05", "0", "nan", "1e9", "x"])
+def test_an_every_out_of_range_names_the_value_and_the_range(value: str) -> None:
+    # It said only "EVERY takes seconds from 0.1 to 3600", not which value was refused.
+    request = bad(p(f"WATCH RPM every {value}"))
+    assert request.message == f"EVERY '{value}' is not valid: expected seconds from 0.1 to 3600"
+
+
 def test_an_unknown_command_is_echoed_cut_short() -> None:
     request = bad(p("FROB" + "Q" * 500 + " x"), "unknown_command")
     assert request.word == "FROB" + "Q" * 500  # the gate still sees its word

@@ -237,7 +237,8 @@ def _watch(words: Sequence[str], _text: str) -> Request:
             return Invalid(
                 "WATCH",
                 "bad_request",
-                f"EVERY takes seconds from {WATCH_MIN_INTERVAL:g} to {WATCH_MAX_INTERVAL:g}",
+                f"EVERY {echo(words[at + 2])!r} is not valid: expected seconds from "
+                f"{WATCH_MIN_INTERVAL:g} to {WATCH_MAX_INTERVAL:g}",
             )
         args = args[:at]
     return Watch(_names(args), every)
