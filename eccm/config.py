@@ -997,6 +997,17 @@ def _read_text(p: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _first_line_of(text: str, key: str, before: int) -> int | None:
+    """The number of the first line before line ``before`` that sets ``key``, or None."""
+    for number, line in enumerate(text.split("\n")[: max(before - 1, 0)], start=1):
+        name, sep, _value = line.partition("=")
+        if not sep:
+            name, sep, _value = line.partition(":")
+        if sep and not line.lstrip().startswith(("#", ";")) and name.strip().upper() == key:
+            return number
+    return None
+
+
 def _parse_file(p: Path) -> dict[str, str]:
     text = _read_text(p)
     text = _EMPTY_WITH_COMMENT.sub(r"\1", _INDENTED_KEY.sub("", text))
@@ -1014,9 +1025,9 @@ def _parse_file(p: Path) -> dict[str, str]:
         parser.read_string(text, source=str(p))
     except configparser.DuplicateOptionError as exc:
         line = (exc.lineno or 0) - shift
-        raise ConfigError(
-            f"{p} line {line}: {exc.option} is set twice (also on an earlier line): keep one"
-        ) from exc
+        first = _first_line_of(text, exc.option, exc.lineno or 0)
+        also = f"also on line {first - shift}" if first else "also on an earlier line"
+        raise ConfigError(f"{p} line {line}: {exc.option} is set twice ({also}): keep one") from exc
     except configparser.MissingSectionHeaderError as exc:
         # "[DEFAULT" with its bracket lost: not a header, and no header before it.
         raise ConfigError(

@@ -444,9 +444,23 @@ def test_record_directory_home_is_expanded_and_a_file_is_refused(tmp_path: Path)
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("CAR_IDENTIFIER=a\nCAR_IDENTIFIER=b\n", r"line 2: CAR_IDENTIFIER is set twice"),
-        ("[DEFAULT]\nCAR_IDENTIFIER=a\ncar_identifier=b\n", r"line 3: CAR_IDENTIFIER is set twice"),
-        ("[DEFAULT]\rCAR_IDENTIFIER=a\rCAR_IDENTIFIER=b\r", r"line 3: CAR_IDENTIFIER is set twice"),
+        # Both lines named: it said "(also on an earlier line)", which one left to a search.
+        (
+            "CAR_IDENTIFIER=a\nCAR_IDENTIFIER=b\n",
+            r"line 2: CAR_IDENTIFIER is set twice \(also on line 1\)",
+        ),
+        (
+            "[DEFAULT]\nCAR_IDENTIFIER=a\ncar_identifier=b\n",
+            r"line 3: CAR_IDENTIFIER is set twice \(also on line 2\)",
+        ),
+        (
+            "[DEFAULT]\rCAR_IDENTIFIER=a\rCAR_IDENTIFIER=b\r",
+            r"line 3: CAR_IDENTIFIER is set twice \(also on line 2\)",
+        ),
+        (
+            "# CAR_IDENTIFIER=x\nCAR_IDENTIFIER = a\nLOG_LEVEL=INFO\n  \nCAR_IDENTIFIER=b\n",
+            r"line 5: CAR_IDENTIFIER is set twice \(also on line 2\)",
+        ),
         ("CAR_IDENTIFIER=a\nFILE_RECORDING\n", r"line 2: 'FILE_RECORDING' is not a KEY=value line"),
         # A header that lost its bracket: was an AttributeError traceback on the first line.
         (
