@@ -153,6 +153,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"# {path}: valid")
     print("[DEFAULT]")
     for key, value in cfg.effective(mask_secrets=True).items():
+        if "{CAR_IDENTIFIER}" in value and key in ("MQTT_CLIENT_ID", "MQTT_TOPIC_PREFIX"):
+            # The value used, not its pattern: what a broker's ACL and a subscriber need.
+            value = value.replace("{CAR_IDENTIFIER}", cfg.car_identifier)
         print(f"{key}={value}")
     exposed = exposed_config_note(path)
     for note in device_notes(cfg) + setting_notes(cfg) + ([exposed] if exposed else []):

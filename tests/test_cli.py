@@ -53,6 +53,9 @@ def test_check_config_prints_the_effective_configuration_with_secrets_masked(
     assert "S3_SERVER_SK=********" in proc.stdout
     assert "topsecret" not in proc.stdout + proc.stderr
     assert "MONITORING_FILE_SEPARATION_CHARACTER=\\t" in proc.stdout
+    # The MQTT ids as used, not their {CAR_IDENTIFIER} pattern (a trial's find).
+    assert "MQTT_CLIENT_ID=eccm-c1\n" in proc.stdout
+    assert "MQTT_TOPIC_PREFIX=eccm/c1\n" in proc.stdout
 
 
 def test_check_config_names_the_bad_key(tmp_path: Path) -> None:

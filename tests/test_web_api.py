@@ -393,6 +393,10 @@ async def _live(car: WebCar, cookies: dict[str, str], origin: str | None) -> lis
         while (msg := json.loads((await ws.receive(timeout=WAIT)).data))["class"] == "LIVE":
             pass
         got.append(msg)
+        await ws.send_str(json.dumps({"watch": ["RPM"], "every": 0.01}))
+        while (msg := json.loads((await ws.receive(timeout=WAIT)).data))["class"] == "LIVE":
+            pass
+        got.append(msg)
     return got
 
 
@@ -416,6 +420,9 @@ def test_live_websocket_streams_values_as_the_socket_watch(car: WebCar) -> None:
     assert got[7]["class"] == "ERROR" and got[7]["code"] == "bad_request"
     assert "not logged" in got[7]["message"]
     assert got[8]["class"] == "ERROR" and got[8]["code"] == "bad_request"
+    # The refused value is named, as the socket's WATCH ... EVERY does (a trial's find).
+    assert got[9]["class"] == "ERROR" and got[9]["code"] == "bad_request"
+    assert got[9]["message"] == "every '0.01' is not valid: expected seconds from 0.1 to 3600"
 
 
 def test_live_websocket_refuses_other_sites_and_strangers(car: WebCar) -> None:

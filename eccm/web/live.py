@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from eccm import replies
 from eccm.control.protocol import WATCH_MAX_INTERVAL, WATCH_MIN_INTERVAL, encode
-from eccm.service import Caller, Service, ServiceError
+from eccm.service import Caller, Service, ServiceError, echo
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ class LiveClient:
             self._reply(
                 replies.error(
                     "bad_request",
-                    f"every takes seconds from {WATCH_MIN_INTERVAL:g} to {WATCH_MAX_INTERVAL:g}",
+                    f"every {echo(str(every))!r} is not valid: expected seconds from "
+                    f"{WATCH_MIN_INTERVAL:g} to {WATCH_MAX_INTERVAL:g}",
                 )
             )
             return
