@@ -1054,7 +1054,8 @@ def _parse_file(p: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in parser.defaults().items():
         if key not in KEYS:
-            raise _unknown_key_error(key, str(p))
+            line = _first_line_of(text, key, len(text))
+            raise _unknown_key_error(key, f"{p} line {line - shift}" if line else str(p))
         values[key] = clean_value(value)
     return values
 

@@ -175,7 +175,15 @@ def test_missing_car_identifier_says_how_to_fix_it() -> None:
 
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
     p = write(tmp_path, "[DEFAULT]\nCAR_IDENTIFIER=x\nSAMPLE_INTERVALL=0.5\n")
-    with pytest.raises(ConfigError, match=r"SAMPLE_INTERVALL.*did you mean SAMPLE_INTERVAL"):
+    with pytest.raises(
+        ConfigError, match=r"SAMPLE_INTERVALL in .* line 3 \(did you mean SAMPLE_INTERVAL"
+    ):
+        load(p, environ={})
+
+
+def test_unknown_key_names_its_line_in_a_file_without_header(tmp_path: Path) -> None:
+    p = write(tmp_path, "# my car\nCAR_IDENTIFIER=x\n\n  sample_intervall = 0.5 ; fast\n")
+    with pytest.raises(ConfigError, match=r"SAMPLE_INTERVALL in .* line 4 "):
         load(p, environ={})
 
 
