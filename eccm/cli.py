@@ -562,7 +562,11 @@ def cmd_trips(args: argparse.Namespace) -> int:
         return 2
     every = logbook(source, args.car)
     entries = selected(every, args.since, args.until, args.tz)
+    render = {"table": as_table, "csv": as_csv, "json": as_json}[args.format]
     if not entries:
+        if args.format != "table":
+            # A script's export stays a valid file: the CSV header alone, or "[]".
+            sys.stdout.write(render(entries, args.tz))
         what = f" of car {args.car}" if args.car else ""
         if every:
             # There are trips, just none in those days: "no trip summary" would send the
@@ -584,7 +588,6 @@ def cmd_trips(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    render = {"table": as_table, "csv": as_csv, "json": as_json}[args.format]
     sys.stdout.write(render(entries, args.tz))
     return 0
 

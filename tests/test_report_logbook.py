@@ -125,6 +125,13 @@ def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture
         f"eccm trips: no trip in {records} within --since 2026-03-02 (its 1 trip(s) lie "
         "outside; times and days in UTC)\n"
     )
+    # A script's export of a day without trips was an empty file, not a CSV or JSON one.
+    for fmt, empty in (("csv", ",".join(COLUMNS) + "\n"), ("json", "[]\n")):
+        assert (
+            main(["trips", "--from", str(records), "--since", "2026-03-02", "--format", fmt]) == 1
+        )
+        out, err = capsys.readouterr()
+        assert out == empty and err.startswith("eccm trips: no trip in "), (out, err)
     assert (
         main(["trips", "--from", str(records), "--since", "2026-03-02", "--until", "2026-03-01"])
         == 2
