@@ -289,7 +289,15 @@ def test_schema_says_when_no_sidecar_gave_the_columns(tmp_path: Path) -> None:
         "(encrypted .age files are not read: `eccm decrypt` them first): these are the "
         "default columns only (TIME_UTC, CAR_ID, TRIP_ID and the default fast values); run "
         "it again once a file is closed\n"
+        # No configuration named the bucket: the placeholder is said, not left to fail in
+        # the query engine.
+        "eccm schema: no config.ini was read: the definitions read the placeholder "
+        "s3://BUCKET/car-logs/; replace BUCKET, or give --location s3://your-bucket/prefix/ "
+        "(or --config with S3_SERVER_BUCKET set)\n"
     )
+    located = ("--location", "s3://fleet/logs/")
+    proc = eccm("schema", "--engine", "duckdb", "--from", str(tmp_path), *located)
+    assert "s3://fleet/logs/car=*/" in proc.stdout and "BUCKET" not in proc.stderr
 
 
 def test_query_without_any_configuration_says_which_file_it_looked_for(tmp_path: Path) -> None:

@@ -310,6 +310,19 @@ def schema_text(
             location = f"s3://{cfg.s3_server_bucket}/{prefix + '/' if prefix else ''}"
         else:
             location = "s3://BUCKET/car-logs/"
+            if note is not None:
+                # Pasted as it is, it fails later in the query engine with "bucket BUCKET
+                # does not exist": say here where the name would have come from.
+                why = (
+                    "S3_SERVER_BUCKET is empty in the configuration"
+                    if cfg is not None
+                    else "no config.ini was read"
+                )
+                note(
+                    f"{why}: the definitions read the placeholder s3://BUCKET/car-logs/; "
+                    "replace BUCKET, or give --location s3://your-bucket/prefix/ "
+                    "(or --config with S3_SERVER_BUCKET set)"
+                )
     if not location.endswith("/"):
         location += "/"
     separator = next((str(s["separator"]) for s in sidecars if s.get("separator")), "\t")
