@@ -158,8 +158,14 @@ def cannot_connect(caplog: pytest.LogCaptureFixture) -> list[str]:
         (lambda request: b"\x00\xfe garbage \r\n", "answered without an ELM327 prompt"),
         # Something with a prompt that understands no ELM327 command at all.
         (lambda request: b"?\r\r>", "ATE0 did not return 'OK'"),
+        # A clone that answers ATZ and ATE0 but refuses headers: the speed was right, and
+        # the message once sent its user to OBD_BAUDRATE.
+        (
+            lambda request: b"?\r\r>" if request.upper() == "ATH1" else b"OK\r\r>",
+            "refused a set-up command (ATH1 did not return 'OK'",
+        ),
     ],
-    ids=["silent", "no-prompt", "question-marks"],
+    ids=["silent", "no-prompt", "question-marks", "refuses-ATH1"],
 )
 def test_a_device_that_is_not_a_working_adapter_is_reported_in_seconds(
     tmp_path: Path,

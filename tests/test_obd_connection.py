@@ -33,3 +33,19 @@ def test_each_failure_names_what_to_check(
 ) -> None:
     message = explain(status, lists_values, iface, "UNABLE TO CONNECT", protocol)
     assert message is not None and expected in message
+
+
+@pytest.mark.parametrize(
+    "complaint",
+    [
+        "ATE0 did not return 'OK'",
+        "ATH1 did not return 'OK', or echoing is still ON",
+        "ATL0 did not return 'OK'",
+    ],
+)
+def test_an_adapter_refusing_a_setup_command_is_not_sent_to_the_baud_rate(complaint: str) -> None:
+    # It answered with a prompt at this speed: OBD_BAUDRATE was the wrong thing to check.
+    message = explain(OBDStatus.NOT_CONNECTED, False, "/dev/obd", complaint, None)
+    assert message is not None
+    assert f"refused a set-up command ({complaint})" in message
+    assert "OBD_BAUDRATE is not the cause" in message and "another adapter" in message

@@ -31,6 +31,10 @@ log = logging.getLogger("eccm.obd.link")
 # skips it); one second leaves room for a slow Bluetooth adapter and costs at most 6 s.
 BAUD_PROBE_TIMEOUT = 1.0
 
+# python-OBD's complaints when the adapter answered but refused one of its set-up commands
+# (obd/elm327.py: "ATE0 did not return 'OK'", "ATH1 did not return 'OK', ...").
+SETUP_COMMANDS = ("ATE0 ", "ATH1 ", "ATL0 ")
+
 
 class LibraryLog(logging.Handler):
     """Takes python-OBD's log records in place of its own stderr handler.
@@ -217,6 +221,16 @@ def explain(
             return (
                 "no ELM327 adapter found (auto-detect tries /dev/rfcomm* and "
                 "/dev/ttyUSB*): set OBD_INTERFACE to the adapter's device, e.g. /dev/obd"
+            )
+        if complaint.startswith(SETUP_COMMANDS):
+            # It answered with a prompt at this speed (the probe, or python-OBD's own
+            # speed detection, saw one): the speed is right, the adapter refused a set-up
+            # command python-OBD cannot do without (headers on, no linefeeds, no echo).
+            return (
+                f"{iface} answers like an ELM327 but refused a set-up command ({complaint}): "
+                "python-OBD needs ATE0, ATH1 and ATL0, which this adapter does not accept; "
+                "OBD_BAUDRATE is not the cause: use another adapter (a genuine ELM327 or a "
+                "clone of version 1.4 or later)"
             )
         return (
             f"{iface} did not answer like an ELM327 adapter ({complaint}): check that "
