@@ -644,6 +644,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from eccm.report.open import open_source, schema_text
 
+    if args.location is not None:
+        refused = _location_refusal(args.engine, args.location)
+        if refused:
+            print(f"eccm schema: --location {args.location!r} {refused}", file=sys.stderr)
+            return 2
     cfg: Config | None = None
     path = _config_path(args.config)
     if _config_named(args.config) or args.bucket or os.path.exists(path):
@@ -657,6 +662,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     sys.stdout.write(schema_text(args.engine, source, cfg, args.car, args.location, note))
     return 0
+
+
+def _location_refusal(engine: str, location: str) -> str | None:
+    """Why ``engine`` cannot read data at ``location``; None when it can.
+
+    Athena reads S3 only, Trino's Hive connector a file system URL; DuckDB and Spark also
+    read a local folder. Refused here, a typo does not become a definition that fails in
+    the query engine (an Athena table over 'notaurl/' is created and reads nothing).
+    """
+    scheme, sep, rest = location.partition("://")
+    if not location.strip():
+        return "is empty: expected s3://bucket/prefix/"
+    if sep and not rest.strip("/"):
+        return f"names no bucket: expected {scheme}://bucket/prefix/"
+    if engine == "athena" and scheme != "s3":
+        return "is not valid for athena, which reads S3 only: expected s3://bucket/prefix/"
+    if engine == "trino" and not sep:
+        return "is not valid for trino: expected a URL such as s3://bucket/prefix/"
+    return None
 
 
 def _date(text: str) -> date:

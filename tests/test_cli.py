@@ -9,6 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from eccm.cli import main
 from tests.unprivileged import bound_by_permissions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,6 +280,39 @@ def test_query_takes_an_ipv6_host_in_brackets(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "Connection refused" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("engine", "location", "expected"),
+    [
+        ("athena", "notaurl", "is not valid for athena, which reads S3 only"),
+        ("athena", "file:///data/", "is not valid for athena, which reads S3 only"),
+        ("trino", "data/logs", "is not valid for trino: expected a URL"),
+        ("duckdb", "s3://", "names no bucket: expected s3://bucket/prefix/"),
+        ("spark", " ", "is empty"),
+    ],
+)
+def test_schema_refuses_a_location_the_engine_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, location: str, expected: str
+) -> None:
+    # An Athena table over 'notaurl/' was written out, to be created and read nothing.
+    args = ["schema", "--engine", engine, "--from", str(tmp_path), "--location", location]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"eccm schema: --location {location!r} {expected}")
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("engine", "location"),
+    [("athena", "s3://fleet/logs/"), ("trino", "s3a://fleet/"), ("duckdb", "/srv/eccm/")],
+)
+def test_schema_takes_a_location_the_engine_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, location: str
+) -> None:
+    args = ["schema", "--engine", engine, "--from", str(tmp_path), "--location", location]
+    assert main(args) == 0
+    assert location in capsys.readouterr().out
 
 
 def test_schema_says_when_no_sidecar_gave_the_columns(tmp_path: Path) -> None:
