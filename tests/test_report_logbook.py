@@ -287,6 +287,24 @@ def test_a_summary_edited_by_hand_costs_only_its_own_trip(
     assert err.count("\n") == 1 and edited.name in err, err
 
 
+def test_when_no_summary_can_be_read_every_one_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the first was named: the user mended it and met the next error, and so on.
+    records = tmp_path / "records"
+    trips = [f"2026030{day}T081500Z" for day in (1, 2, 3)]
+    for trip in trips:
+        first = f"2026-03-0{trip[7]}T08:15:00.000Z"
+        write_trip(records, CAR, trip, [[row(first)]], summary(CAR, trip, first, first))
+        (records / f"{CAR}_{trip}_summary.json").write_text("{not json")
+    assert main(["trips", "--from", str(records)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("eccm: error: none of the 3 trip summaries can be read:\n"), err
+    for trip in trips:
+        assert f"  {CAR}_{trip}_summary.json is not valid JSON" in err, err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("command", ["fleet", "trips"])
 def test_bucket_without_an_endpoint_offers_from_only_where_it_exists(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str

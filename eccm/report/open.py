@@ -109,7 +109,14 @@ def logbook(source: Source, car: str | None) -> list[Entry]:
         if found is not None:
             out.append(found)
     if unreadable and not out:
-        raise unreadable[0]
+        if len(unreadable) == 1:
+            raise unreadable[0]
+        # Every one damaged: name them all (one line each), not the first alone, which
+        # sent the user to mend one file and meet the next error.
+        raise ReportError(
+            f"none of the {len(unreadable)} trip summaries can be read:\n"
+            + "\n".join(f"  {problem}" for problem in unreadable)
+        )
     for problem in unreadable:
         log.warning("%s: left out of the logbook", problem)
     return out
