@@ -229,8 +229,8 @@ def explain(
             return (
                 f"{iface} answers like an ELM327 but refused a set-up command ({complaint}): "
                 "python-OBD needs ATE0, ATH1 and ATL0, which this adapter does not accept; "
-                "OBD_BAUDRATE is not the cause: use another adapter (a genuine ELM327 or a "
-                "clone of version 1.4 or later)"
+                "OBD_BAUDRATE is not the cause: use another adapter (every ELM327 since "
+                "version 1.0 accepts them)"
             )
         return (
             f"{iface} did not answer like an ELM327 adapter ({complaint}): check that "
