@@ -1054,8 +1054,8 @@ def _parse_file(p: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for key, value in parser.defaults().items():
         if key not in KEYS:
-            line = _first_line_of(text, key, len(text))
-            raise _unknown_key_error(key, f"{p} line {line - shift}" if line else str(p))
+            found = _first_line_of(text, key, len(text))
+            raise _unknown_key_error(key, f"{p} line {found - shift}" if found else str(p))
         values[key] = clean_value(value)
     return values
 
