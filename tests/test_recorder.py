@@ -405,6 +405,28 @@ def test_sequence_continues_after_files_in_uploaded_and_deleted_ones(
     ]
 
 
+def test_a_record_folder_swapped_while_running_never_reuses_a_file_name(
+    tmp_path: Path, clock: FakeClock, started: Callable[..., Recorder]
+) -> None:
+    # A USB stick pulled and another (empty) one plugged in mid-trip: the ledger file went
+    # with the first stick, yet 0001 is in the bucket already and must not be named again.
+    cfg = cfg_for(tmp_path)
+    rec = started(cfg, clock)
+    rec.on_sample(sample(0))
+    rec.rotate_now()
+    first = cfg.record_dir / f"{CAR}_{TRIP}_0001.tsv.gz"
+    assert first.exists()
+    cfg.record_dir.rename(tmp_path / "first-stick")
+    cfg.record_dir.mkdir()
+    rec.on_sample(sample(1))
+    rec.stop()
+    assert files(cfg.record_dir) == [
+        f"{CAR}_{TRIP}_0002.tsv.gz",
+        f"{CAR}_{TRIP}_0002.tsv.gz.json",
+    ]
+    assert read_data(cfg.record_dir / f"{CAR}_{TRIP}_0002.tsv.gz") == expected_bytes(range(1, 2))
+
+
 # -- lifecycle and errors --------------------------------------------------------------
 def test_stop_is_idempotent_and_later_samples_are_ignored(tmp_path: Path, clock: FakeClock) -> None:
     cfg = cfg_for(tmp_path)

@@ -22,12 +22,18 @@ class Ledger:
 
     ``keep`` recent names stay whole; older trips keep one line each (their highest
     name, at most ``trips_keep`` of them), for years of trips.
+
+    The names handed out by this process are also remembered in memory (trimmed the same
+    way): a record folder that is emptied or swapped while ECCM runs (a USB stick pulled
+    and another one plugged in) takes the ledger file with it, and the running trip must
+    not start again at 0001 over the names it already uploaded.
     """
 
     def __init__(self, directory: Path, keep: int, trips_keep: int) -> None:
         self._dir = directory
         self._keep = keep
         self._trips_keep = trips_keep
+        self._handed: list[str] = []
 
     def known_names(self) -> list[str]:
         names: list[str] = []
@@ -35,6 +41,7 @@ class Ledger:
             with contextlib.suppress(FileNotFoundError):
                 names.extend(os.listdir(d))
         names.extend(self.names())
+        names.extend(self._handed)
         return names
 
     def text(self) -> str:
@@ -48,6 +55,9 @@ class Ledger:
 
     def add(self, name: str) -> None:
         """Record ``name`` durably (fsynced) before a file of that name is created."""
+        self._handed.append(name)
+        if len(self._handed) >= 2 * self._keep:
+            self._handed = trim_ledger(self._handed, self._keep, self._trips_keep)
         path = self._dir / LEDGER
         text = self.text()
         names = text.splitlines()
