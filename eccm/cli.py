@@ -351,7 +351,17 @@ def upload_backlog(cfg: Config, progress: bool = True) -> int:
             file=sys.stderr,
         )
         return 2
-    if not settings.record_dir.is_dir():
+    try:
+        folder = settings.record_dir.is_dir()
+    except PermissionError:  # a mount point this user may not enter
+        print(
+            f"eccm upload: RECORD_DIRECTORY_LOCATION={settings.record_dir} cannot be read "
+            "by this user (permission denied: a drive not mounted yet, or ECCM runs as "
+            "another user?): no file to upload there",
+            file=sys.stderr,
+        )
+        return 1
+    if not folder:
         # "nothing to upload" (exit 0) would hide a typo or a drive that is not mounted.
         print(
             f"eccm upload: RECORD_DIRECTORY_LOCATION={settings.record_dir} is not a folder "

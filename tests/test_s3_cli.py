@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from eccm.sim.s3 import LocalS3
 from tests import s3server
 from tests.s3_helpers import assert_each_file_once, bucket_objects, upload_cmd, write_config
 from tests.s3server import CAR, FlakyLink, config_values, list_objects, make_closed_file
+from tests.unprivileged import bound_by_permissions
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+UPLOADER = Path(__file__).with_name("uploader_run.py")
 
 
 def eccm_upload(config: Path) -> subprocess.CompletedProcess[str]:
@@ -158,3 +162,38 @@ def test_a_record_folder_that_does_not_exist_is_not_nothing_to_upload(
         "drive not mounted?): no file to upload there\n"
     )
     assert not missing.exists()
+
+
+def test_a_record_folder_this_user_may_not_enter_is_one_line_not_a_traceback(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    """Found: RECORD_DIRECTORY_LOCATION under a mount point the user may not enter (a USB
+    stick not mounted yet under a root-only /mnt/usb) made every upload run of the daemon
+    log two ERROR lines and a traceback ('upload run failed unexpectedly ...
+    PermissionError'), and `eccm upload` print a traceback. The recorder's ERROR line
+    says why (once); the uploader finds nothing to send there, `eccm upload` says so."""
+    closed = tmp_path / "mnt"
+    closed.mkdir()
+    values = config_values(closed / "records", s3_http)
+    config = write_config(tmp_path / "config.ini", values)
+    closed.chmod(0o000)
+    try:
+        cli = subprocess.run(
+            [*bound_by_permissions(), *upload_cmd(config)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        daemon = subprocess.run(
+            [*bound_by_permissions(), sys.executable, str(UPLOADER), json.dumps(values)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        closed.chmod(0o755)
+    assert cli.returncode == 1
+    assert cli.stderr == (
+        f"eccm upload: RECORD_DIRECTORY_LOCATION={closed / 'records'} cannot be read by this "
+        "user (permission denied: a drive not mounted yet, or ECCM runs as another user?): "
+        "no file to upload there\n"
+    )
+    # The daemon's uploader (with its disk budget): nothing waiting, nothing said.
+    assert daemon.returncode == 0, daemon.stderr
+    assert daemon.stderr == ""

@@ -220,11 +220,13 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def list_files(folder: Path) -> list[str]:
-    """The names of the regular files in ``folder`` (none when it does not exist)."""
+    """The names of the regular files in ``folder``: none when it does not exist or this
+    user may not read it (a drive not mounted yet under a mount point the user may not
+    enter, a path under a file): the recorder's ERROR line says why, once."""
     try:
         with os.scandir(folder) as it:
             return [e.name for e in it if e.is_file(follow_symlinks=False)]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
 
 
@@ -336,6 +338,10 @@ def enforce(cfg: DiskSettings, clock: Clock, *, evict_pending: bool = True) -> D
     young = young_items(
         cfg.record_dir, inv, cfg.local_retention_days * DAY, clock.monotonic(), time.time()
     )
+    if not inv.pending and not inv.uploaded:
+        # Nothing that could be deleted (nor any need to read the folder's ledger, which
+        # a folder this user cannot enter would refuse at every run).
+        return DiskReport(total_bytes=inv.total)
     ledger = Ledger(cfg.record_dir, keep=0, trips_keep=0).names()
     free = _free_bytes(cfg.record_dir)
     room_needed = max(0, cfg.reserve_bytes - free) if free is not None else 0
