@@ -305,7 +305,7 @@ def test_a_trip_ending_on_a_full_disk_gets_its_summary_once_there_is_room(
         assert json.loads(summary.read_text()) == {**ended, "file": summary.name}
         assert writer.last_error is None and writer.written == 1
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-        assert len(errors) == 1 and "once the disk has room" in errors[0], errors
+        assert len(errors) == 1 and "once the disk takes it again" in errors[0], errors
 
         # Started (the daemon's case), and no other write comes: the car is parked.
         parked = {"trip": "20231115T080000Z", "distance_km": 3.0, "complete": True}
@@ -321,6 +321,30 @@ def test_a_trip_ending_on_a_full_disk_gets_its_summary_once_there_is_room(
         finally:
             writer.stop()
         assert json.loads(path.read_text())["distance_km"] == 3.0
+
+
+def test_a_trip_ending_on_a_read_only_disk_is_not_said_to_wait_for_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: a summary refused by a read-only disk (a USB stick the kernel remounted
+    read-only, an SD card after a power cut) was logged 'it is written once the disk has
+    room', and at the stop 'could not be written before the stop (the disk is full)'."""
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        writer = SummaryWriter(disk, CAR)
+        writer.start()
+        try:
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+            with caplog.at_level(logging.INFO, logger="eccm.trip.summary"):
+                writer.finish({"trip": "20231114T221320Z", "complete": True})
+                wait_until(lambda: writer.last_error is not None, what="the failed write")
+        finally:
+            writer.stop()
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 2, errors
+    assert all("Read-only file system" in e for e in errors), errors
+    assert not any("room" in e or "full" in e for e in errors), errors
+    assert errors[1].startswith("the summary of 1 ended trip(s) could not be written"), errors
 
 
 def test_a_checkpoint_left_by_a_power_cut_on_a_full_disk_becomes_its_summary_once_there_is_room(

@@ -8,7 +8,7 @@ of its own, so the OBD loop never waits for the SD card:
   its summary;
 - when the trip ends, the summary itself (atomic), then the checkpoint is removed. A
   summary that exists is complete: the uploader takes it as it is. One the disk refuses
-  (full) is kept and written as soon as the disk has room again.
+  (full, read-only, not writable) is kept and written as soon as it takes it again.
 
 At start, :meth:`SummaryWriter.recover` turns a checkpoint left by a crash or a power cut
 into the summary of that trip (``"complete": false, "recovered": true``).
@@ -150,8 +150,9 @@ class SummaryWriter:
                 if self._unsaved:
                     log.error(
                         "the summary of %d ended trip(s) could not be written before the "
-                        "stop (the disk is full); their last checkpoints stand in for them",
+                        "stop (%s); their last checkpoints stand in for them",
                         len(self._unsaved),
+                        self.last_error or "the disk refused them",
                     )
                 return
             assert doc is not None
@@ -175,7 +176,7 @@ class SummaryWriter:
                 log.error("%s", message)
             elif kind == "final":
                 self._keep_unsaved(doc)
-                log.error("%s; it is written once the disk has room", message)
+                log.error("%s; it is written once the disk takes it again", message)
             elif self.last_error is None:
                 log.error("%s; trip summaries are not saved until the disk works again", message)
             else:
@@ -291,7 +292,7 @@ class SummaryWriter:
                     self._keep_unsaved(doc)
                     log.error(
                         "cannot recover the trip summary %s: %s; it is written once the "
-                        "disk has room",
+                        "disk takes it again",
                         name,
                         exc,
                     )
