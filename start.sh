@@ -12,7 +12,7 @@ export ECCM_INVOKED_FROM="$PWD"
 from_caller() {
     case "$1" in
         "" | /* | "~"*) printf '%s' "$1" ;;
-        *) printf '%s' "$PWD/$1" ;;
+        *) printf '%s' "${PWD%/}/$1" ;;  # from / too: /config.ini, not //config.ini
     esac
 }
 if [ -n "${ECCM_CONFIG:-}" ]; then

@@ -265,9 +265,22 @@ def test_start_sh_takes_relative_paths_on_its_command_line_from_where_they_were_
     assert out == [a.format(cwd=cwd) for a in expected]
 
 
-def run_start_sh(tmp_path: Path, args: list[str], env: dict[str, str]) -> tuple[Path, list[str]]:
-    """start.sh run from another folder, with an installed eccm that prints its arguments:
-    (that folder, the arguments eccm was given)."""
+def test_start_sh_typed_in_the_root_folder_names_a_relative_config_once_slashed(
+    tmp_path: Path,
+) -> None:
+    """Found: `cd / && ECCM_CONFIG=config.ini ~/eccm/start.sh` said "configuration file
+    '//config.ini' does not exist"."""
+    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
+    env["ECCM_CONFIG"] = "config.ini"
+    _cwd, out = run_start_sh(tmp_path, ["--config", "c.ini"], env, cwd=Path("/"))
+    assert out == ["run", "--config", "/config.ini", "--config", "/c.ini"]
+
+
+def run_start_sh(
+    tmp_path: Path, args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[Path, list[str]]:
+    """start.sh run from another folder (``cwd``, a new one by default), with an installed
+    eccm that prints its arguments: (that folder, the arguments eccm was given)."""
     install = tmp_path / "eccm"
     (install / ".venv" / "bin").mkdir(parents=True)
     shutil.copy(ROOT / "start.sh", install / "start.sh")
@@ -284,8 +297,9 @@ def run_start_sh(tmp_path: Path, args: list[str], env: dict[str, str]) -> tuple[
     for tool in ("python", "weed"):
         (install / ".venv" / "bin" / tool).write_text("#!/bin/sh\nexit 0\n")
         (install / ".venv" / "bin" / tool).chmod(0o755)
-    cwd = tmp_path / "elsewhere"
-    cwd.mkdir()
+    if cwd is None:
+        cwd = tmp_path / "elsewhere"
+        cwd.mkdir()
     done = subprocess.run(
         [str(install / "start.sh"), *args],
         cwd=cwd,
