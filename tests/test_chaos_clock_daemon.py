@@ -20,9 +20,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from eccm.app import Daemon
-from eccm.cli import upload_backlog
-from eccm.config import parse
+from eccm.cli import main, upload_backlog
+from eccm.config import Config, parse
 from eccm.sim.gnss import NmeaPty, Route
 from eccm.sim.s3 import LocalS3
 from eccm.store.listing import list_files
@@ -30,6 +32,7 @@ from eccm.store.names import SIDECAR
 from eccm.upload.keys import parse_data_name, parse_summary_name
 from tests import s3server
 from tests.listeners import OffsetClock
+from tests.s3_helpers import write_config
 from tests.waiting import wait_until
 
 TEN_YEARS = 10 * 365.25 * 86400
@@ -164,3 +167,52 @@ def test_a_pi_ten_years_behind_gets_true_times_names_and_partitions_from_the_fir
         span = epoch(rows[-1][0]) - epoch(rows[0][0])
         assert 0 < doc["totals"]["duration_s"] <= span + 1, doc["totals"]
         assert doc["totals"]["gap_s"] < 5
+
+
+def _drive(cfg: Config, clock: OffsetClock) -> str:
+    """One drive of the daemon on ``clock``, stopped cleanly once a file of it closed
+    (its summary written); its trip id."""
+    daemon = Daemon(cfg, clock)
+    daemon.start()
+    try:
+        trip = wait_until(lambda: daemon.hub.trip, 30, "the car's trip")
+        recorder = daemon.recorder
+        assert recorder is not None
+        wait_until(lambda: recorder.files_closed >= 1, 30, "a closed file")
+    finally:
+        daemon.stop()
+    return trip
+
+
+def test_the_report_of_the_latest_trip_is_the_drive_recorded_last_when_the_clock_went_back(
+    car: str, s3_http: LocalS3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Pi without a real-time clock boots three days behind (fake-hwclock after power
+    cuts) and its receiver never gets a fix: the drive it records now is named three days
+    before the one it recorded yesterday on the right clock. `eccm report` (latest) must
+    show the drive just made, from the folder and from the bucket, not the one whose id
+    sorts last."""
+    records = tmp_path / "records"
+    values = s3server.config_values(
+        records,
+        s3_http,
+        CAR_IDENTIFIER=CAR,
+        OBD_INTERFACE=car,
+        OBD_PROTOCOL="6",
+        OBD_SLOW_COMMANDS="COOLANT_TEMP",
+        FILE_ROTATION_SECONDS="1.5",
+        S3_DELETE_AFTER_UPLOAD="no",
+    )
+    config = write_config(tmp_path / "config.ini", values)
+    cfg = parse(values)
+    first = _drive(cfg, OffsetClock(0.0))
+    assert upload_backlog(cfg, progress=False) == 0
+    second = _drive(cfg, OffsetClock(-3 * 86400.0))
+    assert upload_backlog(cfg, progress=False) == 0
+    assert second < first  # named before the drive it followed
+
+    for where in (["--from", str(records)], ["--bucket", "--config", str(config)]):
+        out = tmp_path / "report.html"
+        assert main(["report", *where, "-o", str(out)]) == 0
+        assert f"trip {second} of {CAR}" in capsys.readouterr().out, where
+        assert second in out.read_text(encoding="utf-8")

@@ -144,10 +144,10 @@ def pick_summary(source: Source, trip: str, car: str | None) -> Ref:
         note = encrypted_note(source, car, "report")
         raise ReportError(f"no trip summary{whose} in {source.description}{note}")
     if trip == "latest":
-        return max(refs, key=lambda r: (r.trip, r.car))
+        return source.latest(refs)
     found = [r for r in refs if r.trip == trip]
     if not found:
-        latest = max(r.trip for r in refs)
+        latest = source.latest(refs).trip
         raise ReportError(
             f"no trip {trip}{whose} in {source.description} (the latest is {latest}; "
             "`eccm trips` lists them)"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from eccm.report import ReportError
+from eccm.store.ledger import Ledger
 from eccm.store.listing import list_files
 from eccm.store.names import AGE, parse_data_name, parse_summary_name
 
@@ -30,6 +31,7 @@ class Ref:
     where: str
     size: int = 0
     uploaded: bool = False  # under uploaded/, or in the bucket
+    modified: float = 0.0  # the bucket's LastModified (epoch; the server's clock), else 0
 
 
 def newest_data_file(refs: list[Ref]) -> dict[str, Ref]:
@@ -59,6 +61,8 @@ class Source(Protocol):
     def all_data_files(self) -> list[Ref]: ...
 
     def read(self, ref: Ref) -> bytes: ...
+
+    def latest(self, refs: list[Ref]) -> Ref: ...
 
 
 def load_summary(source: Source, ref: Ref) -> dict[str, Any]:
@@ -119,6 +123,18 @@ class FolderSource:
         except OSError as exc:
             raise ReportError(f"cannot read {ref.where}: {exc.strerror}") from None
 
+    def latest(self, refs: list[Ref]) -> Ref:
+        """The summary of the trip recorded last: the recorder's ledger says in what order
+        it named the files (a Pi without a real-time clock may name a later trip with an
+        earlier time); trips it does not know (a folder without one, trimmed) come first,
+        then the trip id decides."""
+        position: dict[tuple[str, str], int] = {}
+        for i, name in enumerate(Ledger(self.folder, keep=0, trips_keep=0).names()):
+            parsed = parse_data_name(name)
+            if parsed is not None:
+                position[(parsed.car, parsed.trip)] = i
+        return max(refs, key=lambda r: (position.get((r.car, r.trip), -1), r.trip, r.car))
+
 
 class BucketSource:
     """The objects of the bucket under ``{S3_KEY_PREFIX}/``, through the uploader's client.
@@ -133,7 +149,7 @@ class BucketSource:
         self._bucket = bucket
         self._prefix = key_prefix.strip("/") + "/" if key_prefix.strip("/") else ""
         self._explain = explain
-        self._listing: list[tuple[str, int]] | None = None
+        self._listing: list[tuple[str, int, float]] | None = None
         self.description = f"s3://{bucket}/{self._prefix}"
 
     def _call(self, fn: Callable[[], Any]) -> Any:
@@ -142,9 +158,9 @@ class BucketSource:
         except Exception as exc:  # botocore's errors: one sentence from the uploader's words
             raise ReportError(self._explain(exc)) from None
 
-    def _objects(self) -> list[tuple[str, int]]:
+    def _objects(self) -> list[tuple[str, int, float]]:
         if self._listing is None:
-            out: list[tuple[str, int]] = []
+            out: list[tuple[str, int, float]] = []
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=self._prefix
             )
@@ -152,14 +168,16 @@ class BucketSource:
             def walk() -> None:
                 for page in pages:
                     for obj in page.get("Contents", []):
-                        out.append((str(obj["Key"]), int(obj.get("Size", 0))))
+                        when = obj.get("LastModified")
+                        modified = when.timestamp() if when is not None else 0.0
+                        out.append((str(obj["Key"]), int(obj.get("Size", 0)), modified))
 
             self._call(walk)
             self._listing = out
         return self._listing
 
     def keys(self) -> list[str]:
-        return [key for key, _size in self._objects()]
+        return [key for key, _size, _modified in self._objects()]
 
     @property
     def bucket(self) -> str:
@@ -167,13 +185,13 @@ class BucketSource:
 
     def _refs(self, kind: str, sealed: bool = False) -> list[Ref]:
         out: list[Ref] = []
-        for key, size in self._objects():
+        for key, size, modified in self._objects():
             name = key.rsplit("/", 1)[-1]
             if name.endswith(AGE) != sealed:
                 continue  # an encrypted object is read after `eccm decrypt --bucket`
             parsed = parse_data_name(name) if kind == "data" else parse_summary_name(name)
             if parsed is not None:
-                out.append(Ref(parsed.car, parsed.trip, name, key, size, True))
+                out.append(Ref(parsed.car, parsed.trip, name, key, size, True, modified))
         return sorted(out)
 
     def summaries(self) -> list[Ref]:
@@ -197,3 +215,8 @@ class BucketSource:
 
         data: bytes = self._call(get)
         return data
+
+    def latest(self, refs: list[Ref]) -> Ref:
+        """The summary uploaded last (the server's clock, not the trip id: a Pi without a
+        real-time clock may name a later trip with an earlier time), then the trip id."""
+        return max(refs, key=lambda r: (r.modified, r.trip, r.car))
