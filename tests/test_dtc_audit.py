@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from eccm.config import parse
 from eccm.sim.s3 import LocalS3
 from eccm.store.audit import AuditWriter
-from eccm.store.names import parse_audit_name, parse_single_name
+from eccm.store.names import parse_audit_name, parse_single_name, trim_ledger
 from eccm.upload.keys import plan
 from tests.control_fakes import SECRET, Client
 from tests.s3server import CAR, config_values, get_object, list_objects
@@ -138,3 +139,86 @@ def test_a_clear_cut_short_by_a_power_cut_keeps_its_evidence(tmp_path: Path) -> 
     kept = json.loads(cut.with_name(cut.name.removesuffix(".part")).read_text())
     assert kept["outcome"] == "sending" and kept["before"] == {"x": 1}
     assert not list(tmp_path.glob("*.part"))
+
+
+class BootClock:
+    """The real monotonic clock and a wall clock that :meth:`boot` sets to one time (a Pi
+    without a real-time clock: fake-hwclock restores the same saved time at every boot
+    after a power cut), from where it runs on."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+        self._since = time.monotonic()
+
+    def boot(self) -> None:
+        self._since = time.monotonic()
+
+    def time(self) -> float:
+        return self._at + time.monotonic() - self._since
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def test_a_record_of_a_clock_that_repeats_itself_never_takes_an_uploaded_records_name(
+    s3_http: LocalS3, tmp_path: Path
+) -> None:
+    """Two runs refuse a clear at the same time by the Pi's clock; the first record was
+    uploaded and deleted (S3_DELETE_AFTER_UPLOAD=yes) in between. The second must go up
+    under a name of its own, not stay behind as a conflict with the first one's object."""
+    from eccm.app import Daemon
+    from tests.emulator import emulated_car
+
+    records = tmp_path / "records"
+    clock = BootClock(float(int(time.time())))
+    with emulated_car() as emu:
+        values = config_values(
+            records,
+            s3_http,
+            OBD_INTERFACE=emu.get_pty(),
+            OBD_FAST_COMMANDS="RPM,SPEED",
+            OBD_SLOW_COMMANDS="COOLANT_TEMP",
+            ENABLE_SOCKET_SERVER="yes",
+            SOCKET_SERVER_PORT=str(_free_port()),
+            SOCKET_SERVER_SECRET=SECRET,
+        )
+        cfg = parse(values)
+        prefix = cfg.s3_key_prefix
+
+        def audits() -> dict[str, int]:
+            objs = list_objects(s3_http, prefix)
+            return {k: v for k, v in objs.items() if k.endswith("_dtc-clear.json")}
+
+        def run(n: int) -> None:
+            d = Daemon(cfg, clock)
+            d.start()
+            try:
+                wait_until(lambda: d.link.state == "connected", timeout=WAIT, what="the link")
+                _speed(d, emu, 0x32)
+                c = Client(("127.0.0.1", cfg.socket_server_port), timeout=WAIT).auth()
+                clock.boot()  # the clear comes at the same time by the Pi's clock
+                assert c.ask("DTC CLEAR")["code"] == "vehicle_moving"
+                assert c.ask("UPLOAD")["class"] == "UPLOAD"
+                c.close()
+                wait_until(
+                    lambda: len(audits()) == n and not list(records.glob("*_dtc-clear*")),
+                    timeout=WAIT,
+                    what=f"audit record {n} uploaded and deleted here",
+                )
+            finally:
+                d.stop()
+
+        try:
+            run(1)
+            run(2)
+        finally:
+            emu.answer.pop("SPEED", None)
+    first, second = sorted(audits())
+    assert first.rsplit("/", 1)[1] != second.rsplit("/", 1)[1]
+
+
+def test_the_ledger_keeps_the_names_of_audit_records_when_it_is_trimmed() -> None:
+    audit = f"{CAR}_20261204T100000Z_dtc-clear.json"
+    data = [f"{CAR}_20261204T1100{i:02d}Z_0001.tsv" for i in range(10)]
+    kept = trim_ledger(["junk", audit, *data], keep=3, trips_keep=100)
+    assert audit in kept and "junk" not in kept

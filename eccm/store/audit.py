@@ -20,6 +20,7 @@ from pathlib import Path
 
 from eccm.config import Config
 from eccm.sample import iso_utc
+from eccm.store.ledger import KEEP, TRIPS_KEEP, Ledger
 from eccm.store.names import AGE, PART, audit_name, parse_audit_name
 from eccm.store.sidecar import fsync_dir, remove, write_atomic
 
@@ -48,6 +49,9 @@ class AuditWriter:
         self._seal = seal
         self._lock = threading.Lock()  # two clears at once must not take the same name
         self._pending: dict[object, Path] = {}  # record id -> its final path
+        # Names already used, also by records uploaded and deleted since (a Pi without a
+        # real-time clock boots to the same time again): their keys are taken in the bucket.
+        self._ledger = Ledger(record_dir, KEEP, TRIPS_KEEP)
 
     def __call__(self, record: Mapping[str, object]) -> Path:
         when = record.get("time")
@@ -98,10 +102,14 @@ class AuditWriter:
         return done
 
     def _free_path(self, epoch: float, suffix: str) -> Path:
+        """A name no record ever had (here, under uploaded/, or in the ledger: uploaded and
+        deleted), recorded in the ledger before the file is written."""
+        known = set(self._ledger.known_names())
         for bump in range(MAX_BUMP):
             name = audit_name(self._car, epoch + bump)
-            taken = ("", suffix, PART, suffix + PART)
-            if not any((self._dir / (name + s)).exists() for s in taken):
+            taken = ("", AGE, PART, AGE + PART)
+            if not any(name + s in known for s in taken):
+                self._ledger.add(name)
                 return self._dir / (name + suffix)
         raise OSError(f"no free name for an audit record near {iso_utc(epoch)}")
 

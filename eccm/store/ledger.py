@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from eccm.store import sidecar
 from eccm.store.names import UPLOADED_DIR, trim_ledger
 
 LEDGER = ".eccm-sequence"
+KEEP = 512  # recent names kept whole in the ledger
+# Older trips keep one line each (their highest name), for years of trips.
+TRIPS_KEEP = 20_000
+# The recorder's thread names data files, a front end's thread audit records (audit.py):
+# one append or rewrite at a time, or a rewrite could drop the other's name.
+_ADD_LOCK = threading.Lock()
 
 
 class Ledger:
@@ -55,22 +62,23 @@ class Ledger:
 
     def add(self, name: str) -> None:
         """Record ``name`` durably (fsynced) before a file of that name is created."""
-        self._handed.append(name)
-        if len(self._handed) >= 2 * self._keep:
-            self._handed = trim_ledger(self._handed, self._keep, self._trips_keep)
-        path = self._dir / LEDGER
-        text = self.text()
-        names = text.splitlines()
-        if len(names) >= 2 * self._keep:
-            kept = trim_ledger([*names, name], self._keep, self._trips_keep)
-            # Rewritten only when that saves a good many lines, not at every file.
-            if len(kept) <= len(names) + 1 - self._keep:
-                sidecar.write_atomic(path, "".join(n + "\n" for n in kept).encode())
-                return
-        # A power cut mid-append leaves half a line: end it, or this name would be glued
-        # to it and lost.
-        torn = b"\n" if text and not text.endswith("\n") else b""
-        with open(path, "ab") as f:
-            f.write(torn + name.encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with _ADD_LOCK:
+            self._handed.append(name)
+            if len(self._handed) >= 2 * self._keep:
+                self._handed = trim_ledger(self._handed, self._keep, self._trips_keep)
+            path = self._dir / LEDGER
+            text = self.text()
+            names = text.splitlines()
+            if len(names) >= 2 * self._keep:
+                kept = trim_ledger([*names, name], self._keep, self._trips_keep)
+                # Rewritten only when that saves a good many lines, not at every file.
+                if len(kept) <= len(names) + 1 - self._keep:
+                    sidecar.write_atomic(path, "".join(n + "\n" for n in kept).encode())
+                    return
+            # A power cut mid-append leaves half a line: end it, or this name would be
+            # glued to it and lost.
+            torn = b"\n" if text and not text.endswith("\n") else b""
+            with open(path, "ab") as f:
+                f.write(torn + name.encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())

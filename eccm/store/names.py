@@ -81,7 +81,8 @@ def trim_ledger(names: list[str], keep: int, trips_keep: int) -> list[str]:
 
     A Pi that boots to the same time every day reuses trip ids; the highest name of each
     trip is what keeps a reused id from ever naming a file like one already uploaded and
-    deleted (and from being taken as a new trip's id).
+    deleted (and from being taken as a new trip's id). The names of audit records of DTC
+    clears are kept likewise (eccm/store/audit.py).
     """
     if len(names) <= keep:
         return list(names)
@@ -89,9 +90,12 @@ def trim_ledger(names: list[str], keep: int, trips_keep: int) -> list[str]:
     best: dict[str, tuple[int, str]] = {}
     for name in older:
         m = _LEDGER_NAME.match(name)
-        if m is None:
+        if m is not None:
+            key, seq = m.group(1), int(m.group(2))
+        elif parse_audit_name(name) is not None:
+            key, seq = name, 0  # an audit record's name is kept like a trip's last name
+        else:
             continue
-        key, seq = m.group(1), int(m.group(2))
         if key not in best or seq > best[key][0]:
             best.pop(key, None)  # re-inserted last: dicts keep the order of insertion
             best[key] = (seq, name)

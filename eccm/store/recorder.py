@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from eccm.clock import Clock
 from eccm.sample import Sample
 from eccm.store.drops import QUEUE, WRITE, DropCounter, Report
-from eccm.store.ledger import LEDGER, Ledger
+from eccm.store.ledger import KEEP, LEDGER, TRIPS_KEEP, Ledger
 from eccm.store.mailbox import Mailbox
 from eccm.store.names import trip_ids
 from eccm.store.recovery import Leftovers, RecordDirError, Recovery, fsync_quiet, leftover_stems
@@ -50,9 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_LEDGER_KEEP = 512  # recent names kept whole in the ledger (ledger.py)
-# Older trips keep one line each (their highest name), for years of trips.
-_LEDGER_TRIPS = 20_000
+_LEDGER_KEEP = KEEP  # recent names kept whole in the ledger (ledger.py)
+_LEDGER_TRIPS = TRIPS_KEEP
 _TICK = 0.25  # seconds: how often an idle writer checks flush, age and retries
 # Seconds the writer lets rows gather once it is writing (see mailbox.py): a row reaches
 # its file at most this much later, never later than FILE_FLUSH_INTERVAL asks for it to
