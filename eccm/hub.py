@@ -172,6 +172,11 @@ class Hub:
         epoch, source = self.timebase.stamp(self.clock.time(), mono)
         return epoch, source, mono
 
+    def settling(self) -> bool:
+        """True while the receiver's first epochs say the clock is about to be corrected
+        (:meth:`TimeBase.settling`): a trip opened now would be named on the wrong date."""
+        return self.timebase.settling(self.clock.time(), self.clock.monotonic())
+
     def reserve_trip_ids(self, trip_ids: Iterable[str]) -> None:
         """Trip ids an earlier run used (its files): no trip of this run takes one."""
         with self._lock:

@@ -18,7 +18,12 @@ import pytest
 
 from eccm.clock import FakeClock
 from eccm.gnss.nmea import NmeaDecoder
+from eccm.hub import Hub
+from eccm.obd.policy import Bounds
+from eccm.obd.publisher import Publisher
+from eccm.sample import Layout, Reading
 from eccm.timebase import CONFIRM_EPOCHS, TimeBase
+from tests.listeners import Events
 from tests.nmea_sentences import good_fix
 
 TRUE = 1_795_000_000.0  # 2026-11-18T11:06:40Z
@@ -235,3 +240,31 @@ def test_only_epochs_really_ignored_count_as_rejected() -> None:
     tb.observe(fix(clock, TRUE + 40 * 365.25 * 86400))  # a lone outlier
     epochs(tb, clock, TRUE, 2)  # good epochs again
     assert tb.rejected == 1
+
+
+def test_a_car_answering_while_epochs_confirm_a_clock_that_is_off_waits_for_them() -> None:
+    """A Pi without a real-time clock boots a day behind; its receiver has a fix at once
+    (a hot start) and the car answers while the first epochs are being confirmed: its
+    rows wait for GNSS time (a few seconds) instead of opening a trip on the wrong date
+    that the adoption ends a row later (found: every start made a one-second trip of two
+    rows, three days back, with its own file, summary and date partition)."""
+    clock = FakeClock(start=TRUE - 86_400.0, monotonic_start=500.0)
+    hub = Hub(clock, 2.0, Layout(("RPM",), (), gps=True))
+    events = Events()
+    hub.add_listener(events)
+    publisher = Publisher(hub, clock, 1.0)
+    hub.update_fix(fix(clock, TRUE))  # the receiver's first epoch comes first
+    for _ in range(4 * CONFIRM_EPOCHS):  # rows every 0.5 s, epochs every 1 s
+        clock.advance(0.5)
+        if clock.monotonic() % 1.0 == 0.0:
+            hub.update_fix(fix(clock, TRUE + clock.monotonic() - 500.0))
+        publisher.row(
+            {"RPM": Reading(800.0, "revolutions_per_minute", clock.monotonic())}, Bounds(1.0, 3.0)
+        )
+        if hub.trip is None:
+            assert hub.latest_values()["RPM"].value == 800.0  # GET answers meanwhile
+    assert events.ends == []
+    trips = {s.trip_id for s in events.samples}
+    assert len(trips) == 1 and trips.pop().startswith("20261118"), trips
+    assert all(s.time_source == "gnss" for s in events.samples)
+    assert len(events.samples) >= 2 * CONFIRM_EPOCHS  # rows waited a few seconds only

@@ -69,10 +69,18 @@ class Publisher:
         self._slow_meter.tick(self._clock.monotonic(), share_of_pass)
 
     def row(self, readings: dict[str, Reading], bounds: Bounds) -> None:
-        """One row of the engine trip (which begins with it if it is not running)."""
+        """One row of the engine trip (which begins with it if it is not running), unless
+        the trip would begin on a clock about to be corrected (the values are kept)."""
         hub = self._hub
         hub.set_max_ages(bounds.fast, bounds.slow)
         if not hub.engine_trip:
+            if hub.settling():
+                # The receiver's first epochs say the clock is off (a Pi without a
+                # real-time clock, its receiver quicker than the car): a trip begun now
+                # would be named on the wrong date and end a second later, when GNSS time
+                # is adopted. Rows wait for it, as GNSS-only rows do (a few seconds at most).
+                hub.update_values(readings)
+                return
             hub.begin_trip()
         hub.update_values(readings)
         hub.emit(engine=True)
