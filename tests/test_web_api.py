@@ -436,6 +436,40 @@ def test_live_websocket_refuses_other_sites_and_strangers(car: WebCar) -> None:
     assert stranger.value.status == 401
 
 
+def test_live_websocket_ends_with_its_session(car: WebCar) -> None:
+    """A logout (here from another tab: the same cookie) ends the session's live stream
+    too: it got LIVE values for good after the session was gone."""
+    http = car.http()
+    http.login()
+    cookies = dict(http.cookies)
+
+    async def stream() -> tuple[list[dict[str, Any]], aiohttp.WSMessage]:
+        headers = {
+            "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+            "Origin": http.origin,
+        }
+        url = f"http://127.0.0.1:{car.port}/api/live"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session,
+            session.ws_connect(url, headers=headers) as ws,
+        ):
+            first = json.loads((await ws.receive(timeout=WAIT)).data)
+            assert first["class"] == "LIVE"
+            loop = asyncio.get_running_loop()
+            out = await loop.run_in_executor(None, lambda: http.post("/api/logout"))
+            assert out.json == {"class": "LOGOUT", "ok": True}
+            after: list[dict[str, Any]] = []
+            while (msg := await ws.receive(timeout=WAIT)).type is aiohttp.WSMsgType.TEXT:
+                after.append(json.loads(msg.data))
+                assert len(after) < 50, "LIVE values go on after the logout"
+            return after, msg
+
+    after, end = asyncio.run(stream())
+    assert after[-1]["class"] == "ERROR" and after[-1]["code"] == "noauth"
+    assert all(m["class"] == "LIVE" for m in after[:-1])
+    assert end.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
 # -- HTTPS -------------------------------------------------------------------------------
 def test_https_with_a_self_signed_certificate(car: WebCar, tls_cert: tuple[Path, Path]) -> None:
     """A second web server on the daemon's own parts, with the page's TLS keys set."""

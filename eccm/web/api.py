@@ -271,10 +271,11 @@ class WebApi:
     # -- the stream ----------------------------------------------------------------------
     async def live(self, request: web.Request) -> web.StreamResponse:
         caller = await self._auth.caller(request, write="Origin" in request.headers)
+        still_in = self._auth.still_in(request)
         assert self.changes is not None
         ws = web.WebSocketResponse(
             heartbeat=20.0, max_msg_size=MESSAGE_LIMIT, compress=False, writer_limit=16 * 1024
         )
         await ws.prepare(request)
-        await LiveClient(ws, self._service, caller, self.changes).run()
+        await LiveClient(ws, self._service, caller, self.changes, still_in).run()
         return ws

@@ -118,6 +118,18 @@ class WebAuth:
                     raise Forbidden(f"missing or wrong {CSRF_HEADER} header (see /api/session)")
         return session.caller
 
+    def still_in(self, request: web.Request) -> Callable[[], bool]:
+        """For a response that outlives ``request`` (the live WebSocket), asked after
+        :meth:`caller`: whether what let it in still does. A cookie session ends at logout
+        (from any tab), when it expires, or when newer logins displace it; a bearer
+        secret holds while the daemon runs."""
+        if "Authorization" in request.headers:
+            return lambda: True
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return lambda: False
+        return lambda: self.sessions.is_open(session)
+
     def _same_origin(self, request: web.Request, *, required: bool) -> None:
         origin = request.headers.get("Origin")
         if origin is None:

@@ -11,6 +11,10 @@ a slow browser gets fewer, current messages, never a growing queue. Replies to t
 client's messages wait in a short queue; a client that floods it, or does not take one
 message in ``STALL`` seconds, is dropped. LIVE lines never poll the car (values that are
 not logged cannot be watched, as on the socket).
+
+The stream lasts as long as the login that opened it: once its session ended (a logout,
+from this tab or another, or the session expired or was displaced) the next message is
+the ERROR ``noauth`` the page answers with its login form, and the stream closes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import WSMsgType, web
 
@@ -36,6 +40,7 @@ STALL = 30.0  # seconds one message may take to leave before the client is dropp
 MAX_REPLIES = 8  # replies to the client's own messages not sent yet
 MAX_NAMES = 64
 MESSAGE_LIMIT = 4096
+ENDED = "the session ended (logged out, or expired): log in again"
 
 
 class Changes:
@@ -66,12 +71,19 @@ class LiveClient:
     """One WebSocket from accept to close."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, service: Service, caller: Caller, changes: Changes
+        self,
+        ws: web.WebSocketResponse,
+        service: Service,
+        caller: Caller,
+        changes: Changes,
+        still_in: Callable[[], bool] = lambda: True,
     ) -> None:
         self._ws = ws
         self._service = service
         self._caller = caller
         self._changes = changes
+        self._still_in = still_in  # whether the login that opened the stream holds
+        self._ending = False  # the session ended: close once the replies are out
         self._names: tuple[str, ...] | None = None  # None: every value
         self._every = DEFAULT_EVERY
         self._changed = asyncio.Event()
@@ -176,6 +188,11 @@ class LiveClient:
                 await _wait(self._changed, self._every)
             self._changed.clear()
             self._watch_changed.clear()
+            if not self._still_in():
+                log.info("web live %s closed: its session ended", self._caller.name)
+                self._reply(replies.error("noauth", ENDED))
+                self._ending = True
+                return
             self._offer(self._names)
             due = loop.time() + self._every
 
@@ -208,6 +225,9 @@ class LiveClient:
                     log.info("web live %s dropped: it stopped reading", self._caller.name)
                     await self._ws.close()
                     return
+            if self._ending:
+                await self._ws.close()
+                return
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -103,6 +103,14 @@ class Sessions:
     def close(self, sid: str) -> None:
         self._close_key(cookie_key(sid))
 
+    def is_open(self, session: WebSession) -> bool:
+        """Whether ``session`` is still logged in (not logged out, displaced by newer
+        logins, or expired). Its idle time does not start again: for a response that
+        outlives the request that opened it (the live WebSocket)."""
+        if self._by_id.get(session.key) is not session:
+            return False
+        return not self._expired(session, self._clock.monotonic())
+
     def _close_key(self, key: str, *, save: bool = True) -> None:
         session = self._by_id.pop(key, None)
         if session is not None:
