@@ -317,6 +317,9 @@ def login_link(car: WebCar, tmp_path: Path, *extra: str) -> str:
 def test_a_login_link_logs_in_once(car: WebCar, tmp_path: Path) -> None:
     path = login_link(car, tmp_path)
     http = car.http()
+    # A link checker's HEAD neither spends the link nor logs anybody in.
+    looked = car.http().request("HEAD", path)
+    assert looked.status == 405 and not looked.headers.get("Set-Cookie")
     reply = http.get(path)
     assert reply.status == 303 and reply.headers["Location"] == "/"
     assert "HttpOnly" in reply.headers["Set-Cookie"]

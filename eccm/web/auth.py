@@ -87,7 +87,10 @@ class WebAuth:
             web.post("/api/login", self.login),
             web.post("/api/logout", self.logout),
             web.get("/api/session", self.session),
-            web.get("/login/{token}", self.login_link),
+            # GET only: a HEAD (a chat app's or mail scanner's look at the link) took the
+            # link and opened a session for whoever sent it, and the owner's tap got
+            # "not valid". aiohttp answers a HEAD of every GET route unless told.
+            web.get("/login/{token}", self.login_link, allow_head=False),
         ]
 
     # -- every request -------------------------------------------------------------------
