@@ -685,8 +685,9 @@ class Service:
             # The evidence a clear erases, for the audit record: unreadable, nothing is cleared.
             before = DtcReport.from_mapping(self._backend.read_dtcs(self._dtc_timeout, detail=True))
             # Durable before mode 04 goes out: a power cut during the clear (the ignition
-            # turned off) still leaves the evidence, its outcome "sending".
-            self._record(caller, "sending", before, record_id=rid)
+            # turned off) still leaves the evidence, its outcome "sending". Not written (a
+            # full or read-only card): nothing is cleared, as when it cannot be read.
+            self._record(caller, "sending", before, record_id=rid, required=True)
             result = self._backend.clear_dtcs(self._dtc_timeout)
         except ServiceError as exc:
             log.warning(
@@ -713,9 +714,11 @@ class Service:
         result: ClearResult | None = None,
         refusal: ServiceError | None = None,
         record_id: str | None = None,
+        required: bool = False,
     ) -> None:
         """Hand the audit record of a clear (or its refusal) to the audit sink; a failure
-        to write it is logged, never raised over the ECU's answer."""
+        to write it is logged, never raised over the ECU's answer. ``required`` (the record
+        written before mode 04): a failure raises :class:`ServerError` instead."""
         if self._audit is None:
             return
         record: dict[str, object] = {
@@ -736,7 +739,12 @@ class Service:
         }
         try:
             self._audit(record)
-        except Exception:
+        except Exception as exc:
+            if required:
+                raise ServerError(
+                    f"the audit record of the clear could not be written ({exc}): "
+                    "nothing was sent to the car"
+                ) from exc
             log.exception("the audit record of a DTC clear by %s was not written", caller.name)
 
     def _clear_allowed(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import inspect
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ from eccm.service import (
     NotConnected,
     ObdTimeout,
     Scope,
+    ServerError,
     Service,
     ServiceError,
     UnknownValue,
@@ -295,6 +297,21 @@ def test_a_bad_token_names_the_first_step_as_its_front_end_does(front: str, agai
     assert str(refused.value).endswith(again), str(refused.value)
     if front != "socket":
         assert "DTC CLEAR" not in str(refused.value)
+
+
+def test_no_clear_goes_to_the_car_without_its_audit_record(tmp_path: Path) -> None:
+    """The record is durable before mode 04 goes out (README): one that cannot be written
+    (a full or read-only card) was logged, and the codes cleared all the same, their
+    freeze frame and readiness lost with no trace."""
+    from eccm.store.audit import AuditWriter
+
+    (tmp_path / "card").write_text("not a folder")  # every write under it fails, root too
+    _, backend, service = world(audit=AuditWriter(tmp_path / "card" / "records", "car"))
+    owner = full()
+    token = service.request_clear(owner).token
+    with pytest.raises(ServerError, match="nothing was sent to the car"):
+        service.confirm_clear(owner, token)
+    assert backend.clears == 0
 
 
 def test_clear_token_is_bound_to_its_caller() -> None:
