@@ -217,6 +217,27 @@ def test_commands_refused_when_off(running: Running, broker: Broker) -> None:
         publisher.stop()
 
 
+def test_a_retained_command_is_obeyed_at_most_once(running: Running, broker: Broker) -> None:
+    """MQTT 3.1.1 delivers a retained message to those connected unflagged (obeyed, as any
+    command), then flagged to every later subscriber: at each connect of ECCM, which must
+    not obey it again (an upload, a clear's confirmation at every reconnect)."""
+    cfg = parse({"CAR_IDENTIFIER": "late-car", **mqtt_keys(broker, MQTT_ALLOW_COMMANDS="yes")})
+    w = Watcher(broker, "eccm/late-car/#")
+    publisher = MqttPublisher.from_config(cfg, running.service)
+    try:
+        w.publish("eccm/late-car/cmd", "dtc_read", retain=True)  # waiting on the broker
+        publisher.start()
+        w.wait_for("eccm/late-car/availability", lambda m: m.payload == b"online")
+        w.publish("eccm/late-car/cmd", "upload")  # after the retained one, on its heels
+        answer = w.wait_for("eccm/late-car/cmd/result").json()
+        assert answer["class"] == "ERROR" and answer["code"] == "forbidden"  # S3 is off
+        assert len(w.on("eccm/late-car/cmd/result")) == 1  # the retained dtc_read: no answer
+    finally:
+        w.publish("eccm/late-car/cmd", "", retain=True)  # the broker forgets it
+        w.close()
+        publisher.stop()
+
+
 def test_wrong_password_one_clear_line_and_last_error(
     running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
