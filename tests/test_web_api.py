@@ -339,6 +339,25 @@ def test_a_login_link_logs_in_once(car: WebCar, tmp_path: Path) -> None:
     assert reader.get("/api/session").json["scopes"] == ["read"]
 
 
+def test_a_page_loading_login_links_cannot_hold_back_the_owners_logins(
+    car: WebCar, tmp_path: Path
+) -> None:
+    """Another site's <img src=".../login/x"> (the browser says Sec-Fetch-Dest: image)
+    counted as a failed login of the owner's address: a few of them and every login and
+    socket AUTH from there waited up to 60 s. Refused now, uncounted, the link not spent."""
+    limiter = car.daemon.web.limiter
+    limiter.succeeded("127.0.0.1")  # earlier tests' failures
+    image = {"Sec-Fetch-Dest": "image", "Sec-Fetch-Site": "cross-site"}
+    for n in range(3):
+        error(car.http().get(f"/login/not-a-link-{n}", headers=image), 403, "forbidden")
+    assert limiter.wait("127.0.0.1") == 0
+    path = login_link(car, tmp_path)
+    error(car.http().get(path, headers={"Sec-Fetch-Dest": "empty"}), 403, "forbidden")
+    http = car.http()
+    opened = http.get(path, headers={"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate"})
+    assert opened.status == 303 and http.get("/api/session").status == 200
+
+
 # -- files ---------------------------------------------------------------------------------
 def test_files_list_and_download_closed_files_only(car: WebCar) -> None:
     http = car.http()

@@ -193,6 +193,12 @@ class WebAuth:
 
     async def login_link(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
+        dest = request.headers.get("Sec-Fetch-Dest")
+        if dest is not None and dest != "document":
+            # Not the browser opening the link but a page loading it (an <img>, a fetch):
+            # refused before the limiter, or any site the owner visits could count failures
+            # against the owner's address, holding back every login and AUTH from it.
+            raise Forbidden("a login link is opened in the browser, not loaded by a page")
         if self.sessions.get(request.cookies.get(COOKIE)) is not None:
             # Logged in already: the link tapped again (from the chat it came in, or a
             # restored tab) opens the page instead of "not valid". A fresh link still
