@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eccm.service import ALL_SCOPES, READ_ONLY, Scope, scope_names
+from eccm.store.sidecar import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,12 @@ class SessionFile:
             fd = os.open(tmp, flags, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(body, out, separators=(",", ":"))
+                # Durable before and after the rename: a power cut seconds after a logout
+                # would otherwise bring back the file that still held the ended session.
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             if not self._failed:  # once: the disk is full or read-only, it stays so a while
                 log.warning("web sessions not kept for the next start: %s", exc)
