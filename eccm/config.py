@@ -63,6 +63,10 @@ def _number(
 
     def parse(key: str, raw: str) -> float | int:
         text = raw.strip()
+        # Python's int() and float() also take "1_0" (10) and non-ASCII digits: a typo
+        # must not become a value ten times the one meant.
+        if "_" in text or not text.isascii():
+            raise _bad(key, raw, expected)
         try:
             value: float | int = int(text) if integer else float(text)
         except ValueError:
@@ -332,7 +336,7 @@ def _baudrate(key: str, raw: str) -> int | None:
     if not v:
         return None
     # len: int() refuses more than 4300 digits with a ValueError of its own.
-    if not v.isdigit() or len(v) > 7 or not 300 <= int(v) <= 4_000_000:
+    if not (v.isascii() and v.isdigit()) or len(v) > 7 or not 300 <= int(v) <= 4_000_000:
         raise _bad(key, raw, "a serial speed such as 38400 or 115200, or empty for auto")
     return int(v)
 

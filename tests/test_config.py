@@ -129,6 +129,11 @@ def test_environment_alone_is_enough() -> None:
         ("SOCKET_SERVER_PORT", "eighty", "whole number"),
         ("SAMPLE_INTERVAL", "-1", "at least 0"),
         ("SAMPLE_INTERVAL", "nan", "number"),
+        # float() and int() take these as 5.0 and 8080: a typo became another value.
+        ("SAMPLE_INTERVAL", "0_5", "number"),
+        ("SOCKET_SERVER_PORT", "80_80", "whole number"),
+        ("SOCKET_SERVER_PORT", "８０８０", "whole number"),  # full-width digits
+        ("OBD_BAUDRATE", "٣٨٤٠٠", "serial speed"),  # Arabic-Indic digits
         ("GPS_MAX_FIX_AGE", "inf", "number"),
         ("FILE_COMPRESSION", "zstd", "gzip or none"),
         ("LOG_LEVEL", "LOUD", "DEBUG"),

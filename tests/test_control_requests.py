@@ -77,6 +77,7 @@ def test_valid_lines(line: str, expected: Request) -> None:
     "line",
     ["WATCH RPM EVERY 0.05", "WATCH EVERY 0", "WATCH EVERY nan", "WATCH EVERY inf",
      "WATCH EVERY 1e9", "WATCH EVERY", "WATCH EVERY x", "WATCH EVERY 1 RPM",
+     "WATCH EVERY 1_0", "WATCH EVERY ５",
      "DTC READ", "DTC CLEAR NOW", "DTC CLEAR CONFIRM", "DTC CLEAR CONFIRM a b",
      "SUPPORTED RPM", "TRIP now", "AUTH", "AUTH HMAC", "AUTH HMAC a b"],
 )  # fmt: skip

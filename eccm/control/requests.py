@@ -230,7 +230,9 @@ def _watch(words: Sequence[str], _text: str) -> Request:
         if at != len(args) - 2:
             return Invalid("WATCH", "bad_request", "WATCH [NAME ...] [EVERY <seconds>]")
         try:
-            every = float(args[at + 1])
+            # "1_0" is 10 to float(), and so are non-ASCII digits: neither is a number here.
+            text = args[at + 1]
+            every = float(text) if text.isascii() and "_" not in text else math.nan
         except ValueError:
             every = math.nan
         if not (WATCH_MIN_INTERVAL <= every <= WATCH_MAX_INTERVAL):  # NaN fails too
