@@ -49,3 +49,8 @@ class OffsetClock:
     def set_right(self) -> None:
         with self._lock:
             self._offset = 0.0
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (back when negative), as NTP would."""
+        with self._lock:
+            self._offset += seconds

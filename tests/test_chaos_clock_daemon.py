@@ -216,3 +216,43 @@ def test_the_report_of_the_latest_trip_is_the_drive_recorded_last_when_the_clock
         assert main(["report", *where, "-o", str(out)]) == 0
         assert f"trip {second} of {CAR}" in capsys.readouterr().out, where
         assert second in out.read_text(encoding="utf-8")
+
+
+def test_the_logbook_start_and_end_hold_every_row_when_the_clock_stepped_back_mid_trip(
+    car: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clock that was ahead is set back 40 s mid-trip (less than the 60 s that end a
+    trip): the trip's later rows are earlier than its first. The logbook's start and end
+    must still hold every row of the trip (TIME_UTC BETWEEN start AND end), not end before
+    they start."""
+    records = tmp_path / "records"
+    cfg = parse(
+        s3server.config_values(
+            records,
+            CAR_IDENTIFIER=CAR,
+            OBD_INTERFACE=car,
+            OBD_PROTOCOL="6",
+            OBD_SLOW_COMMANDS="COOLANT_TEMP",
+            SAMPLE_INTERVAL="0.2",
+        )
+    )
+    clock = OffsetClock(0.0)
+    daemon = Daemon(cfg, clock)
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.hub.rows >= 10, 30, "rows before the step")
+        clock.step(-40.0)
+        rows_then = daemon.hub.rows
+        wait_until(lambda: daemon.hub.rows >= rows_then + 10, 30, "rows after the step")
+    finally:
+        daemon.stop()
+    times = []
+    for path in records.glob("*.tsv.gz"):
+        text = gzip.decompress(path.read_bytes()).decode()
+        times += [r[0] for r in list(csv.reader(io.StringIO(text), delimiter="\t"))[1:]]
+    assert len(times) >= 20
+    assert main(["trips", "--from", str(records), "--format", "csv"]) == 0
+    (line,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    start, end = (datetime.fromisoformat(line[k]).timestamp() for k in ("start", "end"))
+    assert start <= end
+    assert all(start <= epoch(t) <= end for t in times), (line, min(times), max(times))

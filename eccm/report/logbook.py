@@ -54,10 +54,14 @@ class Ends:
 
 @dataclass(frozen=True)
 class Span:
-    """The times of a trip's first and last rows in its data files (None: no row)."""
+    """The times of a trip's first and last rows in its data files (None: no row), and
+    the earliest and latest of every row's when they were read (a clock stepped back
+    during the trip: its rows are not in time order)."""
 
     first: datetime | None = None
     last: datetime | None = None
+    earliest: datetime | None = None
+    latest: datetime | None = None
 
 
 def span_of(first_rows: Sequence[Row], last_rows: Sequence[Row]) -> Span:
@@ -72,6 +76,17 @@ def span_of(first_rows: Sequence[Row], last_rows: Sequence[Row]) -> Span:
         return None
 
     return Span(at(first_rows), at(reversed(last_rows)))
+
+
+def row_times(rows: Iterable[Row]) -> list[datetime]:
+    """The TIME_UTC of each row that has a readable one."""
+    out = []
+    for row in rows:
+        try:
+            out.append(parse_time(row["TIME_UTC"]))
+        except (KeyError, ValueError):
+            continue
+    return out
 
 
 def ends_of(first_rows: Sequence[Row], last_rows: Sequence[Row]) -> Ends:
@@ -142,16 +157,21 @@ def entry(summary: dict[str, Any], ends: Ends, span: Span | None = None) -> Entr
     totals = summary.get("totals") or {}
     mil, codes = mil_and_new_codes(summary)
     complete = summary.get("complete") is not False
+    start = parse_time(summary["first_time"])
     end = parse_time(summary["last_time"])
     if not complete and span is not None and span.last is not None and span.last > end:
         # A summary recovered from its last checkpoint ends before the rows the files kept:
         # the logbook's end is the last row's, so TIME_UTC BETWEEN start AND end holds them.
         end = span.last
+    if span is not None and span.earliest is not None and span.latest is not None:
+        # The clock stepped back during the trip (a correction of a clock that was ahead):
+        # rows before the first one's time, or after the last one's.
+        start, end = min(start, span.earliest), max(end, span.latest)
     return Entry(
         complete=complete,
         car=str(summary["car"]),
         trip=str(summary["trip"]),
-        start=parse_time(summary["first_time"]),
+        start=start,
         end=end,
         duration_s=_float(totals.get("duration_s")),
         distance_km=_float(totals.get("distance_km")),

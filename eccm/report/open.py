@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,16 @@ from typing import Any
 from eccm.config import Config
 from eccm.report import ReportError, need
 from eccm.report.datafile import Row, parse_checked
-from eccm.report.logbook import Ends, Entry, Span, ends_of, entry, span_of, without_summary
+from eccm.report.logbook import (
+    Ends,
+    Entry,
+    Span,
+    ends_of,
+    entry,
+    row_times,
+    span_of,
+    without_summary,
+)
 from eccm.report.source import (
     BucketSource,
     FolderSource,
@@ -67,15 +77,21 @@ def read_rows(source: Source, ref: Ref) -> tuple[list[Row], str | None]:
     return rows, problem
 
 
-def trip_ends(source: Source, car: str, trip: str) -> tuple[Ends, Span]:
+def trip_ends(source: Source, car: str, trip: str, every: bool = False) -> tuple[Ends, Span]:
     """Positions and odometer at both ends, and the first and last row times, from the
-    first and the last data file."""
+    first and the last data file; with ``every`` (the clock stepped during the trip) also
+    the earliest and latest row times of every data file."""
     files = source.data_files(car, trip)
     if not files:
         return Ends(), Span()
     first, _ = read_rows(source, files[0])
     last = first if len(files) == 1 else read_rows(source, files[-1])[0]
-    return ends_of(first, last), span_of(first, last)
+    span = span_of(first, last)
+    if every:
+        times = [t for f in files for t in row_times(read_rows(source, f)[0])]
+        if times:
+            span = replace(span, earliest=min(times), latest=max(times))
+    return ends_of(first, last), span
 
 
 def logbook(source: Source, car: str | None) -> list[Entry]:
@@ -95,7 +111,10 @@ def logbook(source: Source, car: str | None) -> list[Entry]:
         except ReportError as exc:
             unreadable.append(exc)
             continue
-        ends, span = trip_ends(source, ref.car, ref.trip)
+        totals = doc.get("totals")
+        # The clock stepped during the trip: its rows may lie outside its first and last.
+        stepped = isinstance(totals, dict) and bool(totals.get("clock_steps"))
+        ends, span = trip_ends(source, ref.car, ref.trip, every=stepped)
         try:
             out.append(entry(doc, ends, span))
         except (AttributeError, KeyError, ValueError, TypeError) as exc:
