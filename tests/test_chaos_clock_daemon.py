@@ -218,6 +218,30 @@ def test_the_report_of_the_latest_trip_is_the_drive_recorded_last_when_the_clock
         assert second in out.read_text(encoding="utf-8")
 
 
+def test_the_schema_takes_the_columns_of_the_drive_recorded_last_when_the_clock_went_back(
+    car: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As above, with a value added to the configuration between the drives: `eccm schema`
+    took its columns from the trip whose id sorts last (yesterday's, without the value),
+    so the table left out a column the car now logs."""
+    records = tmp_path / "records"
+    values = s3server.config_values(
+        records,
+        CAR_IDENTIFIER=CAR,
+        OBD_INTERFACE=car,
+        OBD_PROTOCOL="6",
+        OBD_SLOW_COMMANDS="COOLANT_TEMP",
+        FILE_ROTATION_SECONDS="1.5",
+    )
+    first = _drive(parse(values), OffsetClock(0.0))
+    more = parse({**values, "OBD_SLOW_COMMANDS": "COOLANT_TEMP,INTAKE_TEMP"})
+    second = _drive(more, OffsetClock(-3 * 86400.0))
+    assert second < first  # named before the drive it followed
+    where = ["--from", str(records), "--location", "s3://fleet/car-logs/"]
+    assert main(["schema", "--engine", "duckdb", *where]) == 0
+    assert "'INTAKE_TEMP': 'DOUBLE'" in capsys.readouterr().out
+
+
 def test_the_logbook_start_and_end_hold_every_row_when_the_clock_stepped_back_mid_trip(
     car: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

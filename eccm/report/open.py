@@ -302,10 +302,14 @@ def schema_text(
     newest: dict[str, Ref] = {}
     any_summary = source is None  # the views read every car's: any summary will do
     if source is not None:
+        by_car: dict[str, list[Ref]] = {}
         for s in source.summaries():
             any_summary = True
             if car is None or s.car == car:
-                newest[s.car] = max(newest.get(s.car, s), s)
+                by_car.setdefault(s.car, []).append(s)
+        # The trip recorded last, not the one whose id sorts last: a Pi without a real-time
+        # clock may name its newest drive (with the columns it logs now) before older ones.
+        newest = {c: source.latest(refs) for c, refs in by_car.items()}
         lasts = []
         for ref in newest.values():
             files = source.data_files(ref.car, ref.trip)
