@@ -11,6 +11,7 @@ end calls the service from a thread of its own. Failures are typed :class:`~eccm
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Seconds between two looks at the record directory's size for STATUS.
 DISK_LOOK_S = 10.0
+# UPLOAD closes the open file at most once in this many seconds; later requests within it
+# only wake the uploader (what they ask for, the closed files going up, still happens).
+UPLOAD_ROTATION_GAP = 10.0
 
 # Commands of the link's `supported` table that are not values GET can name: DTC services
 # have their own command, and the PID bitmaps only say what else is supported.
@@ -187,6 +191,7 @@ class DaemonBackend:
         self._uploader = uploader
         self._clock: Clock = clock or hub.clock
         self._started = self._clock.monotonic() if started_at is None else started_at
+        self._last_rotation = -math.inf  # monotonic time UPLOAD last closed the file
         self._reads = threading.BoundedSemaphore(self.MAX_READS_IN_FLIGHT)
         self._dtc = threading.Lock()
         self._busy = 0  # requests this backend refused as busy (the link counts its own)
@@ -380,7 +385,11 @@ class DaemonBackend:
     def upload_now(self) -> int:
         if self._uploader is None:
             raise Forbidden("uploads are off: S3_SERVER_ENDPOINT is empty")
-        if self._recorder is not None:
+        now = self._clock.monotonic()
+        if self._recorder is not None and now - self._last_rotation >= UPLOAD_ROTATION_GAP:
+            # One close per gap: a client sending UPLOAD in a loop (any front end, any
+            # caller with the control scope) made a tiny file and an S3 object per request.
+            self._last_rotation = now
             self._recorder.rotate_now()
         self._uploader.wake()
         return int(self._uploader.queue_length())

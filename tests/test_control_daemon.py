@@ -71,6 +71,42 @@ def test_backend_without_a_car_answers_from_the_hub_and_refuses_the_rest() -> No
     assert status["gnss"] == "fix"
 
 
+class _Counting:
+    """The recorder's and the uploader's calls UPLOAD makes, counted (the policy under test
+    is the backend's; the real recorder and uploader are tested on their own)."""
+
+    current_file = None
+    rows_in_file = rows_dropped = 0
+    last_error = last_upload = None
+
+    def __init__(self) -> None:
+        self.rotations = self.wakes = 0
+
+    def rotate_now(self) -> None:
+        self.rotations += 1
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def queue_length(self) -> int:
+        return 0
+
+
+def test_upload_in_a_loop_closes_the_file_once_per_gap() -> None:
+    """Found: 30 UPLOADs in 6 s made 30 tiny files and 30 S3 objects."""
+    clock = FakeClock()
+    hub = Hub(clock, max_fix_age=2.0, layout=Layout(("RPM",), (), gps=False))
+    both = _Counting()
+    backend = DaemonBackend(hub=hub, link=None, recorder=both, uploader=both, clock=clock)
+    for _ in range(30):
+        backend.upload_now()
+        clock.advance(0.2)
+    assert (both.rotations, both.wakes) == (1, 30)  # every request wakes the uploader
+    clock.advance(10.0)
+    backend.upload_now()
+    assert both.rotations == 2  # a request after the gap closes the file again
+
+
 class _Link:
     """Futures as the OBD link gives them, failing the way it documents."""
 
