@@ -91,7 +91,10 @@ def test_commands(text: bytes, command: Command) -> None:
     ("text", "code"),
     [
         (b"reboot", "unknown_command"),
-        (b"upload now please", "unknown_command"),
+        # A known command with wrong arguments is bad syntax, as on the socket.
+        (b"upload now please", "bad_request"),
+        (b"dtc_clear confirm", "bad_request"),
+        (b"DTC_READ all", "bad_request"),
         (b"upload confirm x", "bad_request"),
         (b"{not json", "bad_request"),
         (b'{"cmd": 1}', "bad_request"),

@@ -115,6 +115,16 @@ def parse_command(payload: bytes) -> Command:
         if len(words) == 3 and words[1].lower() == "confirm":
             token = words[2]
             words = words[:1]
+        elif len(words) >= 2 and words[0].lower() in COMMANDS:
+            # A known command with the wrong arguments is bad syntax, as on the socket
+            # ("DTC CLEAR CONFIRM" without its token), not an unknown command.
+            name = words[0].lower()
+            raise BadCommand(
+                "bad_request",
+                "dtc_clear takes nothing, or confirm <token>"
+                if name == "dtc_clear"
+                else f"{name} takes no argument",
+            )
     if len(words) != 1 or words[0].lower() not in COMMANDS:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise BadCommand(
