@@ -30,6 +30,7 @@ import hmac
 import logging
 import math
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -50,6 +51,11 @@ DTC_TIMEOUT = 15.0  # modes 03 + 07 + 01 01 on a slow K-line car
 TOKEN_TTL = 30.0  # a DTC-clear token
 SPEED_MAX_AGE = 2.0  # older than this, the logged SPEED is read again before a clear
 CLEAR_WARNING = "clears stored codes and resets readiness monitors"
+# A refused request repeated within this many seconds (same front end, client and reason)
+# is counted in the next audit record instead of writing one of its own: a client in a
+# loop (an MQTT publisher, a script) made a file and an S3 object per refusal. Each is
+# still logged.
+REFUSAL_RECORD_GAP = 60.0
 ECHO_LIMIT = 40
 
 
@@ -510,6 +516,10 @@ class Service:
         self._read_timeout = read_timeout
         self._dtc_timeout = dtc_timeout
         self.token_ttl = token_ttl
+        # (front end, client, refusal code) -> (monotonic time of its last record, refusals
+        # since then that were not recorded)
+        self._refusals: dict[tuple[str, str | None, str], tuple[float, int]] = {}
+        self._refusals_lock = threading.Lock()
         # (the backend's catalogue, index by name): swapped as one tuple, so that sessions
         # on other threads see either the old pair or the new one.
         self._catalogue_index: tuple[object, Mapping[str, ValueInfo]] = (None, {})
@@ -651,7 +661,9 @@ class Service:
             self._clear_allowed()
         except ServiceError as exc:
             log.info("DTC clear requested by %s refused: %s", caller.name, exc.code)
-            self._record(caller, "refused", refusal=exc)
+            repeated = self._repeated_refusals(caller, exc.code)
+            if repeated is not None:
+                self._record(caller, "refused", refusal=exc, repeated=repeated)
             raise
         token = secrets.token_hex(4)
         caller.clear_token = (token, self._clock.monotonic() + self.token_ttl)
@@ -706,6 +718,22 @@ class Service:
         )
         return result
 
+    def _repeated_refusals(self, caller: Caller, code: str) -> int | None:
+        """None when this refusal is not recorded (one like it was, less than
+        REFUSAL_RECORD_GAP ago); else how many like it went unrecorded before it."""
+        now = self._clock.monotonic()
+        key = (caller.front, caller.address, code)
+        with self._refusals_lock:
+            last = self._refusals.get(key)
+            if last is not None and now - last[0] < REFUSAL_RECORD_GAP:
+                self._refusals[key] = (last[0], last[1] + 1)
+                return None
+            for k in [k for k, (t, n) in self._refusals.items() if now - t >= REFUSAL_RECORD_GAP]:
+                if not self._refusals[k][1]:
+                    del self._refusals[k]  # nothing left to count: forget it
+            self._refusals[key] = (now, 0)
+            return 0 if last is None else last[1]
+
     def _record(
         self,
         caller: Caller,
@@ -715,6 +743,7 @@ class Service:
         refusal: ServiceError | None = None,
         record_id: str | None = None,
         required: bool = False,
+        repeated: int = 0,
     ) -> None:
         """Hand the audit record of a clear (or its refusal) to the audit sink; a failure
         to write it is logged, never raised over the ECU's answer. ``required`` (the record
@@ -737,6 +766,9 @@ class Service:
             if refusal is None
             else {"code": refusal.code, "message": refusal.message},
         }
+        if repeated:
+            # Refusals like this one, of the same client, since the last record of them.
+            record["repeated_refusals"] = repeated
         try:
             self._audit(record)
         except Exception as exc:

@@ -350,6 +350,30 @@ def test_clear_refusals() -> None:
     assert backend.clears == 0
 
 
+def test_a_refusal_repeated_in_a_loop_is_counted_not_written_each_time() -> None:
+    """Found: an MQTT publisher sending dtc_clear in a loop while the car moved made an
+    audit file (and an S3 object) per refusal."""
+    records: list[dict[str, object]] = []
+    clock, backend, service = world(audit=lambda r: records.append(dict(r)))
+    backend.set("SPEED", 30.0)
+    looping = Caller("mqtt", ALL_SCOPES, front="mqtt")
+    for _ in range(50):
+        with pytest.raises(VehicleMoving):
+            service.request_clear(looping)
+        clock.advance(0.5)
+    assert len(records) == 1 and "repeated_refusals" not in records[0]
+    # Another client, or another reason, is recorded at once.
+    with pytest.raises(VehicleMoving):
+        service.request_clear(Caller("web", ALL_SCOPES, front="web", address="192.0.2.9"))
+    assert len(records) == 2
+    # Past the gap the next refusal is written with the count of those left out.
+    clock.advance(60)
+    with pytest.raises(VehicleMoving):
+        service.request_clear(looping)
+    assert len(records) == 3 and records[2]["repeated_refusals"] == 49
+    assert records[2]["outcome"] == "refused" and backend.clears == 0
+
+
 def test_moving_between_the_steps_spends_the_token() -> None:
     _, backend, service = world()
     owner = full()
