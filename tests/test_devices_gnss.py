@@ -13,6 +13,7 @@ import socket
 import threading
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,35 @@ def test_gpsd_not_running_is_one_clear_warning() -> None:
     text = record.getMessage()
     assert "is gpsd running" in text and f"127.0.0.1:{port}" in text
     assert "?." not in text  # one sentence ends once
+
+
+@pytest.mark.parametrize("kind", ["a folder", "a file"])
+def test_a_file_or_folder_named_as_the_receiver_says_it_is_no_serial_device(
+    tmp_path: Path, kind: str
+) -> None:
+    """Found: GPS_INTERFACE naming a file gave 'cannot be opened (Could not configure port:
+    (25, 'Inappropriate ioctl for device'))', which names neither the key nor the mistake."""
+    path = tmp_path
+    if kind == "a file":
+        path = tmp_path / "gnss.txt"
+        path.write_text("not a receiver\n")
+    handler_records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            handler_records.append(record)
+
+    logger = logging.getLogger("eccm.gnss.source")
+    keep = Keep(logging.WARNING)
+    logger.addHandler(keep)
+    source = GnssSource(str(path), 9600, Fixes(), SystemClock())
+    source.start()
+    try:
+        wait_until(lambda: handler_records, WAIT, "the warning")
+    finally:
+        source.stop()
+        logger.removeHandler(keep)
+    (record,) = handler_records
+    text = record.getMessage()
+    assert f"{path} unavailable: {kind}, not a serial device: set GPS_INTERFACE" in text, text
+    assert record.exc_info is None

@@ -191,6 +191,27 @@ def test_a_device_that_is_not_a_working_adapter_is_reported_in_seconds(
     assert not rows.samples and hub.trip is None
 
 
+@pytest.mark.parametrize("kind", ["a folder", "a file"])
+def test_a_file_or_folder_named_as_the_adapter_says_it_is_no_serial_device(
+    tmp_path: Path, link_log: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """Found: OBD_INTERFACE naming a folder (a typo such as /dev/serial) was reported as
+    'did not answer like an ELM327 adapter ([Errno 21] ... Is a directory): check ...
+    OBD_BAUDRATE', sending the user after the speed."""
+    path = tmp_path
+    if kind == "a file":
+        path = tmp_path / "obd.txt"
+        path.write_text("not an adapter\n")
+    link, hub, rows = start_link(config(OBD_INTERFACE=str(path)))
+    try:
+        (message,) = wait_until(lambda: cannot_connect(link_log), 30, "the WARNING")
+    finally:
+        link.stop()
+    assert f"{path} is {kind}, not a serial device: set OBD_INTERFACE" in message, message
+    assert "OBD_BAUDRATE" not in message
+    assert not rows.samples and hub.trip is None
+
+
 def test_a_wrong_protocol_on_a_can_car_says_which_setting_to_check(
     link_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

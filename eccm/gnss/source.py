@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -60,6 +61,13 @@ class _Port(Protocol):
 
 class _SerialPort:
     def __init__(self, device: str, baudrate: int) -> None:
+        if os.path.isdir(device) or os.path.isfile(device):
+            # A typo (GPS_INTERFACE=/dev/serial, a folder), not a receiver that fails.
+            kind = "a folder" if os.path.isdir(device) else "a file"
+            raise DeviceError(
+                f"{kind}, not a serial device: set GPS_INTERFACE to the receiver's device "
+                "(e.g. /dev/gnss, /dev/ttyACM0) or to gpsd://host:port"
+            )
         try:
             self._serial = serial.Serial(device, baudrate, timeout=READ_TIMEOUT)
         except (serial.SerialException, OSError, ValueError) as e:

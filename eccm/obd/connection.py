@@ -136,6 +136,13 @@ def _check_device(iface: str, baudrate: int | None) -> tuple[str | None, str]:
             "paired and bound to an rfcomm device (Bluetooth), and that "
             "OBD_INTERFACE names it"
         )
+    if os.path.isdir(iface) or os.path.isfile(iface):
+        # A typo (OBD_INTERFACE=/dev/serial, a folder) is no adapter that fails to answer.
+        kind = "a folder" if os.path.isdir(iface) else "a file"
+        return None, (
+            f"{iface} is {kind}, not a serial device: set OBD_INTERFACE to the adapter's "
+            "device (e.g. /dev/obd, /dev/ttyUSB0 or /dev/rfcomm0)"
+        )
     if not os.access(iface, os.R_OK | os.W_OK):
         return None, (
             f"no permission to open {iface}: add the user running ECCM to the "
