@@ -47,7 +47,9 @@ PYTHON=${PYTHON:-python3}
 STAMP=.venv/.eccm-installed
 
 install() {  # $1: extras, e.g. "" or "[demo]"
-    if [ ! -x .venv/bin/python ]; then
+    # pip, not python: a python without venv support (Debian without python3-venv) stops
+    # after making .venv/bin/python; once that is installed, the venv is made again in place.
+    if [ ! -x .venv/bin/pip ]; then
         "$PYTHON" -m venv .venv
     fi
     .venv/bin/pip install --quiet --disable-pip-version-check -e ".$1"

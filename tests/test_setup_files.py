@@ -276,6 +276,46 @@ def test_start_sh_typed_in_the_root_folder_names_a_relative_config_once_slashed(
     assert out == ["run", "--config", "/config.ini", "--config", "/c.ini"]
 
 
+def test_start_sh_finishes_a_venv_a_python_without_venv_support_left_half_made(
+    tmp_path: Path,
+) -> None:
+    """Found: on a Debian without python3-venv the first ./start.sh stops with Debian's
+    'ensurepip is not available' and leaves .venv/bin/python behind; once the user had
+    installed python3-venv as told, every ./start.sh failed with '.venv/bin/pip: No such
+    file or directory' until .venv was deleted by hand."""
+    install = tmp_path / "eccm"
+    (install / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(ROOT / "start.sh", install / "start.sh")
+    shutil.copy(ROOT / "pyproject.toml", install / "pyproject.toml")
+    left = install / ".venv" / "bin" / "python"  # all the failed venv made
+    left.write_text("#!/bin/sh\nexit 0\n")
+    left.chmod(0o755)
+    # A python3 with venv support now: -m venv makes pip, and pip installs an eccm that
+    # says what it was given.
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "python").write_text("#!/bin/sh\nexit 0\n")
+    (kit / "pip").write_text(
+        '#!/bin/sh\nd=$(dirname "$0")\n'
+        'printf \'#!/bin/sh\\necho eccm "$@"\\n\' > "$d/eccm"\nchmod +x "$d/eccm"\n'
+    )
+    python3 = kit / "python3"
+    python3.write_text(
+        f'#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 3\n'
+        f'mkdir -p "$3/bin" && cp {kit}/python {kit}/pip "$3/bin/"\n'
+    )
+    for tool in ("python", "pip", "python3"):
+        (kit / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "ECCM_CONFIG"}
+    env["PYTHON"] = str(python3)
+    done = subprocess.run(
+        [str(install / "start.sh")], cwd=install, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "eccm run --config config.ini\n"
+
+
 def run_start_sh(
     tmp_path: Path, args: list[str], env: dict[str, str], cwd: Path | None = None
 ) -> tuple[Path, list[str]]:
