@@ -34,7 +34,7 @@ from eccm.hub import CorrectedClock, Hub
 from eccm.sample import Layout
 from eccm.signals import stop_signals
 from eccm.store.columns import recall, remember
-from eccm.store.instance import InstanceLock
+from eccm.store.instance import AlreadyRunning, InstanceLock
 from eccm.trip.segment import TripSegmenter
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class Daemon:
         self._instance = InstanceLock(
             cfg.record_dir, f"RECORD_DIRECTORY_LOCATION={cfg.record_directory_location}"
         )
+        self._folder_there = False  # the record folder existed at the last look (_hold_folder)
 
     # -- building ----------------------------------------------------------------------
     def _build_recording(self) -> None:
@@ -335,6 +336,7 @@ class Daemon:
         # the folder is not touched at all.
         if self.cfg.file_recording:
             self._instance.acquire()
+            self._folder_there = os.path.isdir(self.cfg.record_dir)
             if self.cfg.file_encryption_recipients:
                 # Before the first file opens: it is plaintext until it is closed and sealed.
                 from eccm.crypto.encrypt import keep_folder_private
@@ -455,7 +457,22 @@ class Daemon:
         self.start()
         try:
             while not self._stop.wait(1.0):
-                pass
+                self._hold_folder()
         finally:
             self.stop()
         return 0
+
+    def _hold_folder(self) -> None:
+        """Lock a record folder that could not be made at start once it is there (a drive
+        mounted later), so that a second ECCM started after that is refused as at start."""
+        if not self.cfg.file_recording or self._instance.held:
+            return
+        there = os.path.isdir(self.cfg.record_dir)
+        appeared, self._folder_there = there and not self._folder_there, there
+        if not appeared:
+            return  # one try each time it appears: a warning of acquire() said once
+        try:
+            if self._instance.acquire():
+                log.info("%s is there now: locked against a second ECCM", self._instance.what)
+        except AlreadyRunning as exc:
+            log.error("%s (it started while this one waited for the folder)", exc)

@@ -140,6 +140,39 @@ def test_a_record_folder_that_cannot_be_made_is_said_once_and_in_the_start_line(
     assert "Traceback" not in err
 
 
+def test_a_record_folder_that_appears_after_the_start_is_locked_then(tmp_path: Path) -> None:
+    """Found: a record folder on a drive mounted after the start was recorded into without
+    the lock, so a `./start.sh` typed after that took the running one's open file for a
+    power cut's leftover. The folder is now locked once it is there."""
+    blocker = tmp_path / "mnt"
+    blocker.write_text("")  # the drive is not there: the folder cannot be made
+    records = blocker / "records"
+    config = write_config(
+        tmp_path / "config.ini",
+        CAR_IDENTIFIER="late-car",
+        OBD_INTERFACE=str(tmp_path / "no-adapter"),
+        RECORD_DIRECTORY_LOCATION=str(records),
+    )
+    first = Daemon(config)
+    try:
+        wait_until(lambda: first.logged("ECCM running"), 60, "the start line")
+        blocker.unlink()
+        records.mkdir(parents=True)  # the drive is mounted
+        wait_until(lambda: first.logged("locked against a second ECCM"), 60, "the lock")
+        second = subprocess.run(
+            [sys.executable, "-m", "eccm.cli", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"another ECCM (pid {first.proc.pid})" in second.stderr, second.stderr
+    finally:
+        code, _took, err = first.sigterm()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+
+
 def gnss_daemon(
     tmp_path: Path, gnss: NmeaPty, wrapper: Sequence[str] = ()
 ) -> tuple[Path, Path, Daemon]:
