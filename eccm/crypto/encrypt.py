@@ -277,6 +277,10 @@ def encode_sidecar(doc: dict[str, Any]) -> bytes:
 def seal_pending(record_dir: Path, keys: Sequence[str]) -> None:
     """Seal what is left in plaintext (a close whose encryption failed, files written
     before encryption was turned on); a failure is logged and left for the next pass."""
+    if not os.path.isdir(record_dir):
+        # Nothing to seal in a folder that is not there or that this user may not enter
+        # (a drive not mounted yet): the recorder's ERROR line says why, once.
+        return
     try:
         Encryptor(record_dir, keys).seal_all()
     except (OSError, ValueError) as exc:
