@@ -427,6 +427,36 @@ def test_a_record_folder_swapped_while_running_never_reuses_a_file_name(
     assert read_data(cfg.record_dir / f"{CAR}_{TRIP}_0002.tsv.gz") == expected_bytes(range(1, 2))
 
 
+@pytest.mark.parametrize("another", [True, False], ids=["swapped", "pulled"])
+def test_an_open_file_whose_folder_was_swapped_is_said_to_be_gone_not_closed(
+    tmp_path: Path,
+    clock: FakeClock,
+    started: Callable[..., Recorder],
+    caplog: pytest.LogCaptureFixture,
+    another: bool,
+) -> None:
+    # The USB stick pulled and another plugged in while a file was open: the close fails
+    # (its .part is on the first stick). The log said "the files left by the failure are
+    # closed", while they were nowhere near this folder.
+    cfg = cfg_for(tmp_path)
+    rec = started(cfg, clock)
+    rec.on_sample(sample(0))
+    wait_for(lambda: rec.rows_written == 1)
+    cfg.record_dir.rename(tmp_path / "first-stick")
+    if another:
+        cfg.record_dir.mkdir()  # else the folder is made again by the next file
+    with caplog.at_level(logging.INFO, logger="eccm.store.recorder"):
+        rec.rotate_now()
+        clock.advance(5.0)  # past the retry
+        rec.on_sample(sample(1))
+        wait_for(lambda: rec.current_file == f"{CAR}_{TRIP}_0002.tsv.part")
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("left by the failure are closed" in m for m in said), said
+    (gone,) = [m for m in said if "left RECORD_DIRECTORY_LOCATION" in m]
+    assert gone.startswith(f"{CAR}_{TRIP}_0001.tsv left RECORD_DIRECTORY_LOCATION before"), gone
+    assert (tmp_path / "first-stick" / f"{CAR}_{TRIP}_0001.tsv.part").exists()
+
+
 # -- lifecycle and errors --------------------------------------------------------------
 def test_stop_is_idempotent_and_later_samples_are_ignored(tmp_path: Path, clock: FakeClock) -> None:
     cfg = cfg_for(tmp_path)

@@ -275,9 +275,14 @@ class RotatingWriter:
 
     def retry_pending(self) -> bool:
         """Finish the files a failure left behind. True when the disk works again."""
-        had_pending = bool(self.left.pending)
+        had_pending = len(self.left.pending)
+        gone: list[str] = []
         while self.left.pending:
             stem = self.left.pending[0]
+            if _gone(stem):
+                gone.append(stem.name)
+                self.left.pending.pop(0)
+                continue
             try:
                 paths = self._recovery.recover_stem(stem)
             except Exception as exc:
@@ -289,8 +294,16 @@ class RotatingWriter:
                 self.files_closed += 1
                 self._notify(path)
         self.left.succeeded()
+        if gone:
+            log.warning(
+                "%s left RECORD_DIRECTORY_LOCATION before it could be closed (the folder was "
+                "emptied, or its drive swapped, while ECCM ran): its rows are where it was "
+                "written, not in the bucket",
+                ", ".join(gone),
+            )
         if had_pending:
-            log.info("the files left by the failure are closed")
+            if len(gone) < had_pending:
+                log.info("the files left by the failure are closed")
             self._trouble.works_again(self.clock.monotonic())
         return True
 
@@ -604,6 +617,17 @@ def used_trip_ids(directory: Path, car: str, ext: str) -> frozenset[str]:
         log.log(level, "could not read the file names in %s: %s", directory, _why(exc))
         return frozenset()
     return frozenset(trip_ids(car, names))
+
+
+def _gone(stem: Path) -> bool:
+    """No file of ``stem`` is left in its folder, or the folder itself is gone: it was
+    emptied, or its drive pulled or swapped."""
+    try:
+        return not any(name.startswith(stem.name) for name in os.listdir(stem.parent))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # not readable now: recovery says why
 
 
 def _why(exc: BaseException) -> str:
