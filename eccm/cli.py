@@ -31,13 +31,43 @@ log = logging.getLogger("eccm")
 DEFAULT_CONFIG = "config.ini"
 
 
+# syslog priorities of the levels (sd-daemon(3) line prefixes).
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+
+def _stderr_is_the_journal() -> bool:
+    """Under systemd with StandardError=journal (the unit in systemd/): JOURNAL_STREAM
+    names the stream's device and inode, which a redirection elsewhere would not have."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(part) for part in named.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _SyslogPrefix(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.syslog = _SYSLOG_PRIORITY.get(record.levelno, 2)
+        return True
+
+
 def setup_logging(level: str) -> None:
+    journal = _stderr_is_the_journal()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # In the journal: its own time stamps, and each line's priority as a "<N>" prefix,
+        # so that `journalctl -u eccm -p warning` shows the warnings and errors.
+        format="<%(syslog)d>%(levelname)s %(name)s: %(message)s"
+        if journal
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    if journal:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_SyslogPrefix())
     # pint warns about python-OBD's unit redefinitions at every start ("WARNING pint.util:
     # Redefining 'percent'"): python-OBD's doing, never a problem of the car or the
     # configuration, so not shown even when debugging.

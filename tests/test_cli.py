@@ -564,3 +564,43 @@ def test_a_configuration_with_secrets_that_others_may_read_gets_a_note_and_a_war
     assert run.returncode == 0, run.stderr
     assert f"WARNING eccm: {cfg} holds S3_SERVER_AK, S3_SERVER_SK" in run.stderr, run.stderr
     assert "(mode 0604)" in run.stderr
+
+
+_JOURNAL_PROBE = """
+import logging, os, sys
+st = os.fstat(2)
+if sys.argv[1] == "journal":
+    os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+elif sys.argv[1] == "elsewhere":  # inherited from a unit, stderr redirected since
+    os.environ["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino + 1}"
+from eccm.cli import setup_logging
+setup_logging("INFO")
+logging.getLogger("eccm.x").error("boom")
+logging.getLogger("eccm.x").warning("hm")
+logging.getLogger("eccm.x").info("fine")
+"""
+
+
+@pytest.mark.parametrize("where", ["journal", "elsewhere", "terminal"])
+def test_under_systemd_each_line_carries_its_priority_for_the_journal(where: str) -> None:
+    # Found: every line went to the journal at the unit's priority (info), so
+    # `journalctl -u eccm -p err` showed nothing, and each line had two time stamps.
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    done = subprocess.run(
+        [sys.executable, "-c", _JOURNAL_PROBE, where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    lines = done.stderr.splitlines()
+    if where == "journal":
+        assert lines == ["<3>ERROR eccm.x: boom", "<4>WARNING eccm.x: hm", "<6>INFO eccm.x: fine"]
+    else:
+        assert [ln.split(" ", 2)[2] for ln in lines] == [
+            "ERROR eccm.x: boom",
+            "WARNING eccm.x: hm",
+            "INFO eccm.x: fine",
+        ]
+        assert not any(ln.startswith("<") for ln in lines)
