@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,9 @@ LAST_SUMMARY_SECONDS = 5.0
 # The car's columns (a small file, written by a thread of its own) at most this long.
 COLUMNS_SECONDS = 2.0
 DISK_CHECK_SECONDS = 60.0
+# A front end that cannot listen (its port taken by another program, its address not up
+# yet at boot) is tried again this often; the recording does not wait for it.
+LISTEN_RETRY_SECONDS = 10.0
 # The trip summary is checkpointed this often: the power cut at ignition off, the usual
 # end of a trip in a car, costs the summary at most this much of the trip.
 SUMMARY_CHECKPOINT_SECONDS = 10.0
@@ -134,6 +137,9 @@ class Daemon:
         # Ages of files are judged against trip ids, which are GNSS-corrected.
         self.corrected_clock = CorrectedClock(self.hub)
         self._stop = threading.Event()
+        # Held while a front end starts late (see _listen) and while stop() closes them.
+        self._front_lock = threading.Lock()
+        self._listening: dict[str, bool] = {}
         self._last_gnss_row = float("-inf")
         self._last_epoch: tuple[float | None, float | None, float | None] | None = None
         self._gnss_row_lock = threading.Lock()
@@ -374,9 +380,9 @@ class Daemon:
         if self.diagnostics is not None:
             self.diagnostics.start()
         if self.server is not None:
-            self.server.start()
+            self._listen("socket", self.server.start)
         if self.web is not None:
-            self.web.start()
+            self._listen("web", self.web.start)
         if self.mqtt is not None:
             self.mqtt.start()
         log.info(
@@ -385,10 +391,47 @@ class Daemon:
             self._recording_shown(),
             self.cfg.gps_interface if self.gnss else "off",
             self.cfg.s3_server_endpoint or "off",
-            f"{self.cfg.socket_server_bind}:{self.cfg.socket_server_port}"
+            (
+                f"{self.cfg.socket_server_bind}:{self.cfg.socket_server_port}"
+                + ("" if self._listening.get("socket") else " (not listening yet)")
+            )
             if self.server
             else "off",
         )
+
+    def _listen(self, name: str, start: Callable[[], None]) -> None:
+        """Start a front end (``name``: socket, web); one that cannot listen is said once
+        and tried again in the background. Before, the daemon refused to start: a port
+        taken by another program (8080 often is) or an address not up yet at boot cost
+        every row, and a cron @reboot start never came back."""
+        from eccm.errors import ConfigError
+
+        try:
+            start()
+        except ConfigError as exc:
+            log.error(
+                "%s; ECCM records without it and tries again every %g s",
+                exc,
+                LISTEN_RETRY_SECONDS,
+            )
+        else:
+            self._listening[name] = True
+            return
+
+        def later() -> None:
+            while not self._stop.wait(LISTEN_RETRY_SECONDS):
+                with self._front_lock:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        start()  # logs its "listening on" line
+                    except ConfigError as exc:
+                        log.debug("%s still cannot listen: %s", name, exc)
+                        continue
+                    self._listening[name] = True
+                    return
+
+        threading.Thread(target=later, name=f"eccm-listen-{name}", daemon=True).start()
 
     def _recording_shown(self) -> str:
         """Where the start line says rows go: a folder the recorder could not make or write
@@ -411,10 +454,11 @@ class Daemon:
         t0 = time.monotonic()
         self._stop.set()
         log.info("stopping")
-        if self.web is not None:
-            self.web.stop()
-        if self.server is not None:
-            self.server.stop()
+        with self._front_lock:  # a late start (see _listen) is done, or will not happen
+            if self.web is not None:
+                self.web.stop()
+            if self.server is not None:
+                self.server.stop()
         if self.diagnostics is not None:
             self.diagnostics.stop()
         if self.link is not None:
