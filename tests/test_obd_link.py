@@ -349,7 +349,9 @@ def test_reconnects_through_the_same_path_to_a_new_adapter(
 
 def test_stop_returns_while_python_obd_is_still_connecting(tmp_path: Path) -> None:
     device = tmp_path / "obd"
-    device.write_bytes(b"")  # exists and is writable: the link hands it to python-OBD
+    # Exists, is writable and is no regular file (refused as "a file, not a serial
+    # device"): the link hands it to python-OBD, which the test stands in for.
+    os.mkfifo(device)
     entered, release = threading.Event(), threading.Event()
     made: list[Any] = []
 
@@ -393,7 +395,7 @@ def test_python_obd_gets_the_configured_arguments_and_the_real_device(
     tmp_path: Path, keys: dict[str, str], expected: dict[str, Any]
 ) -> None:
     device = tmp_path / "ttyUSB7"
-    device.write_bytes(b"")
+    os.mkfifo(device)  # no regular file (refused as "a file, not a serial device")
     alias = tmp_path / "obd"
     alias.symlink_to(device)
     calls: list[dict[str, Any]] = []
