@@ -15,7 +15,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from eccm.cli import main
-from eccm.report.logbook import COLUMNS, Ends, as_csv, as_table, ends_of, entry, selected
+from eccm.report.logbook import (
+    COLUMNS,
+    Ends,
+    Span,
+    as_csv,
+    as_table,
+    ends_of,
+    entry,
+    selected,
+    without_summary,
+)
 from tests.report_helpers import HEADER, summary, write_trip
 
 CAR = "van-1"
@@ -97,6 +107,29 @@ def test_the_totals_of_trips_without_distance_or_fuel_are_empty_not_zero() -> No
     )
     total = as_table([gnss_only, known], UTC).splitlines()[-1].split()
     assert total == ["2", "trip(s)", "0:20:00", "5.25", "0.40"], total
+
+
+def test_the_total_time_of_trips_without_a_summary_is_empty_not_zero() -> None:
+    """Found: a trip still running (no summary yet: `eccm trips` during the demo) showed an
+    empty time but a total line of "0:00:00"."""
+    running = without_summary(
+        CAR,
+        TRIP,
+        Ends(48.1, 11.5, 48.2, 11.6),
+        Span(
+            datetime(2026, 3, 1, 8, 15, tzinfo=UTC),
+            datetime(2026, 3, 1, 8, 25, tzinfo=UTC),
+        ),
+    )
+    assert running is not None
+    total = as_table([running], UTC).splitlines()[-2].split()
+    assert total == ["1", "trip(s)"], total
+    known = entry(
+        summary(CAR, "20260301T090000Z", "2026-03-01T09:00:00.000Z", "2026-03-01T09:10:00.000Z"),
+        Ends(),
+    )
+    total = as_table([running, known], UTC).splitlines()[-2].split()
+    assert total == ["2", "trip(s)", "0:10:00", "5.25", "0.40"], total
 
 
 def test_trips_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -318,14 +318,15 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
     # distance from SPEED and no fuel: a total of 0.00 claimed what no row said).
     kms = [e.distance_km for e in entries if e.distance_km is not None]
     fuels = [e.fuel_l for e in entries if e.fuel_l is not None]
-    total_s = sum(e.duration_s or 0.0 for e in entries)
+    # A trip without a summary (still running, or cut in its first seconds) has no time.
+    durations = [e.duration_s for e in entries if e.duration_s is not None]
     costs = [e.fuel_cost for e in entries if e.fuel_cost is not None]
     rows.append(
         [
             f"{len(entries)} trip(s)",
             "",
             "",
-            _duration(total_s),
+            _duration(sum(durations)) if durations else "",
             f"{sum(kms):.2f}" if kms else "",
             "",
             "",
