@@ -60,7 +60,9 @@ def test_fleet_sql_counts_rows_and_sums_the_summaries(tmp_path: Path) -> None:
     assert got == [
         ("a", "2026-03-01", 1, 5, 0.5, 10.5, 0.7, "P0301"),
         ("a", "2026-03-02", 1, 4, 0.5, 2.0, 0.2, ""),
-        ("b", "2026-03-01", 0, 1, None, None, None, ""),  # no summary yet: unknown
+        # No summary yet (still running): a trip with rows, its figures unknown. Found: it
+        # was counted as 0 trips of a day with rows (the demo's running trip: 0 and 805).
+        ("b", "2026-03-01", 1, 1, None, None, None, ""),
     ]
 
 
@@ -68,7 +70,7 @@ def test_fleet_sql_with_no_summaries(tmp_path: Path) -> None:
     duckdb = pytest.importorskip("duckdb")
     data, _ = _bucket(tmp_path)
     got = duckdb.connect().execute(fleet_sql(data[:1], [])).fetchall()
-    assert got == [("a", "2026-03-01", 0, 3, None, None, None, "")]
+    assert got == [("a", "2026-03-01", 1, 3, None, None, None, "")]
 
 
 def test_fleet_counts_a_trip_across_midnight_on_the_day_it_started(tmp_path: Path) -> None:

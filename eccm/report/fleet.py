@@ -36,6 +36,9 @@ _TRIP_DATE = (
     r"'([0-9]{4})([0-9]{2})([0-9]{2})', '\1-\2-\3')"
 )
 
+# The TRIP_ID in a data file's or summary's name.
+_TRIP = r"regexp_extract(filename, '_([0-9]{8}T[0-9]{6}Z)_[^/]*$', 1)"
+
 
 def _list(urls: Sequence[str]) -> str:
     return "[" + ", ".join("'" + u.replace("'", "''") + "'" for u in urls) + "]"
@@ -49,12 +52,16 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
     """One query: a line per car and date found in either list, oldest first."""
     if data_urls:
         rows = (
-            f"SELECT {_CAR} AS car, {_TRIP_DATE} AS date, count(*) AS rows FROM read_csv("
+            f"SELECT {_CAR} AS car, {_TRIP_DATE} AS date, count(*) AS rows, "
+            f"list(DISTINCT {_TRIP}) AS data_trips FROM read_csv("
             f"{_list(data_urls)}, header = true, all_varchar = true, union_by_name = true, "
             "filename = true) GROUP BY ALL"
         )
     else:
-        rows = "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, 0::BIGINT AS rows WHERE false"
+        rows = (
+            "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, 0::BIGINT AS rows, "
+            "[]::VARCHAR[] AS data_trips WHERE false"
+        )
     codes = (
         "list_concat(json_extract_string(content, '$.diagnostics.state.stored[*].code'), "
         "json_extract_string(content, '$.diagnostics.state.pending[*].code'), "
@@ -62,7 +69,7 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
     )
     if summary_urls:
         trips = (
-            f"SELECT {_CAR} AS car, {_DATE} AS date, count(*) AS trips, "
+            f"SELECT {_CAR} AS car, {_DATE} AS date, list(DISTINCT {_TRIP}) AS summary_trips, "
             f"sum(coalesce({_num('$.totals.moving_s')}, 0)) / 3600 AS hours, "
             # NULL (an empty cell) when no summary of the day knows it: a GNSS-only trip
             # has no SPEED to integrate and no fuel, which is not 0 km and 0 L.
@@ -73,12 +80,15 @@ def fleet_sql(data_urls: Sequence[str], summary_urls: Sequence[str]) -> str:
         )
     else:
         trips = (
-            "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, 0::BIGINT AS trips, "
+            "SELECT NULL::VARCHAR AS car, NULL::VARCHAR AS date, []::VARCHAR[] AS summary_trips, "
             "0.0 AS hours, 0.0 AS km, 0.0 AS fuel_l, []::VARCHAR[] AS codes WHERE false"
         )
     return (
         f"WITH data_rows AS ({rows}), trips AS ({trips})\n"
-        "SELECT car, date, coalesce(trips, 0) AS trips, coalesce(rows, 0) AS rows, "
+        # A trip counts once it has rows or a summary: one still running (no summary yet)
+        # or cut in its first seconds is a trip of the day, as `eccm trips` lists it.
+        "SELECT car, date, len(list_distinct(list_concat(coalesce(data_trips, []), "
+        "coalesce(summary_trips, [])))) AS trips, coalesce(rows, 0) AS rows, "
         # No summary for the day (its trip still runs): its figures are unknown, not 0.
         "round(hours, 3) AS hours, round(km, 3) AS km, round(fuel_l, 3) AS fuel_l, "
         "array_to_string(list_sort(list_filter(coalesce(codes, []), c -> c IS NOT NULL)), ' ') "
