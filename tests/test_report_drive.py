@@ -252,6 +252,13 @@ def test_the_duckdb_schema_reads_the_bucket(
         "SELECT count(*), list_distinct(list(car)), typeof(any_value(SPEED)) FROM eccm_rows"
     ).fetchall()
     assert (count, cars, speed_type) == (rows, [CAR], "DOUBLE")
+    # Found: GPS_TIME_UTC was text in the view while the README (and Spark's view) made it
+    # a timestamp like TIME_UTC.
+    ((kinds, fixes),) = conn.execute(
+        "SELECT list_distinct(list(typeof(TIME_UTC)) || list(typeof(GPS_TIME_UTC))),"
+        " count(GPS_TIME_UTC) FROM eccm_rows"
+    ).fetchall()
+    assert (kinds, fixes > 0) == (["TIMESTAMP WITH TIME ZONE"], True), kinds
     ((km, trip),) = conn.execute("SELECT totals.distance_km, trip FROM eccm_trips").fetchall()
     assert (km, trip) == (drive.summary["totals"]["distance_km"], drive.summary["trip"])
 

@@ -85,6 +85,13 @@ def duckdb(layout: Layout) -> str:
     )
     data = f"{layout.location}car=*/date=*/*{layout.ending}"
     summaries = f"{layout.location}car=*/date=*/*_summary.json"
+    # Read as text (an empty cell is NULL), then made timestamps: GPS_TIME_UTC too, as
+    # in Spark's view (a car without GNSS has no such column to replace).
+    times = ", ".join(
+        f"CAST({c.name} AS TIMESTAMPTZ) AS {c.name}"
+        for c in layout.columns
+        if c.name in _TIME_COLUMNS
+    )
     if layout.summaries:
         trips = f"""CREATE OR REPLACE VIEW eccm_trips AS
 SELECT car, date, * EXCLUDE (car, date)
@@ -103,7 +110,7 @@ FROM read_json('{summaries}', hive_partitioning = true, union_by_name = true,
 -- S3 access: CREATE SECRET (TYPE s3, KEY_ID '...', SECRET '...', REGION '...',
 --   ENDPOINT 'host:port', URL_STYLE 'path', USE_SSL true);
 CREATE OR REPLACE VIEW eccm_rows AS
-SELECT * REPLACE (CAST(TIME_UTC AS TIMESTAMPTZ) AS TIME_UTC)
+SELECT * REPLACE ({times})
 FROM read_csv('{data}',
   delim = E'{_sep_sql(layout.separator)}', header = true, union_by_name = true,
   hive_partitioning = true, hive_types = {{'car': 'VARCHAR', 'date': 'DATE'}},
