@@ -80,6 +80,21 @@ def test_dates_are_chosen_in_the_given_zone() -> None:
     assert "2026-03-02 00:30" in as_table([late], berlin)
 
 
+def test_a_trip_past_midnight_ends_on_its_own_date_in_the_table() -> None:
+    # Found: the end column showed the time of day alone, 00:20 after a start at 23:30.
+    late = entry(summary(CAR, TRIP, "2026-03-01T23:30:00.000Z", "2026-03-02T00:20:00.000Z"), Ends())
+    line = as_table([late], UTC).splitlines()[2]
+    assert line.split()[1:5] == ["2026-03-01", "23:30", "2026-03-02", "00:20"], line
+    same_day = entry(
+        summary(CAR, TRIP, "2026-03-01T08:15:00.000Z", "2026-03-01T08:25:00.000Z"), Ends()
+    )
+    assert as_table([same_day], UTC).splitlines()[2].split()[1:4] == [
+        "2026-03-01",
+        "08:15",
+        "08:25",
+    ]
+
+
 def test_the_totals_of_trips_without_distance_or_fuel_are_empty_not_zero() -> None:
     """Found: GNSS-only trips (no SPEED, no fuel) totalled "0.00" km and "0.00" L."""
     gnss_only = entry(

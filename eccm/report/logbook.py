@@ -259,6 +259,14 @@ def as_json(entries: Sequence[Entry], zone: tzinfo) -> str:
     return json.dumps(docs, indent=1) + "\n"
 
 
+def _end(start: datetime, end: datetime) -> str:
+    """The end's time of day, with its date when that is not the start's (a drive past
+    midnight read as ending before it began)."""
+    if end.date() == start.date():
+        return end.strftime("%H:%M")
+    return end.strftime("%Y-%m-%d %H:%M")
+
+
 def _km(v: float | None, digits: int = 1) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
@@ -301,7 +309,7 @@ def as_table(entries: Sequence[Entry], zone: tzinfo) -> str:
             [
                 e.car,
                 e.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-                e.end.astimezone(zone).strftime("%H:%M"),
+                _end(e.start.astimezone(zone), e.end.astimezone(zone)),
                 _duration(e.duration_s),
                 _km(e.distance_km, 2) + ("" if e.complete else CUT_MARK).rjust(len(cut)),
                 _place(e.start_lat, e.start_lon),
