@@ -720,6 +720,18 @@ def _location_refusal(engine: str, location: str) -> str | None:
         return "is not valid for athena, which reads S3 only: expected s3://bucket/prefix/"
     if engine == "trino" and not sep:
         return "is not valid for trino: expected a URL such as s3://bucket/prefix/"
+    folder = rest if scheme == "file" else None if sep else location
+    if folder is not None and os.path.isdir(folder):
+        entries = os.listdir(folder)
+        if not any(e.startswith("car=") for e in entries) and any(
+            e.endswith((".json", ".gz", ".csv", ".tsv", ".age")) for e in entries
+        ):
+            # A record folder holds the files side by side: the views' car=*/date=*/
+            # pattern finds none of them, and the query engine says only "no files".
+            return (
+                "is a record folder, not laid out like the bucket (car=.../date=.../): "
+                "give the bucket's s3:// URL, or a folder that `eccm decrypt --bucket` wrote"
+            )
     return None
 
 

@@ -303,6 +303,23 @@ def test_schema_refuses_a_location_the_engine_cannot_read(
     assert err.count("\n") == 1, err
 
 
+def test_schema_refuses_a_record_folder_as_location(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Accepted, it gave views over car=*/date=*/ that found none of the folder's files.
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "car_20260301T081500Z_0001.tsv.gz").write_bytes(b"")
+    for location in (str(records), f"file://{records}"):
+        args = ["schema", "--engine", "duckdb", "--from", str(tmp_path), "--location", location]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "is a record folder, not laid out like the bucket" in err, err
+    (records / "car=car").mkdir()  # laid out like the bucket: taken
+    assert main(["schema", "--engine", "duckdb", "--location", str(records)]) == 0
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize(
     ("engine", "location"),
     [("athena", "s3://fleet/logs/"), ("trino", "s3a://fleet/"), ("duckdb", "/srv/eccm/")],
