@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from eccm.web.keep import FILE_NAME
-from tests.browser_helpers import attr, browser_missing, chromium, login, text, wait_for
+from tests.browser_helpers import (
+    attr,
+    browser_missing,
+    chromium,
+    login,
+    open_page,
+    text,
+    wait_for,
+)
 from tests.web_helpers import READ_SECRET, SECRET, free_port, web_daemon
 
 pytestmark = pytest.mark.slow
@@ -32,10 +40,21 @@ def test_an_open_page_stays_logged_in_across_a_daemon_restart(tmp_path: Path) ->
             login(browser, url, SECRET)
             browser_cookie = browser.get_cookie("eccm_session")["value"]
             wait_for(browser, lambda d: attr(d, GAUGE, "data-state") == "fresh", "a fresh RPM")
+            # The Status page, whose last reply says "connected" in green.
+            open_page(browser, "status")
+            wait_for(browser, lambda d: "connected" in text(d, '[data-key="obd"]'), "the link")
+            assert not browser.find_element(By.ID, "offline-notice").is_displayed()
         # The ignition is off: the page says so, and keeps what it showed.
         wait_for(browser, lambda d: text(d, "#conn") == "offline", "the page offline")
+        # Not only in the header's badge: on the page, over what is now out of date.
+        notice = "#offline-notice"
+        wait_for(browser, lambda d: "does not answer" in text(d, notice), "why nothing changes")
         with web_daemon(records, WEB_SERVER_PORT=port):
             wait_for(browser, lambda d: text(d, "#conn") == "live", "the page live again")
+            wait_for(
+                browser, lambda d: not d.find_element(By.ID, "offline-notice").is_displayed(), "ok"
+            )
+            open_page(browser, "live")
             wait_for(browser, lambda d: attr(d, GAUGE, "data-state") == "fresh", "RPM again")
             assert not browser.find_element(By.ID, "login").is_displayed()
             # A reload too: the cookie still opens the page, with its CSRF token.

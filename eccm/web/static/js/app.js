@@ -20,9 +20,26 @@ const feed = new LiveFeed({
   onState: (state) => {
     conn.dataset.state = state;
     conn.textContent = { live: "live", wait: "connecting", off: "offline" }[state];
+    offline(state);
   },
   onUnauthorized: (maybe) => checkSession(maybe),
 });
+
+// A logger that stopped answering (ignition off, a restart, out of Wi-Fi range) left every
+// page showing its last reply as if current (the Status page: "connected", "fix"), with
+// only the small header badge to tell: every page now says so until the feed is back.
+let wasLive = false;
+function offline(state) {
+  const notice = $("offline-notice");
+  if (state === "live") {
+    wasLive = true;
+    notice.hidden = true;
+  } else if (state === "off" && wasLive && notice.hidden) {
+    const since = new Date().toLocaleTimeString();
+    notice.textContent = `The logger does not answer (since ${since}): what this page shows may be out of date. Reconnecting…`;
+    notice.hidden = false;
+  }
+}
 
 let timers = [];
 let current = null;
@@ -42,6 +59,8 @@ function showLogin(text) {
   // The live feed too: left open (or reconnecting every few seconds) behind the form, it
   // asked the server again and again for a session that had ended.
   feed.stop();
+  wasLive = false;
+  $("offline-notice").hidden = true;
   $("app").hidden = true;
   $("tabs").hidden = true;
   $("logout").hidden = true;
