@@ -476,3 +476,17 @@ def test_live_page_has_no_notice_with_the_adapter_connected(car: Car, browser: A
     gauge = '#gauges [data-name="RPM"]'
     wait_for(browser, lambda d: attr(d, gauge, "data-state") == "fresh", "a fresh RPM")
     wait_for(browser, lambda d: not d.find_element(By.ID, "live-notice").is_displayed(), "none")
+
+
+def test_status_and_trip_numbers_carry_their_units(car: Car, browser: Any) -> None:
+    """The adapter's voltage showed as a bare "13.3" and the trip's top RPM as "4,209"."""
+    login(browser, car.url, SECRET)
+    open_page(browser, "status")
+    volts = '[data-key="elm_voltage"] .v'
+    wait_for(browser, lambda d: text(d, volts), "the adapter's voltage")
+    assert text(browser, volts).endswith(" V"), text(browser, volts)
+    assert "adapter voltage" in text(browser, '[data-key="elm_voltage"]').lower()
+    open_page(browser, "trip")
+    rpm = '[data-key="max-rpm"] .v'
+    wait_for(browser, lambda d: any(c.isdigit() for c in text(d, rpm)), "the trip's top RPM")
+    assert text(browser, rpm).endswith(" rpm"), text(browser, rpm)

@@ -48,7 +48,7 @@ export class TripPage {
           ["Avg speed", dash(t.avg_speed_kmh, `${num(t.avg_speed_kmh)} km/h`), "avg-speed"],
           ["Avg moving", dash(t.avg_moving_speed_kmh, `${num(t.avg_moving_speed_kmh)} km/h`), "avg-moving"],
           ["Max speed", dash(t.max_speed_kmh, `${num(t.max_speed_kmh)} km/h`), "max-speed"],
-          ["Max RPM", dash(t.max_rpm, num(t.max_rpm)), "max-rpm"],
+          ["Max RPM", dash(t.max_rpm, `${num(t.max_rpm)} rpm`), "max-rpm"],
           ["Started", when(trip.start), "start", true],
           ["Fuel from", t.fuel_method || "—", "fuel-method"],
         ]
@@ -197,6 +197,7 @@ export class DiagnosticsPage {
 const STATUS_FIELDS = [
   ["obd", "Adapter link", (v) => v, (v) => (v === "connected" ? "good" : "bad")],
   ["adapter", "Adapter", (v) => v],
+  ["elm_voltage", "Adapter voltage", (v) => `${num(v, 1)} V`],
   ["protocol", "Protocol", (v) => v],
   ["vin", "VIN", (v) => v],
   ["fast_hz", "Fast values", (v) => `${num(v, 1)} /s`],
