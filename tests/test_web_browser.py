@@ -490,3 +490,50 @@ def test_status_and_trip_numbers_carry_their_units(car: Car, browser: Any) -> No
     rpm = '[data-key="max-rpm"] .v'
     wait_for(browser, lambda d: any(c.isdigit() for c in text(d, rpm)), "the trip's top RPM")
     assert text(browser, rpm).endswith(" rpm"), text(browser, rpm)
+
+
+def test_previous_trips_fit_a_phone_without_sideways_scrolling(tmp_path: Path) -> None:
+    """Six columns of the previous trips were 570 px wide on a 360 px phone: fuel, L/100 km
+    and cost were off the screen, behind a sideways scroll."""
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    records = tmp_path / "records"
+    records.mkdir()
+    summary = {
+        "first_time": "2026-11-30T07:41:09.250Z",
+        "totals": {
+            "distance_km": 123.4,
+            "duration_s": 3900,
+            "fuel_l": 12.34,
+            "l_per_100km": 10.0,
+            "fuel_cost": 23.45,
+        },
+    }
+    (records / "web-car_20261130T074109Z_summary.json").write_text(json.dumps(summary))
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), records))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        with chromium((360, 740)) as phone:
+            login(phone, daemon.web.url, SECRET)
+            open_page(phone, "trip")
+            row = "#trips-table tbody tr"
+            wait_for(phone, lambda d: "123.4 km" in text(d, row), "the previous trip")
+            wrap = phone.execute_script(
+                "const w = document.querySelector('.table-wrap');"
+                "return [w.scrollWidth, w.clientWidth, document.documentElement.scrollWidth];"
+            )
+            assert wrap[0] <= wrap[1] and wrap[2] <= 360, wrap
+            # Each value still says what it is, the header being gone.
+            for label, value in (("Fuel", "12.34 L"), ("Cost", "23.45"), ("L/100 km", "10.0")):
+                cell = f'{row} td[data-label="{label}"]'
+                assert text(phone, cell).split()[-1] == value.split()[-1], text(phone, cell)
+                shown = phone.execute_script(
+                    "return getComputedStyle(document.querySelector(arguments[0]), '::before')"
+                    ".content;",
+                    cell,
+                )
+                assert shown == json.dumps(label), shown
+    finally:
+        daemon.stop()

@@ -19,6 +19,8 @@ export class TripPage {
     this.title = root.querySelector("#trip-title");
     this.facts = root.querySelector("#trip-facts");
     this.rows = root.querySelector("#trips-table tbody");
+    // Each cell names its column: on a phone the rows show as cards without the header.
+    this.labels = [...root.querySelectorAll("#trips-table thead th")].map((th) => th.textContent);
     this.empty = root.querySelector("#trips-empty");
     this.summaries = new Map(); // file name → summary document (finished trips do not change)
   }
@@ -82,16 +84,15 @@ export class TripPage {
     this.rows.replaceChildren(
       ...docs.map((d) => {
         const t = d.totals;
-        return el(
-          "tr",
-          {},
-          el("td", {}, when(d.first_time)),
-          el("td", {}, dash(t.distance_km, `${num(t.distance_km, 1)} km`)),
-          el("td", {}, duration(t.duration_s)),
-          el("td", {}, dash(t.fuel_l, `${num(t.fuel_l, 2)} L`)),
-          el("td", {}, dash(t.l_per_100km, num(t.l_per_100km, 1))),
-          el("td", {}, dash(t.fuel_cost, num(t.fuel_cost, 2))),
-        );
+        const cells = [
+          when(d.first_time),
+          dash(t.distance_km, `${num(t.distance_km, 1)} km`),
+          duration(t.duration_s),
+          dash(t.fuel_l, `${num(t.fuel_l, 2)} L`),
+          dash(t.l_per_100km, num(t.l_per_100km, 1)),
+          dash(t.fuel_cost, num(t.fuel_cost, 2)),
+        ];
+        return el("tr", {}, ...cells.map((text, i) => el("td", { "data-label": this.labels[i] }, text)));
       }),
     );
     this.empty.hidden = docs.length > 0;
