@@ -537,3 +537,32 @@ def test_previous_trips_fit_a_phone_without_sideways_scrolling(tmp_path: Path) -
                 assert shown == json.dumps(label), shown
     finally:
         daemon.stop()
+
+
+def test_dtc_page_drops_not_connected_once_the_adapter_answers(tmp_path: Path) -> None:
+    """Opened before the adapter was plugged in, the DTC page went on saying "The OBD
+    adapter is not connected." under the codes it had read since."""
+    from selenium.webdriver.common.by import By
+
+    from eccm.app import Daemon
+    from eccm.sim.car import emulated_car
+    from tests.web_helpers import web_config
+
+    adapter = tmp_path / "adapter"
+    with emulated_car("car") as emu:
+        cfg = web_config(str(adapter), tmp_path / "records", OBD_RECONNECT_MAX_INTERVAL="1")
+        daemon = Daemon(cfg)
+        daemon.start()
+        try:
+            assert daemon.web is not None
+            with chromium() as phone:
+                login(phone, daemon.web.url, SECRET)
+                open_page(phone, "diagnostics")
+                wait_for(phone, lambda d: "not connected" in text(d, "#dtc-message"), "why")
+                adapter.symlink_to(emu.get_pty())  # plugged in
+                wait_for(phone, lambda d: "No stored code" in text(d, "#dtc-stored"), "the codes")
+                wait_for(
+                    phone, lambda d: not d.find_element(By.ID, "dtc-message").is_displayed(), "ok"
+                )
+        finally:
+            daemon.stop()

@@ -123,8 +123,12 @@ export class DiagnosticsPage {
     try {
       this.render(await get("/api/dtc"));
       this.last = Date.now();
+      // A failed read's reason goes with the read that answers (the clear's outcome stays).
+      if (this.readFailed) message(this.msg, "", "");
+      this.readFailed = false;
     } catch (err) {
       message(this.msg, explain(err), "bad");
+      this.readFailed = true;
     } finally {
       this.reading = false;
     }
@@ -148,6 +152,7 @@ export class DiagnosticsPage {
   // Step one: ask the logger for a token (refused while moving), then the dialog.
   async askClear() {
     message(this.msg, "", "");
+    this.readFailed = false;
     this.clearButton.disabled = true;
     try {
       const confirm = await post("/api/dtc/clear");
