@@ -566,3 +566,24 @@ def test_dtc_page_drops_not_connected_once_the_adapter_answers(tmp_path: Path) -
                 )
         finally:
             daemon.stop()
+
+
+def test_map_says_gnss_is_off_rather_than_waiting_for_a_fix(tmp_path: Path) -> None:
+    """With GPS_POSITION_MONITORING=no the Map page said "Waiting for a GNSS fix…" and
+    "no fix" in red, for ever."""
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), tmp_path / "records"))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        with chromium() as phone:
+            login(phone, daemon.web.url, SECRET)
+            open_page(phone, "map")
+            wait_for(phone, lambda d: text(d, "#gnss-fix") == "GNSS off", "GNSS off")
+            message = wait_for(phone, lambda d: attr(d, "#map", "data-message"), "the map's")
+            assert "off" in message, message
+            assert attr(phone, "#gnss-facts .fact", "data-level") == ""
+    finally:
+        daemon.stop()

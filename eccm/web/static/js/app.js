@@ -182,7 +182,7 @@ const LINK_TEXT = {
   disconnected: "The OBD adapter is not connected: no engine values. Is it plugged in and the ignition on?",
 };
 async function pollLink() {
-  if (current !== "live") return;
+  if (current !== "live" && current !== "map") return;
   const notice = $("live-notice");
   let s;
   try {
@@ -191,6 +191,7 @@ async function pollLink() {
     notice.hidden = true; // the header says offline; a 401 shows the login form
     return;
   }
+  map.setReceiver(s.gnss); // "off": no receiver to wait for
   const text = s.obd === "connected" ? "" : LINK_TEXT[s.obd] || `OBD adapter: ${s.obd}`;
   notice.textContent = text;
   notice.hidden = !text;
@@ -241,7 +242,7 @@ function route() {
   document.body.dataset.page = page;
   refreshPage(true);
   if (page === "live" || page === "map") pollTrip();
-  if (page === "live") pollLink();
+  if (page === "live" || page === "map") pollLink();
 }
 
 window.addEventListener("hashchange", route);

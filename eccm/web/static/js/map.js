@@ -33,6 +33,7 @@ export class MapPage {
     this.loading = false;
     this.position = null; // the last GNSS reply
     this.tiles = null; // URL template from the logger, or null
+    this.receiver = null; // the status's "gnss": "off" when GPS_POSITION_MONITORING=no
     this.images = new Map();
     this.visible = false;
     this.restore();
@@ -51,6 +52,13 @@ export class MapPage {
       this.attribution.textContent = `Map tiles: ${host} (WEB_MAP_TILES)`;
       this.attribution.hidden = false;
     }
+  }
+
+  // With GNSS off the page waited "for a GNSS fix" that could never come.
+  setReceiver(state) {
+    if (state === this.receiver) return;
+    this.receiver = state;
+    this.update(this.position);
   }
 
   restore() {
@@ -121,8 +129,9 @@ export class MapPage {
     const set = (id, text) => {
       document.getElementById(id).textContent = text;
     };
-    set("gnss-fix", !gnss ? "—" : gnss.fix ? (gnss.quality > 1 ? "DGPS" : "yes") : "no fix");
-    document.getElementById("gnss-fix").parentElement.dataset.level = gnss && gnss.fix ? "good" : "bad";
+    const off = this.receiver === "off";
+    set("gnss-fix", off ? "GNSS off" : !gnss ? "—" : gnss.fix ? (gnss.quality > 1 ? "DGPS" : "yes") : "no fix");
+    document.getElementById("gnss-fix").parentElement.dataset.level = off ? "" : gnss && gnss.fix ? "good" : "bad";
     set("gnss-sats", gnss && gnss.satellites !== undefined ? num(gnss.satellites) : "—");
     set("gnss-hdop", gnss && gnss.hdop !== undefined ? num(gnss.hdop, 1) : "—");
     set("gnss-speed", gnss && gnss.speed !== null && gnss.speed !== undefined ? `${num(gnss.speed * 3.6)} km/h` : "—");
@@ -155,12 +164,15 @@ export class MapPage {
     const here = this.position && this.position.fix ? project(this.position.lat, this.position.lon) : null;
     if (here) pts.push(here);
     if (!pts.length) {
+      const text = this.receiver === "off" ? "GNSS is off in the configuration" : "Waiting for a GNSS fix…";
+      this.canvas.dataset.message = text;
       ctx.fillStyle = cssVar("--muted");
       ctx.font = "16px system-ui, sans-serif";
       ctx.textAlign = "center";
-      ctx.fillText("Waiting for a GNSS fix…", w / 2, h / 2);
+      ctx.fillText(text, w / 2, h / 2);
       return;
     }
+    delete this.canvas.dataset.message;
     // The view: the track's bounding box with a margin, at least MIN_SPAN_M across.
     let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
     for (const [x, y] of pts) {
