@@ -587,3 +587,25 @@ def test_map_says_gnss_is_off_rather_than_waiting_for_a_fix(tmp_path: Path) -> N
             assert attr(phone, "#gnss-facts .fact", "data-level") == ""
     finally:
         daemon.stop()
+
+
+def test_update_rate_is_empty_without_values(tmp_path: Path, browser: Any) -> None:
+    """With the adapter unplugged no value arrives, yet the page counted the trip
+    computer's poll and the stream's empty messages as updates ("3.8 updates/s"; a stream
+    of 5 a second read as 6)."""
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), tmp_path / "records"))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        login(browser, daemon.web.url, SECRET)
+        wait_for(browser, lambda d: "not connected" in text(d, "#live-notice"), "no adapter")
+        # The trip computer's gauges got their (empty) poll: it counts for nothing.
+        script = "return document.querySelector(arguments[0]).dataset.state"
+        gauge = '#gauges [data-name="L_PER_100KM"]'
+        wait_for(browser, lambda d: d.execute_script(script, gauge) == "none", "the poll")
+        assert text(browser, "#live-delay") == ""
+    finally:
+        daemon.stop()

@@ -76,7 +76,9 @@ export class LivePage {
       const isNew = !prev || prev.readAt === null || readAt === null || Math.abs(readAt - prev.readAt) > 2;
       this.latest.set(key, { value: number, ageMs: e.age_ms ?? 0, at, readAt, isNew: isNew || prev.isNew });
     }
-    this.messages.push(at);
+    // The rate counts the stream's messages that carry a value: not the trip computer's
+    // poll (5/s read as 6/s), nor a message of empty values (no adapter read as 4/s).
+    if (serverTime !== null && Object.values(entries).some((e) => e && typeof e.value === "number")) this.messages.push(at);
     this.schedule();
   }
 
