@@ -101,6 +101,8 @@ def test_login_and_wrong_secret_refused(car: Car, browser: Any) -> None:
     browser.find_element(By.ID, "login-button").click()
     wait_for(browser, lambda d: text(d, "#login-error") == "Wrong secret.", "'Wrong secret.'")
     assert not browser.find_element(By.ID, "app").is_displayed()
+    # The logger answered: no red "offline" badge over its login form.
+    assert not browser.find_element(By.ID, "conn").is_displayed(), text(browser, "#conn")
     # The refused login left no session: a reload shows the form again.
     browser.get(car.url + "/")
     wait_for(browser, lambda d: d.find_element(By.ID, "secret").is_displayed(), "the form again")
@@ -109,6 +111,7 @@ def test_login_and_wrong_secret_refused(car: Car, browser: Any) -> None:
     browser.find_element(By.ID, "login-button").click()
     wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed(), "the dashboard")
     assert text(browser, "#car-name") == "web-car"
+    wait_for(browser, lambda d: text(d, "#conn") == "live", "the badge, live")
     cookie = browser.get_cookie("eccm_session")
     assert cookie is not None and cookie["httpOnly"] and cookie.get("sameSite") == "Strict"
     assert browser.execute_script("return document.cookie") == ""  # script cannot read it
@@ -146,7 +149,8 @@ def test_an_ended_session_closes_the_live_feed_behind_the_login_form(
         "every live socket closed",
     )
     opened = browser.execute_script("return window.__sockets.length")
-    assert text(browser, "#conn") == "offline"
+    assert attr(browser, "#conn", "data-state") == "off"
+    assert not browser.find_element(By.ID, "conn").is_displayed()  # no badge over the form
     # No new one behind the form: its reconnection would have come within 0.5 s.
     browser.execute_script("return new Promise((done) => setTimeout(done, 1500))")
     assert browser.execute_script("return window.__sockets.length") == opened

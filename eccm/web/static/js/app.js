@@ -61,6 +61,8 @@ function showLogin(text) {
   feed.stop();
   wasLive = false;
   $("offline-notice").hidden = true;
+  // The form came from the logger: a red "offline" badge over it said the opposite.
+  conn.hidden = true;
   $("app").hidden = true;
   $("tabs").hidden = true;
   $("logout").hidden = true;
@@ -128,6 +130,7 @@ async function boot() {
   $("app").hidden = false;
   $("tabs").hidden = false;
   $("logout").hidden = false;
+  conn.hidden = false;
   stop();
   watched = null;
   await watchGauges();
