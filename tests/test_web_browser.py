@@ -613,3 +613,24 @@ def test_update_rate_is_empty_without_values(tmp_path: Path, browser: Any) -> No
         assert text(browser, "#live-delay") == ""
     finally:
         daemon.stop()
+
+
+def test_upload_refusal_says_why(tmp_path: Path, browser: Any) -> None:
+    """With no S3 server configured "Upload now" said only "Not allowed with this secret or
+    by the logger's configuration.", not which setting."""
+    from selenium.webdriver.common.by import By
+
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), tmp_path / "records"))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        login(browser, daemon.web.url, SECRET)
+        open_page(browser, "files")
+        browser.find_element(By.ID, "upload-now").click()
+        wait_for(browser, lambda d: "S3_SERVER_ENDPOINT" in text(d, "#upload-message"), "why")
+        assert text(browser, "#upload-message").startswith("Not allowed: uploads are off")
+    finally:
+        daemon.stop()

@@ -80,5 +80,9 @@ export function explain(err) {
     auth_failed: "Wrong secret.",
     noauth: "Not logged in.",
   };
+  // A refusal's reason is the logger's: which setting or secret (uploads off, clearing
+  // disabled, a read-only session); the generic line left the user guessing.
+  const said = err.body && err.body.message;
+  if (err.code === "forbidden" && said) return `Not allowed: ${said}.`;
   return byCode[err.code] || err.message || String(err);
 }
