@@ -634,3 +634,29 @@ def test_upload_refusal_says_why(tmp_path: Path, browser: Any) -> None:
         assert text(browser, "#upload-message").startswith("Not allowed: uploads are off")
     finally:
         daemon.stop()
+
+
+def test_fuel_economy_unit_stays_on_one_line_on_a_phone(car: Car) -> None:
+    """On a phone the Trip page's "12.8 L/100 km" broke between "L/100" and "km"."""
+    script = """
+        const node = document.querySelector(arguments[0]).firstChild;
+        const at = (part) => {
+            const r = document.createRange();
+            const i = node.textContent.indexOf(part);
+            r.setStart(node, i);
+            r.setEnd(node, i + part.length);
+            return r.getBoundingClientRect().top;
+        };
+        return [at("L/100"), at("km")];
+    """
+    with chromium((360, 740)) as phone:
+        login(phone, car.url, SECRET)
+        try:
+            car.speed(0x32)
+            open_page(phone, "trip")
+            average = '[data-key="economy"] .v'
+            wait_for(phone, lambda d: text(d, average)[:1].isdigit(), "the average economy")
+            unit, km = phone.execute_script(script, average)
+            assert unit == km, (text(phone, average), unit, km)
+        finally:
+            car.speed(0)

@@ -3,6 +3,9 @@
 import { get, post, explain } from "./api.js";
 import { bytes, duration, el, fact, num, when } from "./format.js";
 
+// One unit, one line: a phone's narrow tile broke it into "L/100" and "km".
+const PER_100KM = "L/100\u00a0km";
+
 function dash(v, text) {
   return v === null || v === undefined ? "—" : text;
 }
@@ -44,9 +47,9 @@ export class TripPage {
           ["Moving", duration(t.moving_s), "moving"],
           ["Idle", duration(t.idle_s), "idle"],
           ["Fuel", dash(t.fuel_l, `${num(t.fuel_l, 2)} L`), "fuel"],
-          ["Average", dash(t.l_per_100km, `${num(t.l_per_100km, 1)} L/100 km`), "economy"],
+          ["Average", dash(t.l_per_100km, `${num(t.l_per_100km, 1)} ${PER_100KM}`), "economy"],
           ["Cost", dash(t.fuel_cost, num(t.fuel_cost, 2)), "cost"],
-          ["Now", dash(now.l_per_100km, `${num(now.l_per_100km, 1)} L/100 km`), "now-economy"],
+          ["Now", dash(now.l_per_100km, `${num(now.l_per_100km, 1)} ${PER_100KM}`), "now-economy"],
           ["Avg speed", dash(t.avg_speed_kmh, `${num(t.avg_speed_kmh)} km/h`), "avg-speed"],
           ["Avg moving", dash(t.avg_moving_speed_kmh, `${num(t.avg_moving_speed_kmh)} km/h`), "avg-moving"],
           ["Max speed", dash(t.max_speed_kmh, `${num(t.max_speed_kmh)} km/h`), "max-speed"],
