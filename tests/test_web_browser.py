@@ -664,3 +664,33 @@ def test_fuel_economy_unit_stays_on_one_line_on_a_phone(car: Car) -> None:
             assert unit == km, (text(phone, average), unit, km)
         finally:
             car.speed(0)
+
+
+def test_a_swipe_on_the_map_scrolls_the_page_on_a_phone(tmp_path: Path) -> None:
+    """The map (62 % of a phone's height) took every touch for itself, with no pan or zoom
+    to use it for: a swipe on it did not scroll, so the facts below were hard to reach."""
+    from eccm.app import Daemon
+    from tests.web_helpers import web_config
+
+    daemon = Daemon(web_config(str(tmp_path / "no-adapter"), tmp_path / "records"))
+    daemon.start()
+    try:
+        assert daemon.web is not None
+        with chromium((360, 740)) as phone:
+            phone.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": True})
+            login(phone, daemon.web.url, SECRET)
+            open_page(phone, "map")
+            box = phone.execute_script(
+                "const r = document.getElementById('map').getBoundingClientRect();"
+                "return [r.left + r.width / 2, r.top + r.height / 2];"
+            )
+            x, y = box
+            touch = "Input.dispatchTouchEvent"
+            phone.execute_cdp_cmd(touch, {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+            for step in range(1, 11):
+                point = {"x": x, "y": y - 20 * step}  # a finger moving up: the page goes down
+                phone.execute_cdp_cmd(touch, {"type": "touchMove", "touchPoints": [point]})
+            phone.execute_cdp_cmd(touch, {"type": "touchEnd", "touchPoints": []})
+            wait_for(phone, lambda d: d.execute_script("return window.scrollY") > 50, "a scroll")
+    finally:
+        daemon.stop()
