@@ -6,6 +6,7 @@ missing (``./test.sh`` installs them as root)."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import math
 import threading
@@ -694,3 +695,14 @@ def test_a_swipe_on_the_map_scrolls_the_page_on_a_phone(tmp_path: Path) -> None:
             wait_for(phone, lambda d: d.execute_script("return window.scrollY") > 50, "a scroll")
     finally:
         daemon.stop()
+
+
+def test_chart_time_labels_do_not_run_together_on_a_phone(car: Car) -> None:
+    """On a 360 px phone the chart's minute labels touched: "-5 min-4 min"."""
+    with chromium((360, 740)) as phone:
+        login(phone, car.url, SECRET)
+        ticks = json.loads(wait_for(phone, lambda d: attr(d, "#chart", "data-ticks"), "labels"))
+        labels = [label for label, _, _ in ticks]
+        assert labels[0] == "-5 min" and labels[-1] == "now", ticks
+        for (_, _, before), (_, after, _) in itertools.pairwise(ticks):
+            assert after >= before + 8, ticks

@@ -54,11 +54,22 @@ export class Chart {
       ctx.stroke();
     }
     ctx.textBaseline = "top";
+    // A minute's label only where it does not run into the one before ("-5 min-4 min" on
+    // a phone); the labels drawn are kept in data-ticks as [text, from, to].
+    const ticks = [];
+    let end = -Infinity;
     for (let m = 5; m >= 0; m -= 1) {
       const xx = x(now - m * 60000);
+      const label = m === 0 ? "now" : `-${m} min`;
+      const width = ctx.measureText(label).width;
+      const from = m === 5 ? xx : m === 0 ? xx - width : xx - width / 2;
+      if (from < end + 8 && m !== 0) continue;
       ctx.textAlign = m === 5 ? "left" : m === 0 ? "right" : "center";
-      ctx.fillText(m === 0 ? "now" : `-${m} min`, xx, bottom + 4);
+      ctx.fillText(label, xx, bottom + 4);
+      ticks.push([label, Math.round(from), Math.round(from + width)]);
+      end = from + width;
     }
+    this.canvas.dataset.ticks = JSON.stringify(ticks);
     ctx.lineWidth = 2.2;
     ctx.lineJoin = "round";
     for (const key of this.shown) {
