@@ -706,3 +706,19 @@ def test_chart_time_labels_do_not_run_together_on_a_phone(car: Car) -> None:
         assert labels[0] == "-5 min" and labels[-1] == "now", ticks
         for (_, _, before), (_, after, _) in itertools.pairwise(ticks):
             assert after >= before + 8, ticks
+
+
+def test_a_spent_login_link_page_is_in_the_dashboards_style(car: Car) -> None:
+    """A spent or mistyped login link gave a bright white page in a serif font (its own
+    unstyled HTML): at night in the car, a flash of white."""
+    with chromium((360, 740)) as phone:
+        phone.get(car.url + "/login/AQAAAaJDfbB5NtuwvM3qV1r1lwhqT5xypO0bKjAYoGgAc9_A5w")
+        wait_for(phone, lambda d: "not valid" in text(d, "h1"), "the page")
+        look = "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]];"
+        wait_for(
+            phone,
+            lambda d: d.execute_script(look, "body", "backgroundColor") == "rgb(11, 15, 20)",
+            "the dark background",
+        )
+        assert phone.execute_script(look, "a", "color") == "rgb(76, 194, 255)"
+        assert not [e for e in errors(console(phone)) if "/login/" not in e]  # CSP let it in

@@ -297,9 +297,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 _INVALID_LINK = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ECCM: login link not valid</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><h1>This login link is not valid</h1>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/style.css"></head>
+<body><main><h1>This login link is not valid</h1>
 <p>A login link works once, for a few minutes, and not after the daemon restarted.
 Make a new one on the car's computer with <code>eccm login-link</code>, or
-<a href="/">log in with the secret</a>.</p></body></html>
+<a href="/">log in with the secret</a>.</p></main></body></html>
 """
