@@ -331,9 +331,15 @@ def test_cross_site_post_refused(car: Car, browser: Any) -> None:
     closed_before = car.daemon.recorder.files_closed
     try:
         browser.get(f"http://127.0.0.1:{other.server_address[1]}/")
-        browser.find_element(By.ID, "go").click()
-        wait_for(browser, lambda d: "ERROR" in d.find_element(By.TAG_NAME, "body").text, "a reply")
-        reply = json.loads(browser.find_element(By.TAG_NAME, "body").text)
+        wait_for(browser, lambda d: d.find_element(By.ID, "go").click() or True, "the form")
+        # Read in the poll that found it: the body is replaced as the POST navigates, and a
+        # read after the wait could meet the node of the page before (stale on a busy machine).
+        body = wait_for(
+            browser,
+            lambda d: (t := d.find_element(By.TAG_NAME, "body").text) and "ERROR" in t and t,
+            "a reply",
+        )
+        reply = json.loads(body)
     finally:
         other.shutdown()
         other.server_close()
