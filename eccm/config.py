@@ -268,8 +268,15 @@ def _age_recipients(key: str, raw: str) -> tuple[str, ...]:
                 f"{key}: this is an age private key (AGE-SECRET-KEY-...); put the public "
                 "key here (age1..., printed by `eccm keygen`) and keep the private one off the Pi"
             )
+        if k.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ConfigError(
+                f"{key}: {k[:24]}... is an SSH public key; only age public keys are taken "
+                "(age1..., printed by `eccm keygen` or age-keygen)"
+            )
         if not _AGE_RECIPIENT.fullmatch(k):
-            raise _bad(key, raw, "comma-separated age public keys such as age1ql3z7hjy54pw3...")
+            # The bad key itself, not the whole value: with several, a value cut at 80
+            # characters showed the good first key and hid the one at fault.
+            raise _bad(key, k, "comma-separated age public keys such as age1ql3z7hjy54pw3...")
     return tuple(dict.fromkeys(keys))
 
 

@@ -72,6 +72,20 @@ def test_recipients_are_checked_and_a_private_key_is_refused_without_echo(tmp_pa
         eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS="age1nope"))
 
 
+def test_a_malformed_recipient_among_several_is_named_in_one_line(tmp_path: Path) -> None:
+    good = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+    typo = good[:-1] + "b"  # 'b' is no bech32 character: a key mistyped when copied
+    with pytest.raises(ConfigError) as err:
+        eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS=f"{good},{typo}"))
+    message = str(err.value)
+    # The whole value cut at 80 characters showed the good key and hid the one at fault.
+    assert typo in message and good not in message and "\n" not in message
+    ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpuf0ORNQ9ZW8Fs4yUsMmK7lQ me@laptop"
+    with pytest.raises(ConfigError, match="SSH public key; only age public keys") as err:
+        eccm_config.parse(config_values(tmp_path, FILE_ENCRYPTION_RECIPIENTS=f"{good},{ssh}"))
+    assert "\n" not in str(err.value)
+
+
 @needs_age
 def test_sealed_files_decrypt_with_age_and_eccm_to_the_exact_plaintext(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
