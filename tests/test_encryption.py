@@ -25,6 +25,7 @@ from eccm.sim.s3 import LocalS3
 from eccm.upload.keys import plan, probe_key
 from tests.s3_helpers import write_config
 from tests.s3server import CAR, config_values, get_object, list_objects, make_closed_file
+from tests.terminal import ECCM
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -410,3 +411,59 @@ def test_files_decrypted_into_an_output_folder_keep_their_sidecar_for_eccm_schem
     got = capsys.readouterr()
     assert "no closed data file" not in got.err, got.err
     assert "'COOLANT_TEMP'" in got.out, got.out  # the file's own columns, not the defaults
+
+
+def test_a_passphrase_protected_identity_file_opens_with_its_passphrase_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pty
+
+    import pyrage
+
+    key, recipient = keypair(tmp_path, capsys)
+    protected = tmp_path / "key.age"  # what `age-keygen | age -p > key.age` makes
+    protected.write_bytes(pyrage.passphrase.encrypt(key.read_bytes(), "correct horse"))
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    summary = rec / f"{CAR}_{TRIP}_summary.json"
+    summary.write_text(json.dumps({"trip": TRIP}) + "\n")
+    original = summary.read_bytes()
+    Encryptor(rec, [recipient]).seal_all()
+    sealed = rec / (summary.name + ".age")
+    out = tmp_path / "out"
+    command = [*ECCM, "decrypt", "-i", str(protected), "-o", str(out), str(sealed)]
+    # Without a terminal: one line saying why, not "not an age identity file".
+    done = subprocess.run(
+        command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "protected with a passphrase" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and not out.exists()
+    # On a terminal (a pseudo-terminal, in a session of its own: no other /dev/tty), the
+    # passphrase is asked for, and a wrong one says so.
+    for passphrase, code in (("wrong", 1), ("correct horse", 0)):
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        os.close(follower)
+        try:
+            assert proc.stderr is not None
+            prompt = b""
+            while b"Passphrase for" not in prompt:  # typed before it, the input is flushed
+                chunk = os.read(proc.stderr.fileno(), 1024)
+                assert chunk, "eccm decrypt ended without asking for the passphrase"
+                prompt += chunk
+            os.write(leader, passphrase.encode() + b"\n")
+            _, err = proc.communicate(timeout=60)
+            err = prompt + err
+        finally:
+            os.close(leader)
+        assert proc.returncode == code, err
+        if code:
+            assert b"wrong passphrase" in err
+    assert (out / summary.name).read_bytes() == original

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,10 +55,14 @@ def load_identities(path: Path) -> list[Any]:
     from pyrage import x25519
 
     try:
-        # utf-8-sig: a key file saved by a Windows editor starts with a byte order mark.
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        raw = path.read_bytes()
     except OSError as exc:
         raise EccmError(f"cannot read the identity file {path}: {exc.strerror}") from None
+    if raw.startswith(_PROTECTED):
+        raw = _unlock(path, raw)
+    try:
+        # utf-8-sig: a key file saved by a Windows editor starts with a byte order mark.
+        lines = raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise EccmError(
             f"{path} is not an age identity file (expected AGE-SECRET-KEY-... lines; this "
@@ -76,6 +81,34 @@ def load_identities(path: Path) -> list[Any]:
             ) from None
     if not out:
         raise EccmError(f"{path} holds no identity (AGE-SECRET-KEY-... line)")
+    return out
+
+
+# An identity file protected with a passphrase (``age-keygen | age -p > key.age``), binary
+# or armored, as ``age -d -i`` reads it.
+_PROTECTED = (b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+
+def _unlock(path: Path, raw: bytes) -> bytes:
+    """The identity file inside a passphrase-protected one, the passphrase asked on the
+    terminal (as ``age -d -i`` does); a run without a terminal cannot ask and says so."""
+    import getpass
+
+    import pyrage
+
+    if not sys.stdin.isatty():
+        raise EccmError(
+            f"{path} is protected with a passphrase: run eccm decrypt in a terminal to type "
+            f"it, or give an unprotected copy (age -d -o key.txt {path})"
+        )
+    try:
+        passphrase = getpass.getpass(f"Passphrase for {path}: ")
+    except EOFError:
+        raise EccmError(f"{path}: no passphrase typed; nothing decrypted") from None
+    try:
+        out: bytes = pyrage.passphrase.decrypt(raw, passphrase)
+    except pyrage.DecryptError:
+        raise EccmError(f"{path}: wrong passphrase (or not a protected identity file)") from None
     return out
 
 
