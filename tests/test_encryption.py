@@ -467,3 +467,29 @@ def test_a_passphrase_protected_identity_file_opens_with_its_passphrase_on_a_ter
         if code:
             assert b"wrong passphrase" in err
     assert (out / summary.name).read_bytes() == original
+
+
+@needs_age
+def test_a_damaged_or_cut_short_summary_is_named_as_damaged_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    summary = rec / f"{CAR}_{TRIP}_summary.json"
+    summary.write_text(json.dumps({"trip": TRIP, "track": [[48.85, 2.29]] * 5000}) + "\n")
+    Encryptor(rec, [recipient]).seal_all()
+    sealed = rec / (summary.name + ".age")  # a summary travels without a sidecar
+    raw = sealed.read_bytes()
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 1
+    for damaged in (bytes(flipped), raw[:-20]):
+        sealed.write_bytes(damaged)
+        age = [AGE_TOOL or "age", "-d", "-i", str(key), str(sealed)]
+        assert subprocess.run(age, capture_output=True, timeout=60).returncode != 0
+        out = tmp_path / "out"
+        assert main(["decrypt", "-i", str(key), "-o", str(out), str(sealed)]) == 1
+        err = capsys.readouterr().err
+        # It said "decryption error", which read like a wrong key or a bug of eccm.
+        assert "damaged or cut short" in err and err.count("\n") == 1, err
+        assert list(out.iterdir()) == []

@@ -155,6 +155,13 @@ def decrypt_file(path: Path, identities: Sequence[Any], out_dir: Path | None = N
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if exc.errno is None:
+            # pyrage's own error, not the file system's: a chunk failed its authentication
+            # (a bit flipped, a file cut short); said as bare "decryption error" before.
+            raise DecryptFailed(
+                f"cannot decrypt {path.name}: damaged or cut short (its content fails the age "
+                "check); nothing written"
+            ) from None
         raise DecryptFailed(f"cannot decrypt {path.name}: {exc.strerror or exc}") from None
     os.replace(tmp, target)
     copy = target.with_name(sidecar.name)
