@@ -126,6 +126,25 @@ def test_sealed_files_decrypt_with_age_and_eccm_to_the_exact_plaintext(
     assert "does not match its sidecar" in capsys.readouterr().err
 
 
+def test_a_plaintext_upload_cut_before_encryption_was_turned_on_is_finished() -> None:
+    """Found: a power cut after the data object was verified and deleted, before its
+    sidecar went up, then encryption turned on: the plaintext sidecar stayed in the folder
+    for good and the object in the bucket never got it. It is planned as an orphan (sent
+    only once the bucket confirms the plaintext object); one with a sealed copy is not."""
+    cut = "car_20260301T081500Z_0001.tsv.gz"
+    sealing = "car_20260301T081500Z_0002.tsv.gz"
+    names = [
+        f"{cut}.json",  # its data object is in the bucket, the file deleted
+        f"{sealing}.json",  # mid-seal: the plaintext data file already removed
+        f"{sealing}.age",
+        f"{sealing}.age.json",
+        "car_20260301T081500Z_0003.tsv.gz",  # not sealed yet: never planned
+        "car_20260301T081500Z_0003.tsv.gz.json",
+    ]
+    jobs = plan(names, encrypted=True).jobs()
+    assert [(j.kind, j.name.name) for j in jobs] == [("orphan", cut), ("data", f"{sealing}.age")]
+
+
 def _only_sealed_planned(rec: Path) -> None:
     names = os.listdir(rec)
     for job in plan(names, encrypted=True).jobs():

@@ -79,7 +79,16 @@ def plan(names: Iterable[str], *, encrypted: bool = False) -> Plan:
     """
     present = set(names)
     if encrypted:
-        present = {n for n in present if n.endswith(AGE) or n.endswith(AGE + SIDECAR)}
+        sealed = {n for n in present if n.endswith(AGE) or n.endswith(AGE + SIDECAR)}
+        # A plaintext sidecar whose data file is gone, with no sealed copy beside it: an
+        # upload cut by a power cut before encryption was turned on. Its data object is in
+        # the bucket already, in plaintext: finishing it there (only once the bucket
+        # confirms that object) reveals nothing new; left out, it stayed here for good.
+        for n in present - sealed:
+            side = parse_sidecar_name(n)
+            if side is not None and not ({side.name, side.name + AGE} & present):
+                sealed.add(n)
+        present = sealed
     ready: list[DataName] = []
     orphans: list[DataName] = []
     summaries: list[SummaryName] = []
