@@ -512,3 +512,33 @@ def test_a_damaged_or_cut_short_summary_is_named_as_damaged_and_nothing_is_writt
         # It said "decryption error", which read like a wrong key or a bug of eccm.
         assert "damaged or cut short" in err and err.count("\n") == 1, err
         assert list(out.iterdir()) == []
+
+
+def test_a_sealing_pass_that_keeps_failing_is_said_once_until_it_works_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found: a failure that lasts (a full disk) was a WARNING at every pass, and a pass
+    runs at every file close and every upload run."""
+    import logging
+
+    from eccm.crypto.encrypt import seal_pending
+
+    _, recipient = keypair(tmp_path, capsys)
+    rec = tmp_path / "records"
+    rec.mkdir()
+    data = rec / "car_20260301T081500Z_0001.tsv.gz"
+    data.write_bytes(gzip.compress(b"TIME_UTC\n2026-03-01T08:15:00.000Z\n"))
+    side = rec / f"{data.name}.json"
+    side.write_text("{")  # unreadable: every pass fails on it
+    caplog.set_level(logging.DEBUG, logger="eccm")
+    for _ in range(5):
+        seal_pending(rec, [recipient])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "said once until it works again" in warnings[0].getMessage()
+    side.write_text(json.dumps({"file": data.name, "rows": 1}))
+    seal_pending(rec, [recipient])
+    assert "works again after 5 failed passes" in caplog.text
+    assert sorted(p.name for p in rec.iterdir() if not p.name.startswith(".")) == [
+        f"{data.name}.age",
+        f"{data.name}.age.json",
+    ]

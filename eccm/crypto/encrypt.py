@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,7 +285,29 @@ def seal_pending(record_dir: Path, keys: Sequence[str]) -> None:
     try:
         Encryptor(record_dir, keys).seal_all()
     except (OSError, ValueError) as exc:
-        log.warning("encrypting closed files in %s failed (retried later): %s", record_dir, exc)
+        with _SEAL_STATE_LOCK:
+            failed = _SEAL_FAILING.get(str(record_dir), 0)
+            _SEAL_FAILING[str(record_dir)] = failed + 1
+        # Once per outage (a full disk lasts): the pass runs at every close and upload run.
+        (log.debug if failed else log.warning)(
+            "encrypting closed files in %s failed (retried at each close and upload run; "
+            "said once until it works again): %s",
+            record_dir,
+            exc,
+        )
+        return
+    with _SEAL_STATE_LOCK:
+        failed = _SEAL_FAILING.pop(str(record_dir), 0)
+    if failed:
+        log.info(
+            "encrypting closed files in %s works again after %d failed passes", record_dir, failed
+        )
+
+
+# Record folder -> passes of seal_pending that failed since it last worked (the passes run
+# on several threads).
+_SEAL_FAILING: dict[str, int] = {}
+_SEAL_STATE_LOCK = threading.Lock()
 
 
 def keep_folder_private(record_dir: Path) -> None:
