@@ -17,11 +17,19 @@ import obd
 import pytest
 from elm.obd_message import ST
 
+import eccm.obd.adapter
 from eccm.clock import SystemClock
 from eccm.obd.adapter import CHECKS_TO_ACCEPT, answers_mode01
 from eccm.obd.link import ObdLink
 from tests.emulator import emulated_car
-from tests.obd_helpers import WAIT, config, make_hub, refuse_multi_pid
+from tests.obd_helpers import (
+    WAIT,
+    Collector,
+    config,
+    hidden_from_multi_pid,
+    make_hub,
+    refuse_multi_pid,
+)
 from tests.waiting import wait_until
 
 FAST = ("RPM", "SPEED", "THROTTLE_POS", "COOLANT_TEMP", "INTAKE_TEMP", "MAF")
@@ -316,3 +324,74 @@ def test_a_clone_refusing_the_count_digit_costs_one_request_and_one_line_for_goo
     assert len(lines) == 1
     assert "?" in lines[0] and "every request" in lines[0]
     assert rows.samples[-1].values["RPM"].value == 0x1AF8 / 4
+
+
+def silent_pid_car(emu: Any) -> tuple[ObdLink, Collector]:
+    """A link reading RPM, SPEED and HYBRID_BATTERY_REMAINING one PID per request (a
+    K-line car's way, on the CAN emulator, whose car lists HYBRID_BATTERY_REMAINING in its
+    0140 bitmap but answers it NO DATA), started."""
+    refuse_multi_pid(emu)
+    cfg = config(
+        OBD_INTERFACE=emu.get_pty(),
+        OBD_PROTOCOL="6",
+        OBD_FAST_COMMANDS="RPM,SPEED,HYBRID_BATTERY_REMAINING",
+        OBD_SLOW_COMMANDS="",
+        SAMPLE_INTERVAL="0.02",
+    )
+    hub, rows = make_hub()
+    link = ObdLink(cfg, hub, SystemClock())
+    link.start()
+    return link, rows
+
+
+def test_a_listed_pid_the_car_never_answers_alone_is_not_asked_in_every_row(
+    records: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It costs no request (and no adapter timeout) in every row, and is said once."""
+    monkeypatch.setattr(eccm.obd.adapter, "SILENT_RETRY", 3600.0)
+    with emulated_car() as emu:
+        link, rows = silent_pid_car(emu)
+        try:
+            wait_until(lambda: link.single_pid_groups, WAIT, "one PID per request")
+            rows.wait_rows(eccm.obd.adapter.SILENT_STRIKES + 2)
+            before = snapshot(link, emu)
+            rows.wait_rows(10)
+            after = snapshot(link, emu)
+        finally:
+            link.stop()
+    sample = rows.samples[-1]
+    assert sample.values["RPM"].value == 0x1AF8 / 4
+    assert sample.values["HYBRID_BATTERY_REMAINING"].value is None
+    count = after[1] - before[1]
+    asked = after[0].get("BATT_REM_CHARGE", 0) - before[0].get("BATT_REM_CHARGE", 0)
+    assert count >= 10
+    assert asked == 0  # not once per row
+    told = [m for m in ours(records, logging.WARNING) if "lists HYBRID_BATTERY_REMAINING" in m]
+    assert len(told) == 1, told
+    assert "does not answer it" in told[0] and "NO DATA" in told[0]
+
+
+def test_a_listed_pid_that_starts_answering_is_read_again(
+    records: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PID silent with the engine off and answered once it runs: back in the rows."""
+    monkeypatch.setattr(eccm.obd.adapter, "SILENT_RETRY", 0.0)  # asked again at once
+    with emulated_car() as emu:
+        link, rows = silent_pid_car(emu)
+        try:
+            wait_until(
+                lambda: [m for m in ours(records, logging.WARNING) if "does not answer it" in m],
+                WAIT,
+                "the PID found silent",
+            )
+            emu.answer["BATT_REM_CHARGE"] = hidden_from_multi_pid("41 5B 80")
+            wait_until(
+                lambda: rows.samples[-1].values["HYBRID_BATTERY_REMAINING"].value is not None,
+                WAIT,
+                "the value once the car answers it",
+            )
+        finally:
+            link.stop()
+    assert rows.samples[-1].values["HYBRID_BATTERY_REMAINING"].value == pytest.approx(
+        0x80 * 100 / 255
+    )

@@ -52,6 +52,13 @@ CHECKS_TO_ACCEPT = 2
 # A group that was answered whole before is looked into again only after this many
 # incomplete answers in a row; a single one is a glitch, its missing values stay empty.
 GLITCHES_TO_CHECK = 3
+# A PID read alone (every PID on K-line and J1850, a lone or split group on CAN) that the
+# car leaves unanswered this many times in a row while it answers other values is only
+# asked again every SILENT_RETRY seconds: a PID listed in the 0100 bitmap but answered NO
+# DATA would otherwise cost the adapter's timeout in every row for good. It may answer
+# later (some only once the engine runs): then it is read in every row again.
+SILENT_STRIKES = 3
+SILENT_RETRY = 10.0
 # Longest silence of the serial line while the adapter works on an answer. An ELM327 says
 # NO DATA within its own timeout (at most about a second); python-OBD waits 10 s instead,
 # and tries an empty read ten times more, so a hung adapter or one pulled out of the OBD
@@ -173,6 +180,11 @@ class Fallbacks:
     checks: dict[frozenset[str], int] = field(default_factory=dict)
     whole: set[frozenset[str]] = field(default_factory=set)  # answered whole at least once
     glitches: dict[frozenset[str], int] = field(default_factory=dict)
+    # PIDs read alone that the car leaves unanswered: misses in a row, when to ask again,
+    # and the names already logged (once per run).
+    misses: dict[str, int] = field(default_factory=dict)
+    resting: dict[str, float] = field(default_factory=dict)
+    told: set[str] = field(default_factory=set)
 
 
 class PidReader:
@@ -226,9 +238,17 @@ class PidReader:
             if reading.value is None:
                 self._check_silence(started)
             return GroupRead({cmds[0].name: reading}, 1, self._lost(None))
+        if len(cmds) == 1:
+            name = cmds[0].name
+            at = self._clock.monotonic()
+            if at < self.fallbacks.resting.get(name, at):
+                return GroupRead({name: Reading(None, None, at)})
         answer, requests = self._ask(asked)
         result = GroupRead(self._readings(answer, cmds), requests, self._lost(answer))
-        if result.lost is not None or len(cmds) == 1:
+        if result.lost is not None:
+            return result
+        if len(cmds) == 1:
+            self._note_alone(cmds[0].name, answer, car_up=lately or now)
             return result
         key = asked.key
         memory = self.fallbacks
@@ -247,6 +267,30 @@ class PidReader:
                 return result
         self._check(group, cmds, answer, result, car_up=now or answer.answered)
         return result
+
+    def _note_alone(self, name: str, answer: Answer, car_up: bool) -> None:
+        """Count a PID read alone that the car leaves unanswered (see SILENT_STRIKES)."""
+        memory = self.fallbacks
+        if answer.answered:
+            memory.misses.pop(name, None)
+            memory.resting.pop(name, None)
+            return
+        if not car_up:
+            return  # a silent car says nothing about this PID
+        misses = memory.misses.get(name, 0) + 1
+        memory.misses[name] = misses
+        if misses < SILENT_STRIKES:
+            return
+        memory.resting[name] = self._clock.monotonic() + SILENT_RETRY
+        if name not in memory.told:
+            memory.told.add(name)
+            log.warning(
+                "the car lists %s as supported but does not answer it (%s) while it answers "
+                "other values: asking it again every %g s only, not in every row (logged once)",
+                name,
+                answer.problem(),
+                SILENT_RETRY,
+            )
 
     def _asked(self, group: Group) -> _Asked:
         """What a request for ``group`` needs, made once per group and connection."""
@@ -298,7 +342,17 @@ class PidReader:
         elif car_up:
             # The car is there but these PIDs do not answer alone either: the group is
             # as good as it gets. (With the car silent nothing is learnt.)
-            self.fallbacks.checks[key] = self.fallbacks.checks.get(key, 0) + 1
+            checks = self.fallbacks.checks[key] = self.fallbacks.checks.get(key, 0) + 1
+            silent = [n for n in answer.missing if n not in self.fallbacks.told]
+            if checks >= CHECKS_TO_ACCEPT and silent:
+                self.fallbacks.told.update(silent)
+                log.warning(
+                    "the car lists %s as supported but does not answer %s, with other "
+                    "values or alone (%s): their cells stay empty (logged once)",
+                    ", ".join(silent),
+                    "them" if len(silent) > 1 else "it",
+                    answer.problem(),
+                )
 
     def _ask(self, asked: _Asked) -> tuple[Answer, int]:
         """One request (two when the counted form fails where the plain one works)."""
