@@ -272,3 +272,42 @@ def test_an_adapter_that_goes_silent_mid_trip_ends_the_trip_and_comes_back(
             link.stop()
             adapter.close()
     assert not ours(link_log, logging.ERROR)
+
+
+class CountingAdapter(PassThrough):
+    """The emulator behind an adapter that takes the response-count digit after several
+    PIDs (the emulator refuses it there): the digit is left out on the way to the car."""
+
+    def _relay(self, request: str) -> bytes | None:
+        if request.startswith("01") and len(request) % 2:
+            request = request[:-1]
+        return super()._relay(request)
+
+
+def test_a_group_with_a_pid_the_car_never_answers_gets_the_response_count_digit() -> None:
+    """HYBRID_BATTERY_REMAINING is in the emulated car's 0140 bitmap but never answered:
+    once that gap is accepted, its group's answer teaches the count digit, so the adapter
+    need not wait out its timeout for more answers in every row."""
+    with emulated_car() as emu:
+        adapter = CountingAdapter(emu.get_pty())
+        link, _hub, rows = start_link(
+            config(
+                OBD_INTERFACE=adapter.path,
+                OBD_PROTOCOL="6",
+                OBD_FAST_COMMANDS="TIME_SINCE_DTC_CLEARED,FUEL_TYPE,HYBRID_BATTERY_REMAINING",
+                OBD_SLOW_COMMANDS="",
+                SAMPLE_INTERVAL="0.02",
+            )
+        )
+        try:
+            # The engine's answer is one frame: the digit is 1.
+            wait_until(lambda: "014E515B1" in adapter.requests, WAIT, "the counted request")
+            seen = len(rows.samples)
+            wait_until(lambda: len(rows.samples) >= seen + 3, WAIT, "rows after it")
+        finally:
+            link.stop()
+            adapter.close()
+    sample = rows.samples[-1]
+    assert sample.values["FUEL_TYPE"].value is not None
+    assert sample.values["TIME_SINCE_DTC_CLEARED"].value is not None
+    assert sample.values["HYBRID_BATTERY_REMAINING"].value is None

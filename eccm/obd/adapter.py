@@ -179,6 +179,9 @@ class Fallbacks:
     strikes: dict[frozenset[str], int] = field(default_factory=dict)
     checks: dict[frozenset[str], int] = field(default_factory=dict)
     whole: set[frozenset[str]] = field(default_factory=set)  # answered whole at least once
+    # Names of a group the car does not answer, accepted after the checks: an answer
+    # without only these is as whole as it gets (and teaches the response-count digit).
+    gaps: dict[frozenset[str], frozenset[str]] = field(default_factory=dict)
     glitches: dict[frozenset[str], int] = field(default_factory=dict)
     # PIDs read alone that the car leaves unanswered: misses in a row, when to ask again,
     # and the names already logged (once per run).
@@ -343,6 +346,8 @@ class PidReader:
             # The car is there but these PIDs do not answer alone either: the group is
             # as good as it gets. (With the car silent nothing is learnt.)
             checks = self.fallbacks.checks[key] = self.fallbacks.checks.get(key, 0) + 1
+            if checks >= CHECKS_TO_ACCEPT and answer.answered:
+                self.fallbacks.gaps[key] = frozenset(answer.missing)
             silent = [n for n in answer.missing if n not in self.fallbacks.told]
             if checks >= CHECKS_TO_ACCEPT and silent:
                 self.fallbacks.told.update(silent)
@@ -358,16 +363,24 @@ class PidReader:
         """One request (two when the counted form fails where the plain one works)."""
         cmds, plain = asked.cmds, asked.plain
         assert plain is not None and asked.cut is not None  # mode 01 PIDs (see _asked)
+        gap = self.fallbacks.gaps.get(asked.key)
+
+        def whole(answer: Answer) -> bool:
+            # Complete, or lacking only the names the car never answers in this group.
+            return answer.complete or (
+                gap is not None and answer.answered and gap.issuperset(answer.missing)
+            )
+
         digit = self.counts.digit(plain)
         answer = self._send(asked.cut, plain if digit is None else pid_request(cmds, digit))
         if digit is None:
-            if answer.complete:
+            if whole(answer):
                 self.counts.learn(plain, answer.frames)
             return answer, 1
-        if answer.complete or self._lost(answer) is not None:
+        if whole(answer) or self._lost(answer) is not None:
             return answer, 1
         retry = self._send(asked.cut, plain)
-        if retry.complete:
+        if whole(retry):
             if answer.refused and len(cmds) > 1:
                 if self.counts.several_pids:
                     self.counts.several_pids = False
