@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -407,6 +409,39 @@ def test_demo_publishes_to_the_broker_on_its_command_line(broker: Broker, tmp_pa
     assert b"mosquitto_sub" in out and CAR_PASSWORD.encode() not in out
     # The broker asks for a login: the printed command says so (not "not authorised").
     assert f"-u {CAR_USER} -P 'PASSWORD'".encode() in out
+
+
+def test_the_demos_mosquitto_sub_line_works_on_a_tls_broker(
+    broker: Broker, certs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """`eccm demo --mqtt mqtts://...` prints a mosquitto_sub command: run as printed (the
+    password put in), it shows the car's messages. Without a CA it waited in silence."""
+    url = f"mqtts://{CAR_USER}:{CAR_PASSWORD}@localhost:{broker.tls_port}"
+    demo = ["demo", "--duration", "300", "--dir", str(tmp_path / "demo"), "--mqtt", url]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eccm.cli", *demo],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ECCM_MQTT_CA_FILE": str(certs[0])},
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        for line in proc.stdout:  # the banner comes at once; the demo runs on after it
+            if line.strip().startswith("mosquitto_sub"):
+                printed = line.strip().rstrip(")")
+                break
+        assert printed.startswith("mosquitto_sub"), printed
+        command = shlex.split(printed.replace("'PASSWORD'", shlex.quote(CAR_PASSWORD)))
+        sub = subprocess.run(
+            [*command, "-C", "1", "-W", str(int(WAIT))], capture_output=True, timeout=WAIT + 10
+        )
+        assert sub.returncode == 0, sub.stderr
+        assert sub.stdout.startswith(b"eccm/demo-car/")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=WAIT)
 
 
 def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(

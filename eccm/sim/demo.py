@@ -272,7 +272,13 @@ def _run_demo(duration: float | None, root: Path, mqtt_keys: dict[str, str], enc
         query = f"{shown(Path(sys.executable).parent / 'eccm', base)} query --config {shown(config, base)}"
         mqtt_line = ""
         if cfg.mqtt_enabled:
-            host, mqtt_port, _tls = cfg.mqtt_address
+            host, mqtt_port, tls = cfg.mqtt_address
+            tls_args = ""
+            if tls:
+                # mosquitto_sub speaks TLS only when given a CA: without one it waits on the
+                # TLS port in silence.
+                ca = cfg.mqtt_ca_file
+                tls_args = f" --cafile {shlex.quote(ca)}" if ca else " --capath /etc/ssl/certs"
             login_args = ""
             if cfg.mqtt_username:
                 # The broker asks for a login: the printed command gives the user name and
@@ -282,7 +288,7 @@ def _run_demo(duration: float | None, root: Path, mqtt_keys: dict[str, str], enc
                     login_args += " -P 'PASSWORD'"
             mqtt_line = (
                 f"  MQTT:         {cfg.mqtt_broker}, topics {cfg.mqtt_prefix}/# (watch them with\n"
-                f"                mosquitto_sub -h {host} -p {mqtt_port}{login_args} "
+                f"                mosquitto_sub -h {host} -p {mqtt_port}{tls_args}{login_args} "
                 f"-t '{cfg.mqtt_prefix}/#' -v)\n"
             )
         print(
