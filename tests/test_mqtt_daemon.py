@@ -127,11 +127,11 @@ def test_discovery_carries_what_home_assistant_requires(running: Running) -> Non
     assert (coolant["unit_of_measurement"], coolant["device_class"]) == ("°C", "temperature")
     mil = w.wait_for(f"homeassistant/binary_sensor/eccm_{CAR}/mil/config").json()
     assert mil["state_topic"] == f"{P}/dtc" and mil["device_class"] == "problem"
-    tracker = w.wait_for(f"homeassistant/device_tracker/eccm_{CAR}/position/config").json()
-    assert tracker["json_attributes_topic"] == f"{P}/gnss"
     for name in ("upload_queue", "last_error"):
         entity = w.wait_for(f"homeassistant/sensor/eccm_{CAR}/{name}/config").json()
         assert entity["state_topic"] == f"{P}/status"
+    # No GNSS receiver (GPS_POSITION_MONITORING=no): no position that would stay unknown.
+    assert not w.on(f"homeassistant/device_tracker/eccm_{CAR}/position/config")
     # Values not in MQTT_VALUES have no entity.
     assert not w.on(f"homeassistant/sensor/eccm_{CAR}/fuel_level/config")
 
@@ -465,6 +465,35 @@ def test_a_value_that_left_mqtt_values_is_removed_from_home_assistant(
     try:
         late.wait_for("homeassistant/sensor/eccm_trim-car/speed/config")
         assert not late.on(old)  # no retained config left for it
+    finally:
+        late.close()
+
+
+def test_the_position_entity_only_with_a_gnss_receiver(running: Running, broker: Broker) -> None:
+    """GPS_POSITION_MONITORING=no: P/gnss is {"fix":false} for ever, so a device_tracker
+    would stay 'unknown' for ever; one left by a run with the receiver on is removed."""
+    tracker = "homeassistant/device_tracker/eccm_{}/position/config"
+    w = Watcher(broker, "homeassistant/+/+/#")
+    try:
+        for car, gnss in (("gnss-car", "yes"), ("gnss-car", "no")):
+            keys = {"CAR_IDENTIFIER": car, "GPS_POSITION_MONITORING": gnss, **mqtt_keys(broker)}
+            publisher = MqttPublisher.from_config(parse(keys), running.service)
+            seen = len(w.on(tracker.format(car)))
+            publisher.start()
+            try:
+                found = w.wait_for(tracker.format(car), after=seen)
+                if gnss == "yes":
+                    assert found.json()["json_attributes_topic"] == "eccm/gnss-car/gnss"
+                else:
+                    assert found.payload == b""  # removed from Home Assistant
+            finally:
+                publisher.stop()
+    finally:
+        w.close()
+    late = Watcher(broker, "homeassistant/+/eccm_gnss-car/#")
+    try:
+        late.wait_for("homeassistant/sensor/eccm_gnss-car/speed/config")
+        assert not late.on(tracker.format("gnss-car"))  # no retained config left for it
     finally:
         late.close()
 

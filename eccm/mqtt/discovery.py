@@ -74,9 +74,12 @@ def entities(
     topics: Topics,
     values: Sequence[tuple[str, str | None, str]],
     vin: str | None,
+    *,
+    position: bool = True,
 ) -> list[Entity]:
     """Every discovery config. ``values``: (name, python-OBD unit or None, description)
-    of each MQTT_VALUES entry, in order."""
+    of each MQTT_VALUES entry, in order. ``position``: GPS_POSITION_MONITORING is on (off,
+    the position would stay unknown for ever: no device_tracker)."""
     node = node_id(topics.car)
     common: dict[str, object] = {
         "device": device(topics.car, vin),
@@ -122,15 +125,16 @@ def entities(
             ),
         )
     )
-    out.append(
-        entity(
-            "device_tracker",
-            "position",
-            name="Position",
-            json_attributes_topic=topics.gnss,
-            source_type="gps",
+    if position:
+        out.append(
+            entity(
+                "device_tracker",
+                "position",
+                name="Position",
+                json_attributes_topic=topics.gnss,
+                source_type="gps",
+            )
         )
-    )
     out.append(
         entity(
             "event",

@@ -364,7 +364,12 @@ class MqttPublisher:
         self._entities_key = key
         infos = {v.name: v for v in catalogue}
         values = [_describe(name, infos.get(name)) for name in self._settings.values]
-        wanted = discovery.entities(self.topics, values, vin if isinstance(vin, str) else None)
+        wanted = discovery.entities(
+            self.topics,
+            values,
+            vin if isinstance(vin, str) else None,
+            position=self._settings.gnss,
+        )
         self._send(self._discovery.update(discovery.config_topics(self.topics, wanted)))
 
     def _on_dtc(self, body: dict[str, object]) -> None:

@@ -27,6 +27,7 @@ class MqttSettings:
     homeassistant: bool  # MQTT_HOMEASSISTANT
     allow_commands: bool  # MQTT_ALLOW_COMMANDS
     dtc_interval: float  # OBD_DTC_INTERVAL: how often the trouble codes are read again
+    gnss: bool  # GPS_POSITION_MONITORING: a position to show (the device_tracker)
 
     @classmethod
     def from_config(cls, cfg: Config) -> MqttSettings:
@@ -48,4 +49,5 @@ class MqttSettings:
             homeassistant=cfg.mqtt_homeassistant,
             allow_commands=cfg.mqtt_allow_commands,
             dtc_interval=cfg.obd_dtc_interval,
+            gnss=cfg.gps_position_monitoring,
         )
