@@ -301,6 +301,25 @@ def test_tls_with_a_self_made_ca(
     assert "not trusted" in errors[0]
 
 
+def test_mqtts_on_the_plain_port_says_tls_not_unreachable(
+    running: Running, broker: Broker, certs: tuple[Path, Path, Path]
+) -> None:
+    """mqtts:// with the broker's plain port (1883 for 8883): mosquitto takes the TCP
+    connection and resets it at the ClientHello. It was "not reachable: Connection reset
+    by peer", which sends the user to the network, not to the port or scheme."""
+    url = f"mqtts://localhost:{broker.port}"
+    keys = mqtt_keys(broker, MQTT_BROKER=url, MQTT_CA_FILE=str(certs[0]))
+    publisher = MqttPublisher.from_config(
+        parse({"CAR_IDENTIFIER": "port-car", **keys}), running.service
+    )
+    publisher.start()
+    try:
+        error = wait_until(lambda: publisher.last_error, timeout=WAIT, what="the problem")
+    finally:
+        publisher.stop()
+    assert "TLS" in error and "MQTT_BROKER" in error and "not reachable" not in error, error
+
+
 def test_broker_restart_is_survived_and_logging_goes_on(
     running: Running, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -264,8 +264,9 @@ def refusal_text(reason: str, broker: str, username: str) -> str:
     return f"MQTT broker {broker} refused the connection ({reason})"
 
 
-def failure_text(exc: BaseException, broker: str, ca_file: str) -> str:
-    """A connection attempt's exception as one line naming the key to check."""
+def failure_text(exc: BaseException, broker: str, ca_file: str, *, tls: bool = False) -> str:
+    """A connection attempt's exception as one line naming the key to check (``tls``:
+    mqtts://)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         ca = f"MQTT_CA_FILE={ca_file!r}" if ca_file else "the system's CAs (MQTT_CA_FILE is empty)"
         return (
@@ -277,6 +278,13 @@ def failure_text(exc: BaseException, broker: str, ca_file: str) -> str:
         return (
             f"MQTT broker {broker}: TLS failed ({exc.reason or exc}): is it mqtts:// "
             "on a TLS port (MQTT_BROKER)?"
+        )
+    if tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError)):
+        # The TCP connection was taken, then closed at the TLS handshake's first message:
+        # a broker's plain port (1883) read it as a broken MQTT packet. Not "not reachable".
+        return (
+            f"MQTT broker {broker} closed the connection at the TLS handshake: is it "
+            "mqtts:// on a TLS port, usually 8883 (MQTT_BROKER)?"
         )
     if isinstance(exc, ConnectionRefusedError):
         return f"MQTT broker {broker} refused the TCP connection: is it running (MQTT_BROKER)?"

@@ -196,7 +196,9 @@ class MqttPublisher:
             self._client.connect(self._host, self._port, keepalive=self.keepalive)
         except Exception as exc:
             self._state = "down"
-            self._problem(failure_text(exc, self.broker, self._settings.ca_file))
+            self._problem(
+                failure_text(exc, self.broker, self._settings.ca_file, tls=self._settings.tls)
+            )
             self._reconnect.failed(now)
 
     def _lost(self, reason: str) -> None:
