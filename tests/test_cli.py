@@ -17,6 +17,29 @@ from tests.unprivileged import bound_by_permissions
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_with_a_stand_in_daemon(cfg: Path) -> subprocess.CompletedProcess[str]:
+    """`eccm run --config cfg` with a daemon that returns at once: what it logs before the
+    daemon starts (no ECCM_* variables of this environment)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, eccm.app\n"
+            "class Stub:\n"
+            "    def __init__(self, cfg): pass\n"
+            "    def run(self, stop): return 0\n"
+            "eccm.app.Daemon = Stub\n"
+            "from eccm.cli import main\n"
+            "sys.exit(main(['run', '--config', sys.argv[1]]))\n",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ECCM_")},
+    )
+
+
 def eccm(
     *args: str,
     cwd: Path | None = None,
@@ -133,24 +156,7 @@ def test_a_bucket_without_an_endpoint_gets_a_note_at_check_config_and_a_log_line
         "uploads are off: set S3_SERVER_ENDPOINT (https://host[:port]) to upload"
     ]
     # `eccm run` logs the same before the daemon starts (a stand-in daemon here).
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, eccm.app\n"
-            "class Stub:\n"
-            "    def __init__(self, cfg): pass\n"
-            "    def run(self, stop): return 0\n"
-            "eccm.app.Daemon = Stub\n"
-            "from eccm.cli import main\n"
-            "sys.exit(main(['run', '--config', sys.argv[1]]))\n",
-            str(cfg),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ECCM_")},
-    )
+    run = run_with_a_stand_in_daemon(cfg)
     assert run.returncode == 0, run.stderr
     assert (
         "WARNING eccm: S3_SERVER_BUCKET=car-logs is set but S3_SERVER_ENDPOINT is empty, so uploads are off"
@@ -560,24 +566,7 @@ def test_a_configuration_with_secrets_that_others_may_read_gets_a_note_and_a_war
     assert "chmod" not in proc.stderr, proc.stderr
     # `eccm run` says it in its log before the daemon starts (a stand-in daemon here).
     cfg.chmod(0o604)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, eccm.app\n"
-            "class Stub:\n"
-            "    def __init__(self, cfg): pass\n"
-            "    def run(self, stop): return 0\n"
-            "eccm.app.Daemon = Stub\n"
-            "from eccm.cli import main\n"
-            "sys.exit(main(['run', '--config', sys.argv[1]]))\n",
-            str(cfg),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ECCM_")},
-    )
+    run = run_with_a_stand_in_daemon(cfg)
     assert run.returncode == 0, run.stderr
     assert f"WARNING eccm: {cfg} holds S3_SERVER_AK, S3_SERVER_SK" in run.stderr, run.stderr
     assert "(mode 0604)" in run.stderr
